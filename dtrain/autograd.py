@@ -1,0 +1,4 @@
+"""``dtrain.autograd``: gradcheck, Function, and the grad-mode switches (as torch.autograd)."""
+from .tensor.function import Function  # noqa: F401
+from .tensor.gradcheck import GradcheckError, gradcheck  # noqa: F401
+from .tensor.grad_mode import enable_grad, no_grad, set_grad_enabled  # noqa: F401

@@ -1,0 +1,14 @@
+"""The autograd core: Tensor, Function, ops, creation, grad modes, gradcheck."""
+from . import methods  # noqa: F401  (binds operators and methods onto Tensor)
+from .backend import Device, get_array_module
+from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace,  # noqa: F401
+                       ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros,
+                       zeros_like)
+from .function import Function  # noqa: F401
+from .gradcheck import GradcheckError, gradcheck  # noqa: F401
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
+from .ops import *  # noqa: F401,F403
+from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state  # noqa: F401
+from .tensor import Size, Tensor  # noqa: F401
+
+device = Device

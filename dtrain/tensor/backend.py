@@ -1,0 +1,199 @@
+"""Devices and the array module: NumPy on the CPU, CuPy on a GPU.
+
+Everything that must be spelled differently for NumPy and CuPy lives here, so the
+ops are written once against ``xp``.
+"""
+import numpy
+
+try:  # the CuPy import is guarded: CPU-only installs never need it
+    import cupy
+    import cupyx
+except Exception:  # ImportError, or a CuPy build that cannot load its CUDA libraries
+    cupy = None
+    cupyx = None
+
+
+def cuda_device_count():
+    if cupy is None:
+        return 0
+    try:
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # CuPy installed but no driver / no device
+        return 0
+
+
+def cuda_is_available():
+    return cuda_device_count() > 0
+
+
+class Device:
+    """Where a tensor lives: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``.
+
+    Args:
+        spec: a string "cpu", "cuda" or "cuda:N", another Device, or ("cuda", N).
+        index: device index, for ``Device("cuda", 1)``.
+
+    Example:
+        >>> Device("cuda:1").index
+        1
+    """
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu", index=None):
+        if isinstance(spec, Device):
+            spec, index = spec.type, spec.index if index is None else index
+        if not isinstance(spec, str):
+            raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {spec!r}")
+        kind, _, idx = spec.partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device type {kind!r} in {spec!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+        if idx:
+            if not idx.isdigit():
+                raise ValueError(f"invalid device index {idx!r} in {spec!r}: expected 'cuda:N' with N >= 0")
+            if index is not None and int(idx) != index:
+                raise ValueError(f"device {spec!r} given together with a different index {index}")
+            index = int(idx)
+        if kind == "cpu":
+            if index not in (None, 0):
+                raise ValueError(f"the CPU has no device index {index}: use 'cpu'")
+            index = None
+        elif index is None:
+            index = 0
+        self.type, self.index = kind, index
+
+    def __repr__(self):
+        return f"device(type='{self.type}')" if self.index is None else f"device(type='{self.type}', index={self.index})"
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            other = Device(other)
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+
+CPU = Device("cpu")
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy`` (as Chainer does)."""
+    if cupy is not None:
+        for a in arrays:
+            if isinstance(a, cupy.ndarray):
+                return cupy
+    return numpy
+
+
+def is_cuda_array(a):
+    return cupy is not None and isinstance(a, cupy.ndarray)
+
+
+def device_of(array):
+    return Device("cuda", array.device.id) if is_cuda_array(array) else CPU
+
+
+def module_for(device):
+    """The array module that holds data on ``device``; a clear error when it cannot."""
+    if device.type == "cpu":
+        return numpy
+    if cupy is None:
+        raise RuntimeError(f"{device} requested but CuPy is not installed: install dtrain[cuda] or use 'cpu'")
+    n = cuda_device_count()
+    if device.index >= n:
+        raise RuntimeError(f"{device} requested but only {n} CUDA device(s) are visible")
+    return cupy
+
+
+def to_device(array, device):
+    """Copy (or pass through) ``array`` so that it lives on ``device``."""
+    if device_of(array) == device:
+        return array
+    if device.type == "cpu":
+        return cupy.asnumpy(array)
+    xp = module_for(device)
+    with xp.cuda.Device(device.index):
+        return xp.asarray(array)
+
+
+def asnumpy(array):
+    return cupy.asnumpy(array) if is_cuda_array(array) else numpy.asarray(array)
+
+
+class device_guard:
+    """Make ``device`` current for CuPy allocations inside the block (no-op on CPU)."""
+
+    def __init__(self, device):
+        self.ctx = cupy.cuda.Device(device.index) if device.type == "cuda" else None
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
+
+
+# --- the few spellings that differ between NumPy and CuPy ------------------------------
+
+def scatter_add(target, indices, values):
+    """``target[indices] += values`` where repeated indices accumulate (unbuffered)."""
+    if is_cuda_array(target):
+        cupyx.scatter_add(target, indices, values)
+    else:
+        numpy.add.at(target, indices, values)
+
+
+def sliding_window_view(x, window_shape, axis):
+    """A strided, zero-copy view of every window (see numpy.lib.stride_tricks)."""
+    if is_cuda_array(x):
+        from cupy.lib.stride_tricks import sliding_window_view as swv
+    else:
+        swv = numpy.lib.stride_tricks.sliding_window_view
+    return swv(x, window_shape, axis=axis)
+
+
+def as_strided(x, shape, strides):
+    if is_cuda_array(x):
+        from cupy.lib.stride_tricks import as_strided as ast
+    else:
+        ast = numpy.lib.stride_tricks.as_strided
+    return ast(x, shape=shape, strides=strides)
+
+
+def shares_memory(a, b):
+    """Cheap check whether two arrays may share storage (used to avoid aliasing grads)."""
+    return get_array_module(a).may_share_memory(a, b)
+
+
+class _CupyRNG:
+    """CuPy's RandomState behind NumPy's Generator method names."""
+
+    def __init__(self, seed):
+        self.state = cupy.random.RandomState(seed)
+
+    def standard_normal(self, size, dtype):
+        return self.state.standard_normal(size, dtype=dtype)
+
+    def random(self, size, dtype):
+        return self.state.random_sample(size, dtype=dtype)
+
+    def integers(self, low, high, size):
+        return self.state.randint(low, high, size=size, dtype="int64")
+
+    def permutation(self, n):
+        return self.state.permutation(n)
+
+
+def make_rng(device, seed):
+    """A random generator with NumPy Generator's methods, on ``device``."""
+    if device.type == "cpu":
+        return numpy.random.default_rng(seed)
+    module_for(device)
+    with cupy.cuda.Device(device.index):
+        return _CupyRNG(seed)

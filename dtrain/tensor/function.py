@@ -1,0 +1,89 @@
+"""Function: one differentiable op, its forward and backward side by side."""
+import itertools
+import numbers
+
+from . import backend
+from .backend import get_array_module
+from .grad_mode import is_grad_enabled
+
+_seq = itertools.count()
+
+
+class Function:
+    """Base of every differentiable op.
+
+    A subclass writes ``forward(self, *arrays, **params)`` returning one array, and
+    ``backward(self, grad)`` returning one gradient array (or None) per positional input.
+    Anything backward needs is saved as an attribute of ``self`` in forward; it is freed
+    after backward unless ``retain_graph=True``. ``self.needs_input_grad`` says which
+    inputs want a gradient (forward may skip saving what no gradient needs).
+
+    backward must return either fresh arrays or views of ``grad``, never an array that
+    a tensor still holds (the engine hands fresh arrays to ``.grad`` without copying).
+
+    Use ``MyOp.apply(*tensors, **params)``; positional arguments must be Tensors.
+    """
+
+    __slots__ = ("inputs", "needs_input_grad", "seq", "versions", "out_hooks", "__dict__")
+    differentiable = True
+
+    def forward(self, *arrays, **params):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def __repr__(self):
+        return f"<{self.name}Backward>"
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        """Run the op. Positional inputs are Tensors, or constants (Python numbers,
+        arrays) that take part in forward but get no gradient."""
+        fn = cls()
+        arrays = [t.array if type(t) is Tensor or isinstance(t, Tensor) else t for t in inputs]
+        if len(arrays) > 1:
+            check_same_device(fn.name, arrays)
+        needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        track = cls.differentiable and any(needs) and is_grad_enabled()
+        fn.needs_input_grad = needs if track else (False,) * len(inputs)
+        out = fn.forward(*arrays, **params)
+        if not track:
+            return Tensor._wrap(out)
+        fn.inputs = inputs
+        fn.versions = tuple(t._version if isinstance(t, Tensor) else None for t in inputs)
+        fn.seq = next(_seq)
+        fn.out_hooks = None
+        return Tensor._wrap(out, fn)
+
+
+def check_same_device(op, arrays):
+    devices = {backend.device_of(a) for a in arrays if not isinstance(a, numbers.Number)}
+    if len(devices) > 1:
+        a, b = sorted(map(str, devices))[:2]
+        raise RuntimeError(f"{op}: expected all tensors to be on the same device, but found at least "
+                           f"two devices, {a} and {b}")
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape`` (the inverse of broadcasting ``shape`` up to grad.shape)."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    if lead:
+        grad = grad.reshape(shape)
+    return grad
+
+
+def xp_of(*arrays):
+    return get_array_module(*arrays)
+
+
+from .tensor import Tensor  # noqa: E402  (tensor.py imports this module too)

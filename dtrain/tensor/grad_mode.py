@@ -1,0 +1,72 @@
+"""Whether operations record the graph: no_grad, enable_grad, set_grad_enabled.
+
+The mode is per thread, as in PyTorch, so DataParallel's replica threads do not
+interfere with one another.
+"""
+import functools
+import threading
+
+_state = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_state, "enabled", True)
+
+
+def _set(mode):
+    _state.enabled = bool(mode)
+
+
+class _GradMode:
+    """Base of the mode context managers; each also works as a decorator."""
+
+    mode = True
+
+    def __enter__(self):
+        self.prev = is_grad_enabled()
+        _set(self.mode)
+
+    def __exit__(self, *exc):
+        _set(self.prev)
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.__class__() if type(self) is not set_grad_enabled else set_grad_enabled(self.mode):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Context manager / decorator: operations inside record no graph.
+
+    Example:
+        >>> with no_grad():
+        ...     y = x * 2        # y.requires_grad is False
+    """
+
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Context manager / decorator: turn recording back on inside a ``no_grad`` block."""
+
+    mode = True
+
+
+class set_grad_enabled(_GradMode):
+    """``set_grad_enabled(False)`` acts like ``no_grad()``; usable as a function too.
+
+    Called plainly (``set_grad_enabled(False)``) it switches the mode at once, as in PyTorch.
+    """
+
+    def __init__(self, mode):
+        self.prev = is_grad_enabled()
+        self.mode = bool(mode)
+        _set(self.mode)
+
+    def __enter__(self):
+        pass
+
+    def __exit__(self, *exc):
+        _set(self.prev)

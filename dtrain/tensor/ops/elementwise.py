@@ -1,0 +1,502 @@
+"""Elementwise ops: arithmetic, unary math, clamp, where, comparisons."""
+import numbers
+
+import numpy
+
+from .. import dtypes
+from ..backend import get_array_module
+from ..function import Function, unbroadcast
+from ..tensor import Tensor
+
+
+def _shape(a):
+    return numpy.shape(a)
+
+
+# ---- operands and dtype promotion -----------------------------------------------------
+
+def operands(a, b, op):
+    """Bring a binary op's operands to one dtype as PyTorch would; Python scalars stay
+    scalars (passed to forward as constants, so CuPy takes them as kernel arguments)."""
+    if isinstance(a, numpy.generic):
+        a = a.item()
+    if isinstance(b, numpy.generic):
+        b = b.item()
+    ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
+    if ta and tb:
+        da, db = a.dtype, b.dtype
+        if da == db:
+            return a, b
+        # a 0-d tensor does not promote a tensor of the same category (as in PyTorch)
+        if a.ndim == 0 and b.ndim > 0 and (da.kind == "f") == (db.kind == "f"):
+            d = db
+        elif b.ndim == 0 and a.ndim > 0 and (da.kind == "f") == (db.kind == "f"):
+            d = da
+        else:
+            d = dtypes.promote(da, db)
+        return a.to(d), b.to(d)
+    if not ta and not tb:
+        raise TypeError(f"{op}: expected a Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+    t, s = (a, b) if ta else (b, a)
+    if not isinstance(s, numbers.Number):
+        if hasattr(s, "shape") and hasattr(s, "dtype"):  # a raw NumPy/CuPy array
+            s = Tensor._wrap(get_array_module(s).asarray(s))
+            return operands(a if ta else s, s if ta else b, op)
+        raise TypeError(f"{op}: unsupported operand type {type(s).__name__} (expected a Tensor or a number)")
+    d = dtypes.promote_scalar(t.dtype, s)
+    if d != t.dtype:
+        t = t.to(d)
+    return (t, s) if ta else (s, t)
+
+
+def binary(cls, a, b, op):
+    a, b = operands(a, b, op)
+    return cls.apply(a, b)
+
+
+# ---- arithmetic -----------------------------------------------------------------------
+
+class Add(Function):
+    def forward(self, a, b):
+        self.sa, self.sb = _shape(a), _shape(b)
+        return a + b
+
+    def backward(self, g):
+        return unbroadcast(g, self.sa), unbroadcast(g, self.sb)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.sa, self.sb = _shape(a), _shape(b)
+        return a - b
+
+    def backward(self, g):
+        return unbroadcast(g, self.sa), unbroadcast(-g, self.sb) if self.needs_input_grad[1] else None
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (unbroadcast(g * self.b, _shape(self.a)) if na else None,
+                unbroadcast(g * self.a, _shape(self.b)) if nb else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        ga = unbroadcast(g / self.b, _shape(self.a)) if na else None
+        gb = unbroadcast(-g * self.a / (self.b * self.b), _shape(self.b)) if nb else None
+        return ga, gb
+
+
+class Pow(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = a ** b
+        return self.out
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        a, b = self.a, self.b
+        ga = gb = None
+        if na:
+            ga = unbroadcast(g * b * a ** (b - 1), _shape(a))
+        if nb:
+            xp = get_array_module(a, b)
+            # d(a^b)/db = a^b log a; where a == 0 the limit is 0 (PyTorch's convention)
+            safe = xp.where(a > 0, a, 1)
+            gb = unbroadcast(g * self.out * xp.log(safe), _shape(b))
+        return ga, gb
+
+
+def add(a, b, alpha=1):
+    return binary(Add, a, b if alpha == 1 else b * alpha, "add")
+
+
+def sub(a, b, alpha=1):
+    return binary(Sub, a, b if alpha == 1 else b * alpha, "sub")
+
+
+def mul(a, b):
+    return binary(Mul, a, b, "mul")
+
+
+def div(a, b, rounding_mode=None):
+    a, b = operands(a, b, "div")
+    if rounding_mode is not None:
+        return _no_grad_binary(a, b, "floor_divide" if rounding_mode == "floor" else "trunc_div")
+    if not _floating(a) and not _floating(b):  # true division of integers gives floats
+        a = a.to(dtypes.get_default_dtype()) if isinstance(a, Tensor) else a
+        b = b.to(dtypes.get_default_dtype()) if isinstance(b, Tensor) else b
+    return Div.apply(a, b)
+
+
+def pow(a, b):
+    a, b = operands(a, b, "pow")
+    return Pow.apply(a, b)
+
+
+def _floating(x):
+    return isinstance(x, float) or (isinstance(x, Tensor) and x.dtype.kind == "f")
+
+
+# ---- unary math ----------------------------------------------------------------------
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return -g
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.a = a
+        return abs(a)
+
+    def backward(self, g):
+        return g * get_array_module(self.a).sign(self.a)
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = get_array_module(a).exp(a)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).log(a)
+
+    def backward(self, g):
+        return g / self.a
+
+
+class Log1p(Function):
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).log1p(a)
+
+    def backward(self, g):
+        return g / (1 + self.a)
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        self.out = get_array_module(a).sqrt(a)
+        return self.out
+
+    def backward(self, g):
+        return g / (2 * self.out)
+
+
+class Rsqrt(Function):
+    def forward(self, a):
+        self.out = 1 / get_array_module(a).sqrt(a)
+        return self.out
+
+    def backward(self, g):
+        return g * -0.5 * self.out ** 3
+
+
+class Sin(Function):
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).sin(a)
+
+    def backward(self, g):
+        return g * get_array_module(self.a).cos(self.a)
+
+
+class Cos(Function):
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).cos(a)
+
+    def backward(self, g):
+        return -g * get_array_module(self.a).sin(self.a)
+
+
+class Tanh(Function):
+    def forward(self, a):
+        self.out = get_array_module(a).tanh(a)
+        return self.out
+
+    def backward(self, g):
+        return g * (1 - self.out * self.out)
+
+
+class Sigmoid(Function):
+    def forward(self, a):
+        xp = get_array_module(a)
+        # written through tanh: exp(-a) overflows for very negative a
+        self.out = xp.tanh(a * 0.5) * 0.5 + 0.5
+        return self.out.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        return g * self.out * (1 - self.out)
+
+
+class Clamp(Function):
+    def forward(self, a, lo=None, hi=None):
+        self.a, self.lo, self.hi = a, lo, hi
+        return get_array_module(a).clip(a, lo, hi)
+
+    def backward(self, g):
+        a, mask = self.a, None
+        # the gradient passes where the input was inside [lo, hi], boundaries included (as PyTorch)
+        if self.lo is not None:
+            mask = a >= self.lo
+        if self.hi is not None:
+            m = a <= self.hi
+            mask = m if mask is None else mask & m
+        return g * mask
+
+
+class Maximum(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return get_array_module(a, b).maximum(a, b)
+
+    def backward(self, g):
+        return _select_grads(self, g, self.a > self.b)
+
+
+class Minimum(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return get_array_module(a, b).minimum(a, b)
+
+    def backward(self, g):
+        return _select_grads(self, g, self.a < self.b)
+
+
+def _select_grads(fn, g, a_wins):
+    """Gradient of max/min: to the winner; split evenly on ties (as PyTorch does)."""
+    tie = fn.a == fn.b
+    wa = a_wins + 0.5 * tie
+    na, nb = fn.needs_input_grad
+    return (unbroadcast(g * wa, _shape(fn.a)).astype(g.dtype, copy=False) if na else None,
+            unbroadcast(g * (1 - wa), _shape(fn.b)).astype(g.dtype, copy=False) if nb else None)
+
+
+class Where(Function):
+    def forward(self, cond, a, b):
+        self.cond, self.sa, self.sb = cond, _shape(a), _shape(b)
+        return get_array_module(cond, a, b).where(cond, a, b)
+
+    def backward(self, g):
+        _, na, nb = self.needs_input_grad
+        zero = g.dtype.type(0)
+        xp = get_array_module(g)
+        return (None,
+                unbroadcast(xp.where(self.cond, g, zero), self.sa) if na else None,
+                unbroadcast(xp.where(self.cond, zero, g), self.sb) if nb else None)
+
+
+def neg(x):
+    return Neg.apply(x)
+
+
+def abs(x):  # noqa: A001  (PyTorch's name)
+    return Abs.apply(x)
+
+
+def exp(x):
+    return Exp.apply(_float(x))
+
+
+def log(x):
+    return Log.apply(_float(x))
+
+
+def log1p(x):
+    return Log1p.apply(_float(x))
+
+
+def sqrt(x):
+    return Sqrt.apply(_float(x))
+
+
+def rsqrt(x):
+    return Rsqrt.apply(_float(x))
+
+
+def sin(x):
+    return Sin.apply(_float(x))
+
+
+def cos(x):
+    return Cos.apply(_float(x))
+
+
+def tanh(x):
+    return Tanh.apply(_float(x))
+
+
+def sigmoid(x):
+    return Sigmoid.apply(_float(x))
+
+
+def _float(x):
+    """Unary float math on an integer tensor gives the default float dtype (as PyTorch)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a Tensor, got {type(x).__name__}")
+    return x if x.dtype.kind == "f" else x.to(dtypes.get_default_dtype())
+
+
+def clamp(x, min=None, max=None):  # noqa: A002
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x
+        if min is not None:
+            out = maximum(out, min)
+        if max is not None:
+            out = minimum(out, max)
+        return out
+    return Clamp.apply(x, lo=min, hi=max)
+
+
+clip = clamp
+
+
+def maximum(a, b):
+    return binary(Maximum, a, b, "maximum")
+
+
+def minimum(a, b):
+    return binary(Minimum, a, b, "minimum")
+
+
+def where(cond, a, b):
+    """Elements of ``a`` where ``cond`` is true, else of ``b`` (broadcast together)."""
+    if not isinstance(cond, Tensor):
+        raise TypeError(f"where: condition must be a bool Tensor, got {type(cond).__name__}")
+    if cond.dtype != dtypes.bool_:
+        raise TypeError(f"where: condition must be a bool Tensor, got dtype {cond.dtype}")
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        a = Tensor._wrap(get_array_module(cond.array).asarray(a, dtype=dtypes.promote_scalar(dtypes.bool_, a)))
+    a, b = operands(a, b, "where")
+    return Where.apply(cond.detach(), a, b)
+
+
+# ---- comparisons and logic (no gradient) --------------------------------------------
+
+class _NoGrad(Function):
+    differentiable = False
+    ufunc = None
+
+    def forward(self, *arrays):
+        return getattr(get_array_module(*[a for a in arrays if hasattr(a, "shape")]), self.ufunc)(*arrays)
+
+
+_ufunc_classes = {}
+
+
+def _no_grad_binary(a, b, ufunc):
+    if ufunc == "trunc_div":
+        q = _no_grad_binary(a, b, "true_divide")
+        return _no_grad_unary(q, "trunc").to(q.dtype if (_floating(a) or _floating(b)) else a.dtype)
+    cls = _ufunc_classes.get(ufunc)
+    if cls is None:
+        cls = _ufunc_classes[ufunc] = type(ufunc, (_NoGrad,), {"ufunc": ufunc})
+    return cls.apply(a, b)
+
+
+def _no_grad_unary(a, ufunc):
+    cls = _ufunc_classes.get(ufunc)
+    if cls is None:
+        cls = _ufunc_classes[ufunc] = type(ufunc, (_NoGrad,), {"ufunc": ufunc})
+    return cls.apply(a)
+
+
+def _compare(ufunc, op):
+    def fn(a, b):
+        a, b = operands(a, b, op)
+        return _no_grad_binary(a, b, ufunc)
+    fn.__name__ = op
+    return fn
+
+
+eq = _compare("equal", "eq")
+ne = _compare("not_equal", "ne")
+lt = _compare("less", "lt")
+le = _compare("less_equal", "le")
+gt = _compare("greater", "gt")
+ge = _compare("greater_equal", "ge")
+logical_and = _compare("logical_and", "logical_and")
+logical_or = _compare("logical_or", "logical_or")
+logical_xor = _compare("logical_xor", "logical_xor")
+bitwise_and = _compare("bitwise_and", "bitwise_and")
+bitwise_or = _compare("bitwise_or", "bitwise_or")
+remainder = _compare("remainder", "remainder")
+floor_divide = _compare("floor_divide", "floor_divide")
+
+
+def logical_not(x):
+    return _no_grad_unary(x, "logical_not")
+
+
+def bitwise_not(x):
+    return _no_grad_unary(x, "logical_not" if x.dtype == dtypes.bool_ else "invert")
+
+
+def sign(x):
+    return _no_grad_unary(x, "sign")
+
+
+def floor(x):
+    return _no_grad_unary(x, "floor")
+
+
+def ceil(x):
+    return _no_grad_unary(x, "ceil")
+
+
+def round(x):  # noqa: A001
+    return _no_grad_unary(x, "rint")
+
+
+def trunc(x):
+    return _no_grad_unary(x, "trunc")
+
+
+def isnan(x):
+    return _no_grad_unary(x, "isnan")
+
+
+def isinf(x):
+    return _no_grad_unary(x, "isinf")
+
+
+def isfinite(x):
+    return _no_grad_unary(x, "isfinite")
+
+
+def equal(a, b):
+    """True if both tensors have the same shape and elements."""
+    return tuple(a.shape) == tuple(b.shape) and bool(eq(a, b).all())
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    xp = get_array_module(a.array, b.array)
+    return bool(xp.allclose(a.array, b.array, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    xp = get_array_module(a.array, b.array)
+    return Tensor._wrap(xp.isclose(a.array, b.array, rtol=rtol, atol=atol, equal_nan=equal_nan))

@@ -1,0 +1,112 @@
+"""Matrix products: matmul (1-D, 2-D, batched, broadcast batch dims) and the fused linear."""
+from ..backend import get_array_module
+from ..function import Function, unbroadcast
+from ..tensor import Tensor
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        na, nb = self.needs_input_grad
+        # treat 1-D operands as matrices, as matmul's forward does
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = g[..., None, :] if b.ndim > 1 else g[..., None]
+        if b.ndim == 1:
+            g = g[..., None]
+        ga = gb = None
+        if na:
+            ga = unbroadcast(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if nb:
+            gb = unbroadcast(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a, b):
+    """Matrix product with NumPy's rules: 1-D operands are vectors, leading dims broadcast."""
+    for x in (a, b):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"matmul: expected Tensors, got {type(x).__name__}")
+        if x.ndim == 0:
+            raise RuntimeError(f"matmul: both arguments need at least 1 dimension, got shapes "
+                               f"{list(a.shape)} and {list(b.shape)}")
+    k_a = a.shape[-1]
+    k_b = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if k_a != k_b:
+        raise RuntimeError(f"matmul: shapes {list(a.shape)} and {list(b.shape)} cannot be multiplied "
+                           f"({k_a} != {k_b})")
+    try:
+        get_array_module(a.array).broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise RuntimeError(f"matmul: batch dimensions of {list(a.shape)} and {list(b.shape)} do not broadcast") from None
+    if a.dtype != b.dtype:
+        from .. import dtypes
+        d = dtypes.promote(a.dtype, b.dtype)
+        a, b = a.to(d), b.to(d)
+    return MatMul.apply(a, b)
+
+
+class Linear(Function):
+    """y = x @ W^T + b in one op: no transposed copy, the bias added in place."""
+
+    def forward(self, x, w, b=None):
+        self.x, self.w, self.has_b = x, w, b is not None
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g):
+        x, w = self.x, self.w
+        nx, nw = self.needs_input_grad[:2]
+        gx = g @ w if nx else None
+        g2 = g.reshape(-1, g.shape[-1])
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if nw else None
+        if not self.has_b:
+            return gx, gw
+        return gx, gw, g2.sum(axis=0) if self.needs_input_grad[2] else None
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias``; weight has shape (out_features, in_features) as in PyTorch."""
+    if weight.ndim != 2:
+        raise RuntimeError(f"linear: weight must be 2-D (out_features, in_features), got shape {list(weight.shape)}")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise RuntimeError(f"linear: input shape {list(x.shape)} and weight shape {list(weight.shape)} "
+                           f"do not match (input's last dim must be in_features = {weight.shape[1]})")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(f"linear: bias shape {list(bias.shape)} must be (out_features,) = ({weight.shape[0]},)")
+    if x.dtype != weight.dtype:
+        raise RuntimeError(f"linear: input dtype {x.dtype} and weight dtype {weight.dtype} differ; "
+                           f"convert one with .to(dtype)")
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)
+
+
+def mm(a, b):
+    if a.ndim != 2 or b.ndim != 2:
+        raise RuntimeError(f"mm: expected 2-D tensors, got shapes {list(a.shape)} and {list(b.shape)}")
+    return matmul(a, b)
+
+
+def bmm(a, b):
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
+        raise RuntimeError(f"bmm: expected 3-D tensors with equal batch size, got shapes "
+                           f"{list(a.shape)} and {list(b.shape)}")
+    return matmul(a, b)
+
+
+def dot(a, b):
+    if a.ndim != 1 or b.ndim != 1:
+        raise RuntimeError(f"dot: 1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
+    return matmul(a, b)
+
+
+def outer(a, b):
+    return matmul(a.reshape(-1, 1), b.reshape(1, -1))

@@ -1,0 +1,259 @@
+"""Reductions: sum, mean, var, std, prod, amax/amin, max/min with indices, logsumexp, argmax."""
+import builtins
+import collections
+import numbers
+
+from .. import dtypes
+from ..backend import get_array_module
+from ..function import Function
+from ..tensor import Tensor
+from .elementwise import sqrt
+
+values_indices = {name: collections.namedtuple(name, ["values", "indices"]) for name in ("max", "min")}
+
+
+def normalize_dims(dim, ndim, op):
+    """``dim`` (None, int, or tuple of ints) as a sorted tuple of non-negative axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, numbers.Integral) else tuple(dim)
+    n = builtins.max(ndim, 1)
+    out = []
+    for d in dims:
+        if not isinstance(d, numbers.Integral):
+            raise TypeError(f"{op}: dim must be an int or a tuple of ints, got {d!r}")
+        if not -n <= d < n:
+            raise IndexError(f"{op}: dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+        d = d % n
+        if d in out:
+            raise RuntimeError(f"{op}: dim {d} appears multiple times in the list of dims")
+        out.append(d)
+    if ndim == 0:
+        return ()
+    return tuple(sorted(out))
+
+
+def _expand(g, in_shape, axes, keepdim):
+    """Broadcast a reduced gradient back to the input's shape (a view)."""
+    xp = get_array_module(g)
+    if not keepdim and axes:
+        g = g.reshape(tuple(1 if i in axes else n for i, n in enumerate(in_shape)))
+    return xp.broadcast_to(g, in_shape)
+
+
+class Sum(Function):
+    def forward(self, a, axes=(), keepdim=False):
+        self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
+        return a.sum(axis=axes, keepdims=keepdim)
+
+    def backward(self, g):
+        return _expand(g, self.shape, self.axes, self.keepdim)
+
+
+class Prod(Function):
+    def forward(self, a, axes=(), keepdim=False):
+        self.a, self.axes, self.keepdim = a, axes, keepdim
+        return a.prod(axis=axes, keepdims=keepdim)
+
+    def backward(self, g):
+        # product of all *other* elements = exclusive cumprod from the left times from the
+        # right; dividing out/a instead would give nan where an element is 0
+        a, axes = self.a, self.axes
+        xp = get_array_module(a)
+        rest = [i for i in range(a.ndim) if i not in axes]
+        moved = a.transpose(rest + list(axes))
+        flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
+        ones = xp.ones(flat.shape[:-1] + (1,), dtype=a.dtype)
+        left = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
+        right = xp.cumprod(xp.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+        others = (left * right).reshape(moved.shape)
+        inverse = [0] * a.ndim
+        for i, p in enumerate(rest + list(axes)):
+            inverse[p] = i
+        others = others.transpose(inverse)
+        return _expand(g, a.shape, axes, self.keepdim) * others
+
+
+class Amax(Function):
+    """max over dims; the gradient is shared evenly between tied maxima (as torch.amax)."""
+
+    ufunc = "max"
+
+    def forward(self, a, axes=(), keepdim=False):
+        if a.size == 0 and builtins.any(a.shape[i] == 0 for i in axes):
+            raise RuntimeError(f"{self.ufunc}: cannot reduce over an empty dimension of a tensor of shape {a.shape}")
+        self.a, self.axes, self.keepdim = a, axes, keepdim
+        self.out = getattr(a, self.ufunc)(axis=axes, keepdims=True)
+        return self.out if keepdim else self.out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
+
+    def backward(self, g):
+        mask = self.a == self.out
+        count = mask.sum(axis=self.axes, keepdims=True)
+        return _expand(g, self.a.shape, self.axes, self.keepdim) * (mask / count).astype(g.dtype, copy=False)
+
+
+class Amin(Amax):
+    ufunc = "min"
+
+
+class LogSumExp(Function):
+    def forward(self, a, axes=(), keepdim=False):
+        xp = get_array_module(a)
+        m = a.max(axis=axes, keepdims=True) if a.size else xp.zeros([1] * a.ndim, a.dtype)
+        m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or inf) slices: avoid inf - inf
+        self.a, self.axes, self.keepdim = a, axes, keepdim
+        self.out = xp.log(xp.exp(a - m).sum(axis=axes, keepdims=True)) + m
+        return self.out if keepdim else self.out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return _expand(g, self.a.shape, self.axes, self.keepdim) * xp.exp(self.a - self.out)
+
+
+def _reduce(cls, x, dim, keepdim, op, **kw):
+    axes = normalize_dims(dim, x.ndim, op)
+    return cls.apply(x, axes=axes, keepdim=keepdim, **kw)
+
+
+def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001
+    """Sum over ``dim`` (int, tuple, or all); bool/int tensors sum to int64 as in PyTorch."""
+    if dtype is None and x.dtype.kind in "bi" and x.dtype != dtypes.int64:
+        dtype = dtypes.int64
+    if dtype is not None:
+        x = x.to(dtype)
+    return _reduce(Sum, x, dim, keepdim, "sum")
+
+
+def mean(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    if x.dtype.kind != "f":
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be floating point, "
+                           f"but got {x.dtype}; use x.float().mean()")
+    axes = normalize_dims(dim, x.ndim, "mean")
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    return Sum.apply(x, axes=axes, keepdim=keepdim) / n if n else Sum.apply(x, axes=axes, keepdim=keepdim) * float("nan")
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
+    """Variance; ``unbiased=True`` (the default) or ``correction=1`` divides by N - 1."""
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    elif unbiased is not None:
+        raise TypeError("var: give either unbiased or correction, not both")
+    axes = normalize_dims(dim, x.ndim, "var")
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    centered = x - mean(x, dim=axes, keepdim=True)
+    return sum(centered * centered, dim=axes, keepdim=keepdim) / builtins.max(n - correction, 0)
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
+    return sqrt(var(x, dim=dim, unbiased=unbiased, keepdim=keepdim, correction=correction))
+
+
+def prod(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    elif x.dtype.kind in "bi" and x.dtype != dtypes.int64:
+        x = x.to(dtypes.int64)
+    return _reduce(Prod, x, dim, keepdim, "prod")
+
+
+def amax(x, dim=None, keepdim=False):
+    return _reduce(Amax, x, dim, keepdim, "amax")
+
+
+def amin(x, dim=None, keepdim=False):
+    return _reduce(Amin, x, dim, keepdim, "amin")
+
+
+def logsumexp(x, dim=None, keepdim=False):
+    if x.dtype.kind != "f":
+        x = x.to(dtypes.get_default_dtype())
+    return _reduce(LogSumExp, x, dim, keepdim, "logsumexp")
+
+
+def _arg(x, dim, keepdim, which):
+    xp = get_array_module(x.array)
+    a = x.array
+    if a.size == 0:
+        raise RuntimeError(f"{which}(): expected a non-empty tensor, got shape {tuple(x.shape)}")
+    if dim is None:
+        idx = getattr(xp, which)(a.reshape(-1))
+        if keepdim:
+            idx = idx.reshape((1,) * a.ndim)
+        return Tensor._wrap(xp.asarray(idx, dtype=dtypes.int64))
+    (axis,) = normalize_dims(dim, a.ndim, which) or (0,)
+    idx = getattr(xp, which)(a, axis=axis, keepdims=keepdim) if a.ndim else xp.asarray(0)
+    return Tensor._wrap(idx.astype(dtypes.int64, copy=False))
+
+
+def argmax(x, dim=None, keepdim=False):
+    return _arg(x, dim, keepdim, "argmax")
+
+
+def argmin(x, dim=None, keepdim=False):
+    return _arg(x, dim, keepdim, "argmin")
+
+
+def _max_min(x, dim, keepdim, other, which):
+    from .index import take_along_dim
+    from .elementwise import maximum, minimum
+    if isinstance(dim, Tensor):  # max(x, y): elementwise
+        other = dim
+    if other is not None:
+        return (maximum if which == "max" else minimum)(x, other)
+    if dim is None:
+        return (amax if which == "max" else amin)(x)
+    idx = _arg(x, dim, True, "arg" + which)
+    values = take_along_dim(x, idx, dim)
+    if not keepdim and x.ndim:
+        values, idx = values.squeeze(dim), idx.squeeze(dim)
+    return values_indices[which](values, idx)
+
+
+def max(x, dim=None, keepdim=False, other=None):  # noqa: A001
+    """``max(x)``: the largest element; ``max(x, dim)``: (values, indices) along dim;
+    ``max(x, y)``: elementwise maximum, as in PyTorch."""
+    return _max_min(x, dim, keepdim, other, "max")
+
+
+def min(x, dim=None, keepdim=False, other=None):  # noqa: A001
+    """``min(x)``, ``min(x, dim)`` -> (values, indices), or ``min(x, y)``, as ``max``."""
+    return _max_min(x, dim, keepdim, other, "min")
+
+
+def all(x, dim=None, keepdim=False):  # noqa: A001
+    axes = normalize_dims(dim, x.ndim, "all")
+    return Tensor._wrap(x.array.astype(bool, copy=False).all(axis=axes, keepdims=keepdim))
+
+
+def any(x, dim=None, keepdim=False):  # noqa: A001
+    axes = normalize_dims(dim, x.ndim, "any")
+    return Tensor._wrap(x.array.astype(bool, copy=False).any(axis=axes, keepdims=keepdim))
+
+
+def count_nonzero(x, dim=None):
+    axes = normalize_dims(dim, x.ndim, "count_nonzero")
+    return Tensor._wrap((x.array != 0).sum(axis=axes).astype(dtypes.int64))
+
+
+def cumsum(x, dim):
+    (axis,) = normalize_dims(dim, x.ndim, "cumsum") or (0,)
+    return CumSum.apply(x, axis=axis)
+
+
+class CumSum(Function):
+    def forward(self, a, axis=0):
+        self.axis = axis
+        return get_array_module(a).cumsum(a, axis=axis) if a.ndim else a.copy()
+
+    def backward(self, g):
+        if g.ndim == 0:
+            return g
+        xp = get_array_module(g)
+        return xp.flip(xp.cumsum(xp.flip(g, self.axis), axis=self.axis), self.axis)

@@ -1,0 +1,120 @@
+"""Random number generators: one per device, seeded together by manual_seed."""
+import numpy
+
+from . import backend, dtypes
+
+_generators = {}
+_seed = [None]
+
+
+class Generator:
+    """A random stream on one device, as ``torch.Generator``.
+
+    Example:
+        >>> g = Generator().manual_seed(0)
+        >>> dtrain.randn(3, generator=g)
+    """
+
+    def __init__(self, device="cpu"):
+        self.device = backend.Device(device)
+        self.manual_seed(numpy.random.SeedSequence().entropy % (2 ** 63))
+
+    def manual_seed(self, seed):
+        self._seed = int(seed)
+        self.rng = backend.make_rng(self.device, self._seed)
+        return self
+
+    def initial_seed(self):
+        return self._seed
+
+    def get_state(self):
+        return {"seed": self._seed, "state": self.rng.bit_generator.state if self.device.type == "cpu" else None}
+
+    def set_state(self, state):
+        if self.device.type == "cpu" and state.get("state") is not None:
+            self.rng.bit_generator.state = state["state"]
+        else:
+            self.manual_seed(state["seed"])
+        return self
+
+
+def default_generator(device):
+    g = _generators.get(device)
+    if g is None:
+        g = _generators[device] = Generator(device)
+        if _seed[0] is not None:
+            g.manual_seed(_seed[0] + (0 if device.type == "cpu" else 1 + device.index))
+    return g
+
+
+def manual_seed(seed):
+    """Seed the generator of every device (each device gets its own stream)."""
+    _seed[0] = int(seed)
+    for device, g in _generators.items():
+        g.manual_seed(_seed[0] + (0 if device.type == "cpu" else 1 + device.index))
+    default_generator(backend.CPU)
+
+
+def seed():
+    s = int(numpy.random.SeedSequence().entropy % (2 ** 63))
+    manual_seed(s)
+    return s
+
+
+def initial_seed():
+    return default_generator(backend.CPU).initial_seed()
+
+
+def get_rng_state():
+    return default_generator(backend.CPU).get_state()
+
+
+def set_rng_state(state):
+    default_generator(backend.CPU).set_state(state)
+
+
+def _rng(device, generator):
+    if generator is not None:
+        if generator.device != device:
+            raise RuntimeError(f"generator is on {generator.device} but the tensor is created on {device}")
+        return generator.rng
+    return default_generator(device).rng
+
+
+def _float(dtype):
+    dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
+    if dtype.kind != "f":
+        raise TypeError(f"random floating-point values need a floating dtype, got {dtype}")
+    return dtype
+
+
+def normal_array(shape, mean, std, dtype, device, generator=None):
+    dtype = _float(dtype)
+    rng = _rng(device, generator)
+    with backend.device_guard(device):
+        a = rng.standard_normal(tuple(shape), dtype=dtype if dtype != dtypes.float16 else dtypes.float32)
+        if mean != 0.0 or std != 1.0:
+            a = a * std + mean
+        return a.astype(dtype, copy=False)
+
+
+def uniform_array(shape, low, high, dtype, device, generator=None):
+    dtype = _float(dtype)
+    rng = _rng(device, generator)
+    with backend.device_guard(device):
+        a = rng.random(tuple(shape), dtype=dtype if dtype != dtypes.float16 else dtypes.float32)
+        if low != 0.0 or high != 1.0:
+            a = a * (high - low) + low
+        return a.astype(dtype, copy=False)
+
+
+def integers_array(low, high, shape, dtype, device, generator=None):
+    rng = _rng(device, generator)
+    with backend.device_guard(device):
+        return rng.integers(low, high, size=tuple(shape)).astype(dtype, copy=False)
+
+
+def permutation_array(n, dtype, device, generator=None):
+    rng = _rng(device, generator)
+    with backend.device_guard(device):
+        return rng.permutation(n).astype(dtype, copy=False)

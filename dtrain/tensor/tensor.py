@@ -1,0 +1,557 @@
+"""Tensor, and the backward walk over the graph of Functions that produced it."""
+import heapq
+
+import numpy
+
+from . import backend, dtypes
+from .grad_mode import is_grad_enabled, no_grad
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    The raw NumPy (CPU) or CuPy (GPU) array is the attribute ``array``; ``data`` is, as
+    in PyTorch, a detached Tensor that shares that storage.
+
+    Example:
+        >>> x = dtrain.tensor([1.0, 2.0], requires_grad=True)
+        >>> (x * x).sum().backward()
+        >>> x.grad
+        tensor([2., 4.])
+    """
+
+    __slots__ = ("array", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_post_hooks",
+                 "__weakref__")
+    __array_priority__ = 1000  # numpy_array * tensor goes to Tensor.__rmul__
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        from .creation import _to_array
+        self._init(_to_array(data, dtype, device, copy=True), requires_grad)
+
+    def _init(self, array, requires_grad=False, grad_fn=None):
+        self.array = array
+        self.grad = None
+        self.grad_fn = grad_fn
+        self._version = 0
+        self._hooks = None
+        self._post_hooks = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+        elif grad_fn is not None:
+            self.requires_grad = True
+
+    @classmethod
+    def _wrap(cls, array, grad_fn=None):
+        if isinstance(array, numpy.generic):  # NumPy turns 0-d results into scalars
+            array = numpy.asarray(array)
+        t = object.__new__(Tensor)
+        t._init(array, grad_fn=grad_fn)
+        return t
+
+    # ---- basic properties ------------------------------------------------------------
+    @property
+    def shape(self):
+        return Size(self.array.shape)
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    @property
+    def device(self):
+        return backend.device_of(self.array)
+
+    @property
+    def is_cuda(self):
+        return backend.is_cuda_array(self.array)
+
+    @property
+    def ndim(self):
+        return self.array.ndim
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    @property
+    def data(self):
+        return Tensor._wrap(self.array)
+
+    @data.setter
+    def data(self, value):
+        self.array = value.array if isinstance(value, Tensor) else value
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    def dim(self):
+        return self.array.ndim
+
+    def size(self, dim=None):
+        if dim is None:
+            return self.shape
+        return self.array.shape[_check_dim(dim, self.ndim, "size")]
+
+    def numel(self):
+        return int(self.array.size)
+
+    def element_size(self):
+        return self.array.itemsize
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.array.shape[0]
+
+    def is_floating_point(self):
+        return self.dtype.kind == "f"
+
+    def is_contiguous(self):
+        return bool(self.array.flags.c_contiguous)
+
+    def data_ptr(self):
+        a = self.array
+        return a.data.ptr if self.is_cuda else a.ctypes.data
+
+    # ---- conversion ------------------------------------------------------------------
+    def numpy(self):
+        if self.requires_grad and is_grad_enabled():
+            raise RuntimeError("Can't call numpy() on a Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if self.is_cuda:
+            raise TypeError("can't convert a cuda tensor to numpy: use tensor.cpu() first")
+        return self.array
+
+    def item(self):
+        if self.array.size != 1:
+            raise ValueError(f"a Tensor with {self.array.size} elements cannot be converted to a Python scalar")
+        return self.array.reshape(()).item() if not self.is_cuda else backend.asnumpy(self.array).item()
+
+    def tolist(self):
+        return backend.asnumpy(self.array).tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.array.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self.array.size} elements is ambiguous")
+        return bool(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iub" or self.array.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        a = backend.asnumpy(self.array)
+        return a if dtype is None else a.astype(dtype)
+
+    def to(self, *args, **kwargs):
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other_tensor)``;
+        differentiable; returns ``self`` when nothing changes."""
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)
+        kwargs.pop("copy", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
+            elif isinstance(a, (str, backend.Device)):
+                device = a
+            else:
+                dtype = a
+        from .ops.shape import Cast, ToDevice
+        out = self
+        if device is not None:
+            device = backend.Device(device)
+            if device != self.device:
+                out = ToDevice.apply(out, device=device)
+        if dtype is not None:
+            dtype = dtypes.as_dtype(dtype)
+            if dtype != out.dtype:
+                # a cast to an integer or bool dtype leaves the graph, as in PyTorch
+                out = Cast.apply(out if dtype.kind in "fc" else out.detach(), dtype=dtype)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to(backend.Device("cuda", device if isinstance(device, int) else None)
+                       if not isinstance(device, (str, backend.Device)) else device)
+
+    def float(self):
+        return self.to(dtypes.float32)
+
+    def double(self):
+        return self.to(dtypes.float64)
+
+    def half(self):
+        return self.to(dtypes.float16)
+
+    def long(self):
+        return self.to(dtypes.int64)
+
+    def int(self):
+        return self.to(dtypes.int32)
+
+    def bool(self):
+        return self.to(dtypes.bool_)
+
+    def type(self, dtype=None):
+        if dtype is None:
+            return f"dtrain.{self.dtype.name}"
+        return self.to(dtype)
+
+    def type_as(self, other):
+        return self.to(other.dtype)
+
+    # ---- autograd --------------------------------------------------------------------
+    def detach(self):
+        return Tensor._wrap(self.array)
+
+    def detach_(self):
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        if not self.is_leaf:
+            if not requires_grad:
+                raise RuntimeError("you can only change requires_grad flags of leaf variables: use detach() instead")
+            return self
+        if requires_grad and self.dtype.kind not in "fc":
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` for this non-leaf tensor after backward."""
+        if self.is_leaf:
+            return
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if getattr(self.grad_fn, "retains", None) is None:
+            import weakref
+            ref = weakref.ref(self)
+
+            def keep(g):
+                t = ref()
+                if t is not None:
+                    t.grad = g.detach() if t.grad is None else Tensor._wrap(t.grad.array + g.array)
+            self.grad_fn.retains = keep
+            self.register_hook(keep)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor
+        replaces the gradient. Returns a handle with ``remove()``."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            if self.grad_fn.out_hooks is None:
+                self.grad_fn.out_hooks = []
+            hooks = self.grad_fn.out_hooks
+        else:
+            if self._hooks is None:
+                self._hooks = []
+            hooks = self._hooks
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` during backward as soon as this leaf's ``.grad`` is final
+        for the pass, before backward goes on to earlier layers. Returns a handle."""
+        if not self.is_leaf:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._post_hooks is None:
+            self._post_hooks = []
+        self._post_hooks.append(hook)
+        return RemovableHandle(self._post_hooks, hook)
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        Args:
+            gradient: d(output)/d(self); may be omitted only for a single-element tensor.
+            retain_graph: keep the graph so that backward can run through it again.
+        """
+        run_backward(self, gradient, retain_graph)
+
+    # ---- in-place ops (not recorded; refused where they would corrupt autograd) --------
+    def _check_inplace(self, op):
+        if self.requires_grad and is_grad_enabled():
+            if self.is_leaf:
+                raise RuntimeError(
+                    f"{op}: a leaf Tensor that requires grad is being used in an in-place operation; "
+                    f"wrap it in `with dtrain.no_grad():` (as optimizers do) or use the out-of-place op")
+            raise RuntimeError(f"{op}: in-place operations on tensors that are part of a graph are not "
+                               f"supported; use the out-of-place op instead")
+        self._version += 1
+
+    def _inplace(self, op, value):
+        """Write ``value`` (an array, broadcast to self's shape) into self's storage."""
+        self._check_inplace(op)
+        value = _raw(value, self)
+        if numpy.shape(value) != self.array.shape and numpy.broadcast_shapes(numpy.shape(value), self.array.shape) != self.array.shape:
+            raise RuntimeError(f"{op}: output with shape {tuple(self.shape)} doesn't match the broadcast "
+                               f"shape {numpy.broadcast_shapes(numpy.shape(value), self.array.shape)}")
+        self.array[...] = value
+        return self
+
+    def copy_(self, src):
+        return self._inplace("copy_", src)
+
+    def fill_(self, value):
+        return self._inplace("fill_", value)
+
+    def zero_(self):
+        return self._inplace("zero_", 0)
+
+    def add_(self, other, alpha=1):
+        o = _raw(other, self)
+        return self._inplace("add_", self.array + (o if alpha == 1 else o * alpha))
+
+    def sub_(self, other, alpha=1):
+        return self.add_(other, alpha=-alpha)
+
+    def mul_(self, other):
+        return self._inplace("mul_", self.array * _raw(other, self))
+
+    def div_(self, other):
+        return self._inplace("div_", self.array / _raw(other, self))
+
+    def addcmul_(self, t1, t2, value=1):
+        return self._inplace("addcmul_", self.array + value * (_raw(t1, self) * _raw(t2, self)))
+
+    def addcdiv_(self, t1, t2, value=1):
+        return self._inplace("addcdiv_", self.array + value * (_raw(t1, self) / _raw(t2, self)))
+
+    def lerp_(self, end, weight):
+        return self._inplace("lerp_", self.array + _raw(weight, self) * (_raw(end, self) - self.array))
+
+    def clamp_(self, min=None, max=None):
+        xp = backend.get_array_module(self.array)
+        return self._inplace("clamp_", xp.clip(self.array, min, max))
+
+    def sqrt_(self):
+        return self._inplace("sqrt_", backend.get_array_module(self.array).sqrt(self.array))
+
+    def neg_(self):
+        return self._inplace("neg_", -self.array)
+
+    def pow_(self, exponent):
+        return self._inplace("pow_", self.array ** _raw(exponent, self))
+
+    def uniform_(self, a=0.0, b=1.0, generator=None):
+        from .random import uniform_array
+        return self._inplace("uniform_", uniform_array(self.shape, a, b, self.dtype, self.device, generator))
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        from .random import normal_array
+        return self._inplace("normal_", normal_array(self.shape, mean, std, self.dtype, self.device, generator))
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
+    def __setitem__(self, index, value):
+        self._check_inplace("__setitem__")
+        from .ops.index import normalize_index
+        self.array[normalize_index(index, self)] = _raw(value, self)
+
+    # ---- printing --------------------------------------------------------------------
+    def __repr__(self):
+        body = numpy.array2string(backend.asnumpy(self.array), separator=", ", prefix="tensor(", precision=4)
+        extra = []
+        if self.dtype not in (dtypes.get_default_dtype(), dtypes.int64, dtypes.bool_):
+            extra.append(f"dtype=dtrain.{self.dtype.name}")
+        if self.is_cuda:
+            extra.append(f"device='{self.device}'")
+        if self.grad_fn is not None:
+            extra.append(f"grad_fn={self.grad_fn!r}")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        return f"tensor({body}{''.join(', ' + e for e in extra)})"
+
+    __hash__ = object.__hash__
+
+
+class Size(tuple):
+    """The shape of a tensor: a tuple, as ``torch.Size`` is."""
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+    def __repr__(self):
+        return f"dtrain.Size({list(self)})"
+
+
+class RemovableHandle:
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
+def _check_dim(dim, ndim, op):
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{op}: dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
+def _raw(value, like):
+    """The array behind ``value`` (a Tensor, array or Python number), on like's device."""
+    if isinstance(value, Tensor):
+        if value.device != like.device:
+            raise RuntimeError(f"expected all tensors to be on the same device, but found {like.device} and {value.device}")
+        return value.array
+    return value
+
+
+# ---- the backward walk ---------------------------------------------------------------
+
+def run_backward(root, gradient, retain_graph):
+    if not root.requires_grad:
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn: "
+                           "call requires_grad_() on the inputs, or check for a no_grad block")
+    if gradient is None:
+        if root.array.size != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs, but the output has "
+                               f"shape {tuple(root.shape)}: pass backward(gradient=...) of that shape")
+        grad = backend.get_array_module(root.array).ones(root.array.shape, dtype=root.dtype)
+        external = False
+    else:
+        grad = _raw(gradient, root)
+        if tuple(grad.shape) != tuple(root.shape):
+            raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)} but the output has "
+                               f"shape {tuple(root.shape)}")
+        external = True
+    with no_grad():
+        if root.grad_fn is None:
+            _accumulate(root, grad, owned=False)
+        else:
+            _walk(root.grad_fn, grad, external, retain_graph)
+
+
+def _walk(root_fn, grad, external, retain_graph):
+    # Phase 1: count, for every node and leaf, the edges that will deliver a gradient to it.
+    deps, leaf_deps = {}, {}
+    stack, seen = [root_fn], {root_fn}
+    while stack:
+        fn = stack.pop()
+        if fn.inputs is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved tensors "
+                "after they have already been freed). Specify retain_graph=True on the first backward call.")
+        for t, need in zip(fn.inputs, fn.needs_input_grad):
+            if not need:
+                continue
+            child = t.grad_fn
+            if child is None:
+                leaf_deps[id(t)] = leaf_deps.get(id(t), 0) + 1
+            else:
+                deps[child] = deps.get(child, 0) + 1
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+
+    # Phase 2: run nodes newest-first once all their consumers are done (as PyTorch does),
+    # so the last layer's gradients are final, and its hooks fire, before earlier layers run.
+    buffers = {root_fn: grad}
+    routed = {id(grad): 2 if external else 1}  # an array routed twice must be copied before it is kept
+    leaf_bufs = {}
+    heap = [(-root_fn.seq, root_fn)]
+    while heap:
+        fn = heapq.heappop(heap)[1]
+        g = buffers.pop(fn, None)
+        if g is not None:
+            if fn.out_hooks:
+                g = _run_hooks(fn.out_hooks, g)
+            _check_versions(fn)
+            grads = fn.backward(g)
+            if not isinstance(grads, tuple):
+                grads = (grads,)
+        else:
+            grads = (None,) * len(fn.inputs)
+        for t, need, gi in zip(fn.inputs, fn.needs_input_grad, grads):
+            if not need:
+                continue
+            if gi is not None:
+                routed[id(gi)] = routed.get(id(gi), 0) + 1
+            child = t.grad_fn
+            if child is None:
+                if gi is not None:
+                    prev = leaf_bufs.get(id(t))
+                    leaf_bufs[id(t)] = gi if prev is None else prev + gi
+                leaf_deps[id(t)] -= 1
+                if leaf_deps[id(t)] == 0:
+                    b = leaf_bufs.pop(id(t), None)
+                    if b is not None:
+                        _accumulate(t, b, owned=routed.get(id(b), 0) <= 1 and b.base is None)
+            else:
+                if gi is not None:
+                    prev = buffers.get(child)
+                    buffers[child] = gi if prev is None else prev + gi
+                deps[child] -= 1
+                if deps[child] == 0:
+                    heapq.heappush(heap, (-child.seq, child))
+        if not retain_graph:
+            fn.__dict__.clear()
+            fn.inputs = None
+
+
+def _run_hooks(hooks, g):
+    for h in list(hooks):
+        r = h(Tensor._wrap(g))
+        if r is not None:
+            g = r.array if isinstance(r, Tensor) else r
+    return g
+
+
+def _check_versions(fn):
+    for t, v in zip(fn.inputs, fn.versions):
+        if v is not None and t._version != v:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: an input of {fn.name} of shape {tuple(t.shape)} is at version {t._version}; "
+                f"expected version {v} instead")
+
+
+def _accumulate(leaf, g, owned):
+    if isinstance(g, numpy.generic):
+        g, owned = numpy.asarray(g), True
+    if leaf._hooks:
+        g = _run_hooks(leaf._hooks, g)
+        owned = False
+    if g.dtype != leaf.dtype:
+        g = g.astype(leaf.dtype)
+        owned = True
+    if leaf.grad is None:
+        leaf.grad = Tensor._wrap(g if owned else g.copy())
+    else:
+        leaf.grad.array += g  # in place: no new allocation per step
+    if leaf._post_hooks:
+        for h in list(leaf._post_hooks):
+            h(leaf)
