@@ -1,0 +1,1 @@
+"""dtrain.nn.functional: stateless layers, activations and losses (as torch.nn.functional)."""
