@@ -10,3 +10,6 @@ from .tensor.dtypes import (bool_ as bool, double, float, float16, float32, floa
 
 device = _Device
 __version__ = "0.1.0"
+
+from .serialization import load, save  # noqa: E402,F401
+from . import checkpoint, data, nn, optim  # noqa: E402,F401

@@ -197,3 +197,22 @@ def make_rng(device, seed):
     module_for(device)
     with cupy.cuda.Device(device.index):
         return _CupyRNG(seed)
+
+
+def broadcast_shapes(*shapes):
+    """The shape that ``shapes`` broadcast to; ValueError if they do not (shape arithmetic
+    only, the same for NumPy and CuPy arrays)."""
+    return numpy.broadcast_shapes(*shapes)
+
+
+def erf(x):
+    """The error function, elementwise, keeping x's dtype (NumPy has none of its own)."""
+    if is_cuda_array(x):
+        from cupyx.scipy.special import erf as f
+        return f(x)
+    try:
+        from scipy.special import erf as f
+    except ImportError:  # scipy is optional: exact but slow, one Python call per element
+        import math
+        f = numpy.vectorize(math.erf, otypes=[x.dtype])
+    return f(x)

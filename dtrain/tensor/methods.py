@@ -23,14 +23,15 @@ _methods = {
     "__floordiv__": ops.floor_divide, "__rfloordiv__": _r(ops.floor_divide),
     "__mod__": ops.remainder, "__rmod__": _r(ops.remainder),
     "__eq__": ops.eq, "__ne__": ops.ne, "__lt__": ops.lt, "__le__": ops.le, "__gt__": ops.gt, "__ge__": ops.ge,
-    "__and__": ops.bitwise_and, "__or__": ops.bitwise_or, "__xor__": ops.logical_xor,
+    "__and__": ops.bitwise_and, "__or__": ops.bitwise_or, "__xor__": ops.bitwise_xor,
     "__invert__": ops.bitwise_not,
     "reshape": _dims(ops.reshape), "view": _dims(ops.view), "permute": _dims(ops.permute),
     "expand": _dims(ops.expand), "repeat": _dims(ops.repeat),
 }
 
 for name in ("add sub mul div pow neg abs exp log log1p sqrt rsqrt sin cos tanh sigmoid clamp clip "
-             "maximum minimum eq ne lt le gt ge logical_and logical_or logical_xor logical_not sign floor "
+             "maximum minimum eq ne lt le gt ge logical_and logical_or logical_xor logical_not bitwise_and bitwise_or "
+             "bitwise_xor bitwise_not sign floor "
              "ceil round trunc isnan isinf isfinite equal allclose isclose remainder floor_divide "
              "sum mean var std prod amax amin logsumexp argmax argmin max min all any count_nonzero cumsum "
              "flatten unflatten squeeze unsqueeze transpose t expand_as broadcast_to clone contiguous "

@@ -315,24 +315,38 @@ class Tensor:
     def zero_(self):
         return self._inplace("zero_", 0)
 
+    def _ufunc_(self, op, ufunc, operand):
+        """``self = ufunc(self, operand)`` computed straight into self's storage."""
+        self._check_inplace(op)
+        a = self.array
+        try:
+            getattr(backend.get_array_module(a), ufunc)(a, _raw(operand, self), out=a)
+        except (ValueError, TypeError) as e:
+            o = _raw(operand, self)
+            raise RuntimeError(f"{op}: cannot apply to a tensor of shape {list(a.shape)} and dtype {a.dtype} "
+                               f"with an operand of shape {list(numpy.shape(o))} and dtype "
+                               f"{getattr(o, 'dtype', type(o).__name__)}: {e}") from None
+        return self
+
     def add_(self, other, alpha=1):
-        o = _raw(other, self)
-        return self._inplace("add_", self.array + (o if alpha == 1 else o * alpha))
+        return self._ufunc_("add_", "add", other if alpha == 1 else _raw(other, self) * alpha)
 
     def sub_(self, other, alpha=1):
-        return self.add_(other, alpha=-alpha)
+        return self._ufunc_("sub_", "subtract", other if alpha == 1 else _raw(other, self) * alpha)
 
     def mul_(self, other):
-        return self._inplace("mul_", self.array * _raw(other, self))
+        return self._ufunc_("mul_", "multiply", other)
 
     def div_(self, other):
-        return self._inplace("div_", self.array / _raw(other, self))
+        return self._ufunc_("div_", "true_divide", other)
 
     def addcmul_(self, t1, t2, value=1):
-        return self._inplace("addcmul_", self.array + value * (_raw(t1, self) * _raw(t2, self)))
+        prod = _raw(t1, self) * _raw(t2, self)
+        return self._ufunc_("addcmul_", "add", prod if value == 1 else prod * value)
 
     def addcdiv_(self, t1, t2, value=1):
-        return self._inplace("addcdiv_", self.array + value * (_raw(t1, self) / _raw(t2, self)))
+        q = _raw(t1, self) / _raw(t2, self)
+        return self._ufunc_("addcdiv_", "add", q if value == 1 else q * value)
 
     def lerp_(self, end, weight):
         return self._inplace("lerp_", self.array + _raw(weight, self) * (_raw(end, self) - self.array))

@@ -1,9 +1,9 @@
 """The differentiable ops, grouped by kind; each public function is also exported from dtrain."""
-from .elementwise import (abs, add, allclose, bitwise_and, bitwise_not, bitwise_or, ceil, clamp,  # noqa: F401
-                          clip, cos, div, eq, equal, exp, floor, floor_divide, ge, gt, isclose, isfinite,
-                          isinf, isnan, le, log, log1p, logical_and, logical_not, logical_or, logical_xor,
-                          lt, maximum, minimum, mul, ne, neg, pow, remainder, round, rsqrt, sigmoid, sign,
-                          sin, sqrt, sub, tanh, trunc, where)
+from .elementwise import (abs, add, allclose, bitwise_and, bitwise_not, bitwise_or, bitwise_xor,  # noqa: F401
+                          ceil, clamp, clip, cos, div, eq, equal, exp, floor, floor_divide, ge, gt, isclose,
+                          isfinite, isinf, isnan, le, log, log1p, logical_and, logical_not, logical_or,
+                          logical_xor, lt, maximum, minimum, mul, ne, neg, pow, remainder, round, rsqrt,
+                          sigmoid, sign, sin, sqrt, sub, tanh, trunc, where)
 from .index import gather, index_select, masked_fill, nonzero, one_hot, take_along_dim  # noqa: F401
 from .linalg import bmm, dot, linear, matmul, mm, outer  # noqa: F401
 from .reduce import (all, amax, amin, any, argmax, argmin, count_nonzero, cumsum, logsumexp,  # noqa: F401

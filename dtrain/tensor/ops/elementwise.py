@@ -1,16 +1,19 @@
 """Elementwise ops: arithmetic, unary math, clamp, where, comparisons."""
 import numbers
 
-import numpy
-
 from .. import dtypes
-from ..backend import get_array_module
+from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 
 
 def _shape(a):
-    return numpy.shape(a)
+    return tuple(getattr(a, "shape", ()))  # Python scalars are 0-d
+
+
+def _scalar(x):
+    """A NumPy scalar (np.float32(2)) acts as the Python number it holds, as in PyTorch."""
+    return x.item() if isinstance(x, numbers.Number) and hasattr(x, "item") else x
 
 
 # ---- operands and dtype promotion -----------------------------------------------------
@@ -18,10 +21,7 @@ def _shape(a):
 def operands(a, b, op):
     """Bring a binary op's operands to one dtype as PyTorch would; Python scalars stay
     scalars (passed to forward as constants, so CuPy takes them as kernel arguments)."""
-    if isinstance(a, numpy.generic):
-        a = a.item()
-    if isinstance(b, numpy.generic):
-        b = b.item()
+    a, b = _scalar(a), _scalar(b)
     ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
     if ta and tb:
         da, db = a.dtype, b.dtype
@@ -49,9 +49,25 @@ def operands(a, b, op):
     return (t, s) if ta else (s, t)
 
 
+def apply_broadcast(cls, op, *args):
+    """``cls.apply(*args)`` for an op whose operands broadcast together. A broadcasting
+    failure names the op and the shapes instead of surfacing NumPy's ValueError; the
+    shapes are checked only on failure, so the common path costs nothing."""
+    try:
+        return cls.apply(*args)
+    except ValueError:
+        shapes = [_shape(x) for x in args]
+        try:
+            broadcast_shapes(*shapes)
+        except ValueError:
+            raise RuntimeError(f"{op}: shapes {' and '.join(str(list(s)) for s in shapes)} cannot be "
+                               f"broadcast together") from None
+        raise
+
+
 def binary(cls, a, b, op):
     a, b = operands(a, b, op)
-    return cls.apply(a, b)
+    return apply_broadcast(cls, op, a, b)
 
 
 # ---- arithmetic -----------------------------------------------------------------------
@@ -131,17 +147,21 @@ def mul(a, b):
 
 def div(a, b, rounding_mode=None):
     a, b = operands(a, b, "div")
+    if rounding_mode == "floor":
+        return _no_grad_binary(a, b, "floor_divide", "div")
+    if rounding_mode == "trunc":
+        q = _no_grad_binary(a, b, "true_divide", "div")
+        return _no_grad_unary(q, "trunc").to((a if isinstance(a, Tensor) else b).dtype)
     if rounding_mode is not None:
-        return _no_grad_binary(a, b, "floor_divide" if rounding_mode == "floor" else "trunc_div")
+        raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
     if not _floating(a) and not _floating(b):  # true division of integers gives floats
         a = a.to(dtypes.get_default_dtype()) if isinstance(a, Tensor) else a
         b = b.to(dtypes.get_default_dtype()) if isinstance(b, Tensor) else b
-    return Div.apply(a, b)
+    return apply_broadcast(Div, "div", a, b)
 
 
 def pow(a, b):
-    a, b = operands(a, b, "pow")
-    return Pow.apply(a, b)
+    return binary(Pow, a, b, "pow")
 
 
 def _floating(x):
@@ -161,7 +181,7 @@ class Neg(Function):
 class Abs(Function):
     def forward(self, a):
         self.a = a
-        return abs(a)
+        return get_array_module(a).abs(a)  # not abs(): this module's abs() shadows the builtin
 
     def backward(self, g):
         return g * get_array_module(self.a).sign(self.a)
@@ -391,7 +411,7 @@ def where(cond, a, b):
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         a = Tensor._wrap(get_array_module(cond.array).asarray(a, dtype=dtypes.promote_scalar(dtypes.bool_, a)))
     a, b = operands(a, b, "where")
-    return Where.apply(cond.detach(), a, b)
+    return apply_broadcast(Where, "where", cond.detach(), a, b)
 
 
 # ---- comparisons and logic (no gradient) --------------------------------------------
@@ -407,27 +427,26 @@ class _NoGrad(Function):
 _ufunc_classes = {}
 
 
-def _no_grad_binary(a, b, ufunc):
-    if ufunc == "trunc_div":
-        q = _no_grad_binary(a, b, "true_divide")
-        return _no_grad_unary(q, "trunc").to(q.dtype if (_floating(a) or _floating(b)) else a.dtype)
+def _ufunc_op(ufunc):
+    """The no-grad Function running ``xp.<ufunc>`` (one class per ufunc, made on first use)."""
     cls = _ufunc_classes.get(ufunc)
     if cls is None:
         cls = _ufunc_classes[ufunc] = type(ufunc, (_NoGrad,), {"ufunc": ufunc})
-    return cls.apply(a, b)
+    return cls
+
+
+def _no_grad_binary(a, b, ufunc, op):
+    return apply_broadcast(_ufunc_op(ufunc), op, a, b)
 
 
 def _no_grad_unary(a, ufunc):
-    cls = _ufunc_classes.get(ufunc)
-    if cls is None:
-        cls = _ufunc_classes[ufunc] = type(ufunc, (_NoGrad,), {"ufunc": ufunc})
-    return cls.apply(a)
+    return _ufunc_op(ufunc).apply(a)
 
 
 def _compare(ufunc, op):
     def fn(a, b):
         a, b = operands(a, b, op)
-        return _no_grad_binary(a, b, ufunc)
+        return _no_grad_binary(a, b, ufunc, op)
     fn.__name__ = op
     return fn
 
@@ -443,6 +462,7 @@ logical_or = _compare("logical_or", "logical_or")
 logical_xor = _compare("logical_xor", "logical_xor")
 bitwise_and = _compare("bitwise_and", "bitwise_and")
 bitwise_or = _compare("bitwise_or", "bitwise_or")
+bitwise_xor = _compare("bitwise_xor", "bitwise_xor")
 remainder = _compare("remainder", "remainder")
 floor_divide = _compare("floor_divide", "floor_divide")
 

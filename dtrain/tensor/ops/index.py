@@ -2,10 +2,8 @@
 gather / take_along_dim, index_select, masked_fill."""
 import numbers
 
-import numpy
-
 from .. import dtypes
-from ..backend import get_array_module, scatter_add
+from ..backend import broadcast_shapes, get_array_module, scatter_add
 from ..function import Function
 from ..tensor import Tensor, _check_dim
 
@@ -27,9 +25,9 @@ def normalize_index(index, x):
             i = xp.asarray(i)
             if i.dtype.kind not in "iub":
                 raise IndexError(f"lists used as indices must hold ints or bools, got dtype {i.dtype}")
-        elif isinstance(i, numpy.ndarray) and xp is not numpy:
-            i = xp.asarray(i)
-        elif not (i is None or i is Ellipsis or isinstance(i, (slice, numbers.Integral)) or hasattr(i, "dtype")):
+        elif hasattr(i, "dtype") and not isinstance(i, numbers.Integral):  # a NumPy/CuPy array
+            i = xp.asarray(i)  # onto x's device (a no-op where it already is)
+        elif not (i is None or i is Ellipsis or isinstance(i, (slice, numbers.Integral))):
             raise IndexError(f"only integers, slices, None, Ellipsis, and integer or bool tensors are valid "
                              f"indices, got {type(i).__name__}")
         if isinstance(i, slice) and i.step is not None and i.step <= 0:
@@ -115,8 +113,8 @@ def gather(x, dim, index):
 
 def take_along_dim(x, indices, dim):
     axis = _check_dim(dim, x.ndim, "take_along_dim")
-    shape = list(numpy.broadcast_shapes(tuple(s if i != axis else 1 for i, s in enumerate(x.shape)),
-                                        tuple(s if i != axis else 1 for i, s in enumerate(indices.shape))))
+    shape = list(broadcast_shapes(tuple(s if i != axis else 1 for i, s in enumerate(x.shape)),
+                                  tuple(s if i != axis else 1 for i, s in enumerate(indices.shape))))
     shape[axis] = indices.shape[axis]
     idx = Tensor._wrap(get_array_module(indices.array).broadcast_to(indices.array, shape))
     x_shape = list(shape)

@@ -1,5 +1,6 @@
 """Matrix products: matmul (1-D, 2-D, batched, broadcast batch dims) and the fused linear."""
-from ..backend import get_array_module
+from .. import dtypes
+from ..backend import broadcast_shapes
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 
@@ -41,11 +42,11 @@ def matmul(a, b):
         raise RuntimeError(f"matmul: shapes {list(a.shape)} and {list(b.shape)} cannot be multiplied "
                            f"({k_a} != {k_b})")
     try:
-        get_array_module(a.array).broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
-        raise RuntimeError(f"matmul: batch dimensions of {list(a.shape)} and {list(b.shape)} do not broadcast") from None
+        raise RuntimeError(f"matmul: batch dimensions of {list(a.shape)} and {list(b.shape)} "
+                           f"do not broadcast") from None
     if a.dtype != b.dtype:
-        from .. import dtypes
         d = dtypes.promote(a.dtype, b.dtype)
         a, b = a.to(d), b.to(d)
     return MatMul.apply(a, b)
@@ -81,9 +82,10 @@ def linear(x, weight, bias=None):
                            f"do not match (input's last dim must be in_features = {weight.shape[1]})")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise RuntimeError(f"linear: bias shape {list(bias.shape)} must be (out_features,) = ({weight.shape[0]},)")
-    if x.dtype != weight.dtype:
-        raise RuntimeError(f"linear: input dtype {x.dtype} and weight dtype {weight.dtype} differ; "
-                           f"convert one with .to(dtype)")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        got = ", ".join(f"{name} {t.dtype}" for name, t in zip(("input", "weight", "bias"), (x, weight, bias))
+                        if t is not None)
+        raise RuntimeError(f"linear: dtypes differ ({got}); convert with .to(dtype)")
     if bias is None:
         return Linear.apply(x, weight)
     return Linear.apply(x, weight, bias)

@@ -311,10 +311,16 @@ def unbind(x, dim=0):
     return tuple(squeeze(p, d) for p in split(x, 1, d))
 
 
+class Flip(Function):
+    def forward(self, a, axes=()):
+        self.axes = axes
+        return get_array_module(a).flip(a, axes)
+
+    def backward(self, g):
+        return get_array_module(g).flip(g, self.axes)
+
+
 def flip(x, dims):
-    from .index import index
+    """Reverse the order of elements along ``dims`` (an int or a tuple)."""
     dims = (dims,) if isinstance(dims, numbers.Integral) else dims
-    idx = [slice(None)] * x.ndim
-    for d in dims:
-        idx[_check_dim(d, x.ndim, "flip")] = slice(None, None, -1)
-    return index(x, tuple(idx))
+    return Flip.apply(x, axes=tuple(_check_dim(d, x.ndim, "flip") for d in dims))

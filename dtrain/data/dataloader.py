@@ -1,0 +1,378 @@
+"""DataLoader: batches from a dataset, optionally prefetched by background worker threads.
+
+Workers are threads, not processes: nothing is pickled, the dataset is shared, and the
+NumPy kernels that do the work release the GIL. Each worker has its own task queue and
+all share one result queue; the main thread hands out batch indices round-robin, keeps at
+most ``prefetch_factor * num_workers`` batches in flight, and yields them in order.
+"""
+import functools
+import itertools
+import queue
+import threading
+import weakref
+
+from .collate import default_collate, default_convert
+from .dataset import IterableDataset
+from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, check_generator, draw_seed
+
+_local = threading.local()
+
+
+class WorkerInfo:
+    """What ``get_worker_info()`` returns inside a worker thread.
+
+    Attributes:
+        id: this worker's index in ``range(num_workers)``.
+        num_workers: the number of workers of the DataLoader.
+        seed: ``base_seed + id``, with ``base_seed`` drawn once per epoch (or once for
+            persistent workers) from the loader's generator.
+        dataset: the dataset (shared by all workers, not a copy).
+    """
+
+    def __init__(self, id, num_workers, seed, dataset):
+        self.id, self.num_workers, self.seed, self.dataset = id, num_workers, seed, dataset
+
+    def __repr__(self):
+        return f"WorkerInfo(id={self.id}, num_workers={self.num_workers}, seed={self.seed})"
+
+
+def get_worker_info():
+    """The WorkerInfo of the current DataLoader worker thread, or None outside a worker.
+
+    Example:
+        >>> class Shards(IterableDataset):
+        ...     def __iter__(self):
+        ...         info = get_worker_info()
+        ...         start, step = (0, 1) if info is None else (info.id, info.num_workers)
+        ...         return iter(range(start, 100, step))
+    """
+    return getattr(_local, "info", None)
+
+
+class _InfiniteConstantSampler(Sampler):
+    """The sampler of an IterableDataset: no indices, the fetcher reads the stream."""
+
+    def __iter__(self):
+        return itertools.repeat(None)
+
+
+class _MapFetcher:
+    def __init__(self, dataset, auto_collation, collate_fn, drop_last):
+        self.dataset, self.auto_collation, self.collate_fn = dataset, auto_collation, collate_fn
+
+    def fetch(self, index):
+        if not self.auto_collation:
+            return self.collate_fn(self.dataset[index])
+        getitems = getattr(self.dataset, "__getitems__", None)
+        return self.collate_fn(getitems(index) if getitems else [self.dataset[i] for i in index])
+
+
+class _IterableFetcher:
+    """Reads batches from ``iter(dataset)``; raises StopIteration once it is exhausted."""
+
+    def __init__(self, dataset, auto_collation, collate_fn, drop_last):
+        self.iterator, self.auto_collation, self.collate_fn = iter(dataset), auto_collation, collate_fn
+        self.drop_last, self.ended = drop_last, False
+
+    def fetch(self, index):
+        if self.ended:
+            raise StopIteration
+        if not self.auto_collation:
+            return self.collate_fn(next(self.iterator))
+        data = list(itertools.islice(self.iterator, len(index)))
+        if len(data) < len(index):
+            self.ended = True
+            if not data or self.drop_last:
+                raise StopIteration
+        return self.collate_fn(data)
+
+
+class _Failure:
+    """An exception raised in a worker, carried to the main thread."""
+
+    def __init__(self, exc, worker_id, where):
+        self.exc, self.worker_id, self.where = exc, worker_id, where
+
+    def reraise(self, batch):
+        exc = self.exc
+        msg = (f"Caught {type(exc).__name__} in DataLoader worker thread {self.worker_id} {self.where} "
+               f"batch {batch}: {exc}")
+        try:  # the same type, so callers' except clauses still match (as PyTorch does)
+            err = type(exc)(msg)
+        except Exception:
+            err = RuntimeError(msg)
+        try:
+            raise err from exc
+        finally:
+            err = exc = None  # break the frame <-> traceback cycle so a dropped iterator stops its threads
+
+
+_EXHAUSTED = object()  # a worker's IterableDataset iterator has ended
+
+
+def _worker_loop(info, make_fetcher, worker_init_fn, tasks, results, stop):
+    _local.info = info
+    failure = None
+    try:
+        if worker_init_fn is not None:
+            worker_init_fn(info.id)
+    except BaseException as e:  # reported with the first batch this worker is given
+        failure = _Failure(e, info.id, "in worker_init_fn, before")
+    fetcher, fetcher_epoch = None, None
+    while True:
+        task = tasks.get()
+        if task is None or stop.is_set():
+            return
+        epoch, idx, index = task
+        if failure is None:
+            try:
+                if epoch is not fetcher_epoch:  # a new epoch: a fresh iter() of an IterableDataset
+                    fetcher, fetcher_epoch = make_fetcher(), epoch
+                data = fetcher.fetch(index)
+            except StopIteration:
+                data = _EXHAUSTED
+            except BaseException as e:
+                data = _Failure(e, info.id, "while loading")
+        results.put((epoch, idx, failure or data))
+
+
+class _WorkerPool:
+    """``num_workers`` daemon threads, each with a task queue, sharing one result queue."""
+
+    def __init__(self, loader, base_seed):
+        n = loader.num_workers
+        self.tasks = [queue.SimpleQueue() for _ in range(n)]
+        self.results = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self.join_timeout = loader.timeout or None
+        self.owner = None  # the epoch token of the iterator allowed to use a persistent pool
+        self.threads = [
+            threading.Thread(target=_worker_loop, name=f"dtrain-data-worker-{i}", daemon=True,
+                             args=(WorkerInfo(i, n, base_seed + i, loader.dataset), loader._fetcher_factory(),
+                                   loader.worker_init_fn, self.tasks[i], self.results, self.stop))
+            for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def shutdown(self):
+        self.stop.set()
+        for q in self.tasks:
+            q.put(None)
+        for t in self.threads:
+            if t is not threading.current_thread():
+                t.join(self.join_timeout)  # a worker stuck past the timeout is left behind (daemon)
+
+
+class _BaseIter:
+    def __init__(self, loader):
+        self._loader = loader
+        self._index_iter = iter(loader._index_sampler)
+        # drawn whatever num_workers is, as PyTorch does, so a seeded shuffle gives the same
+        # order with and without workers (the sampler draws its own seed after this one)
+        self._base_seed = draw_seed(loader.generator)
+
+    def __iter__(self):
+        return self
+
+    def __len__(self):
+        return len(self._loader)
+
+
+class _SingleThreadIter(_BaseIter):
+    def __init__(self, loader):
+        super().__init__(loader)
+        self._fetcher = loader._fetcher_factory()()
+
+    def __next__(self):
+        return self._fetcher.fetch(next(self._index_iter))
+
+
+class _ThreadIter(_BaseIter):
+    def __init__(self, loader):
+        super().__init__(loader)
+        self._epoch = object()
+        pool = loader._pool
+        if pool is None:
+            pool = _WorkerPool(loader, self._base_seed)
+            if loader.persistent_workers:
+                loader._pool = pool
+                weakref.finalize(loader, pool.shutdown)
+        # the worker threads hold no reference to this iterator, so dropping it (a loop left
+        # by break, or an exception) runs the finalizer that stops them
+        self._close = weakref.finalize(self, pool.shutdown) if not loader.persistent_workers else (lambda: None)
+        pool.owner = self._epoch
+        self._pool = pool
+        self._active = [True] * loader.num_workers
+        self._workers = itertools.cycle(range(loader.num_workers))
+        self._task_worker = {}  # batch idx -> worker id
+        self._buffer = {}  # results that arrived ahead of their turn
+        self._send_idx = self._rcvd_idx = 0
+        self._limit = loader.prefetch_factor * loader.num_workers
+        self._sampler_done = False
+        self._dispatch()
+
+    def _dispatch(self):
+        while not self._sampler_done and self._send_idx - self._rcvd_idx < self._limit and any(self._active):
+            try:
+                index = next(self._index_iter)
+            except StopIteration:
+                self._sampler_done = True
+                return
+            w = next(self._workers)
+            while not self._active[w]:
+                w = next(self._workers)
+            self._pool.tasks[w].put((self._epoch, self._send_idx, index))
+            self._task_worker[self._send_idx] = w
+            self._send_idx += 1
+
+    def _receive(self):
+        if self._pool.owner is not self._epoch:
+            raise RuntimeError("this DataLoader iterator was superseded by a newer one: with persistent_workers=True "
+                               "only the latest iter(loader) can be used")
+        timeout = self._loader.timeout
+        try:
+            epoch, idx, data = self._pool.results.get(timeout=timeout if timeout > 0 else None)
+        except queue.Empty:
+            self._sampler_done, self._send_idx = True, self._rcvd_idx  # this iterator is over
+            self._close()
+            raise RuntimeError(f"DataLoader timed out after {timeout} seconds waiting for a batch") from None
+        if epoch is self._epoch:  # a persistent pool may still deliver an earlier epoch's batches
+            self._buffer[idx] = data
+
+    def __next__(self):
+        while self._rcvd_idx < self._send_idx:
+            if self._rcvd_idx not in self._buffer:
+                self._receive()
+                continue
+            idx = self._rcvd_idx
+            data = self._buffer.pop(idx)
+            worker = self._task_worker.pop(idx)
+            self._rcvd_idx += 1
+            if data is _EXHAUSTED:
+                self._active[worker] = False
+            self._dispatch()
+            if isinstance(data, _Failure):
+                data.reraise(idx)  # the next call goes on with the next batch, as in PyTorch
+            if data is not _EXHAUSTED:
+                return data
+        self._close()
+        raise StopIteration
+
+
+class DataLoader:
+    """Iterates over a dataset in batches, as ``torch.utils.data.DataLoader``.
+
+    Args:
+        dataset: a map-style Dataset (``__getitem__``, ``__len__``) or an IterableDataset.
+        batch_size: samples per batch (default 1); None yields samples one by one, uncollated.
+        shuffle: reshuffle the indices every epoch (map-style datasets only).
+        sampler: the order of the indices (a Sampler or any iterable); excludes ``shuffle``.
+        batch_sampler: yields whole lists of indices; excludes batch_size, shuffle, sampler
+            and drop_last.
+        num_workers: background threads that load batches ahead (0: load in the main thread).
+        collate_fn: merges a list of samples into a batch (default ``default_collate``, or
+            ``default_convert`` when batching is off).
+        pin_memory: accepted for compatibility; dtrain does not pin host memory.
+        drop_last: drop the last batch if it is smaller than ``batch_size``.
+        timeout: seconds to wait for a worker's batch before raising (0: wait forever).
+        worker_init_fn: called as ``worker_init_fn(worker_id)`` in each worker thread first.
+        generator: a dtrain.Generator for the shuffle order and the workers' base seed.
+        prefetch_factor: batches loaded ahead per worker (default 2 when num_workers > 0).
+        persistent_workers: keep the worker threads alive across epochs.
+
+    Example:
+        >>> loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+        >>> for xb, yb in loader:
+        ...     loss = F.cross_entropy(model(xb), yb)
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None, num_workers=0,
+                 collate_fn=None, pin_memory=False, drop_last=False, timeout=0, worker_init_fn=None,
+                 generator=None, *, prefetch_factor=None, persistent_workers=False):
+        if num_workers < 0:
+            raise ValueError(f"num_workers option should be non-negative, got {num_workers}; "
+                             f"use num_workers=0 to load in the main thread")
+        if timeout < 0:
+            raise ValueError(f"timeout option should be non-negative, got {timeout}")
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError(f"prefetch_factor={prefetch_factor} needs worker threads: set num_workers > 0, "
+                             f"or leave prefetch_factor=None")
+        if num_workers > 0 and prefetch_factor is None:
+            prefetch_factor = 2
+        if prefetch_factor is not None and prefetch_factor <= 0:
+            raise ValueError(f"prefetch_factor option should be positive, got {prefetch_factor}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers option needs num_workers > 0")
+        check_generator(generator)
+        self._is_iterable = isinstance(dataset, IterableDataset)
+        if self._is_iterable:
+            for name, value in (("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)):
+                if value not in (None, False):
+                    raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} option, "
+                                     f"but got {name}={value}")
+        shuffle = bool(shuffle)
+        if sampler is not None and shuffle:
+            raise ValueError("sampler option is mutually exclusive with shuffle")
+        if batch_sampler is not None:
+            if batch_size != 1 or shuffle or sampler is not None or drop_last:
+                raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, "
+                                 "and drop_last")
+            batch_size, drop_last = None, False
+        elif batch_size is None and drop_last:
+            raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
+        if sampler is None:
+            if self._is_iterable:
+                sampler = _InfiniteConstantSampler()
+            elif shuffle:
+                sampler = RandomSampler(dataset, generator=generator)
+            else:
+                sampler = SequentialSampler(dataset)
+        if batch_size is not None and batch_sampler is None:
+            batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.sampler = sampler
+        self.batch_sampler = batch_sampler
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.collate_fn = collate_fn if collate_fn is not None else (
+            default_collate if batch_sampler is not None else default_convert)
+        self.pin_memory = pin_memory
+        self.timeout = timeout
+        self.worker_init_fn = worker_init_fn
+        self.generator = generator
+        self.persistent_workers = persistent_workers
+        self._pool = None
+        self._initialized = True
+
+    def __setattr__(self, attr, value):
+        if getattr(self, "_initialized", False) and attr in (
+                "batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers"):
+            raise ValueError(f"{attr} attribute should not be set after {type(self).__name__} is initialized")
+        super().__setattr__(attr, value)
+
+    @property
+    def _auto_collation(self):
+        return self.batch_sampler is not None
+
+    @property
+    def _index_sampler(self):
+        return self.batch_sampler if self._auto_collation else self.sampler
+
+    def _fetcher_factory(self):
+        # a partial, not a bound method: worker threads must not keep the loader alive
+        fetcher = _IterableFetcher if self._is_iterable else _MapFetcher
+        return functools.partial(fetcher, self.dataset, self._auto_collation, self.collate_fn, self.drop_last)
+
+    def __iter__(self):
+        return _ThreadIter(self) if self.num_workers > 0 else _SingleThreadIter(self)
+
+    def __len__(self):
+        if not self._is_iterable:
+            return len(self._index_sampler)
+        length = len(self.dataset)
+        if self.batch_size is not None:
+            length = length // self.batch_size if self.drop_last else -(-length // self.batch_size)
+        return length

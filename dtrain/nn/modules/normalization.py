@@ -1,0 +1,170 @@
+"""Normalization layers: BatchNorm1d, BatchNorm2d, LayerNorm (as torch.nn)."""
+import numbers
+
+from ...tensor import empty, ones, tensor, zeros
+from ...tensor.dtypes import int64
+from .. import functional as F
+from .. import init
+from ..module import Module
+from ..parameter import Parameter
+from ._checks import check_int
+
+
+class _BatchNorm(Module):
+    """Batch normalization over the channel dim (dim 1), with running statistics.
+
+    In training mode it normalizes by the batch's mean and (biased) variance and updates
+    ``running_mean``/``running_var`` (unbiased variance) with ``momentum``, or with a
+    cumulative average when ``momentum=None``; in eval mode it uses the running statistics.
+    """
+
+    _expected_dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 device=None, dtype=None, *, bias=True):
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = check_int(name, "num_features", num_features, minimum=1)
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None (cumulative average), got {momentum}")
+        if eps <= 0:
+            raise ValueError(f"{name}: eps must be positive, got {eps}")
+        self.eps, self.momentum = eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = Parameter(empty(num_features, dtype=dtype, device=device))
+            self.bias = Parameter(empty(num_features, dtype=dtype, device=device)) if bias else None
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", zeros(num_features, dtype=dtype, device=device))
+            self.register_buffer("running_var", ones(num_features, dtype=dtype, device=device))
+            self.register_buffer("num_batches_tracked", tensor(0, dtype=int64, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            init.zeros_(self.running_mean)
+            init.ones_(self.running_var)
+            init.zeros_(self.num_batches_tracked)
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def _check_input_dim(self, input):
+        if input.dim() not in self._expected_dims:
+            dims = " or ".join(f"{d}D" for d in self._expected_dims)
+            raise ValueError(f"{type(self).__name__}: expected {dims} input (got {input.dim()}D input of shape "
+                             f"{list(input.shape)})")
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}: expected input with {self.num_features} channels (dim 1), "
+                             f"got input of shape {list(input.shape)}")
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_running = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if keep_running else None,
+                            self.running_var if keep_running else None, self.weight, self.bias,
+                            use_batch_stats, factor, self.eps)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # as PyTorch for a state dict without version metadata: num_batches_tracked may be absent
+        key = prefix + "num_batches_tracked"
+        if self.track_running_stats and key not in state_dict:
+            state_dict[key] = self.num_batches_tracked if self.num_batches_tracked is not None \
+                else tensor(0, dtype=int64)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over ``(N, C)`` or ``(N, C, L)`` input, per channel C.
+
+    Args:
+        num_features: C.
+        eps: added to the variance for stability (default 1e-5).
+        momentum: weight of the new batch in the running statistics (default 0.1);
+            None for a cumulative average.
+        affine: learn a per-channel scale ``weight`` and shift ``bias``.
+        bias: (keyword) learn the shift too, when affine.
+        track_running_stats: keep running statistics (else batch statistics in eval too).
+
+    Example:
+        >>> nn.BatchNorm1d(16)(dtrain.randn(8, 16)).shape
+        dtrain.Size([8, 16])
+    """
+
+    _expected_dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over ``(N, C, H, W)`` input, per channel C (arguments as BatchNorm1d).
+
+    Example:
+        >>> nn.BatchNorm2d(16)(dtrain.randn(8, 16, 5, 5)).shape
+        dtrain.Size([8, 16, 5, 5])
+    """
+
+    _expected_dims = (4,)
+
+
+class LayerNorm(Module):
+    """Normalize over the last ``len(normalized_shape)`` dims of each sample.
+
+    Args:
+        normalized_shape: an int or the trailing shape to normalize over.
+        eps: added to the variance for stability (default 1e-5).
+        elementwise_affine: learn ``weight`` (ones) and ``bias`` (zeros) of that shape.
+        bias: learn the bias too (when elementwise_affine).
+
+    Example:
+        >>> nn.LayerNorm(10)(dtrain.randn(4, 7, 10)).shape
+        dtrain.Size([4, 7, 10])
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(check_int("LayerNorm", "normalized_shape", s) for s in normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(empty(*self.normalized_shape, dtype=dtype, device=device))
+            self.bias = Parameter(empty(*self.normalized_shape, dtype=dtype, device=device)) if bias else None
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.elementwise_affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def forward(self, input):
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")

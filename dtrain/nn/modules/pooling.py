@@ -1,0 +1,100 @@
+"""2-D pooling layers: MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (as torch.nn)."""
+from .. import functional as F
+from ..module import Module
+from ._checks import check_int, pair
+
+
+def _check_window(layer, kernel_size, stride, padding, dilation=1):
+    """Early, clear errors for window arguments (the ops check the input against them)."""
+    for name, value, minimum in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                                 ("dilation", dilation, 1)):
+        for v in pair(value):
+            check_int(layer, name, v, minimum)
+    for k, p, d in zip(pair(kernel_size), pair(padding), pair(dilation)):
+        if p > (d * (k - 1) + 1) // 2:
+            raise ValueError(f"{layer}: pad should be at most half of effective kernel size, but got "
+                             f"padding={padding}, kernel_size={kernel_size} and dilation={dilation}")
+
+
+class MaxPool2d(Module):
+    """The maximum over each ``kernel_size`` window.
+
+    Args:
+        kernel_size: the window (int or pair).
+        stride: the step (default: ``kernel_size``).
+        padding: implicit -inf padding on both sides (at most half the kernel).
+        dilation: spacing between window elements.
+        return_indices: also return the flat argmax indices (for MaxUnpool).
+        ceil_mode: use ceil instead of floor for the output size.
+
+    Example:
+        >>> nn.MaxPool2d(2)(dtrain.randn(1, 3, 8, 8)).shape
+        dtrain.Size([1, 3, 4, 4])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        _check_window("MaxPool2d", kernel_size, self.stride, padding, dilation)
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input):
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """The mean over each ``kernel_size`` window.
+
+    Args:
+        kernel_size, stride (default ``kernel_size``), padding: as for MaxPool2d.
+        ceil_mode: use ceil instead of floor for the output size.
+        count_include_pad: count the zero padding in the divisor.
+        divisor_override: divide by this instead of the window size.
+
+    Example:
+        >>> nn.AvgPool2d(2)(dtrain.randn(1, 3, 8, 8)).shape
+        dtrain.Size([1, 3, 4, 4])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        _check_window("AvgPool2d", kernel_size, self.stride, padding)
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, input):
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size`` (int, pair, or None in a pair to keep
+    that input size), whatever the input size.
+
+    Example:
+        >>> nn.AdaptiveAvgPool2d((1, 1))(dtrain.randn(2, 8, 7, 5)).shape
+        dtrain.Size([2, 8, 1, 1])
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"

@@ -1,0 +1,68 @@
+"""Adagrad: per-coordinate learning rates from the running sum of squared gradients."""
+from ..tensor.backend import get_array_module
+from .optimizer import Optimizer, check_nonnegative, effective_grad, state_like, step_tensor
+
+
+class Adagrad(Optimizer):
+    """Adagrad, as ``torch.optim.Adagrad``.
+
+    With ``g = grad + weight_decay * p`` (``-grad`` if ``maximize``), step t does
+    ``s += g^2`` and ``p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps)``, where the
+    sum ``s`` starts at ``initial_accumulator_value``. As in PyTorch, the state of every
+    parameter exists from the moment it is added.
+
+    Args:
+        params: iterable of parameters or of parameter-group dicts.
+        lr: learning rate (default 1e-2).
+        lr_decay: learning rate decay per step (default 0).
+        weight_decay: L2 penalty (default 0).
+        initial_accumulator_value: starting value of the sum of squares (default 0).
+        eps: added to the denominator (default 1e-10).
+        maximize: maximize the objective instead of minimizing it.
+
+    Example:
+        >>> opt = dtrain.optim.Adagrad(model.parameters(), lr=0.1)
+    """
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *,
+                 maximize=False):
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group):
+        check_nonnegative(group, {"lr": "learning rate", "lr_decay": "lr_decay value",
+                                  "weight_decay": "weight_decay value",
+                                  "initial_accumulator_value": "initial_accumulator_value value",
+                                  "eps": "epsilon value"})
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        for p in param_group["params"]:
+            self.state[p]["step"] = step_tensor()
+            self.state[p]["sum"] = state_like(p, param_group["initial_accumulator_value"])
+
+    def step(self, closure=None):
+        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                param = p.array
+                xp = get_array_module(param)
+                g = effective_grad(param, p.grad.array, group["weight_decay"], group["maximize"])
+                state["step"].array += 1
+                t = float(state["step"].array)
+                state_sum = state["sum"].array
+
+                tmp = xp.multiply(g, g)  # the one temporary, reused below
+                state_sum += tmp
+                std = xp.sqrt(state_sum, out=tmp)
+                std += eps
+                step = xp.divide(g, std, out=tmp)
+                step *= lr / (1 + (t - 1) * lr_decay)
+                param -= step
+        return loss

@@ -1,0 +1,109 @@
+"""Adam and AdamW (Adam with decoupled weight decay)."""
+from ..tensor.backend import get_array_module
+from .optimizer import Optimizer, check_nonnegative, effective_grad, state_like, step_tensor
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam``.
+
+    With ``g = grad + weight_decay * p`` (``-grad`` if ``maximize``; with
+    ``decoupled_weight_decay`` the decay is instead ``p *= 1 - lr * weight_decay``), step t
+    does ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2`` (``v_max = max(v_max, v)``
+    with ``amsgrad``), then ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+
+    Args:
+        params: iterable of parameters or of parameter-group dicts.
+        lr: learning rate (default 1e-3).
+        betas: decay rates (b1, b2) of the moment averages (default (0.9, 0.999)).
+        eps: added to the denominator (default 1e-8).
+        weight_decay: L2 penalty (default 0).
+        amsgrad: use the running maximum of the second moment (AMSGrad).
+        maximize: maximize the objective instead of minimizing it.
+        decoupled_weight_decay: decay the weights directly, as AdamW.
+
+    Example:
+        >>> opt = dtrain.optim.Adam(model.parameters(), lr=1e-3)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+                 maximize=False, decoupled_weight_decay=False):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group):
+        check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
+                                  "weight_decay": "weight_decay value"})
+        betas = group["betas"]
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), but got {betas}")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta} (expected 0 <= beta < 1)")
+
+    def step(self, closure=None):
+        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
+            decoupled = group["decoupled_weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = step_tensor()
+                    state["exp_avg"] = state_like(p)
+                    state["exp_avg_sq"] = state_like(p)
+                    if amsgrad:
+                        state["max_exp_avg_sq"] = state_like(p)
+                param = p.array
+                xp = get_array_module(param)
+                g = effective_grad(param, p.grad.array, 0 if decoupled else weight_decay, group["maximize"])
+                if decoupled and weight_decay:
+                    param *= 1 - lr * weight_decay
+                state["step"].array += 1
+                t = float(state["step"].array)
+                m, v = state["exp_avg"].array, state["exp_avg_sq"].array
+
+                tmp = xp.multiply(g, 1 - beta1)  # the one temporary, reused below
+                m *= beta1
+                m += tmp
+                xp.multiply(g, g, out=tmp)
+                tmp *= 1 - beta2
+                v *= beta2
+                v += tmp
+                if amsgrad:
+                    v = xp.maximum(state["max_exp_avg_sq"].array, v, out=state["max_exp_avg_sq"].array)
+
+                denom = xp.sqrt(v, out=tmp)
+                denom /= (1 - beta2 ** t) ** 0.5
+                denom += eps
+                step = xp.divide(m, denom, out=tmp)
+                step *= lr / (1 - beta1 ** t)
+                param -= step
+        return loss
+
+
+class AdamW(Adam):
+    """AdamW, as ``torch.optim.AdamW``: Adam whose weight decay is decoupled from the
+    gradient (``p *= 1 - lr * weight_decay`` each step), with ``weight_decay=1e-2``.
+
+    Args:
+        params: iterable of parameters or of parameter-group dicts.
+        lr: learning rate (default 1e-3).
+        betas: decay rates (b1, b2) of the moment averages (default (0.9, 0.999)).
+        eps: added to the denominator (default 1e-8).
+        weight_decay: decoupled weight decay (default 1e-2).
+        amsgrad: use the running maximum of the second moment (AMSGrad).
+        maximize: maximize the objective instead of minimizing it.
+
+    Example:
+        >>> opt = dtrain.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)

@@ -1,0 +1,84 @@
+"""RMSprop: divide the gradient by a running root mean square of recent gradients."""
+from ..tensor.backend import get_array_module
+from .optimizer import Optimizer, check_nonnegative, effective_grad, state_like, step_tensor
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as ``torch.optim.RMSprop``.
+
+    With ``g = grad + weight_decay * p`` (``-grad`` if ``maximize``), each step does
+    ``v = alpha v + (1 - alpha) g^2`` and ``avg = sqrt(v) + eps`` (``centered``: also
+    ``ga = alpha ga + (1 - alpha) g`` and ``avg = sqrt(v - ga^2) + eps``); then
+    ``p -= lr * g / avg``, or with momentum ``b = momentum b + g / avg; p -= lr * b``.
+
+    Args:
+        params: iterable of parameters or of parameter-group dicts.
+        lr: learning rate (default 1e-2).
+        alpha: smoothing constant of the square average (default 0.99).
+        eps: added to the denominator (default 1e-8).
+        weight_decay: L2 penalty (default 0).
+        momentum: momentum factor (default 0).
+        centered: normalize by the estimated variance of the gradient instead.
+        maximize: maximize the objective instead of minimizing it.
+
+    Example:
+        >>> opt = dtrain.optim.RMSprop(model.parameters(), lr=1e-3, momentum=0.9)
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *,
+                 maximize=False):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                        centered=centered, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group):
+        check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value", "momentum": "momentum value",
+                                  "weight_decay": "weight_decay value", "alpha": "alpha value"})
+
+    def step(self, closure=None):
+        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
+            centered = group["centered"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = step_tensor()
+                    state["square_avg"] = state_like(p)
+                    if momentum > 0:
+                        state["momentum_buffer"] = state_like(p)
+                    if centered:
+                        state["grad_avg"] = state_like(p)
+                param = p.array
+                xp = get_array_module(param)
+                g = effective_grad(param, p.grad.array, group["weight_decay"], group["maximize"])
+                state["step"].array += 1
+                square_avg = state["square_avg"].array
+
+                tmp = xp.multiply(g, g)  # the one temporary, reused below
+                tmp *= 1 - alpha
+                square_avg *= alpha
+                square_avg += tmp
+                if centered:
+                    grad_avg = state["grad_avg"].array
+                    grad_avg *= alpha
+                    grad_avg += xp.multiply(g, 1 - alpha, out=tmp)
+                    xp.multiply(grad_avg, grad_avg, out=tmp)
+                    avg = xp.subtract(square_avg, tmp, out=tmp)
+                    xp.sqrt(avg, out=avg)
+                else:
+                    avg = xp.sqrt(square_avg, out=tmp)
+                avg += eps
+                ratio = xp.divide(g, avg, out=tmp)
+                if momentum > 0:
+                    buf = state["momentum_buffer"].array
+                    buf *= momentum
+                    buf += ratio
+                    ratio = xp.multiply(buf, lr, out=tmp)
+                else:
+                    ratio *= lr
+                param -= ratio
+        return loss

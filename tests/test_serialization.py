@@ -1,0 +1,375 @@
+"""dtrain.save / dtrain.load: round trips, file handling, atomic writes, corruption errors."""
+import collections
+import io
+import json
+import os
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+
+import dtrain
+from dtrain.serialization import CheckpointError, load, save
+
+DTYPES = [dtrain.bool, dtrain.uint8, dtrain.int8, dtrain.int16, dtrain.int32, dtrain.int64,
+          dtrain.float16, dtrain.float32, dtrain.float64]
+SHAPES = [(), (0,), (0, 3), (5,), (2, 3, 4)]
+
+
+def roundtrip(obj, **load_kwargs):
+    buf = io.BytesIO()
+    save(obj, buf)
+    buf.seek(0)
+    return load(buf, **load_kwargs)
+
+
+def assert_same_tensor(got, expected):
+    assert isinstance(got, dtrain.Tensor)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got.array, expected.array)
+
+
+def saved_bytes(obj):
+    buf = io.BytesIO()
+    save(obj, buf)
+    return buf.getvalue()
+
+
+def write(tmp_path, data, name="bad.pt"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# ---- round trips -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_tensor_roundtrip_every_dtype_and_shape(dtype, shape):
+    """A tensor of every dtype and shape (0-d and empty included) loads with equal values,
+    dtype and shape."""
+    values = np.random.default_rng(0).standard_normal(shape) * 50
+    t = dtrain.tensor(values.astype(dtype))
+    assert_same_tensor(roundtrip(t), t)
+
+
+def test_nested_containers_roundtrip():
+    """dict (str and int keys), OrderedDict, list, tuple, None, bool, int, float and str keep
+    their values and exact types, nested in each other."""
+    obj = {
+        "none": None, "bools": [True, False], "ints": [0, -3, 2 ** 80], "floats": (1.0, -0.0, 1e-300),
+        "str": "héllo ✓", 7: {"nested": [(), [], {}], 0: "int key"},
+        "od": collections.OrderedDict([("z", 1), ("a", [2, (3, None)])]),
+    }
+    got = roundtrip(obj)
+    assert got == obj
+    assert [type(v) for v in got["bools"] + got["ints"] + list(got["floats"])] == [bool] * 2 + [int] * 3 + [float] * 3
+    assert type(got["floats"]) is tuple and type(got[7]["nested"][1]) is list
+    assert type(got["od"]) is collections.OrderedDict and type(got) is dict
+
+
+def test_key_order_preserved():
+    """dict and OrderedDict keys come back in insertion order, not sorted."""
+    keys = ["b", "a", "c", 3, 1, 2]
+    got = roundtrip({"d": dict.fromkeys(keys, 0), "od": collections.OrderedDict.fromkeys(keys, 0)})
+    assert list(got["d"]) == keys and list(got["od"]) == keys
+
+
+def test_special_floats_roundtrip():
+    """inf, -inf and NaN survive as Python floats."""
+    got = roundtrip([float("inf"), float("-inf"), float("nan")])
+    assert got[:2] == [float("inf"), float("-inf")] and np.isnan(got[2])
+
+
+def test_numpy_arrays_and_scalars_roundtrip():
+    """NumPy arrays (incl. complex, non-contiguous, 0-d) and scalars load as NumPy objects
+    of the same dtype and value."""
+    obj = {"c": np.array([1 + 2j, 3j], dtype=np.complex64), "u64": np.arange(3, dtype=np.uint64),
+           "strided": np.arange(12.0).reshape(3, 4)[:, ::2], "zero_d": np.array(5, dtype=np.int16),
+           "f64": np.float64(2.5), "b": np.bool_(True)}
+    got = roundtrip(obj)
+    for k, v in obj.items():
+        assert type(got[k]) is type(v) and got[k].dtype == v.dtype
+        np.testing.assert_array_equal(got[k], v)
+
+
+def test_state_dict_like_mix():
+    """A state_dict-shaped object (tensors under str keys, per-param int keys) round trips."""
+    w, b = dtrain.randn(4, 3), dtrain.randn(3)
+    obj = collections.OrderedDict(weight=w, bias=b)
+    opt = {"state": {0: {"momentum_buffer": dtrain.zeros(4, 3), "step": dtrain.tensor(3.0)}},
+           "param_groups": [{"lr": 0.1, "params": [0, 1], "nesterov": False}]}
+    got_model, got_opt = roundtrip((obj, opt))
+    assert list(got_model) == ["weight", "bias"]
+    assert_same_tensor(got_model["weight"], w)
+    assert_same_tensor(got_opt["state"][0]["step"], opt["state"][0]["step"])
+    assert got_opt["param_groups"] == opt["param_groups"]
+
+
+def test_requires_grad_not_saved_and_loaded_tensor_is_writable():
+    """A tensor saved with requires_grad loads detached, and it can be modified in place."""
+    t = dtrain.randn(3, requires_grad=True)
+    got = roundtrip({"t": t})["t"]
+    assert not got.requires_grad and got.grad_fn is None
+    got.add_(1.0)
+    np.testing.assert_allclose(got.array, t.array + 1.0)
+
+
+def test_shared_storage_is_saved_as_copies():
+    """Two entries holding the same tensor load as independent tensors (documented)."""
+    t = dtrain.randn(3)
+    got = roundtrip([t, t])
+    got[0].zero_()
+    np.testing.assert_array_equal(got[1].array, t.array)
+
+
+# ---- paths and file objects ---------------------------------------------------------------
+
+@pytest.mark.parametrize("as_path", [str, pathlib.Path], ids=["str", "Path"])
+def test_path_roundtrip(tmp_path, as_path):
+    """Saving to a str or PathLike path and loading from it round trips."""
+    t = dtrain.randn(2, 2)
+    path = as_path(tmp_path / "m.pt")
+    save({"t": t}, path)
+    assert_same_tensor(load(path)["t"], t)
+
+
+def test_real_file_objects(tmp_path):
+    """Saving to / loading from open binary files works; numpy.load reads the file safely."""
+    t = dtrain.arange(6).view(2, 3)
+    with open(tmp_path / "m.pt", "wb") as f:
+        save({"t": t}, f)
+    with open(tmp_path / "m.pt", "rb") as f:
+        assert_same_tensor(load(f)["t"], t)
+    with np.load(tmp_path / "m.pt", allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["a0"], t.array)
+
+
+def test_bad_file_arguments(tmp_path):
+    """A non-file f, or a file opened in text mode, is a TypeError saying what is expected."""
+    with pytest.raises(TypeError, match="path or a binary file object, got int"):
+        save({}, 3)
+    with pytest.raises(TypeError, match="path or a binary file object, got int"):
+        load(3)
+    save({}, tmp_path / "m.pt")
+    with open(tmp_path / "m.pt", encoding="latin-1") as f, pytest.raises(TypeError, match="binary mode"):
+        load(f)
+
+
+def test_save_into_missing_directory(tmp_path):
+    """Saving into a directory that does not exist names that directory."""
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save({}, tmp_path / "nope" / "m.pt")
+
+
+# ---- map_location --------------------------------------------------------------------------
+
+def test_map_location_cpu_forms():
+    """map_location as "cpu", a Device, or a dict sends tensors to the CPU with their dtype."""
+    t = dtrain.randn(2, dtype=dtrain.float64)
+    for loc in ("cpu", dtrain.device("cpu"), {"cuda:0": "cpu"}):
+        got = roundtrip(t, map_location=loc)
+        assert_same_tensor(got, t)
+        assert got.device == "cpu"
+
+
+def test_map_location_callable():
+    """A callable gets the CPU tensor and the saved device string; None keeps the tensor."""
+    seen = []
+
+    def fn(tensor, location):
+        seen.append(location)
+        return tensor * 2 if len(seen) == 1 else None
+
+    t = dtrain.randn(3)
+    a, b = roundtrip([t, t], map_location=fn)
+    assert seen == ["cpu", "cpu"]
+    np.testing.assert_allclose(a.array, t.array * 2)
+    np.testing.assert_array_equal(b.array, t.array)
+    with pytest.raises(TypeError, match="map_location returned int"):
+        roundtrip(t, map_location=lambda tensor, location: 3)
+
+
+def test_map_location_errors():
+    """A bad device string is rejected; CUDA without a GPU is a clear error."""
+    with pytest.raises(ValueError, match="unknown device type 'gpu'"):
+        roundtrip(dtrain.zeros(1), map_location="gpu")
+    if not dtrain.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda:0 requested"):
+            roundtrip(dtrain.zeros(1), map_location="cuda:0")
+
+
+@pytest.mark.gpu
+def test_map_location_cuda():
+    """map_location="cuda:0" puts loaded tensors on the GPU with values and dtype kept."""
+    t = dtrain.randn(3, dtype=dtrain.float64)
+    got = roundtrip({"t": t}, map_location="cuda:0")["t"]
+    assert got.device == "cuda:0" and got.dtype == t.dtype
+    np.testing.assert_array_equal(got.cpu().array, t.array)
+
+
+# ---- unsupported objects and atomic writes --------------------------------------------------
+
+class Foo:
+    pass
+
+
+def test_unsupported_type_names_key_path_and_keeps_old_file(tmp_path):
+    """An unsupported object deep in the container is a TypeError naming its type and key
+    path; the existing file is unchanged and no temporary file is left behind."""
+    path = tmp_path / "m.pt"
+    save({"good": dtrain.ones(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=r"cannot save object of type Foo at \['model'\]\['layer'\]\[1\]"):
+        save({"model": {"w": dtrain.ones(3), "layer": [1, Foo()]}}, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]
+
+
+@pytest.mark.parametrize("obj, match", [
+    ({("a", 1): 0}, r"cannot save dict key \('a', 1\) of type tuple at the top level"),
+    ({"x": np.array([object()])}, r"cannot save array of dtype object at \['x'\]"),
+    ({1, 2}, "cannot save object of type set at the top level"),
+])
+def test_unsupported_keys_and_dtypes(obj, match):
+    """Keys other than str/int, object arrays and other types are refused by name."""
+    with pytest.raises(TypeError, match=match):
+        save(obj, io.BytesIO())
+
+
+def test_failure_while_writing_keeps_old_file(tmp_path, monkeypatch):
+    """A save that fails after writing part of the temporary file leaves the old file
+    intact and removes the temporary file."""
+    path = tmp_path / "m.pt"
+    save({"v": 1}, path)
+    before = path.read_bytes()
+
+    def broken_savez(fobj, **arrays):
+        fobj.write(b"PK\x03\x04 half written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("dtrain.serialization.numpy.savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save({"v": 2}, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]
+
+
+def test_save_replaces_existing_file(tmp_path):
+    """Saving over an existing file replaces it and leaves only that file."""
+    path = tmp_path / "m.pt"
+    save({"v": 1}, path)
+    save({"v": 2}, path)
+    assert load(path) == {"v": 2} and os.listdir(tmp_path) == ["m.pt"]
+
+
+# ---- corrupted and foreign files -------------------------------------------------------------
+
+@pytest.mark.parametrize("keep", [0, 3, 40, 0.5, -1])
+def test_truncated_file(tmp_path, keep):
+    """A file cut anywhere (empty, inside the signature, mid-way, last byte) is 'truncated'."""
+    data = saved_bytes({"w": dtrain.randn(8, 8)})
+    cut = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    path = write(tmp_path, data[:cut])
+    with pytest.raises(CheckpointError, match=f"{path}: file is truncated"):
+        load(path)
+
+
+def test_bit_flip_in_array_data(tmp_path):
+    """One flipped bit in a tensor's bytes is reported as a checksum mismatch."""
+    w = dtrain.arange(64, dtype=dtrain.float64)
+    data = bytearray(saved_bytes({"w": w}))
+    data[data.index(w.array.tobytes()) + 100] ^= 0x08
+    path = write(tmp_path, bytes(data))
+    with pytest.raises(CheckpointError, match=f"{path}: checksum mismatch: file is corrupted"):
+        load(path)
+
+
+def rewrite(data, change):
+    """Re-pack a saved file with valid zip CRCs after ``change(meta, arrays)``."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    meta = json.loads(members.pop("__dtrain__").tobytes())
+    change(meta, members)
+    out = io.BytesIO()
+    np.savez(out, __dtrain__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **members)
+    return out.getvalue()
+
+
+def test_checksum_catches_changed_array_with_valid_zip(tmp_path):
+    """An array changed with the zip container rebuilt consistently (so zip CRCs pass)
+    still fails the SHA-256 check."""
+    data = rewrite(saved_bytes({"w": dtrain.zeros(4)}), lambda meta, arrays: arrays["a0"].__setitem__(0, 1.0))
+    path = write(tmp_path, data)
+    with pytest.raises(CheckpointError, match="checksum mismatch: file is corrupted"):
+        load(path)
+
+
+def test_checksum_catches_changed_structure(tmp_path):
+    """A changed container value in the metadata fails the checksum."""
+    data = rewrite(saved_bytes({"step": 1}), lambda meta, arrays: meta["structure"]["dict"][0].__setitem__(1, 2))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load(write(tmp_path, data))
+
+
+def test_unknown_format_version(tmp_path):
+    """A file from a newer format version is refused with both version numbers."""
+    data = rewrite(saved_bytes({"step": 1}), lambda meta, arrays: meta.update(version=99))
+    path = write(tmp_path, data)
+    with pytest.raises(CheckpointError, match=f"{path}: unknown format version 99: this dtrain reads version 1"):
+        load(path)
+
+
+@pytest.mark.parametrize("data", [
+    pickle.dumps({"w": [1.0, 2.0]}),
+    b"just some text\n" * 10,
+], ids=["pickle", "text"])
+def test_not_a_dtrain_file(tmp_path, data):
+    """A pickle or text file is 'not a dtrain checkpoint'."""
+    path = write(tmp_path, data)
+    with pytest.raises(CheckpointError, match=f"{path}: not a dtrain checkpoint"):
+        load(path)
+
+
+def test_plain_npz_is_not_a_dtrain_file(tmp_path):
+    """An .npz written by numpy.savez (no dtrain metadata) is 'not a dtrain checkpoint'."""
+    path = tmp_path / "plain.npz"
+    np.savez(path, w=np.ones(3))
+    with pytest.raises(CheckpointError, match="not a dtrain checkpoint"):
+        load(path)
+
+
+class Exploit:
+    ran = []
+
+    def __reduce__(self):
+        return (Exploit.ran.append, ("pwned",))
+
+
+def test_pickled_member_is_never_unpickled(tmp_path):
+    """A file whose array member is a pickled object array fails to load without running
+    the pickle."""
+    def smuggle(meta, arrays):
+        arrays["a0"] = np.array([Exploit()], dtype=object)  # numpy.savez pickles it
+
+    data = rewrite(saved_bytes({"w": dtrain.zeros(1)}), smuggle)
+    with pytest.raises(CheckpointError, match="file is corrupted: array a0 unreadable"):
+        load(write(tmp_path, data))
+    assert Exploit.ran == []
+
+
+def test_every_single_bit_flip_is_detected_or_harmless():
+    """Flipping any one byte of a small file either raises CheckpointError or (for zip
+    header fields such as timestamps) loads exactly the saved content; nothing else."""
+    obj = {"w": dtrain.randn(3, 2), "n": [1, 2.5]}
+    data = saved_bytes(obj)
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x41
+        try:
+            got = load(io.BytesIO(bytes(bad)))
+        except CheckpointError:
+            continue
+        assert got["n"] == obj["n"], f"byte {i}"
+        np.testing.assert_array_equal(got["w"].array, obj["w"].array, err_msg=f"byte {i}")
