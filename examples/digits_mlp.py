@@ -43,6 +43,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint", default="runs/digits_mlp.ckpt", help="checkpoint file (written every epoch)")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="K",
+                    help="stop after K epochs of this run (as if preempted); --resume continues")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
@@ -68,7 +70,8 @@ def main(argv=None):
         print(f"resumed from {args.checkpoint} after epoch {state['epoch']}")
 
     history = []
-    for epoch in tqdm(range(start, args.epochs), desc="epochs", disable=args.quiet or None):
+    stop = args.epochs if args.stop_after is None else min(args.epochs, start + args.stop_after)
+    for epoch in tqdm(range(start, stop), desc="epochs", disable=args.quiet or None):
         total, n = 0.0, 0
         for x, y in train_loader:
             opt.zero_grad()

@@ -78,9 +78,7 @@ def test_matmul_promotes_and_keeps_float32():
 
 
 def test_linalg_errors():
-    """Shape mismatches name the op and both shapes."""
-    with pytest.raises(RuntimeError, match=r"matmul: shapes \[2, 3\] and \[4, 5\] cannot be multiplied \(3 != 4\)"):
-        dtrain.zeros(2, 3) @ dtrain.zeros(4, 5)
+    """Shape mismatches name the op and both shapes (matmul's inner-size case is in test_errors)."""
     with pytest.raises(RuntimeError, match=r"matmul: batch dimensions of \[2, 2, 3\] and \[3, 3, 4\] do not broadcast"):
         dtrain.zeros(2, 2, 3) @ dtrain.zeros(3, 3, 4)
     with pytest.raises(RuntimeError, match=r"matmul: both arguments need at least 1 dimension"):

@@ -46,7 +46,7 @@ def default_collate(batch):
     gives a list).
 
     Args:
-        batch: a non-empty list of samples of the same structure.
+        batch: a non-empty sequence of samples of the same structure.
 
     Returns:
         The batch, with the structure of one sample.
@@ -73,12 +73,12 @@ def default_collate(batch):
     if isinstance(elem, collections.abc.Mapping):
         return _clone_with(elem, {key: default_collate([d[key] for d in batch]) for key in elem})
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))
+        return type(elem)(*(default_collate(samples) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         sizes = [len(sample) for sample in batch]
         if len(set(sizes)) > 1:
             raise RuntimeError(f"each element in list of batch should be of equal size, got sizes {sizes}")
-        columns = [default_collate(list(samples)) for samples in zip(*batch)]
+        columns = [default_collate(samples) for samples in zip(*batch)]
         return columns if isinstance(elem, tuple) else _clone_with(elem, columns)
     raise TypeError(_ERROR.format(type(elem)))
 

@@ -29,10 +29,6 @@ def _addindent(s, num_spaces):
     return "\n".join([lines[0]] + [" " * num_spaces + line for line in lines[1:]])
 
 
-def _typename(obj):
-    return type(obj).__name__
-
-
 def _quoted(keys):
     return ", ".join(f"\"{k}\"" for k in keys)
 
@@ -57,12 +53,10 @@ class Module:
         ...         super().__init__()
         ...         self.fc = nn.Linear(4, 2)
         ...     def forward(self, x):
-        ...         return self.fc(x).relu()
+        ...         return nn.functional.relu(self.fc(x))
         >>> [name for name, _ in Net().named_parameters()]
         ['fc.weight', 'fc.bias']
     """
-
-    _version = 1
 
     def __init__(self, *args, **kwargs):
         if args or kwargs:
@@ -119,7 +113,7 @@ class Module:
         _check_member_name("parameter", name, self, self._parameters)
         if param is not None:
             if not isinstance(param, Parameter):
-                raise TypeError(f"cannot assign '{_typename(param)}' object to parameter '{name}' "
+                raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
                                 f"(dtrain.nn.Parameter or None required)")
             if not param.is_leaf:
                 raise ValueError(f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be "
@@ -139,7 +133,7 @@ class Module:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
         _check_member_name("buffer", name, self, self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
+            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
                             f"(dtrain Tensor or None required)")
         self._buffers[name] = tensor
         if persistent:
@@ -150,7 +144,7 @@ class Module:
     def add_module(self, name, module):
         """Add a child module (a Module or None) under ``name``."""
         if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{_typename(module)} is not a Module subclass")
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
         _check_member_name("module", name, self, self._modules)
         self._modules[name] = module
 
@@ -166,7 +160,7 @@ class Module:
             self.register_parameter(name, value)
         elif params is not None and name in params:
             if value is not None:
-                raise TypeError(f"cannot assign '{_typename(value)}' as parameter '{name}' "
+                raise TypeError(f"cannot assign '{type(value).__name__}' as parameter '{name}' "
                                 f"(dtrain.nn.Parameter or None expected)")
             params[name] = None
         elif isinstance(value, Module):
@@ -176,12 +170,12 @@ class Module:
             modules[name] = value
         elif modules is not None and name in modules:
             if value is not None:
-                raise TypeError(f"cannot assign '{_typename(value)}' as child module '{name}' "
+                raise TypeError(f"cannot assign '{type(value).__name__}' as child module '{name}' "
                                 f"(dtrain.nn.Module or None expected)")
             modules[name] = None
         elif buffers is not None and name in buffers:
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign '{_typename(value)}' as buffer '{name}' "
+                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
                                 f"(dtrain.Tensor or None expected)")
             buffers[name] = value
         else:

@@ -1,8 +1,8 @@
 """Optimizer: parameter groups, per-parameter state, zero_grad, state_dict.
 
 Subclasses implement ``step`` on the raw arrays (``p.array``, ``p.grad.array``) with
-in-place ufuncs written once against ``xp``, so a step allocates at most one temporary
-per parameter and runs unchanged on CuPy.
+in-place ufuncs written once against ``xp``, so a step allocates no more than a temporary
+or two per parameter and runs unchanged on CuPy.
 """
 import copy
 from collections import defaultdict
@@ -38,7 +38,7 @@ class Optimizer:
                             f"but got a single {type(params).__name__}: wrap it in a list")
         self.state = defaultdict(dict)
         self.param_groups = []
-        groups = list(params)
+        groups = _ordered(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -59,12 +59,7 @@ class Optimizer:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         params = param_group["params"]
-        if isinstance(params, Tensor):
-            params = [params]
-        elif isinstance(params, set):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
-                            "of tensors in sets will change between runs. Please use a list instead.")
-        params = list(params)
+        params = [params] if isinstance(params, Tensor) else _ordered(params)
         names = [p[0] for p in params if isinstance(p, tuple)]  # from model.named_parameters()
         if names:
             if len(names) != len(params):
@@ -152,12 +147,26 @@ class Optimizer:
         self.param_groups = saved_groups
         self.state = state
 
+    def __getstate__(self):
+        # pickle only the optimizer's data, not the step wrapper an lr scheduler installs
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
         for i, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {group[k]}" for k in sorted(group) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+def _ordered(params):
+    if isinstance(params, set):
+        raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
+                        "of tensors in sets will change between runs. Please use a list instead.")
+    return list(params)
 
 
 def _check_unique(params, groups):
@@ -173,7 +182,7 @@ def _check_unique(params, groups):
 
 
 def _cast_state(name, value, param):
-    """A copy of one saved state entry, where ``param`` keeps its state."""
+    """A copy of one saved state entry, cast to ``param``'s dtype and device."""
     if name == "step":  # a CPU float32 scalar, as in PyTorch (it also accepts a plain number)
         return step_tensor(float(value))
     if not isinstance(value, Tensor):

@@ -22,8 +22,11 @@ def _to_array(data, dtype=None, device=None, copy=True):
     else:
         if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in _flat(data)):
             data = _nested_tensor_to_list(data)
-        arr = numpy.asarray(data)
-        if arr.dtype == object:
+        try:
+            arr = numpy.asarray(data)
+        except ValueError:  # NumPy >= 1.24 refuses ragged nested sequences
+            arr = None
+        if arr is None or arr.dtype == object:
             raise TypeError(f"could not convert {type(data).__name__} of mixed or ragged contents to a tensor")
         if dtype is None:
             if arr.dtype.kind == "f":

@@ -22,6 +22,12 @@ class _GradMode:
 
     mode = True
 
+    def __new__(cls, *args):
+        self = super().__new__(cls)
+        if len(args) == 1 and callable(args[0]):  # bare ``@no_grad``, without parentheses (as PyTorch)
+            return self(args[0])
+        return self
+
     def __enter__(self):
         self.prev = is_grad_enabled()
         _set(self.mode)
@@ -32,8 +38,12 @@ class _GradMode:
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with self.__class__() if type(self) is not set_grad_enabled else set_grad_enabled(self.mode):
+            prev = is_grad_enabled()
+            _set(self.mode)
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                _set(prev)
         return wrapper
 
 
@@ -70,3 +80,7 @@ class set_grad_enabled(_GradMode):
 
     def __exit__(self, *exc):
         _set(self.prev)
+
+    def __call__(self, fn):
+        _set(self.prev)  # as a decorator it switches the mode only while fn runs (as PyTorch)
+        return super().__call__(fn)

@@ -55,9 +55,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
             a, n = analytic[i], numeric[i]
             bad = numpy.abs(a - n) > atol + rtol * numpy.abs(n)
             if bad.any():
-                j = numpy.unravel_index(numpy.argmax(numpy.abs(a - n) * bad), a.shape)
+                j = tuple(int(v) for v in numpy.unravel_index(numpy.argmax(numpy.abs(a - n) * bad), a.shape))
                 msg = (f"gradcheck: Jacobian mismatch for output {k} with respect to input {i}: "
-                       f"at (out elem, in elem) {j} analytic {a[j]!r} vs numeric {n[j]!r}\n"
+                       f"at (out elem, in elem) {j} analytic {float(a[j])} vs numeric {float(n[j])}\n"
                        f"analytic:\n{a}\nnumeric:\n{n}")
                 if raise_exception:
                     raise GradcheckError(msg)

@@ -49,3 +49,9 @@ Tensor.divide = Tensor.div
 Tensor.subtract = Tensor.sub
 Tensor.true_divide = Tensor.div
 Tensor.square = lambda self: ew.mul(self, self)
+
+from .ops import nn as _nn  # noqa: E402  (the nn ops import Tensor, bound above)
+
+Tensor.relu = _nn.relu
+Tensor.softmax = _nn.softmax
+Tensor.log_softmax = _nn.log_softmax

@@ -1,5 +1,6 @@
 """CIFAR-10 from the official "python version" batches in a local directory."""
 import codecs
+import io
 import os
 import pickle
 
@@ -30,7 +31,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _load_batch(path):
-    import io
     try:
         # latin1 reads the Python 2 pickles of the official release (as torchvision does)
         entry = _RestrictedUnpickler(io.BytesIO(read_bytes("CIFAR10", path)), encoding="latin1").load()

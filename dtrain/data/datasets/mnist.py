@@ -13,14 +13,13 @@ def read_idx_ubyte(dataset, path, ndim):
     """The uint8 array in an IDX file: big-endian magic 0x000008NN (unsigned bytes, NN
     dims), then NN big-endian int32 sizes, then the data."""
     raw = read_bytes(dataset, path)
-    header = 4 + 4 * ndim
+    magic, header = int.from_bytes(raw[:4], "big"), 4 + 4 * ndim
+    if len(raw) >= 4 and magic != 0x0800 | ndim:
+        raise ValueError(f"{dataset} file {path} is corrupted: magic number {magic:#010x}, expected "
+                         f"{0x0800 | ndim:#010x} (IDX of unsigned bytes with {ndim} dims)")
     if len(raw) < header:
         raise ValueError(f"{dataset} file {path} is truncated: {len(raw)} bytes, shorter than the "
                          f"{header}-byte IDX header")
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != 0x0800 | ndim:
-        raise ValueError(f"{dataset} file {path} is corrupted: magic number {magic:#010x}, expected "
-                         f"{0x0800 | ndim:#010x} (IDX of unsigned bytes with {ndim} dims)")
     shape = tuple(int(s) for s in numpy.frombuffer(raw, ">i4", ndim, 4))
     expected = int(numpy.prod(shape))
     if len(raw) - header != expected:

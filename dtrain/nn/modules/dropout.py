@@ -1,4 +1,6 @@
 """Dropout: zero each element with probability p during training (as torch.nn.Dropout)."""
+import numbers
+
 from .. import functional as F
 from ..module import Module
 
@@ -17,7 +19,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p, self.inplace = p, inplace
 

@@ -2,7 +2,7 @@
 import math
 
 from ...tensor import empty
-from ...tensor.ops.linalg import linear
+from .. import functional as F
 from .. import init
 from ..module import Module
 from ..parameter import Parameter
@@ -49,7 +49,7 @@ class Linear(Module):
         init_weight_and_bias(self.weight, self.bias)
 
     def forward(self, input):
-        return linear(input, self.weight, self.bias)
+        return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

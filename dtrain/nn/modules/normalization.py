@@ -27,8 +27,8 @@ class _BatchNorm(Module):
         self.num_features = check_int(name, "num_features", num_features, minimum=1)
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"{name}: momentum must be in [0, 1] or None (cumulative average), got {momentum}")
-        if eps <= 0:
-            raise ValueError(f"{name}: eps must be positive, got {eps}")
+        if eps < 0:
+            raise ValueError(f"{name}: eps must be non-negative, got {eps}")
         self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:

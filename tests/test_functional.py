@@ -1,0 +1,523 @@
+"""dtrain.nn.functional against torch.nn.functional, NumPy references and finite differences."""
+import math
+
+import numpy as np
+import pytest
+
+import dtrain
+import dtrain.nn.functional as F
+from helpers import check_op, rand
+
+try:
+    import torch
+    import torch.nn.functional as TF
+except ImportError:  # the NumPy references and gradcheck still run
+    torch = TF = None
+
+
+def _as(v, module):
+    """kwargs given as NumPy arrays become each framework's own (constant) tensors."""
+    return module.tensor(v.copy()) if isinstance(v, np.ndarray) else v
+
+
+def check_f(name, *inputs, ref=None, atol=1e-6, rtol=1e-5, **kw):
+    """check_op of ``F.<name>(*inputs, **kw)``, with torch.nn.functional.<name> as the oracle."""
+    def fn(*xs):
+        return getattr(F, name)(*xs, **{k: _as(v, dtrain) for k, v in kw.items()})
+
+    def torch_fn(*xs):
+        return getattr(TF, name)(*xs, **{k: _as(v, torch) for k, v in kw.items()})
+    return check_op(fn, *inputs, ref=ref, torch_fn=torch_fn if torch else None, atol=atol, rtol=rtol)
+
+
+def check_call(call, *inputs, ref=None):
+    """check_op of ``call(F, tensor, *inputs)`` against ``call(torch.nn.functional, torch.tensor, *inputs)``:
+    for calls whose constant tensors (``tensor(array)``) come before the differentiable ones."""
+    torch_fn = (lambda *xs: call(TF, torch.tensor, *xs)) if torch else None
+    return check_op(lambda *xs: call(F, dtrain.tensor, *xs), *inputs, ref=ref, torch_fn=torch_fn)
+
+
+def ints(*shape, high, low=0, seed=0):
+    return np.random.default_rng(seed).integers(low, high, shape)
+
+
+# ---- activations ------------------------------------------------------------------------
+
+def test_relu():
+    """relu is max(0, x), its gradient is 1 above 0 and 0 at and below 0."""
+    check_f("relu", (3, 4), ref=lambda a: np.maximum(a, 0))
+    x = dtrain.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    x.relu().sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.2])
+def test_leaky_relu(slope):
+    """leaky_relu scales x <= 0 by negative_slope."""
+    check_f("leaky_relu", (3, 4), negative_slope=slope, ref=lambda a: np.where(a > 0, a, slope * a))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(approximate):
+    """gelu (exact erf form and tanh approximation) matches the formula and PyTorch."""
+    erf = np.vectorize(math.erf)
+
+    def ref(a):
+        if approximate == "tanh":
+            return 0.5 * a * (1 + np.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a ** 3)))
+        return 0.5 * a * (1 + erf(a / math.sqrt(2)))
+    check_f("gelu", (3, 4), approximate=approximate, ref=ref)
+
+
+def test_silu_softplus_tanh_sigmoid():
+    """silu, softplus (both sides of its threshold) and the re-exported tanh and sigmoid."""
+    check_f("silu", (3, 4), ref=lambda a: a / (1 + np.exp(-a)))
+    check_f("softplus", (3, 4), ref=lambda a: np.log1p(np.exp(a)))
+    check_f("softplus", (3, 4), beta=2.0, threshold=1.0,
+            ref=lambda a: np.where(2 * a > 1, a, np.log1p(np.exp(2 * a)) / 2))
+    check_f("tanh", (3, 4), ref=np.tanh)
+    check_f("sigmoid", (3, 4), ref=lambda a: 1 / (1 + np.exp(-a)))
+
+
+def _np_log_softmax(a, axis):
+    z = a - a.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_softmax_log_softmax(dim):
+    """softmax / log_softmax along each dim: values and gradients."""
+    check_f("softmax", (3, 4, 2), dim=dim, ref=lambda a: np.exp(_np_log_softmax(a, dim)))
+    check_f("log_softmax", (3, 4, 2), dim=dim, ref=lambda a: _np_log_softmax(a, dim))
+
+
+def test_softmax_is_stable_and_bound_as_methods():
+    """Huge logits give finite results; x.softmax(dim) and x.log_softmax(dim) are the same ops."""
+    a = np.array([[1000.0, 0.0, -1000.0], [3.0, 3.0, 3.0]])
+    x = dtrain.tensor(a)
+    np.testing.assert_allclose(x.log_softmax(1).numpy(), _np_log_softmax(a, 1))
+    np.testing.assert_allclose(x.softmax(1).numpy(), np.exp(_np_log_softmax(a, 1)))
+    with pytest.warns(UserWarning, match="dim=1"):
+        F.softmax(x)
+
+
+# ---- classification losses --------------------------------------------------------------
+
+def _np_cross_entropy(x, y, weight=None, ignore_index=-100, reduction="mean", smoothing=0.0, logits=True):
+    """PyTorch's documented formula, written out in NumPy (class dim 1)."""
+    logp = _np_log_softmax(x, 1) if logits else x
+    c = x.shape[1]
+    w = np.ones(c) if weight is None else weight
+    keep = y != ignore_index
+    yc = np.where(keep, y, 0)
+    picked = np.take_along_axis(logp, yc[:, None], 1)[:, 0]
+    wb = w.reshape((c,) + (1,) * (x.ndim - 2))
+    loss = -(1 - smoothing) * w[yc] * picked - smoothing / c * (wb * logp).sum(1)
+    loss = loss * keep
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.sum() / (w[yc] * keep).sum()
+
+
+CLASS_CASES = [  # shape, weight?, ignore_index, label_smoothing
+    ((5, 4), False, -100, 0.0),
+    ((5, 4), True, -100, 0.0),
+    ((5, 4), True, 2, 0.0),
+    ((5, 4), False, 1, 0.2),
+    ((5, 4), True, 0, 0.1),
+    ((3, 4, 2, 2), True, 1, 0.0),
+    ((3, 4, 2, 2), True, -100, 0.3),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape,weighted,ignore_index,smoothing", CLASS_CASES)
+def test_cross_entropy(reduction, shape, weighted, ignore_index, smoothing):
+    """cross_entropy with class weights, ignore_index (incl. a real class), label smoothing and
+    each reduction: PyTorch's weighted-mean and smoothing formulas, values and gradients."""
+    y = ints(shape[0], *shape[2:], high=shape[1])
+    if ignore_index == -100:
+        y.flat[1] = -100
+    w = rand(shape[1], positive=True) if weighted else None
+    check_f("cross_entropy", shape, y, weight=w, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=smoothing,
+            ref=lambda x, t: _np_cross_entropy(x, t, w, ignore_index, reduction, smoothing))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape,weighted,ignore_index", [((5, 4), True, 2), ((3, 4, 2), False, -100)])
+def test_nll_loss(reduction, shape, weighted, ignore_index):
+    """nll_loss on log-probabilities: weights, ignore_index and reductions."""
+    y = ints(shape[0], *shape[2:], high=shape[1], seed=1)
+    y.flat[0] = ignore_index
+    w = rand(shape[1], positive=True) if weighted else None
+    check_f("nll_loss", shape, y, weight=w, ignore_index=ignore_index, reduction=reduction,
+            ref=lambda x, t: _np_cross_entropy(x, t, w, ignore_index, reduction, logits=False))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.25])
+def test_cross_entropy_probability_targets_and_unbatched(smoothing):
+    """Class-probability targets (with weight and smoothing), and an unbatched (C,) input."""
+    p = np.exp(_np_log_softmax(rand(4, 3, 2), 1))
+    check_f("cross_entropy", (4, 3, 2), p, weight=rand(3, positive=True), label_smoothing=smoothing)
+    check_f("cross_entropy", (5,), np.array(3), label_smoothing=smoothing, reduction="none",
+            ref=lambda x, t: _np_cross_entropy(x[None], t[None], smoothing=smoothing, reduction="none")[0])
+
+
+def test_cross_entropy_errors():
+    """Bad targets and reductions are refused with messages that name the problem."""
+    x = dtrain.randn(4, 3)
+    with pytest.raises(ValueError, match=r"expected target of shape \[4\].*input of shape \[4, 3\].*\[5\]"):
+        F.cross_entropy(x, dtrain.tensor([0, 1, 2, 0, 1]))
+    with pytest.raises(RuntimeError, match="class indices.*got target of dtype float32"):
+        F.cross_entropy(x, dtrain.zeros(4))
+    with pytest.raises(IndexError, match="target 3 is out of bounds"):
+        F.cross_entropy(x, dtrain.tensor([0, 3, 1, 1]))
+    with pytest.raises(IndexError, match="target -1 is out of bounds"):
+        F.nll_loss(x, dtrain.tensor([0, -1, 1, 1]))
+    with pytest.raises(ValueError, match="'avg' is not a valid value for reduction"):
+        F.cross_entropy(x, dtrain.tensor([0, 1, 2, 0]), reduction="avg")
+    with pytest.raises(ValueError, match=r"weight must be a Tensor of shape \[3\]"):
+        F.cross_entropy(x, dtrain.tensor([0, 1, 2, 0]), weight=dtrain.ones(4))
+
+
+# ---- regression and binary losses -------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_l1(reduction):
+    """mse_loss and l1_loss for each reduction."""
+    red = {"mean": np.mean, "sum": np.sum, "none": lambda a: a}[reduction]
+    check_f("mse_loss", (3, 4), (3, 4), reduction=reduction, ref=lambda a, b: red((a - b) ** 2))
+    check_f("l1_loss", (3, 4), (3, 4), reduction=reduction, ref=lambda a, b: red(np.abs(a - b)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted,pos_weighted", [(False, False), (True, False), (False, True), (True, True)])
+def test_binary_cross_entropy_with_logits(reduction, weighted, pos_weighted):
+    """BCE with logits: weight, pos_weight, reductions; gradients for input and target."""
+    w = rand(1, 3, positive=True) if weighted else None
+    pw = rand(3, positive=True) if pos_weighted else None
+    t = np.random.default_rng(2).uniform(size=(4, 3))
+    x = rand(4, 3)
+    x[0, 0] = 0.0  # the kink of |x| in the stable formula must not show in the gradient
+
+    def ref(a, b):
+        s = 1 / (1 + np.exp(-a))
+        loss = -((1 if pw is None else pw) * b * np.log(s) + (1 - b) * np.log(1 - s)) * (1 if w is None else w)
+        return {"mean": np.mean, "sum": np.sum, "none": lambda v: v}[reduction](loss)
+    check_f("binary_cross_entropy_with_logits", x, t, weight=w, pos_weight=pw, reduction=reduction, ref=ref)
+
+
+def test_binary_cross_entropy_with_logits_is_stable():
+    """Logits of +-200 give finite losses and gradients (no exp overflow)."""
+    x = dtrain.tensor([200.0, -200.0, 200.0], requires_grad=True)
+    loss = F.binary_cross_entropy_with_logits(x, dtrain.tensor([1.0, 0.0, 0.0]), reduction="none")
+    np.testing.assert_allclose(loss.detach().numpy(), [0.0, 0.0, 200.0], atol=1e-12)
+    loss.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 0.0, 1.0], atol=1e-12)
+    with pytest.raises(ValueError, match=r"target size \(\[3, 1\]\) must be the same as input size \(\[3\]\)"):
+        F.binary_cross_entropy_with_logits(x, dtrain.zeros(3, 1))
+
+
+# ---- dropout, linear, one_hot -----------------------------------------------------------
+
+def test_dropout_identity_cases():
+    """p=0 and training=False return the input unchanged; p=1 zeroes everything."""
+    x = dtrain.randn(5, 4)
+    assert F.dropout(x, p=0.0) is x
+    assert F.dropout(x, p=0.7, training=False) is x
+    assert not F.dropout(x, p=1.0).numpy().any()
+    with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
+        F.dropout(x, p=1.5)
+
+
+def test_dropout_mask_scaling_and_seed():
+    """Kept elements are scaled by 1/(1-p), the drop rate is about p, the mean is preserved,
+    the gradient is the same mask, and a fixed seed repeats the mask."""
+    p = 0.3
+    dtrain.manual_seed(0)
+    x = dtrain.ones(200, 100, dtype=dtrain.float64, requires_grad=True)
+    y = F.dropout(x, p=p)
+    out = y.detach().numpy()
+    assert set(np.unique(out)) <= {0.0, 1 / (1 - p)}
+    assert abs((out == 0).mean() - p) < 0.02
+    assert abs(out.mean() - 1.0) < 0.03
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), out)
+    dtrain.manual_seed(0)
+    np.testing.assert_array_equal(F.dropout(x, p=p).detach().numpy(), out)
+
+
+def test_linear_and_one_hot_reexports():
+    """F.linear and F.one_hot are the core ops, with PyTorch's results."""
+    check_f("linear", (4, 3), (2, 3), (2,), ref=lambda x, w, b: x @ w.T + b)
+    check_f("one_hot", np.array([0, 2, 1]), num_classes=4, ref=lambda y: np.eye(4, dtype=np.int64)[y])
+
+
+# ---- conv2d -----------------------------------------------------------------------------
+
+def _np_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """Direct convolution: one einsum per kernel offset and group (an independent reference)."""
+    (sh, sw), (dh, dw) = [(v, v) if isinstance(v, int) else v for v in (stride, dilation)]
+    o, cg, kh, kw = w.shape
+    if padding == "same":
+        th, tw = dh * (kh - 1), dw * (kw - 1)
+        pads = ((th // 2, th - th // 2), (tw // 2, tw - tw // 2))
+    else:
+        ph, pw = (0, 0) if padding == "valid" else (padding, padding) if isinstance(padding, int) else padding
+        pads = ((ph, ph), (pw, pw))
+    x = np.pad(x, ((0, 0), (0, 0)) + pads)
+    ho = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    wo = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((x.shape[0], o, ho, wo))
+    og = o // groups
+    for g in range(groups):
+        for p in range(kh):
+            for q in range(kw):
+                patch = x[:, g * cg:(g + 1) * cg, p * dh:p * dh + sh * (ho - 1) + 1:sh, q * dw:q * dw + sw * (wo - 1) + 1:sw]
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, w[g * og:(g + 1) * og, :, p, q])
+    return out if b is None else out + b[:, None, None]
+
+
+CONV_CASES = [  # input shape, weight shape, options
+    ((2, 3, 5, 5), (4, 3, 3, 3), {}),
+    ((2, 3, 5, 6), (4, 3, 3, 3), {"padding": 1}),
+    ((1, 2, 6, 7), (3, 2, 3, 2), {"stride": (2, 1), "padding": (1, 2)}),
+    ((1, 2, 7, 6), (2, 2, 2, 3), {"dilation": (2, 1), "padding": 1, "stride": 2}),
+    ((1, 4, 5, 5), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
+    ((1, 4, 4, 5), (4, 1, 2, 2), {"groups": 4, "padding": "same"}),
+    ((1, 2, 5, 5), (3, 2, 2, 3), {"padding": "same", "dilation": 2}),
+    ((1, 2, 5, 5), (3, 2, 3, 3), {"padding": "valid", "stride": 3}),
+]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("xs,ws,opts", CONV_CASES)
+def test_conv2d(xs, ws, opts, bias):
+    """conv2d with stride, padding (int, pair, 'same', 'valid'), dilation, groups, non-square
+    kernels and with/without bias: values and gradients for input, weight and bias."""
+    inputs = (xs, ws, (ws[0],)) if bias else (xs, ws)
+    check_f("conv2d", *inputs, **opts, ref=lambda *a: _np_conv2d(*a, **opts))
+
+
+def test_conv2d_unbatched():
+    """A (C, H, W) input convolves as a batch of one."""
+    check_f("conv2d", (2, 4, 4), (3, 2, 3, 3), padding=1,
+            ref=lambda x, w: _np_conv2d(x[None], w, padding=1)[0])
+
+
+def test_conv2d_errors():
+    """Channel mismatch names both shapes; other bad arguments are named."""
+    x = dtrain.randn(2, 3, 8, 8)
+    with pytest.raises(RuntimeError, match=r"input of shape \[2, 3, 8, 8\] has 3 channels.*weight of shape "
+                                           r"\[4, 2, 3, 3\] with groups=1 expects 2"):
+        F.conv2d(x, dtrain.randn(4, 2, 3, 3))
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided"):
+        F.conv2d(x, dtrain.randn(4, 3, 3, 3), padding="same", stride=2)
+    with pytest.raises(ValueError, match=r"too small for kernel 9x9"):
+        F.conv2d(x, dtrain.randn(4, 3, 9, 9))
+    with pytest.raises(RuntimeError, match=r"bias must have shape \[4\]"):
+        F.conv2d(x, dtrain.randn(4, 3, 3, 3), dtrain.randn(3))
+
+
+# ---- pooling ----------------------------------------------------------------------------
+
+POOL_CASES = [
+    {"kernel_size": 2},
+    {"kernel_size": 3, "stride": 2, "padding": 1},
+    {"kernel_size": 2, "stride": 2, "ceil_mode": True},
+    {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1)},
+    {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+]
+
+
+@pytest.mark.parametrize("opts", POOL_CASES + [{"kernel_size": 2, "dilation": 2}, {"kernel_size": 2, "stride": 1}])
+def test_max_pool2d(opts):
+    """max_pool2d: stride, padding, dilation, ceil_mode, non-square, overlapping windows."""
+    check_f("max_pool2d", (2, 2, 5, 7), **opts)
+
+
+def test_max_pool2d_values_and_indices():
+    """Values against a direct loop; return_indices gives flat h * W + w positions (as PyTorch)."""
+    a = rand(1, 2, 5, 5)
+
+    def ref(x):
+        out = np.full((1, 2, 3, 3), -np.inf)
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+        for i in range(3):
+            for j in range(3):
+                out[:, :, i, j] = xp[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(2, 3))
+        return out
+    check_f("max_pool2d", a, kernel_size=3, stride=2, padding=1, ref=ref)
+    values, idx = check_f("max_pool2d", a, kernel_size=3, stride=2, padding=1, return_indices=True)
+    np.testing.assert_array_equal(np.take_along_axis(a.reshape(1, 2, 25), idx.numpy().reshape(1, 2, 9), 2),
+                                  values.detach().numpy().reshape(1, 2, 9))
+
+
+def test_max_pool2d_ties_go_to_the_first():
+    """On equal values only the first window element gets the gradient, as PyTorch."""
+    x = dtrain.zeros(1, 1, 2, 2, requires_grad=True)
+    F.max_pool2d(x, 2).sum().backward()
+    assert x.grad.numpy().ravel().tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+@pytest.mark.parametrize("opts", POOL_CASES)
+def test_avg_pool2d(opts, include_pad):
+    """avg_pool2d: divisors with and without the padding, and in ceil_mode, as PyTorch."""
+    check_f("avg_pool2d", (2, 2, 5, 7), count_include_pad=include_pad, **opts)
+
+
+def test_avg_pool2d_reference_and_divisor_override():
+    """Plain 2x2 averaging against NumPy; divisor_override replaces the window size."""
+    check_f("avg_pool2d", (1, 2, 4, 6), kernel_size=2,
+            ref=lambda x: x.reshape(1, 2, 2, 2, 3, 2).mean(axis=(3, 5)))
+    check_f("avg_pool2d", (1, 2, 4, 6), kernel_size=2, divisor_override=3,
+            ref=lambda x: x.reshape(1, 2, 2, 2, 3, 2).sum(axis=(3, 5)) / 3)
+
+
+@pytest.mark.parametrize("size", [1, (2, 3), (3, None), (4, 4)])
+def test_adaptive_avg_pool2d(size):
+    """adaptive_avg_pool2d with equal bins and with PyTorch's overlapping unequal bins."""
+    check_f("adaptive_avg_pool2d", (2, 2, 6, 7), output_size=size)
+    check_f("adaptive_avg_pool2d", (2, 5, 6), output_size=size)
+
+
+def test_pool_errors():
+    """A kernel larger than the padded input, and too much padding, are refused."""
+    x = dtrain.randn(1, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"input of shape \[1, 1, 3, 3\].*too small for kernel 6x6"):
+        F.max_pool2d(x, 6, padding=1)
+    with pytest.raises(ValueError, match="too small for kernel 4x4"):
+        F.avg_pool2d(x, 4)
+    with pytest.raises(ValueError, match="pad should be at most half"):
+        F.max_pool2d(x, 2, padding=2)
+
+
+# ---- normalization ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 4), (2, 3, 2, 2)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_training(shape, affine):
+    """Training mode: batch statistics; values and gradients for input, weight and bias."""
+    c = shape[1]
+    params = ((c,), (c,)) if affine else ()
+    check_call(lambda f, t, x, *wb: f.batch_norm(x, t(np.zeros(c)), t(np.ones(c)), *wb, training=True), shape, *params)
+
+
+def test_batch_norm_updates_running_stats_like_torch():
+    """One training call moves running_mean / running_var by momentum towards the batch mean
+    and the unbiased batch variance, in place."""
+    a = rand(5, 3, 2, 2)
+    rm, rv = dtrain.zeros(3, dtype=dtrain.float64), dtrain.ones(3, dtype=dtrain.float64)
+    F.batch_norm(dtrain.tensor(a), rm, rv, training=True, momentum=0.2)
+    mean, var = a.mean(axis=(0, 2, 3)), a.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(rm.numpy(), 0.2 * mean)
+    np.testing.assert_allclose(rv.numpy(), 0.8 + 0.2 * var)
+    if torch is not None:
+        trm, trv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        TF.batch_norm(torch.tensor(a), trm, trv, training=True, momentum=0.2)
+        np.testing.assert_allclose(rm.numpy(), trm.numpy())
+        np.testing.assert_allclose(rv.numpy(), trv.numpy())
+
+
+def test_batch_norm_eval_and_errors():
+    """Eval mode normalizes with the running statistics; training needs >1 value per channel."""
+    rm, rv = rand(3), rand(3, positive=True)
+    check_call(lambda f, t, x, w, b: f.batch_norm(x, t(rm), t(rv), w, b, eps=1e-3), (4, 3, 2), (3,), (3,),
+            ref=lambda x, w, b: (x - rm[:, None]) / np.sqrt(rv[:, None] + 1e-3) * w[:, None] + b[:, None])
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(dtrain.randn(1, 3), dtrain.zeros(3), dtrain.ones(3), training=True)
+    with pytest.raises(RuntimeError, match=r"running_mean of shape \[3\].*got \[4\]"):
+        F.batch_norm(dtrain.randn(2, 3), dtrain.zeros(4), dtrain.ones(3))
+
+
+@pytest.mark.parametrize("shape,normalized", [((3, 4), (4,)), ((2, 3, 4), (3, 4))])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm(shape, normalized, affine):
+    """layer_norm over the last dims, with and without weight and bias."""
+    axes = tuple(range(len(shape) - len(normalized), len(shape)))
+
+    def ref(x, w=1, b=0):
+        return (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + 1e-5) * w + b
+    params = (normalized, normalized) if affine else ()
+    check_call(lambda f, t, x, *wb: f.layer_norm(x, normalized, *wb), shape, *params, ref=ref)
+    with pytest.raises(RuntimeError, match=r"does not end with normalized_shape \[5\]"):
+        F.layer_norm(dtrain.randn(*shape), (5,))
+
+
+# ---- embedding and pad ------------------------------------------------------------------
+
+def test_embedding():
+    """Rows picked by index; repeated indices accumulate in the gradient."""
+    check_f("embedding", np.array([[0, 1, 4], [4, 4, 2]]), (5, 3), ref=lambda i, w: w[i])
+
+
+@pytest.mark.parametrize("padding_idx", [1, -1])
+def test_embedding_padding_idx(padding_idx):
+    """The row padding_idx (negative counts from the end) is looked up but gets no gradient,
+    the others get their counts (as PyTorch)."""
+    w = dtrain.tensor(rand(5, 3), requires_grad=True)
+    out = F.embedding(dtrain.tensor([[0, 1, 4], [4, 4, 2]]), w, padding_idx=padding_idx)
+    np.testing.assert_array_equal(out.detach().numpy(), w.detach().numpy()[[[0, 1, 4], [4, 4, 2]]])
+    out.sum().backward()
+    counts = np.array([1.0, 1, 1, 0, 3])
+    counts[padding_idx] = 0
+    np.testing.assert_array_equal(w.grad.numpy(), np.repeat(counts[:, None], 3, axis=1))
+    with pytest.raises(IndexError, match=r"indices must be in \[0, 4\].*\[0, 5\]"):
+        F.embedding(dtrain.tensor([0, 5]), dtrain.randn(5, 3))
+
+
+@pytest.mark.parametrize("pad,value", [((1, 2), 0.0), ((1, 0, 2, 1), 1.5), ((-1, 2, 0, -1), None),
+                                       ((1, 1, 0, 0, 1, 0), 0.0)])
+def test_pad_constant(pad, value):
+    """Constant padding of the last dims, negative widths crop."""
+    def ref(a):
+        widths = [(0, 0)] * (a.ndim - len(pad) // 2) + [(max(lo, 0), max(hi, 0)) for lo, hi in
+                                                         zip(pad[::2], pad[1::2])][::-1]
+        out = np.pad(a, widths, constant_values=value or 0)
+        crop = [slice(None)] * (a.ndim - len(pad) // 2) + [slice(max(-lo, 0), out.shape[a.ndim - 1 - i] - max(-hi, 0))
+                                                         for i, (lo, hi) in enumerate(zip(pad[::2], pad[1::2]))][::-1]
+        return out[tuple(crop)]
+    check_f("pad", (2, 3, 4), pad=pad, value=value, ref=ref)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_pad_modes(mode):
+    """reflect, replicate and circular padding of the last two dims (gradients accumulate)."""
+    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+    check_f("pad", (2, 2, 3, 4), pad=(1, 2, 2, 1), mode=mode,
+            ref=lambda a: np.pad(a, ((0, 0), (0, 0), (2, 1), (1, 2)), mode=np_mode))
+
+
+def test_pad_errors():
+    """Odd-length pads, reflect as wide as the dim, circular wrapping twice are refused."""
+    x = dtrain.randn(1, 2, 3)
+    with pytest.raises(ValueError, match="even length"):
+        F.pad(x, (1, 1, 1))
+    with pytest.raises(ValueError, match=r"reflect padding \(3, 3\) of dim 2 \(size 3\).*at most 2"):
+        F.pad(x, (3, 3), mode="reflect")
+    with pytest.raises(ValueError, match="circular padding.*at most 3"):
+        F.pad(x, (4, 0), mode="circular")
+
+
+# ---- dtypes -----------------------------------------------------------------------------
+
+def test_float32_stays_float32():
+    """Every op keeps float32 inputs in float32, forward and backward (no float64 upcast)."""
+    f32 = dtrain.float32
+    x = dtrain.randn(4, 3, 6, 6, requires_grad=True)
+    w = dtrain.randn(4, 3, 3, 3, requires_grad=True)
+    c = dtrain.randn(4, 5, requires_grad=True)
+    outs = [F.conv2d(x, w, dtrain.zeros(4), padding=1), F.max_pool2d(x, 2), F.avg_pool2d(x, 3, 2, 1),
+            F.adaptive_avg_pool2d(x, 4), F.batch_norm(x, dtrain.zeros(3), dtrain.ones(3), training=True),
+            F.layer_norm(x, (6, 6)), F.relu(x), F.leaky_relu(x), F.gelu(x), F.gelu(x, approximate="tanh"),
+            F.silu(x), F.softplus(x), F.softmax(x, 1), F.log_softmax(x, 1), F.dropout(x),
+            F.pad(x, (1, 1)), F.pad(x, (1, 1), mode="reflect"),
+            F.cross_entropy(c, dtrain.tensor([0, 1, 4, 2]), weight=dtrain.ones(5), label_smoothing=0.1),
+            F.nll_loss(c, dtrain.tensor([0, 1, 4, 2])), F.mse_loss(c, dtrain.zeros(4, 5)),
+            F.binary_cross_entropy_with_logits(c, dtrain.ones(4, 5), pos_weight=dtrain.ones(5))]
+    for out in outs:
+        assert out.dtype == f32, out.grad_fn
+        (out * 1.0).sum().backward()
+    assert x.grad.dtype == w.grad.dtype == c.grad.dtype == f32

@@ -1,0 +1,428 @@
+"""Optimizers: trajectories against their update rules in NumPy and against PyTorch,
+state_dict round trips, zero_grad, closures, parameter groups and every error path.
+
+The problem is least squares, ``0.5 * mean ||X W + b - Y||^2``, with its gradient written
+in NumPy and assigned to ``.grad``, so each test checks the optimizer alone.
+"""
+import numpy as np
+import pytest
+
+import dtrain
+from dtrain.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+STEPS = 20
+_rng = np.random.default_rng(1)
+X, Y = _rng.standard_normal((16, 4)), _rng.standard_normal((16, 3))
+INIT = [_rng.standard_normal((4, 3)), _rng.standard_normal(3)]
+
+
+def grads(params):
+    w, b = params
+    r = X @ w + b - Y
+    return [X.T @ r / len(X), r.sum(0) / len(X)]
+
+
+# ---- the update rules, written plainly from the algorithms' definitions -------------------
+
+def ref_sgd(p, g, s, t, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False):
+    g = (-g if maximize else g) + weight_decay * p
+    if momentum:
+        s["b"] = g if t == 1 else momentum * s["b"] + (1 - dampening) * g
+        g = g + momentum * s["b"] if nesterov else s["b"]
+    return p - lr * g
+
+
+def ref_adam(p, g, s, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
+             decoupled_weight_decay=False):
+    b1, b2 = betas
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+    s["v"] = v = b2 * s.get("v", 0) + (1 - b2) * g * g
+    if amsgrad:
+        s["vmax"] = v = np.maximum(s.get("vmax", 0), v)
+    return p - lr * (s["m"] / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+
+
+def ref_adamw(p, g, s, t, weight_decay=1e-2, **hp):
+    return ref_adam(p, g, s, t, weight_decay=weight_decay, decoupled_weight_decay=True, **hp)
+
+
+def ref_rmsprop(p, g, s, t, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+                maximize=False):
+    g = (-g if maximize else g) + weight_decay * p
+    s["v"] = v = alpha * s.get("v", 0) + (1 - alpha) * g * g
+    if centered:
+        s["ga"] = alpha * s.get("ga", 0) + (1 - alpha) * g
+        v = v - s["ga"] ** 2
+    u = g / (np.sqrt(v) + eps)
+    if momentum:
+        s["b"] = u = momentum * s.get("b", 0) + u
+    return p - lr * u
+
+
+def ref_adagrad(p, g, s, t, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                maximize=False):
+    g = (-g if maximize else g) + weight_decay * p
+    s["sum"] = s.get("sum", initial_accumulator_value) + g * g
+    return p - lr / (1 + (t - 1) * lr_decay) * g / (np.sqrt(s["sum"]) + eps)
+
+
+REFS = {SGD: ref_sgd, Adam: ref_adam, AdamW: ref_adamw, RMSprop: ref_rmsprop, Adagrad: ref_adagrad}
+
+CASES = [
+    (SGD, dict(lr=0.1)),
+    (SGD, dict(lr=0.1, momentum=0.9)),
+    (SGD, dict(lr=0.1, momentum=0.9, dampening=0.3)),
+    (SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+    (SGD, dict(lr=0.1, weight_decay=0.1)),
+    (SGD, dict(lr=0.1, maximize=True)),
+    (SGD, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.05, maximize=True)),
+    (Adam, dict(lr=0.05)),
+    (Adam, dict(lr=0.05, weight_decay=0.1)),
+    (Adam, dict(lr=0.05, amsgrad=True)),
+    (Adam, dict(lr=0.05, maximize=True)),
+    (Adam, dict(lr=0.05, betas=(0.8, 0.99), eps=1e-3)),
+    (Adam, dict(lr=0.05, amsgrad=True, weight_decay=0.1, maximize=True)),
+    (Adam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    (AdamW, dict(lr=0.05)),
+    (AdamW, dict(lr=0.05, weight_decay=0.2, amsgrad=True)),
+    (AdamW, dict(lr=0.05, maximize=True)),
+    (RMSprop, dict(lr=0.01)),
+    (RMSprop, dict(lr=0.01, centered=True)),
+    (RMSprop, dict(lr=0.01, momentum=0.9)),
+    (RMSprop, dict(lr=0.01, weight_decay=0.1)),
+    (RMSprop, dict(lr=0.01, alpha=0.9, eps=1e-4)),
+    (RMSprop, dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.05, maximize=True)),
+    (Adagrad, dict(lr=0.1)),
+    (Adagrad, dict(lr=0.1, lr_decay=0.1)),
+    (Adagrad, dict(lr=0.1, weight_decay=0.1)),
+    (Adagrad, dict(lr=0.1, initial_accumulator_value=0.5)),
+    (Adagrad, dict(lr=0.1, eps=1e-3, maximize=True)),
+]
+IDS = [f"{cls.__name__}-{'-'.join(f'{k}={v}' for k, v in hp.items())}" for cls, hp in CASES]
+
+
+def run_reference(cls, hp, steps=STEPS):
+    params, states, traj = [a.copy() for a in INIT], [{} for _ in INIT], []
+    for t in range(1, steps + 1):
+        params = [REFS[cls](p, g, s, t, **hp) for p, g, s in zip(params, grads(params), states)]
+        traj.append(params)
+    return traj
+
+
+def make_params(dtype=np.float64):
+    return [dtrain.tensor(a.astype(dtype), requires_grad=True) for a in INIT]
+
+
+def run(opt, params, steps):
+    """Step ``opt`` with the least-squares gradient; the parameter values after each step."""
+    traj = []
+    for _ in range(steps):
+        for p, g in zip(params, grads([p.detach().numpy() for p in params])):
+            p.grad = dtrain.tensor(g.astype(p.dtype))
+        opt.step()
+        traj.append([p.detach().numpy().copy() for p in params])
+    return traj
+
+
+def run_torch(cls, hp, steps=STEPS, dtype=np.float64):
+    torch = pytest.importorskip("torch")
+    params = [torch.tensor(a.astype(dtype), requires_grad=True) for a in INIT]
+    opt = getattr(torch.optim, cls.__name__)(params, **hp)
+    traj = []
+    for _ in range(steps):
+        for p, g in zip(params, grads([p.detach().numpy() for p in params])):
+            p.grad = torch.tensor(g.astype(dtype))
+        opt.step()
+        traj.append([p.detach().numpy().copy() for p in params])
+    return traj, opt
+
+
+def assert_same_trajectory(actual, expected, rtol=1e-6, atol=1e-9):
+    for t, (a_step, e_step) in enumerate(zip(actual, expected), 1):
+        for a, e in zip(a_step, e_step):
+            np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=f"after step {t}")
+
+
+@pytest.mark.parametrize("cls, hp", CASES, ids=IDS)
+def test_trajectory_matches_update_rule(cls, hp):
+    """20 steps follow the optimizer's update rule, written in NumPy, to 1e-6 relative."""
+    params = make_params()
+    assert_same_trajectory(run(cls(params, **hp), params, STEPS), run_reference(cls, hp))
+
+
+@pytest.mark.parametrize("cls, hp", CASES, ids=IDS)
+def test_trajectory_matches_torch(cls, hp):
+    """20 steps follow PyTorch's optimizer with the same options, to 1e-6 relative."""
+    expected, _ = run_torch(cls, hp)
+    params = make_params()
+    assert_same_trajectory(run(cls(params, **hp), params, STEPS), expected)
+
+
+@pytest.mark.parametrize("cls, hp", [c for c in CASES if len(c[1]) > 1], ids=[i for i, c in zip(IDS, CASES)
+                                                                              if len(c[1]) > 1])
+def test_each_option_changes_the_trajectory(cls, hp):
+    """Every option the trajectory tests set really changes the update (none is ignored)."""
+    plain = {"lr": hp["lr"]}
+    with_option, without = run_reference(cls, hp, 5), run_reference(cls, plain, 5)
+    assert not np.allclose(with_option[-1][0], without[-1][0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, RMSprop, Adagrad])
+def test_defaults_match_torch(cls):
+    """Constructor defaults (lr, betas, eps, weight_decay, ...) equal PyTorch's."""
+    torch = pytest.importorskip("torch")
+    ours = cls(make_params()).defaults
+    theirs = getattr(torch.optim, cls.__name__)([torch.zeros(1, requires_grad=True)]).defaults
+    assert ours == {k: theirs[k] for k in ours}
+
+
+@pytest.mark.parametrize("cls, hp", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(lr=0.05, amsgrad=True)),
+                                     (RMSprop, dict(lr=0.01, centered=True, momentum=0.5)), (Adagrad, dict(lr=0.1))])
+def test_float32_keeps_dtype_and_matches_torch(cls, hp):
+    """float32 parameters stay float32 (no float64 upcast in the step), their state is
+    float32, and the trajectory follows PyTorch's in float32."""
+    expected, _ = run_torch(cls, hp, 10, np.float32)
+    params = make_params(np.float32)
+    opt = cls(params, **hp)
+    assert_same_trajectory(run(opt, params, 10), expected, rtol=1e-4, atol=1e-6)
+    assert all(p.dtype == dtrain.float32 for p in params)
+    for s in opt.state.values():
+        assert all(v.dtype == dtrain.float32 for v in s.values())
+
+
+def test_step_updates_in_place_and_keeps_leaves():
+    """A step writes into each parameter's existing array (views of it see the update), and
+    the parameters stay leaves that require grad, with no graph attached."""
+    params = make_params()
+    arrays = [p.array for p in params]
+    run(Adam(params, lr=0.1), params, 3)
+    for p, a in zip(params, arrays):
+        assert p.array is a
+        assert p.is_leaf and p.grad_fn is None and p.requires_grad
+
+
+def test_params_without_grad_are_skipped():
+    """A parameter whose grad is None is left unchanged and gets no state."""
+    params = make_params()
+    frozen = dtrain.tensor(np.ones(5), requires_grad=True)
+    opt = Adam(params + [frozen], lr=0.1)
+    run(opt, params, 3)
+    np.testing.assert_array_equal(frozen.detach().numpy(), np.ones(5))
+    assert frozen not in opt.state and len(opt.state) == 2
+
+
+# ---- state_dict ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls, hp", [c for c in CASES if c[0] is not SGD or "momentum" in c[1]],
+                         ids=[i for i, c in zip(IDS, CASES) if c[0] is not SGD or "momentum" in c[1]])
+def test_state_dict_round_trip_continues_trajectory(cls, hp):
+    """A new optimizer loaded from a state_dict after 10 steps continues exactly as the
+    original does, and its state is a copy (stepping the original leaves it alone)."""
+    params = make_params()
+    opt = cls(params, **hp)
+    run(opt, params, 10)
+    clones = [dtrain.tensor(p.detach().numpy().copy(), requires_grad=True) for p in params]
+    loaded = cls(clones, lr=123.0)
+    loaded.load_state_dict(opt.state_dict())
+    assert loaded.param_groups[0]["lr"] == hp["lr"]
+    loaded_state = {k: v.numpy().copy() for k, v in loaded.state[clones[0]].items()}
+    after = run(opt, params, 10)
+    for k, v in loaded.state[clones[0]].items():
+        np.testing.assert_array_equal(v.numpy(), loaded_state[k])
+    for a, b in zip(run(loaded, clones, 10)[-1], after[-1]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cls, hp", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(amsgrad=True)),
+                                     (AdamW, {}), (RMSprop, dict(centered=True, momentum=0.9)), (Adagrad, {})])
+def test_state_dict_layout_matches_torch(cls, hp):
+    """state_dict has PyTorch's layout: params as indices over all groups, the same state
+    names per parameter holding dtrain Tensors of PyTorch's values, the same group keys."""
+    _, topt = run_torch(cls, hp, 3)
+    params = make_params()
+    opt = cls([{"params": params[:1]}, {"params": params[1:]}], **hp)
+    run(opt, params, 3)
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [[0], [1]]
+    assert set(sd["param_groups"][0]) <= set(tsd["param_groups"][0]) | {"params"}
+    for i in (0, 1):
+        assert set(sd["state"][i]) == set(tsd["state"][i])
+        for name, value in sd["state"][i].items():
+            assert isinstance(value, dtrain.Tensor)
+            np.testing.assert_allclose(value.numpy(), tsd["state"][i][name].numpy(), rtol=1e-6, atol=1e-12)
+
+
+def test_optimizer_pickles_with_a_scheduler_attached():
+    """An optimizer pickles with its state even after an lr scheduler wrapped its step."""
+    import pickle
+    params = make_params()
+    opt = SGD(params, lr=0.1, momentum=0.9)
+    dtrain.optim.lr_scheduler.StepLR(opt, step_size=2)
+    run(opt, params, 2)
+    copy = pickle.loads(pickle.dumps(opt))
+    assert copy.param_groups[0]["lr"] == 0.1
+    np.testing.assert_array_equal(next(iter(copy.state.values()))["momentum_buffer"].numpy(),
+                                  opt.state[params[0]]["momentum_buffer"].numpy())
+
+
+def test_load_state_dict_refuses_other_group_count():
+    """A state_dict with a different number of groups is refused, naming both counts."""
+    params = make_params()
+    two = SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.1)
+    with pytest.raises(ValueError, match="2 parameter groups, but the optimizer has 1"):
+        SGD(make_params(), lr=0.1).load_state_dict(two.state_dict())
+
+
+def test_load_state_dict_refuses_other_param_count():
+    """A state_dict whose group has a different number of parameters is refused, naming both."""
+    saved = SGD(make_params(), lr=0.1).state_dict()
+    with pytest.raises(ValueError, match="group 0 has 2 parameters, but the optimizer's group 0 has 1"):
+        SGD(make_params()[:1], lr=0.1).load_state_dict(saved)
+
+
+# ---- zero_grad, closure, groups ------------------------------------------------------------
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad(set_to_none):
+    """zero_grad sets grads to None by default, or zeroes the existing grad in place."""
+    params = make_params()
+    opt = SGD(params, lr=0.1)
+    run(opt, params, 1)
+    old = [p.grad for p in params]
+    opt.zero_grad(set_to_none=set_to_none)
+    for p, g in zip(params, old):
+        if set_to_none:
+            assert p.grad is None
+        else:
+            assert p.grad is g and not g.numpy().any()
+
+
+def test_closure_is_evaluated_with_grad_and_its_loss_returned():
+    """step(closure) re-evaluates the loss with grad enabled (even inside no_grad), uses the
+    gradients it computes, and returns its loss."""
+    w0 = INIT[0]
+    w = dtrain.tensor(w0.copy(), requires_grad=True)
+    opt = SGD([w], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((dtrain.tensor(X) @ w - dtrain.tensor(Y)) ** 2).sum() * (0.5 / len(X))
+        loss.backward()
+        return loss
+
+    with dtrain.no_grad():
+        loss = opt.step(closure)
+    r = X @ w0 - Y
+    np.testing.assert_allclose(loss.item(), 0.5 * (r ** 2).sum() / len(X))
+    np.testing.assert_allclose(w.detach().numpy(), w0 - 0.1 * X.T @ r / len(X))
+
+
+def test_param_groups_with_different_lr_match_torch():
+    """Each group uses its own lr and the defaults for what it leaves out, as in PyTorch."""
+    torch = pytest.importorskip("torch")
+    params = make_params()
+    opt = SGD([{"params": params[:1], "lr": 0.2}, {"params": params[1:]}], lr=0.01, momentum=0.9)
+    assert [g["lr"] for g in opt.param_groups] == [0.2, 0.01]
+    tparams = [torch.tensor(a, requires_grad=True) for a in INIT]
+    topt = torch.optim.SGD([{"params": tparams[:1], "lr": 0.2}, {"params": tparams[1:]}], lr=0.01, momentum=0.9)
+    traj = run(opt, params, STEPS)
+    for _ in range(STEPS):
+        for p, g in zip(tparams, grads([p.detach().numpy() for p in tparams])):
+            p.grad = torch.tensor(g)
+        topt.step()
+    for a, p in zip(traj[-1], tparams):
+        np.testing.assert_allclose(a, p.detach().numpy(), rtol=1e-6)
+
+
+def test_add_param_group_later():
+    """A group added after construction takes the defaults and is stepped from then on."""
+    params = make_params()
+    opt = Adam(params[:1], lr=0.05)
+    opt.add_param_group({"params": params[1], "betas": (0.5, 0.9)})
+    assert opt.param_groups[1]["lr"] == 0.05 and opt.param_groups[1]["params"] == [params[1]]
+    before = params[1].detach().numpy().copy()
+    run(opt, params, 1)
+    assert not np.allclose(before, params[1].detach().numpy())
+
+
+def test_adagrad_state_exists_from_construction():
+    """As in PyTorch, Adagrad creates each parameter's accumulator when it is added."""
+    params = make_params()
+    opt = Adagrad(params[:1], initial_accumulator_value=0.25)
+    opt.add_param_group({"params": params[1:]})
+    assert len(opt.state_dict()["state"]) == 2
+    np.testing.assert_array_equal(opt.state[params[1]]["sum"].numpy(), np.full(3, 0.25))
+
+
+def test_named_parameters_are_accepted():
+    """(name, tensor) pairs, as model.named_parameters() yields, are accepted and the names
+    kept in the group as "param_names", as in PyTorch."""
+    params = make_params()
+    opt = SGD([("w", params[0]), ("b", params[1])], lr=0.1)
+    assert opt.param_groups[0]["params"] == params and opt.param_groups[0]["param_names"] == ["w", "b"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cls, hp", [c for c in CASES if len(c[1]) > 2], ids=[i for i, c in zip(IDS, CASES)
+                                                                             if len(c[1]) > 2])
+def test_cuda_trajectory_matches_cpu(cls, hp):
+    """On a GPU (CuPy arrays) the same code follows the same trajectory as on the CPU."""
+    params = [p.to("cuda").detach().requires_grad_() for p in make_params()]
+    opt = cls(params, **hp)
+    for step in run_reference(cls, hp, 5):
+        for p, g in zip(params, grads([p.detach().cpu().numpy() for p in params])):
+            p.grad = dtrain.tensor(g, device="cuda")
+        opt.step()
+        for p, e in zip(params, step):
+            np.testing.assert_allclose(p.detach().cpu().numpy(), e, rtol=1e-6, atol=1e-9)
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+def _w():
+    return dtrain.tensor(np.ones(3), requires_grad=True)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: SGD([_w()], lr=-1), ValueError, "Invalid learning rate: -1"),
+    (lambda: SGD([_w()], momentum=-0.5), ValueError, "Invalid momentum value: -0.5"),
+    (lambda: SGD([_w()], weight_decay=-1), ValueError, "Invalid weight_decay value: -1"),
+    (lambda: SGD([_w()], nesterov=True), ValueError, "Nesterov momentum requires a momentum and zero dampening"),
+    (lambda: SGD([_w()], momentum=0.9, dampening=0.1, nesterov=True), ValueError, "dampening=0.1"),
+    (lambda: SGD([{"params": [_w()], "lr": -2}], lr=0.1), ValueError, "Invalid learning rate: -2"),
+    (lambda: Adam([_w()], betas=(1.5, 0.999)), ValueError, "Invalid beta parameter at index 0: 1.5"),
+    (lambda: Adam([_w()], betas=(0.9, 1.0)), ValueError, "Invalid beta parameter at index 1: 1.0"),
+    (lambda: Adam([_w()], eps=-1e-8), ValueError, "Invalid epsilon value: -1e-08"),
+    (lambda: AdamW([_w()], lr=-0.1), ValueError, "Invalid learning rate: -0.1"),
+    (lambda: AdamW([_w()], weight_decay=-0.1), ValueError, "Invalid weight_decay value: -0.1"),
+    (lambda: RMSprop([_w()], alpha=-0.1), ValueError, "Invalid alpha value: -0.1"),
+    (lambda: RMSprop([_w()], momentum=-1), ValueError, "Invalid momentum value: -1"),
+    (lambda: Adagrad([_w()], lr_decay=-1), ValueError, "Invalid lr_decay value: -1"),
+    (lambda: Adagrad([_w()], initial_accumulator_value=-1), ValueError,
+     "Invalid initial_accumulator_value value: -1"),
+    (lambda: Adagrad([_w()], eps=-1), ValueError, "Invalid epsilon value: -1"),
+    (lambda: SGD([], lr=0.1), ValueError, "optimizer got an empty parameter list"),
+    (lambda: SGD([_w() * 2], lr=0.1), ValueError, "can't optimize a non-leaf Tensor"),
+    (lambda: SGD([w := _w(), w], lr=0.1), ValueError, "same parameter twice"),
+    (lambda: SGD([{"params": [w := _w()]}, {"params": [w]}], lr=0.1), ValueError,
+     "more than one parameter group"),
+    (lambda: SGD(_w(), lr=0.1), TypeError, "iterable of Tensors or dicts"),
+    (lambda: SGD([np.ones(3)], lr=0.1), TypeError, "can only optimize Tensors, but param 0 is a ndarray"),
+    (lambda: SGD({_w()}, lr=0.1), TypeError, "ordered collections"),
+    (lambda: SGD([_w()], lr=0.1).add_param_group([_w()]), TypeError, "param_group must be a dict"),
+])
+def test_bad_input_is_refused(make, error, match):
+    """Bad hyperparameters and parameter lists raise a clear error quoting the bad value."""
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_base_step_is_abstract():
+    """Optimizer itself has no update rule: step() raises NotImplementedError."""
+    with pytest.raises(NotImplementedError):
+        Optimizer([_w()], {"lr": 0.1}).step()
