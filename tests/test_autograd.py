@@ -170,6 +170,23 @@ def test_register_hook_replaces_gradient():
         dtrain.zeros(2).register_hook(lambda g: g)
 
 
+def test_hook_result_is_not_adopted_as_grad():
+    """A tensor a hook returns (or keeps) is copied, not adopted as .grad: later accumulation
+    into .grad must not write into the hook's tensor."""
+    x = leaf(1.0, 2.0)
+    replacement = dtrain.tensor([5.0, 5.0], dtype=dtrain.float64)
+    kept = []
+    for _ in range(2):
+        h = x.clone()
+        h.register_hook(lambda g: replacement)
+        h2 = x * 1
+        h2.register_hook(kept.append)
+        (h * 1 + h2).sum().backward()
+    compare(replacement, [5.0, 5.0])
+    compare(x.grad, [12.0, 12.0])
+    compare(kept[0], [1.0, 1.0])
+
+
 # ---- grad modes ------------------------------------------------------------------------
 
 def test_no_grad_enable_grad_set_grad_enabled():

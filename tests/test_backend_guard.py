@@ -108,3 +108,10 @@ def test_gpu_to_device_is_differentiable_and_float32():
     np.testing.assert_allclose(x.grad.numpy(), 2 * x.detach().numpy(), rtol=1e-6)
     with pytest.raises(RuntimeError, match="same device.*cpu and cuda:0"):
         x + y
+
+
+@pytest.mark.gpu
+def test_gpu_gradcheck():
+    """gradcheck runs on CUDA float64 inputs (its seeds and perturbations stay on the device)."""
+    x = dtrain.randn(3, 2, dtype=dtrain.float64, device="cuda", requires_grad=True)
+    assert dtrain.autograd.gradcheck(lambda t: (t.exp() @ t.t()).logsumexp(1), (x,))

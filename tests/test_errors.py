@@ -50,6 +50,9 @@ def test_matmul_shape_error():
 def test_inplace_shape_errors():
     """In-place ops whose operand does not broadcast to the tensor name the op and both shapes."""
     x = dtrain.zeros(3)
+    with pytest.raises(RuntimeError, match=r"__setitem__: a value of shape \[4\] cannot be written into a tensor "
+                                           r"of shape \[2, 3\] at index 0"):
+        dtrain.zeros(2, 3)[0] = dtrain.ones(4)
     with pytest.raises(RuntimeError, match=r"add_: .*shape \[3\].*shape \[4\]"):
         x.add_(dtrain.zeros(4))
     with pytest.raises(RuntimeError, match=r"copy_: output with shape \(3,\) doesn't match the broadcast shape \(2, 3\)"):
@@ -96,6 +99,18 @@ def test_inplace_on_leaf_requiring_grad():
             op()
     assert w._version == 0  # refused before anything was written
     np.testing.assert_array_equal(w.detach().numpy(), 1.0)
+
+
+def test_setitem_with_value_requiring_grad():
+    """Writing a value that requires grad into a tensor is refused (it would drop the
+    gradient silently); under no_grad it is a plain write."""
+    buf, w = dtrain.zeros(3), dtrain.ones(1, requires_grad=True)
+    with pytest.raises(RuntimeError, match="__setitem__: the value requires grad.*would drop its gradient"):
+        buf[0] = w * 2
+    assert buf._version == 0
+    with dtrain.no_grad():
+        buf[0] = w * 2
+    np.testing.assert_array_equal(buf.numpy(), [2.0, 0.0, 0.0])
 
 
 def test_inplace_on_graph_tensor():

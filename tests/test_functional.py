@@ -192,6 +192,17 @@ def test_mse_l1(reduction):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_l1_weighted(reduction):
+    """With per-element weights, 'mean' is sum(weight * loss) / sum(weight), as PyTorch."""
+    w = rand(3, 4, positive=True)
+    red = {"mean": lambda v: v.sum() / w.sum(), "sum": np.sum, "none": lambda v: v}[reduction]
+    check_f("mse_loss", (3, 4), (3, 4), weight=w, reduction=reduction, ref=lambda a, b: red(w * (a - b) ** 2))
+    check_f("l1_loss", (3, 4), (3, 4), weight=w, reduction=reduction, ref=lambda a, b: red(w * np.abs(a - b)))
+    with pytest.raises(ValueError, match=r"weight must have the input's shape \[3, 4\], got \[4\]"):
+        F.mse_loss(dtrain.randn(3, 4), dtrain.randn(3, 4), weight=dtrain.ones(4))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted,pos_weighted", [(False, False), (True, False), (False, True), (True, True)])
 def test_binary_cross_entropy_with_logits(reduction, weighted, pos_weighted):
     """BCE with logits: weight, pos_weight, reductions; gradients for input and target."""
@@ -274,7 +285,9 @@ def _np_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     for g in range(groups):
         for p in range(kh):
             for q in range(kw):
-                patch = x[:, g * cg:(g + 1) * cg, p * dh:p * dh + sh * (ho - 1) + 1:sh, q * dw:q * dw + sw * (wo - 1) + 1:sw]
+                rows = slice(p * dh, p * dh + sh * (ho - 1) + 1, sh)
+                cols = slice(q * dw, q * dw + sw * (wo - 1) + 1, sw)
+                patch = x[:, g * cg:(g + 1) * cg, rows, cols]
                 out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, w[g * og:(g + 1) * og, :, p, q])
     return out if b is None else out + b[:, None, None]
 
@@ -291,6 +304,7 @@ CONV_CASES = [  # input shape, weight shape, options
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # PyTorch's note about even kernels
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("xs,ws,opts", CONV_CASES)
 def test_conv2d(xs, ws, opts, bias):
@@ -328,6 +342,7 @@ POOL_CASES = [
     {"kernel_size": 2, "stride": 2, "ceil_mode": True},
     {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1)},
     {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+    {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},  # a last window in the padding is dropped
 ]
 
 
@@ -352,6 +367,16 @@ def test_max_pool2d_values_and_indices():
     values, idx = check_f("max_pool2d", a, kernel_size=3, stride=2, padding=1, return_indices=True)
     np.testing.assert_array_equal(np.take_along_axis(a.reshape(1, 2, 25), idx.numpy().reshape(1, 2, 9), 2),
                                   values.detach().numpy().reshape(1, 2, 9))
+
+
+def test_max_pool2d_nan():
+    """A NaN in a window is its max, and it gets the gradient (as PyTorch)."""
+    a = np.array([[[[1.0, np.nan], [3.0, 2.0]]]])
+    x = dtrain.tensor(a, requires_grad=True)
+    y = F.max_pool2d(x, 2)
+    assert np.isnan(y.item())
+    y.backward(dtrain.ones(1, 1, 1, 1, dtype=dtrain.float64))
+    assert x.grad.numpy().ravel().tolist() == [0.0, 1.0, 0.0, 0.0]
 
 
 def test_max_pool2d_ties_go_to_the_first():

@@ -38,6 +38,7 @@ CASES = [
     ("pow_int_scalar", lambda a: a ** 3, [(2, 3)], lambda a: a ** 3),
     ("pow_float_scalar", lambda a: a ** 0.5, [pos(2, 3)], np.sqrt),
     ("pow_negative_scalar", lambda a: a ** -2, [pos(2, 3)], lambda a: a ** -2.0),
+    ("pow_zero_exponent", lambda a: a ** 0, [np.array([0.0, 1.5])], lambda a: a ** 0),
     ("pow_scalar_base", lambda a: 2 ** a, [(2, 3)], lambda a: 2.0 ** a),
     ("pow_tensors", lambda a, b: a ** b, [pos(2, 3), (3,)], np.power),
     ("neg", lambda a: -a, [(2, 3)], np.negative),
@@ -150,6 +151,23 @@ def test_logical(fn, ref):
     b = np.array([True, False])
     out = check_op(fn, a, b, ref=ref)
     assert out.dtype == dtrain.bool
+
+
+BITWISE = [
+    ("and", lambda a, b: a & b, np.bitwise_and),
+    ("or", lambda a, b: a | b, np.bitwise_or),
+    ("xor", lambda a, b: a ^ b, np.bitwise_xor),
+    ("not", lambda a, b: ~a, lambda a, b: ~a),
+    ("reflected_and", lambda a, b: 6 & a, lambda a, b: 6 & a),
+    ("reflected_xor", lambda a, b: 6 ^ b, lambda a, b: 6 ^ b),
+]
+
+
+@pytest.mark.parametrize("fn, ref", [c[1:] for c in BITWISE], ids=[c[0] for c in BITWISE])
+def test_bitwise_int(fn, ref):
+    """&, |, ^, ~ on int tensors are bitwise, as in PyTorch (not logical)."""
+    out = check_op(fn, np.array([[1, 2, 7], [12, 5, 0]]), np.array([3, 3, 6]), ref=ref)
+    assert out.dtype == dtrain.int64
 
 
 ROUNDING = [

@@ -48,6 +48,8 @@ CASES = [
      lambda a: 1001.0 + np.log1p(np.exp(-1.0))),
     ("cumsum", lambda a: a.cumsum(1), X, lambda a: a.cumsum(1)),
     ("cumsum_neg", lambda a: a.cumsum(-1), X, lambda a: a.cumsum(-1)),
+    ("sum_0d_dim", lambda a: a.sum(0), np.array(1.5), lambda a: a),
+    ("max_dim_0d", lambda a: a.max(-1), np.array(1.5), lambda a: (a, np.array(0))),
     ("used_twice", lambda a: a.sum(0) * a.mean(0) + a.amax(0), (3, 4),
      lambda a: a.sum(0) * a.mean(0) + a.max(0)),
 ]

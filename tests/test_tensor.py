@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dtrain
-from helpers import compare
+from helpers import compare, rand
 
 try:
     import torch
@@ -199,6 +199,44 @@ def test_promotion(make, dtype):
     assert make().dtype == dtype
 
 
+def _op_cases():
+    """(id, fn, inputs) for every row of the op test tables."""
+    import test_ops_elementwise as ew
+    import test_ops_linalg as la
+    import test_ops_reduce as rd
+    import test_ops_shape as sh
+    as_list = lambda x: x if isinstance(x, list) else [x]  # noqa: E731
+    return ([(c[0], c[1], c[2]) for c in ew.CASES]
+            + [(c[0], c[1], as_list(c[2])) for c in rd.CASES + sh.SHAPE]
+            + [(c[0], c[1], [(3, 4)]) for c in sh.INDEX + sh.GATHER]
+            + [(c[0], c[1], [(2, 3), (2, 3)]) for c in sh.JOIN]
+            + [(c[0], c[1], [(2, 3)]) for c in sh.SPLIT]
+            + [(c[0], lambda a, b: a @ b, [c[1], c[2]]) for c in la.MATMUL]
+            + [(c[0], c[1], [c[2], c[3]]) for c in la.NAMED])
+
+
+@pytest.mark.parametrize("case", _op_cases(), ids=lambda c: c[0])
+def test_float32_stays_float32_forward_and_backward(case):
+    """Every op on float32 inputs gives float32 outputs, and the gradient that reaches each
+    input (a non-leaf, so nothing casts it on the way) is float32 too."""
+    _, fn, inputs = case
+    arrays = [rand(*i) if isinstance(i, tuple) else i for i in inputs]
+    grad_dtypes = []
+    xs = []
+    for a in arrays:
+        if a.dtype.kind == "f":
+            x = dtrain.tensor(a.astype(np.float32), requires_grad=True) * 1
+            x.register_hook(lambda g: grad_dtypes.append(g.dtype))
+        else:
+            x = dtrain.tensor(a)
+        xs.append(x)
+    out = fn(*xs)
+    outs = [o for o in (out if isinstance(out, tuple) else (out,)) if o.dtype.kind == "f"]
+    assert all(o.dtype == dtrain.float32 for o in outs), [o.dtype for o in outs]
+    sum(o.sum() for o in outs if o.requires_grad).backward()
+    assert grad_dtypes and all(d == dtrain.float32 for d in grad_dtypes), grad_dtypes
+
+
 def test_float32_graph_stays_float32():
     """A float32 graph mixing Python scalars, int tensors and float32 leaves keeps float32
     values and float32 gradients."""
@@ -272,6 +310,11 @@ def test_python_conversions():
     assert float(dtrain.tensor(1.5)) == 1.5 and int(dtrain.tensor(7)) == 7 and bool(dtrain.tensor([1]))
     assert dtrain.tensor([[1, 2]]).tolist() == [[1, 2]] and len(dtrain.zeros(4, 2)) == 4
     assert list(range(dtrain.tensor(3))) == [0, 1, 2]
+    assert f"{dtrain.tensor(1.25):.1f}" == "1.2" and f"{dtrain.tensor(7)}" == "7"
+    with pytest.raises(TypeError, match="unsupported format string"):
+        f"{dtrain.zeros(2):.1f}"
+    x = dtrain.tensor([1.0, -2.0])
+    assert +x is x and [r.item() for r in x] == [1.0, -2.0]
     np.testing.assert_array_equal(np.asarray(dtrain.tensor([1.0, 2.0])), [1.0, 2.0])
     x = dtrain.tensor([1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match=r"Can't call numpy\(\) on a Tensor that requires grad"):
@@ -345,6 +388,9 @@ INPLACE = [
     ("itruediv", lambda t: t.__itruediv__(2), lambda a: a / 2),
     ("setitem_slice", lambda t: t.__setitem__(slice(1, None), dtrain.tensor([8.0, 9.0])) or t,
      lambda a: np.array([a[0], 8.0, 9.0])),
+    ("setitem_leading_one", lambda t: t.__setitem__(0, dtrain.tensor([5.0])) or t, lambda a: np.array([5.0, 2, 3])),
+    ("setitem_array_index", lambda t: t.__setitem__(dtrain.tensor([2, 0]), dtrain.tensor([[7.0, 8.0]])) or t,
+     lambda a: np.array([8.0, 2.0, 7.0])),
     ("setitem_mask", lambda t: t.__setitem__(t > 1.5, 0.0) or t, lambda a: np.where(a > 1.5, 0.0, a)),
 ]
 

@@ -1,12 +1,48 @@
 """dtrain.nn.functional: stateless layers, activations and losses, as torch.nn.functional.
 
-The ops live in dtrain/tensor/ops (nn.py, conv.py, linalg.py, index.py, elementwise.py), each
-with PyTorch's signature, defaults and a docstring; this module is their public face.
+The ops live in dtrain/tensor/ops (nn.py, conv.py, ...), each with PyTorch's signature,
+defaults and a docstring; this module is their public face. The few core ops whose argument
+names differ from torch.nn.functional's get a thin wrapper here.
 """
+from ..tensor.ops import elementwise, index, linalg
 from ..tensor.ops.conv import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d  # noqa: F401
-from ..tensor.ops.elementwise import sigmoid, tanh  # noqa: F401
-from ..tensor.ops.index import one_hot  # noqa: F401
-from ..tensor.ops.linalg import linear  # noqa: F401
 from ..tensor.ops.nn import (batch_norm, binary_cross_entropy_with_logits, cross_entropy, dropout,  # noqa: F401
                              embedding, gelu, l1_loss, layer_norm, leaky_relu, log_softmax, mse_loss, nll_loss,
                              pad, relu, silu, softmax, softplus)
+
+
+def linear(input, weight, bias=None):
+    """``input @ weight.T + bias``, one fused op.
+
+    Args:
+        input: (..., in_features).
+        weight: (out_features, in_features).
+        bias: optional (out_features,).
+
+    Example:
+        >>> F.linear(dtrain.ones(2, 3), dtrain.ones(4, 3)).shape
+        dtrain.Size([2, 4])
+    """
+    return linalg.linear(input, weight, bias)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 one-hot encoding of class indices, with a new last dim of size num_classes
+    (-1: the largest index + 1).
+
+    Example:
+        >>> F.one_hot(dtrain.tensor([0, 2]), 3)
+        tensor([[1, 0, 0],
+                [0, 0, 1]])
+    """
+    return index.one_hot(tensor, num_classes)
+
+
+def tanh(input):
+    """Hyperbolic tangent, elementwise."""
+    return elementwise.tanh(input)
+
+
+def sigmoid(input):
+    """1 / (1 + exp(-x)), elementwise (computed without overflow)."""
+    return elementwise.sigmoid(input)

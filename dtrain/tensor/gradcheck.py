@@ -1,7 +1,7 @@
 """Finite-difference gradient check in float64, as torch.autograd.gradcheck."""
 import numpy
 
-from .backend import asnumpy
+from .backend import asnumpy, get_array_module
 from .grad_mode import no_grad
 from .tensor import Tensor
 
@@ -89,7 +89,7 @@ def _analytic(fn, inputs, checked, k, out):
         o = _outputs(fn, inputs)[k]
         if not o.requires_grad:
             continue  # the output does not depend on the inputs: zero Jacobian row
-        seed = numpy.zeros(o.numel(), dtype=o.dtype)
+        seed = get_array_module(o.array).zeros(o.numel(), dtype=o.dtype)  # on o's device
         seed[r] = 1
         o.backward(Tensor._wrap(seed.reshape(o.shape)))
         for i in checked:

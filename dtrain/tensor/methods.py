@@ -10,6 +10,11 @@ def _r(fn):
     return lambda self, other: fn(other, self)
 
 
+def _format(self, spec):
+    """``f"{loss:.4f}"`` formats a 0-d tensor's value, as PyTorch does."""
+    return format(self.item(), spec) if self.ndim == 0 else object.__format__(self, spec)
+
+
 def _dims(fn):
     """Methods take dims as varargs too: ``x.permute(1, 0)`` and ``x.reshape(2, 3)``."""
     return lambda self, *dims: fn(self, *dims)
@@ -24,7 +29,8 @@ _methods = {
     "__mod__": ops.remainder, "__rmod__": _r(ops.remainder),
     "__eq__": ops.eq, "__ne__": ops.ne, "__lt__": ops.lt, "__le__": ops.le, "__gt__": ops.gt, "__ge__": ops.ge,
     "__and__": ops.bitwise_and, "__or__": ops.bitwise_or, "__xor__": ops.bitwise_xor,
-    "__invert__": ops.bitwise_not,
+    "__rand__": _r(ops.bitwise_and), "__ror__": _r(ops.bitwise_or), "__rxor__": _r(ops.bitwise_xor),
+    "__invert__": ops.bitwise_not, "__pos__": lambda self: self, "__format__": _format,
     "reshape": _dims(ops.reshape), "view": _dims(ops.view), "permute": _dims(ops.permute),
     "expand": _dims(ops.expand), "repeat": _dims(ops.repeat),
 }

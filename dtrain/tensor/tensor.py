@@ -385,9 +385,21 @@ class Tensor:
         return self.div_(other)
 
     def __setitem__(self, index, value):
+        if isinstance(value, Tensor) and value.requires_grad and is_grad_enabled():
+            raise RuntimeError("__setitem__: the value requires grad, but writing into a tensor records no graph "
+                               "and would drop its gradient; build the result with dtrain.cat, stack or where")
         self._check_inplace("__setitem__")
         from .ops.index import normalize_index
-        self.array[normalize_index(index, self)] = _raw(value, self)
+        value = _raw(value, self)
+        shape = numpy.shape(value)
+        lead = next((i for i, n in enumerate(shape) if n != 1), len(shape))
+        if lead and hasattr(value, "reshape"):  # leading 1s broadcast away, as in PyTorch (NumPy refuses (1,) into ())
+            value = value.reshape(shape[lead:])
+        try:
+            self.array[normalize_index(index, self)] = value
+        except ValueError as e:
+            raise RuntimeError(f"__setitem__: a value of shape {list(shape)} cannot be written into a tensor "
+                               f"of shape {list(self.shape)} at index {index!r} ({e})") from None
 
     # ---- printing --------------------------------------------------------------------
     def __repr__(self):
@@ -457,7 +469,8 @@ def run_backward(root, gradient, retain_graph):
         grad = backend.get_array_module(root.array).ones(root.array.shape, dtype=root.dtype)
         external = False
     else:
-        grad = _raw(gradient, root)
+        # the seed takes the output's dtype (as PyTorch), so a float32 graph stays float32 in backward
+        grad = backend.get_array_module(root.array).asarray(_raw(gradient, root), dtype=root.dtype)
         if tuple(grad.shape) != tuple(root.shape):
             raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)} but the output has "
                                f"shape {tuple(root.shape)}")
@@ -503,6 +516,7 @@ def _walk(root_fn, grad, external, retain_graph):
         if g is not None:
             if fn.out_hooks:
                 g = _run_hooks(fn.out_hooks, g)
+                routed[id(g)] = 2  # a hook may keep g or return an array it holds: never adopt it as a .grad
             _check_versions(fn)
             grads = fn.backward(g)
             if not isinstance(grads, tuple):

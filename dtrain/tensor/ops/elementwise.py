@@ -1,4 +1,5 @@
 """Elementwise ops: arithmetic, unary math, clamp, where, comparisons."""
+import math
 import numbers
 
 from .. import dtypes
@@ -122,14 +123,17 @@ class Pow(Function):
     def backward(self, g):
         na, nb = self.needs_input_grad
         a, b = self.a, self.b
+        xp = get_array_module(a, b)
         ga = gb = None
         if na:
-            ga = unbroadcast(g * b * a ** (b - 1), _shape(a))
+            # d(a^b)/da = b a^(b-1), which is 0 where b == 0 (not 0 * a^-1 = nan at a == 0)
+            e = xp.where(b == 0, 1, b - 1) if hasattr(b, "shape") else (b - 1 if b != 0 else 1)
+            ga = unbroadcast(g * b * a ** e, _shape(a))
         if nb:
-            xp = get_array_module(a, b)
-            # d(a^b)/db = a^b log a; where a == 0 the limit is 0 (PyTorch's convention)
-            safe = xp.where(a > 0, a, 1)
-            gb = unbroadcast(g * self.out * xp.log(safe), _shape(b))
+            # d(a^b)/db = a^b log a; where a == 0 the limit is 0 (PyTorch's convention). A Python
+            # scalar base stays a Python number so that float32 grads stay float32.
+            log_a = xp.log(xp.where(a > 0, a, 1)) if hasattr(a, "shape") else math.log(a) if a > 0 else 0.0
+            gb = unbroadcast(g * self.out * log_a, _shape(b))
         return ga, gb
 
 

@@ -284,7 +284,7 @@ class ClassNLL(Function):
             self.wb = None if weight is None else weight.reshape((c,) + (1,) * (x.ndim - 2))
             total = (logp.sum(axis=1) if weight is None else (logp * self.wb).sum(axis=1)) * keep
             loss -= total * (smoothing / c)
-        self.logp, self.y, self.keep, self.wy = logp if logits or smoothing else None, y, keep, wy
+        self.logp, self.y, self.keep, self.wy = logp if logits else None, y, keep, wy
         self.reduction, self.smoothing, self.logits, self.shape = reduction, smoothing, logits, x.shape
         if reduction == "none":
             return loss
@@ -325,15 +325,18 @@ def _class_target(input, target, weight, op):
     if tuple(target.shape) != expected:
         raise ValueError(f"{op}: expected target of shape {list(expected)} for input of shape "
                          f"{list(input.shape)} (classes along dim 1), got target shape {list(target.shape)}")
-    c = input.shape[1]
+    weight = _class_weight(weight, input.shape[1], input, op)
+    return input, target, None if weight is None else weight.array.astype(input.dtype, copy=False), unbatched
+
+
+def _class_weight(weight, c, input, op):
     if weight is not None:
         if not isinstance(weight, Tensor) or tuple(weight.shape) != (c,):
             shape = list(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
             raise ValueError(f"{op}: weight must be a Tensor of shape [{c}] (one per class), got {shape}")
         if weight.device != input.device:
             raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
-        weight = weight.array.astype(input.dtype, copy=False)
-    return input, target, weight, unbatched
+    return weight
 
 
 def _check_classes(target, c, ignore_index, op):
@@ -390,7 +393,7 @@ def _soft_cross_entropy(input, target, weight, reduction, smoothing):
     if smoothing:
         target = target * (1 - smoothing) + smoothing / c
     prod = log_softmax(input, axis) * target
-    if weight is not None:
+    if _class_weight(weight, c, input, "cross_entropy") is not None:
         prod = prod * weight.reshape((c,) + (1,) * (input.ndim - axis - 1))
     return _reduce(-prod.sum(axis), reduction)
 
@@ -421,8 +424,25 @@ def _pair_loss_args(input, target, op):
                       UserWarning, stacklevel=3)
 
 
-def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+def _pointwise_loss(loss, weight, reduction, input, op):
+    """Reduce an elementwise loss; with ``weight`` (the input's shape) 'mean' is the weighted mean."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(input.shape):
+        got = list(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"{op}: weight must have the input's shape {list(input.shape)}, got {got}")
+    loss = loss * weight
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / weight.sum()
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean squared error (input - target)^2, reduced.
+
+    Args:
+        input, target: Tensors of the same shape (broadcast, with a warning, if not).
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+        weight: optional per-element weights of the input's shape; 'mean' is then
+            sum(weight * loss) / sum(weight), as PyTorch.
 
     Example:
         >>> F.mse_loss(dtrain.tensor([1.0, 3.0]), dtrain.tensor([0.0, 0.0]))
@@ -431,11 +451,11 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     reduction = _reduction(reduction, size_average, reduce, "mse_loss")
     _pair_loss_args(input, target, "mse_loss")
     diff = input - target
-    return _reduce(diff * diff, reduction)
+    return _pointwise_loss(diff * diff, weight, reduction, input, "mse_loss")
 
 
-def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
-    """Mean absolute error |input - target|, reduced.
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean absolute error |input - target|, reduced; arguments as :func:`mse_loss`.
 
     Example:
         >>> F.l1_loss(dtrain.tensor([1.0, -3.0]), dtrain.tensor([0.0, 0.0]))
@@ -443,7 +463,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """
     reduction = _reduction(reduction, size_average, reduce, "l1_loss")
     _pair_loss_args(input, target, "l1_loss")
-    return _reduce((input - target).abs(), reduction)
+    return _pointwise_loss((input - target).abs(), weight, reduction, input, "l1_loss")
 
 
 class BCEWithLogits(Function):
@@ -579,6 +599,8 @@ def _param(t, shape, name, op, input):
         got = list(t.shape) if isinstance(t, Tensor) else type(t).__name__
         raise RuntimeError(f"{op}: expected {name} of shape {list(shape)} for input of shape {list(input.shape)}, "
                            f"got {got}")
+    if t.device != input.device:
+        raise RuntimeError(f"{op}: {name} is on {t.device} but the input is on {input.device}")
     return t
 
 

@@ -7,7 +7,9 @@ from .. import dtypes
 from ..backend import get_array_module
 from ..function import Function
 from ..tensor import Tensor
-from .elementwise import sqrt
+from .elementwise import maximum, minimum, sqrt
+from .index import take_along_dim
+from .shape import clone
 
 values_indices = {name: collections.namedtuple(name, ["values", "indices"]) for name in ("max", "min")}
 
@@ -201,8 +203,6 @@ def argmin(x, dim=None, keepdim=False):
 
 
 def _max_min(x, dim, keepdim, other, which):
-    from .index import take_along_dim
-    from .elementwise import maximum, minimum
     if isinstance(dim, Tensor):  # max(x, y): elementwise
         other = dim
     if other is not None:
@@ -210,8 +210,10 @@ def _max_min(x, dim, keepdim, other, which):
     if dim is None:
         return (amax if which == "max" else amin)(x)
     idx = _arg(x, dim, True, "arg" + which)
+    if x.ndim == 0:  # a 0-d tensor is its own extreme along dim 0 / -1 (take_along_dim needs a dim)
+        return values_indices[which](clone(x), idx)
     values = take_along_dim(x, idx, dim)
-    if not keepdim and x.ndim:
+    if not keepdim:
         values, idx = values.squeeze(dim), idx.squeeze(dim)
     return values_indices[which](values, idx)
 
