@@ -56,6 +56,18 @@ def test_gradient_argument_and_leaf_root():
     compare(y.grad, [1.0])
 
 
+def test_gradient_argument_takes_output_dtype():
+    """A float64 `gradient` for a float32 output is cast to float32 (as PyTorch), so the
+    backward pass stays float32."""
+    x = dtrain.ones(2, requires_grad=True)
+    y = x * 2
+    seen = []
+    y.register_hook(lambda g: seen.append(g.dtype))
+    y.backward(dtrain.tensor([1.0, 3.0], dtype=dtrain.float64))
+    assert seen == [dtrain.float32] and x.grad.dtype == dtrain.float32
+    compare(x.grad, [2.0, 6.0])
+
+
 def test_constant_branch_and_detach():
     """Branches through constants or detach() get no gradient."""
     x = leaf(1.0, 2.0)
