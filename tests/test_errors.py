@@ -55,14 +55,16 @@ def test_inplace_shape_errors():
         dtrain.zeros(2, 3)[0] = dtrain.ones(4)
     with pytest.raises(RuntimeError, match=r"add_: .*shape \[3\].*shape \[4\]"):
         x.add_(dtrain.zeros(4))
-    with pytest.raises(RuntimeError, match=r"copy_: output with shape \(3,\) doesn't match the broadcast shape \(2, 3\)"):
+    with pytest.raises(RuntimeError, match=r"copy_: output with shape \(3,\) doesn't match the broadcast "
+                                           r"shape \(2, 3\)"):
         x.copy_(dtrain.zeros(2, 3))
 
 
 def test_backward_non_scalar_needs_gradient():
     """backward() on a non-scalar output without `gradient` says what to pass."""
     y = dtrain.ones(2, 3, requires_grad=True) * 2
-    with pytest.raises(RuntimeError, match=r"grad can be implicitly created only for scalar outputs.*\(2, 3\).*gradient="):
+    with pytest.raises(RuntimeError, match=r"grad can be implicitly created only for scalar outputs.*"
+                                           r"\(2, 3\).*gradient="):
         y.backward()
     with pytest.raises(RuntimeError, match=r"backward: gradient has shape \(3,\) but the output has shape \(2, 3\)"):
         y.backward(dtrain.ones(3))

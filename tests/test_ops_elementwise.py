@@ -5,6 +5,7 @@ import pytest
 
 import dtrain
 from helpers import check_op, compare, rand
+from test_ops_shape import lib
 
 
 def pos(*shape):
@@ -78,20 +79,17 @@ def test_where():
     """where picks a where cond holds else b, broadcasting all three; no grad flows to the
     unselected side."""
     cond = rand(2, 3) > 0
-    check_op(lambda c, a, b: dtrain.where(c, a, b), cond, (2, 3), (3,), ref=np.where,
-             torch_fn=lambda c, a, b: __import__("torch").where(c, a, b))
+    check_op(lambda c, a, b: lib(a).where(c, a, b), cond, (2, 3), (3,), ref=np.where)
 
 
 def test_where_scalar_branch():
     """where with a Python scalar on one side keeps the tensor's dtype and differentiates the other."""
     cond = rand(2, 3) > 0
-    check_op(lambda c, a: dtrain.where(c, a, 0.0), cond, (2, 3), ref=lambda c, a: np.where(c, a, 0.0),
-             torch_fn=lambda c, a: __import__("torch").where(c, a, 0.0))
+    check_op(lambda c, a: lib(a).where(c, a, 0.0), cond, (2, 3), ref=lambda c, a: np.where(c, a, 0.0))
 
 
-def test_relu_edge_clamp_gradient():
+def test_clamp_gradient_at_boundary():
     """clamp passes the gradient at the boundary itself, as PyTorch does."""
-    check_op(lambda a: a.clamp(min=0.0) * 1.0, np.array([-1.0, 0.0, 2.0]), grad=False)
     x = dtrain.tensor([-1.0, 0.0, 2.0], requires_grad=True)
     x.clamp(min=0.0).sum().backward()
     compare(x.grad, [0.0, 1.0, 1.0])
@@ -186,10 +184,9 @@ ROUNDING = [
 @pytest.mark.parametrize("fn, ref", [c[1:] for c in ROUNDING], ids=[c[0] for c in ROUNDING])
 def test_no_grad_unary(fn, ref):
     """Piecewise-constant ops give the right values and build no graph."""
-    out = check_op(fn, np.array([-2.5, -1.5, -0.4, 0.0, 0.5, 1.5, 2.7]), ref=ref, grad=False)
+    check_op(fn, np.array([-2.5, -1.5, -0.4, 0.0, 0.5, 1.5, 2.7]), ref=ref, grad=False)
     x = dtrain.tensor([1.5, -0.5], requires_grad=True)
     assert not fn(x).requires_grad
-    assert out.shape == (7,)
 
 
 def test_div_rounding_modes():

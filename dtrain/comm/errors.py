@@ -39,8 +39,8 @@ class AbortOnError:
         if sys.excepthook is self:
             sys.excepthook = self.previous
 
-    def report(self, message, exc_info=None):
-        """Print ``rank N failed: message`` (and the traceback) once, then abort the job."""
+    def report(self, message, exc_info=None, code=1):
+        """Print ``rank N failed: message`` (and the traceback) once, then abort the job with ``code``."""
         if self.fired:
             return
         self.fired = True
@@ -50,7 +50,7 @@ class AbortOnError:
         sys.stdout.flush()
         sys.stderr.write(text)
         sys.stderr.flush()
-        self.abort(1)
+        self.abort(code)
 
     def __call__(self, exc_type, exc, tb):
         self.report(f"{exc_type.__name__}: {exc}", (exc_type, exc, tb))

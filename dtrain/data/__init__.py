@@ -8,4 +8,5 @@ from .collate import default_collate, default_convert  # noqa: F401
 from .dataloader import DataLoader, WorkerInfo, get_worker_info  # noqa: F401
 from .dataset import (ChainDataset, ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset,  # noqa: F401
                       random_split)
-from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler  # noqa: F401
+from .sampler import (BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler,  # noqa: F401
+                      SubsetRandomSampler)

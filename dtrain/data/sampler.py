@@ -5,6 +5,7 @@ draws fresh randomness at each ``iter()`` (or, for rank-aware samplers, derives 
 ``seed + epoch`` given by ``set_epoch``).
 """
 import numbers
+import warnings
 
 from ..tensor import backend, dtypes, random
 
@@ -168,3 +169,99 @@ class BatchSampler(Sampler):
         if self.drop_last:
             return len(self.sampler) // self.batch_size
         return -(-len(self.sampler) // self.batch_size)
+
+
+def _process_group_default(what, getter):
+    """``num_replicas``/``rank`` from the default process group, or PyTorch's error."""
+    try:  # dtrain.comm sits above data: imported only when a default is asked for
+        from .. import comm
+        initialized = comm.is_initialized()
+    except ImportError:
+        initialized = False
+    if not initialized:
+        raise RuntimeError(f"DistributedSampler: {what}=None requires distributed package to be available and "
+                           f"the default process group to be initialized: pass num_replicas and rank "
+                           f"explicitly, or call dtrain.comm.init_process_group() first")
+    return getattr(comm, getter)()
+
+
+class DistributedSampler(Sampler):
+    """The share of the dataset's indices that one rank reads, as
+    ``torch.utils.data.distributed.DistributedSampler``.
+
+    All ranks draw the same order (shuffled with ``seed + epoch``, or 0..n-1), extend it to
+    a multiple of ``num_replicas`` by repeating indices from its start (or, with
+    ``drop_last``, cut the tail), and rank ``r`` takes every ``num_replicas``-th index from
+    ``r``. So every rank gets ``len(sampler)`` indices and the ranks' shares are disjoint
+    apart from the padding. Call ``set_epoch(epoch)`` at the start of every epoch: without it
+    every epoch repeats the same order (a warning says so once).
+
+    Args:
+        dataset: a sized dataset.
+        num_replicas: the number of ranks (default: the world size of the process group).
+        rank: this rank, in ``[0, num_replicas - 1]`` (default: the rank in the process group).
+        shuffle: shuffle the indices (the same way on every rank) if True.
+        seed: the shuffling seed; must be the same on every rank.
+        drop_last: drop the tail so each rank gets ``len(dataset) // num_replicas`` indices,
+            instead of padding so each gets ``ceil(len(dataset) / num_replicas)``.
+
+    Example:
+        >>> list(DistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False))
+        [1, 3, 0]
+        >>> for epoch in range(epochs):
+        ...     sampler.set_epoch(epoch)
+        ...     for x, y in DataLoader(dataset, batch_size=32, sampler=sampler): ...
+    """
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
+        if num_replicas is None:
+            num_replicas = _process_group_default("num_replicas", "get_world_size")
+        if rank is None:
+            rank = _process_group_default("rank", "get_rank")
+        if not isinstance(num_replicas, numbers.Integral) or isinstance(num_replicas, bool) or num_replicas < 1:
+            raise ValueError(f"Invalid num_replicas {num_replicas!r}, num_replicas should be an integer >= 1")
+        if not isinstance(rank, numbers.Integral) or isinstance(rank, bool) or not 0 <= rank < num_replicas:
+            raise ValueError(f"Invalid rank {rank!r}, rank should be in the interval [0, {num_replicas - 1}]")
+        self.dataset = dataset
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.epoch = 0
+        self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
+        n = len(dataset)
+        if drop_last:
+            self.num_samples = n // self.num_replicas
+        else:
+            self.num_samples = -(-n // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+        self._iterated_epoch = None  # the epoch of the last __iter__, for the set_epoch warning
+        self._warned = False
+
+    def __iter__(self):
+        if self.shuffle and self._iterated_epoch == self.epoch and not self._warned:
+            self._warned = True
+            warnings.warn(f"DistributedSampler is iterated again at epoch {self.epoch}: it repeats the previous "
+                          f"epoch's order; call sampler.set_epoch(epoch) at the start of every epoch", stacklevel=2)
+        self._iterated_epoch = self.epoch
+        n = len(self.dataset)
+        if self.shuffle:
+            # seed + epoch wraps modulo 2**64, as torch.Generator.manual_seed does
+            indices = randperm_list(n, random.Generator().manual_seed((self.seed + self.epoch) % 2 ** 64))
+        else:
+            indices = list(range(n))
+        if self.drop_last:
+            indices = indices[:self.total_size]
+        elif indices:
+            padding = self.total_size - n
+            indices += (indices * -(-padding // n))[:padding]  # repeats the start, several times if n < replicas
+        assert len(indices) == self.total_size, f"{len(indices)} indices, expected total_size {self.total_size}"
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+    def __len__(self):
+        return self.num_samples
+
+    def set_epoch(self, epoch):
+        """Set the epoch; with ``shuffle=True`` each epoch has its own order (``seed + epoch``).
+
+        Args:
+            epoch: the epoch number, the same on every rank.
+        """
+        self.epoch = epoch

@@ -36,7 +36,10 @@ def _to_array(data, dtype=None, device=None, copy=True):
             elif arr.dtype.kind not in "b":
                 raise TypeError(f"could not infer a dtype for data of dtype {arr.dtype}")
         copy = False  # asarray of Python data already made a fresh array
-    target = _device(device) if device is not None else backend.device_of(arr) if not isinstance(arr, numpy.generic) else backend.CPU
+    if device is not None:
+        target = _device(device)
+    else:
+        target = backend.CPU if isinstance(arr, numpy.generic) else backend.device_of(arr)
     out = backend.to_device(arr, target)
     if out is not arr:
         copy = False
@@ -180,7 +183,8 @@ def randint(low, high=None, size=None, dtype=None, device=None, generator=None):
     if high <= low:
         raise RuntimeError(f"randint: expected low < high, but got low={low}, high={high}")
     device = _device(device)
-    arr = random.integers_array(low, high, _shape(tuple(size)), dtypes.as_dtype(dtype) or dtypes.int64, device, generator)
+    dtype = dtypes.as_dtype(dtype) or dtypes.int64
+    arr = random.integers_array(low, high, _shape(tuple(size)), dtype, device, generator)
     return Tensor._wrap(arr)
 
 

@@ -136,7 +136,8 @@ def mean(x, dim=None, keepdim=False, dtype=None):
     n = 1
     for a in axes:
         n *= x.shape[a]
-    return Sum.apply(x, axes=axes, keepdim=keepdim) / n if n else Sum.apply(x, axes=axes, keepdim=keepdim) * float("nan")
+    total = Sum.apply(x, axes=axes, keepdim=keepdim)
+    return total / n if n else total * float("nan")
 
 
 def var(x, dim=None, unbiased=None, keepdim=False, correction=None):

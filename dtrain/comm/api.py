@@ -1,0 +1,508 @@
+"""The module-level API of :mod:`dtrain.comm`, named and behaving as ``torch.distributed``'s.
+
+Ranks given to these functions (``src``, ``dst``) are global ranks, as in PyTorch; a
+function called with a ``group`` this rank is not a member of warns and returns None.
+"""
+import warnings
+from datetime import timedelta
+
+from . import env
+from .errors import AbortOnError, DistBackendError, DistError
+from .local import LocalProcessGroup
+from .process_group import ReduceOp
+from .work import seconds
+
+BACKENDS = ("mpi", "nccl")
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+class _State:
+    """The default (world) group and what init_process_group learned."""
+
+    def __init__(self):
+        self.world = None
+        self.local_rank, self.local_world_size = 0, 1
+        self.groups = []  # sub-groups, destroyed with the world
+        self.hook = None
+        self.by_launcher = False  # set up by `python -m dtrain.launch`: the script's own init is a no-op
+
+
+_state = _State()
+
+
+def is_available():
+    """True: the comm layer is always importable (its backends may still be missing)."""
+    return True
+
+
+def is_mpi_available():
+    """True if mpi4py and an MPI library can be loaded."""
+    from . import mpi
+    return mpi.is_available()
+
+
+def is_nccl_available():
+    """True if CuPy has NCCL and sees a GPU."""
+    from . import nccl
+    return nccl.missing() is None
+
+
+def is_initialized():
+    """True between :func:`init_process_group` and :func:`destroy_process_group`."""
+    return _state.world is not None
+
+
+def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1):
+    """Join the job's default process group (every rank must call it).
+
+    Rank and world size come from the launcher's environment (Open MPI, MPICH/Hydra,
+    SLURM, or RANK/WORLD_SIZE; see :mod:`dtrain.comm.env`) and are checked against MPI's
+    own view. A process started without a launcher is rank 0 of a world of size 1 and
+    needs neither MPI nor NCCL.
+
+    Args:
+        backend: "mpi", "nccl", or None for "nccl" when CuPy sees a GPU and has NCCL, else "mpi".
+        init_method: only "env://" (or None): ranks come from the environment.
+        timeout: seconds or ``timedelta`` an async operation's ``wait()`` waits (default 30 min).
+        world_size, rank: if given (not -1), must agree with the launcher's.
+
+    Under ``python -m dtrain.launch script.py`` the launcher has already initialized the
+    group, and the script's own call (same backend, or None) does nothing.
+
+    Also installs an excepthook that reports an uncaught exception as
+    ``rank N failed: ...`` and aborts every rank, so no rank waits forever on a dead peer.
+
+    Example:
+        >>> import dtrain.comm as dist
+        >>> dist.init_process_group()          # under mpirun -n 4 python train.py
+        >>> dist.get_rank(), dist.get_world_size()
+        (0, 4)
+    """
+    if is_initialized():
+        if _state.by_launcher and backend in (None, _state.world.backend):
+            return  # a script run by dtrain.launch may init as it would under mpirun
+        raise DistError("init_process_group: the default process group is already initialized; "
+                        "call destroy_process_group() first")
+    if init_method not in (None, "env://"):
+        raise ValueError(f"init_process_group: init_method {init_method!r} is not supported: ranks come from "
+                         f"the launcher's environment (init_method='env://' or None)")
+    backend = _resolve_backend(backend)
+    timeout = seconds(DEFAULT_TIMEOUT if timeout is None else timeout)
+    info = env.discover()
+    for name, given, found in (("world_size", world_size, info.world_size if info else 1),
+                               ("rank", rank, info.rank if info else 0)):
+        if given != -1 and given != found:
+            raise ValueError(f"init_process_group: {name}={given} but the launcher's environment says {found} "
+                             f"({info.source if info else 'no launcher: a single process'})")
+    if info is None:
+        _state.world = LocalProcessGroup(backend, timeout=timeout)
+        return
+    if info.world_size == 1 and not is_mpi_available():
+        _state.world = LocalProcessGroup(backend, timeout=timeout)
+        return
+    from . import mpi
+    world, _state.local_rank, _state.local_world_size = mpi.MPIProcessGroup.world(info, timeout)
+    _state.hook = AbortOnError(world.rank(), mpi.abort)
+    _state.hook.install()
+    if backend == "nccl":
+        from . import nccl
+        world = nccl.NCCLProcessGroup(world, _state.local_rank, timeout)
+    _state.world = world
+
+
+def _resolve_backend(backend):
+    if backend is None:
+        return "nccl" if is_nccl_available() else "mpi"
+    name = backend.lower() if isinstance(backend, str) else backend
+    if name not in BACKENDS:
+        raise ValueError(f"init_process_group: unknown backend {backend!r}; known backends: "
+                         f"{', '.join(repr(b) for b in BACKENDS)} (or None to choose nccl on a GPU, else mpi)")
+    if name == "nccl":
+        from . import nccl
+        problem = nccl.missing()
+        if problem is not None:
+            raise DistBackendError(f"init_process_group: backend 'nccl' is not usable: {problem}")
+    return name
+
+
+def destroy_process_group(group=None):
+    """Leave ``group`` (default: all groups, after which init_process_group may be called again)."""
+    if group is not None and group is not _state.world:
+        if group in _state.groups:
+            _state.groups.remove(group)
+            group.destroy()
+        return
+    _world("destroy_process_group")
+    for g in _state.groups:
+        g.destroy()
+    _state.world.destroy()
+    if _state.hook is not None:
+        _state.hook.uninstall()
+    _state.__init__()
+
+
+def _world(what):
+    if _state.world is None:
+        raise DistError(f"{what}: the default process group has not been initialized; "
+                        f"call dtrain.comm.init_process_group() first")
+    return _state.world
+
+
+def _group(group, what):
+    world = _world(what)
+    return world if group is None else group
+
+
+def get_rank(group=None):
+    """This process's rank in ``group`` (default: the world); -1 if it is not a member."""
+    return _group(group, "get_rank").rank()
+
+
+def get_world_size(group=None):
+    """The number of ranks in ``group`` (default: the world)."""
+    return _group(group, "get_world_size").size()
+
+
+def get_local_rank():
+    """This process's rank among the ranks on its node (selects its GPU)."""
+    _world("get_local_rank")
+    return _state.local_rank
+
+
+def get_local_world_size():
+    """The number of ranks on this process's node."""
+    _world("get_local_world_size")
+    return _state.local_world_size
+
+
+def get_backend(group=None):
+    """The backend's name, "mpi" or "nccl"."""
+    return _group(group, "get_backend").backend
+
+
+def get_process_group_ranks(group):
+    """The global ranks of ``group``'s members, in group-rank order."""
+    return list(_group(group, "get_process_group_ranks").ranks)
+
+
+def get_global_rank(group, group_rank):
+    """The global rank of rank ``group_rank`` of ``group``."""
+    ranks = get_process_group_ranks(group)
+    if not 0 <= group_rank < len(ranks):
+        raise ValueError(f"get_global_rank: group rank {group_rank} is not in [0, {len(ranks) - 1}]")
+    return ranks[group_rank]
+
+
+def get_group_rank(group, global_rank):
+    """The rank within ``group`` of global rank ``global_rank``."""
+    ranks = get_process_group_ranks(group)
+    if global_rank not in ranks:
+        raise ValueError(f"global rank {global_rank} is not a member of the group of ranks {ranks}")
+    return ranks.index(global_rank)
+
+
+class _NonMember:
+    """What new_group returns to a rank outside the new group (torch's NON_GROUP_MEMBER)."""
+
+    def __init__(self, backend, ranks):
+        self.backend, self.ranks = backend, ranks
+
+    def rank(self):
+        return -1
+
+    def size(self):
+        return len(self.ranks)
+
+    def destroy(self):
+        pass
+
+    def __repr__(self):
+        return f"NonMemberGroup(ranks={self.ranks})"
+
+
+def new_group(ranks=None, timeout=None, backend=None):
+    """A process group of some ranks. Every rank must call it, members or not (as in PyTorch).
+
+    Args:
+        ranks: global ranks of the members (sorted, as PyTorch does); None or [] for all ranks.
+        timeout: the group's ``wait()`` timeout (default: the world's).
+        backend: must be None or the world's backend.
+
+    Returns:
+        the group; on a rank outside it, a placeholder whose ``rank()`` is -1 and with
+        which collectives warn and do nothing.
+
+    Example:
+        >>> evens = dist.new_group([0, 2])
+        >>> dist.all_reduce(t, group=evens)  # ranks 1 and 3 skip this
+    """
+    world = _world("new_group")
+    n = world.size()
+    if backend is not None and backend != world.backend:
+        raise ValueError(f"new_group: backend {backend!r} differs from the world's {world.backend!r}")
+    ranks = list(range(n)) if not ranks else list(ranks)
+    bad = [r for r in ranks if not isinstance(r, int) or not 0 <= r < n]
+    if bad:
+        raise ValueError(f"new_group: invalid ranks {bad}: ranks should be in the interval [0, {n - 1}]")
+    if len(set(ranks)) != len(ranks):
+        raise ValueError(f"new_group: ranks {ranks} contain duplicates")
+    ranks = sorted(ranks)
+    group = world.new_subgroup(ranks, world.timeout if timeout is None else seconds(timeout))
+    if group is None:
+        return _NonMember(world.backend, ranks)
+    _state.groups.append(group)
+    return group
+
+
+def _member(group, what):
+    """The group to run ``what`` on, or None (with a warning) if this rank is not in it."""
+    g = _group(group, what)
+    if g.rank() < 0:
+        warnings.warn(f"{what}: this rank is not a member of the group of ranks {g.ranks}; nothing is done",
+                      stacklevel=3)
+        return None
+    return g
+
+
+def _local(g, what, arg, global_rank):
+    if global_rank not in g.ranks:
+        raise ValueError(f"{what}: {arg}={global_rank} is not a member of the group of ranks {g.ranks} "
+                         f"({arg} is a global rank)")
+    return g.ranks.index(global_rank)
+
+
+# ---- collectives -------------------------------------------------------------------------
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce ``tensor`` over all ranks, in place: every rank ends with the result.
+
+    Args:
+        tensor: a dtrain Tensor, NumPy or CuPy array; the same shape and dtype on every rank.
+        op: a :class:`ReduceOp` (SUM, AVG, PRODUCT, MIN, MAX; AVG needs a floating dtype).
+        group: the process group (default: the world).
+        async_op: return a :class:`Work` at once instead of blocking.
+
+    Returns:
+        a Work if ``async_op`` else None.
+
+    Example:
+        >>> t = dtrain.ones(3) * (dist.get_rank() + 1)
+        >>> dist.all_reduce(t)   # with 2 ranks: t == [3., 3., 3.]
+    """
+    g = _member(group, "all_reduce")
+    return g and g.all_reduce(tensor, op, async_op)
+
+
+def broadcast(tensor, src=0, group=None, async_op=False):
+    """Copy ``tensor`` of rank ``src`` into ``tensor`` on every rank.
+
+    Example:
+        >>> dist.broadcast(weights, src=0)
+    """
+    g = _member(group, "broadcast")
+    return g and g.broadcast(tensor, _local(g, "broadcast", "src", src), async_op)
+
+
+def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce ``tensor`` over all ranks into ``tensor`` of rank ``dst`` (others keep theirs).
+
+    Example:
+        >>> dist.reduce(loss_sum, dst=0)
+    """
+    g = _member(group, "reduce")
+    return g and g.reduce(tensor, _local(g, "reduce", "dst", dst), op, async_op)
+
+
+def all_gather(tensor_list, tensor, group=None, async_op=False):
+    """Fill ``tensor_list[i]`` with ``tensor`` of group rank i, on every rank.
+
+    Example:
+        >>> out = [dtrain.zeros(2) for _ in range(dist.get_world_size())]
+        >>> dist.all_gather(out, dtrain.ones(2) * dist.get_rank())
+    """
+    g = _member(group, "all_gather")
+    return g and g.all_gather(tensor_list, tensor, async_op)
+
+
+def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False):
+    """Concatenate every rank's ``input_tensor`` (in rank order) into ``output_tensor``,
+    which holds world size times its elements (shape ``(n * d0, ...)`` or ``(n, d0, ...)``).
+
+    Example:
+        >>> out = dtrain.zeros(2 * dist.get_world_size())
+        >>> dist.all_gather_into_tensor(out, dtrain.ones(2))
+    """
+    g = _member(group, "all_gather_into_tensor")
+    return g and g.all_gather_into_tensor(output_tensor, input_tensor, async_op)
+
+
+def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce ``input_list[i]`` over all ranks into ``output`` of group rank i.
+
+    Example:
+        >>> dist.reduce_scatter(out, [dtrain.ones(2) for _ in range(dist.get_world_size())])
+    """
+    g = _member(group, "reduce_scatter")
+    return g and g.reduce_scatter(output, input_list, op, async_op)
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce ``input`` (world size times ``output``'s elements) over all ranks; group rank
+    i receives the i-th piece in ``output``.
+
+    Example:
+        >>> dist.reduce_scatter_tensor(shard, full_gradient)
+    """
+    g = _member(group, "reduce_scatter_tensor")
+    return g and g.reduce_scatter_tensor(output, input, op, async_op)
+
+
+def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
+    """Collect every rank's ``tensor`` into ``gather_list`` (given on ``dst`` only).
+
+    Example:
+        >>> out = [dtrain.zeros(2) for _ in range(n)] if dist.get_rank() == 0 else None
+        >>> dist.gather(t, out, dst=0)
+    """
+    g = _member(group, "gather")
+    return g and g.gather(tensor, gather_list, _local(g, "gather", "dst", dst), async_op)
+
+
+def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
+    """Copy ``scatter_list[i]`` of rank ``src`` into ``tensor`` of group rank i.
+
+    Example:
+        >>> dist.scatter(t, [dtrain.ones(2) * i for i in range(n)] if dist.get_rank() == 0 else None)
+    """
+    g = _member(group, "scatter")
+    return g and g.scatter(tensor, scatter_list, _local(g, "scatter", "src", src), async_op)
+
+
+def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False):
+    """Send ``input_tensor_list[i]`` to group rank i and receive rank i's into
+    ``output_tensor_list[i]`` (sizes may differ per pair).
+
+    Example:
+        >>> dist.all_to_all(outs, ins)
+    """
+    g = _member(group, "all_to_all")
+    return g and g.all_to_all(output_tensor_list, input_tensor_list, async_op)
+
+
+def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None,
+                      async_op=False):
+    """all_to_all over rows (dim 0) of one input and one output tensor; equal splits by default.
+
+    Example:
+        >>> dist.all_to_all_single(out, inp)  # inp and out have n * k rows
+    """
+    g = _member(group, "all_to_all_single")
+    return g and g.all_to_all_single(output, input, output_split_sizes, input_split_sizes, async_op)
+
+
+def barrier(group=None, async_op=False):
+    """Wait until every rank of ``group`` has reached the barrier.
+
+    Example:
+        >>> dist.barrier()
+    """
+    g = _member(group, "barrier")
+    return g and g.barrier(async_op)
+
+
+def send(tensor, dst, group=None, tag=0):
+    """Send ``tensor`` to global rank ``dst`` (blocks until it may be reused).
+
+    Example:
+        >>> dist.send(t, dst=1)
+    """
+    g = _member(group, "send")
+    return g and g.send(tensor, _local(g, "send", "dst", dst), tag)
+
+
+def recv(tensor, src=None, group=None, tag=0):
+    """Receive into ``tensor`` from global rank ``src`` (None: any rank); returns the sender's global rank.
+
+    Example:
+        >>> sender = dist.recv(t)
+    """
+    g = _member(group, "recv")
+    if g is None:
+        return -1
+    sender = g.recv(tensor, None if src is None else _local(g, "recv", "src", src), tag)
+    return g.ranks[sender]
+
+
+def isend(tensor, dst, group=None, tag=0):
+    """Start sending ``tensor`` to global rank ``dst``; returns a :class:`Work`.
+
+    Example:
+        >>> work = dist.isend(t, dst=1); ...; work.wait()
+    """
+    g = _member(group, "isend")
+    return g and g.isend(tensor, _local(g, "isend", "dst", dst), tag)
+
+
+def irecv(tensor, src=None, group=None, tag=0):
+    """Start receiving into ``tensor`` from global rank ``src``; returns a :class:`Work`.
+
+    Example:
+        >>> work = dist.irecv(t, src=0); work.wait()
+    """
+    g = _member(group, "irecv")
+    return g and g.irecv(tensor, None if src is None else _local(g, "irecv", "src", src), tag)
+
+
+# ---- object collectives: pickle, so only with peers you trust ------------------------------------
+# Unpickling runs arbitrary code chosen by the sender: never use these with untrusted ranks.
+
+def broadcast_object_list(object_list, src=0, group=None):
+    """Replace ``object_list``'s items on every rank with those of rank ``src`` (pickled:
+    use only with trusted peers). The list must have the same length everywhere.
+
+    Example:
+        >>> cfg = [config] if dist.get_rank() == 0 else [None]
+        >>> dist.broadcast_object_list(cfg, src=0)
+    """
+    g = _member(group, "broadcast_object_list")
+    return g and g.broadcast_object_list(object_list, _local(g, "broadcast_object_list", "src", src))
+
+
+def all_gather_object(object_list, obj, group=None):
+    """Set ``object_list[i]`` to ``obj`` of group rank i, on every rank (pickled: trusted peers only).
+
+    Example:
+        >>> names = [None] * dist.get_world_size()
+        >>> dist.all_gather_object(names, socket.gethostname())
+    """
+    g = _member(group, "all_gather_object")
+    return g and g.all_gather_object(object_list, obj)
+
+
+def gather_object(obj, object_gather_list=None, dst=0, group=None):
+    """Collect every rank's ``obj`` into ``object_gather_list`` on ``dst`` (pickled: trusted peers only).
+
+    Example:
+        >>> out = [None] * n if dist.get_rank() == 0 else None
+        >>> dist.gather_object(stats, out, dst=0)
+    """
+    g = _member(group, "gather_object")
+    return g and g.gather_object(obj, object_gather_list, _local(g, "gather_object", "dst", dst))
+
+
+def scatter_object_list(scatter_object_output_list, scatter_object_input_list=None, src=0, group=None):
+    """Set ``scatter_object_output_list[0]`` on group rank i to ``scatter_object_input_list[i]``
+    of rank ``src`` (pickled: trusted peers only).
+
+    Example:
+        >>> out = [None]
+        >>> dist.scatter_object_list(out, shards if dist.get_rank() == 0 else None, src=0)
+    """
+    g = _member(group, "scatter_object_list")
+    return g and g.scatter_object_list(scatter_object_output_list, scatter_object_input_list,
+                                       _local(g, "scatter_object_list", "src", src))
+
+
+def _abort_job(message, code):
+    """End every rank, reporting ``rank N failed: message`` (a no-op in a world without MPI)."""
+    if _state.hook is not None:
+        _state.hook.report(message, code=code)

@@ -1,0 +1,290 @@
+"""The MPI backend, through mpi4py.
+
+* NumPy buffers go to MPI as they are (no copies; ``MPI.IN_PLACE`` for reductions).
+* CuPy arrays go to MPI directly when the MPI library is CUDA-aware, else through host
+  copies, after waiting for the stream that produced them.
+* Messages longer than ``MAX_COUNT`` (2^31 - 1) elements are split (MPI counts are C ints
+  unless the library has MPI-4 large counts).
+* Async collectives (``async_op=True``) run on one communication thread, on a duplicate of
+  the group's communicator: the MPI library only advances nonblocking collectives inside
+  MPI calls, so ``Iallreduce`` barely overlaps with computation while a thread does (the
+  measurement is in :mod:`.work`). The thread needs ``MPI_THREAD_MULTIPLE`` (mpi4py asks
+  for it by default): the caller may be in a blocking collective or point-to-point call on
+  the group's own communicator at the same time. Collectives on one communicator are still
+  issued from one thread only, in program order, as MPI requires. If the library grants a
+  lower thread level, async collectives run to completion before they return.
+* ``isend``/``irecv`` are MPI nonblocking requests (a send and a receive posted by two
+  ranks toward each other must not run one after the other on a thread).
+"""
+import contextlib
+import ctypes
+import os
+
+import numpy
+
+from ..tensor.backend import cupy, is_cuda_array
+from .env import check_agrees
+from .errors import DistBackendError
+from .process_group import ProcessGroup, ReduceOp, chunks, in_rounds
+from .work import CommThread, CompletedWork, PollWork
+
+_MPI = None
+
+
+def mpi():
+    """The ``mpi4py.MPI`` module (initializing MPI with MPI_THREAD_MULTIPLE on first use)."""
+    global _MPI
+    if _MPI is None:
+        try:
+            import mpi4py
+        except ImportError:
+            raise DistBackendError("the MPI backend needs mpi4py and an MPI library: "
+                                   "pip install dtrain[mpi] (mpi4py + the mpich wheel)") from None
+        mpi4py.rc.thread_level = "multiple"  # effective only if MPI is not initialized yet
+        from mpi4py import MPI
+        _MPI = MPI
+    return _MPI
+
+
+def is_available():
+    try:
+        mpi()
+        return True
+    except DistBackendError:
+        return False
+
+
+def abort(code=1):
+    """End every rank of the job (MPI_Abort on COMM_WORLD)."""
+    mpi().COMM_WORLD.Abort(code)
+
+
+def _mpi_op(op):
+    MPI = mpi()
+    return {ReduceOp.SUM: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD, ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX}[op]
+
+
+def _cuda_aware():
+    """Whether MPI can read and write GPU memory. ``DTRAIN_MPI_CUDA_AWARE=0/1`` overrides;
+    else ask the library (Open MPI's MPIX_Query_cuda_support, MPICH's MPIX_GPU_query_support)."""
+    flag = os.environ.get("DTRAIN_MPI_CUDA_AWARE")
+    if flag is not None:
+        return flag.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libmpi" in line}
+    except OSError:
+        return False
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        if hasattr(lib, "MPIX_Query_cuda_support"):
+            return bool(lib.MPIX_Query_cuda_support())
+        if hasattr(lib, "MPIX_GPU_query_support"):
+            supported = ctypes.c_int(0)
+            lib.MPIX_GPU_query_support(0, ctypes.byref(supported))  # 0 = MPIX_GPU_SUPPORT_CUDA
+            return bool(supported.value)
+    return False
+
+
+def _ready_event(arrays):
+    """An event on the caller's current CUDA stream, if any array is on a GPU: the data
+    is ready for MPI once it has passed."""
+    if any(is_cuda_array(a) for a in arrays):
+        event = cupy.cuda.Event()
+        event.record()
+        return event
+    return None
+
+
+def _wait_for_stream(buf):
+    """Block until the caller's stream has finished with a GPU buffer (no-op on the host)."""
+    ready = _ready_event([buf])
+    if ready is not None:
+        ready.synchronize()
+
+
+class MPIProcessGroup(ProcessGroup):
+    """A group of ranks that communicate through one MPI communicator.
+
+    Args:
+        comm: the group's communicator (a private duplicate, so user MPI traffic never mixes in).
+        ranks: the members' global ranks, in group-rank order.
+        timeout: default seconds for ``Work.wait()``.
+        thread: the process's :class:`CommThread` for async collectives (None: run inline).
+        owns_thread: this group (the world) stops the thread when destroyed.
+    """
+
+    def __init__(self, comm, ranks, timeout=None, thread=None, owns_thread=False):
+        super().__init__("mpi", comm.Get_rank(), ranks, timeout)
+        self.comm = comm
+        self.thread, self.owns_thread = thread, owns_thread
+        self.async_comm = comm.Dup() if thread is not None else None
+        self.cuda_aware = None  # asked on the first CuPy buffer
+
+    @classmethod
+    def world(cls, info, timeout=None, backend="mpi"):
+        """The group of all ranks, after checking MPI agrees with the launcher's variables.
+
+        Returns:
+            ``(group, local_rank, local_world_size)``; local ranks come from the ranks that
+            share this node's memory.
+        """
+        MPI = mpi()
+        world = MPI.COMM_WORLD
+        node = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.Get_rank())
+        local_rank, local_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        check_agrees(info, world.Get_rank(), world.Get_size(), local_rank, local_size)
+        thread = CommThread() if MPI.Query_thread() >= MPI.THREAD_MULTIPLE else None
+        group = cls(world.Dup(), range(world.Get_size()), timeout, thread, owns_thread=True)
+        return group, local_rank, local_size
+
+    def new_subgroup(self, ranks, timeout):
+        MPI = mpi()
+        member = self.ranks[self._rank] in ranks
+        sub = self.comm.Split(0 if member else MPI.UNDEFINED, key=self._rank)
+        return MPIProcessGroup(sub, ranks, timeout, self.thread) if member else None
+
+    def destroy(self):
+        if self.thread is not None:
+            self.thread.stop() if self.owns_thread else self.thread.submit("drain", lambda: None).wait()
+        for comm in (self.comm, self.async_comm):
+            if comm is not None:
+                comm.Free()
+        self.comm = self.async_comm = None
+
+    # ---- how an operation runs ----------------------------------------------------------
+    def _run(self, name, fn, arrays, async_op):
+        ready = _ready_event(arrays)
+
+        def task():
+            if ready is not None:
+                ready.synchronize()
+            try:
+                fn()
+            except mpi().Exception as e:
+                raise DistBackendError(f"{name} failed on rank {self.ranks[self._rank]}: "
+                                       f"{e.Get_error_string()}") from e
+
+        if async_op and self.thread is not None:
+            return self.thread.submit(name, task, self.timeout)
+        task()
+        return CompletedWork(name) if async_op else None
+
+    def _comm(self):
+        """The async communicator on the comm thread, the group's own elsewhere."""
+        return self.async_comm if self.thread is not None and self.thread.is_current() else self.comm
+
+    def _is_cuda_aware(self):
+        if self.cuda_aware is None:
+            self.cuda_aware = _cuda_aware()
+        return self.cuda_aware
+
+    @contextlib.contextmanager
+    def _buffers(self, *arrays, out=()):
+        """What MPI reads and writes: the arrays themselves, or host copies of CuPy arrays
+        when MPI is not CUDA-aware (the copies at positions ``out`` go back afterwards)."""
+        if not any(is_cuda_array(a) for a in arrays) or self._is_cuda_aware():
+            yield arrays
+            return
+        host = [cupy.asnumpy(a) if is_cuda_array(a) else a for a in arrays]
+        yield host
+        for i in out:
+            if arrays[i] is not None:
+                arrays[i].set(host[i])
+        cupy.cuda.get_current_stream().synchronize()
+
+    # ---- primitives on flat contiguous buffers ----------------------------------------------
+    def _allreduce(self, buf, op):
+        with self._buffers(buf, out=(0,)) as (b,):
+            for s in chunks(b.size):
+                self._comm().Allreduce(mpi().IN_PLACE, b[s], op=_mpi_op(op))
+
+    def _broadcast(self, buf, root):
+        with self._buffers(buf, out=(0,)) as (b,):
+            for s in chunks(b.size):
+                self._comm().Bcast(b[s], root=root)
+
+    def _reduce(self, buf, op, root):
+        MPI, comm = mpi(), self._comm()
+        with self._buffers(buf, out=(0,)) as (b,):
+            for s in chunks(b.size):
+                if self._rank == root:
+                    comm.Reduce(MPI.IN_PLACE, b[s], op=_mpi_op(op), root=root)
+                else:
+                    comm.Reduce(b[s], None, op=_mpi_op(op), root=root)
+
+    def _allgather(self, send, recv):
+        comm = self._comm()
+        with self._buffers(send, recv, out=(1,)) as (s, r):
+            in_rounds(comm.Allgather, s, r, s.size, self.size(), send_blocks=False, recv_blocks=True)
+
+    def _reduce_scatter(self, send, recv, op):
+        comm, mop = self._comm(), _mpi_op(op)
+        with self._buffers(send, recv, out=(1,)) as (s, r):
+            in_rounds(lambda a, b: comm.Reduce_scatter_block(a, b, op=mop), s, r, r.size, self.size(),
+                      send_blocks=True, recv_blocks=False)
+
+    def _gather(self, send, recv, root):
+        comm = self._comm()
+        with self._buffers(send, recv, out=(1,)) as (s, r):
+            in_rounds(lambda a, b: comm.Gather(a, b, root=root), s, r, s.size, self.size(),
+                      send_blocks=False, recv_blocks=True)
+
+    def _scatter(self, send, recv, root):
+        comm = self._comm()
+        with self._buffers(send, recv, out=(1,)) as (s, r):
+            in_rounds(lambda a, b: comm.Scatter(a, b, root=root), s, r, r.size, self.size(),
+                      send_blocks=True, recv_blocks=False)
+
+    def _alltoallv(self, send, send_counts, recv, recv_counts):
+        # counts may exceed 2^31 only with MPI-4 large counts, which mpi4py >= 4 uses when present
+        send_displs = numpy.concatenate([[0], numpy.cumsum(send_counts)[:-1]]).tolist()
+        recv_displs = numpy.concatenate([[0], numpy.cumsum(recv_counts)[:-1]]).tolist()
+        with self._buffers(send, recv, out=(1,)) as (s, r):
+            self._comm().Alltoallv([s, (list(send_counts), send_displs)], [r, (list(recv_counts), recv_displs)])
+
+    def _barrier(self):
+        self._comm().Barrier()
+
+    # ---- point to point --------------------------------------------------------------------
+    def _send(self, buf, dst, tag):
+        _wait_for_stream(buf)
+        with self._buffers(buf) as (b,):
+            for s in chunks(b.size):
+                self.comm.Send(b[s], dest=dst, tag=tag)
+
+    def _recv(self, buf, src, tag):
+        MPI, status = mpi(), mpi().Status()
+        _wait_for_stream(buf)
+        with self._buffers(buf, out=(0,)) as (b,):
+            for s in chunks(b.size):
+                self.comm.Recv(b[s], source=MPI.ANY_SOURCE if src is None else src, tag=tag, status=status)
+                src = status.Get_source()  # later pieces come from the rank that sent the first
+        return src
+
+    def _isend(self, buf, dst, tag):
+        _wait_for_stream(buf)
+        with self._buffers(buf) as (b,):
+            requests = [self.comm.Isend(b[s], dest=dst, tag=tag) for s in chunks(b.size)]
+        return PollWork("isend", lambda: mpi().Request.Testall(requests), timeout=self.timeout)
+
+    def _irecv(self, buf, src, tag, writeback):
+        MPI = mpi()
+        pieces = chunks(buf.size)
+        if src is None and len(pieces) > 1:
+            raise ValueError(f"irecv: a message of {buf.size} elements arrives in {len(pieces)} pieces, "
+                             f"which need a known sender: give src")
+        _wait_for_stream(buf)
+        staged = is_cuda_array(buf) and not self._is_cuda_aware()
+        target = cupy.asnumpy(buf) if staged else buf
+        source = MPI.ANY_SOURCE if src is None else src
+        requests = [self.comm.Irecv(target[s], source=source, tag=tag) for s in pieces]
+
+        def finish():
+            if staged:
+                buf.set(target)
+                cupy.cuda.get_current_stream().synchronize()
+            if writeback is not None:
+                writeback()
+        return PollWork("irecv", lambda: MPI.Request.Testall(requests), finish, timeout=self.timeout)

@@ -1,0 +1,252 @@
+"""The NCCL backend, through ``cupy.cuda.nccl``.
+
+* Each rank uses GPU ``cuda:local_rank``, made current before its communicator is built.
+* Rank 0 of a group makes the NCCL unique id and broadcasts it over the group's MPI
+  communicator; every member then joins the NCCL communicator with it.
+* Collectives run on the group's own CUDA stream, after an event recorded on the caller's
+  current stream (so they see the producer's writes) and without blocking the host: the
+  caller keeps queuing work while NCCL runs. A blocking collective makes the caller's
+  stream wait for it; ``Work.wait()`` does the same (``wait(timeout)`` blocks the host).
+* AVG is a SUM followed by one division on the same stream. Bool buffers travel as bytes
+  and complex ones as pairs of reals.
+* Host (NumPy) tensors and pickled objects go through the MPI group underneath, so a
+  script may mix CPU and GPU tensors. NCCL has no message tags: ``tag`` is ignored, and
+  ``recv`` needs an explicit ``src``.
+"""
+import time
+
+from ..tensor.backend import cuda_device_count, cupy, is_cuda_array
+from .errors import DistBackendError
+from .process_group import ProcessGroup, ReduceOp, chunks, in_rounds
+from .work import Work
+
+
+def _module():
+    """``cupy.cuda.nccl``, or None when CuPy or its NCCL binding cannot be loaded."""
+    if cupy is None or not getattr(cupy.cuda, "nccl_enabled", True):
+        return None
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        return None
+    return nccl
+
+
+def missing():
+    """Why the NCCL backend cannot run here (a message with the fix), or None if it can."""
+    if cupy is None:
+        return "CuPy is not installed; install it with `pip install dtrain[cuda]` (CuPy for CUDA 12)"
+    if cuda_device_count() == 0:
+        return "CuPy sees no CUDA device (no GPU or no driver); use backend='mpi' on CPUs"
+    if _module() is None:
+        return ("CuPy cannot load NCCL; install it with `pip install nvidia-nccl-cu12` "
+                "(or `python -m cupyx.tools.install_library --library nccl --cuda 12.x`)")
+    return None
+
+
+def _dtype(nccl, dtype):
+    table = {"float16": nccl.NCCL_FLOAT16, "float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
+             "int8": nccl.NCCL_INT8, "uint8": nccl.NCCL_UINT8, "int32": nccl.NCCL_INT32,
+             "uint32": nccl.NCCL_UINT32, "int64": nccl.NCCL_INT64, "uint64": nccl.NCCL_UINT64}
+    if dtype.name not in table:
+        raise TypeError(f"the NCCL backend cannot move dtype {dtype}; supported: {', '.join(table)}, bool, complex")
+    return table[dtype.name]
+
+
+def _as_nccl(buf):
+    """The same bytes as a dtype NCCL knows: bool as uint8, complex as pairs of reals."""
+    if buf.dtype.kind == "b":
+        return buf.view(cupy.uint8)
+    if buf.dtype.kind == "c":
+        return buf.view(cupy.float32 if buf.dtype.itemsize == 8 else cupy.float64)
+    return buf
+
+
+class CudaWork(Work):
+    """Handle of an operation queued on a CUDA stream; ``event`` marks its end.
+
+    ``wait()`` makes the caller's current stream wait for the event (the host goes on, as
+    in PyTorch's NCCL backend); ``wait(timeout)`` blocks the host until the event or the
+    timeout. ``keep`` holds the buffers until then.
+    """
+
+    def __init__(self, name, event, keep, timeout=None):
+        super().__init__(name, timeout)
+        self.event, self.keep = event, keep
+
+    def wait(self, timeout=None):
+        if timeout is None:
+            cupy.cuda.get_current_stream().wait_event(self.event)
+            return True
+        return super().wait(timeout)
+
+    def is_completed(self):
+        return self.event.done
+
+    def _wait(self, limit):
+        deadline = time.monotonic() + limit
+        while not self.event.done:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1e-4)
+        return True
+
+
+class NCCLProcessGroup(ProcessGroup):
+    """A group whose GPU tensors move through NCCL and host tensors through MPI.
+
+    Args:
+        host: the :class:`~.mpi.MPIProcessGroup` of the same ranks (bootstrap, host data, objects).
+        device: this rank's CUDA device index (its local rank).
+        timeout: default seconds for ``Work.wait(timeout)``.
+    """
+
+    def __init__(self, host, device, timeout=None):
+        super().__init__("nccl", host.rank(), host.ranks, timeout)
+        problem = missing()
+        if problem is not None:
+            raise DistBackendError(f"backend 'nccl': {problem}")
+        self.nccl, self.host_group, self.device = _module(), host, device
+        count = cuda_device_count()
+        if device >= count:
+            raise DistBackendError(f"rank {self.ranks[self._rank]} has local rank {device} but only {count} CUDA "
+                                   f"device(s) are visible: start at most {count} ranks per node")
+        cupy.cuda.Device(device).use()  # before the communicator: NCCL binds it to the current device
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        uid = [self.nccl.get_unique_id() if self._rank == 0 else None]
+        host.broadcast_object_list(uid, src=0)
+        self.comm = self.nccl.NcclCommunicator(self.size(), tuple(uid[0]), self._rank)
+
+    def new_subgroup(self, ranks, timeout):
+        host = self.host_group.new_subgroup(ranks, timeout)
+        return None if host is None else NCCLProcessGroup(host, self.device, timeout)
+
+    def destroy(self):
+        self.stream.synchronize()
+        self.comm.destroy()
+        self.host_group.destroy()
+
+    def _impl(self, array):
+        return self if is_cuda_array(array) else self.host_group
+
+    def _host(self):
+        return self.host_group
+
+    def barrier(self, async_op=False):
+        work = super().barrier(async_op=True)
+        if async_op:
+            return work
+        work.event.synchronize()  # a barrier holds the host, not just the stream
+
+    # ---- how an operation runs ----------------------------------------------------------
+    def _run(self, name, fn, arrays, async_op):
+        caller = cupy.cuda.get_current_stream()
+        ready = cupy.cuda.Event()
+        ready.record(caller)
+        self.stream.wait_event(ready)
+        with cupy.cuda.Device(self.device), self.stream:
+            fn()
+        done = cupy.cuda.Event()
+        done.record(self.stream)
+        if async_op:
+            return CudaWork(name, done, (fn, arrays), self.timeout)
+        caller.wait_event(done)
+        return None
+
+    def _op(self, op):
+        n = self.nccl
+        return {ReduceOp.SUM: n.NCCL_SUM, ReduceOp.PRODUCT: n.NCCL_PROD, ReduceOp.MIN: n.NCCL_MIN,
+                ReduceOp.MAX: n.NCCL_MAX}[op]
+
+    def _reduction(self, buf, op):
+        if buf.dtype.kind == "c" and op is not ReduceOp.SUM:
+            raise TypeError(f"the NCCL backend reduces complex tensors with SUM/AVG only, got {op!r}")
+        b = _as_nccl(buf)
+        return b, _dtype(self.nccl, b.dtype), self._op(op)
+
+    # ---- primitives on flat contiguous device buffers ---------------------------------------
+    def _allreduce(self, buf, op):
+        b, dt, nop = self._reduction(buf, op)
+        self.comm.allReduce(b.data.ptr, b.data.ptr, b.size, dt, nop, self.stream.ptr)
+
+    def _broadcast(self, buf, root):
+        b = _as_nccl(buf)
+        dt = _dtype(self.nccl, b.dtype)
+        for s in chunks(b.size):  # ncclBcast's count is an int in CuPy's binding
+            self.comm.bcast(b[s].data.ptr, s.stop - s.start, dt, root, self.stream.ptr)
+
+    def _reduce(self, buf, op, root):
+        b, dt, nop = self._reduction(buf, op)
+        self.comm.reduce(b.data.ptr, b.data.ptr, b.size, dt, nop, root, self.stream.ptr)
+
+    def _allgather(self, send, recv):
+        s, r = _as_nccl(send), _as_nccl(recv)
+        dt = _dtype(self.nccl, s.dtype)
+        in_rounds(lambda a, b: self.comm.allGather(a.data.ptr, b.data.ptr, a.size, dt, self.stream.ptr),
+                  s, r, s.size, self.size(), send_blocks=False, recv_blocks=True)
+
+    def _reduce_scatter(self, send, recv, op):
+        s, dt, nop = self._reduction(send, op)
+        r = _as_nccl(recv)
+        in_rounds(lambda a, b: self.comm.reduceScatter(a.data.ptr, b.data.ptr, b.size, dt, nop, self.stream.ptr),
+                  s, r, r.size, self.size(), send_blocks=True, recv_blocks=False)
+
+    def _exchange(self, sends, recvs):
+        """One NCCL group of point-to-point calls: ``sends``/``recvs`` are (peer, buffer) pairs."""
+        nccl, stream = self.nccl, self.stream.ptr
+        nccl.groupStart()
+        try:
+            for peer, buf in sends:
+                b = _as_nccl(buf)
+                self.comm.send(b.data.ptr, b.size, _dtype(nccl, b.dtype), peer, stream)
+            for peer, buf in recvs:
+                b = _as_nccl(buf)
+                self.comm.recv(b.data.ptr, b.size, _dtype(nccl, b.dtype), peer, stream)
+        finally:
+            nccl.groupEnd()
+
+    def _gather(self, send, recv, root):
+        if self._rank != root:
+            return self._exchange([(root, send)], [])
+        k = send.size
+        recv[root * k:(root + 1) * k] = send
+        self._exchange([], [(r, recv[r * k:(r + 1) * k]) for r in range(self.size()) if r != root])
+
+    def _scatter(self, send, recv, root):
+        if self._rank != root:
+            return self._exchange([], [(root, recv)])
+        k = recv.size
+        recv[...] = send[root * k:(root + 1) * k]
+        self._exchange([(r, send[r * k:(r + 1) * k]) for r in range(self.size()) if r != root], [])
+
+    def _alltoallv(self, send, send_counts, recv, recv_counts):
+        def pieces(buf, counts):
+            starts = [sum(counts[:i]) for i in range(len(counts))]
+            return [(r, buf[s:s + c]) for r, (s, c) in enumerate(zip(starts, counts))]
+        self._exchange(pieces(send, send_counts), pieces(recv, recv_counts))
+
+    def _barrier(self):
+        self._allreduce(cupy.zeros(1, cupy.float32), ReduceOp.SUM)
+
+    # ---- point to point (NCCL has no tags) ----------------------------------------------------
+    def _send(self, buf, dst, tag):
+        self._run("send", lambda: self._exchange([(dst, buf)], []), [buf], False)
+
+    def _recv(self, buf, src, tag):
+        self._run("recv", lambda: self._exchange([], [(self._need_src(src), buf)]), [buf], False)
+        return src
+
+    def _isend(self, buf, dst, tag):
+        return self._run("isend", lambda: self._exchange([(dst, buf)], []), [buf], True)
+
+    def _irecv(self, buf, src, tag, writeback):
+        def run():
+            self._exchange([], [(self._need_src(src), buf)])
+            if writeback is not None:
+                writeback()
+        return self._run("irecv", run, [buf], True)
+
+    def _need_src(self, src):
+        if src is None:
+            raise ValueError("recv/irecv with the NCCL backend need src: NCCL cannot receive from any rank")
+        return src

@@ -1,0 +1,306 @@
+"""The Reducer: DDP's gradient buckets, and the all-reduces that overlap with backward.
+
+Parameters are packed into buckets (flat contiguous arrays, one dtype and device each) in
+reverse registration order, which is roughly the order backward produces their gradients:
+a small first bucket (1 MiB) so communication starts early, then ``bucket_cap_mb``. A
+post-accumulate-grad hook per parameter copies the final gradient into its bucket slot;
+when a bucket is full it is reduced asynchronously (through the comm hook) while backward
+goes on with earlier layers. Buckets are launched in index order on every rank (a bucket
+that fills early waits for its predecessors), so the ranks' collectives always match. The
+last hook of the pass waits for all buckets and writes the averages back into ``.grad``.
+
+After the first synchronized iteration the buckets are rebuilt once, in the order the
+gradients actually became ready (rank 0's order where ranks differ).
+"""
+import time
+
+from .. import comm as dist
+from ..tensor import Tensor
+from ..tensor.backend import device_of, get_array_module
+from .comm_hooks import allreduce_hook
+
+FIRST_BUCKET_BYTES = 1024 * 1024
+
+
+def assign_buckets(params, order, caps):
+    """Group parameter indices into buckets.
+
+    Args:
+        params: the parameters (Tensors).
+        order: their indices in the order to fill buckets.
+        caps: byte limits: the first bucket of each (dtype, device) gets ``caps[0]``, later
+            ones ``caps[-1]``. A bucket is closed once it reaches its limit, so a parameter
+            larger than the limit gets a bucket of its own.
+
+    Returns:
+        a list of index lists, ordered by the position of their first index in ``order``.
+
+    Example:
+        >>> assign_buckets([dtrain.zeros(300), dtrain.zeros(300)], [1, 0], [1024])  # 1200 B each
+        [[1], [0]]
+    """
+    open_, count, done = {}, {}, []
+    for i in order:
+        p = params[i]
+        key = (p.dtype, str(device_of(p.array)))
+        bucket = open_.setdefault(key, [[], 0])
+        bucket[0].append(i)
+        bucket[1] += p.numel() * p.element_size()
+        limit = caps[min(count.get(key, 0), len(caps) - 1)]
+        if bucket[1] >= limit:
+            done.append(bucket[0])
+            count[key] = count.get(key, 0) + 1
+            del open_[key]
+    done += [b[0] for b in open_.values()]
+    position = {i: k for k, i in enumerate(order)}
+    return sorted(done, key=lambda b: position[b[0]])
+
+
+class _Bucket:
+    """One flat buffer and the parameters whose gradients live in it."""
+
+    def __init__(self, index, indices, params):
+        self.index, self.indices = index, indices
+        first = params[indices[0]].array
+        xp = get_array_module(first)
+        self.buffer = xp.zeros(sum(params[i].numel() for i in indices), first.dtype)
+        self.views, start = [], 0  # views[k]: the slot of parameter indices[k], shaped like it
+        for i in indices:
+            n = params[i].numel()
+            self.views.append(self.buffer[start:start + n].reshape(params[i].shape))
+            start += n
+        self.pending = len(indices)
+        self.future = None
+
+
+class GradBucket:
+    """What a comm hook sees of a bucket (as ``torch.distributed.GradBucket``)."""
+
+    def __init__(self, bucket, params, is_last, div_factor):
+        self._bucket, self._params, self._is_last = bucket, params, is_last
+        self._div_factor = div_factor
+
+    def index(self):
+        return self._bucket.index
+
+    def buffer(self):
+        """The flat array of the bucket's gradients; a hook may reduce it in place."""
+        return self._bucket.buffer
+
+    def gradients(self):
+        """Per-parameter views of ``buffer()``, shaped like the parameters."""
+        return [Tensor._wrap(v) for v in self._bucket.views]
+
+    def parameters(self):
+        return [self._params[i] for i in self._bucket.indices]
+
+    def is_last(self):
+        return self._is_last
+
+
+class Reducer:
+    """Buckets the gradients of ``params`` and averages them across the ranks of a group.
+
+    Args:
+        params: the parameters to reduce (they must require grad), in registration order.
+        names: their names, for messages.
+        process_group: the group (None: the default group).
+        bucket_cap_mb: the size limit of every bucket after the first.
+        find_unused_parameters: parameters absent from forward's graph are reduced as zeros.
+        gradient_as_bucket_view: leave ``.grad`` as views into the buckets (saves a copy).
+    """
+
+    def __init__(self, params, names, process_group=None, bucket_cap_mb=25, find_unused_parameters=False,
+                 gradient_as_bucket_view=False):
+        self.params, self.names, self.group = params, names, process_group
+        self.world_size = dist.get_world_size(process_group)
+        self.cap = int(bucket_cap_mb * 1024 * 1024)
+        self.find_unused = find_unused_parameters
+        self.as_view = gradient_as_bucket_view
+        self.hook_state, self.hook = process_group, allreduce_hook
+        self.div_factor = self.world_size
+        self.sync = True  # whether the coming backward reduces (False under no_sync)
+        self.rebuilt, self.iterations = False, 0
+        self.ready_order = None  # the order gradients became ready in the first synchronized pass
+        self.unused = ()  # indices of parameters forward did not use
+        self.stats = {}
+        self._build(list(reversed(range(len(params)))))
+        self.handles = [p.register_post_accumulate_grad_hook(self._make_hook(i)) for i, p in enumerate(params)]
+        self._reset()
+
+    # ---- buckets ----------------------------------------------------------------------
+    def _build(self, order):
+        caps = [min(FIRST_BUCKET_BYTES, self.cap), self.cap]
+        self.buckets = [_Bucket(k, idx, self.params) for k, idx in enumerate(assign_buckets(self.params, order, caps))]
+        self.where = {}  # parameter index -> (bucket, slot)
+        for b in self.buckets:
+            for k, i in enumerate(b.indices):
+                self.where[i] = (b, k)
+
+    def bucket_indices(self):
+        """The parameter indices of each bucket, in launch order."""
+        return [list(b.indices) for b in self.buckets]
+
+    def _identity(self):
+        """With one rank and the default hook the average is the gradient itself: skip the copies."""
+        return self.world_size == 1 and self.hook is allreduce_hook
+
+    # ---- iteration state ----------------------------------------------------------------
+    def _reset(self):
+        self.in_backward = False
+        self.ready = [False] * len(self.params)
+        self.num_ready, self.next_launch = 0, 0
+        self.order, self.launches = [], []
+        self.used_work = None
+        for b in self.buckets:
+            b.pending, b.future = len(b.indices), None
+
+    def check_finished(self):
+        """Called first in DDP's forward: refuse to go on if the last reduction never finished
+        (some parameters got no gradient). Every rank raises alike, so none hangs."""
+        if self.in_backward:
+            missing = [self.names[i] for i, r in enumerate(self.ready) if not r]
+            self._abandon()
+            raise RuntimeError(
+                f"DistributedDataParallel: expected to have finished reduction in the prior iteration before "
+                f"starting a new one. This error indicates that your module has parameters that were not used "
+                f"in producing loss: on rank {dist.get_rank(self.group)}, these parameters received no "
+                f"gradient: {', '.join(missing)}. Make sure all forward outputs take part in the loss, or pass "
+                f"find_unused_parameters=True to DistributedDataParallel.")
+
+    def maybe_rebuild(self):
+        """Rebuild the buckets once, after the first synchronized iteration (a collective)."""
+        if not self.rebuilt and self.iterations >= 1:
+            self._rebuild()
+
+    def prepare_for_backward(self, unused, sync):
+        """Called at the end of DDP's forward: the parameters forward did not use (with
+        find_unused_parameters) and whether the coming backward reduces."""
+        self.unused, self.sync = tuple(unused), sync
+
+    def _abandon(self):
+        # the buckets already launched were launched on every rank: let them finish
+        for b in self.buckets:
+            if b.future is not None:
+                b.future.wait()
+        self._reset()
+
+    def _rebuild(self):
+        orders = [None] * self.world_size
+        dist.all_gather_object(orders, self.ready_order, group=self.group)
+        self.rebuilt = True
+        order = next((o for o in orders if o), None)  # rank 0's, or the first rank that has one
+        if order is None:
+            return
+        order = order + [i for i in range(len(self.params)) if i not in set(order)]
+        self._build(order)
+        self._reset()
+
+    # ---- backward -----------------------------------------------------------------------
+    def _make_hook(self, i):
+        def hook(param):
+            if not self.sync:
+                return
+            if not self.in_backward:
+                self._begin()
+            if self.ready[i]:
+                raise RuntimeError(
+                    f"DistributedDataParallel: parameter {self.names[i]} was marked ready twice in one "
+                    f"reduction: a parameter may take part in backward only once per iteration (two "
+                    f"backward passes need a forward each, or no_sync() for the first)")
+            self._mark_ready(i)
+        return hook
+
+    def _begin(self):
+        self.in_backward = True
+        self.t_begin = time.perf_counter()
+        if self.find_unused:
+            self.used_work = self._launch_used_bitmap(self.unused)
+            for i in self.unused:
+                self.where[i][0].views[self.where[i][1]][...] = 0
+                self._mark_ready(i, copy=False)
+
+    def _launch_used_bitmap(self, unused):
+        # counts, over the ranks, of those that used each parameter: 0 means globally unused
+        xp = get_array_module(self.buckets[0].buffer)
+        used = xp.ones(len(self.params), xp.int32)
+        used[list(unused)] = 0
+        return used, dist.all_reduce(used, group=self.group, async_op=True)
+
+    def _mark_ready(self, i, copy=True):
+        bucket, slot = self.where[i]
+        if copy and not self._identity():
+            grad = self.params[i].grad
+            if grad.array is not bucket.views[slot]:
+                bucket.views[slot][...] = grad.array
+        self.ready[i] = True
+        self.order.append(i)
+        self.num_ready += 1
+        bucket.pending -= 1
+        while self.next_launch < len(self.buckets) and self.buckets[self.next_launch].pending == 0:
+            self._launch(self.buckets[self.next_launch])
+            self.next_launch += 1
+        if self.num_ready == len(self.params):
+            self._finalize()
+
+    def _launch(self, bucket):
+        self.launches.append((bucket.index, time.perf_counter() - self.t_begin))
+        if not self._identity():
+            is_last = bucket.index == len(self.buckets) - 1
+            bucket.future = self.hook(self.hook_state, GradBucket(bucket, self.params, is_last, self.div_factor))
+
+    def _finalize(self):
+        t_end = time.perf_counter()
+        used = None
+        if self.used_work is not None:
+            used, work = self.used_work
+            work.wait()
+        for b in self.buckets:
+            if b.future is not None:
+                result = b.future.wait()
+                if result is not b.buffer:
+                    b.buffer[...] = result
+        t_done = time.perf_counter()
+        if not self._identity():
+            self._write_back(used)
+        self.stats = {"backward_s": t_end - self.t_begin, "wait_s": t_done - t_end,
+                      "launches": list(self.launches), "buckets": len(self.buckets)}
+        if not self.rebuilt:
+            self.ready_order = list(self.order)
+        self.iterations += 1
+        self._reset()
+
+    def _write_back(self, used):
+        for i, p in enumerate(self.params):
+            if used is not None and not used[i]:
+                continue  # unused on every rank: its .grad stays as it was, as in PyTorch
+            bucket, slot = self.where[i]
+            view = bucket.views[slot]
+            if self.as_view:
+                if p.grad is None or p.grad.array is not view:
+                    p.grad = Tensor._wrap(view)
+            elif p.grad is None:
+                p.grad = Tensor._wrap(view.copy())
+            else:
+                p.grad.array[...] = view
+
+    # ---- join: a rank without data mirrors the others' reduction ----------------------
+    def shadow_backward(self):
+        """Take part in one iteration's reduction with zero gradients (a joined rank)."""
+        used = self._launch_used_bitmap(range(len(self.params))) if self.find_unused else None
+        for b in self.buckets:
+            b.buffer[...] = 0
+            is_last = b.index == len(self.buckets) - 1
+            b.future = self.hook(self.hook_state, GradBucket(b, self.params, is_last, self.div_factor))
+        if used is not None:
+            used[1].wait()
+        for b in self.buckets:
+            b.future.wait()
+        self.iterations += 1
+        if not self.rebuilt:
+            self.ready_order = None
+        self._reset()
+
+    def remove_hooks(self):
+        for h in self.handles:
+            h.remove()
