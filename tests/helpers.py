@@ -18,6 +18,12 @@ except ImportError:  # tests still run; only the PyTorch comparison is skipped
 rng = np.random.default_rng(0)
 
 
+def lib(t):
+    """The framework ``t`` belongs to, so that one lambda spells ``cat``/``stack``/... for
+    dtrain and for torch alike."""
+    return dtrain if isinstance(t, dtrain.Tensor) else torch
+
+
 def rand(*shape, positive=False, distinct=True):
     """Random float64 data; ``distinct`` avoids ties that make max/min/abs non-differentiable."""
     a = rng.standard_normal(shape)

@@ -192,6 +192,37 @@ def test_single_device_or_no_device_just_calls_the_module():
         np.testing.assert_array_equal(default(x).detach().numpy(), model(x).detach().numpy())
 
 
+def test_forward_without_arguments_runs_once():
+    """As PyTorch, a forward with no inputs runs a single replica (nothing to split)."""
+    calls = []
+
+    class Constant(nn.Module):
+        def forward(self):
+            calls.append(1)
+            return dtrain.ones(2)
+
+    assert DataParallel(Constant(), device_ids=CPU2)().tolist() == [1.0, 1.0] and calls == [1]
+
+
+@pytest.mark.gpu
+def test_cuda_replicas_match_plain_module():
+    """On CUDA: two replicas on cuda:0 give the plain module's outputs and gradients, the output
+    is gathered on the CPU when asked, and a module left on the CPU is refused."""
+    plain = mlp()
+    wrapped = DataParallel(copy.deepcopy(plain).to("cuda:0"), device_ids=[0, 0], output_device="cpu")
+    x = dtrain.randn(5, 4, dtype=dtrain.float64)
+    out_plain, out_dp = plain(x), wrapped(x)
+    assert out_dp.device == dtrain.device("cpu")
+    np.testing.assert_allclose(out_dp.detach().numpy(), out_plain.detach().numpy(), rtol=1e-10)
+    out_plain.sum().backward()
+    out_dp.sum().backward()
+    for p, q in zip(plain.parameters(), wrapped.module.parameters()):
+        np.testing.assert_allclose(q.grad.cpu().numpy(), p.grad.numpy(), rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match=r"on device cuda:0 \(device_ids\[0\]\) but found one of them on "
+                                           r"device: cpu"):
+        DataParallel(mlp(), device_ids=[0, 0])(x)
+
+
 def test_module_attribute_and_state_dict_prefix():
     """``.module`` is the wrapped module; state_dict keys carry PyTorch's "module." prefix and load back."""
     model = mlp()
@@ -280,8 +311,6 @@ def test_scatter_and_gather_errors():
 def test_example_learns_digits():
     """examples/data_parallel.py (two CPU replicas) reaches >= 90% test accuracy in 5 epochs."""
     pytest.importorskip("sklearn")
-    import os
-    import runpy
     path = os.path.join(os.path.dirname(__file__), "..", "examples", "data_parallel.py")
     acc, history = runpy.run_path(path)["main"](["--quiet", "--epochs", "5"])
     assert acc >= 0.9 and history[-1] < history[0] / 3, (acc, history)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import dtrain
-from helpers import check_op, compare, rand
-from test_ops_shape import lib
+from helpers import check_op, compare, lib, rand
 
 
 def pos(*shape):

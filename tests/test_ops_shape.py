@@ -1,18 +1,10 @@
 """Shape ops, indexing, joining/splitting, gather-like ops: values against NumPy and
 PyTorch and gradients by finite differences and against PyTorch (helpers.check_op)."""
-import importlib
-
 import numpy as np
 import pytest
 
 import dtrain
-from helpers import check_op, compare, rand
-
-
-def lib(t):
-    """The framework ``t`` belongs to, so that one lambda spells ``cat``/``stack``/... for
-    dtrain and for torch alike."""
-    return dtrain if isinstance(t, dtrain.Tensor) else importlib.import_module("torch")
+from helpers import check_op, compare, lib, rand
 
 
 X = (2, 3, 4)

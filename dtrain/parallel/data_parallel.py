@@ -170,7 +170,7 @@ def parallel_apply(modules, inputs, kwargs_tup=None, devices=None):
         except Exception as e:
             failures[i] = (e, traceback.format_exc())
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(1, n)]
+    threads = [threading.Thread(target=worker, args=(i,), name=f"DataParallel replica {i}") for i in range(1, n)]
     for t in threads:
         t.start()
     if n:
@@ -312,8 +312,9 @@ class DataParallel(Module):
             if t.device != self.src_device_obj:
                 raise RuntimeError(f"module must have its parameters and buffers on device {self.src_device_obj} "
                                    f"(device_ids[0]) but found one of them on device: {t.device}")
-        inputs, kwargs = self.scatter(inputs, kwargs, self.device_ids)
-        if not inputs and not kwargs:  # a forward without arguments runs once, on device_ids[0]
+        if inputs or kwargs:
+            inputs, kwargs = self.scatter(inputs, kwargs, self.device_ids)
+        else:  # a forward without arguments runs once, on device_ids[0]
             inputs, kwargs = ((),), ({},)
         if len(self.device_ids) == 1:
             return self.module(*inputs[0], **kwargs[0])
@@ -322,8 +323,6 @@ class DataParallel(Module):
         return self.gather(outputs, self.output_device)
 
     def scatter(self, inputs, kwargs, device_ids):
-        if not inputs and not kwargs:
-            return (), ()
         return scatter_kwargs(inputs, kwargs, device_ids, dim=self.dim)
 
     def replicate(self, module, device_ids):

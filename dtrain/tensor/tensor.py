@@ -25,8 +25,9 @@ class Tensor:
     __array_priority__ = 1000  # numpy_array * tensor goes to Tensor.__rmul__
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        # as torch.Tensor(data): the default float dtype unless one is given (dtrain.tensor infers)
         from .creation import _to_array
-        self._init(_to_array(data, dtype, device, copy=True), requires_grad)
+        self._init(_to_array(data, dtype or dtypes.get_default_dtype(), device, copy=True), requires_grad)
 
     def _init(self, array, requires_grad=False, grad_fn=None):
         self.array = array

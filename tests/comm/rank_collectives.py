@@ -1,11 +1,13 @@
-"""Rank script: every collective of dtrain.comm against NumPy, run by test_collectives.py as
-``mpiexec -n N python tests/comm/rank_collectives.py`` for N = 1, 2, 4.
+"""Rank script: every collective of dtrain.comm against NumPy, run by test_comm_collectives.py
+as ``mpiexec -n N python tests/comm/rank_collectives.py`` for N = 1, 2, 4, and by
+test_comm_api.py as a lone process without MPI (the world-size-1 group).
 
 Every rank can compute every rank's input (``make(rank, ...)`` is seeded by rank), so each
 checks its own result against a NumPy computation of the expected one. Failures are
 collected, printed with the rank, and make the exit code 1; success prints
 ``rank R: all N checks passed``.
 """
+import os
 import sys
 import time
 import traceback
@@ -340,9 +342,9 @@ def misuse():
 
 
 def environment():
-    import os
-    assert RANK == int(os.environ["PMI_RANK"]) and N == int(os.environ["PMI_SIZE"])
-    assert dist.get_local_rank() == int(os.environ["MPI_LOCALRANKID"])
+    """The rank, sizes and local rank agree with mpiexec's variables (0 of 1 without mpiexec)."""
+    assert RANK == int(os.environ.get("PMI_RANK", 0)) and N == int(os.environ.get("PMI_SIZE", 1))
+    assert dist.get_local_rank() == int(os.environ.get("MPI_LOCALRANKID", 0))
     assert dist.get_local_world_size() == N and dist.get_backend() == "mpi" and dist.is_initialized()
 
 

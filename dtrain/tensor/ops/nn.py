@@ -517,7 +517,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     for name, w in (("weight", weight), ("pos_weight", pos_weight)):
         if w is not None:
             try:
-                get_array_module(w.array).broadcast_shapes(tuple(w.shape), tuple(input.shape))
+                backend.broadcast_shapes(tuple(w.shape), tuple(input.shape))
             except ValueError:
                 raise ValueError(f"{op}: {name} of shape {list(w.shape)} does not broadcast to the input's "
                                  f"shape {list(input.shape)}") from None

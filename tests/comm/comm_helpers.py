@@ -1,0 +1,48 @@
+"""Shared by the comm tests: find mpiexec, skip without MPI, run a command with a hard timeout."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dtrain.comm.env import SOURCES
+from dtrain.launch import find_mpiexec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.join(ROOT, "tests", "comm")
+
+
+def require_mpi():
+    """The mpiexec to use; skips the test (with the reason) if mpi4py or mpiexec is missing."""
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install dtrain[mpi])")
+    mpiexec = find_mpiexec()
+    if mpiexec is None:
+        pytest.skip("no mpiexec on PATH or beside the Python executable (pip install dtrain[mpi])")
+    return mpiexec
+
+
+def clean_env(**extra):
+    """os.environ without any launcher's rank variables (the tests may themselves run under
+    mpiexec or srun), one BLAS thread per rank, plus ``extra``."""
+    launcher_vars = {v for _, rank, sizes, local, local_sizes in SOURCES for v in (rank, *sizes, local, *local_sizes)}
+    env = {k: v for k, v in os.environ.items() if k not in launcher_vars and not k.startswith(("PMI_", "OMPI_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=ROOT, **extra)
+    return env
+
+
+def run(args, timeout, env=None):
+    """Run ``args`` from the repo root; a hang past ``timeout`` seconds fails the test."""
+    try:
+        return subprocess.run(args, cwd=ROOT, env=clean_env() if env is None else env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{' '.join(args)} did not finish within {timeout} s\n{e.stdout}\n{e.stderr}")
+
+
+def python(*args, timeout=30, env=None):
+    """Run ``python args`` with this interpreter."""
+    return run([sys.executable, *args], timeout, env)
+
+
+def output(result):
+    return f"exit code {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
