@@ -13,7 +13,7 @@ import threading
 import traceback
 import warnings
 
-from ..nn import Module
+from ..nn.module import Module  # not ..nn: dtrain.nn re-exports DataParallel
 from ..tensor import Tensor, backend, cat, chunk, clone
 from ..tensor.grad_mode import is_grad_enabled, set_grad_enabled
 

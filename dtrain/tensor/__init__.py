@@ -12,3 +12,6 @@ from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, s
 from .tensor import Size, Tensor  # noqa: F401
 
 device = Device
+
+# star-imports export the functions, never the submodules (dtrain.nn must stay the nn package)
+__all__ = [_n for _n, _v in list(globals().items()) if not _n.startswith("_") and not isinstance(_v, type(__import__("sys")))]

@@ -11,3 +11,6 @@ from .reduce import (all, amax, amin, any, argmax, argmin, count_nonzero, cumsum
 from .shape import (broadcast_to, cat, chunk, clone, concat, contiguous, expand, expand_as,  # noqa: F401
                     flatten, flip, permute, repeat, reshape, split, squeeze, stack, t, transpose,
                     unbind, unflatten, unsqueeze, view)
+
+# star-imports export the functions, never the submodules (dtrain.nn must stay the nn package)
+__all__ = [_n for _n, _v in list(globals().items()) if not _n.startswith("_") and not isinstance(_v, type(__import__("sys")))]

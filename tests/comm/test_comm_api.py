@@ -1,0 +1,154 @@
+"""The module-level API's error paths, the world of one process, Work handles and the
+abort-on-error hook; in-process, no MPI needed (except where skipped)."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import dtrain
+import dtrain.comm as dist
+from comm_helpers import clean_env, output, python
+from dtrain.comm import api, nccl
+from dtrain.comm.errors import AbortOnError
+from dtrain.comm.work import CommThread
+
+
+@pytest.fixture
+def lone(monkeypatch):
+    """A clean environment (no launcher variables); the group is destroyed afterwards."""
+    monkeypatch.setattr("os.environ", clean_env())
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_collectives_before_init_say_to_init():
+    """Every function that needs the group tells the user to call init_process_group."""
+    assert not dist.is_initialized()
+    for call in (dist.get_rank, dist.barrier, lambda: dist.all_reduce(np.ones(2)), lambda: dist.new_group([0])):
+        with pytest.raises(dist.DistError, match=r"call dtrain.comm.init_process_group\(\) first"):
+            call()
+
+
+def test_unknown_backend_lists_the_known_ones(lone):
+    """A backend name that is not mpi or nccl is refused with the list of known ones."""
+    with pytest.raises(ValueError, match="unknown backend 'gloo'; known backends: 'mpi', 'nccl'"):
+        dist.init_process_group("gloo")
+
+
+def test_nccl_without_cupy_says_how_to_install(lone, monkeypatch):
+    """backend='nccl' without CuPy names what is missing and the pip command."""
+    monkeypatch.setattr(nccl, "cupy", None)
+    with pytest.raises(dist.DistBackendError, match=r"CuPy is not installed.*pip install dtrain\[cuda\]"):
+        dist.init_process_group("nccl")
+
+
+def test_nccl_without_gpu_says_so(lone, monkeypatch):
+    """backend='nccl' with CuPy but no visible GPU says there is no CUDA device."""
+    monkeypatch.setattr(nccl, "cupy", object())
+    monkeypatch.setattr(nccl, "cuda_device_count", lambda: 0)
+    with pytest.raises(dist.DistBackendError, match="CuPy sees no CUDA device"):
+        dist.init_process_group("nccl")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(init_method="tcp://10.0.0.1:23456"), ValueError, "init_method 'tcp://10.0.0.1:23456' is not supported"),
+    (dict(world_size=2), ValueError, "world_size=2 but the launcher's environment says 1"),
+    (dict(rank=1), ValueError, "rank=1 but the launcher's environment says 0"),
+    (dict(timeout=-5), ValueError, "timeout must be a positive number of seconds"),
+])
+def test_bad_init_arguments(lone, kwargs, error, message):
+    """Arguments that contradict the environment or are unsupported are refused, quoting them."""
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        dist.init_process_group(**kwargs)
+
+
+def test_init_twice_is_an_error(lone):
+    """A second init_process_group says to destroy the first group."""
+    dist.init_process_group()
+    with pytest.raises(dist.DistError, match="already initialized; call destroy_process_group"):
+        dist.init_process_group()
+    dist.destroy_process_group()
+    dist.init_process_group()  # allowed again after destroy
+
+
+def test_lone_process_is_world_of_one(lone):
+    """Without a launcher, init gives rank 0 of 1 whose collectives leave data as one rank would."""
+    dist.init_process_group()
+    assert (dist.get_rank(), dist.get_world_size(), dist.get_local_rank(), dist.get_local_world_size()) == (0, 1, 0, 1)
+    assert dist.get_backend() == ("nccl" if dist.is_nccl_available() else "mpi")
+    t = dtrain.tensor([1.0, 2.0])
+    dist.all_reduce(t, op=dist.ReduceOp.AVG)
+    np.testing.assert_array_equal(t.numpy(), [1.0, 2.0])
+    out = [np.zeros(2)]
+    dist.all_gather(out, np.array([3.0, 4.0]))
+    np.testing.assert_array_equal(out[0], [3.0, 4.0])
+    assert dist.get_process_group_ranks(dist.new_group([0])) == [0]
+
+
+def test_new_group_names_invalid_ranks(lone):
+    """new_group quotes the invalid ranks and the allowed interval; duplicates are refused."""
+    dist.init_process_group()
+    with pytest.raises(ValueError, match=r"invalid ranks \[1, -2\]: ranks should be in the interval \[0, 0\]"):
+        dist.new_group([0, 1, -2])
+    with pytest.raises(ValueError, match="contain duplicates"):
+        dist.new_group([0, 0])
+
+
+def test_roots_must_be_members(lone):
+    """A src/dst that is not a rank of the group is named as such."""
+    dist.init_process_group()
+    with pytest.raises(ValueError, match="src=3 is not a member of the group of ranks"):
+        dist.broadcast(np.ones(1), src=3)
+    with pytest.raises(ValueError, match="gather_list must be given on the root rank 0"):
+        dist.gather(np.ones(1), None, dst=0)
+
+
+def test_world_of_one_needs_no_mpi():
+    """With mpi4py unimportable, a lone process still runs every collective (the rank script)."""
+    code = ("import sys, runpy; sys.modules['mpi4py'] = None; sys.argv = ['rank_collectives.py']; "
+            "runpy.run_path('tests/comm/rank_collectives.py', run_name='__main__')")
+    result = python("-c", code, timeout=60)
+    assert result.returncode == 0 and "rank 0: all " in result.stdout, output(result)
+
+
+def test_work_wait_times_out_and_reraises():
+    """wait(timeout) raises DistTimeoutError if not done; an error in the task is re-raised by wait."""
+    thread = CommThread()
+    release = threading.Event()
+    slow = thread.submit("slow op", release.wait)
+    with pytest.raises(dist.DistTimeoutError, match="slow op did not finish within 0.05 s"):
+        slow.wait(timeout=0.05)
+    assert not slow.is_completed()
+    release.set()
+    assert slow.wait(timeout=5) and slow.is_completed()
+    failing = thread.submit("bad op", lambda: 1 / 0)
+    with pytest.raises(dist.DistError, match="bad op failed: ZeroDivisionError") as e:
+        failing.wait(timeout=5)
+    assert isinstance(e.value.__cause__, ZeroDivisionError)
+    thread.stop()
+
+
+def test_abort_hook_reports_once_and_aborts(capsys):
+    """An uncaught exception prints 'rank N failed: <error>' with its traceback once, then aborts."""
+    codes = []
+    hook = AbortOnError(3, codes.append)
+    try:
+        raise ValueError("bad shape")
+    except ValueError as e:
+        hook(type(e), e, e.__traceback__)
+        hook(type(e), e, e.__traceback__)
+    err = capsys.readouterr().err
+    assert err.startswith("rank 3 failed: ValueError: bad shape\nTraceback") and err.count("rank 3 failed") == 1
+    assert codes == [1]
+
+
+def test_async_work_of_a_lone_process_is_complete(lone):
+    """async_op=True returns a Work that is already complete when the world has one rank."""
+    dist.init_process_group()
+    work = dist.all_reduce(np.ones(3), async_op=True)
+    assert work.is_completed() and work.wait() is True
+    start = time.perf_counter()
+    dist.barrier()
+    assert time.perf_counter() - start < 1

@@ -1,0 +1,115 @@
+"""DistributedDataParallel and SyncBatchNorm across processes: ddp_checks.py runs every check
+once per world size under ``mpiexec -n {2, 4}`` (with a hard timeout); each test below
+asserts that one check passed on every rank."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "comm"))
+from comm_helpers import output, require_mpi, run  # noqa: E402
+
+pytest.importorskip("dtrain.comm", reason="dtrain.comm is not available")
+pytest.importorskip("dtrain.parallel", reason="dtrain.parallel is not available")
+
+
+@pytest.fixture(scope="module", params=[2, 4], ids=lambda n: f"{n}ranks")
+def results(request, tmp_path_factory):
+    mpiexec = require_mpi()
+    path = tmp_path_factory.mktemp("ddp") / f"results{request.param}.json"
+    result = run([mpiexec, "-n", str(request.param), sys.executable, "tests/parallel/ddp_checks.py", str(path)],
+                 timeout=60)
+    assert result.returncode == 0 and path.exists(), output(result)
+    return json.loads(path.read_text())
+
+
+def passed(results, check):
+    failures = {rank: msg for rank, msg in results[check].items() if msg != "ok"}
+    assert not failures, "\n".join(f"rank {r}: {m}" for r, m in failures.items())
+
+
+def test_sgd_momentum_float32_equals_single_process(results):
+    """20 SGD-momentum steps on N ranks x batch 4 end within 1e-5 (relative) of one process
+    on the concatenated batch, in float32, starting from different per-rank weights."""
+    passed(results, "check_sgd_float32")
+
+
+def test_gradient_as_bucket_view_float64(results):
+    """With gradient_as_bucket_view and several buckets, float64 training matches the
+    single-process reference within 1e-10."""
+    passed(results, "check_sgd_float64_bucket_view")
+
+
+def test_adam_float64_equals_single_process(results):
+    """20 Adam steps with one parameter per bucket match the single-process reference within 1e-10."""
+    passed(results, "check_adam_float64")
+
+
+def test_fp16_compress_hook(results):
+    """The fp16 compression hook trains within 1e-2 of the full-precision reference."""
+    passed(results, "check_fp16_hook")
+
+
+def test_bf16_compress_hook(results):
+    """The (emulated) bf16 compression hook trains within 5e-2 of the reference."""
+    passed(results, "check_bf16_hook")
+
+
+def test_buckets_launch_in_order_on_every_rank(results):
+    """Buckets launch in index order even when later buckets fill first, identically on all
+    ranks, and are rebuilt once in the order gradients became ready."""
+    passed(results, "check_bucket_order")
+
+
+def test_no_sync_accumulates_then_reduces(results):
+    """no_sync communicates nothing; the next synced backward averages the accumulated sum."""
+    passed(results, "check_no_sync")
+
+
+def test_join_uneven_inputs_divide_by_world_size(results):
+    """Ranks with different numbers of batches finish under join() (no hang), with gradients
+    summed over the active ranks and divided by the initial world size (PyTorch's default)."""
+    passed(results, "check_join")
+
+
+def test_join_divide_by_active_ranks(results):
+    """join(divide_by_initial_world_size=False) divides by the ranks that had data."""
+    passed(results, "check_join_divide_by_active")
+
+
+def test_find_unused_parameters(results):
+    """find_unused_parameters: rank-dependent branches get the average with zeros for the
+    ranks that skipped them; a layer unused everywhere keeps .grad None."""
+    passed(results, "check_find_unused")
+
+
+def test_unused_parameters_error_names_them(results):
+    """Without find_unused_parameters the next forward raises, naming the parameter and the flag."""
+    passed(results, "check_unused_error")
+
+
+def test_construction_mismatch_error(results):
+    """Different parameter shapes per rank fail at construction naming the parameter, ranks and shapes."""
+    passed(results, "check_mismatch_error")
+
+
+def test_sync_batchnorm_equals_global_batchnorm(results):
+    """SyncBatchNorm over per-rank batches equals BatchNorm on the global batch: outputs,
+    parameters and running statistics."""
+    passed(results, "check_sync_batchnorm")
+
+
+def test_broadcast_buffers(results):
+    """Each forward starts from rank 0's buffers."""
+    passed(results, "check_broadcast_buffers")
+
+
+def test_overlap_is_measured(results):
+    """Every rank reports backward time, the final wait and the launch times (the overlap
+    itself is printed, not asserted: timings on a shared machine are noise)."""
+    info = results["info"]
+    assert len(info) >= 2
+    for rank, stats in info.items():
+        assert stats["backward_ms"] > 0 and stats["final_wait_ms"] >= 0 and stats["buckets"] >= 2, stats
+    print({r: {k: round(v, 2) for k, v in s.items()} for r, s in info.items()})
