@@ -121,10 +121,9 @@ def run_rank(args):
 
 def run_script(script, script_args):
     """Run ``script`` as ``python script args`` would, in this process."""
-    path = os.path.abspath(script)
     sys.argv = [script, *script_args]
-    sys.path[0] = os.path.dirname(path)
-    runpy.run_path(path, run_name="__main__")
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    runpy.run_path(script, run_name="__main__")  # sets sys.argv[0] to its argument
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ import pytest
 import dtrain
 from helpers import compare, rand
 
-linear = dtrain.ops.linalg.linear
+linear = dtrain.nn.functional.linear
 
 
 def leaf(*values):

@@ -9,7 +9,7 @@ import pytest
 import dtrain
 from dtrain.tensor import backend
 
-OPS_DIR = pathlib.Path(dtrain.ops.__file__).parent
+OPS_DIR = pathlib.Path(dtrain.__file__).parent / "tensor" / "ops"
 ARRAY_MODULES = {"numpy", "np", "cupy", "cp", "cupyx"}
 
 

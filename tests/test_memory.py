@@ -12,7 +12,7 @@ import sys
 
 import dtrain
 
-linear = dtrain.ops.linalg.linear
+linear = dtrain.nn.functional.linear
 STEPS, WARMUP = 10_000, 1_000
 
 

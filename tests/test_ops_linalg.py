@@ -57,13 +57,13 @@ LINEAR = [
 def test_linear(x, w, b):
     """linear(x, W, b) = x @ W.T + b, with gradients for x, W and b."""
     torch = pytest.importorskip("torch")
-    check_op(dtrain.ops.linalg.linear, x, w, b, ref=lambda x, w, b: x @ w.T + b,
+    check_op(dtrain.nn.functional.linear, x, w, b, ref=lambda x, w, b: x @ w.T + b,
              torch_fn=torch.nn.functional.linear)
 
 
 def test_linear_no_bias():
     """linear without a bias is x @ W.T."""
-    check_op(lambda x, w: dtrain.ops.linalg.linear(x, w), (4, 3), (2, 3), ref=lambda x, w: x @ w.T, no_torch=True)
+    check_op(lambda x, w: dtrain.nn.functional.linear(x, w), (4, 3), (2, 3), ref=lambda x, w: x @ w.T, no_torch=True)
 
 
 def test_matmul_promotes_and_keeps_float32():
@@ -88,8 +88,8 @@ def test_linalg_errors():
     with pytest.raises(RuntimeError, match=r"bmm: expected 3-D tensors with equal batch size"):
         dtrain.zeros(2, 2, 3).bmm(dtrain.zeros(3, 3, 2))
     with pytest.raises(RuntimeError, match=r"linear: input shape \[4, 3\] and weight shape \[2, 5\] do not match"):
-        dtrain.ops.linalg.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 5))
+        dtrain.nn.functional.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 5))
     with pytest.raises(RuntimeError, match=r"linear: bias shape \[3\] must be \(out_features,\) = \(2,\)"):
-        dtrain.ops.linalg.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 3), dtrain.zeros(3))
+        dtrain.nn.functional.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 3), dtrain.zeros(3))
     with pytest.raises(RuntimeError, match=r"linear: dtypes differ \(input float32, weight float32, bias float64\)"):
-        dtrain.ops.linalg.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 3), dtrain.zeros(2, dtype=dtrain.float64))
+        dtrain.nn.functional.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 3), dtrain.zeros(2, dtype=dtrain.float64))
