@@ -2,7 +2,7 @@
 import itertools
 import numbers
 
-from . import backend
+from . import anomaly, backend
 from .backend import get_array_module
 from .grad_mode import is_grad_enabled
 
@@ -52,6 +52,8 @@ class Function:
         track = cls.differentiable and any(needs) and is_grad_enabled()
         fn.needs_input_grad = needs if track else (False,) * len(inputs)
         out = fn.forward(*arrays, **params)
+        if anomaly._enabled[0]:
+            anomaly.check_forward(fn, inputs, out)
         if not track:
             return Tensor._wrap(out)
         fn.inputs = inputs

@@ -3,7 +3,7 @@ import heapq
 
 import numpy
 
-from . import backend, dtypes
+from . import anomaly, backend, dtypes
 from .grad_mode import is_grad_enabled, no_grad
 
 
@@ -522,6 +522,8 @@ def _walk(root_fn, grad, external, retain_graph):
             grads = fn.backward(g)
             if not isinstance(grads, tuple):
                 grads = (grads,)
+            if anomaly._enabled[0]:
+                anomaly.check_backward(fn, grads)
         else:
             grads = (None,) * len(fn.inputs)
         for t, need, gi in zip(fn.inputs, fn.needs_input_grad, grads):

@@ -1,0 +1,259 @@
+"""Weak and strong scaling of DistributedDataParallel on the reference workloads.
+
+MLP: 784-1024-1024-10, batch 256; CNN: conv(32)-pool-conv(64)-pool-linear(4096->10), batch 64
+(../shared/DESIGN.md); cross-entropy, SGD(lr=0.01, momentum=0.9); one BLAS thread per rank.
+
+* weak scaling: every rank keeps the reference batch (the global batch grows with N);
+* strong scaling: the reference batch is split across the N ranks.
+
+Efficiency = throughput(N) / (N x throughput(1)). "hidden" is the share of the all-reduce
+time that backward hides: 1 - (time blocked in DDP's final wait) / (time the same buckets
+take to all-reduce alone). At 1 rank the table also times the plain module, interleaved
+with DDP round by round ("vs plain" = DDP step / plain step). Where PyTorch is installed the
+same runs are made with torch DDP over gloo.
+
+Usage: python benchmarks/scaling.py [--workload mlp cnn] [--ranks 1 2] [--steps 20]
+           [--json scaling.json] [--plot scaling.png] [--no-torch]
+"""
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ[_v] = "1"  # before NumPy loads its BLAS
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+BATCH = {"mlp": 256, "cnn": 64}
+
+
+def reference_model(nn, workload):
+    """The reference model built from ``nn`` (dtrain.nn or torch.nn: the same calls)."""
+    if workload == "mlp":
+        return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(4096, 10))
+
+
+def batch(workload, n, seed):
+    rng = np.random.default_rng(seed)
+    shape = (n, 784) if workload == "mlp" else (n, 3, 32, 32)
+    return rng.standard_normal(shape).astype(np.float32), rng.integers(0, 10, n)
+
+
+# ---- the worker: one configuration, run on every rank under mpiexec ------------------------
+
+def worker(args):
+    import dtrain
+    import dtrain.comm as dist
+    from dtrain.parallel import DistributedDataParallel
+    dist.init_process_group()
+    rank, n = dist.get_rank(), dist.get_world_size()
+    per_rank = BATCH[args.workload] if args.mode == "weak" else BATCH[args.workload] // n
+    x, y = batch(args.workload, per_rank, seed=rank)
+    x, y = dtrain.tensor(x), dtrain.tensor(y)
+    dtrain.manual_seed(0)
+    ddp = DistributedDataParallel(reference_model(dtrain.nn, args.workload))
+    variants = {"ddp": (ddp, dtrain.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9))}
+    if n == 1:
+        plain = reference_model(dtrain.nn, args.workload)
+        variants["plain"] = (plain, dtrain.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9))
+    loss_fn = dtrain.nn.CrossEntropyLoss()
+
+    def step(model, opt):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    times = {k: [] for k in variants}
+    waits = []
+    for name, (model, opt) in variants.items():
+        for _ in range(3):
+            step(model, opt)
+    for _ in range(args.steps):  # variants interleaved step by step: noise hits them alike
+        for name, (model, opt) in variants.items():
+            dist.barrier()
+            t = time.perf_counter()
+            step(model, opt)
+            times[name].append(time.perf_counter() - t)
+            if name == "ddp":
+                waits.append(ddp.comm_stats()["wait_s"])
+    comm = _allreduce_alone(ddp, dist) if n > 1 else 0.0
+    everyone = [None] * n
+    dist.all_gather_object(everyone, (times, waits, comm))
+    if rank == 0:
+        # a step lasts as long as its slowest rank
+        step_s = {k: statistics.median(max(e[0][k][i] for e in everyone) for i in range(args.steps)) for k in times}
+        wait = statistics.median(statistics.median(e[1]) for e in everyone)
+        comm = statistics.median(e[2] for e in everyone)
+        result = {"framework": "dtrain", "workload": args.workload, "mode": args.mode, "ranks": n,
+                  "per_rank_batch": per_rank, "step_ms": 1e3 * step_s["ddp"],
+                  "samples_per_s": per_rank * n / step_s["ddp"], "buckets": len(ddp.reducer.buckets),
+                  "comm_ms": 1e3 * comm, "wait_ms": 1e3 * wait,
+                  "hidden": max(0.0, 1 - wait / comm) if comm > 0 else None,
+                  "plain_step_ms": 1e3 * step_s["plain"] if "plain" in step_s else None}
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+    dist.destroy_process_group()
+
+
+def _allreduce_alone(ddp, dist, reps=5):
+    """Seconds the DDP buckets take to all-reduce, one after another, with nothing else running."""
+    buffers = [b.buffer for b in ddp.reducer.buckets]
+    runs = []
+    for _ in range(reps):
+        dist.barrier()
+        t = time.perf_counter()
+        for buf in buffers:
+            dist.all_reduce(buf, async_op=True).wait()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def torch_worker(args):
+    import torch
+    import torch.distributed as tdist
+    torch.set_num_threads(1)
+    rank, n = int(os.environ["PMI_RANK"]), int(os.environ["PMI_SIZE"])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(args.port))
+    tdist.init_process_group("gloo", rank=rank, world_size=n)
+    per_rank = BATCH[args.workload] if args.mode == "weak" else BATCH[args.workload] // n
+    x, y = batch(args.workload, per_rank, seed=rank)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(reference_model(torch.nn, args.workload))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times = []
+    for i in range(3 + args.steps):
+        tdist.barrier()
+        t = time.perf_counter()
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        if i >= 3:
+            times.append(time.perf_counter() - t)
+    everyone = [None] * n
+    tdist.all_gather_object(everyone, times)
+    if rank == 0:
+        step_s = statistics.median(max(e[i] for e in everyone) for i in range(args.steps))
+        with open(args.out, "w") as f:
+            json.dump({"framework": "torch", "workload": args.workload, "mode": args.mode, "ranks": n,
+                       "per_rank_batch": per_rank, "step_ms": 1e3 * step_s,
+                       "samples_per_s": per_rank * n / step_s, "hidden": None, "plain_step_ms": None}, f)
+    tdist.destroy_process_group()
+
+
+# ---- the driver -------------------------------------------------------------------------------
+
+def launch(framework, workload, mode, ranks, steps, port):
+    from dtrain.launch import find_mpiexec
+    mpiexec = find_mpiexec()
+    if mpiexec is None:
+        sys.exit("benchmarks/scaling.py needs mpiexec (pip install dtrain[mpi])")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", framework,
+               "--workload", workload, "--mode", mode, "--steps", str(steps), "--out", out, "--port", str(port)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not os.path.exists(out):
+            sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def add_efficiency(rows):
+    base = {(r["framework"], r["workload"], r["mode"]): r["samples_per_s"] for r in rows if r["ranks"] == 1}
+    for r in rows:
+        one = base.get((r["framework"], r["workload"], r["mode"]))
+        r["efficiency"] = r["samples_per_s"] / (r["ranks"] * one) if one else None
+
+
+def table(rows):
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+    lines = [f"{'framework':9} {'workload':8} {'scaling':7} {'ranks':>5} {'batch/rank':>10} {'step ms':>8} "
+             f"{'samples/s':>10} {'efficiency':>10} {'hidden':>7} {'vs plain':>8}"]
+    for r in rows:
+        vs = r["step_ms"] / r["plain_step_ms"] if r.get("plain_step_ms") else None
+        lines.append(f"{r['framework']:9} {r['workload']:8} {r['mode']:7} {r['ranks']:5d} {r['per_rank_batch']:10d} "
+                     f"{r['step_ms']:8.2f} {r['samples_per_s']:10.0f} {fmt(r['efficiency'], '10.3f')} "
+                     f"{fmt(r['hidden'], '7.2f')} {fmt(vs, '8.3f')}")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    groups = sorted({(r["workload"], r["mode"]) for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.5), squeeze=False)
+    for ax, (workload, mode) in zip(axes[0], groups):
+        for fw in sorted({r["framework"] for r in rows}):
+            sel = sorted((r for r in rows if (r["workload"], r["mode"], r["framework"]) == (workload, mode, fw)),
+                         key=lambda r: r["ranks"])
+            ax.plot([r["ranks"] for r in sel], [r["samples_per_s"] for r in sel], "o-", label=fw)
+        ax.set_title(f"{workload}, {mode} scaling")
+        ax.set_xlabel("ranks")
+        ax.set_ylabel("samples/s")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workload", nargs="+", default=["mlp", "cnn"], choices=sorted(BATCH))
+    ap.add_argument("--mode", nargs="+", default=["weak", "strong"], choices=["weak", "strong"])
+    ap.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--plot", default=None, help="save a PNG plot here (needs matplotlib)")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--worker", choices=["dtrain", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=29511, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        args.mode, args.workload = args.mode[0], args.workload[0]
+        return (worker if args.worker == "dtrain" else torch_worker)(args)
+    frameworks = ["dtrain"]
+    if not args.no_torch:
+        try:
+            import torch.distributed  # noqa: F401
+            frameworks.append("torch")
+        except ImportError:
+            pass
+    rows, port = [], args.port
+    for workload in args.workload:
+        for mode in args.mode:
+            for fw in frameworks:
+                for n in args.ranks:
+                    port += 1
+                    rows.append(launch(fw, workload, mode, n, args.steps, port))
+    add_efficiency(rows)
+    print(f"command: python benchmarks/scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
