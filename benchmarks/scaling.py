@@ -9,10 +9,13 @@ MLP: 784-1024-1024-10, batch 256; CNN: conv(32)-pool-conv(64)-pool-linear(4096->
 Efficiency = throughput(N) / (N x throughput(1)). "hidden" is the share of the all-reduce
 time that backward hides: 1 - (time blocked in DDP's final wait) / (time the same buckets
 take to all-reduce alone). At 1 rank the table also times the plain module, interleaved
-with DDP round by round ("vs plain" = DDP step / plain step). Where PyTorch is installed the
+with DDP step by step ("vs plain" = the median of DDP step / plain step). Where PyTorch is installed the
 same runs are made with torch DDP over gloo.
 
-Usage: python benchmarks/scaling.py [--workload mlp cnn] [--ranks 1 2] [--steps 20]
+Every configuration runs ``--repeat`` times, interleaved round after round (this machine is
+shared and noisy); the table shows medians.
+
+Usage: python benchmarks/scaling.py [--workload mlp cnn] [--ranks 1 2] [--steps 20] [--repeat 3]
            [--json scaling.json] [--plot scaling.png] [--no-torch]
 """
 import os
@@ -98,7 +101,9 @@ def worker(args):
                   "samples_per_s": per_rank * n / step_s["ddp"], "buckets": len(ddp.reducer.buckets),
                   "comm_ms": 1e3 * comm, "wait_ms": 1e3 * wait,
                   "hidden": max(0.0, 1 - wait / comm) if comm > 0 else None,
-                  "plain_step_ms": 1e3 * step_s["plain"] if "plain" in step_s else None}
+                  "plain_step_ms": 1e3 * step_s["plain"] if "plain" in step_s else None,
+                  "vs_plain": statistics.median(d / p for d, p in zip(times["ddp"], times["plain"]))
+                  if "plain" in times else None}
         with open(args.out, "w") as f:
             json.dump(result, f)
     dist.destroy_process_group()
@@ -148,7 +153,8 @@ def torch_worker(args):
         with open(args.out, "w") as f:
             json.dump({"framework": "torch", "workload": args.workload, "mode": args.mode, "ranks": n,
                        "per_rank_batch": per_rank, "step_ms": 1e3 * step_s,
-                       "samples_per_s": per_rank * n / step_s, "hidden": None, "plain_step_ms": None}, f)
+                       "samples_per_s": per_rank * n / step_s, "hidden": None, "plain_step_ms": None,
+                       "vs_plain": None}, f)
     tdist.destroy_process_group()
 
 
@@ -170,6 +176,16 @@ def launch(framework, workload, mode, ranks, steps, port):
             return json.load(f)
 
 
+def median_row(runs):
+    """One row from repeated runs of a configuration: the median of every timing."""
+    row = dict(runs[0])
+    for key in ("step_ms", "comm_ms", "wait_ms", "hidden", "plain_step_ms", "vs_plain"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        row[key] = statistics.median(values) if values else None
+    row["samples_per_s"] = 1e3 * row["per_rank_batch"] * row["ranks"] / row["step_ms"]
+    return row
+
+
 def add_efficiency(rows):
     base = {(r["framework"], r["workload"], r["mode"]): r["samples_per_s"] for r in rows if r["ranks"] == 1}
     for r in rows:
@@ -183,7 +199,7 @@ def table(rows):
     lines = [f"{'framework':9} {'workload':8} {'scaling':7} {'ranks':>5} {'batch/rank':>10} {'step ms':>8} "
              f"{'samples/s':>10} {'efficiency':>10} {'hidden':>7} {'vs plain':>8}"]
     for r in rows:
-        vs = r["step_ms"] / r["plain_step_ms"] if r.get("plain_step_ms") else None
+        vs = r.get("vs_plain")
         lines.append(f"{r['framework']:9} {r['workload']:8} {r['mode']:7} {r['ranks']:5d} {r['per_rank_batch']:10d} "
                      f"{r['step_ms']:8.2f} {r['samples_per_s']:10.0f} {fmt(r['efficiency'], '10.3f')} "
                      f"{fmt(r['hidden'], '7.2f')} {fmt(vs, '8.3f')}")
@@ -220,6 +236,7 @@ def main(argv=None):
     ap.add_argument("--mode", nargs="+", default=["weak", "strong"], choices=["weak", "strong"])
     ap.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of every configuration; the table shows medians")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--plot", default=None, help="save a PNG plot here (needs matplotlib)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
@@ -237,13 +254,14 @@ def main(argv=None):
             frameworks.append("torch")
         except ImportError:
             pass
-    rows, port = [], args.port
-    for workload in args.workload:
-        for mode in args.mode:
-            for fw in frameworks:
-                for n in args.ranks:
-                    port += 1
-                    rows.append(launch(fw, workload, mode, n, args.steps, port))
+    configs = [(fw, workload, mode, n) for workload in args.workload for mode in args.mode for fw in frameworks
+               for n in args.ranks]
+    runs, port = {c: [] for c in configs}, args.port
+    for _ in range(args.repeat):  # configurations interleaved, round after round: noise hits all alike
+        for c in configs:
+            port += 1
+            runs[c].append(launch(*c, args.steps, port))
+    rows = [median_row(runs[c]) for c in configs]
     add_efficiency(rows)
     print(f"command: python benchmarks/scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(table(rows))

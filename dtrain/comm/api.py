@@ -3,6 +3,7 @@
 Ranks given to these functions (``src``, ``dst``) are global ranks, as in PyTorch; a
 function called with a ``group`` this rank is not a member of warns and returns None.
 """
+import os
 import warnings
 from datetime import timedelta
 
@@ -25,6 +26,7 @@ class _State:
         self.groups = []  # sub-groups, destroyed with the world
         self.hook = None
         self.by_launcher = False  # set up by `python -m dtrain.launch`: the script's own init is a no-op
+        self.debug = False  # DTRAIN_DISTRIBUTED_DEBUG=DETAIL: check collectives agree across ranks
 
 
 _state = _State()
@@ -69,6 +71,10 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     Under ``python -m dtrain.launch script.py`` the launcher has already initialized the
     group, and the script's own call (same backend, or None) does nothing.
 
+    With ``DTRAIN_DISTRIBUTED_DEBUG=DETAIL`` (PyTorch's TORCH_DISTRIBUTED_DEBUG), every
+    collective first checks that all ranks call the same one on the same shape and dtype,
+    and raises naming the ranks and both calls if not (one extra exchange per call).
+
     Also installs an excepthook that reports an uncaught exception as
     ``rank N failed: ...`` and aborts every rank, so no rank waits forever on a dead peer.
 
@@ -87,6 +93,7 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
         raise ValueError(f"init_process_group: init_method {init_method!r} is not supported: ranks come from "
                          f"the launcher's environment (init_method='env://' or None)")
     backend = _resolve_backend(backend)
+    _state.debug = os.environ.get("DTRAIN_DISTRIBUTED_DEBUG", "").upper() == "DETAIL"
     timeout = seconds(DEFAULT_TIMEOUT if timeout is None else timeout)
     info = env.discover()
     for name, given, found in (("world_size", world_size, info.world_size if info else 1),
@@ -264,6 +271,26 @@ def _member(group, what):
     return g
 
 
+def _collective(group, what, tensor=None):
+    """_member, plus (with DTRAIN_DISTRIBUTED_DEBUG=DETAIL) a check that every rank of the
+    group calls the same collective on the same shape and dtype."""
+    g = _member(group, what)
+    if g is not None and _state.debug:
+        shape = getattr(tensor, "shape", None)
+        mine = (what, None if shape is None else (tuple(shape), str(tensor.dtype)))
+        calls = g._gather_objects(mine, None)
+        for rank, call in enumerate(calls):
+            if call != calls[0]:
+                raise DistError(f"{what}: ranks disagree (DTRAIN_DISTRIBUTED_DEBUG=DETAIL): rank {g.ranks[0]} "
+                                f"calls {_describe(calls[0])} but rank {g.ranks[rank]} calls {_describe(call)}")
+    return g
+
+
+def _describe(call):
+    what, tensor = call
+    return what if tensor is None else f"{what} on shape {tensor[0]} dtype {tensor[1]}"
+
+
 def _local(g, what, arg, global_rank):
     if global_rank not in g.ranks:
         raise ValueError(f"{what}: {arg}={global_rank} is not a member of the group of ranks {g.ranks} "
@@ -288,7 +315,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
         >>> t = dtrain.ones(3) * (dist.get_rank() + 1)
         >>> dist.all_reduce(t)   # with 2 ranks: t == [3., 3., 3.]
     """
-    g = _member(group, "all_reduce")
+    g = _collective(group, "all_reduce", tensor)
     return g and g.all_reduce(tensor, op, async_op)
 
 
@@ -298,7 +325,7 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     Example:
         >>> dist.broadcast(weights, src=0)
     """
-    g = _member(group, "broadcast")
+    g = _collective(group, "broadcast", tensor)
     return g and g.broadcast(tensor, _local(g, "broadcast", "src", src), async_op)
 
 
@@ -308,7 +335,7 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False):
     Example:
         >>> dist.reduce(loss_sum, dst=0)
     """
-    g = _member(group, "reduce")
+    g = _collective(group, "reduce", tensor)
     return g and g.reduce(tensor, _local(g, "reduce", "dst", dst), op, async_op)
 
 
@@ -319,7 +346,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
         >>> out = [dtrain.zeros(2) for _ in range(dist.get_world_size())]
         >>> dist.all_gather(out, dtrain.ones(2) * dist.get_rank())
     """
-    g = _member(group, "all_gather")
+    g = _collective(group, "all_gather", tensor)
     return g and g.all_gather(tensor_list, tensor, async_op)
 
 
@@ -331,7 +358,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
         >>> out = dtrain.zeros(2 * dist.get_world_size())
         >>> dist.all_gather_into_tensor(out, dtrain.ones(2))
     """
-    g = _member(group, "all_gather_into_tensor")
+    g = _collective(group, "all_gather_into_tensor", input_tensor)
     return g and g.all_gather_into_tensor(output_tensor, input_tensor, async_op)
 
 
@@ -341,7 +368,7 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     Example:
         >>> dist.reduce_scatter(out, [dtrain.ones(2) for _ in range(dist.get_world_size())])
     """
-    g = _member(group, "reduce_scatter")
+    g = _collective(group, "reduce_scatter", output)
     return g and g.reduce_scatter(output, input_list, op, async_op)
 
 
@@ -352,7 +379,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     Example:
         >>> dist.reduce_scatter_tensor(shard, full_gradient)
     """
-    g = _member(group, "reduce_scatter_tensor")
+    g = _collective(group, "reduce_scatter_tensor", output)
     return g and g.reduce_scatter_tensor(output, input, op, async_op)
 
 
@@ -363,7 +390,7 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
         >>> out = [dtrain.zeros(2) for _ in range(n)] if dist.get_rank() == 0 else None
         >>> dist.gather(t, out, dst=0)
     """
-    g = _member(group, "gather")
+    g = _collective(group, "gather", tensor)
     return g and g.gather(tensor, gather_list, _local(g, "gather", "dst", dst), async_op)
 
 
@@ -373,7 +400,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
     Example:
         >>> dist.scatter(t, [dtrain.ones(2) * i for i in range(n)] if dist.get_rank() == 0 else None)
     """
-    g = _member(group, "scatter")
+    g = _collective(group, "scatter", tensor)
     return g and g.scatter(tensor, scatter_list, _local(g, "scatter", "src", src), async_op)
 
 
@@ -384,7 +411,7 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
     Example:
         >>> dist.all_to_all(outs, ins)
     """
-    g = _member(group, "all_to_all")
+    g = _collective(group, "all_to_all")
     return g and g.all_to_all(output_tensor_list, input_tensor_list, async_op)
 
 
@@ -395,7 +422,7 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
     Example:
         >>> dist.all_to_all_single(out, inp)  # inp and out have n * k rows
     """
-    g = _member(group, "all_to_all_single")
+    g = _collective(group, "all_to_all_single")
     return g and g.all_to_all_single(output, input, output_split_sizes, input_split_sizes, async_op)
 
 
@@ -405,7 +432,7 @@ def barrier(group=None, async_op=False):
     Example:
         >>> dist.barrier()
     """
-    g = _member(group, "barrier")
+    g = _collective(group, "barrier")
     return g and g.barrier(async_op)
 
 
@@ -463,7 +490,7 @@ def broadcast_object_list(object_list, src=0, group=None):
         >>> cfg = [config] if dist.get_rank() == 0 else [None]
         >>> dist.broadcast_object_list(cfg, src=0)
     """
-    g = _member(group, "broadcast_object_list")
+    g = _collective(group, "broadcast_object_list")
     return g and g.broadcast_object_list(object_list, _local(g, "broadcast_object_list", "src", src))
 
 
@@ -474,7 +501,7 @@ def all_gather_object(object_list, obj, group=None):
         >>> names = [None] * dist.get_world_size()
         >>> dist.all_gather_object(names, socket.gethostname())
     """
-    g = _member(group, "all_gather_object")
+    g = _collective(group, "all_gather_object")
     return g and g.all_gather_object(object_list, obj)
 
 
@@ -485,7 +512,7 @@ def gather_object(obj, object_gather_list=None, dst=0, group=None):
         >>> out = [None] * n if dist.get_rank() == 0 else None
         >>> dist.gather_object(stats, out, dst=0)
     """
-    g = _member(group, "gather_object")
+    g = _collective(group, "gather_object")
     return g and g.gather_object(obj, object_gather_list, _local(g, "gather_object", "dst", dst))
 
 
@@ -497,7 +524,7 @@ def scatter_object_list(scatter_object_output_list, scatter_object_input_list=No
         >>> out = [None]
         >>> dist.scatter_object_list(out, shards if dist.get_rank() == 0 else None, src=0)
     """
-    g = _member(group, "scatter_object_list")
+    g = _collective(group, "scatter_object_list")
     return g and g.scatter_object_list(scatter_object_output_list, scatter_object_input_list,
                                        _local(g, "scatter_object_list", "src", src))
 

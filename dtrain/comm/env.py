@@ -123,4 +123,5 @@ def check_agrees(info, rank, world_size, local_rank=None, local_world_size=None,
             raise ValueError(
                 f"the {info.source} environment says {name} {env_value} but {what} says {backend_value} "
                 f"(environment: rank {info.rank} of {info.world_size}; {what}: rank {rank} of {world_size}). "
-                f"Start every rank with the same launcher (mpirun/mpiexec/srun) and do not set RANK/WORLD_SIZE by hand.")
+                f"Start every rank with the same launcher (mpirun/mpiexec/srun) and do not set "
+                f"RANK/WORLD_SIZE by hand.")

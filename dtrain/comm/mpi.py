@@ -25,6 +25,7 @@ import numpy
 from ..tensor.backend import cupy, is_cuda_array
 from .env import check_agrees
 from .errors import DistBackendError
+from . import process_group
 from .process_group import ProcessGroup, ReduceOp, chunks, in_rounds
 from .work import CommThread, CompletedWork, PollWork
 
@@ -59,9 +60,14 @@ def abort(code=1):
     mpi().COMM_WORLD.Abort(code)
 
 
+_OPS = {}
+
+
 def _mpi_op(op):
-    MPI = mpi()
-    return {ReduceOp.SUM: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD, ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX}[op]
+    if not _OPS:
+        MPI = mpi()
+        _OPS.update({ReduceOp.SUM: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD, ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX})
+    return _OPS[op]
 
 
 def _cuda_aware():
@@ -122,7 +128,7 @@ class MPIProcessGroup(ProcessGroup):
         self.cuda_aware = None  # asked on the first CuPy buffer
 
     @classmethod
-    def world(cls, info, timeout=None, backend="mpi"):
+    def world(cls, info, timeout=None):
         """The group of all ranks, after checking MPI agrees with the launcher's variables.
 
         Returns:
@@ -196,9 +202,12 @@ class MPIProcessGroup(ProcessGroup):
 
     # ---- primitives on flat contiguous buffers ----------------------------------------------
     def _allreduce(self, buf, op):
+        comm, mop, in_place = self._comm(), _mpi_op(op), mpi().IN_PLACE
         with self._buffers(buf, out=(0,)) as (b,):
+            if b.size <= process_group.MAX_COUNT:  # the common case, without slicing
+                return comm.Allreduce(in_place, b, op=mop)
             for s in chunks(b.size):
-                self._comm().Allreduce(mpi().IN_PLACE, b[s], op=_mpi_op(op))
+                comm.Allreduce(in_place, b[s], op=mop)
 
     def _broadcast(self, buf, root):
         with self._buffers(buf, out=(0,)) as (b,):

@@ -165,31 +165,37 @@ class NCCLProcessGroup(ProcessGroup):
         return b, _dtype(self.nccl, b.dtype), self._op(op)
 
     # ---- primitives on flat contiguous device buffers ---------------------------------------
+    # Empty buffers (whose pointer may be null) are skipped: every rank has the same sizes,
+    # so every rank skips the same calls.
     def _allreduce(self, buf, op):
         b, dt, nop = self._reduction(buf, op)
-        self.comm.allReduce(b.data.ptr, b.data.ptr, b.size, dt, nop, self.stream.ptr)
+        if b.size:
+            self.comm.allReduce(b.data.ptr, b.data.ptr, b.size, dt, nop, self.stream.ptr)
 
     def _broadcast(self, buf, root):
         b = _as_nccl(buf)
         dt = _dtype(self.nccl, b.dtype)
-        for s in chunks(b.size):  # ncclBcast's count is an int in CuPy's binding
+        for s in chunks(b.size) if b.size else ():  # ncclBcast's count is an int in CuPy's binding
             self.comm.bcast(b[s].data.ptr, s.stop - s.start, dt, root, self.stream.ptr)
 
     def _reduce(self, buf, op, root):
         b, dt, nop = self._reduction(buf, op)
-        self.comm.reduce(b.data.ptr, b.data.ptr, b.size, dt, nop, root, self.stream.ptr)
+        if b.size:
+            self.comm.reduce(b.data.ptr, b.data.ptr, b.size, dt, nop, root, self.stream.ptr)
 
     def _allgather(self, send, recv):
         s, r = _as_nccl(send), _as_nccl(recv)
         dt = _dtype(self.nccl, s.dtype)
-        in_rounds(lambda a, b: self.comm.allGather(a.data.ptr, b.data.ptr, a.size, dt, self.stream.ptr),
-                  s, r, s.size, self.size(), send_blocks=False, recv_blocks=True)
+        if s.size:
+            in_rounds(lambda a, b: self.comm.allGather(a.data.ptr, b.data.ptr, a.size, dt, self.stream.ptr),
+                      s, r, s.size, self.size(), send_blocks=False, recv_blocks=True)
 
     def _reduce_scatter(self, send, recv, op):
         s, dt, nop = self._reduction(send, op)
         r = _as_nccl(recv)
-        in_rounds(lambda a, b: self.comm.reduceScatter(a.data.ptr, b.data.ptr, b.size, dt, nop, self.stream.ptr),
-                  s, r, r.size, self.size(), send_blocks=True, recv_blocks=False)
+        if r.size:
+            in_rounds(lambda a, b: self.comm.reduceScatter(a.data.ptr, b.data.ptr, b.size, dt, nop, self.stream.ptr),
+                      s, r, r.size, self.size(), send_blocks=True, recv_blocks=False)
 
     def _exchange(self, sends, recvs):
         """One NCCL group of point-to-point calls: ``sends``/``recvs`` are (peer, buffer) pairs."""
@@ -198,10 +204,12 @@ class NCCLProcessGroup(ProcessGroup):
         try:
             for peer, buf in sends:
                 b = _as_nccl(buf)
-                self.comm.send(b.data.ptr, b.size, _dtype(nccl, b.dtype), peer, stream)
+                if b.size:
+                    self.comm.send(b.data.ptr, b.size, _dtype(nccl, b.dtype), peer, stream)
             for peer, buf in recvs:
                 b = _as_nccl(buf)
-                self.comm.recv(b.data.ptr, b.size, _dtype(nccl, b.dtype), peer, stream)
+                if b.size:
+                    self.comm.recv(b.data.ptr, b.size, _dtype(nccl, b.dtype), peer, stream)
         finally:
             nccl.groupEnd()
 

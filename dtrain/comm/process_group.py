@@ -316,7 +316,8 @@ class ProcessGroup:
         payloads = [pickle.dumps(o) for o in object_list] if is_src else []
         sizes = numpy.array([len(p) for p in payloads] if is_src else [0] * len(object_list), numpy.int64)
         host.broadcast(sizes, src)
-        data = numpy.frombuffer(b"".join(payloads), numpy.uint8).copy() if is_src else numpy.empty(sizes.sum(), numpy.uint8)
+        data = (numpy.frombuffer(b"".join(payloads), numpy.uint8).copy() if is_src
+                else numpy.empty(sizes.sum(), numpy.uint8))
         host.broadcast(data, src)
         if not is_src:
             ends = numpy.cumsum(sizes)
@@ -392,7 +393,8 @@ class ProcessGroup:
         Returns ``(arrays, receive buffer or None)``."""
         if self._rank != root:
             if xs:
-                raise ValueError(f"{name}: {arg} must only be given on the root rank {root} (this is rank {self._rank})")
+                raise ValueError(f"{name}: {arg} must only be given on the root rank {root} "
+                                 f"(this is rank {self._rank})")
             return [], None
         if xs is None:
             raise ValueError(f"{name}: {arg} must be given on the root rank {root}")

@@ -11,15 +11,23 @@ last hook of the pass waits for all buckets and writes the averages back into ``
 
 After the first synchronized iteration the buckets are rebuilt once, in the order the
 gradients actually became ready (rank 0's order where ranks differ).
+
+With one rank and the default hook the average of a gradient is the gradient itself: the
+hooks then only keep count, and no bucket copies are made.
 """
 import time
+import weakref
 
 from .. import comm as dist
 from ..tensor import Tensor
-from ..tensor.backend import device_of, get_array_module
+from ..tensor.backend import asnumpy, device_of, get_array_module
 from .comm_hooks import allreduce_hook
 
 FIRST_BUCKET_BYTES = 1024 * 1024
+
+# Reducers whose hooks are live. Wrapping a module again (e.g. after reloading it) retires the
+# old wrapper's reducer: two sets of hooks on one parameter would corrupt each other's results.
+_live = weakref.WeakSet()
 
 
 def assign_buckets(params, order, caps):
@@ -125,7 +133,12 @@ class Reducer:
         self.unused = ()  # indices of parameters forward did not use
         self.stats = {}
         self._build(list(reversed(range(len(params)))))
+        mine = {id(p) for p in params}
+        for other in list(_live):
+            if any(id(p) in mine for p in other.params):
+                other.remove_hooks()
         self.handles = [p.register_post_accumulate_grad_hook(self._make_hook(i)) for i, p in enumerate(params)]
+        _live.add(self)
         self._reset()
 
     # ---- buckets ----------------------------------------------------------------------
@@ -255,6 +268,7 @@ class Reducer:
         if self.used_work is not None:
             used, work = self.used_work
             work.wait()
+            used = asnumpy(used)
         for b in self.buckets:
             if b.future is not None:
                 result = b.future.wait()
@@ -302,5 +316,7 @@ class Reducer:
         self._reset()
 
     def remove_hooks(self):
+        """Detach from the parameters: their backward no longer reaches this reducer."""
         for h in self.handles:
             h.remove()
+        _live.discard(self)

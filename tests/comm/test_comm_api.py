@@ -9,23 +9,25 @@ import pytest
 import dtrain
 import dtrain.comm as dist
 from comm_helpers import clean_env, output, python
-from dtrain.comm import api, nccl
+from dtrain.comm import nccl
 from dtrain.comm.errors import AbortOnError
 from dtrain.comm.work import CommThread
 
 
 @pytest.fixture
 def lone(monkeypatch):
-    """A clean environment (no launcher variables); the group is destroyed afterwards."""
+    """No process group, and a clean environment (no launcher variables); the group a test
+    makes is destroyed afterwards."""
+    if dist.is_initialized():  # left by another test file
+        dist.destroy_process_group()
     monkeypatch.setattr("os.environ", clean_env())
     yield
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
-def test_collectives_before_init_say_to_init():
+def test_collectives_before_init_say_to_init(lone):
     """Every function that needs the group tells the user to call init_process_group."""
-    assert not dist.is_initialized()
     for call in (dist.get_rank, dist.barrier, lambda: dist.all_reduce(np.ones(2)), lambda: dist.new_group([0])):
         with pytest.raises(dist.DistError, match=r"call dtrain.comm.init_process_group\(\) first"):
             call()

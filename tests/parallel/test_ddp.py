@@ -113,3 +113,15 @@ def test_overlap_is_measured(results):
     for rank, stats in info.items():
         assert stats["backward_ms"] > 0 and stats["final_wait_ms"] >= 0 and stats["buckets"] >= 2, stats
     print({r: {k: round(v, 2) for k, v in s.items()} for r, s in info.items()})
+
+
+def test_ddp_digits_example_two_ranks():
+    """examples/ddp_digits.py trains the digits MLP on 2 ranks to >= 90% test accuracy and
+    prints the per-epoch lines and the final ranks / samples/s / wall line from rank 0 only."""
+    mpiexec = require_mpi()
+    result = run([mpiexec, "-n", "2", sys.executable, "examples/ddp_digits.py", "--epochs", "5"], timeout=60)
+    assert result.returncode == 0, output(result)
+    lines = result.stdout.strip().splitlines()
+    assert sum(line.startswith("epoch") for line in lines) == 5, result.stdout
+    final = lines[-1].split()
+    assert final[:2] == ["ranks", "2"] and final[2] == "samples/s" and float(final[-1]) >= 0.9, lines[-1]

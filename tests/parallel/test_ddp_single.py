@@ -57,6 +57,13 @@ def test_one_rank_with_hook_goes_through_buckets(world):
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
 
 
+def test_rewrapping_retires_the_old_wrapper(world):
+    """Wrapping a module again retires the first wrapper: its fp16 hook no longer touches the gradients."""
+    model = mlp()
+    DDP(model).register_comm_hook(None, fp16_compress_hook)
+    np.testing.assert_array_equal(train(model, bucket_cap_mb=25), train(mlp()))
+
+
 def test_state_dict_keys_and_module(world):
     """ddp.module is the wrapped model; state_dict keys carry the "module." prefix, as PyTorch."""
     model = mlp()
@@ -131,3 +138,16 @@ def test_convert_sync_batchnorm_shares_state():
     assert net[1].weight is bn.weight and net[1].running_mean is bn.running_mean
     assert net[2][0].running_var is inner.running_var
     assert type(net[0]) is nn.Linear
+
+
+def test_ddp_digits_example_main_one_process(capsys):
+    """The example's main() runs as a world of one and returns (accuracy, per-epoch losses)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ddp_digits.py")
+    spec = importlib.util.spec_from_file_location("ddp_digits", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    acc, history = example.main(["--epochs", "3"])
+    assert acc >= 0.85 and len(history) == 3 and history[-1] < history[0]
+    assert "ranks 1  samples/s" in capsys.readouterr().out

@@ -1,0 +1,167 @@
+"""All-reduce bandwidth of dtrain.comm next to raw mpi4py (and torch.distributed gloo).
+
+For float32 buffers of 4 KiB to 64 MiB, each variant sums the same buffer in place:
+  dtrain   dtrain.comm.all_reduce (MPI backend) on a NumPy array
+  mpi4py   comm.Allreduce(MPI.IN_PLACE, buf) on a duplicate of COMM_WORLD
+  gloo     torch.distributed.all_reduce on torch.from_numpy(buf), where torch is installed
+Variants run interleaved, round after round, so a noisy machine slows all of them alike.
+A measurement is the mean time per call over a batch of calls (the slowest rank's), the
+reported time the median over rounds. algbw = bytes / time; busbw = algbw x 2(n-1)/n.
+
+A second table measures overlap: a 16 MiB all-reduce started asynchronously, then 100 ms of
+NumPy work, then the time still spent in wait() (0 = fully hidden), for mpi4py's Iallreduce
+and dtrain's async_op=True (the comm thread, see dtrain/comm/work.py).
+
+Usage: mpiexec -n 2 python benchmarks/allreduce.py [--max-bytes 67108864] [--rounds 5] [--json allreduce.json]
+"""
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # before NumPy loads its BLAS: one thread per rank
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import dtrain.comm as dist  # noqa: E402
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--min-bytes", type=int, default=4 << 10)
+    p.add_argument("--max-bytes", type=int, default=64 << 20)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=0.02, help="seconds of calls per measurement (at least 3)")
+    p.add_argument("--json", default="allreduce.json", help="where rank 0 writes the results")
+    p.add_argument("--no-gloo", action="store_true", help="skip torch.distributed even if installed")
+    return p.parse_args()
+
+
+def gloo_setup(comm, use):
+    """torch.distributed with gloo over a TCP rendezvous whose port rank 0 picks; None without torch."""
+    try:
+        import torch
+        import torch.distributed as tdist
+    except ImportError:
+        use = False
+    if not comm.allreduce(int(use), op=mpi_min()):
+        return None
+    port = None
+    if comm.rank == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    port = comm.bcast(port, root=0)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank,
+                             world_size=comm.size)
+    return lambda buf: tdist.all_reduce(torch.from_numpy(buf))
+
+
+def mpi_min():
+    from mpi4py import MPI
+    return MPI.MIN
+
+
+def timed(comm, fn, calls):
+    """Mean seconds per call over ``calls`` calls, the slowest rank's."""
+    from mpi4py import MPI
+    comm.Barrier()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return comm.allreduce((time.perf_counter() - start) / calls, op=MPI.MAX)
+
+
+def bandwidth(comm, variants, sizes, rounds, min_time):
+    n = comm.size
+    rows = []
+    for nbytes in sizes:
+        buf = np.ones(nbytes // 4, np.float32)
+        # calls per measurement, from the slowest variant after a warm-up
+        probe = max(min(timed(comm, lambda f=f: f(buf), 5) for _ in range(3)) for f in variants.values())
+        calls = max(3, int(min_time / max(probe, 1e-7)))
+        times = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                times[name].append(timed(comm, lambda fn=fn: fn(buf), calls))
+        for name, ts in times.items():
+            t = statistics.median(ts)
+            algbw = nbytes / t / 1e9
+            rows.append(dict(variant=name, bytes=nbytes, time_us=t * 1e6, algbw_GBps=algbw,
+                             busbw_GBps=algbw * 2 * (n - 1) / n, calls=calls, rounds=rounds))
+    return rows
+
+
+def busy(seconds):
+    x = np.random.default_rng(0).random((128, 128))
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        x = x @ x
+        x /= np.abs(x).max()
+
+
+def overlap(comm, rounds):
+    """Seconds spent in wait() after 100 ms of work, for each way of starting the all-reduce."""
+    from mpi4py import MPI
+    buf, out = np.ones(4 << 20, np.float32), np.empty(4 << 20, np.float32)
+    starts = {"blocking (no work)": None,
+              "mpi4py Iallreduce": lambda: comm.Iallreduce(buf, out),
+              "dtrain async_op=True": lambda: dist.all_reduce(buf, async_op=True)}
+    result = {name: [] for name in starts}
+    for _ in range(rounds):
+        for name, start in starts.items():
+            comm.Barrier()
+            if start is None:
+                t = time.perf_counter()
+                comm.Allreduce(buf, out)
+            else:
+                handle = start()
+                busy(0.1)
+                t = time.perf_counter()
+                handle.Wait() if hasattr(handle, "Wait") else handle.wait()
+            result[name].append(comm.allreduce(time.perf_counter() - t, op=MPI.MAX))
+    return {name: statistics.median(ts) for name, ts in result.items()}
+
+
+def main():
+    args = parse_args()
+    dist.init_process_group(backend="mpi")
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD.Dup()
+    variants = {"dtrain": dist.all_reduce, "mpi4py": lambda buf: comm.Allreduce(MPI.IN_PLACE, buf)}
+    gloo = gloo_setup(comm, not args.no_gloo)
+    if gloo is not None:
+        variants["gloo"] = gloo
+    sizes = []
+    size = args.min_bytes
+    while size <= args.max_bytes:
+        sizes.append(size)
+        size *= 4
+    rows = bandwidth(comm, variants, sizes, args.rounds, args.min_time)
+    waits = overlap(comm, args.rounds)
+    if comm.rank == 0:
+        print(f"all_reduce, float32, {comm.size} ranks, MPI: {MPI.Get_library_version().splitlines()[0]}")
+        header = f"{'bytes':>10} " + " ".join(f"{name + ' us':>11} {'algbw GB/s':>10} {'busbw GB/s':>10}"
+                                              for name in variants)
+        print(header + f" {'dtrain/mpi4py':>13}")
+        for nbytes in sizes:
+            row = {r["variant"]: r for r in rows if r["bytes"] == nbytes}
+            cells = " ".join(f"{row[v]['time_us']:11.1f} {row[v]['algbw_GBps']:10.3f} {row[v]['busbw_GBps']:10.3f}"
+                             for v in variants)
+            print(f"{nbytes:>10} {cells} {row['dtrain']['time_us'] / row['mpi4py']['time_us']:13.2f}")
+        print("\noverlap: 16 MiB all_reduce started, 100 ms of NumPy work, then wait():")
+        for name, t in waits.items():
+            print(f"  {name:<24} {t * 1e3:8.2f} ms {'(the all-reduce alone)' if 'blocking' in name else 'in wait()'}")
+        with open(args.json, "w") as f:
+            json.dump(dict(ranks=comm.size, mpi=MPI.Get_library_version().splitlines()[0], bandwidth=rows,
+                           overlap_wait_s=waits), f, indent=2)
+        print(f"\nwrote {args.json}")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Rank script for test_comm_gpu.py: collectives on CuPy arrays against NumPy, with the
+NCCL backend (``--backend nccl``) or the MPI backend moving GPU memory (``--backend mpi``).
+Prints ``rank R: all N checks passed`` or the failures (exit code 1)."""
+import sys
+import traceback
+
+import cupy
+import numpy as np
+
+import dtrain
+import dtrain.comm as dist
+from dtrain.comm import ReduceOp
+
+backend = sys.argv[sys.argv.index("--backend") + 1]
+dist.init_process_group(backend=backend)
+RANK, N = dist.get_rank(), dist.get_world_size()
+OPS = {ReduceOp.SUM: np.sum, ReduceOp.PRODUCT: np.prod, ReduceOp.MIN: np.min, ReduceOp.MAX: np.max,
+       ReduceOp.AVG: lambda a, axis: np.sum(a, axis=axis) / N}
+failures, passed = [], [0]
+
+
+def make(rank, size, dtype, salt=0):
+    values = np.random.default_rng(1000 * rank + size + salt).integers(1, 3, size)
+    return values.astype(dtype)
+
+
+def check(name, fn):
+    try:
+        fn()
+        passed[0] += 1
+    except Exception:
+        failures.append(f"{name}:\n{traceback.format_exc()}")
+
+
+def reductions():
+    for dtype in (np.float32, np.float64, np.int64):
+        for size in (0, 1, 7, 300_001):
+            for op, ref in OPS.items():
+                if op is ReduceOp.AVG and dtype == np.int64 or op is ReduceOp.PRODUCT and size > 100:
+                    continue
+                want = ref(np.stack([make(r, size, dtype) for r in range(N)]), axis=0)
+                a = cupy.asarray(make(RANK, size, dtype))
+                work = dist.all_reduce(a, op=op, async_op=True)
+                work.wait()
+                np.testing.assert_allclose(cupy.asnumpy(a), want, rtol=1e-6)
+                t = dtrain.tensor(make(RANK, size, dtype), device=f"cuda:{cupy.cuda.Device().id}")
+                dist.all_reduce(t, op=op)
+                np.testing.assert_allclose(t.numpy(), want, rtol=1e-6)
+
+
+def movement():
+    size = 300_001
+    a = cupy.asarray(make(RANK, size, np.float32))
+    dist.broadcast(a, src=N - 1)
+    np.testing.assert_array_equal(cupy.asnumpy(a), make(N - 1, size, np.float32))
+    out = cupy.empty((N, size), cupy.float32)
+    dist.all_gather_into_tensor(out, cupy.asarray(make(RANK, size, np.float32)))
+    np.testing.assert_array_equal(cupy.asnumpy(out), np.stack([make(r, size, np.float32) for r in range(N)]))
+    rs = cupy.empty(size, cupy.float64)
+    dist.reduce_scatter_tensor(rs, cupy.asarray(make(RANK, size * N, np.float64)), op=ReduceOp.AVG)
+    full = np.mean([make(r, size * N, np.float64) for r in range(N)], axis=0)
+    np.testing.assert_allclose(cupy.asnumpy(rs), full[RANK * size:(RANK + 1) * size])
+    outs = [cupy.empty(5, cupy.int64) for _ in range(N)] if RANK == 0 else None
+    dist.gather(cupy.arange(5) * RANK, outs, dst=0)
+    if RANK == 0:
+        for r, o in enumerate(outs):
+            np.testing.assert_array_equal(cupy.asnumpy(o), np.arange(5) * r)
+    got = cupy.empty(3, cupy.float64)
+    dist.scatter(got, [cupy.full(3, float(r)) for r in range(N)] if RANK == 0 else None, src=0)
+    np.testing.assert_array_equal(cupy.asnumpy(got), np.full(3, float(RANK)))
+    ins = [cupy.full(j + RANK + 1, 100 * RANK + j, cupy.int64) for j in range(N)]
+    outs = [cupy.empty(RANK + i + 1, cupy.int64) for i in range(N)]
+    dist.all_to_all(outs, ins)
+    for i, o in enumerate(outs):
+        np.testing.assert_array_equal(cupy.asnumpy(o), np.full(RANK + i + 1, 100 * i + RANK))
+
+
+def point_to_point():
+    nxt, prv = (RANK + 1) % N, (RANK - 1) % N
+    got = cupy.empty(1000, cupy.float32)
+    works = [dist.irecv(got, src=prv), dist.isend(cupy.full(1000, float(RANK), cupy.float32), dst=nxt)]
+    for w in works:
+        w.wait()
+    np.testing.assert_array_equal(cupy.asnumpy(got), np.full(1000, float(prv)))
+
+
+def host_and_objects():
+    h = np.ones(4) * (RANK + 1)  # NumPy arrays still work (through MPI under NCCL)
+    dist.all_reduce(h)
+    np.testing.assert_array_equal(h, np.full(4, N * (N + 1) / 2))
+    objs = [None] * N
+    dist.all_gather_object(objs, {"rank": RANK})
+    assert objs == [{"rank": r} for r in range(N)]
+    dist.barrier()
+
+
+check("reductions", reductions)
+check("data movement", movement)
+if N > 1:
+    check("point to point", point_to_point)
+check("host arrays and objects", host_and_objects)
+assert dist.get_backend() == backend
+if backend == "nccl":  # each rank on GPU cuda:local_rank
+    assert cupy.cuda.Device().id == dist.get_local_rank()
+dist.destroy_process_group()
+if failures:
+    print(f"rank {RANK}: {len(failures)} FAILED checks\n" + "\n".join(failures), flush=True)
+    sys.exit(1)
+print(f"rank {RANK}: all {passed[0]} checks passed", flush=True)
