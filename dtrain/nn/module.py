@@ -9,7 +9,7 @@ from collections import OrderedDict, namedtuple
 
 from ..tensor import Tensor, no_grad
 from ..tensor import backend, dtypes
-from ..tensor.tensor import RemovableHandle, Size
+from ..tensor.tensor import RemovableHandle, Size, parse_to_args
 from .parameter import Parameter
 
 
@@ -361,24 +361,10 @@ class Module:
         Example:
             >>> model.to("cuda:0")    # or model.to(dtrain.float64)
         """
-        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-        kwargs.pop("non_blocking", None)
-        if kwargs:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif isinstance(a, (str, backend.Device)):
-                device = a
-            else:
-                dtype = a
-        if dtype is not None:
-            dtype = dtypes.as_dtype(dtype)
-            if dtype.kind not in "fc":
-                raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got "
-                                f"desired dtype={dtype}")
-        if device is not None:
-            device = backend.Device(device)
+        device, dtype = parse_to_args(args, kwargs)
+        if dtype is not None and dtype.kind not in "fc":
+            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got "
+                            f"desired dtype={dtype}")
 
         def convert(t):
             return t.to(device=device, dtype=dtype if t.dtype.kind in "fc" else None)

@@ -155,26 +155,13 @@ class Tensor:
     def to(self, *args, **kwargs):
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other_tensor)``;
         differentiable; returns ``self`` when nothing changes."""
-        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-        kwargs.pop("non_blocking", None)
-        kwargs.pop("copy", None)
-        if kwargs:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif isinstance(a, (str, backend.Device)):
-                device = a
-            else:
-                dtype = a
+        device, dtype = parse_to_args(args, kwargs)
         from .ops.shape import Cast, ToDevice
         out = self
         if device is not None:
-            device = backend.Device(device)
             if device != self.device:
                 out = ToDevice.apply(out, device=device)
         if dtype is not None:
-            dtype = dtypes.as_dtype(dtype)
             if dtype != out.dtype:
                 # a cast to an integer or bool dtype leaves the graph, as in PyTorch
                 out = Cast.apply(out if dtype.kind in "fc" else out.detach(), dtype=dtype)
@@ -439,6 +426,25 @@ class RemovableHandle:
     def remove(self):
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
+
+
+def parse_to_args(args, kwargs):
+    """(Device or None, dtype or None) from the arguments of ``to()``: ``to(device)``,
+    ``to(dtype)``, ``to(device, dtype)``, ``to(other_tensor)``, or keywords."""
+    kwargs = dict(kwargs)
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    kwargs.pop("non_blocking", None)
+    kwargs.pop("copy", None)
+    if kwargs:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, (str, backend.Device)):
+            device = a
+        else:
+            dtype = a
+    return (None if device is None else backend.Device(device)), dtypes.as_dtype(dtype)
 
 
 def _check_dim(dim, ndim, op):
