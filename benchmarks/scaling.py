@@ -7,10 +7,14 @@ MLP: 784-1024-1024-10, batch 256; CNN: conv(32)-pool-conv(64)-pool-linear(4096->
 * strong scaling: the reference batch is split across the N ranks.
 
 Efficiency = throughput(N) / (N x throughput(1)). "hidden" is the share of the all-reduce
-time that backward hides: 1 - (time blocked in DDP's final wait) / (time the same buckets
-take to all-reduce alone). At 1 rank the table also times the plain module, interleaved
-with DDP step by step ("vs plain" = the median of DDP step / plain step). Where PyTorch is installed the
-same runs are made with torch DDP over gloo.
+time that backward hides: 1 - exposed / alone, where exposed is the time from the moment the
+last rank finishes backward to the moment the last rank has its averaged gradients (so a
+rank waiting for a slower one does not count as communication), and alone the time the
+same buckets take to all-reduce with nothing else running. The plain module (no DDP, no communication) runs on the same
+ranks at the same time, interleaved with DDP step by step: "plain eff." is its efficiency,
+the ceiling this machine allows (N processes slow each other down even without talking),
+and "vs plain" the median of DDP step / plain step (at 1 rank: DDP's own overhead).
+Where PyTorch is installed the same runs are made with torch DDP over gloo.
 
 Every configuration runs ``--repeat`` times, interleaved round after round (this machine is
 shared and noisy); the table shows medians.
@@ -64,10 +68,10 @@ def worker(args):
     x, y = dtrain.tensor(x), dtrain.tensor(y)
     dtrain.manual_seed(0)
     ddp = DistributedDataParallel(reference_model(dtrain.nn, args.workload))
-    variants = {"ddp": (ddp, dtrain.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9))}
-    if n == 1:
-        plain = reference_model(dtrain.nn, args.workload)
-        variants["plain"] = (plain, dtrain.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9))
+    plain = reference_model(dtrain.nn, args.workload)
+    plain.load_state_dict(ddp.module.state_dict())  # the same weights: the same arithmetic
+    variants = {"ddp": (ddp, dtrain.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)),
+                "plain": (plain, dtrain.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9))}
     loss_fn = dtrain.nn.CrossEntropyLoss()
 
     def step(model, opt):
@@ -76,34 +80,37 @@ def worker(args):
         opt.step()
 
     times = {k: [] for k in variants}
-    waits = []
+    ends = []  # (end of backward, averages in) per DDP step
     for name, (model, opt) in variants.items():
         for _ in range(3):
             step(model, opt)
-    for _ in range(args.steps):  # variants interleaved step by step: noise hits them alike
-        for name, (model, opt) in variants.items():
+    for i in range(args.steps):  # variants interleaved step by step (order alternating): noise hits them alike
+        for name, (model, opt) in sorted(variants.items(), reverse=i % 2 == 1):
             dist.barrier()
             t = time.perf_counter()
             step(model, opt)
             times[name].append(time.perf_counter() - t)
             if name == "ddp":
-                waits.append(ddp.comm_stats()["wait_s"])
+                stats = ddp.comm_stats()
+                ends.append((stats["end"], stats["done"]))
     comm = _allreduce_alone(ddp, dist) if n > 1 else 0.0
     everyone = [None] * n
-    dist.all_gather_object(everyone, (times, waits, comm))
+    dist.all_gather_object(everyone, (times, ends, comm))
     if rank == 0:
         # a step lasts as long as its slowest rank
         step_s = {k: statistics.median(max(e[0][k][i] for e in everyone) for i in range(args.steps)) for k in times}
-        wait = statistics.median(statistics.median(e[1]) for e in everyone)
+        # exposed: from the last rank's end of backward to the last rank's averages (perf_counter
+        # is the system's monotonic clock, so ranks on one machine compare their readings)
+        exposed = statistics.median(max(e[1][i][1] for e in everyone) - max(e[1][i][0] for e in everyone)
+                                 for i in range(args.steps))
         comm = statistics.median(e[2] for e in everyone)
         result = {"framework": "dtrain", "workload": args.workload, "mode": args.mode, "ranks": n,
                   "per_rank_batch": per_rank, "step_ms": 1e3 * step_s["ddp"],
                   "samples_per_s": per_rank * n / step_s["ddp"], "buckets": len(ddp.reducer.buckets),
-                  "comm_ms": 1e3 * comm, "wait_ms": 1e3 * wait,
-                  "hidden": max(0.0, 1 - wait / comm) if comm > 0 else None,
-                  "plain_step_ms": 1e3 * step_s["plain"] if "plain" in step_s else None,
-                  "vs_plain": statistics.median(d / p for d, p in zip(times["ddp"], times["plain"]))
-                  if "plain" in times else None}
+                  "comm_ms": 1e3 * comm, "exposed_ms": 1e3 * exposed,
+                  "hidden": max(0.0, 1 - exposed / comm) if comm > 0 else None,
+                  "plain_step_ms": 1e3 * step_s["plain"],
+                  "vs_plain": statistics.median(d / p for d, p in zip(times["ddp"], times["plain"]))}
         with open(args.out, "w") as f:
             json.dump(result, f)
     dist.destroy_process_group()
@@ -126,7 +133,9 @@ def torch_worker(args):
     import torch
     import torch.distributed as tdist
     torch.set_num_threads(1)
-    rank, n = int(os.environ["PMI_RANK"]), int(os.environ["PMI_SIZE"])
+    from dtrain.comm.env import discover
+    info = discover()  # the launcher's variables (MPICH, Open MPI, SLURM)
+    rank, n = info.rank, info.world_size
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(args.port))
     tdist.init_process_group("gloo", rank=rank, world_size=n)
@@ -170,8 +179,10 @@ def launch(framework, workload, mode, ranks, steps, port):
         cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", framework,
                "--workload", workload, "--mode", mode, "--steps", str(steps), "--out", out, "--port", str(port)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or not os.path.exists(out):
-            sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+        if done.returncode != 0 or not os.path.exists(out):  # reported; the other runs go on
+            print(f"run failed (exit code {done.returncode}): {' '.join(cmd)}\n{done.stdout[-2000:]}"
+                  f"\n{done.stderr[-2000:]}", file=sys.stderr)
+            return None
         with open(out) as f:
             return json.load(f)
 
@@ -179,7 +190,7 @@ def launch(framework, workload, mode, ranks, steps, port):
 def median_row(runs):
     """One row from repeated runs of a configuration: the median of every timing."""
     row = dict(runs[0])
-    for key in ("step_ms", "comm_ms", "wait_ms", "hidden", "plain_step_ms", "vs_plain"):
+    for key in ("step_ms", "comm_ms", "exposed_ms", "hidden", "plain_step_ms", "vs_plain"):
         values = [r[key] for r in runs if r.get(key) is not None]
         row[key] = statistics.median(values) if values else None
     row["samples_per_s"] = 1e3 * row["per_rank_batch"] * row["ranks"] / row["step_ms"]
@@ -187,22 +198,25 @@ def median_row(runs):
 
 
 def add_efficiency(rows):
+    """Efficiency = throughput(N) / (N x throughput(1)), against the same framework's DDP at 1 rank."""
     base = {(r["framework"], r["workload"], r["mode"]): r["samples_per_s"] for r in rows if r["ranks"] == 1}
     for r in rows:
         one = base.get((r["framework"], r["workload"], r["mode"]))
         r["efficiency"] = r["samples_per_s"] / (r["ranks"] * one) if one else None
+        plain = 1e3 * r["per_rank_batch"] * r["ranks"] / r["plain_step_ms"] if r.get("plain_step_ms") else None
+        r["plain_efficiency"] = plain / (r["ranks"] * one) if one and plain else None
 
 
 def table(rows):
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
     lines = [f"{'framework':9} {'workload':8} {'scaling':7} {'ranks':>5} {'batch/rank':>10} {'step ms':>8} "
-             f"{'samples/s':>10} {'efficiency':>10} {'hidden':>7} {'vs plain':>8}"]
+             f"{'samples/s':>10} {'efficiency':>10} {'hidden':>7} {'plain eff.':>10} {'vs plain':>8}"]
     for r in rows:
         vs = r.get("vs_plain")
         lines.append(f"{r['framework']:9} {r['workload']:8} {r['mode']:7} {r['ranks']:5d} {r['per_rank_batch']:10d} "
                      f"{r['step_ms']:8.2f} {r['samples_per_s']:10.0f} {fmt(r['efficiency'], '10.3f')} "
-                     f"{fmt(r['hidden'], '7.2f')} {fmt(vs, '8.3f')}")
+                     f"{fmt(r['hidden'], '7.2f')} {fmt(r['plain_efficiency'], '10.3f')} {fmt(vs, '8.3f')}")
     return "\n".join(lines)
 
 
@@ -221,6 +235,11 @@ def plot(rows, path):
             sel = sorted((r for r in rows if (r["workload"], r["mode"], r["framework"]) == (workload, mode, fw)),
                          key=lambda r: r["ranks"])
             ax.plot([r["ranks"] for r in sel], [r["samples_per_s"] for r in sel], "o-", label=fw)
+            one = next((r["samples_per_s"] for r in sel if r["ranks"] == 1), None)
+            if one and fw == "dtrain":
+                ax.plot([r["ranks"] for r in sel], [one * r["ranks"] for r in sel], ":", color="gray",
+                        label="dtrain, ideal")
+        ax.set_xticks(sorted({r["ranks"] for r in rows}))
         ax.set_title(f"{workload}, {mode} scaling")
         ax.set_xlabel("ranks")
         ax.set_ylabel("samples/s")
@@ -260,8 +279,10 @@ def main(argv=None):
     for _ in range(args.repeat):  # configurations interleaved, round after round: noise hits all alike
         for c in configs:
             port += 1
-            runs[c].append(launch(*c, args.steps, port))
-    rows = [median_row(runs[c]) for c in configs]
+            result = launch(*c, args.steps, port)
+            if result is not None:
+                runs[c].append(result)
+    rows = [median_row(runs[c]) for c in configs if runs[c]]
     add_efficiency(rows)
     print(f"command: python benchmarks/scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(table(rows))

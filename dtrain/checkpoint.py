@@ -9,15 +9,19 @@ atomically) holding a dict::
 The RNG states are dtrain's CPU generator, NumPy's global RandomState and Python's
 ``random`` module, stored as numbers and arrays (no pickle), so that a resumed run draws
 the same random numbers as an uninterrupted one. CUDA generators are not saved.
+
+:class:`CheckpointManager` keeps a series of them in a directory (the last K, resume from
+the newest intact one), and under several ranks has rank 0 write and every rank agree.
 """
 import glob
 import os
 import random
+import re
 import warnings
 
 import numpy
 
-from .serialization import CheckpointError, file_name, load, save
+from .serialization import CheckpointError, file_name, load, save, stored_checksum
 from .tensor import random as dtrain_random
 
 _MARKER = "dtrain_checkpoint"
@@ -73,7 +77,11 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_locati
         >>> info = load_checkpoint("run/epoch3.ckpt", model, opt, sched)
         >>> start_epoch = info["epoch"] + 1
     """
-    ckpt = _load(path, map_location)
+    return _restore(_load(path, map_location), path, model, optimizer, scheduler, restore_rng)
+
+
+def _restore(ckpt, path, model, optimizer, scheduler, restore_rng):
+    """Put a loaded checkpoint dict into the objects; returns load_checkpoint's dict."""
     for key, obj in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
         if obj is None:
             continue
@@ -128,4 +136,203 @@ def _load(path, map_location):
     if ckpt[_MARKER] != _VERSION:
         raise CheckpointError(f"{file_name(path)}: unknown checkpoint version {ckpt[_MARKER]!r}: this dtrain "
                               f"reads version {_VERSION} (was it written by a newer dtrain?)")
+    return ckpt
+
+
+class CheckpointManager:
+    """A series of checkpoints ``<prefix>-<step>.ckpt`` in one directory: save, prune, resume.
+
+    * :meth:`save` writes ``<prefix>-<step>.ckpt`` atomically (see :func:`dtrain.save`),
+      and only then deletes the older ones beyond the newest ``keep_last``, so a crash at
+      any moment leaves at least the previous checkpoint intact. It also removes the
+      temporary files a killed save left behind.
+    * :meth:`load` with ``resume="auto"`` loads the newest checkpoint (by step) that reads
+      back intact, skipping truncated or corrupted ones with a warning; with no checkpoint
+      at all it returns None, so a fresh run and a restarted one share the same command.
+    * Under a process group of more than one rank (``dtrain.comm``), every rank calls
+      :meth:`save` and :meth:`load` together: only rank 0 writes (the directory must be
+      shared by the ranks that load); it then broadcasts the path and checksum of what it
+      wrote, so no rank goes on before the checkpoint is on disk, and all ranks learn the
+      same result (an error on rank 0 is raised on every rank). On load, rank 0 picks the
+      checkpoint and broadcasts its choice; every rank loads that file and the ranks check
+      they read the same content (same stored SHA-256) before any state is restored.
+      RNG states are rank 0's (see :func:`save_checkpoint`).
+
+    Args:
+        directory: where the checkpoints go (created if missing).
+        keep_last: how many checkpoints to keep (an int >= 1), or None to keep all.
+        prefix: the file name prefix (no path separator).
+
+    Example:
+        >>> manager = CheckpointManager("runs/exp1", keep_last=3)
+        >>> info = manager.load(model, opt, sched, resume="auto")   # None on a fresh start
+        >>> start = 0 if info is None else info["step"] + 1
+        >>> for step in range(start, steps):
+        ...     train_step()
+        ...     if step % 100 == 99:
+        ...         manager.save(step, model, opt, sched)
+    """
+
+    def __init__(self, directory, keep_last=3, prefix="ckpt"):
+        if keep_last is not None and (not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1):
+            raise ValueError(f"CheckpointManager: keep_last must be an int >= 1 or None (keep all), got {keep_last!r}")
+        if not isinstance(prefix, str) or not prefix or os.sep in prefix or (os.altsep and os.altsep in prefix):
+            raise ValueError(f"CheckpointManager: prefix must be a non-empty file name part without a path "
+                             f"separator, got {prefix!r}")
+        self.directory = os.fspath(directory)
+        self.keep_last, self.prefix = keep_last, prefix
+        self._name = re.compile(rf"{re.escape(prefix)}-(\d+)\.ckpt")
+        self._temp = re.compile(rf"\.{re.escape(prefix)}-\d+\.ckpt\.[0-9a-f]+\.tmp")  # serialization's temp names
+
+    def path(self, step):
+        """The file of the checkpoint of ``step``: ``<directory>/<prefix>-<step>.ckpt``."""
+        return os.path.join(self.directory, f"{self.prefix}-{step}.ckpt")
+
+    def checkpoints(self):
+        """``[(step, path), ...]`` of the files of this series, oldest step first (not verified)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            m = self._name.fullmatch(name)
+            if m and os.path.isfile(os.path.join(self.directory, name)):
+                found.append((int(m.group(1)), os.path.join(self.directory, name)))
+        return sorted(found)
+
+    def save(self, step, model=None, optimizer=None, scheduler=None, epoch=None, extra=None):
+        """Write the checkpoint of ``step`` (every rank calls it; rank 0 writes), then prune.
+
+        Args:
+            step: int >= 0, the training step (or any increasing counter) the state is at.
+            model, optimizer, scheduler, epoch, extra: as :func:`save_checkpoint`.
+
+        Returns:
+            the path written (the same string on every rank).
+
+        Raises:
+            CheckpointError: rank 0 failed to write (on the other ranks, naming rank 0's error).
+        """
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"CheckpointManager.save: step must be an int >= 0, got {step!r}")
+
+        def write():
+            os.makedirs(self.directory, exist_ok=True)
+            path = self.path(step)
+            save_checkpoint(path, model, optimizer, scheduler, epoch=epoch, step=step, extra=extra)
+            self._prune(step)
+            return path, stored_checksum(path)
+
+        return _on_rank0(write, f"save checkpoint {self.path(step)}")[0]
+
+    def _prune(self, step):
+        older = [p for s, p in self.checkpoints() if s < step]
+        # files of later steps (a run resumed from an earlier checkpoint) are left alone
+        doomed = [] if self.keep_last is None else older[:max(0, len(older) - (self.keep_last - 1))]
+        doomed += [os.path.join(self.directory, n) for n in os.listdir(self.directory) if self._temp.fullmatch(n)]
+        for p in doomed:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def latest(self):
+        """The path of the newest checkpoint that loads intact, or None (broken ones are
+        skipped with a warning). Under several ranks, rank 0 decides for all."""
+        return _on_rank0(lambda: self._newest(None)[0], "find the latest checkpoint")
+
+    def _newest(self, map_location):
+        for _, path in reversed(self.checkpoints()):
+            try:
+                return path, _load(path, map_location)
+            except CheckpointError as e:
+                warnings.warn(f"skipping checkpoint {path}: {e}", RuntimeWarning, stacklevel=2)
+        return None, None
+
+    def load(self, model=None, optimizer=None, scheduler=None, resume="auto", map_location=None, restore_rng=True):
+        """Restore the state from a checkpoint of this series (every rank calls it).
+
+        Args:
+            model, optimizer, scheduler, map_location, restore_rng: as :func:`load_checkpoint`.
+            resume: ``"auto"``: the newest intact checkpoint (None if there is none);
+                a path: that file (an error if it is broken); None: load nothing.
+
+        Returns:
+            None if nothing was loaded, else :func:`load_checkpoint`'s dict plus ``"path"``.
+
+        Raises:
+            CheckpointError: an explicit ``resume`` path is broken, the objects do not match
+                the checkpoint, or the ranks read different content from the chosen file.
+        """
+        if resume is None:
+            return None
+        loaded = {}
+
+        def choose():
+            if resume == "auto":
+                path, loaded["ckpt"] = self._newest(map_location)
+            else:
+                path, loaded["ckpt"] = os.fspath(resume), _load(resume, map_location)
+            return path, None if path is None else stored_checksum(path)
+
+        path, digest = _on_rank0(choose, "choose the checkpoint to resume from")
+        if path is None:
+            return None
+        ckpt = loaded.get("ckpt")
+        if ckpt is None:  # not rank 0: read the file rank 0 chose, and check it is the same content
+            ckpt = _agreed_load(path, digest, map_location)
+        elif _distributed():
+            _agreed_load(path, digest, map_location, ckpt)
+        info = _restore(ckpt, path, model, optimizer, scheduler, restore_rng)
+        info["path"] = path
+        return info
+
+
+def _distributed():
+    from . import comm
+    return comm.is_initialized() and comm.get_world_size() > 1
+
+
+def _on_rank0(fn, what):
+    """Run ``fn`` on rank 0 only and give its result (picklable) to every rank; one
+    process alone just runs it. An exception on rank 0 is raised on every rank."""
+    if not _distributed():
+        return fn()
+    from . import comm
+    box, error = [None], None
+    if comm.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # every rank must hear about it, or the others wait forever
+            error = e
+            box[0] = ("error", f"{type(e).__name__}: {e}")
+    comm.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "ok":
+        return value
+    if error is not None:
+        raise error
+    raise CheckpointError(f"rank 0 failed to {what}: {value}")
+
+
+def _agreed_load(path, digest, map_location, ckpt=None):
+    """Load ``path`` on a rank other than 0 (rank 0 passes its ``ckpt``) and check with all
+    ranks that each read the content rank 0 chose; raises the same error on every rank."""
+    from . import comm
+    problem = None
+    if ckpt is None:
+        try:
+            ckpt = _load(path, map_location)
+            mine = stored_checksum(path)
+            if mine != digest:
+                problem = f"read checksum {mine}, rank 0 read {digest} (is the directory shared by all ranks?)"
+        except (CheckpointError, OSError) as e:
+            problem = f"{type(e).__name__}: {e}"
+    problems = [None] * comm.get_world_size()
+    comm.all_gather_object(problems, problem)
+    bad = {rank: p for rank, p in enumerate(problems) if p is not None}
+    if bad:
+        detail = "; ".join(f"rank {rank}: {p}" for rank, p in bad.items())
+        raise CheckpointError(f"ranks {sorted(bad)} could not load {path}, which rank 0 chose: {detail}")
     return ckpt

@@ -27,10 +27,15 @@ def set_device(device):
 
 
 def synchronize(device=None):
-    if is_available():
-        from .tensor.backend import cupy
-        cupy.cuda.Device(device if isinstance(device, int) else None).synchronize() if device is not None \
-            else cupy.cuda.get_current_stream().synchronize()
+    """Wait for all work on ``device`` (an index, "cuda:N" or Device; default: current) to finish."""
+    if not is_available():
+        return
+    from .tensor.backend import Device, cupy
+    if device is None:
+        cupy.cuda.Device().synchronize()
+    else:
+        d = Device("cuda", device) if isinstance(device, int) else Device(device)
+        cupy.cuda.Device(d.index).synchronize()
 
 
 def manual_seed_all(seed):

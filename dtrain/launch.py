@@ -7,22 +7,46 @@
   ``init_process_group()`` then does nothing, so the same script also runs under a
   plain ``mpirun python script.py``.
 * Standalone with ``--nproc N``, it starts the N ranks itself through ``mpiexec`` (the
-  one on PATH, or the one the mpich wheel puts next to the Python executable), forwards
-  SIGINT/SIGTERM to them and exits with the exit code of the failing rank.
+  one the mpich wheel puts next to the Python executable, or the one on PATH) and watches
+  them: under MPICH's Hydra each rank runs under a small supervisor process that knows
+  how it ended, so a rank killed by a signal is reported too. The first failure is
+  printed once (``rank 1 failed: ValueError: boom``, ``rank 1 exited with code 3``,
+  ``rank 1 was killed by SIGKILL``) and the launcher exits with that rank's code (128 + S
+  for signal S); if mpiexec has not ended the other ranks 10 s later, it kills them.
+* SIGTERM or SIGINT to the launcher is forwarded to every rank, which may finish its
+  step (e.g. save a checkpoint) and exit: after ``DTRAIN_TERM_GRACE`` seconds (default
+  30) the ranks still running are killed. The launcher then exits with 128 + the signal
+  (143 for SIGTERM) even if the ranks exited 0, so a caller can tell a preempted job
+  from a finished one. A second signal kills the ranks at once. When the launcher
+  returns, no rank of the job is left running.
 * With no script it runs the built-in job: data-parallel training of a small MLP on the
   digits data set, gradients summed with ``all_reduce`` (same result as one process
   training on the same global batch).
 
-A rank that raises or exits non-zero ends the whole job with ``rank N failed: ...``.
+Under an external ``mpiexec -n N python -m dtrain.launch script.py`` there is no supervisor:
+a rank that raises or exits non-zero reports itself (``rank N failed: ...``, ``rank N exited
+with code C``) and aborts the job; a rank killed by a signal is handled by the process
+manager (MPICH's Hydra, measured: ends the job in under 1 s with exit code 9 for SIGKILL and
+its own "BAD TERMINATION ... Killed (signal 9)" banner, which names the PID, not the rank),
+and the collective timeout (``DTRAIN_TIMEOUT``) ends the job if it does not.
 """
 import argparse
+import ctypes
 import os
 import runpy
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+
+from .comm.errors import STATUS_ENV, claim_failure, read_failure
+
+TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
+FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
+CHILD_ENV = "DTRAIN_LAUNCH_CHILD"  # set in a supervised rank: it must not supervise again
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # <linux/prctl.h>
 
 EPILOG = """examples:
   python -m dtrain.launch --nproc 2                   the built-in job on 2 local ranks
@@ -72,27 +96,167 @@ def find_mpiexec():
 
 
 def spawn(nproc, argv):
-    """Run ``python -m dtrain.launch argv`` on ``nproc`` ranks through mpiexec; return its exit code."""
+    """Run ``python -m dtrain.launch argv`` on ``nproc`` ranks through mpiexec and watch them.
+
+    Returns:
+        128 + S if the launcher got signal S, else the exit code of the first rank that
+        failed, else mpiexec's.
+    """
     mpiexec = find_mpiexec()
     if mpiexec is None:
         sys.exit("dtrain.launch: --nproc needs mpiexec, found neither on PATH nor beside "
                  f"{sys.executable}: pip install dtrain[mpi] (mpi4py + the mpich wheel)")
+    grace = _term_grace()
+    status = tempfile.mkdtemp(prefix="dtrain-launch-")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # N ranks x all-core BLAS threads would oversubscribe the CPUs
+    env[STATUS_ENV] = status
+    env.pop(CHILD_ENV, None)
     command = [mpiexec, "-n", str(nproc), sys.executable, "-m", "dtrain.launch", *argv]
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # ranks orphaned by Hydra's cleanup become our children, reaped below
     # its own session: a signal reaches mpiexec once, from us, and mpiexec passes it to every rank
     proc = subprocess.Popen(command, env=env, start_new_session=True)
+    signalled = []  # (signal, time) of the signals we got
 
     def forward(signum, frame):
+        if signalled:  # a second Ctrl-C or SIGTERM: do not wait any longer
+            _kill(proc)
+            return
+        signalled.append((signum, time.monotonic()))
+        _say(f"got {signal.Signals(signum).name}: forwarded to the {nproc} ranks, which have {grace:g} s "
+             f"to exit before SIGKILL ({TERM_GRACE_ENV})")
         proc.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = proc.wait()
+        code = _watch(proc, status, signalled, grace)
+        _reap_orphans()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return code if code >= 0 else 128 - code  # killed by signal S: exit 128 + S, as a shell reports it
+        failure = read_failure(status)
+        shutil.rmtree(status, ignore_errors=True)
+    if signalled:  # what the ranks did after a forwarded signal does not change why the job ended
+        return 128 + signalled[0][0]
+    if failure is not None:
+        return failure[0]
+    if code != 0:  # no rank reported (e.g. Open MPI, no supervisor): say what we know
+        _say(f"mpiexec exited with code {code} without a rank reporting a failure "
+             f"(a rank killed by a signal, or mpiexec itself failed)")
+    return code
+
+
+def _watch(proc, status, signalled, grace):
+    """Wait for mpiexec; kill the job when the ranks outlive a signal's grace period or a
+    failure by FAILURE_GRACE. Returns mpiexec's exit code (128 + S if killed by signal S)."""
+    failed_at = None
+    while True:
+        try:
+            code = proc.wait(timeout=0.1)
+            return code if code >= 0 else 128 - code
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if signalled and now > signalled[0][1] + grace:
+            _say(f"the ranks did not exit within {grace:g} s of {signal.Signals(signalled[0][0]).name}: "
+                 f"killing them")
+            _kill(proc)
+            signalled[0] = (signalled[0][0], float("inf"))
+        if failed_at is None and read_failure(status) is not None:
+            failed_at = now
+        if failed_at is not None and now > failed_at + FAILURE_GRACE:
+            _say(f"mpiexec did not end the other ranks within {FAILURE_GRACE:g} s of the failure: killing them")
+            _kill(proc)
+            failed_at = float("inf")
+
+
+def _reap_orphans(limit=5.0):
+    """Wait (up to ``limit`` s) for the ranks orphaned to us (see PR_SET_CHILD_SUBREAPER):
+    when the launcher returns, no rank is left running or unreaped."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.01)
+
+
+def _kill(proc):
+    """SIGKILL mpiexec's process group (its proxies; the ranks die with their supervisors)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _say(text):
+    sys.stderr.write(f"dtrain.launch: {text}\n")
+    sys.stderr.flush()
+
+
+def _term_grace():
+    text = os.environ.get(TERM_GRACE_ENV, "30")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        sys.exit(f"dtrain.launch: {TERM_GRACE_ENV}={text!r} must be a number of seconds >= 0")
+    return value
+
+
+def supervise(argv, rank):
+    """Run this rank as a child process and report how it ended, if nobody else did.
+
+    A rank killed by a signal cannot report itself; its supervisor can. The child inherits
+    Hydra's PMI connection (``PMI_FD``), so to MPI it is the rank. The supervisor keeps its
+    own copy of that descriptor until it has reported: Hydra sees the rank gone only then,
+    and its cleanup cannot kill the supervisor before the report. SIGTERM and SIGINT are
+    passed to the child; a rank that ends because of them is not a failure (the supervisor
+    exits 0, so Hydra does not kill the ranks still finishing their step).
+
+    Returns:
+        the child's exit code (128 + S if it was killed by signal S).
+    """
+    _die_with_parent()
+    env = dict(os.environ)
+    env[CHILD_ENV] = "1"
+    pmi_fd = int(os.environ["PMI_FD"])
+    child = subprocess.Popen([sys.executable, "-m", "dtrain.launch", *argv], env=env, pass_fds=(pmi_fd,),
+                             preexec_fn=_die_with_parent)
+    stopping = []
+
+    def forward(signum, frame):
+        stopping.append(signum)
+        child.send_signal(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, forward)
+    code = child.wait()
+    if stopping and code == -stopping[0]:
+        code = 0  # ended by the signal we passed on: not a failure Hydra should kill the job for
+    if code != 0 and not stopping:
+        line = (f"rank {rank} exited with code {code}" if code > 0 else
+                f"rank {rank} was killed by {signal.Signals(-code).name}")
+        if claim_failure(line, code if code > 0 else 128 - code):
+            _say(line)
+    os.close(pmi_fd)
+    return code if code >= 0 else 128 - code
+
+
+def _die_with_parent():
+    """Ask Linux to SIGKILL this process when its parent dies (no orphaned ranks)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _prctl(option, value):
+    """Linux's prctl; elsewhere nothing (the process manager must clean up)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, int(value))
+    except (OSError, AttributeError):
+        pass
 
 
 def run_rank(args):
@@ -111,8 +275,8 @@ def run_rank(args):
             train_digits(args.epochs, args.batch_size, args.lr, args.seed)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if code:  # peers may be waiting in a collective: end them too
-            dist._abort_job(f"SystemExit: {e.code}", code)
+        if code and dist.is_initialized():  # peers may be waiting in a collective: end them too
+            dist._abort_job(f"rank {dist.get_rank()} exited with code {code}", code)
         raise
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -140,6 +304,8 @@ def main(argv=None):
     elif args.nproc is not None and args.nproc != info.world_size:
         parser.error(f"--nproc {args.nproc} but {info.source} started {info.world_size} ranks: "
                      f"drop --nproc when a process manager starts the ranks")
+    elif os.environ.get(STATUS_ENV) and "PMI_FD" in os.environ and not os.environ.get(CHILD_ENV):
+        return supervise(argv, info.rank)  # started by our own --nproc under MPICH's Hydra
     return run_rank(args)
 
 

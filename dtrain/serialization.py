@@ -125,6 +125,27 @@ def load(f, map_location=None, weights_only=True):
         raise CheckpointError(f"{name}: file is corrupted: bad structure entry ({e!r})") from e
 
 
+def stored_checksum(path):
+    """The SHA-256 that :func:`save` recorded in the file at ``path``, read from its metadata
+    alone (cheap: no array is read, so nothing is verified; :func:`load` verifies).
+
+    Two processes that loaded files with the same stored checksum loaded the same content.
+
+    Raises:
+        CheckpointError: the file is not a readable dtrain file.
+    """
+    name = file_name(path)
+    with open(path, "rb") as fobj:
+        try:
+            zf = zipfile.ZipFile(fobj)
+        except Exception as e:  # see _read: a damaged zip fails in many ways
+            raise CheckpointError(f"{name}: not a readable dtrain file ({type(e).__name__}: {e})") from e
+        with zf:
+            if f"{_META}.npy" not in zf.namelist():
+                raise CheckpointError(f"{name}: not a dtrain checkpoint (an .npz archive without dtrain metadata)")
+            return _read_meta(zf, name).get("sha256")
+
+
 def file_name(f):
     """How messages name ``f``, a path or a file object."""
     if isinstance(f, (str, bytes, os.PathLike)):

@@ -175,3 +175,121 @@ def test_linear_sgd_checkpoint_resumes_identically(tmp_path):
     step(model2, opt2, x)
     for p, q in zip(model.parameters(), model2.parameters()):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-6)
+
+
+# ---- CheckpointManager ------------------------------------------------------------------
+
+from dtrain.checkpoint import CheckpointManager  # noqa: E402
+
+
+def test_save_or_load_refuses_truncated_and_bitflipped_files(tmp_path):
+    """A checkpoint cut short or with one flipped bit in its array data is refused by
+    load_checkpoint with a CheckpointError naming the file and the problem."""
+    model = FakeModel()
+    save_checkpoint(tmp_path / "c.ckpt", model, epoch=1)
+    data = (tmp_path / "c.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[:-40])
+    with pytest.raises(CheckpointError, match=r"cut\.ckpt: file is truncated"):
+        load_checkpoint(tmp_path / "cut.ckpt", FakeModel())
+    flipped = bytearray(data)
+    pos = data.index(model.weight.array.tobytes())  # inside the weight's raw bytes
+    flipped[pos + 3] ^= 0x10
+    (tmp_path / "flip.ckpt").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=r"flip\.ckpt: checksum mismatch"):
+        load_checkpoint(tmp_path / "flip.ckpt", FakeModel())
+
+
+def test_manager_keeps_last_k_and_names_by_step(tmp_path):
+    """save(step) writes <prefix>-<step>.ckpt and keeps only the newest keep_last steps."""
+    manager = CheckpointManager(tmp_path / "run", keep_last=2, prefix="m")
+    for step in (5, 10, 100, 150):
+        assert manager.save(step, FakeModel(), epoch=0) == str(tmp_path / "run" / f"m-{step}.ckpt")
+    assert [s for s, _ in manager.checkpoints()] == [100, 150]
+    assert sorted(os.listdir(tmp_path / "run")) == ["m-100.ckpt", "m-150.ckpt"]
+
+
+def test_manager_prunes_only_after_the_new_file_is_written(tmp_path, monkeypatch):
+    """If writing the new checkpoint fails, no older checkpoint is deleted and no temporary
+    file is left; a later save removes temporary files a killed save left behind."""
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    manager.save(1, FakeModel())
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        manager.save(2, FakeModel())
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt-1.ckpt"]
+    (tmp_path / ".ckpt-2.ckpt.0123456789ab.tmp").write_bytes(b"left by a SIGKILL")
+    (tmp_path / "notes.txt").write_text("not ours")
+    manager.save(3, FakeModel())
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-3.ckpt", "notes.txt"]
+
+
+def test_manager_leaves_later_steps_alone(tmp_path):
+    """Checkpoints of later steps than the one saved (a run restarted from an earlier
+    checkpoint) are not pruned, and the new one is never pruned."""
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    manager.save(50, FakeModel())
+    manager.save(10, FakeModel())
+    assert [s for s, _ in manager.checkpoints()] == [10, 50]
+
+
+def test_manager_resume_auto_skips_broken_newest(tmp_path):
+    """resume="auto" loads the newest intact checkpoint, warning about the newer broken one;
+    the returned dict names the file and the step."""
+    manager = CheckpointManager(tmp_path, keep_last=None)
+    models = {step: FakeModel() for step in (1, 2, 3)}
+    for step, m in models.items():
+        manager.save(step, m, epoch=step)
+    data = bytearray((tmp_path / "ckpt-3.ckpt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "ckpt-3.ckpt").write_bytes(bytes(data))
+    model = FakeModel()
+    with pytest.warns(RuntimeWarning, match=r"skipping checkpoint .*ckpt-3\.ckpt"):
+        info = manager.load(model, resume="auto")
+    assert info["step"] == 2 and info["path"] == str(tmp_path / "ckpt-2.ckpt")
+    np.testing.assert_array_equal(model.weight.array, models[2].weight.array)
+    with pytest.warns(RuntimeWarning):
+        assert manager.latest() == str(tmp_path / "ckpt-2.ckpt")
+
+
+def test_manager_resume_explicit_and_empty(tmp_path):
+    """resume=None and an empty directory load nothing; an explicit broken path is an error."""
+    manager = CheckpointManager(tmp_path / "none")
+    assert manager.load(FakeModel(), resume="auto") is None
+    assert manager.load(FakeModel(), resume=None) is None
+    (tmp_path / "bad.ckpt").write_bytes(b"PK\x03\x04")
+    with pytest.raises(CheckpointError, match="bad.ckpt"):
+        manager.load(FakeModel(), resume=tmp_path / "bad.ckpt")
+
+
+def test_manager_resume_wrong_objects_is_not_skipped(tmp_path):
+    """A checkpoint that is intact but lacks the optimizer state raises, rather than being
+    skipped for an older one."""
+    manager = CheckpointManager(tmp_path)
+    manager.save(1, FakeModel(), FakeOptimizer())
+    manager.save(2, FakeModel())
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        manager.load(FakeModel(), FakeOptimizer())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"keep_last": 0}, "keep_last must be an int >= 1 or None"),
+    ({"keep_last": 1.5}, "keep_last must be an int >= 1 or None"),
+    ({"prefix": ""}, "prefix must be a non-empty file name part"),
+    ({"prefix": "a/b"}, "prefix must be a non-empty file name part"),
+])
+def test_manager_validates_arguments(tmp_path, kwargs, match):
+    """Bad constructor arguments raise ValueError quoting the value."""
+    with pytest.raises(ValueError, match=match):
+        CheckpointManager(tmp_path, **kwargs)
+
+
+def test_manager_save_validates_step(tmp_path):
+    """A negative or non-int step is refused before anything is written."""
+    with pytest.raises(ValueError, match=r"step must be an int >= 0, got -1"):
+        CheckpointManager(tmp_path).save(-1, FakeModel())
+    assert os.listdir(tmp_path) == []

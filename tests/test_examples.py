@@ -14,11 +14,12 @@ def _main(name):
 
 
 def test_digits_mlp_reaches_95_percent(tmp_path):
-    """examples/digits_mlp.py reaches >= 95% test accuracy and writes its checkpoint."""
-    ckpt = tmp_path / "m.ckpt"
-    acc, history = _main("digits_mlp.py")(["--quiet", "--checkpoint", str(ckpt)])
+    """examples/digits_mlp.py reaches >= 95% test accuracy and keeps the last 2 of its
+    per-epoch checkpoints, named by step."""
+    acc, history = _main("digits_mlp.py")(["--quiet", "--checkpoint", str(tmp_path / "m.ckpt")])
     assert acc >= 0.95, f"test accuracy {acc:.4f} < 0.95"
-    assert ckpt.exists()
+    steps_per_epoch = -(-1437 // 32)  # 1437 training images (80% of 1797), batch 32
+    assert sorted(os.listdir(tmp_path)) == [f"m-{19 * steps_per_epoch}.ckpt", f"m-{20 * steps_per_epoch}.ckpt"]
     assert history[-1] < history[0] / 5, f"loss did not fall: {history}"
 
 
@@ -33,10 +34,14 @@ def test_digits_mlp_resume_repeats_uninterrupted_run(tmp_path):
 
 
 def test_digits_mlp_resume_without_checkpoint_is_an_error(tmp_path, capsys):
-    """--resume with no checkpoint file exits with a message naming the path."""
+    """--resume with no checkpoint exits with a message naming the files looked for, while
+    --resume auto starts fresh."""
+    main = _main("digits_mlp.py")
     with pytest.raises(SystemExit):
-        _main("digits_mlp.py")(["--quiet", "--resume", "--checkpoint", str(tmp_path / "none.ckpt")])
-    assert "none.ckpt" in capsys.readouterr().err
+        main(["--quiet", "--resume", "--checkpoint", str(tmp_path / "none.ckpt")])
+    assert "none-<step>.ckpt" in capsys.readouterr().err
+    _, history = main(["--quiet", "--epochs", "1", "--resume", "auto", "--checkpoint-dir", str(tmp_path / "d")])
+    assert len(history) == 1 and os.listdir(tmp_path / "d") == [f"ckpt-{-(-1437 // 32)}.ckpt"]
 
 
 def test_cnn_loss_falls():

@@ -3,7 +3,9 @@
 Ranks given to these functions (``src``, ``dst``) are global ranks, as in PyTorch; a
 function called with a ``group`` this rank is not a member of warns and returns None.
 """
+import atexit
 import os
+import sys
 import warnings
 from datetime import timedelta
 
@@ -11,10 +13,12 @@ from . import env
 from .errors import AbortOnError, DistBackendError, DistError
 from .local import LocalProcessGroup
 from .process_group import ReduceOp
+from .watchdog import describe
 from .work import seconds
 
 BACKENDS = ("mpi", "nccl")
-DEFAULT_TIMEOUT = timedelta(minutes=30)
+DEFAULT_TIMEOUT = timedelta(minutes=10)
+TIMEOUT_ENV = "DTRAIN_TIMEOUT"
 
 
 class _State:
@@ -26,7 +30,8 @@ class _State:
         self.groups = []  # sub-groups, destroyed with the world
         self.hook = None
         self.by_launcher = False  # set up by `python -m dtrain.launch`: the script's own init is a no-op
-        self.debug = False  # DTRAIN_DISTRIBUTED_DEBUG=DETAIL: check collectives agree across ranks
+        self.debug = False  # DTRAIN_DEBUG=1: check collectives agree across ranks
+        self.exit_code = None  # the code given to sys.exit, read at exit
 
 
 _state = _State()
@@ -54,7 +59,7 @@ def is_initialized():
     return _state.world is not None
 
 
-def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1):
+def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, debug=None):
     """Join the job's default process group (every rank must call it).
 
     Rank and world size come from the launcher's environment (Open MPI, MPICH/Hydra,
@@ -65,18 +70,26 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     Args:
         backend: "mpi", "nccl", or None for "nccl" when CuPy sees a GPU and has NCCL, else "mpi".
         init_method: only "env://" (or None): ranks come from the environment.
-        timeout: seconds or ``timedelta`` an async operation's ``wait()`` waits (default 30 min).
+        timeout: seconds or ``timedelta`` a collective may take (default 10 minutes; the
+            environment variable ``DTRAIN_TIMEOUT``, in seconds, overrides it and this
+            argument, so an operator can change it without editing the script). A
+            collective that takes longer (blocking, or async through ``Work.wait()``)
+            raises or reports ``DistTimeoutError`` naming it, its number on the group and
+            the ranks that have not called it, and ends the job (see :mod:`.watchdog`).
         world_size, rank: if given (not -1), must agree with the launcher's.
+        debug: check before every collective that all ranks call the same one on the same
+            shape and dtype, and raise ``DistError`` naming the ranks and both calls
+            ("rank 0 called all_reduce(float32[4]); rank 1 called barrier()") if not; costs
+            two small all-gathers per call. Default: on if ``DTRAIN_DEBUG=1`` (or PyTorch's
+            spelling ``DTRAIN_DISTRIBUTED_DEBUG=DETAIL``).
 
     Under ``python -m dtrain.launch script.py`` the launcher has already initialized the
     group, and the script's own call (same backend, or None) does nothing.
 
-    With ``DTRAIN_DISTRIBUTED_DEBUG=DETAIL`` (PyTorch's TORCH_DISTRIBUTED_DEBUG), every
-    collective first checks that all ranks call the same one on the same shape and dtype,
-    and raises naming the ranks and both calls if not (one extra exchange per call).
-
     Also installs an excepthook that reports an uncaught exception as
-    ``rank N failed: ...`` and aborts every rank, so no rank waits forever on a dead peer.
+    ``rank N failed: ...`` and aborts every rank, so no rank waits forever on a dead peer,
+    and an exit hook that does the same for ``sys.exit(code)`` with a non-zero code
+    (``rank N exited with code C``).
 
     Example:
         >>> import dtrain.comm as dist
@@ -86,15 +99,21 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     """
     if is_initialized():
         if _state.by_launcher and backend in (None, _state.world.backend):
-            return  # a script run by dtrain.launch may init as it would under mpirun
+            # a script run by dtrain.launch may init as it would under mpirun; its settings apply
+            if timeout is not None:
+                for g in {_state.world, _state.world._host()}:
+                    g.timeout = _timeout(timeout)
+            if debug is not None:
+                _state.debug = bool(debug)
+            return
         raise DistError("init_process_group: the default process group is already initialized; "
                         "call destroy_process_group() first")
     if init_method not in (None, "env://"):
         raise ValueError(f"init_process_group: init_method {init_method!r} is not supported: ranks come from "
                          f"the launcher's environment (init_method='env://' or None)")
     backend = _resolve_backend(backend)
-    _state.debug = os.environ.get("DTRAIN_DISTRIBUTED_DEBUG", "").upper() == "DETAIL"
-    timeout = seconds(DEFAULT_TIMEOUT if timeout is None else timeout)
+    _state.debug = _debug_mode() if debug is None else bool(debug)
+    timeout = _timeout(timeout)
     info = env.discover()
     for name, given, found in (("world_size", world_size, info.world_size if info else 1),
                                ("rank", rank, info.rank if info else 0)):
@@ -108,13 +127,68 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
         _state.world = LocalProcessGroup(backend, timeout=timeout)
         return
     from . import mpi
-    world, _state.local_rank, _state.local_world_size = mpi.MPIProcessGroup.world(info, timeout)
+    world, _state.local_rank, _state.local_world_size = mpi.MPIProcessGroup.world(
+        info, timeout, on_timeout=lambda line, detail: _state.hook.report(line, detail))
     _state.hook = AbortOnError(world.rank(), mpi.abort)
     _state.hook.install()
+    _install_exit_hook()
     if backend == "nccl":
         from . import nccl
         world = nccl.NCCLProcessGroup(world, _state.local_rank, timeout)
     _state.world = world
+
+
+def _debug_mode():
+    flag = os.environ.get("DTRAIN_DEBUG", "").strip().lower()
+    return flag in ("1", "true", "yes", "on") or os.environ.get("DTRAIN_DISTRIBUTED_DEBUG", "").upper() == "DETAIL"
+
+
+def _timeout(timeout):
+    """The collective timeout in seconds: $DTRAIN_TIMEOUT, else ``timeout``, else 10 minutes."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if text is None:
+        return seconds(DEFAULT_TIMEOUT if timeout is None else timeout)
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ValueError(f"init_process_group: {TIMEOUT_ENV}={text!r} must be a positive number of seconds")
+    return value
+
+
+def _install_exit_hook():
+    """Record the code of ``sys.exit`` and, at exit, end the job if it is non-zero (a plain
+    ``mpiexec python script.py`` whose rank 1 calls ``sys.exit(3)`` must not leave rank 0
+    waiting in its next collective). Installed once per process."""
+    if getattr(sys.exit, "dtrain_records_code", False):
+        return
+    original = sys.exit
+
+    def exit(code=None):
+        _state.exit_code = code
+        original(code)
+    exit.dtrain_records_code = True
+    sys.exit = exit
+    atexit.register(_at_exit)
+
+
+def _at_exit():
+    """End the job on a non-zero ``sys.exit`` code; otherwise let the async collectives
+    still queued finish (the watchdog still enforces their deadlines) and stop the
+    watchdog before MPI finalizes."""
+    world, hook = _state.world, _state.hook
+    if world is None or hook is None:
+        return
+    code = _state.exit_code
+    code = code if isinstance(code, int) or code is None else 1
+    if code:
+        _abort_job(f"rank {world.ranks[world.rank()]} exited with code {code}", code)
+    host = world._host()
+    if host.thread is not None:
+        host.thread.submit("drain", lambda: None).wait()
+    if host.watchdog is not None:
+        host.watchdog.stop()
 
 
 def _resolve_backend(backend):
@@ -271,24 +345,33 @@ def _member(group, what):
     return g
 
 
-def _collective(group, what, tensor=None):
-    """_member, plus (with DTRAIN_DISTRIBUTED_DEBUG=DETAIL) a check that every rank of the
-    group calls the same collective on the same shape and dtype."""
+def _collective(group, what, tensor=None, **args):
+    """_member, plus (in debug mode) a check that every rank of the group calls the same
+    collective on the same shape and dtype (and root: ``args``)."""
     g = _member(group, what)
     if g is not None and _state.debug:
-        shape = getattr(tensor, "shape", None)
-        mine = (what, None if shape is None else (tuple(shape), str(tensor.dtype)))
-        calls = g._gather_objects(mine, None)
-        for rank, call in enumerate(calls):
-            if call != calls[0]:
-                raise DistError(f"{what}: ranks disagree (DTRAIN_DISTRIBUTED_DEBUG=DETAIL): rank {g.ranks[0]} "
-                                f"calls {_describe(calls[0])} but rank {g.ranks[rank]} calls {_describe(call)}")
+        mine = describe(what, None if tensor is None else _array(tensor), **args)
+        host = g._host()
+        with host.checking_call(mine):
+            calls = g._gather_objects(mine, None)
+        if len(set(calls)) > 1:
+            by_call = {}
+            for rank, call in zip(g.ranks, calls):
+                by_call.setdefault(call, []).append(rank)
+            sides = "; ".join(f"rank {ranks[0]} called {call}" if len(ranks) == 1 else
+                              f"ranks {', '.join(map(str, ranks))} called {call}" for call, ranks in by_call.items())
+            raise DistError(f"collective mismatch (debug mode): {sides}")
     return g
 
 
-def _describe(call):
-    what, tensor = call
-    return what if tensor is None else f"{what} on shape {tensor[0]} dtype {tensor[1]}"
+def _op_name(op):
+    """A ReduceOp as debug mode shows it: omitted when it is the default SUM."""
+    return None if op is ReduceOp.SUM else getattr(op, "name", op)
+
+
+def _array(tensor):
+    """What debug mode describes: the tensor itself, or anything with a shape and a dtype."""
+    return tensor if hasattr(tensor, "shape") and hasattr(tensor, "dtype") else None
 
 
 def _local(g, what, arg, global_rank):
@@ -311,11 +394,16 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     Returns:
         a Work if ``async_op`` else None.
 
+    NaN: SUM, AVG and PRODUCT propagate a NaN of any rank to every rank (IEEE arithmetic).
+    MAX and MIN leave it to the MPI library: MPICH ignores NaNs as ``numpy.fmax``/``fmin``
+    do (max(NaN, 1) = 1, measured), unlike ``torch.maximum``. To detect a NaN on any rank,
+    all_reduce a flag (``isnan(x).any()``) with MAX, or the values with SUM.
+
     Example:
         >>> t = dtrain.ones(3) * (dist.get_rank() + 1)
         >>> dist.all_reduce(t)   # with 2 ranks: t == [3., 3., 3.]
     """
-    g = _collective(group, "all_reduce", tensor)
+    g = _collective(group, "all_reduce", tensor, op=_op_name(op))
     return g and g.all_reduce(tensor, op, async_op)
 
 
@@ -325,7 +413,7 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     Example:
         >>> dist.broadcast(weights, src=0)
     """
-    g = _collective(group, "broadcast", tensor)
+    g = _collective(group, "broadcast", tensor, src=src)
     return g and g.broadcast(tensor, _local(g, "broadcast", "src", src), async_op)
 
 
@@ -335,7 +423,7 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False):
     Example:
         >>> dist.reduce(loss_sum, dst=0)
     """
-    g = _collective(group, "reduce", tensor)
+    g = _collective(group, "reduce", tensor, dst=dst, op=_op_name(op))
     return g and g.reduce(tensor, _local(g, "reduce", "dst", dst), op, async_op)
 
 
@@ -390,7 +478,7 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
         >>> out = [dtrain.zeros(2) for _ in range(n)] if dist.get_rank() == 0 else None
         >>> dist.gather(t, out, dst=0)
     """
-    g = _collective(group, "gather", tensor)
+    g = _collective(group, "gather", tensor, dst=dst)
     return g and g.gather(tensor, gather_list, _local(g, "gather", "dst", dst), async_op)
 
 
@@ -400,7 +488,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
     Example:
         >>> dist.scatter(t, [dtrain.ones(2) * i for i in range(n)] if dist.get_rank() == 0 else None)
     """
-    g = _collective(group, "scatter", tensor)
+    g = _collective(group, "scatter", tensor, src=src)
     return g and g.scatter(tensor, scatter_list, _local(g, "scatter", "src", src), async_op)
 
 
@@ -529,7 +617,7 @@ def scatter_object_list(scatter_object_output_list, scatter_object_input_list=No
                                        _local(g, "scatter_object_list", "src", src))
 
 
-def _abort_job(message, code):
-    """End every rank, reporting ``rank N failed: message`` (a no-op in a world without MPI)."""
+def _abort_job(line, code):
+    """End every rank, reporting ``line`` (a no-op in a world without MPI)."""
     if _state.hook is not None:
-        _state.hook.report(message, code=code)
+        _state.hook.end(line, code=code)

@@ -15,6 +15,8 @@
   lower thread level, async collectives run to completion before they return.
 * ``isend``/``irecv`` are MPI nonblocking requests (a send and a receive posted by two
   ranks toward each other must not run one after the other on a thread).
+* Every collective is numbered per group (program order) and watched by the process's
+  :class:`~.watchdog.Watchdog`, which ends the job when one outlives the group's timeout.
 """
 import contextlib
 import ctypes
@@ -27,6 +29,7 @@ from .env import check_agrees
 from .errors import DistBackendError
 from . import process_group
 from .process_group import ProcessGroup, ReduceOp, chunks, in_rounds
+from .watchdog import Op, Watchdog, describe, next_group_id
 from .work import CommThread, CompletedWork, PollWork
 
 _MPI = None
@@ -115,21 +118,33 @@ class MPIProcessGroup(ProcessGroup):
     Args:
         comm: the group's communicator (a private duplicate, so user MPI traffic never mixes in).
         ranks: the members' global ranks, in group-rank order.
-        timeout: default seconds for ``Work.wait()``.
+        gid: the group's id, the same on every member (see :func:`.watchdog.next_group_id`).
+        timeout: seconds a collective may take before the watchdog ends the job; the
+            default of ``Work.wait()``.
         thread: the process's :class:`CommThread` for async collectives (None: run inline).
-        owns_thread: this group (the world) stops the thread when destroyed.
+        watchdog: the process's :class:`~.watchdog.Watchdog`.
+        owns_thread: this group (the world) stops the thread and the watchdog when destroyed.
     """
 
-    def __init__(self, comm, ranks, timeout=None, thread=None, owns_thread=False):
+    def __init__(self, comm, ranks, gid, timeout=None, thread=None, watchdog=None, owns_thread=False):
         super().__init__("mpi", comm.Get_rank(), ranks, timeout)
-        self.comm = comm
-        self.thread, self.owns_thread = thread, owns_thread
+        self.comm, self.gid = comm, gid
+        self.thread, self.watchdog, self.owns_thread = thread, watchdog, owns_thread
         self.async_comm = comm.Dup() if thread is not None else None
         self.cuda_aware = None  # asked on the first CuPy buffer
+        self.seq, self.last_op = 0, "nothing"  # collectives called so far, and the last one
+        self.checking, self.precounted = None, False
+        if watchdog is not None:
+            watchdog.groups[gid] = self
 
     @classmethod
-    def world(cls, info, timeout=None):
+    def world(cls, info, timeout=None, on_timeout=None):
         """The group of all ranks, after checking MPI agrees with the launcher's variables.
+
+        Args:
+            info: the launcher's :class:`~.env.LaunchInfo`.
+            timeout: seconds a collective may take.
+            on_timeout: ``on_timeout(line, detail)`` ends the job when one takes longer.
 
         Returns:
             ``(group, local_rank, local_world_size)``; local ranks come from the ranks that
@@ -141,19 +156,28 @@ class MPIProcessGroup(ProcessGroup):
         local_rank, local_size = node.Get_rank(), node.Get_size()
         node.Free()
         check_agrees(info, world.Get_rank(), world.Get_size(), local_rank, local_size)
-        thread = CommThread() if MPI.Query_thread() >= MPI.THREAD_MULTIPLE else None
-        group = cls(world.Dup(), range(world.Get_size()), timeout, thread, owns_thread=True)
+        multiple = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+        thread = CommThread() if multiple else None
+        # the watchdog queries peers while the caller may be inside MPI: it needs THREAD_MULTIPLE too
+        watchdog = Watchdog(world.Dup(), on_timeout) if multiple and on_timeout is not None else None
+        group = cls(world.Dup(), range(world.Get_size()), next_group_id(), timeout, thread, watchdog,
+                    owns_thread=True)
         return group, local_rank, local_size
 
     def new_subgroup(self, ranks, timeout):
         MPI = mpi()
+        gid = next_group_id()  # on every rank, members or not, so ids agree
         member = self.ranks[self._rank] in ranks
         sub = self.comm.Split(0 if member else MPI.UNDEFINED, key=self._rank)
-        return MPIProcessGroup(sub, ranks, timeout, self.thread) if member else None
+        return MPIProcessGroup(sub, ranks, gid, timeout, self.thread, self.watchdog) if member else None
 
     def destroy(self):
         if self.thread is not None:
             self.thread.stop() if self.owns_thread else self.thread.submit("drain", lambda: None).wait()
+        if self.watchdog is not None:
+            self.watchdog.groups.pop(self.gid, None)
+            if self.owns_thread:
+                self.watchdog.stop()
         for comm in (self.comm, self.async_comm):
             if comm is not None:
                 comm.Free()
@@ -162,20 +186,48 @@ class MPIProcessGroup(ProcessGroup):
     # ---- how an operation runs ----------------------------------------------------------
     def _run(self, name, fn, arrays, async_op):
         ready = _ready_event(arrays)
+        on_thread = async_op and self.thread is not None
+        op = self._call(name, arrays, on_thread)
 
         def task():
             if ready is not None:
                 ready.synchronize()
-            try:
-                fn()
-            except mpi().Exception as e:
-                raise DistBackendError(f"{name} failed on rank {self.ranks[self._rank]}: "
-                                       f"{e.Get_error_string()}") from e
+            with op:
+                try:
+                    fn()
+                except mpi().Exception as e:
+                    raise DistBackendError(f"{name} failed on rank {self.ranks[self._rank]}: "
+                                           f"{e.Get_error_string()}") from e
 
-        if async_op and self.thread is not None:
-            return self.thread.submit(name, task, self.timeout)
+        if on_thread:
+            return self.thread.submit(name, task, self.timeout, op.timeout_message)
         task()
         return CompletedWork(name) if async_op else None
+
+    def _call(self, name, arrays, async_op):
+        """The :class:`~.watchdog.Op` of a collective called now, numbered in program order."""
+        if self.checking is not None:  # an exchange of the debug check, named after the call it checks
+            seq, label = self.checking
+            return Op(self, name, arrays, seq, async_op, f"{label} (its debug-mode check)")
+        if self.precounted:
+            self.precounted = False
+        else:
+            self.seq += 1
+        op = self.last_op = Op(self, name, arrays, self.seq, async_op)
+        return op
+
+    def _p2p(self, name, buf, **peer):
+        """The watched (not numbered) Op of a blocking send or recv."""
+        return Op(self, name, [buf], None, False, describe(name, buf, **peer))
+
+    @contextlib.contextmanager
+    def checking_call(self, label):
+        self.seq += 1
+        self.last_op, self.checking = label, (self.seq, label)
+        try:
+            yield
+        finally:
+            self.checking, self.precounted = None, True
 
     def _comm(self):
         """The async communicator on the comm thread, the group's own elsewhere."""
@@ -259,14 +311,15 @@ class MPIProcessGroup(ProcessGroup):
     # ---- point to point --------------------------------------------------------------------
     def _send(self, buf, dst, tag):
         _wait_for_stream(buf)
-        with self._buffers(buf) as (b,):
+        with self._buffers(buf) as (b,), self._p2p("send", buf, dst=self.ranks[dst]):
             for s in chunks(b.size):
                 self.comm.Send(b[s], dest=dst, tag=tag)
 
     def _recv(self, buf, src, tag):
         MPI, status = mpi(), mpi().Status()
         _wait_for_stream(buf)
-        with self._buffers(buf, out=(0,)) as (b,):
+        peer = "any" if src is None else self.ranks[src]
+        with self._buffers(buf, out=(0,)) as (b,), self._p2p("recv", buf, src=peer):
             for s in chunks(b.size):
                 self.comm.Recv(b[s], source=MPI.ANY_SOURCE if src is None else src, tag=tag, status=status)
                 src = status.Get_source()  # later pieces come from the rank that sent the first

@@ -7,6 +7,7 @@ call the backend's primitives (``_allreduce``, ``_allgather``, ...), which a bac
 backend's ``_run`` decides how an operation runs: inline, on the comm thread, or on a
 CUDA stream, and returns its :class:`~.work.Work` handle when ``async_op=True``.
 """
+import contextlib
 import enum
 import pickle
 
@@ -462,3 +463,9 @@ class ProcessGroup:
 
     def destroy(self):
         """Free the backend's resources of this group."""
+
+    @contextlib.contextmanager
+    def checking_call(self, label):
+        """Around the exchanges of the debug check of the call ``label`` (a backend that
+        numbers its collectives counts them as that call)."""
+        yield

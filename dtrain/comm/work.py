@@ -34,8 +34,8 @@ class Work:
         >>> work.wait()  # t now holds the sum
     """
 
-    def __init__(self, name, timeout=None):
-        self.name, self.timeout = name, timeout
+    def __init__(self, name, timeout=None, explain=None):
+        self.name, self.timeout, self.explain = name, timeout, explain
 
     def wait(self, timeout=None):
         """Block until the operation has finished; re-raise its error. Returns True.
@@ -49,6 +49,8 @@ class Work:
         """
         limit = seconds(timeout) if timeout is not None else self.timeout
         if not self._wait(limit):
+            if self.explain is not None:  # names the collective, its number and the ranks not there
+                raise DistTimeoutError(self.explain(limit))
             raise DistTimeoutError(f"{self.name} did not finish within {limit} s (a rank may have failed or "
                                    f"be stuck before this collective)")
         error = self.exception()
@@ -81,8 +83,8 @@ class CompletedWork(Work):
 class FutureWork(Work):
     """The handle of a task run by :class:`CommThread`; completion is a threading.Event."""
 
-    def __init__(self, name, timeout=None):
-        super().__init__(name, timeout)
+    def __init__(self, name, timeout=None, explain=None):
+        super().__init__(name, timeout, explain)
         self.done = threading.Event()
         self.error = None
 
@@ -140,9 +142,10 @@ class CommThread:
         self.thread = threading.Thread(target=self._loop, name="dtrain-comm", daemon=True)
         self.thread.start()
 
-    def submit(self, name, fn, timeout=None):
-        """Run ``fn()`` on the thread; returns its :class:`FutureWork`."""
-        work = FutureWork(name, timeout)
+    def submit(self, name, fn, timeout=None, explain=None):
+        """Run ``fn()`` on the thread; returns its :class:`FutureWork` (``explain(limit)``: its
+        timeout message)."""
+        work = FutureWork(name, timeout, explain)
         self.tasks.put((fn, work))
         return work
 

@@ -219,7 +219,9 @@ class DistributedDataParallel(Module):
     def comm_stats(self):
         """Timings of the last synchronized backward: ``backward_s`` (first to last gradient
         hook), ``wait_s`` (time then blocked waiting for the buckets), ``launches``
-        (``(bucket, seconds after the first hook)`` per launch, in launch order), ``buckets``."""
+        (``(bucket, seconds after the first hook)`` per launch, in launch order), ``buckets``,
+        and ``end``/``done``: ``time.perf_counter()`` at the last hook and when the averages
+        were in (comparable across the ranks of one machine)."""
         return dict(self.reducer.stats)
 
 

@@ -205,7 +205,8 @@ class Reducer:
         order = next((o for o in orders if o), None)  # rank 0's, or the first rank that has one
         if order is None:
             return
-        order = order + [i for i in range(len(self.params)) if i not in set(order)]
+        seen = set(order)
+        order = order + [i for i in range(len(self.params)) if i not in seen]
         self._build(order)
         self._reset()
 
@@ -218,9 +219,9 @@ class Reducer:
                 self._begin()
             if self.ready[i]:
                 raise RuntimeError(
-                    f"DistributedDataParallel: parameter {self.names[i]} was marked ready twice in one "
-                    f"reduction: a parameter may take part in backward only once per iteration (two "
-                    f"backward passes need a forward each, or no_sync() for the first)")
+                    f"DistributedDataParallel: parameter {self.names[i]} got its gradient twice in one "
+                    f"reduction: two backward passes ran for one forward. Sum the losses and call backward "
+                    f"once, run the first pass under no_sync(), or run forward again before each backward")
             self._mark_ready(i)
         return hook
 
@@ -228,10 +229,12 @@ class Reducer:
         self.in_backward = True
         self.t_begin = time.perf_counter()
         if self.find_unused:
-            self.used_work = self._launch_used_bitmap(self.unused)
+            # a parameter forward did not use still has a gradient to share if one was
+            # accumulated before (under no_sync): it counts as used, its .grad goes in as it is
+            unused = [i for i in self.unused if self.params[i].grad is None]
+            self.used_work = self._launch_used_bitmap(unused)
             for i in self.unused:
-                self.where[i][0].views[self.where[i][1]][...] = 0
-                self._mark_ready(i, copy=False)
+                self._mark_ready(i)
 
     def _launch_used_bitmap(self, unused):
         # counts, over the ranks, of those that used each parameter: 0 means globally unused
@@ -240,12 +243,14 @@ class Reducer:
         used[list(unused)] = 0
         return used, dist.all_reduce(used, group=self.group, async_op=True)
 
-    def _mark_ready(self, i, copy=True):
+    def _mark_ready(self, i):
         bucket, slot = self.where[i]
-        if copy and not self._identity():
-            grad = self.params[i].grad
-            if grad.array is not bucket.views[slot]:
-                bucket.views[slot][...] = grad.array
+        if not self._identity():
+            grad, view = self.params[i].grad, bucket.views[slot]
+            if grad is None:
+                view[...] = 0  # an unused parameter without a gradient contributes zeros
+            elif grad.array is not view:
+                view[...] = grad.array
         self.ready[i] = True
         self.order.append(i)
         self.num_ready += 1
@@ -278,7 +283,8 @@ class Reducer:
         if not self._identity():
             self._write_back(used)
         self.stats = {"backward_s": t_end - self.t_begin, "wait_s": t_done - t_end,
-                      "launches": list(self.launches), "buckets": len(self.buckets)}
+                      "launches": list(self.launches), "buckets": len(self.buckets),
+                      "end": t_end, "done": t_done}
         if not self.rebuilt:
             self.ready_order = list(self.order)
         self.iterations += 1

@@ -37,7 +37,8 @@ class SyncBatchNormFunction(Function):
         invstd = (1 / xp.sqrt(gvar + eps)).astype(x.dtype)
         xhat = x - gmean.astype(x.dtype).reshape(pshape)
         xhat *= invstd.reshape(pshape)
-        self.xhat, self.invstd, self.axes, self.pshape, self.group, self.total = xhat, invstd, axes, pshape, group, total
+        self.xhat, self.invstd, self.axes, self.pshape = xhat, invstd, axes, pshape
+        self.group, self.total = group, total
         self.w = weight.reshape(pshape) if hasattr(weight, "shape") else weight
         return xhat * self.w + (bias.reshape(pshape) if hasattr(bias, "shape") else bias)
 

@@ -116,7 +116,7 @@ def to_device(array, device):
     if device.type == "cpu":
         return cupy.asnumpy(array)
     xp = module_for(device)
-    with xp.cuda.Device(device.index):
+    with xp.cuda.Device(device.index):  # asarray copies a CuPy array from another GPU onto this one
         return xp.asarray(array)
 
 
@@ -150,25 +150,26 @@ def scatter_add(target, indices, values):
 
 
 def sliding_window_view(x, window_shape, axis):
-    """A strided, zero-copy view of every window (see numpy.lib.stride_tricks)."""
-    if is_cuda_array(x):
-        from cupy.lib.stride_tricks import sliding_window_view as swv
-    else:
-        swv = numpy.lib.stride_tricks.sliding_window_view
-    return swv(x, window_shape, axis=axis)
+    """A strided, zero-copy, read-only view of every window, as
+    ``numpy.lib.stride_tricks.sliding_window_view``: shape ``x.shape`` (trimmed along
+    ``axis``) + ``window_shape``. Built here on as_strided for both modules because
+    CuPy's own version copies window_shape to the GPU and syncs on every call (and is
+    missing from older CuPy releases)."""
+    shape = list(x.shape)
+    for ax, w in zip(axis, window_shape):
+        if not 0 < w <= shape[ax]:
+            raise ValueError(f"window {tuple(window_shape)} does not fit axis {ax} of an array of shape {x.shape}")
+        shape[ax] -= w - 1
+    return as_strided(x, tuple(shape) + tuple(window_shape), x.strides + tuple(x.strides[ax] for ax in axis))
 
 
 def as_strided(x, shape, strides):
+    """A view of ``x`` with the given shape and byte strides (read-only on NumPy; CuPy's
+    as_strided has no writeable flag: never write into an overlapping view)."""
     if is_cuda_array(x):
         from cupy.lib.stride_tricks import as_strided as ast
-    else:
-        ast = numpy.lib.stride_tricks.as_strided
-    return ast(x, shape=shape, strides=strides)
-
-
-def shares_memory(a, b):
-    """Cheap check whether two arrays may share storage (used to avoid aliasing grads)."""
-    return get_array_module(a).may_share_memory(a, b)
+        return ast(x, shape=shape, strides=strides)
+    return numpy.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
 
 
 class _CupyRNG:
@@ -216,3 +217,36 @@ def erf(x):
         import math
         f = numpy.vectorize(math.erf, otypes=[x.dtype])
     return f(x)
+
+
+def check_index_bounds(shape, index):
+    """Raise IndexError, as NumPy does, if an integer-array entry of ``index`` (a tuple of
+    ints, slices, None, Ellipsis and arrays) is out of range for an array of ``shape``.
+
+    CuPy wraps such indices around silently instead of raising ("Differences between CuPy
+    and NumPy"), so CuPy index arrays are checked here, with one device sync for them all;
+    NumPy raises by itself.
+    """
+    if not any(_is_int_cuda_array(i) for i in index):
+        return
+    widths = [0 if i is None or i is Ellipsis else i.ndim if getattr(i, "dtype", None) == numpy.bool_ else 1
+              for i in index]
+    checks, axis = [], 0
+    for i, w in zip(index, widths):
+        if i is Ellipsis:
+            axis += len(shape) - sum(widths)
+        elif _is_int_cuda_array(i) and i.size and axis < len(shape):
+            checks.append((axis, i))
+        axis += w
+    if not checks:
+        return
+    xp = get_array_module(checks[0][1])
+    bounds = asnumpy(xp.stack([v for _, i in checks for v in (i.min(), i.max())])).tolist()
+    for k, (axis, _) in enumerate(checks):
+        low, high, n = bounds[2 * k], bounds[2 * k + 1], shape[axis]
+        if low < -n or high >= n:
+            raise IndexError(f"index {high if high >= n else low} is out of bounds for axis {axis} with size {n}")
+
+
+def _is_int_cuda_array(i):
+    return is_cuda_array(i) and i.dtype.kind in "iu"

@@ -20,8 +20,9 @@ def _to_array(data, dtype=None, device=None, copy=True):
     if isinstance(data, numpy.ndarray) or backend.is_cuda_array(data) or isinstance(data, numpy.generic):
         arr = data
     else:
-        if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in _flat(data)):
-            data = _nested_tensor_to_list(data)
+        if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) or backend.is_cuda_array(d)
+                                                   for d in _flat(data)):
+            data = _nested_tensor_to_list(data)  # numpy.asarray refuses CuPy arrays (no implicit host copy)
         try:
             arr = numpy.asarray(data)
         except ValueError:  # NumPy >= 1.24 refuses ragged nested sequences
@@ -59,8 +60,8 @@ def _flat(data):
 
 
 def _nested_tensor_to_list(data):
-    if isinstance(data, Tensor):
-        return backend.asnumpy(data.array)
+    if isinstance(data, Tensor) or backend.is_cuda_array(data):
+        return backend.asnumpy(getattr(data, "array", data))
     if isinstance(data, (list, tuple)):
         return [_nested_tensor_to_list(d) for d in data]
     return data

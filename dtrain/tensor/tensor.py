@@ -295,6 +295,9 @@ class Tensor:
         return self
 
     def copy_(self, src):
+        """Copy ``src``'s values into self; ``src`` may live on another device (as in PyTorch)."""
+        if isinstance(src, Tensor):
+            src = backend.to_device(src.array, self.device)
         return self._inplace("copy_", src)
 
     def fill_(self, value):
@@ -383,8 +386,10 @@ class Tensor:
         lead = next((i for i, n in enumerate(shape) if n != 1), len(shape))
         if lead and hasattr(value, "reshape"):  # leading 1s broadcast away, as in PyTorch (NumPy refuses (1,) into ())
             value = value.reshape(shape[lead:])
+        where = normalize_index(index, self)
+        backend.check_index_bounds(self.array.shape, where)  # CuPy would wrap an out-of-range index around
         try:
-            self.array[normalize_index(index, self)] = value
+            self.array[where] = value
         except ValueError as e:
             raise RuntimeError(f"__setitem__: a value of shape {list(shape)} cannot be written into a tensor "
                                f"of shape {list(self.shape)} at index {index!r} ({e})") from None
@@ -455,11 +460,15 @@ def _check_dim(dim, ndim, op):
 
 
 def _raw(value, like):
-    """The array behind ``value`` (a Tensor, array or Python number), on like's device."""
+    """The array behind ``value`` (a Tensor, array, nested list or Python number), on like's
+    device: a Tensor elsewhere is an error; host data (a NumPy array or a list) is copied to
+    a CUDA ``like``, as CuPy refuses it both in ufuncs and in ``a[...] = value``."""
     if isinstance(value, Tensor):
         if value.device != like.device:
             raise RuntimeError(f"expected all tensors to be on the same device, but found {like.device} and {value.device}")
         return value.array
+    if like.is_cuda and isinstance(value, (numpy.ndarray, list, tuple)):
+        return backend.to_device(numpy.asarray(value), like.device)
     return value
 
 

@@ -328,7 +328,13 @@ def misuse():
         (lambda: dist.broadcast(np.ones(2), src=N), ValueError, f"src={N} is not a member"),
         (lambda: dist.all_gather([np.ones(2)] * (N + 1), np.ones(2)), ValueError, f"list of {N} tensors"),
         (lambda: dist.all_gather([np.ones(3)] * N, np.ones(2)), ValueError, "has shape (3,)"),
-        (lambda: dist.all_gather_into_tensor(np.ones(N * 2 + 1), np.ones(2)), ValueError, "must hold"),
+        (lambda: dist.all_gather_into_tensor(np.ones(N * 2 + 1), np.ones(2)), ValueError,
+         f"output_tensor of shape ({N * 2 + 1},) ({N * 2 + 1} elements) must hold world size {N} x input_tensor "
+         f"of shape (2,) (2 elements)"),
+        (lambda: dist.all_gather([np.ones(2, np.float32)] * N, np.ones(2)), ValueError, "dtype float32, expected"),
+        (lambda: dist.broadcast(np.ones(2), src=-1), ValueError, "src=-1 is not a member"),
+        (lambda: dist.all_to_all_single(np.ones(N), np.ones(N), input_split_sizes=[N + 1] + [0] * (N - 1)),
+         ValueError, "must be"),
         (lambda: dist.send(np.ones(1), dst=RANK), ValueError, "own rank"),
         (lambda: dist.all_reduce(read_only), ValueError, "read-only"),
     ]
@@ -339,6 +345,13 @@ def misuse():
             assert text in str(e), f"{text!r} not in {e}"
         else:
             raise AssertionError(f"no {error.__name__} for {text!r}")
+
+
+def nan():
+    """A NaN on one rank reaches every rank through SUM (MAX/MIN: implementation-defined, see all_reduce)."""
+    x = np.array([np.nan if RANK == 0 else 1.0, 2.0])
+    dist.all_reduce(x)
+    assert np.isnan(x[0]) and x[1] == 2.0 * N, x
 
 
 def environment():
@@ -358,6 +371,7 @@ if N > 1:
     check("point to point", point_to_point)
 check("chunked messages", chunked)
 check("misuse errors", misuse)
+check("NaN propagates through SUM", nan)
 dist.barrier()
 dist.destroy_process_group()
 assert not dist.is_initialized()

@@ -10,7 +10,8 @@ import dtrain
 import dtrain.comm as dist
 from comm_helpers import clean_env, output, python
 from dtrain.comm import nccl
-from dtrain.comm.errors import AbortOnError
+from dtrain.comm.errors import STATUS_ENV, AbortOnError, read_failure
+from dtrain.comm.watchdog import describe
 from dtrain.comm.work import CommThread
 
 
@@ -154,3 +155,70 @@ def test_async_work_of_a_lone_process_is_complete(lone):
     start = time.perf_counter()
     dist.barrier()
     assert time.perf_counter() - start < 1
+
+
+def test_timeout_comes_from_the_environment_then_the_argument(lone, monkeypatch):
+    """DTRAIN_TIMEOUT (seconds) wins over timeout=, which wins over the 10-minute default;
+    a timedelta is read as seconds; a bad DTRAIN_TIMEOUT is named."""
+    from datetime import timedelta
+    for env, arg, want in ((None, None, 600.0), (None, timedelta(seconds=90), 90.0), ("2.5", 7, 2.5)):
+        if env is None:
+            monkeypatch.delenv("DTRAIN_TIMEOUT", raising=False)
+        else:
+            monkeypatch.setenv("DTRAIN_TIMEOUT", env)
+        dist.init_process_group(timeout=arg)
+        assert dist.api._state.world.timeout == want
+        dist.destroy_process_group()
+    for bad in ("soon", "0", "-1"):
+        monkeypatch.setenv("DTRAIN_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=f"DTRAIN_TIMEOUT='{bad}' must be a positive number of seconds"):
+            dist.init_process_group()
+
+
+@pytest.mark.parametrize("env, arg, on", [({}, None, False), ({"DTRAIN_DEBUG": "1"}, None, True),
+                                         ({"DTRAIN_DISTRIBUTED_DEBUG": "DETAIL"}, None, True),
+                                         ({"DTRAIN_DEBUG": "1"}, False, False), ({}, True, True)])
+def test_debug_mode_switches(lone, monkeypatch, env, arg, on):
+    """debug= wins; else DTRAIN_DEBUG=1 or its alias DTRAIN_DISTRIBUTED_DEBUG=DETAIL turn it on;
+    collectives still work with the check (in a world of one)."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    dist.init_process_group(debug=arg)
+    assert dist.api._state.debug is on
+    t = np.ones(3, np.float32)
+    dist.all_reduce(t)
+    dist.broadcast(t, src=0)
+    dist.barrier()
+    np.testing.assert_array_equal(t, np.ones(3))
+
+
+def test_calls_are_described_as_in_mismatch_errors():
+    """Debug mode and timeouts describe a call as name(dtype[shape], root=...)."""
+    assert describe("all_reduce", np.ones(4, np.float32)) == "all_reduce(float32[4])"
+    assert describe("barrier") == "barrier()"
+    assert describe("broadcast", np.ones((2, 3)), src=1) == "broadcast(float64[2, 3], src=1)"
+    assert describe("all_reduce", np.float32(1), op=None) == "all_reduce(float32[])"
+
+
+def test_timed_out_work_explains_itself():
+    """A Work given an explanation raises DistTimeoutError with it (the collective, its
+    number and the ranks that have not called it)."""
+    thread = CommThread()
+    release = threading.Event()
+    work = thread.submit("all_reduce", release.wait, explain=lambda limit: f"all_reduce #3 late after {limit} s")
+    with pytest.raises(dist.DistTimeoutError, match="all_reduce #3 late after 0.05 s"):
+        work.wait(timeout=0.05)
+    release.set()
+    thread.stop()
+
+
+def test_only_the_first_failing_rank_reports_under_the_launcher(monkeypatch, tmp_path, capsys):
+    """Under dtrain.launch --nproc, ranks share a status folder: the first failure is printed
+    and recorded with its code; a later rank's failure only aborts."""
+    monkeypatch.setenv(STATUS_ENV, str(tmp_path))
+    codes = []
+    AbortOnError(1, codes.append).end("rank 1 exited with code 3", code=3)
+    AbortOnError(0, codes.append).report("DistTimeoutError: all_reduce")
+    err = capsys.readouterr().err
+    assert err == "rank 1 exited with code 3\n" and codes == [3, 1]
+    assert read_failure(str(tmp_path)) == (3, "rank 1 exited with code 3")

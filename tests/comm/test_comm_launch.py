@@ -48,16 +48,17 @@ def test_nproc_runs_a_script_on_every_rank():
         assert r["local_rank"] == r["rank"] and r["gathered"] == [0, 1]
 
 
-@pytest.mark.parametrize("how, code", [("raise", 1), ("--exit", 3)])
-def test_a_failing_rank_ends_the_job(how, code):
+@pytest.mark.parametrize("how, code, message", [("raise", 1, "rank 1 failed: RuntimeError: boom on purpose"),
+                                                ("--exit", 3, "rank 1 exited with code 3")])
+def test_a_failing_rank_ends_the_job(how, code, message):
     """Rank 1 raising (or exiting 3) while rank 0 waits in all_reduce ends the job within 15 s
-    with 'rank 1 failed' and rank 1's exit code."""
+    with the reason, once, and rank 1's exit code."""
     require_mpi()
     start = time.perf_counter()
     result = python(*LAUNCH, "--nproc", "2", "tests/comm/rank_fails.py", how, timeout=15)
     assert time.perf_counter() - start < 15
     assert result.returncode == code, output(result)
-    assert "rank 1 failed" in result.stderr and "unreachable" not in result.stdout, output(result)
+    assert result.stderr.count(message) == 1 and "unreachable" not in result.stdout, output(result)
 
 
 def test_sigterm_reaches_every_rank():
@@ -81,6 +82,52 @@ def test_sigterm_reaches_every_rank():
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _start_then_term(*script_args, env=None):
+    """Start rank_sigterm.py on 2 ranks, SIGTERM the launcher once both are ready; returns
+    (exit code, seconds from SIGTERM to exit, output)."""
+    proc = subprocess.Popen([sys.executable, *LAUNCH, "--nproc", "2", "tests/comm/rank_sigterm.py", *script_args],
+                            cwd=ROOT, env=env or clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 30
+        while seen.count("ready") < 2 and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        assert seen.count("ready") == 2, f"the ranks did not start:\n{seen}"
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        return proc.returncode, time.perf_counter() - start, seen + rest
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_lets_ranks_finish_their_step():
+    """SIGTERM is forwarded, not a kill: ranks that handle it finish (both print 'saved'), and
+    the launcher exits 143 (128 + SIGTERM) so a caller can tell a preempted job from a finished one."""
+    require_mpi()
+    code, seconds, text = _start_then_term()
+    assert code == 143 and "rank 0 saved" in text and "rank 1 saved" in text, text
+    assert "got SIGTERM: forwarded to the 2 ranks" in text and "failed" not in text, text
+
+
+def test_ranks_ignoring_sigterm_are_killed_after_the_grace_period():
+    """Ranks that ignore SIGTERM are killed DTRAIN_TERM_GRACE (here 1 s) later, not waited for."""
+    require_mpi()
+    code, seconds, text = _start_then_term("--ignore", env=clean_env(DTRAIN_TERM_GRACE="1"))
+    assert code == 143 and 1 <= seconds < 10, f"{seconds:.1f} s\n{text}"
+    assert "did not exit within 1 s of SIGTERM: killing them" in text, text
+
+
+def test_bad_term_grace_is_refused():
+    """A DTRAIN_TERM_GRACE that is not a number of seconds is named in the error."""
+    require_mpi()
+    result = python(*LAUNCH, "--nproc", "2", "tests/comm/rank_echo.py", env=clean_env(DTRAIN_TERM_GRACE="soon"))
+    assert result.returncode == 1 and "DTRAIN_TERM_GRACE='soon' must be a number of seconds" in result.stderr, \
+        output(result)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -29,16 +29,17 @@ class Net(nn.Module):
     """Layers registered in another order than forward uses them: backward makes the
     gradients of later buckets ready first, so in-order launching matters."""
 
-    def __init__(self, unused=False):
+    def __init__(self, unused=False, norm=False):
         super().__init__()
         self.out = nn.Linear(H, K)
         self.inp = nn.Linear(D, H)
         self.mid = nn.Linear(H, H)
+        self.norm = nn.BatchNorm1d(H) if norm else nn.Identity()
         if unused:
             self.extra = nn.Linear(H, H)
 
     def forward(self, x, use_extra=False):
-        h = F.relu(self.inp(x))
+        h = F.relu(self.norm(self.inp(x)))
         if use_extra:
             h = F.relu(self.extra(h))
         return self.out(F.tanh(self.mid(h)))
@@ -47,6 +48,15 @@ class Net(nn.Module):
 def data(steps, n, dtype, seed=1234, d=D):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((steps, n * B, d)).astype(dtype), rng.integers(0, K, (steps, n * B))
+
+
+def shard(a, rank):
+    """Rank ``rank``'s part of a global batch."""
+    return a[rank * B:(rank + 1) * B]
+
+
+def local_loss(model, x, y, rank, **kw):
+    return F.cross_entropy(model(dtrain.tensor(shard(x, rank)), **kw), dtrain.tensor(shard(y, rank)))
 
 
 def flat(model):
@@ -87,10 +97,9 @@ def equivalence(dtype, make_opt, tol, hook=None, steps=20, **ddp_kw):
     copy_params(ref, model)
     opt, ref_opt = make_opt(model.parameters()), make_opt(ref.parameters())
     xs, ys = data(steps, n, dtype)
-    mine = slice(rank * B, (rank + 1) * B)
     launches, buckets = [], []
     for t in range(steps):
-        step(ddp, opt, xs[t][mine], ys[t][mine])
+        step(ddp, opt, shard(xs[t], rank), shard(ys[t], rank))
         step(ref, ref_opt, xs[t], ys[t])
         launches.append([b for b, _ in ddp.comm_stats()["launches"]])
         buckets.append(ddp.reducer.bucket_indices())
@@ -147,13 +156,12 @@ def check_no_sync():
     ref = Net().double()
     copy_params(ref, model)
     xs, ys = data(2, n, np.float64, seed=7)
-    mine = slice(rank * B, (rank + 1) * B)
     with ddp.no_sync():
-        F.cross_entropy(ddp(dtrain.tensor(xs[0][mine])), dtrain.tensor(ys[0][mine])).backward()
+        local_loss(ddp, xs[0], ys[0], rank).backward()
     local = flat_grads(model)
     everyone = gathered(local)
     assert not all(np.array_equal(e, everyone[0]) for e in everyone[1:]), "no_sync gradients were averaged"
-    F.cross_entropy(ddp(dtrain.tensor(xs[1][mine])), dtrain.tensor(ys[1][mine])).backward()
+    local_loss(ddp, xs[1], ys[1], rank).backward()
     for t in range(2):
         F.cross_entropy(ref(dtrain.tensor(xs[t])), dtrain.tensor(ys[t])).backward()
     err = rel(flat_grads(model), flat_grads(ref))
@@ -167,11 +175,12 @@ def flat_grads(model):
 def check_join(by_initial=True):
     """Rank r has 2 + r batches: under join() no rank hangs, and each step's gradient is the
     sum of the active ranks' gradients divided by the world size (PyTorch's default) or by
-    the number of active ranks."""
+    the number of active ranks. (BatchNorm's buffers make joined ranks mirror the buffer
+    broadcasts too.)"""
     rank, n = dist.get_rank(), dist.get_world_size()
-    model = Net().double()
+    model = Net(norm=True).double()
     ddp = DDP(model, bucket_cap_mb=0.0005)
-    ref = Net().double()
+    ref = Net(norm=True).double()
     copy_params(ref, model)
     opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
     ref_opt = dtrain.optim.SGD(ref.parameters(), lr=0.1)
@@ -179,12 +188,11 @@ def check_join(by_initial=True):
     xs, ys = data(max(steps), n, np.float64, seed=11)
     with ddp.join(divide_by_initial_world_size=by_initial):
         for t in range(steps[rank]):
-            step(ddp, opt, xs[t][rank * B:(rank + 1) * B], ys[t][rank * B:(rank + 1) * B])
+            step(ddp, opt, shard(xs[t], rank), shard(ys[t], rank))
     for t in range(steps[rank]):  # the reference: this rank's steps, with the ranks active at each
         active = [r for r in range(n) if steps[r] > t]
         ref_opt.zero_grad()
-        loss = sum(F.cross_entropy(ref(dtrain.tensor(xs[t][r * B:(r + 1) * B])), dtrain.tensor(ys[t][r * B:(r + 1) * B]))
-                   for r in active)
+        loss = sum(local_loss(ref, xs[t], ys[t], r) for r in active)
         (loss / (n if by_initial else len(active))).backward()
         ref_opt.step()
     err = rel(flat(model), flat(ref))
@@ -210,17 +218,34 @@ def check_find_unused():
     xs, ys = data(3, n, np.float64, seed=5)
     for t in range(3):
         everywhere = t == 0  # step 0: the extra layer is used on no rank
-        step(ddp, opt, xs[t][rank * B:(rank + 1) * B], ys[t][rank * B:(rank + 1) * B],
+        step(ddp, opt, shard(xs[t], rank), shard(ys[t], rank),
              use_extra=rank % 2 == 0 and not everywhere)
         if t == 0:
             assert model.extra.weight.grad is None, "a parameter unused on every rank got a gradient"
         ref_opt.zero_grad()
-        loss = sum(F.cross_entropy(ref(dtrain.tensor(xs[t][r * B:(r + 1) * B]), use_extra=r % 2 == 0 and not everywhere),
-                                   dtrain.tensor(ys[t][r * B:(r + 1) * B])) for r in range(n))
+        loss = sum(local_loss(ref, xs[t], ys[t], r, use_extra=r % 2 == 0 and not everywhere) for r in range(n))
         (loss / n).backward()
         ref_opt.step()
     err = rel(flat(model), flat(ref))
     assert err <= 1e-10, f"parameters differ from the reference by {err:.3g}"
+
+
+def check_find_unused_after_no_sync():
+    """A layer used only in the no_sync micro-batch still has its accumulated gradient
+    averaged by the synced backward in which forward did not use it."""
+    rank, n = dist.get_rank(), dist.get_world_size()
+    model = Net(unused=True).double()
+    ddp = DDP(model, find_unused_parameters=True)
+    ref = Net(unused=True).double()
+    copy_params(ref, model)
+    xs, ys = data(2, n, np.float64, seed=13)
+    with ddp.no_sync():
+        local_loss(ddp, xs[0], ys[0], rank, use_extra=True).backward()
+    local_loss(ddp, xs[1], ys[1], rank).backward()
+    loss = sum(local_loss(ref, xs[0], ys[0], r, use_extra=True) + local_loss(ref, xs[1], ys[1], r) for r in range(n))
+    (loss / n).backward()
+    err = rel(flat_grads(model), flat_grads(ref))
+    assert err <= 1e-10, f"gradients differ from the reference by {err:.3g}"
 
 
 def check_unused_error():
@@ -270,17 +295,16 @@ def check_sync_batchnorm():
     opt = dtrain.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     ref_opt = dtrain.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
     rng = np.random.default_rng(9)
-    mine = slice(rank * B, (rank + 1) * B)
     for t in range(4):
         x = rng.standard_normal((n * B, 2, 4, 4)) * 3 + 1
         y = rng.integers(0, K, n * B)
-        out, ref_out = ddp(dtrain.tensor(x[mine])), ref(dtrain.tensor(x))
+        out, ref_out = ddp(dtrain.tensor(shard(x, rank))), ref(dtrain.tensor(x))
         if t == 0:
-            err = rel(out.detach().numpy(), ref_out.detach().numpy()[mine])
+            err = rel(out.detach().numpy(), shard(ref_out.detach().numpy(), rank))
             assert err <= 1e-10, f"forward differs from BatchNorm on the global batch by {err:.3g}"
         opt.zero_grad()
         ref_opt.zero_grad()
-        F.cross_entropy(out, dtrain.tensor(y[mine])).backward()
+        F.cross_entropy(out, dtrain.tensor(shard(y, rank))).backward()
         F.cross_entropy(ref_out, dtrain.tensor(y)).backward()
         opt.step()
         ref_opt.step()
@@ -319,7 +343,7 @@ def measure_overlap():
     s = stats[-1]
     assert [b for b, _ in s["launches"]] == list(range(s["buckets"]))
     return {"backward_ms": 1e3 * s["backward_s"], "final_wait_ms": 1e3 * s["wait_s"], "buckets": s["buckets"],
-            "first_launch_ms": 1e3 * s["launches"][0][1]}
+            "first_launch_ms": 1e3 * s["launches"][0][1], "end": s["end"], "done": s["done"]}
 
 
 def main(path):
@@ -337,6 +361,8 @@ def main(path):
     if dist.get_rank() == 0:
         merged = {name: {r: res[name] for r, (res, _) in enumerate(everyone)} for name, _ in checks}
         merged["info"] = {r: inf for r, (_, inf) in enumerate(everyone)}
+        # from the last rank's end of backward to the last rank's averages (one machine: one clock)
+        merged["exposed_ms"] = 1e3 * (max(i["done"] for _, i in everyone) - max(i["end"] for _, i in everyone))
         with open(path, "w") as f:
             json.dump(merged, f, indent=1)
     dist.destroy_process_group()

@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "comm"))
-from comm_helpers import output, require_mpi, run  # noqa: E402
-
 pytest.importorskip("dtrain.comm", reason="dtrain.comm is not available")
 pytest.importorskip("dtrain.parallel", reason="dtrain.parallel is not available")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "comm"))
+from comm_helpers import output, require_mpi, run  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=lambda n: f"{n}ranks")
@@ -19,7 +18,7 @@ def results(request, tmp_path_factory):
     mpiexec = require_mpi()
     path = tmp_path_factory.mktemp("ddp") / f"results{request.param}.json"
     result = run([mpiexec, "-n", str(request.param), sys.executable, "tests/parallel/ddp_checks.py", str(path)],
-                 timeout=60)
+                 timeout=90)
     assert result.returncode == 0 and path.exists(), output(result)
     return json.loads(path.read_text())
 
@@ -84,6 +83,12 @@ def test_find_unused_parameters(results):
     passed(results, "check_find_unused")
 
 
+def test_find_unused_parameters_after_no_sync(results):
+    """A layer used only under no_sync gets its accumulated gradient averaged by the next
+    synced backward even though that forward did not use it."""
+    passed(results, "check_find_unused_after_no_sync")
+
+
 def test_unused_parameters_error_names_them(results):
     """Without find_unused_parameters the next forward raises, naming the parameter and the flag."""
     passed(results, "check_unused_error")
@@ -112,7 +117,9 @@ def test_overlap_is_measured(results):
     assert len(info) >= 2
     for rank, stats in info.items():
         assert stats["backward_ms"] > 0 and stats["final_wait_ms"] >= 0 and stats["buckets"] >= 2, stats
-    print({r: {k: round(v, 2) for k, v in s.items()} for r, s in info.items()})
+        assert stats["done"] >= stats["end"]
+    print(f"exposed communication after the last rank's backward: {results['exposed_ms']:.2f} ms;",
+          {r: {k: round(s[k], 2) for k in ("backward_ms", "first_launch_ms", "final_wait_ms")} for r, s in info.items()})
 
 
 def test_ddp_digits_example_two_ranks():

@@ -257,7 +257,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     y = y.squeeze(0) if unbatched else y
     if not return_indices:
         return y
-    p, q = divmod(argmax.astype("int64"), kernel[1])
+    flat = argmax.astype("int64")
+    p, q = flat // kernel[1], flat % kernel[1]
     rows = xp.arange(out[0]).reshape(-1, 1) * stride[0] + p * dilation[0] - pads[0][0]
     cols = xp.arange(out[1]) * stride[1] + q * dilation[1] - pads[1][0]
     idx = Tensor._wrap(rows.astype("int64") * x.shape[3] + cols)

@@ -3,7 +3,7 @@ gather / take_along_dim, index_select, masked_fill."""
 import numbers
 
 from .. import dtypes
-from ..backend import broadcast_shapes, get_array_module, scatter_add
+from ..backend import broadcast_shapes, check_index_bounds, get_array_module, scatter_add
 from ..function import Function
 from ..tensor import Tensor, _check_dim
 
@@ -44,6 +44,7 @@ class Index(Function):
     def forward(self, a, index=()):
         self.shape, self.dtype, self.index = a.shape, a.dtype, index
         try:
+            check_index_bounds(a.shape, index)  # CuPy would wrap an out-of-range index around
             return a[index]
         except IndexError as e:
             raise IndexError(f"index {_show(index)} is invalid for a tensor of shape {list(a.shape)}: {e}") from None

@@ -87,13 +87,10 @@ class Softplus(Function):
         out = xp.logaddexp(0, ba)
         if beta != 1:
             out /= beta
-        out[self.linear] = a[self.linear]
-        return out
+        return xp.where(self.linear, a, out)  # not out[mask] = ...: a boolean-mask write syncs a GPU
 
     def backward(self, g):
-        d = self.s.copy()
-        d[self.linear] = 1
-        return g * d
+        return g * get_array_module(g).where(self.linear, 1, self.s)
 
 
 def relu(input, inplace=False):

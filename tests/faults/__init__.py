@@ -1,0 +1,1 @@
+"""Fault-injection tests: each module defines SCENARIOS, rendered into docs/faults.md by table.py."""

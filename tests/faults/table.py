@@ -1,0 +1,69 @@
+"""Render docs/faults.md from the fault-injection suite's SCENARIOS lists.
+
+    python tests/faults/table.py > docs/faults.md
+
+Each module in MODULES defines ``SCENARIOS``: dicts with "scenario", "launcher",
+"exit_code", "max_seconds" and "message", the values its tests check. A module that does
+not exist (yet) is left out; tests/faults/test_table.py checks the doc is up to date.
+"""
+import importlib
+import os
+import re
+import sys
+
+MODULES = ("test_comm_faults", "test_checkpoint_faults")
+COLUMNS = (("scenario", "Scenario"), ("launcher", "Launcher"), ("exit_code", "Exit code"),
+           ("max_seconds", "Exits within (s)"), ("message", "Message"))
+
+INTRO = """# Faults: what happens when things go wrong
+
+Generated from the fault-injection tests in `tests/faults/` (each row is one scenario a
+test injects and checks: the exit code, the time from the fault to the exit, and the
+message). Do not edit by hand: regenerate with
+
+    python tests/faults/table.py > docs/faults.md
+
+`tests/faults/test_table.py` fails when this file and the suite disagree.
+
+Exit codes: `75` (`dtrain.preemption.EXIT_PREEMPTED`, EX_TEMPFAIL) means the run was asked
+to stop (SIGTERM), saved a checkpoint at a step boundary and exited cleanly: resume it with
+`--resume auto`. `1` is an error (an exception, or a rank that failed), `128 + N` a death
+by signal N (137: SIGKILL, 143: an unhandled SIGTERM); the launcher passes on the exit code
+of the failing rank.
+
+"""
+
+
+def scenarios():
+    """``[(module name, scenario dict), ...]`` from every module of MODULES that exists."""
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    found = []
+    for name in MODULES:
+        try:
+            module = importlib.import_module(f"faults.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"faults.{name}":
+                raise
+            continue
+        found += [(name, s) for s in module.SCENARIOS]
+    return found
+
+
+def cell(value):
+    text = re.sub(r"\\(.)", r"\1", str(value))  # messages may be regular expressions: show them plain
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render():
+    """The text of docs/faults.md."""
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for _, s in scenarios():
+        lines.append("| " + " | ".join(cell(s[key]) for key, _ in COLUMNS) + " |")
+    return INTRO + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
