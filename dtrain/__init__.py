@@ -12,4 +12,4 @@ device = _Device
 __version__ = "0.1.0"
 
 from .serialization import load, save  # noqa: E402,F401
-from . import checkpoint, data, nn, optim  # noqa: E402,F401
+from . import checkpoint, data, nn, optim, preemption  # noqa: E402,F401

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from .comm.errors import STATUS_ENV, claim_failure, read_failure
+from .comm.errors import STATUS_ENV, read_failure, record_failure
 
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
 FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
@@ -136,6 +136,9 @@ def spawn(nproc, argv):
             signal.signal(s, handler)
         failure = read_failure(status)
         shutil.rmtree(status, ignore_errors=True)
+    if failure is not None:  # the first failing rank's report, once, after mpiexec's own output
+        sys.stderr.write(failure[1])
+        sys.stderr.flush()
     if signalled:  # what the ranks did after a forwarded signal does not change why the job ended
         return 128 + signalled[0][0]
     if failure is not None:
@@ -240,7 +243,7 @@ def supervise(argv, rank):
     if code != 0 and not stopping:
         line = (f"rank {rank} exited with code {code}" if code > 0 else
                 f"rank {rank} was killed by {signal.Signals(-code).name}")
-        if claim_failure(line, code if code > 0 else 128 - code):
+        if record_failure(f"{line}\n", code if code > 0 else 128 - code):
             _say(line)
     os.close(pmi_fd)
     return code if code >= 0 else 128 - code

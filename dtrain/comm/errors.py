@@ -2,38 +2,52 @@
 import os
 import sys
 import threading
+import time
 import traceback
 
-# Set by ``python -m dtrain.launch --nproc N``: a folder where the first failing rank leaves
-# its exit code and message, so that the job reports one failure once, with that code.
+# Set by ``python -m dtrain.launch --nproc N``: a folder where the first failing rank (or its
+# supervisor) leaves its exit code and report; the launcher prints that report once, after
+# the job has ended. Printing it from the rank instead loses it now and then: on MPI_Abort,
+# Hydra may kill its I/O forwarding before a rank's last lines reach the terminal.
 STATUS_ENV = "DTRAIN_LAUNCH_STATUS"
+# Outside the launcher, the pause between printing a report and MPI_Abort, for the same reason.
+FLUSH_DELAY = 0.3
 
 
-def claim_failure(line, code):
-    """Record ``line`` and ``code`` as the job's failure; False if another rank did first.
+def record_failure(text, code):
+    """Leave ``text`` and ``code`` for the launcher as the job's failure, unless a rank did first.
 
-    Outside ``dtrain.launch --nproc`` there is nothing to share and every claim succeeds.
+    Returns:
+        True if the caller must print ``text`` itself: outside ``dtrain.launch --nproc``, or
+        if the launcher's folder is gone.
     """
     folder = os.environ.get(STATUS_ENV)
     if not folder:
         return True
+    path = os.path.join(folder, "failure")
+    draft = f"{path}.{os.getpid()}.{threading.get_ident()}"
     try:
-        fd = os.open(os.path.join(folder, "failure"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with open(draft, "w") as f:
+            f.write(f"{code}\n{text}")
+        os.link(draft, path)  # atomic, and the content is complete: a rank killed mid-write claims nothing
     except FileExistsError:
-        return False
-    except OSError:  # the launcher's folder is gone: report anyway
+        pass
+    except OSError:
         return True
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{code}\n{line}\n")
-    return True
+    finally:
+        try:
+            os.unlink(draft)
+        except OSError:
+            pass
+    return False
 
 
 def read_failure(folder):
-    """``(code, line)`` claimed in ``folder``, or None."""
+    """``(code, text)`` recorded in ``folder``, or None."""
     try:
         with open(os.path.join(folder, "failure")) as f:
-            code, line = f.read().split("\n", 1)
-        return int(code), line.strip()
+            code, text = f.read().split("\n", 1)
+        return int(code), text
     except (OSError, ValueError):
         return None
 
@@ -54,8 +68,8 @@ class AbortOnError:
     """An ``sys.excepthook`` that reports an uncaught exception and aborts every rank.
 
     Without it, one rank's exception leaves its peers blocked forever in their next
-    collective. It prints ``rank N failed: <error>`` and the traceback to stderr, once
-    (under ``dtrain.launch --nproc``: once per job), then calls ``abort(1)``
+    collective. It reports ``rank N failed: <error>`` and the traceback once (under
+    ``dtrain.launch --nproc``: once per job, printed by the launcher), then calls ``abort(1)``
     (``MPI.COMM_WORLD.Abort``), which ends every rank of the job.
 
     Args:
@@ -81,15 +95,19 @@ class AbortOnError:
         self.end(f"rank {self.rank} failed: {message}", detail, code)
 
     def end(self, line, detail="", code=1):
-        """Print ``line`` and ``detail`` (the first call only), then abort the job with ``code``."""
+        """Report ``line`` and ``detail`` (the first call only), then abort the job with ``code``.
+
+        Under ``dtrain.launch --nproc`` the launcher prints the report of the first failing
+        rank (see :func:`record_failure`); elsewhere it goes to stderr."""
         with self.lock:
             if self.fired:
                 return
             self.fired = True
-        if claim_failure(line, code):
-            sys.stdout.flush()
+        sys.stdout.flush()
+        if record_failure(f"{line}\n{detail}", code):
             sys.stderr.write(f"{line}\n{detail}")
             sys.stderr.flush()
+            time.sleep(FLUSH_DELAY)
         self.abort(code)
 
     def __call__(self, exc_type, exc, tb):

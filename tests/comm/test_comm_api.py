@@ -213,12 +213,12 @@ def test_timed_out_work_explains_itself():
 
 
 def test_only_the_first_failing_rank_reports_under_the_launcher(monkeypatch, tmp_path, capsys):
-    """Under dtrain.launch --nproc, ranks share a status folder: the first failure is printed
-    and recorded with its code; a later rank's failure only aborts."""
+    """Under dtrain.launch --nproc, ranks share a status folder: the first failure's report and
+    code are left there for the launcher to print; a later rank's failure only aborts."""
     monkeypatch.setenv(STATUS_ENV, str(tmp_path))
     codes = []
     AbortOnError(1, codes.append).end("rank 1 exited with code 3", code=3)
-    AbortOnError(0, codes.append).report("DistTimeoutError: all_reduce")
-    err = capsys.readouterr().err
-    assert err == "rank 1 exited with code 3\n" and codes == [3, 1]
-    assert read_failure(str(tmp_path)) == (3, "rank 1 exited with code 3")
+    AbortOnError(0, codes.append).report("DistTimeoutError: all_reduce", "details")
+    assert capsys.readouterr().err == "" and codes == [3, 1]
+    assert read_failure(str(tmp_path)) == (3, "rank 1 exited with code 3\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failure"]

@@ -124,6 +124,10 @@ def check_sgd_float64_bucket_view():
     equivalence(np.float64, sgd, 1e-10, gradient_as_bucket_view=True, bucket_cap_mb=0.0005)
 
 
+def check_adam_float32():
+    equivalence(np.float32, adam, 1e-5)
+
+
 def check_adam_float64():
     equivalence(np.float64, adam, 1e-10, bucket_cap_mb=0.0001)
 

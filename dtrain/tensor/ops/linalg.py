@@ -111,4 +111,8 @@ def dot(a, b):
 
 
 def outer(a, b):
+    """The outer product of two 1-D tensors."""
+    for name, v in (("self", a), ("vec2", b)):
+        if v.ndim != 1:
+            raise RuntimeError(f"outer: expected 1-D argument {name}, but got {v.ndim}-D (shape {list(v.shape)})")
     return matmul(a.reshape(-1, 1), b.reshape(1, -1))

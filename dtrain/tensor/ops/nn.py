@@ -174,6 +174,8 @@ def softplus(input, beta=1.0, threshold=20.0):
 
 def _log_softmax(a, axis):
     xp = get_array_module(a)
+    if a.size == 0:
+        return a.copy()
     z = a - a.max(axis=axis, keepdims=True)  # shift by the max: exp cannot overflow
     z -= xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
     return z
@@ -182,7 +184,7 @@ def _log_softmax(a, axis):
 class Softmax(Function):
     def forward(self, a, axis=-1):
         xp = get_array_module(a)
-        e = xp.exp(a - a.max(axis=axis, keepdims=True))
+        e = xp.exp(a - a.max(axis=axis, keepdims=True)) if a.size else a.copy()
         e /= e.sum(axis=axis, keepdims=True)
         self.out, self.axis = e, axis
         return e

@@ -183,8 +183,8 @@ def logsumexp(x, dim=None, keepdim=False):
 def _arg(x, dim, keepdim, which):
     xp = get_array_module(x.array)
     a = x.array
-    if a.size == 0:
-        raise RuntimeError(f"{which}(): expected a non-empty tensor, got shape {tuple(x.shape)}")
+    if a.size == 0 and (dim is None or a.ndim == 0 or a.shape[normalize_dims(dim, a.ndim, which)[0]] == 0):
+        raise RuntimeError(f"{which}(): cannot reduce over an empty dimension of a tensor of shape {tuple(x.shape)}")
     if dim is None:
         idx = getattr(xp, which)(a.reshape(-1))
         if keepdim:

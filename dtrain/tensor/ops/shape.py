@@ -71,7 +71,7 @@ def squeeze(x, dim=None):
         new = tuple(s for s in shape if s != 1)
     else:
         dims = (dim,) if isinstance(dim, numbers.Integral) else tuple(dim)
-        dims = {_check_dim(d, x.ndim, "squeeze") for d in dims} if x.ndim else set()
+        dims = {_check_dim(d, x.ndim, "squeeze") for d in dims}
         new = tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1))
     return reshape(x, new)
 
@@ -323,4 +323,5 @@ class Flip(Function):
 def flip(x, dims):
     """Reverse the order of elements along ``dims`` (an int or a tuple)."""
     dims = (dims,) if isinstance(dims, numbers.Integral) else dims
-    return Flip.apply(x, axes=tuple(_check_dim(d, x.ndim, "flip") for d in dims))
+    axes = tuple(_check_dim(d, x.ndim, "flip") for d in dims)
+    return Flip.apply(x, axes=axes) if x.ndim else clone(x)
