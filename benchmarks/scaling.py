@@ -10,8 +10,9 @@ Efficiency = throughput(N) / (N x throughput(1)). "hidden" is the share of the a
 time that backward hides: 1 - exposed / alone, where exposed is the time from the moment the
 last rank finishes backward to the moment the last rank has its averaged gradients (so a
 rank waiting for a slower one does not count as communication), and alone the time the
-same buckets take to all-reduce with nothing else running. The plain module (no DDP, no communication) runs on the same
-ranks at the same time, interleaved with DDP step by step: "plain eff." is its efficiency,
+same buckets take to all-reduce with nothing else running. The plain module (no DDP, no
+communication) runs on the same ranks at the same time, interleaved with DDP step by step:
+"plain eff." is its efficiency,
 the ceiling this machine allows (N processes slow each other down even without talking),
 and "vs plain" the median of DDP step / plain step (at 1 rank: DDP's own overhead).
 Where PyTorch is installed the same runs are made with torch DDP over gloo.
@@ -21,6 +22,7 @@ shared and noisy); the table shows medians.
 
 Usage: python benchmarks/scaling.py [--workload mlp cnn] [--ranks 1 2] [--steps 20] [--repeat 3]
            [--json scaling.json] [--plot scaling.png] [--no-torch]
+(the JSON and the plot are written by default, to the current folder)
 """
 import os
 
@@ -239,6 +241,8 @@ def plot(rows, path):
             if one and fw == "dtrain":
                 ax.plot([r["ranks"] for r in sel], [one * r["ranks"] for r in sel], ":", color="gray",
                         label="dtrain, ideal")
+                ax.plot([r["ranks"] for r in sel], [1e3 * r["per_rank_batch"] * r["ranks"] / r["plain_step_ms"]
+                                                    for r in sel], "--", color="gray", label="no DDP, same ranks")
         ax.set_xticks(sorted({r["ranks"] for r in rows}))
         ax.set_title(f"{workload}, {mode} scaling")
         ax.set_xlabel("ranks")
@@ -256,8 +260,8 @@ def main(argv=None):
     ap.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3, help="runs of every configuration; the table shows medians")
-    ap.add_argument("--json", default=None, help="write the rows here")
-    ap.add_argument("--plot", default=None, help="save a PNG plot here (needs matplotlib)")
+    ap.add_argument("--json", default="scaling.json", help="write the rows here ('' for no file)")
+    ap.add_argument("--plot", default="scaling.png", help="save a PNG plot here (needs matplotlib; '' for none)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     ap.add_argument("--worker", choices=["dtrain", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)

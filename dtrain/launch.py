@@ -15,9 +15,10 @@
   for signal S); if mpiexec has not ended the other ranks 10 s later, it kills them.
 * SIGTERM or SIGINT to the launcher is forwarded to every rank, which may finish its
   step (e.g. save a checkpoint) and exit: after ``DTRAIN_TERM_GRACE`` seconds (default
-  30) the ranks still running are killed. The launcher then exits with 128 + the signal
-  (143 for SIGTERM) even if the ranks exited 0, so a caller can tell a preempted job
-  from a finished one. A second signal kills the ranks at once. When the launcher
+  30) the ranks still running are killed. Ranks that saved a checkpoint and left through
+  ``dtrain.preemption.exit_preempted`` make the launcher exit 75 (``EXIT_PREEMPTED``: resume
+  with ``--resume auto``); otherwise it exits 128 + the signal (143 for SIGTERM) even if the
+  ranks exited 0, so a caller can tell a stopped job from a finished one. A second signal kills the ranks at once. When the launcher
   returns, no rank of the job is left running.
 * With no script it runs the built-in job: data-parallel training of a small MLP on the
   digits data set, gradients summed with ``all_reduce`` (same result as one process
@@ -42,6 +43,9 @@ import tempfile
 import time
 
 from .comm.errors import STATUS_ENV, read_failure, record_failure
+from .preemption import EXIT_PREEMPTED
+
+PREEMPTED_FILE = "preempted"  # a rank left it in the status folder: it exited EXIT_PREEMPTED
 
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
 FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
@@ -135,10 +139,14 @@ def spawn(nproc, argv):
         for s, handler in previous.items():
             signal.signal(s, handler)
         failure = read_failure(status)
+        preempted = os.path.exists(os.path.join(status, PREEMPTED_FILE))
         shutil.rmtree(status, ignore_errors=True)
     if failure is not None:  # the first failing rank's report, once, after mpiexec's own output
         sys.stderr.write(failure[1])
         sys.stderr.flush()
+    if preempted and failure is None:
+        _say(f"the ranks were preempted: checkpoint saved, exit code {EXIT_PREEMPTED} (resume with --resume auto)")
+        return EXIT_PREEMPTED
     if signalled:  # what the ranks did after a forwarded signal does not change why the job ended
         return 128 + signalled[0][0]
     if failure is not None:
@@ -240,6 +248,9 @@ def supervise(argv, rank):
     code = child.wait()
     if stopping and code == -stopping[0]:
         code = 0  # ended by the signal we passed on: not a failure Hydra should kill the job for
+    if code == EXIT_PREEMPTED:  # stopped on request with its checkpoint saved: not a failure
+        _mark_preempted()
+        code = 0  # nor one Hydra should kill the other ranks (still saving) for
     if code != 0 and not stopping:
         line = (f"rank {rank} exited with code {code}" if code > 0 else
                 f"rank {rank} was killed by {signal.Signals(-code).name}")
@@ -247,6 +258,15 @@ def supervise(argv, rank):
             _say(line)
     os.close(pmi_fd)
     return code if code >= 0 else 128 - code
+
+
+def _mark_preempted():
+    folder = os.environ.get(STATUS_ENV)
+    if folder:
+        try:
+            open(os.path.join(folder, PREEMPTED_FILE), "w").close()
+        except OSError:
+            pass
 
 
 def _die_with_parent():
