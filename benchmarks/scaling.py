@@ -69,7 +69,8 @@ def worker(args):
     x, y = batch(args.workload, per_rank, seed=rank)
     x, y = dtrain.tensor(x), dtrain.tensor(y)
     dtrain.manual_seed(0)
-    ddp = DistributedDataParallel(reference_model(dtrain.nn, args.workload))
+    ddp = DistributedDataParallel(reference_model(dtrain.nn, args.workload), bucket_cap_mb=args.bucket_cap_mb,
+                                  gradient_as_bucket_view=args.gradient_as_bucket_view)
     plain = reference_model(dtrain.nn, args.workload)
     plain.load_state_dict(ddp.module.state_dict())  # the same weights: the same arithmetic
     variants = {"ddp": (ddp, dtrain.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)),
@@ -145,7 +146,9 @@ def torch_worker(args):
     x, y = batch(args.workload, per_rank, seed=rank)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(0)
-    model = torch.nn.parallel.DistributedDataParallel(reference_model(torch.nn, args.workload))
+    model = torch.nn.parallel.DistributedDataParallel(reference_model(torch.nn, args.workload),
+                                                      bucket_cap_mb=args.bucket_cap_mb,
+                                                      gradient_as_bucket_view=args.gradient_as_bucket_view)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     times = []
@@ -171,7 +174,7 @@ def torch_worker(args):
 
 # ---- the driver -------------------------------------------------------------------------------
 
-def launch(framework, workload, mode, ranks, steps, port):
+def launch(framework, workload, mode, ranks, steps, port, ddp_args=()):
     from dtrain.launch import find_mpiexec
     mpiexec = find_mpiexec()
     if mpiexec is None:
@@ -179,7 +182,8 @@ def launch(framework, workload, mode, ranks, steps, port):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", framework,
-               "--workload", workload, "--mode", mode, "--steps", str(steps), "--out", out, "--port", str(port)]
+               "--workload", workload, "--mode", mode, "--steps", str(steps), "--out", out, "--port", str(port),
+               *ddp_args]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if done.returncode != 0 or not os.path.exists(out):  # reported; the other runs go on
             print(f"run failed (exit code {done.returncode}): {' '.join(cmd)}\n{done.stdout[-2000:]}"
@@ -263,6 +267,8 @@ def main(argv=None):
     ap.add_argument("--json", default="scaling.json", help="write the rows here ('' for no file)")
     ap.add_argument("--plot", default="scaling.png", help="save a PNG plot here (needs matplotlib; '' for none)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--bucket-cap-mb", type=float, default=25, help="DDP's bucket_cap_mb (both frameworks)")
+    ap.add_argument("--gradient-as-bucket-view", action="store_true", help="DDP's gradient_as_bucket_view")
     ap.add_argument("--worker", choices=["dtrain", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=29511, help=argparse.SUPPRESS)
@@ -280,10 +286,12 @@ def main(argv=None):
     configs = [(fw, workload, mode, n) for workload in args.workload for mode in args.mode for fw in frameworks
                for n in args.ranks]
     runs, port = {c: [] for c in configs}, args.port
+    ddp_args = ["--bucket-cap-mb", str(args.bucket_cap_mb)] + (["--gradient-as-bucket-view"]
+                                                                if args.gradient_as_bucket_view else [])
     for _ in range(args.repeat):  # configurations interleaved, round after round: noise hits all alike
         for c in configs:
             port += 1
-            result = launch(*c, args.steps, port)
+            result = launch(*c, args.steps, port, ddp_args)
             if result is not None:
                 runs[c].append(result)
     rows = [median_row(runs[c]) for c in configs if runs[c]]

@@ -21,7 +21,7 @@ import weakref
 from .. import comm as dist
 from ..tensor import Tensor
 from ..tensor.backend import asnumpy, device_of, get_array_module
-from .comm_hooks import allreduce_hook
+from .comm_hooks import Future, allreduce_hook
 
 FIRST_BUCKET_BYTES = 1024 * 1024
 
@@ -79,6 +79,7 @@ class _Bucket:
             start += n
         self.pending = len(indices)
         self.future = None
+        self.scale = None  # set when the division by the world size is left to the write-back
 
 
 class GradBucket:
@@ -263,9 +264,17 @@ class Reducer:
 
     def _launch(self, bucket):
         self.launches.append((bucket.index, time.perf_counter() - self.t_begin))
-        if not self._identity():
+        if self._identity():
+            return
+        if self.hook is allreduce_hook:
+            # the default: all-reduce the sum now and divide while copying the result out to .grad,
+            # one pass over every gradient fewer than dividing the bucket first
+            bucket.future = Future(dist.all_reduce(bucket.buffer, group=self.group, async_op=True), bucket.buffer)
+            bucket.scale = 1.0 / self.div_factor
+        else:
             is_last = bucket.index == len(self.buckets) - 1
             bucket.future = self.hook(self.hook_state, GradBucket(bucket, self.params, is_last, self.div_factor))
+            bucket.scale = None
 
     def _finalize(self):
         t_end = time.perf_counter()
@@ -279,6 +288,8 @@ class Reducer:
                 result = b.future.wait()
                 if result is not b.buffer:
                     b.buffer[...] = result
+                if self.as_view and b.scale is not None:
+                    b.buffer *= b.scale  # .grad are views of the buffer: scale it in place, once
         t_done = time.perf_counter()
         if not self._identity():
             self._write_back(used)
@@ -295,14 +306,16 @@ class Reducer:
             if used is not None and not used[i]:
                 continue  # unused on every rank: its .grad stays as it was, as in PyTorch
             bucket, slot = self.where[i]
-            view = bucket.views[slot]
+            view, scale = bucket.views[slot], bucket.scale
             if self.as_view:
                 if p.grad is None or p.grad.array is not view:
                     p.grad = Tensor._wrap(view)
             elif p.grad is None:
-                p.grad = Tensor._wrap(view.copy())
-            else:
+                p.grad = Tensor._wrap(view.copy() if scale is None else view * scale)
+            elif scale is None:
                 p.grad.array[...] = view
+            else:
+                get_array_module(view).multiply(view, scale, out=p.grad.array)
 
     # ---- join: a rank without data mirrors the others' reduction ----------------------
     def shadow_backward(self):
