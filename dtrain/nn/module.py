@@ -9,7 +9,7 @@ from collections import OrderedDict, namedtuple
 
 from ..tensor import Tensor, no_grad
 from ..tensor import backend, dtypes
-from ..tensor.tensor import RemovableHandle, Size, parse_to_args
+from ..tensor.tensor import RemovableHandle, Size, parse_to_args, zero_grads
 from .parameter import Parameter
 
 
@@ -327,14 +327,7 @@ class Module:
 
     def zero_grad(self, set_to_none=True):
         """Reset every parameter's gradient: to None (default) or to zeros."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.detach_()
-                p.grad.zero_()
+        zero_grads(self.parameters(), set_to_none)
 
     # ---- devices and dtypes --------------------------------------------------------------
     def _apply(self, fn):

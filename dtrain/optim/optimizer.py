@@ -11,6 +11,7 @@ import numpy
 
 from ..tensor import Tensor, backend, dtypes
 from ..tensor.grad_mode import enable_grad
+from ..tensor.tensor import zero_grads
 
 
 class Optimizer:
@@ -82,15 +83,7 @@ class Optimizer:
     def zero_grad(self, set_to_none=True):
         """Reset the gradients: to None (default), or to zeros in place when
         ``set_to_none=False``."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.detach_()
-                    p.grad.zero_()
+        zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns ``closure()``'s loss (if given)."""

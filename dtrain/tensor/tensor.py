@@ -433,6 +433,18 @@ class RemovableHandle:
             self.hooks.remove(self.hook)
 
 
+def zero_grads(params, set_to_none=True):
+    """Reset the gradients of ``params``: to None, or to zeros in place (Module and Optimizer)."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad.detach_()
+            p.grad.zero_()
+
+
 def parse_to_args(args, kwargs):
     """(Device or None, dtype or None) from the arguments of ``to()``: ``to(device)``,
     ``to(dtype)``, ``to(device, dtype)``, ``to(other_tensor)``, or keywords."""
