@@ -5,14 +5,16 @@ For float32 buffers of 4 KiB to 64 MiB, each variant sums the same buffer in pla
   mpi4py   comm.Allreduce(MPI.IN_PLACE, buf) on a duplicate of COMM_WORLD
   gloo     torch.distributed.all_reduce on torch.from_numpy(buf), where torch is installed
 Variants run interleaved, round after round, so a noisy machine slows all of them alike.
-A measurement is the mean time per call over a batch of calls (the slowest rank's), the
-reported time the median over rounds. algbw = bytes / time; busbw = algbw x 2(n-1)/n.
+A measurement is the mean time per call over a batch of calls (the slowest rank's), each
+call started from a barrier as in the OSU micro-benchmarks (--back-to-back: in a tight
+loop); the reported time is the median over rounds. algbw = bytes / time; busbw = algbw x 2(n-1)/n.
 
 A second table measures overlap: a 16 MiB all-reduce started asynchronously, then 100 ms of
 NumPy work, then the time still spent in wait() (0 = fully hidden), for mpi4py's Iallreduce
 and dtrain's async_op=True (the comm thread, see dtrain/comm/work.py).
 
-Usage: mpiexec -n 2 python benchmarks/allreduce.py [--max-bytes 67108864] [--rounds 5] [--json allreduce.json]
+Usage: mpiexec -n 2 python benchmarks/allreduce.py [--max-bytes 67108864] [--rounds 5] [--back-to-back]
+                                                 [--json allreduce.json]
 """
 import os
 
@@ -38,6 +40,8 @@ def parse_args():
     p.add_argument("--min-time", type=float, default=0.02, help="seconds of calls per measurement (at least 3)")
     p.add_argument("--json", default="allreduce.json", help="where rank 0 writes the results")
     p.add_argument("--no-gloo", action="store_true", help="skip torch.distributed even if installed")
+    p.add_argument("--back-to-back", action="store_true",
+                   help="time calls in a tight loop instead of each from a barrier (see timed())")
     return p.parse_args()
 
 
@@ -66,28 +70,45 @@ def mpi_min():
     return MPI.MIN
 
 
-def timed(comm, fn, calls):
-    """Mean seconds per call over ``calls`` calls, the slowest rank's."""
+def timed(comm, fn, calls, back_to_back=False):
+    """Mean seconds per call over ``calls`` calls, the slowest rank's.
+
+    By default every call starts from a barrier and only the call is timed, as the OSU
+    micro-benchmarks do: a call's time does not depend on how far the ranks drifted apart
+    in the previous one. ``back_to_back`` times the calls in a tight loop instead, where
+    any Python between two calls (dtrain's ~2 us of argument checks) lets the ranks drift
+    and costs MPICH's shared-memory all-reduce several times that (measured: 1 us of pure
+    Python per call added ~10 us to a 1 MiB all-reduce).
+    """
     from mpi4py import MPI
     comm.Barrier()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return comm.allreduce((time.perf_counter() - start) / calls, op=MPI.MAX)
+    if back_to_back:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        total = time.perf_counter() - start
+    else:
+        total = 0.0
+        for _ in range(calls):
+            comm.Barrier()
+            start = time.perf_counter()
+            fn()
+            total += time.perf_counter() - start
+    return comm.allreduce(total / calls, op=MPI.MAX)
 
 
-def bandwidth(comm, variants, sizes, rounds, min_time):
+def bandwidth(comm, variants, sizes, rounds, min_time, back_to_back):
     n = comm.size
     rows = []
     for nbytes in sizes:
         buf = np.ones(nbytes // 4, np.float32)
         # calls per measurement, from the slowest variant after a warm-up
-        probe = max(min(timed(comm, lambda f=f: f(buf), 5) for _ in range(3)) for f in variants.values())
+        probe = max(min(timed(comm, lambda f=f: f(buf), 5, back_to_back) for _ in range(3)) for f in variants.values())
         calls = max(3, int(min_time / max(probe, 1e-7)))
         times = {name: [] for name in variants}
         for _ in range(rounds):
             for name, fn in variants.items():
-                times[name].append(timed(comm, lambda fn=fn: fn(buf), calls))
+                times[name].append(timed(comm, lambda fn=fn: fn(buf), calls, back_to_back))
         for name, ts in times.items():
             t = statistics.median(ts)
             algbw = nbytes / t / 1e9
@@ -141,10 +162,11 @@ def main():
     while size <= args.max_bytes:
         sizes.append(size)
         size *= 4
-    rows = bandwidth(comm, variants, sizes, args.rounds, args.min_time)
+    rows = bandwidth(comm, variants, sizes, args.rounds, args.min_time, args.back_to_back)
     waits = overlap(comm, args.rounds)
     if comm.rank == 0:
-        print(f"all_reduce, float32, {comm.size} ranks, MPI: {MPI.Get_library_version().splitlines()[0]}")
+        timing = "back to back" if args.back_to_back else "each call from a barrier"
+        print(f"all_reduce, float32, {comm.size} ranks, {timing}, MPI: {MPI.Get_library_version().splitlines()[0]}")
         header = f"{'bytes':>10} " + " ".join(f"{name + ' us':>11} {'algbw GB/s':>10} {'busbw GB/s':>10}"
                                               for name in variants)
         print(header + f" {'dtrain/mpi4py':>13}")
@@ -157,7 +179,7 @@ def main():
         for name, t in waits.items():
             print(f"  {name:<24} {t * 1e3:8.2f} ms {'(the all-reduce alone)' if 'blocking' in name else 'in wait()'}")
         with open(args.json, "w") as f:
-            json.dump(dict(ranks=comm.size, mpi=MPI.Get_library_version().splitlines()[0], bandwidth=rows,
+            json.dump(dict(ranks=comm.size, back_to_back=args.back_to_back, mpi=MPI.Get_library_version().splitlines()[0], bandwidth=rows,
                            overlap_wait_s=waits), f, indent=2)
         print(f"\nwrote {args.json}")
     dist.destroy_process_group()
