@@ -20,9 +20,11 @@
   with ``--resume auto``); otherwise it exits 128 + the signal (143 for SIGTERM) even if the
   ranks exited 0, so a caller can tell a stopped job from a finished one. A second signal kills the ranks at once. When the launcher
   returns, no rank of the job is left running.
-* With no script it runs the built-in job: data-parallel training of a small MLP on the
-  digits data set, gradients summed with ``all_reduce`` (same result as one process
-  training on the same global batch).
+* With no script it runs the built-in job, examples/ddp_digits.py (installed with dtrain as
+  the module ``dtrain.examples.ddp_digits``): an MLP trained on the digits data set with
+  DistributedDataParallel, each rank on its share of every epoch in batches of
+  ``--batch-size``; rank 0 prints the loss and test accuracy of every epoch, then a line with
+  the ranks, samples/s and wall time.
 
 Under an external ``mpiexec -n N python -m dtrain.launch script.py`` there is no supervisor:
 a rank that raises or exits non-zero reports itself (``rank N failed: ...``, ``rank N exited
@@ -51,6 +53,7 @@ TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
 FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
 CHILD_ENV = "DTRAIN_LAUNCH_CHILD"  # set in a supervised rank: it must not supervise again
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # <linux/prctl.h>
+DEFAULT_JOB = "dtrain.examples.ddp_digits"  # examples/ddp_digits.py: the job run when no script is given
 
 EPILOG = """examples:
   python -m dtrain.launch --nproc 2                   the built-in job on 2 local ranks
@@ -79,11 +82,12 @@ def make_parser():
                    help="ranks to start through mpiexec (standalone); under mpirun/srun it must match their count")
     p.add_argument("--backend", choices=("mpi", "nccl"), default=None,
                    help="communication backend (default: nccl when CuPy sees a GPU, else mpi)")
-    job = p.add_argument_group("the built-in job (when no script is given)")
-    job.add_argument("--epochs", type=_positive("--epochs"), default=10)
-    job.add_argument("--batch-size", type=_positive("--batch-size"), default=64, help="global batch size")
-    job.add_argument("--lr", type=float, default=0.05)
-    job.add_argument("--seed", type=int, default=0)
+    job = p.add_argument_group(f"the built-in job, {DEFAULT_JOB} (when no script is given)")
+    job.add_argument("--epochs", type=_positive("--epochs"), default=10, help="default: %(default)s")
+    job.add_argument("--batch-size", type=_positive("--batch-size"), default=32,
+                     help="batch size per rank (default: %(default)s)")
+    job.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default: %(default)s)")
+    job.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("script", nargs="?", help="the Python script every rank runs")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     return p
@@ -295,7 +299,7 @@ def run_rank(args):
         if args.script:
             run_script(args.script, args.script_args)
         else:
-            train_digits(args.epochs, args.batch_size, args.lr, args.seed)
+            run_default_job(args)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code and dist.is_initialized():  # peers may be waiting in a collective: end them too
@@ -311,6 +315,13 @@ def run_script(script, script_args):
     sys.argv = [script, *script_args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     runpy.run_path(script, run_name="__main__")  # sets sys.argv[0] to its argument
+
+
+def run_default_job(args):
+    """Run DEFAULT_JOB with the job options, as ``python -m dtrain.examples.ddp_digits ...`` would."""
+    sys.argv = [DEFAULT_JOB, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                "--lr", str(args.lr), "--seed", str(args.seed)]
+    runpy.run_module(DEFAULT_JOB, run_name="__main__", alter_sys=True)  # sets sys.argv[0] to its file
 
 
 def main(argv=None):
@@ -330,76 +341,6 @@ def main(argv=None):
     elif os.environ.get(STATUS_ENV) and "PMI_FD" in os.environ and not os.environ.get(CHILD_ENV):
         return supervise(argv, info.rank)  # started by our own --nproc under MPICH's Hydra
     return run_rank(args)
-
-
-# ---- the built-in job --------------------------------------------------------------------------
-def train_digits(epochs=10, batch_size=64, lr=0.05, seed=0):
-    """Data-parallel training of a 64-64-10 MLP on the digits data set.
-
-    Every rank draws the same shuffled global batches and takes every n-th sample of each;
-    it sums its samples' losses and gradients, and an all_reduce adds the ranks' sums, so
-    dividing by the global batch size gives exactly the gradient one process would compute
-    for the whole batch (up to summation order). Rank 0 prints the mean training loss and
-    the test accuracy after each epoch, then the throughput.
-    """
-    import numpy
-
-    from . import comm as dist
-    from . import manual_seed, no_grad, optim, tensor
-    from .data.datasets.digits import digits
-    from .nn import Linear, ReLU, Sequential
-    from .nn import functional as F
-
-    rank, n = dist.get_rank(), dist.get_world_size()
-    x, y = digits(train=True, flatten=True).tensors
-    x_test, y_test = digits(train=False, flatten=True).tensors
-    manual_seed(seed)
-    model = Sequential(Linear(64, 64), ReLU(), Linear(64, 10))
-    params = list(model.parameters())
-    for p in params:  # every rank starts from rank 0's weights
-        dist.broadcast(p.data, src=0)
-    opt = optim.SGD(params, lr=lr, momentum=0.9)
-    order_rng = numpy.random.default_rng(seed)
-    if rank == 0:
-        print(f"training a 64-64-10 MLP on digits: {n} rank(s), global batch {batch_size}, {epochs} epochs",
-              flush=True)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        order = order_rng.permutation(len(x))  # the same on every rank
-        loss_sum = 0.0
-        for first in range(0, len(order), batch_size):
-            batch = order[first:first + batch_size]
-            mine = batch[rank::n]
-            opt.zero_grad()
-            if len(mine):
-                loss = F.cross_entropy(model(x[mine]), y[mine], reduction="sum")
-                loss.backward()
-                loss_sum += loss.item()
-            # one message for all gradients (a rank without samples this batch sends zeros)
-            grads = numpy.concatenate([numpy.zeros(p.shape, p.dtype).ravel() if p.grad is None
-                                       else p.grad.numpy().ravel() for p in params])
-            dist.all_reduce(grads)
-            grads /= len(batch)
-            offset = 0
-            for p in params:
-                p.grad = tensor(grads[offset:offset + p.numel()].reshape(p.shape))
-                offset += p.numel()
-            opt.step()
-        totals = numpy.array([loss_sum, _correct(model, x_test, y_test, rank, n, no_grad)])
-        dist.all_reduce(totals)
-        if rank == 0:
-            print(f"epoch {epoch + 1}/{epochs}  train loss {totals[0] / len(x):.6f}  "
-                  f"test accuracy {totals[1] / len(x_test):.4f}", flush=True)
-    wall = time.perf_counter() - start
-    if rank == 0:
-        print(f"done: {n} rank(s), {epochs * len(x) / wall:.0f} samples/s, wall time {wall:.2f} s", flush=True)
-
-
-def _correct(model, x, y, rank, n, no_grad):
-    """How many of this rank's share of the test samples the model classifies right."""
-    with no_grad():
-        rows = slice(rank, None, n)
-        return float((model(x[rows]).argmax(1) == y[rows]).sum().item())
 
 
 if __name__ == "__main__":

@@ -8,21 +8,27 @@ accuracy, then one line with the ranks, samples/s and wall time.
     mpiexec -n 2 python examples/ddp_digits.py [--epochs 10] [--batch-size 32] [--lr 0.05]
     python -m dtrain.launch --nproc 2 examples/ddp_digits.py
     python examples/ddp_digits.py            # one process: a world of size 1
+
+It is also the launcher's built-in job: ``python -m dtrain.launch --nproc 2`` (no script)
+runs this file as the module ``dtrain.examples.ddp_digits``, installed with dtrain.
 """
 import argparse
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the model lives beside this file
+import dtrain
+import dtrain.comm as dist
+import dtrain.nn as nn
+from dtrain.data import DataLoader, DistributedSampler
+from dtrain.data.datasets import digits
+from dtrain.parallel import DistributedDataParallel
 
-import dtrain  # noqa: E402
-import dtrain.comm as dist  # noqa: E402
-import dtrain.nn as nn  # noqa: E402
-from dtrain.data import DataLoader, DistributedSampler  # noqa: E402
-from dtrain.data.datasets import digits  # noqa: E402
-from dtrain.parallel import DistributedDataParallel  # noqa: E402
-from digits_mlp import build_model, evaluate  # noqa: E402
+if __package__:  # the module dtrain.examples.ddp_digits
+    from .digits_mlp import build_model, evaluate
+else:  # a file (python examples/ddp_digits.py): the model lives beside it
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from digits_mlp import build_model, evaluate
 
 
 def main(argv=None):
@@ -49,7 +55,7 @@ def main(argv=None):
     opt = dtrain.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     if rank == 0:
-        print(f"DDP on the digits MLP: {world} rank(s) x batch {args.batch_size}, {args.epochs} epochs")
+        print(f"DDP on the digits MLP: {world} rank(s) x batch {args.batch_size}, {args.epochs} epochs", flush=True)
 
     history, samples = [], 0
     start = time.perf_counter()
@@ -67,10 +73,11 @@ def main(argv=None):
         history.append(totals[0].item() / totals[1].item())
         acc = evaluate(model, test_loader)  # every replica holds the same weights
         if rank == 0:
-            print(f"epoch {epoch:3d}  loss {history[-1]:.4f}  test accuracy {acc:.4f}")
+            print(f"epoch {epoch:3d}  loss {history[-1]:.4f}  test accuracy {acc:.4f}", flush=True)
     wall = time.perf_counter() - start
     if rank == 0:
-        print(f"ranks {world}  samples/s {samples / wall:.0f}  wall {wall:.2f} s  final test accuracy {acc:.4f}")
+        print(f"ranks {world}  samples/s {samples / wall:.0f}  wall {wall:.2f} s  final test accuracy {acc:.4f}",
+              flush=True)
     if started:
         dist.destroy_process_group()
     return acc, history

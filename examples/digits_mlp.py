@@ -19,8 +19,6 @@ import itertools
 import os
 import time
 
-from tqdm import tqdm
-
 import dtrain
 import dtrain.comm as dist
 import dtrain.nn as nn
@@ -96,6 +94,7 @@ def main(argv=None):
 
 def train(ap, args):
     """The training run of :func:`main`, in an initialized process group."""
+    from tqdm import tqdm  # here: build_model and evaluate (which ddp_digits uses) do without it
     rank, world = dist.get_rank(), dist.get_world_size()
     if args.checkpoint_dir is not None:
         manager = CheckpointManager(args.checkpoint_dir, keep_last=args.keep_last)
