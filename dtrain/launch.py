@@ -7,9 +7,10 @@
   ``init_process_group()`` then does nothing, so the same script also runs under a
   plain ``mpirun python script.py``.
 * Standalone with ``--nproc N``, it starts the N ranks itself through ``mpiexec`` (the
-  one the mpich wheel puts next to the Python executable, or the one on PATH) and watches
-  them: under MPICH's Hydra each rank runs under a small supervisor process that knows
-  how it ended, so a rank killed by a signal is reported too. The first failure is
+  one the mpich wheel puts next to the Python executable, or the one on PATH: MPICH's
+  Hydra or Open MPI's mpirun, which is allowed to run as root and to start more ranks
+  than cores) and watches them: each rank runs under a small supervisor process that
+  knows how it ended, so a rank killed by a signal is reported too. The first failure is
   printed once (``rank 1 failed: ValueError: boom``, ``rank 1 exited with code 3``,
   ``rank 1 was killed by SIGKILL``) and the launcher exits with that rank's code (128 + S
   for signal S); if mpiexec has not ended the other ranks 10 s later, it kills them.
@@ -29,9 +30,10 @@
 Under an external ``mpiexec -n N python -m dtrain.launch script.py`` there is no supervisor:
 a rank that raises or exits non-zero reports itself (``rank N failed: ...``, ``rank N exited
 with code C``) and aborts the job; a rank killed by a signal is handled by the process
-manager (MPICH's Hydra, measured: ends the job in under 1 s with exit code 9 for SIGKILL and
-its own "BAD TERMINATION ... Killed (signal 9)" banner, which names the PID, not the rank),
-and the collective timeout (``DTRAIN_TIMEOUT``) ends the job if it does not.
+manager (measured: MPICH's Hydra ends the job in under 1 s with exit code 9 for SIGKILL and
+its own "BAD TERMINATION ... Killed (signal 9)" banner, which names the PID, not the rank;
+Open MPI 4's mpirun in about 1.5 s with exit code 137 and "process rank 1 ... exited on
+signal 9 (Killed)"), and the collective timeout (``DTRAIN_TIMEOUT``) ends the job if it does not.
 """
 import argparse
 import ctypes
@@ -48,6 +50,7 @@ from .comm.errors import STATUS_ENV, read_failure, record_failure
 from .preemption import EXIT_PREEMPTED
 
 PREEMPTED_FILE = "preempted"  # a rank left it in the status folder: it exited EXIT_PREEMPTED
+SUPERVISOR_PREFIX = "supervisor."  # + its pid: a rank's supervisor is running (in the status folder)
 
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
 FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
@@ -118,6 +121,11 @@ def spawn(nproc, argv):
     status = tempfile.mkdtemp(prefix="dtrain-launch-")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # N ranks x all-core BLAS threads would oversubscribe the CPUs
+    # Open MPI's mpirun (Hydra ignores these) refuses more ranks than cores, and root (containers), unless told
+    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    if os.geteuid() == 0:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env[STATUS_ENV] = status
     env.pop(CHILD_ENV, None)
     command = [mpiexec, "-n", str(nproc), sys.executable, "-m", "dtrain.launch", *argv]
@@ -133,7 +141,18 @@ def spawn(nproc, argv):
         signalled.append((signum, time.monotonic()))
         _say(f"got {signal.Signals(signum).name}: forwarded to the {nproc} ranks, which have {grace:g} s "
              f"to exit before SIGKILL ({TERM_GRACE_ENV})")
-        proc.send_signal(signum)
+        # straight to the supervisors: Open MPI's mpirun would not pass SIGTERM on but end the job
+        # (SIGTERM 1 s later, SIGKILL 1 s after that; it cannot be told to forward SIGTERM)
+        supervisors = [int(name[len(SUPERVISOR_PREFIX):]) for name in os.listdir(status)
+                       if name.startswith(SUPERVISOR_PREFIX)]
+        if len(supervisors) < nproc:  # still starting: mpiexec passes the signal on or ends the job
+            proc.send_signal(signum)
+            return
+        for pid in supervisors:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -226,9 +245,10 @@ def supervise(argv, rank):
     """Run this rank as a child process and report how it ended, if nobody else did.
 
     A rank killed by a signal cannot report itself; its supervisor can. The child inherits
-    Hydra's PMI connection (``PMI_FD``), so to MPI it is the rank. The supervisor keeps its
-    own copy of that descriptor until it has reported: Hydra sees the rank gone only then,
-    and its cleanup cannot kill the supervisor before the report. SIGTERM and SIGINT are
+    Hydra's PMI connection (``PMI_FD``), or Open MPI's PMIx variables, so to MPI it is the
+    rank. Under Hydra the supervisor keeps its own copy of that descriptor until it has
+    reported: Hydra sees the rank gone only then, and its cleanup cannot kill the supervisor
+    before the report (Open MPI waits for the supervisor itself). SIGTERM and SIGINT are
     passed to the child; a rank that ends because of them is not a failure (the supervisor
     exits 0, so Hydra does not kill the ranks still finishing their step).
 
@@ -238,8 +258,8 @@ def supervise(argv, rank):
     _die_with_parent()
     env = dict(os.environ)
     env[CHILD_ENV] = "1"
-    pmi_fd = int(os.environ["PMI_FD"])
-    child = subprocess.Popen([sys.executable, "-m", "dtrain.launch", *argv], env=env, pass_fds=(pmi_fd,),
+    pmi_fds = (int(os.environ["PMI_FD"]),) if "PMI_FD" in os.environ else ()
+    child = subprocess.Popen([sys.executable, "-m", "dtrain.launch", *argv], env=env, pass_fds=pmi_fds,
                              preexec_fn=_die_with_parent)
     stopping = []
 
@@ -249,7 +269,10 @@ def supervise(argv, rank):
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, forward)
+    registered = os.path.join(os.environ[STATUS_ENV], f"{SUPERVISOR_PREFIX}{os.getpid()}")
+    open(registered, "w").close()  # the launcher signals us directly (see spawn)
     code = child.wait()
+    os.remove(registered)
     if stopping and code == -stopping[0]:
         code = 0  # ended by the signal we passed on: not a failure Hydra should kill the job for
     if code == EXIT_PREEMPTED:  # stopped on request with its checkpoint saved: not a failure
@@ -260,7 +283,8 @@ def supervise(argv, rank):
                 f"rank {rank} was killed by {signal.Signals(-code).name}")
         if record_failure(f"{line}\n", code if code > 0 else 128 - code):
             _say(line)
-    os.close(pmi_fd)
+    for fd in pmi_fds:
+        os.close(fd)
     return code if code >= 0 else 128 - code
 
 
@@ -338,8 +362,8 @@ def main(argv=None):
     elif args.nproc is not None and args.nproc != info.world_size:
         parser.error(f"--nproc {args.nproc} but {info.source} started {info.world_size} ranks: "
                      f"drop --nproc when a process manager starts the ranks")
-    elif os.environ.get(STATUS_ENV) and "PMI_FD" in os.environ and not os.environ.get(CHILD_ENV):
-        return supervise(argv, info.rank)  # started by our own --nproc under MPICH's Hydra
+    elif os.environ.get(STATUS_ENV) and not os.environ.get(CHILD_ENV):
+        return supervise(argv, info.rank)  # started by our own --nproc
     return run_rank(args)
 
 

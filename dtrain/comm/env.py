@@ -15,6 +15,10 @@ torchrun-like  RANK                 WORLD_SIZE              LOCAL_RANK          
 
 MPI's variables come before SLURM's: ``mpirun`` inside an ``sbatch`` script inherits the
 batch step's SLURM_PROCID=0, which says nothing about the ranks mpirun starts.
+
+The MPI library must be the one whose mpiexec started the job: an MPICH build under Open MPI's
+mpirun stops in ``MPI_Init`` (MPICH does not speak PMIx); an Open MPI build under MPICH's
+Hydra starts N worlds of one rank each, which :func:`check_agrees` reports.
 """
 import os
 from typing import NamedTuple, Optional
@@ -118,10 +122,16 @@ def check_agrees(info, rank, world_size, local_rank=None, local_world_size=None,
         return
     pairs = [("rank", info.rank, rank), ("world size", info.world_size, world_size),
              ("local rank", info.local_rank, local_rank), ("local world size", info.local_world_size, local_world_size)]
+    if world_size == 1 and info.world_size > 1 and info.source in ("Open MPI", "MPICH/Hydra"):
+        advice = (f"Each rank is alone in its world: the {info.source} mpiexec that started it belongs to "
+                  f"another MPI library than the one the {what} backend uses (mpi4py's). Start the job with "
+                  f"that library's mpiexec (DTRAIN_MPIEXEC=/path/to/mpiexec for python -m dtrain.launch --nproc).")
+    else:
+        advice = ("Start every rank with the same launcher (mpirun/mpiexec/srun) and do not set "
+                  "RANK/WORLD_SIZE by hand.")
     for name, env_value, backend_value in pairs:
         if env_value is not None and backend_value is not None and env_value != backend_value:
             raise ValueError(
                 f"the {info.source} environment says {name} {env_value} but {what} says {backend_value} "
                 f"(environment: rank {info.rank} of {info.world_size}; {what}: rank {rank} of {world_size}). "
-                f"Start every rank with the same launcher (mpirun/mpiexec/srun) and do not set "
-                f"RANK/WORLD_SIZE by hand.")
+                f"{advice}")

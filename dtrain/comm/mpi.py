@@ -3,6 +3,9 @@
 * NumPy buffers go to MPI as they are (no copies; ``MPI.IN_PLACE`` for reductions).
 * CuPy arrays go to MPI directly when the MPI library is CUDA-aware, else through host
   copies, after waiting for the stream that produced them.
+* float16 goes to MPI as 2-byte integers, reduced by user-defined ops that add (etc.) them
+  as float16 with NumPy, when the library has no float16 datatype (Open MPI 4 has none;
+  MPICH has MPIX_C_FLOAT16): the same bytes on the wire either way.
 * Messages longer than ``MAX_COUNT`` (2^31 - 1) elements are split (MPI counts are C ints
   unless the library has MPI-4 large counts).
 * Async collectives (``async_op=True``) run on one communication thread, on a duplicate of
@@ -64,11 +67,40 @@ def abort(code=1):
 
 
 _OPS = {}
+_FLOAT16_OPS = {}  # filled when the MPI library has no float16 datatype (see _fill_ops)
+FLOAT16 = numpy.dtype(numpy.float16)
 
 
-def _mpi_op(op):
-    """The MPI op of a ReduceOp other than AVG (the table is filled once MPI is up)."""
-    return _OPS[op]
+def _mpi_op(op, buf):
+    """The MPI op of a ReduceOp other than AVG for the array ``buf`` (the tables are filled once MPI is up)."""
+    return _FLOAT16_OPS[op] if _as_uint16(buf.dtype) else _OPS[op]
+
+
+def _as_uint16(dtype):
+    """Whether arrays of ``dtype`` go to MPI as uint16 (float16 where the library has no float16 type)."""
+    return bool(_FLOAT16_OPS) and dtype == FLOAT16
+
+
+def _fill_ops(MPI):
+    if _OPS:
+        return
+    _OPS.update({ReduceOp.SUM: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD, ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX})
+    try:
+        MPI.Datatype.fromcode("e")
+    except ValueError:  # Open MPI 4: float16 goes as uint16 (_mpi_view) through these ops
+        def float16_op(ufunc):
+            def apply(inbuf, inoutbuf, datatype):
+                inout = numpy.frombuffer(inoutbuf, FLOAT16)
+                ufunc(numpy.frombuffer(inbuf, FLOAT16), inout, out=inout)
+            return MPI.Op.Create(apply, commute=True)
+        _FLOAT16_OPS.update({op: float16_op(f) for op, f in ((ReduceOp.SUM, numpy.add),
+                             (ReduceOp.PRODUCT, numpy.multiply), (ReduceOp.MIN, numpy.minimum),
+                             (ReduceOp.MAX, numpy.maximum))})
+
+
+def _mpi_view(a):
+    """``a`` as MPI can take it: float16 as uint16 where the library has no float16 type."""
+    return a.view(numpy.uint16) if a is not None and _as_uint16(a.dtype) else a
 
 
 def _cuda_aware():
@@ -149,7 +181,7 @@ class MPIProcessGroup(ProcessGroup):
             share this node's memory.
         """
         MPI = mpi()
-        _OPS.update({ReduceOp.SUM: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD, ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX})
+        _fill_ops(MPI)
         world = MPI.COMM_WORLD
         node = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.Get_rank())
         local_rank, local_size = node.Get_rank(), node.Get_size()
@@ -188,7 +220,8 @@ class MPIProcessGroup(ProcessGroup):
         call) goes straight to ``Allreduce``: the general path's closures cost ~8 us a call,
         5-10% of a 1 MiB reduction (``benchmarks/allreduce.py``). Anything else takes it."""
         mop = _OPS.get(op) if type(tensor) is numpy.ndarray and not async_op else None
-        if mop is not None and tensor.dtype.kind in "fiu" and tensor.size <= process_group.MAX_COUNT:
+        if (mop is not None and tensor.dtype.kind in "fiu" and tensor.size <= process_group.MAX_COUNT
+                and not (_FLOAT16_OPS and tensor.dtype == FLOAT16)):
             flags = tensor.flags
             if flags.c_contiguous and flags.writeable:
                 with self._call("all_reduce", (tensor,), False):
@@ -260,10 +293,10 @@ class MPIProcessGroup(ProcessGroup):
         """What MPI reads and writes: the arrays themselves, or host copies of CuPy arrays
         when MPI is not CUDA-aware (the copies at positions ``out`` go back afterwards)."""
         if not any(is_cuda_array(a) for a in arrays) or self._is_cuda_aware():
-            yield arrays
+            yield [_mpi_view(a) for a in arrays]
             return
         host = [cupy.asnumpy(a) if is_cuda_array(a) else a for a in arrays]
-        yield host
+        yield [_mpi_view(a) for a in host]
         for i in out:
             if arrays[i] is not None:
                 arrays[i].set(host[i])
@@ -271,9 +304,11 @@ class MPIProcessGroup(ProcessGroup):
 
     # ---- primitives on flat contiguous buffers ----------------------------------------------
     def _allreduce(self, buf, op):
-        comm, mop, in_place = self._comm(), _mpi_op(op), mpi().IN_PLACE
+        comm, mop, in_place = self._comm(), _mpi_op(op, buf), mpi().IN_PLACE
         with self._buffers(buf, out=(0,)) as (b,):
             if b.size <= process_group.MAX_COUNT:  # the common case, without slicing
+                if comm is self.async_comm and self.thread.poll_s:  # on the comm thread: without spinning
+                    return self.thread.complete(comm.Iallreduce(in_place, b, op=mop))
                 return comm.Allreduce(in_place, b, op=mop)
             for s in chunks(b.size):
                 comm.Allreduce(in_place, b[s], op=mop)
@@ -288,9 +323,9 @@ class MPIProcessGroup(ProcessGroup):
         with self._buffers(buf, out=(0,)) as (b,):
             for s in chunks(b.size):
                 if self._rank == root:
-                    comm.Reduce(MPI.IN_PLACE, b[s], op=_mpi_op(op), root=root)
+                    comm.Reduce(MPI.IN_PLACE, b[s], op=_mpi_op(op, buf), root=root)
                 else:
-                    comm.Reduce(b[s], None, op=_mpi_op(op), root=root)
+                    comm.Reduce(b[s], None, op=_mpi_op(op, buf), root=root)
 
     def _allgather(self, send, recv):
         comm = self._comm()
@@ -298,7 +333,7 @@ class MPIProcessGroup(ProcessGroup):
             in_rounds(comm.Allgather, s, r, s.size, self.size(), send_blocks=False, recv_blocks=True)
 
     def _reduce_scatter(self, send, recv, op):
-        comm, mop = self._comm(), _mpi_op(op)
+        comm, mop = self._comm(), _mpi_op(op, send)
         with self._buffers(send, recv, out=(1,)) as (s, r):
             in_rounds(lambda a, b: comm.Reduce_scatter_block(a, b, op=mop), s, r, r.size, self.size(),
                       send_blocks=True, recv_blocks=False)
@@ -358,7 +393,7 @@ class MPIProcessGroup(ProcessGroup):
         staged = is_cuda_array(buf) and not self._is_cuda_aware()
         target = cupy.asnumpy(buf) if staged else buf
         source = MPI.ANY_SOURCE if src is None else src
-        requests = [self.comm.Irecv(target[s], source=source, tag=tag) for s in pieces]
+        requests = [self.comm.Irecv(_mpi_view(target)[s], source=source, tag=tag) for s in pieces]
 
         def finish():
             if staged:

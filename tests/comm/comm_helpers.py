@@ -21,11 +21,28 @@ def require_mpi():
     return mpiexec
 
 
+LAUNCHER_VARS = {v for _, rank, sizes, local, local_sizes in SOURCES for v in (rank, *sizes, local, *local_sizes)}
+# What Open MPI's mpirun sets for a rank besides its OMPI_COMM_WORLD_* (the other OMPI_MCA_*
+# and OMPI_ALLOW_RUN_AS_ROOT* variables are the user's settings and are kept).
+OPEN_MPI_RANK_MCA = ("OMPI_MCA_orte_", "OMPI_MCA_ess", "OMPI_MCA_pmix", "OMPI_MCA_initial_wdir")
+# The tests start up to 4 ranks on one machine, as root in containers and CI: Open MPI refuses
+# both unless told (MPICH ignores these). A value set by the user wins.
+OPEN_MPI_TEST_SETTINGS = {"OMPI_MCA_rmaps_base_oversubscribe": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
+                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def launcher_variable(name):
+    """Whether a process manager (mpiexec, srun) set ``name`` for the rank it started."""
+    if name in LAUNCHER_VARS or name.startswith(("PMI_", "PMIX_", *OPEN_MPI_RANK_MCA)):
+        return True
+    return name.startswith("OMPI_") and not name.startswith(("OMPI_MCA_", "OMPI_ALLOW_RUN_AS_ROOT"))
+
+
 def clean_env(**extra):
     """os.environ without any launcher's rank variables (the tests may themselves run under
-    mpiexec or srun), one BLAS thread per rank, plus ``extra``."""
-    launcher_vars = {v for _, rank, sizes, local, local_sizes in SOURCES for v in (rank, *sizes, local, *local_sizes)}
-    env = {k: v for k, v in os.environ.items() if k not in launcher_vars and not k.startswith(("PMI_", "OMPI_"))}
+    mpiexec or srun), with Open MPI allowed to oversubscribe and run as root, one BLAS thread
+    per rank, plus ``extra``."""
+    env = {**OPEN_MPI_TEST_SETTINGS, **{k: v for k, v in os.environ.items() if not launcher_variable(k)}}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=ROOT, **extra)
     return env
 

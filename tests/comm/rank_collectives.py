@@ -18,10 +18,12 @@ import numpy as np
 import dtrain
 import dtrain.comm as dist
 from dtrain.comm import ReduceOp, process_group
+from dtrain.comm.env import discover
 
 dist.init_process_group(backend="mpi")
 RANK, N = dist.get_rank(), dist.get_world_size()
-DTYPES = (np.float32, np.float64, np.int64)
+DTYPES = (np.float16, np.float32, np.float64, np.int64)  # Open MPI 4 has no MPI type for float16
+RTOL = {np.float16: 4e-3, np.float32: 1e-5, np.float64: 1e-12}
 SIZES = (0, 1, 7, 300_001)  # 300_001 float32 > 1 MiB
 OPS = (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT, ReduceOp.MIN, ReduceOp.MAX)
 REDUCE = {ReduceOp.SUM: np.sum, ReduceOp.PRODUCT: np.prod, ReduceOp.MIN: np.min, ReduceOp.MAX: np.max,
@@ -58,7 +60,7 @@ def close(got, want, dtype):
     got = got.numpy() if isinstance(got, dtrain.Tensor) else got
     assert got.dtype == np.dtype(dtype), f"dtype {got.dtype} != {np.dtype(dtype)}"
     if np.dtype(dtype).kind == "f":
-        np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=1e-6)
     else:
         np.testing.assert_array_equal(got, want)
 
@@ -355,9 +357,11 @@ def nan():
 
 
 def environment():
-    """The rank, sizes and local rank agree with mpiexec's variables (0 of 1 without mpiexec)."""
-    assert RANK == int(os.environ.get("PMI_RANK", 0)) and N == int(os.environ.get("PMI_SIZE", 1))
-    assert dist.get_local_rank() == int(os.environ.get("MPI_LOCALRANKID", 0))
+    """The rank, sizes and local rank agree with mpiexec's variables, MPICH's or Open MPI's
+    (0 of 1 without mpiexec)."""
+    info = discover()
+    rank, size, local_rank = (info.rank, info.world_size, info.local_rank) if info else (0, 1, 0)
+    assert (RANK, N, dist.get_local_rank()) == (rank, size, local_rank), (RANK, N, dist.get_local_rank(), info)
     assert dist.get_local_world_size() == N and dist.get_backend() == "mpi" and dist.is_initialized()
 
 

@@ -65,6 +65,28 @@ def test_disagreement_with_mpi_names_both_views():
         check_agrees(info, 1, 2, 1, 2)
 
 
+@pytest.mark.parametrize("source", ["Open MPI", "MPICH/Hydra"])
+def test_a_world_of_one_under_mpiexec_names_the_library_mismatch(source):
+    """Each rank alone in its world under a 2-rank mpiexec: mpi4py's MPI library is not that
+    mpiexec's (e.g. Open MPI's mpi4py under MPICH's Hydra), and the error says so."""
+    with pytest.raises(ValueError, match=f"the {source} environment says rank 1 but MPI says 0 .* Each rank is "
+                                         f"alone in its world: the {source} mpiexec that started it belongs to "
+                                         f"another MPI library than the one the MPI backend uses"):
+        check_agrees(LaunchInfo(1, 2, 1, 2, source), 0, 1, 0, 1)
+
+
+def test_clean_env_keeps_open_mpi_settings_and_drops_rank_variables(monkeypatch):
+    """The tests' child environment drops what mpirun set for a rank but keeps the user's Open MPI
+    settings (MCA parameters, run as root), which Open MPI needs to start ranks in containers."""
+    for var, value in {"OMPI_COMM_WORLD_RANK": "1", "OMPI_MCA_orte_hnp_uri": "x", "PMIX_RANK": "1",
+                       "OMPI_MCA_btl": "self,vader", "OMPI_ALLOW_RUN_AS_ROOT": "0"}.items():
+        monkeypatch.setenv(var, value)
+    env = clean_env()
+    assert not {"OMPI_COMM_WORLD_RANK", "OMPI_MCA_orte_hnp_uri", "PMIX_RANK"} & set(env)
+    assert env["OMPI_MCA_btl"] == "self,vader" and env["OMPI_ALLOW_RUN_AS_ROOT"] == "0"
+    assert env["OMPI_MCA_rmaps_base_oversubscribe"] == "1"
+
+
 def test_init_refuses_an_environment_mpi_contradicts():
     """RANK/WORLD_SIZE=2 set by hand in a lone process: MPI sees 1 rank and init says so."""
     require_mpi()

@@ -212,7 +212,8 @@ def rank_pid(marker, rank):
                 env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if env.get(b"DTRAIN_FAULT_TEST") == marker.encode() and env.get(b"PMI_RANK") == str(rank).encode():
+        rank_var = env.get(b"PMI_RANK", env.get(b"OMPI_COMM_WORLD_RANK"))  # MPICH's Hydra, Open MPI
+        if env.get(b"DTRAIN_FAULT_TEST") == marker.encode() and rank_var == str(rank).encode():
             return int(pid)
     raise AssertionError(f"no process of rank {rank} found")
 

@@ -3,7 +3,7 @@ the reason: a rank that raises, exits 3 or is killed; a collective one rank neve
 (blocking) or calls late (async, DDP's Work.wait path); a recv never matched; mismatched
 collectives in debug mode. Each scenario runs tests/faults/comm_scripts/rank_fault.py on 2 ranks, under
 ``python -m dtrain.launch --nproc 2`` and, where the behaviour differs, under an external
-``mpiexec -n 2 python -m dtrain.launch`` (MPICH's Hydra here).
+``mpiexec -n 2 python -m dtrain.launch`` (MPICH's Hydra or Open MPI's mpirun).
 
 ``SCENARIOS`` is also read by tests/faults/table.py to render the docs' table.
 """
@@ -30,9 +30,10 @@ SCENARIOS = [
      "message": r"rank 1 exited with code 3"},
     {"scenario": "rank killed by SIGKILL", "launcher": NPROC, "exit_code": "137", "max_seconds": 15.0,
      "message": r"rank 1 was killed by SIGKILL"},
-    # MPICH's Hydra ends the job itself and names the PID, not the rank (the timeout is the backstop)
+    # the process manager ends the job itself: MPICH's Hydra names the PID ("... Killed (signal 9)"),
+    # Open MPI's mpirun the rank ("process rank 1 ... exited on signal 9 (Killed)"); the timeout is the backstop
     {"scenario": "rank killed by SIGKILL", "launcher": MPIEXEC, "exit_code": "non-zero", "max_seconds": 15.0,
-     "message": r"Killed \(signal 9\)"},
+     "message": r"Killed \(signal 9\)|exited on signal 9 \(Killed\)"},
     {"scenario": "collective missing on one rank (DTRAIN_TIMEOUT=2)", "launcher": NPROC, "exit_code": "1",
      "max_seconds": 15.0, "message": r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 "
                                      r"on ranks \[0, 1\]\) did not finish within 2 s on rank 0; ranks that have "
@@ -62,15 +63,16 @@ MODES = {"rank raises": ("raise", {}), "rank calls sys.exit(3)": ("exit3", {}),
          "blocking recv never matched (DTRAIN_TIMEOUT=2)": ("recv", {"DTRAIN_TIMEOUT": TIMEOUT})}
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "comm"))
+from comm_helpers import clean_env  # noqa: E402
 SCRIPT = os.path.join("tests", "faults", "comm_scripts", "rank_fault.py")
 
 
 def _env(extra):
-    """os.environ without any launcher's rank variables, one BLAS thread, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PMI_", "OMPI_", "SLURM_", "MPI_LOCAL", "DTRAIN_")) and
-           k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=ROOT, **extra)
+    """comm_helpers.clean_env (no launcher's rank variables; Open MPI may oversubscribe and run
+    as root) without SLURM's or dtrain's own settings, plus ``extra``."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("SLURM_", "DTRAIN_"))}
+    env.update(extra)
     return env
 
 
