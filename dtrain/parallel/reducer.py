@@ -3,11 +3,14 @@
 Parameters are packed into buckets (flat contiguous arrays, one dtype and device each) in
 reverse registration order, which is roughly the order backward produces their gradients:
 a small first bucket (1 MiB) so communication starts early, then ``bucket_cap_mb``. A
-post-accumulate-grad hook per parameter copies the final gradient into its bucket slot;
-when a bucket is full it is reduced asynchronously (through the comm hook) while backward
-goes on with earlier layers. Buckets are launched in index order on every rank (a bucket
-that fills early waits for its predecessors), so the ranks' collectives always match. The
-last hook of the pass waits for all buckets and writes the averages back into ``.grad``.
+post-accumulate-grad hook per parameter copies the final gradient into its bucket slot (with
+the default hook it divides by the world size on the way in, as PyTorch divides before
+all-reducing, so the sums that come back are the averages); when a bucket is full it is
+reduced asynchronously (through the comm hook) while backward goes on with earlier layers.
+Buckets are launched in index order on every rank (a bucket that fills early waits for its
+predecessors), so the ranks' collectives always match. The last hook of the pass waits for
+the buckets in order and writes each one's averages back into ``.grad`` as soon as it is in,
+while the later buckets are still being reduced.
 
 After the first synchronized iteration the buckets are rebuilt once, in the order the
 gradients actually became ready (rank 0's order where ranks differ).
@@ -15,6 +18,7 @@ gradients actually became ready (rank 0's order where ranks differ).
 With one rank and the default hook the average of a gradient is the gradient itself: the
 hooks then only keep count, and no bucket copies are made.
 """
+import math
 import time
 import weakref
 
@@ -70,16 +74,20 @@ class _Bucket:
     def __init__(self, index, indices, params):
         self.index, self.indices = index, indices
         first = params[indices[0]].array
-        xp = get_array_module(first)
-        self.buffer = xp.zeros(sum(params[i].numel() for i in indices), first.dtype)
-        self.views, start = [], 0  # views[k]: the slot of parameter indices[k], shaped like it
-        for i in indices:
-            n = params[i].numel()
-            self.views.append(self.buffer[start:start + n].reshape(params[i].shape))
-            start += n
+        self.shapes = [params[i].shape for i in indices]
+        self.buffer = get_array_module(first).zeros(sum(params[i].numel() for i in indices), first.dtype)
+        self.views = self.split(self.buffer)  # views[k]: the slot of parameter indices[k], shaped like it
         self.pending = len(indices)
         self.future = None
-        self.scale = None  # set when the division by the world size is left to the write-back
+
+    def split(self, flat):
+        """Per-parameter views of a flat array laid out like the buffer."""
+        views, start = [], 0
+        for shape in self.shapes:
+            n = math.prod(shape)
+            views.append(flat[start:start + n].reshape(shape))
+            start += n
+        return views
 
 
 class GradBucket:
@@ -229,6 +237,7 @@ class Reducer:
     def _begin(self):
         self.in_backward = True
         self.t_begin = time.perf_counter()
+        self.scale = 1.0 / self.div_factor if self.hook is allreduce_hook else None  # join may change it
         if self.find_unused:
             # a parameter forward did not use still has a gradient to share if one was
             # accumulated before (under no_sync): it counts as used, its .grad goes in as it is
@@ -250,6 +259,8 @@ class Reducer:
             grad, view = self.params[i].grad, bucket.views[slot]
             if grad is None:
                 view[...] = 0  # an unused parameter without a gradient contributes zeros
+            elif self.scale is not None:  # the default hook: divide while copying in
+                get_array_module(view).multiply(grad.array, self.scale, out=view)
             elif grad.array is not view:
                 view[...] = grad.array
         self.ready[i] = True
@@ -266,15 +277,11 @@ class Reducer:
         self.launches.append((bucket.index, time.perf_counter() - self.t_begin))
         if self._identity():
             return
-        if self.hook is allreduce_hook:
-            # the default: all-reduce the sum now and divide while copying the result out to .grad,
-            # one pass over every gradient fewer than dividing the bucket first
+        if self.hook is allreduce_hook:  # the default; the gradients were divided on the way in
             bucket.future = Future(dist.all_reduce(bucket.buffer, group=self.group, async_op=True), bucket.buffer)
-            bucket.scale = 1.0 / self.div_factor
         else:
             is_last = bucket.index == len(self.buckets) - 1
             bucket.future = self.hook(self.hook_state, GradBucket(bucket, self.params, is_last, self.div_factor))
-            bucket.scale = None
 
     def _finalize(self):
         t_end = time.perf_counter()
@@ -283,16 +290,17 @@ class Reducer:
             used, work = self.used_work
             work.wait()
             used = asnumpy(used)
-        for b in self.buckets:
+        for b in self.buckets:  # a bucket's write-back overlaps the later buckets' reductions
+            source = b.buffer
             if b.future is not None:
                 result = b.future.wait()
-                if result is not b.buffer:
-                    b.buffer[...] = result
-                if self.as_view and b.scale is not None:
-                    b.buffer *= b.scale  # .grad are views of the buffer: scale it in place, once
+                if result is not b.buffer and self.as_view:
+                    b.buffer[...] = result  # .grad will be views of the buffer
+                elif result is not b.buffer:
+                    source = result
+            if not self._identity():
+                self._write_back(b, used, source)
         t_done = time.perf_counter()
-        if not self._identity():
-            self._write_back(used)
         self.stats = {"backward_s": t_end - self.t_begin, "wait_s": t_done - t_end,
                       "launches": list(self.launches), "buckets": len(self.buckets),
                       "end": t_end, "done": t_done}
@@ -301,21 +309,20 @@ class Reducer:
         self.iterations += 1
         self._reset()
 
-    def _write_back(self, used):
-        for i, p in enumerate(self.params):
+    def _write_back(self, bucket, used, source):
+        """Put the averages (in ``source``, laid out as the bucket) into ``.grad``."""
+        results = bucket.views if source is bucket.buffer else bucket.split(source)
+        for i, view, result in zip(bucket.indices, bucket.views, results):
             if used is not None and not used[i]:
                 continue  # unused on every rank: its .grad stays as it was, as in PyTorch
-            bucket, slot = self.where[i]
-            view, scale = bucket.views[slot], bucket.scale
+            p = self.params[i]
             if self.as_view:
                 if p.grad is None or p.grad.array is not view:
                     p.grad = Tensor._wrap(view)
             elif p.grad is None:
-                p.grad = Tensor._wrap(view.copy() if scale is None else view * scale)
-            elif scale is None:
-                p.grad.array[...] = view
-            else:
-                get_array_module(view).multiply(view, scale, out=p.grad.array)
+                p.grad = Tensor._wrap(result.copy())
+            elif p.grad.array is not result:
+                p.grad.array[...] = result
 
     # ---- join: a rank without data mirrors the others' reduction ----------------------
     def shadow_backward(self):

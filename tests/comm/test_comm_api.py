@@ -200,6 +200,39 @@ def test_calls_are_described_as_in_mismatch_errors():
     assert describe("all_reduce", np.float32(1), op=None) == "all_reduce(float32[])"
 
 
+class FakeRequest:
+    """An MPI request that finishes after ``tests`` calls of Test(), or at once in Wait()."""
+
+    def __init__(self, tests):
+        self.left, self.calls = tests, []
+
+    def Test(self):
+        self.calls.append("Test")
+        self.left -= 1
+        return self.left <= 0
+
+    def Wait(self):
+        self.calls.append("Wait")
+
+
+def test_comm_thread_polls_until_somebody_waits():
+    """Unwaited, the comm thread tests its request with pauses (no spinning in MPI); once a
+    caller waits for the work it blocks in Wait instead."""
+    thread = CommThread()
+    unwaited = FakeRequest(tests=5)
+    work = thread.submit("all_reduce", lambda: thread.complete(unwaited))
+    deadline = time.monotonic() + 5
+    while not work.is_completed() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert unwaited.calls == ["Test"] * 5
+    started, waited = threading.Event(), FakeRequest(tests=10**9)
+    work = thread.submit("all_reduce", lambda: (started.set(), thread.complete(waited)))
+    started.wait(5)
+    assert work.wait(timeout=5) and waited.calls[-1] == "Wait" and "Wait" not in waited.calls[:-1]
+    assert not thread.waiting  # the waiter has left
+    thread.stop()
+
+
 def test_timed_out_work_explains_itself():
     """A Work given an explanation raises DistTimeoutError with it (the collective, its
     number and the ranks that have not called it)."""
