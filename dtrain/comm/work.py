@@ -155,7 +155,6 @@ class CommThread:
     """
 
     poll_s = float(os.environ.get("DTRAIN_COMM_POLL_US", "50")) * 1e-6
-    nice = int(os.environ.get("DTRAIN_COMM_NICE", "0"))
 
     def __init__(self):
         self.tasks = queue.SimpleQueue()
@@ -188,11 +187,6 @@ class CommThread:
         self.thread.join()
 
     def _loop(self):
-        if self.nice and hasattr(os, "setpriority"):  # Linux: a thread's own nice value; raising it needs no privilege
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except OSError:
-                pass
         while True:
             item = self.tasks.get()
             if item is None:
