@@ -9,8 +9,7 @@ all-reducing, so the sums that come back are the averages); when a bucket is ful
 reduced asynchronously (through the comm hook) while backward goes on with earlier layers.
 Buckets are launched in index order on every rank (a bucket that fills early waits for its
 predecessors), so the ranks' collectives always match. The last hook of the pass waits for
-the buckets in order and writes each one's averages back into ``.grad`` as soon as it is in,
-while the later buckets are still being reduced.
+all buckets and writes the averages back into ``.grad``.
 
 After the first synchronized iteration the buckets are rebuilt once, in the order the
 gradients actually became ready (rank 0's order where ranks differ).
@@ -290,7 +289,8 @@ class Reducer:
             used, work = self.used_work
             work.wait()
             used = asnumpy(used)
-        for b in self.buckets:  # a bucket's write-back overlaps the later buckets' reductions
+        sources = []  # where each bucket's averages are
+        for b in self.buckets:
             source = b.buffer
             if b.future is not None:
                 result = b.future.wait()
@@ -298,9 +298,11 @@ class Reducer:
                     b.buffer[...] = result  # .grad will be views of the buffer
                 elif result is not b.buffer:
                     source = result
-            if not self._identity():
-                self._write_back(b, used, source)
+            sources.append(source)
         t_done = time.perf_counter()
+        if not self._identity():
+            for b, source in zip(self.buckets, sources):
+                self._write_back(b, used, source)
         self.stats = {"backward_s": t_end - self.t_begin, "wait_s": t_done - t_end,
                       "launches": list(self.launches), "buckets": len(self.buckets),
                       "end": t_end, "done": t_done}
