@@ -217,8 +217,9 @@ class MPIProcessGroup(ProcessGroup):
     # ---- the hot path ---------------------------------------------------------------------
     def all_reduce(self, tensor, op=ReduceOp.SUM, async_op=False):
         """A synchronous in-place reduction of a contiguous NumPy array (what training loops
-        call) goes straight to ``Allreduce``: the general path's closures cost ~8 us a call,
-        5-10% of a 1 MiB reduction (``benchmarks/allreduce.py``). Anything else takes it."""
+        call) goes straight to ``Allreduce``; anything else takes the general path, whose
+        closures cost ~8 us more a call (``benchmarks/allreduce.py``, 2 ranks, 4 KiB: 16.6 us
+        through it against 5.5 us raw; 6.9 against 4.3 us this way)."""
         mop = _OPS.get(op) if type(tensor) is numpy.ndarray and not async_op else None
         if (mop is not None and tensor.dtype.kind in "fiu" and tensor.size <= process_group.MAX_COUNT
                 and not (_FLOAT16_OPS and tensor.dtype == FLOAT16)):
