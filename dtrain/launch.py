@@ -106,6 +106,15 @@ def find_mpiexec():
     return None
 
 
+def open_mpi_env():
+    """What Open MPI's mpirun needs to start ranks on one machine: it refuses more ranks than
+    cores, and running as root (containers), unless told. MPICH's Hydra ignores these."""
+    env = {"OMPI_MCA_rmaps_base_oversubscribe": "1"}
+    if os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
 def spawn(nproc, argv):
     """Run ``python -m dtrain.launch argv`` on ``nproc`` ranks through mpiexec and watch them.
 
@@ -121,11 +130,8 @@ def spawn(nproc, argv):
     status = tempfile.mkdtemp(prefix="dtrain-launch-")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # N ranks x all-core BLAS threads would oversubscribe the CPUs
-    # Open MPI's mpirun (Hydra ignores these) refuses more ranks than cores, and root (containers), unless told
-    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
-    if os.geteuid() == 0:
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    for name, value in open_mpi_env().items():
+        env.setdefault(name, value)
     env[STATUS_ENV] = status
     env.pop(CHILD_ENV, None)
     command = [mpiexec, "-n", str(nproc), sys.executable, "-m", "dtrain.launch", *argv]

@@ -222,15 +222,14 @@ class MPIProcessGroup(ProcessGroup):
         through it against 5.5 us raw; 6.9 against 4.3 us this way)."""
         mop = _OPS.get(op) if type(tensor) is numpy.ndarray and not async_op else None
         if (mop is not None and tensor.dtype.kind in "fiu" and tensor.size <= process_group.MAX_COUNT
-                and not (_FLOAT16_OPS and tensor.dtype == FLOAT16)):
+                and not _as_uint16(tensor.dtype)):
             flags = tensor.flags
             if flags.c_contiguous and flags.writeable:
                 with self._call("all_reduce", (tensor,), False):
                     try:
                         self._comm().Allreduce(_MPI.IN_PLACE, tensor, op=mop)
                     except _MPI.Exception as e:
-                        raise DistBackendError(f"all_reduce failed on rank {self.ranks[self._rank]}: "
-                                               f"{e.Get_error_string()}") from e
+                        raise self._failed("all_reduce", e) from e
                 return None
         return super().all_reduce(tensor, op, async_op)
 
@@ -247,13 +246,16 @@ class MPIProcessGroup(ProcessGroup):
                 try:
                     fn()
                 except mpi().Exception as e:
-                    raise DistBackendError(f"{name} failed on rank {self.ranks[self._rank]}: "
-                                           f"{e.Get_error_string()}") from e
+                    raise self._failed(name, e) from e
 
         if on_thread:
             return self.thread.submit(name, task, self.timeout, op.timeout_message)
         task()
         return CompletedWork(name) if async_op else None
+
+    def _failed(self, name, error):
+        """The DistBackendError for an MPI error raised by operation ``name``."""
+        return DistBackendError(f"{name} failed on rank {self.ranks[self._rank]}: {error.Get_error_string()}")
 
     def _call(self, name, arrays, async_op):
         """The :class:`~.watchdog.Op` of a collective called now, numbered in program order."""

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from dtrain.comm.env import SOURCES
-from dtrain.launch import find_mpiexec
+from dtrain.launch import find_mpiexec, open_mpi_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "tests", "comm")
@@ -25,10 +25,6 @@ LAUNCHER_VARS = {v for _, rank, sizes, local, local_sizes in SOURCES for v in (r
 # What Open MPI's mpirun sets for a rank besides its OMPI_COMM_WORLD_* (the other OMPI_MCA_*
 # and OMPI_ALLOW_RUN_AS_ROOT* variables are the user's settings and are kept).
 OPEN_MPI_RANK_MCA = ("OMPI_MCA_orte_", "OMPI_MCA_ess", "OMPI_MCA_pmix", "OMPI_MCA_initial_wdir")
-# The tests start up to 4 ranks on one machine, as root in containers and CI: Open MPI refuses
-# both unless told (MPICH ignores these). A value set by the user wins.
-OPEN_MPI_TEST_SETTINGS = {"OMPI_MCA_rmaps_base_oversubscribe": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
-                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
 def launcher_variable(name):
@@ -42,7 +38,8 @@ def clean_env(**extra):
     """os.environ without any launcher's rank variables (the tests may themselves run under
     mpiexec or srun), with Open MPI allowed to oversubscribe and run as root, one BLAS thread
     per rank, plus ``extra``."""
-    env = {**OPEN_MPI_TEST_SETTINGS, **{k: v for k, v in os.environ.items() if not launcher_variable(k)}}
+    # the tests start up to 4 ranks on one machine, as root in containers and CI (a value set by the user wins)
+    env = {**open_mpi_env(), **{k: v for k, v in os.environ.items() if not launcher_variable(k)}}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=ROOT, **extra)
     return env
 

@@ -66,14 +66,8 @@ def test_a_failing_rank_ends_the_job(how, code, message):
 def test_sigterm_reaches_every_rank():
     """SIGTERM to a standalone launcher stops its ranks and the launcher exits non-zero."""
     require_mpi()
-    proc = subprocess.Popen([sys.executable, *LAUNCH, "--nproc", "2", "tests/comm/rank_echo.py", "--sleep"],
-                            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, seen = _start_until_ready("tests/comm/rank_echo.py", "--sleep")
     try:
-        seen = ""
-        deadline = time.monotonic() + 30
-        while seen.count("ready") < 2 and time.monotonic() < deadline:
-            seen += proc.stdout.readline()
-        assert seen.count("ready") == 2, f"the ranks did not start:\n{seen}"
         pids = [r["pid"] for r in records(seen)]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) != 0
@@ -86,18 +80,28 @@ def test_sigterm_reaches_every_rank():
             os.kill(pid, 0)
 
 
+def _start_until_ready(script, *script_args, env=None):
+    """Start ``script`` on 2 ranks under the launcher; returns (process, output so far) once
+    both ranks have printed "ready" (the process is killed if they do not within 30 s)."""
+    proc = subprocess.Popen([sys.executable, *LAUNCH, "--nproc", "2", script, *script_args],
+                            cwd=ROOT, env=env or clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seen = ""
+    deadline = time.monotonic() + 30
+    while seen.count("ready") < 2 and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    if seen.count("ready") < 2:
+        proc.kill()
+        proc.wait()
+    assert seen.count("ready") == 2, f"the ranks did not start:\n{seen}"
+    return proc, seen
+
+
 def _start_then_term(*script_args, env=None):
     """Start rank_sigterm.py on 2 ranks, SIGTERM the launcher once both are ready; returns
     (exit code, seconds from SIGTERM to exit, output)."""
-    proc = subprocess.Popen([sys.executable, *LAUNCH, "--nproc", "2", "tests/comm/rank_sigterm.py", *script_args],
-                            cwd=ROOT, env=env or clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc, seen = _start_until_ready("tests/comm/rank_sigterm.py", *script_args, env=env)
     try:
-        seen = ""
-        deadline = time.monotonic() + 30
-        while seen.count("ready") < 2 and time.monotonic() < deadline:
-            seen += proc.stdout.readline()
-        assert seen.count("ready") == 2, f"the ranks did not start:\n{seen}"
         start = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)
