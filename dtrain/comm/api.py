@@ -409,6 +409,27 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     return g and g.all_reduce(tensor, op, async_op)
 
 
+def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, scale=None):
+    """``all_reduce`` of a list of tensors of one dtype and device, in place, as one message.
+
+    Args:
+        tensors: dtrain Tensors, NumPy or CuPy arrays; the same shapes and dtype on every rank.
+        op: a :class:`ReduceOp`; AVG divides every rank's values by the group size, then sums.
+        group: the process group (default: the world).
+        async_op: return a :class:`Work` at once instead of blocking.
+        scale: (dtrain) with SUM, this rank's values are multiplied by ``scale`` first.
+
+    Returns:
+        a Work if ``async_op`` else None.
+
+    Example:
+        >>> dist.all_reduce_coalesced([w.grad, b.grad], op=dist.ReduceOp.AVG)
+    """
+    shapes = " ".join(describe("", _array(t))[1:-1] for t in tensors) if isinstance(tensors, (list, tuple)) else None
+    g = _collective(group, "all_reduce_coalesced", None, op=_op_name(op), tensors=shapes)
+    return g and g.all_reduce_coalesced(tensors, op, async_op, scale)
+
+
 def broadcast(tensor, src=0, group=None, async_op=False):
     """Copy ``tensor`` of rank ``src`` into ``tensor`` on every rank.
 

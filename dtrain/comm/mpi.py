@@ -18,6 +18,11 @@
   lower thread level, async collectives run to completion before they return.
 * ``isend``/``irecv`` are MPI nonblocking requests (a send and a receive posted by two
   ranks toward each other must not run one after the other on a thread).
+* An all-reduce of at least ``DTRAIN_SHM_MIN_BYTES`` (256 KiB) of NumPy data, in a group
+  whose ranks all share one node, goes through an MPI-3 shared-memory window
+  (:mod:`.shm`) instead of ``MPI_Allreduce``; ``DTRAIN_SHM_ALLREDUCE=0`` turns that off. The
+  choice depends only on the group, the byte count, the dtype and the op, so every rank of
+  a collective makes the same one.
 * Every collective is numbered per group (program order) and watched by the process's
   :class:`~.watchdog.Watchdog`, which ends the job when one outlives the group's timeout.
 """
@@ -32,10 +37,12 @@ from .env import check_agrees
 from .errors import DistBackendError
 from . import process_group
 from .process_group import ProcessGroup, ReduceOp, chunks, in_rounds
+from .shm import UFUNCS as SHM_OPS, SharedMemoryAllReduce
 from .watchdog import Op, Watchdog, describe, next_group_id
 from .work import CommThread, CompletedWork, PollWork
 
 _MPI = None
+SHM_MIN_BYTES = 256 * 1024  # below this MPI's own all-reduce is as fast (benchmarks/allreduce.py)
 
 
 def mpi():
@@ -164,6 +171,13 @@ class MPIProcessGroup(ProcessGroup):
         self.cuda_aware = None  # asked on the first CuPy buffer
         self.seq, self.last_op = 0, "nothing"  # collectives called so far, and the last one
         self.checking, self.precounted = None, False
+        self.shm, self.shm_min_bytes = {}, None  # shared-memory all-reduce per communicator
+        shm_off = os.environ.get("DTRAIN_SHM_ALLREDUCE", "1").strip().lower() in ("0", "false", "no", "off")
+        if self.size() > 1 and not shm_off:
+            node = comm.Split_type(mpi().COMM_TYPE_SHARED)  # collective, as constructing a group is
+            if node.Get_size() == comm.Get_size():
+                self.shm_min_bytes = int(os.environ.get("DTRAIN_SHM_MIN_BYTES", SHM_MIN_BYTES))
+            node.Free()
         if watchdog is not None:
             watchdog.groups[gid] = self
 
@@ -205,6 +219,9 @@ class MPIProcessGroup(ProcessGroup):
     def destroy(self):
         if self.thread is not None:
             self.thread.stop() if self.owns_thread else self.thread.submit("drain", lambda: None).wait()
+        for shm in self.shm.values():
+            shm.free()
+        self.shm = {}
         if self.watchdog is not None:
             self.watchdog.groups.pop(self.gid, None)
             if self.owns_thread:
@@ -227,7 +244,11 @@ class MPIProcessGroup(ProcessGroup):
             if flags.c_contiguous and flags.writeable:
                 with self._call("all_reduce", (tensor,), False):
                     try:
-                        self._comm().Allreduce(_MPI.IN_PLACE, tensor, op=mop)
+                        shm = self._shm((tensor,), op)
+                        if shm is not None:
+                            shm.all_reduce([tensor.reshape(-1)], op.value)
+                        else:
+                            self._comm().Allreduce(_MPI.IN_PLACE, tensor, op=mop)
                     except _MPI.Exception as e:
                         raise self._failed("all_reduce", e) from e
                 return None
@@ -286,6 +307,31 @@ class MPIProcessGroup(ProcessGroup):
         """The async communicator on the comm thread, the group's own elsewhere."""
         return self.async_comm if self.thread is not None and self.thread.is_current() else self.comm
 
+    def _shm(self, arrays, op):
+        """The shared-memory all-reduce of the current thread's communicator for the NumPy
+        ``arrays`` (one message) reduced with ``op``, or None where MPI's own is used."""
+        first = arrays[0]
+        if (self.shm_min_bytes is None or type(first) is not numpy.ndarray or first.dtype.kind not in "fiu"
+                or op.value not in SHM_OPS or sum(a.nbytes for a in arrays) < self.shm_min_bytes):
+            return None
+        comm = self._comm()
+        shm = self.shm.get(id(comm))
+        if shm is None:
+            shm = self.shm[id(comm)] = SharedMemoryAllReduce(comm, mpi())
+        return shm
+
+    def _coalesced(self, arrays, op, scale):
+        if all(type(a) is numpy.ndarray and a.flags.c_contiguous for a in arrays):
+            flats = [a.reshape(-1) for a in arrays]
+
+            def run():  # on the thread that runs it: that thread's communicator
+                shm = self._shm(flats, op)
+                if shm is None:
+                    return super(MPIProcessGroup, self)._coalesced(arrays, op, scale)()
+                shm.all_reduce(flats, op.value, scale)
+            return run
+        return super()._coalesced(arrays, op, scale)
+
     def _is_cuda_aware(self):
         if self.cuda_aware is None:
             self.cuda_aware = _cuda_aware()
@@ -307,6 +353,9 @@ class MPIProcessGroup(ProcessGroup):
 
     # ---- primitives on flat contiguous buffers ----------------------------------------------
     def _allreduce(self, buf, op):
+        shm = self._shm((buf,), op)
+        if shm is not None:
+            return shm.all_reduce([buf], op.value)
         comm, mop, in_place = self._comm(), _mpi_op(op, buf), mpi().IN_PLACE
         with self._buffers(buf, out=(0,)) as (b,):
             if b.size <= process_group.MAX_COUNT:  # the common case, without slicing

@@ -190,6 +190,42 @@ class ProcessGroup:
         return impl._run("all_reduce", _then(lambda: impl._allreduce(rbuf, rop), self._average(buf, op), writeback),
                          [array], async_op)
 
+    def all_reduce_coalesced(self, tensors, op=ReduceOp.SUM, async_op=False, scale=None):
+        """``all_reduce`` of several tensors of one dtype, in place, as one message (their flat
+        concatenation). ``scale``: with SUM, this rank's values are multiplied by it first
+        (AVG is SUM with ``scale`` = 1 / group size: divide, then sum, as DDP does)."""
+        name = "all_reduce_coalesced"
+        if not isinstance(tensors, (list, tuple)) or not tensors:
+            raise ValueError(f"{name}: tensors must be a non-empty list of tensors, got {tensors!r}")
+        arrays = [as_output(t, name, "tensors") for t in tensors]
+        _same_kind(name, arrays)
+        if arrays[0].dtype.kind == "b":
+            raise TypeError(f"{name}: bool tensors are not supported; use all_reduce")
+        reduce_view(name, arrays[0], op)  # checks op against the dtype
+        if op is ReduceOp.AVG:
+            op, scale = ReduceOp.SUM, (1.0 if scale is None else scale) / self.size()
+        if scale is not None and op is not ReduceOp.SUM:
+            raise ValueError(f"{name}: scale goes with ReduceOp.SUM or AVG, got {op!r}")
+        if scale is not None and arrays[0].dtype.kind not in "fc":
+            raise TypeError(f"{name}: scale needs floating-point tensors, got dtype {arrays[0].dtype}")
+        impl = self._impl(arrays[0])
+        return impl._run(name, impl._coalesced(arrays, op, scale), arrays, async_op)
+
+    def _coalesced(self, arrays, op, scale):
+        """The function that all-reduces ``arrays`` as one flat message (copied here, on the caller's thread)."""
+        xp = get_array_module(arrays[0])
+        flat = xp.concatenate([a.reshape(-1) for a in arrays])
+        if scale is not None:
+            flat *= scale
+
+        def run():
+            self._allreduce(flat, op)
+            start = 0
+            for a in arrays:
+                a[...] = flat[start:start + a.size].reshape(a.shape)
+                start += a.size
+        return run
+
     def broadcast(self, tensor, src=0, async_op=False):
         self._check_rank("broadcast", "src", src)
         array = as_output(tensor, "broadcast", "tensor")

@@ -3,10 +3,17 @@
 Parameters are packed into buckets (flat contiguous arrays, one dtype and device each) in
 reverse registration order, which is roughly the order backward produces their gradients:
 a small first bucket (1 MiB) so communication starts early, then ``bucket_cap_mb``. A
-post-accumulate-grad hook per parameter copies the final gradient into its bucket slot (with
-the default hook it divides by the world size on the way in, as PyTorch divides before
-all-reducing, so the sums that come back are the averages); when a bucket is full it is
-reduced asynchronously (through the comm hook) while backward goes on with earlier layers.
+post-accumulate-grad hook per parameter marks its gradient final; when a bucket is full it
+is reduced asynchronously while backward goes on with earlier layers.
+
+With the default hook the bucket is all-reduced straight from the ``.grad`` arrays, as one
+message (``all_reduce_coalesced`` with every rank's values divided by the world size first,
+as PyTorch divides before all-reducing): no copies into and out of a bucket buffer, which
+on one node is what lets the shared-memory all-reduce of :mod:`dtrain.comm.shm` pay off. A
+gradient that cannot be reduced in place (missing, non-contiguous, another dtype) goes
+through its bucket slot instead. With another comm hook, or with
+``gradient_as_bucket_view``, the gradients are copied into the bucket buffer, the hook
+reduces that, and the averages are written back.
 Buckets are launched in index order on every rank (a bucket that fills early waits for its
 predecessors), so the ranks' collectives always match. The last hook of the pass waits for
 all buckets and writes the averages back into ``.grad``.
@@ -67,6 +74,12 @@ def assign_buckets(params, order, caps):
     return sorted(done, key=lambda b: position[b[0]])
 
 
+def _in_place(grad, slot):
+    """Whether a gradient array can be all-reduced where it is, standing for its bucket slot."""
+    return (type(grad) is type(slot) and grad.dtype == slot.dtype and grad.shape == slot.shape
+            and grad.flags.c_contiguous and getattr(grad.flags, "writeable", True))
+
+
 class _Bucket:
     """One flat buffer and the parameters whose gradients live in it."""
 
@@ -78,6 +91,7 @@ class _Bucket:
         self.views = self.split(self.buffer)  # views[k]: the slot of parameter indices[k], shaped like it
         self.pending = len(indices)
         self.future = None
+        self.sources = None  # default hook: what is reduced for each slot (the .grad array or the slot)
 
     def split(self, flat):
         """Per-parameter views of a flat array laid out like the buffer."""
@@ -133,6 +147,7 @@ class Reducer:
         self.cap = int(bucket_cap_mb * 1024 * 1024)
         self.find_unused = find_unused_parameters
         self.as_view = gradient_as_bucket_view
+        self.direct = False  # set per backward: the default hook reduces the .grad arrays in place
         self.hook_state, self.hook = process_group, allreduce_hook
         self.div_factor = self.world_size
         self.sync = True  # whether the coming backward reduces (False under no_sync)
@@ -174,7 +189,7 @@ class Reducer:
         self.order, self.launches = [], []
         self.used_work = None
         for b in self.buckets:
-            b.pending, b.future = len(b.indices), None
+            b.pending, b.future, b.sources = len(b.indices), None, None
 
     def check_finished(self):
         """Called first in DDP's forward: refuse to go on if the last reduction never finished
@@ -237,6 +252,7 @@ class Reducer:
         self.in_backward = True
         self.t_begin = time.perf_counter()
         self.scale = 1.0 / self.div_factor if self.hook is allreduce_hook else None  # join may change it
+        self.direct = self.hook is allreduce_hook and not self.as_view  # reduce the .grad arrays in place
         if self.find_unused:
             # a parameter forward did not use still has a gradient to share if one was
             # accumulated before (under no_sync): it counts as used, its .grad goes in as it is
@@ -254,7 +270,16 @@ class Reducer:
 
     def _mark_ready(self, i):
         bucket, slot = self.where[i]
-        if not self._identity():
+        if self.direct and not self._identity():
+            grad, view = self.params[i].grad, bucket.views[slot]
+            if bucket.sources is None:
+                bucket.sources = [None] * len(bucket.indices)
+            if grad is not None and _in_place(grad.array, view):
+                bucket.sources[slot] = grad.array
+            else:
+                view[...] = 0 if grad is None else grad.array  # the unused contribute zeros
+                bucket.sources[slot] = view
+        elif not self._identity():
             grad, view = self.params[i].grad, bucket.views[slot]
             if grad is None:
                 view[...] = 0  # an unused parameter without a gradient contributes zeros
@@ -276,7 +301,10 @@ class Reducer:
         self.launches.append((bucket.index, time.perf_counter() - self.t_begin))
         if self._identity():
             return
-        if self.hook is allreduce_hook:  # the default; the gradients were divided on the way in
+        if self.direct:
+            work = dist.all_reduce_coalesced(bucket.sources, group=self.group, async_op=True, scale=self.scale)
+            bucket.future = Future(work, None)
+        elif self.hook is allreduce_hook:  # gradient_as_bucket_view; divided on the way in
             bucket.future = Future(dist.all_reduce(bucket.buffer, group=self.group, async_op=True), bucket.buffer)
         else:
             is_last = bucket.index == len(self.buckets) - 1
@@ -294,7 +322,9 @@ class Reducer:
             source = b.buffer
             if b.future is not None:
                 result = b.future.wait()
-                if result is not b.buffer and self.as_view:
+                if b.sources is not None:
+                    pass  # reduced where they are; the slots' averages are in the buffer
+                elif result is not b.buffer and self.as_view:
                     b.buffer[...] = result  # .grad will be views of the buffer
                 elif result is not b.buffer:
                     source = result
@@ -314,9 +344,11 @@ class Reducer:
     def _write_back(self, bucket, used, source):
         """Put the averages (in ``source``, laid out as the bucket) into ``.grad``."""
         results = bucket.views if source is bucket.buffer else bucket.split(source)
-        for i, view, result in zip(bucket.indices, bucket.views, results):
+        for k, (i, view, result) in enumerate(zip(bucket.indices, bucket.views, results)):
             if used is not None and not used[i]:
                 continue  # unused on every rank: its .grad stays as it was, as in PyTorch
+            if bucket.sources is not None and bucket.sources[k] is not view:
+                continue  # reduced in place
             p = self.params[i]
             if self.as_view:
                 if p.grad is None or p.grad.array is not view:
