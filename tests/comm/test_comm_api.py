@@ -255,3 +255,19 @@ def test_only_the_first_failing_rank_reports_under_the_launcher(monkeypatch, tmp
     assert capsys.readouterr().err == "" and codes == [3, 1]
     assert read_failure(str(tmp_path)) == (3, "rank 1 exited with code 3\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["failure"]
+
+
+def test_all_reduce_coalesced_world_of_one(lone):
+    """With one rank, all_reduce_coalesced leaves SUM and AVG results equal to the inputs,
+    applies ``scale``, writes into Tensors and strided arrays, and names bad input."""
+    dist.init_process_group()
+    t, a = dtrain.tensor(np.arange(6.0).reshape(2, 3)), np.arange(8.0)[::2]
+    dist.all_reduce_coalesced([t, a], op=dist.ReduceOp.AVG)
+    np.testing.assert_array_equal(t.numpy(), np.arange(6.0).reshape(2, 3))
+    dist.all_reduce_coalesced([t, a], scale=0.5)
+    np.testing.assert_array_equal(t.numpy(), np.arange(6.0).reshape(2, 3) / 2)
+    np.testing.assert_array_equal(a, np.arange(8.0)[::2] / 2)
+    with pytest.raises(TypeError, match="one dtype"):
+        dist.all_reduce_coalesced([np.zeros(2), np.zeros(2, np.float32)])
+    with pytest.raises(TypeError, match="scale needs floating-point"):
+        dist.all_reduce_coalesced([np.zeros(2, np.int64)], scale=0.5)

@@ -17,6 +17,31 @@ def test_collectives_match_numpy(n):
         assert f"rank {rank}: all " in result.stdout, output(result)
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_collectives_match_numpy_through_shared_memory(n):
+    """The same checks with DTRAIN_SHM_MIN_BYTES=0: every all-reduce (all dtypes and ops, sync
+    and async) goes through the shared-memory window of dtrain/comm/shm.py."""
+    mpiexec = require_mpi()
+    result = run([mpiexec, "-n", str(n), sys.executable, "tests/comm/rank_collectives.py"], timeout=120,
+                 env=clean_env(DTRAIN_SHM_MIN_BYTES="0"))
+    assert result.returncode == 0, output(result)
+    for rank in range(n):
+        assert f"rank {rank}: all " in result.stdout, output(result)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_shared_memory_all_reduce_and_coalesced(n):
+    """rank_shm.py: lengths and dtypes changing call to call (back to back, sync and async
+    interleaved), coalesced lists whose pieces straddle the shards, the per-rank scale, the
+    same bits on every rank, and all_reduce_coalesced's errors for bad input."""
+    mpiexec = require_mpi()
+    result = run([mpiexec, "-n", str(n), sys.executable, "tests/comm/rank_shm.py"], timeout=120,
+                 env=clean_env(DTRAIN_SHM_MIN_BYTES="0"))
+    assert result.returncode == 0, output(result)
+    for rank in range(n):
+        assert f"rank {rank}: all 7 checks passed" in result.stdout, output(result)
+
+
 def test_debug_mode_names_disagreeing_ranks():
     """With DTRAIN_DISTRIBUTED_DEBUG=DETAIL (the alias of DTRAIN_DEBUG=1), a collective whose
     shape, dtype or kind differs across ranks fails on every rank, naming both ranks and both calls."""

@@ -10,15 +10,19 @@ import pytest
 pytest.importorskip("dtrain.comm", reason="dtrain.comm is not available")
 pytest.importorskip("dtrain.parallel", reason="dtrain.parallel is not available")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "comm"))
-from comm_helpers import output, require_mpi, run  # noqa: E402
+from comm_helpers import clean_env, output, require_mpi, run  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=lambda n: f"{n}ranks")
+@pytest.fixture(scope="module", params=[(2, None), (4, None), (2, "0"), (4, "0")],
+                ids=lambda p: f"{p[0]}ranks" + ("-shm" if p[1] else ""))
 def results(request, tmp_path_factory):
+    """Every check at 2 and 4 ranks; "-shm": with DTRAIN_SHM_MIN_BYTES=0, every bucket goes
+    through the shared-memory all-reduce (the test models' buckets are below its default 256 KiB)."""
     mpiexec = require_mpi()
-    path = tmp_path_factory.mktemp("ddp") / f"results{request.param}.json"
-    result = run([mpiexec, "-n", str(request.param), sys.executable, "tests/parallel/ddp_checks.py", str(path)],
-                 timeout=90)
+    n, shm = request.param
+    path = tmp_path_factory.mktemp("ddp") / f"results{n}.json"
+    result = run([mpiexec, "-n", str(n), sys.executable, "tests/parallel/ddp_checks.py", str(path)],
+                 timeout=90, env=clean_env(DTRAIN_SHM_MIN_BYTES=shm) if shm else None)
     assert result.returncode == 0 and path.exists(), output(result)
     return json.loads(path.read_text())
 
