@@ -74,6 +74,18 @@ class SharedMemoryAllReduce:
         self._barrier()
         others = [slots[j].view(dtype) for j in range(self.size) if j != me]
         step = max(1, CHUNK_BYTES // dtype.itemsize)
+        with numpy.errstate(all="ignore"):  # overflow gives inf silently, as in MPI's own all-reduce
+            self._reduce_shard(arrays, bounds, mine, others, ufunc, scale, step)
+        self._barrier()
+        for j in range(self.size):
+            if j != me:
+                theirs = slots[j].view(dtype)
+                for a, s in _pieces(arrays, bounds[j], bounds[j + 1]):
+                    numpy.copyto(a, theirs[s:s + a.size])
+
+    def _reduce_shard(self, arrays, bounds, mine, others, ufunc, scale, step):
+        """Step 2: this rank's shard, combined in pieces of ``step`` elements."""
+        me = self.rank
         for a, s in _pieces(arrays, bounds[me], bounds[me + 1]):
             for k in range(0, a.size, step):
                 src, lo = a[k:k + step], s + k
@@ -85,12 +97,6 @@ class SharedMemoryAllReduce:
                 for i, other in enumerate(others):
                     ufunc(first if i == 0 else out, other[lo:lo + src.size], out=out)
                 numpy.copyto(src, out)
-        self._barrier()
-        for j in range(self.size):
-            if j != me:
-                theirs = slots[j].view(dtype)
-                for a, s in _pieces(arrays, bounds[j], bounds[j + 1]):
-                    numpy.copyto(a, theirs[s:s + a.size])
 
     def _barrier(self):
         self.win.Sync()  # the unified memory model: make this rank's stores visible, then see others'
