@@ -425,7 +425,9 @@ def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, s
     Example:
         >>> dist.all_reduce_coalesced([w.grad, b.grad], op=dist.ReduceOp.AVG)
     """
-    shapes = " ".join(describe("", _array(t))[1:-1] for t in tensors) if isinstance(tensors, (list, tuple)) else None
+    shapes = None  # debug mode compares them across ranks; not built on the hot path
+    if _state.debug and isinstance(tensors, (list, tuple)):
+        shapes = " ".join(describe("", _array(t))[1:-1] for t in tensors)
     g = _collective(group, "all_reduce_coalesced", None, op=_op_name(op), tensors=shapes)
     return g and g.all_reduce_coalesced(tensors, op, async_op, scale)
 
