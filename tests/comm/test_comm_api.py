@@ -271,3 +271,16 @@ def test_all_reduce_coalesced_world_of_one(lone):
         dist.all_reduce_coalesced([np.zeros(2), np.zeros(2, np.float32)])
     with pytest.raises(TypeError, match="scale needs floating-point"):
         dist.all_reduce_coalesced([np.zeros(2, np.int64)], scale=0.5)
+
+
+@pytest.mark.parametrize("tensors, error, message", [
+    ([], ValueError, "must be a non-empty list of tensors, got \\[\\]"),
+    ([np.zeros(2, bool)], TypeError, "bool tensors are not supported; use all_reduce"),
+    ("not a list", ValueError, "must be a non-empty list of tensors, got 'not a list'"),
+    ([np.zeros(2), "x"], TypeError, "must be a dtrain Tensor, a NumPy array or a CuPy array, got str"),
+])
+def test_all_reduce_coalesced_names_bad_input(lone, tensors, error, message):
+    """Bad tensor lists are refused with a message naming what was wrong."""
+    dist.init_process_group()
+    with pytest.raises(error, match=message):
+        dist.all_reduce_coalesced(tensors)
