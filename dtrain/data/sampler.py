@@ -194,7 +194,8 @@ class DistributedSampler(Sampler):
     ``drop_last``, cut the tail), and rank ``r`` takes every ``num_replicas``-th index from
     ``r``. So every rank gets ``len(sampler)`` indices and the ranks' shares are disjoint
     apart from the padding. Call ``set_epoch(epoch)`` at the start of every epoch: without it
-    every epoch repeats the same order (a warning says so once).
+    every epoch repeats the same order (a warning says so once, at the end of a second full
+    pass with one epoch's order).
 
     Args:
         dataset: a sized dataset.
@@ -232,15 +233,10 @@ class DistributedSampler(Sampler):
         else:
             self.num_samples = -(-n // self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
-        self._iterated_epoch = None  # the epoch of the last __iter__, for the set_epoch warning
+        self._completed_epoch = None  # the epoch of the last full pass, for the set_epoch warning
         self._warned = False
 
     def __iter__(self):
-        if self.shuffle and self._iterated_epoch == self.epoch and not self._warned:
-            self._warned = True
-            warnings.warn(f"DistributedSampler is iterated again at epoch {self.epoch}: it repeats the previous "
-                          f"epoch's order; call sampler.set_epoch(epoch) at the start of every epoch", stacklevel=2)
-        self._iterated_epoch = self.epoch
         n = len(self.dataset)
         if self.shuffle:
             # seed + epoch wraps modulo 2**64, as torch.Generator.manual_seed does
@@ -253,7 +249,18 @@ class DistributedSampler(Sampler):
             padding = self.total_size - n
             indices += (indices * -(-padding // n))[:padding]  # repeats the start, several times if n < replicas
         assert len(indices) == self.total_size, f"{len(indices)} indices, expected total_size {self.total_size}"
-        return iter(indices[self.rank:self.total_size:self.num_replicas])
+        return self._pass(indices[self.rank:self.total_size:self.num_replicas], self.epoch)
+
+    def _pass(self, indices, epoch):
+        yield from indices
+        # Warn only after a second *full* pass with one epoch's order: peeking a batch
+        # (next(iter(loader))) before the epoch loop calls set_epoch repeats nothing.
+        if self.shuffle and self._completed_epoch == epoch and not self._warned:
+            self._warned = True
+            warnings.warn(f"DistributedSampler is iterated again at epoch {epoch}: this full pass repeated "
+                          f"the previous one's order; call sampler.set_epoch(epoch) at the start of every epoch",
+                          stacklevel=2)
+        self._completed_epoch = epoch
 
     def __len__(self):
         return self.num_samples
