@@ -550,3 +550,61 @@ def test_parameters_to_vector_round_trip():
         nn.utils.vector_to_parameters(dtrain.zeros(3), net.parameters())
     with pytest.raises(TypeError, match="expected dtrain.Tensor"):
         nn.utils.vector_to_parameters(np.zeros(3), net.parameters())
+
+
+# ---- reassignment keeps the order; int devices ------------------------------------------------
+
+class _Three(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.fc = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.Linear(2, 2)
+
+
+def _orders(m):
+    return ([n for n, _ in m.named_children()], list(m.state_dict()), [n for n, _ in m.named_parameters()])
+
+
+def test_reassigned_submodule_and_parameter_keep_their_place():
+    """Reassigning a child module (m.conv1 = Conv2d(...)) or a parameter (lin.weight =
+    Parameter(...)) replaces it in place: children(), state_dict() and parameters() keep
+    PyTorch's order, with the new object in the old slot."""
+    m = _Three()
+    before = _orders(m)
+    new_conv = nn.Conv2d(1, 2, 5)
+    m.conv1 = new_conv
+    new_weight = nn.Parameter(dtrain.zeros(2, 2))
+    m.fc.weight = new_weight
+    assert _orders(m) == before == (["conv1", "conv2", "fc"],
+                                    ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight",
+                                     "fc.bias"],
+                                    ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight",
+                                     "fc.bias"])
+    assert next(m.children()) is new_conv and list(m.fc.parameters())[0] is new_weight
+    torch = pytest.importorskip("torch")
+    t = torch.nn.Module()
+    t.conv1, t.conv2, t.fc = torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(2, 2, 3), torch.nn.Linear(2, 2)
+    t.conv1 = torch.nn.Conv2d(1, 2, 5)
+    t.fc.weight = torch.nn.Parameter(torch.zeros(2, 2))
+    assert _orders(t) == before
+
+
+@pytest.mark.parametrize("move", [lambda m: m.to(0), lambda m: m.to(device=0), lambda m: m.cuda(0),
+                                  lambda m: m.to("cuda:0"), lambda m: m.to(0, dtrain.float64)],
+                         ids=["to(0)", "to(device=0)", "cuda(0)", "to('cuda:0')", "to(0, float64)"])
+def test_int_device_is_a_cuda_index(move):
+    """An int passed to Module.to / cuda is CUDA device index, as in PyTorch: it moves the
+    module to cuda:N, or, without a GPU, fails saying no CUDA device is there (not that 0 is
+    no dtype)."""
+    net = _mlp()
+    if dtrain.cuda.is_available():
+        assert move(net) is net
+        assert all(p.device == dtrain.device("cuda:0") for p in net.parameters())
+    else:
+        with pytest.raises(RuntimeError, match=r"cuda:0 requested but (CuPy is not installed|only 0 CUDA device)"):
+            move(net)
+
+
+def test_negative_device_index_is_refused():
+    """A negative int device is an error naming the index."""
+    with pytest.raises(ValueError, match="device index must not be negative, got -1"):
+        _mlp().to(-1)

@@ -5,6 +5,7 @@ it walks them (``parameters()``, ``named_modules()``, ``state_dict()``), moves t
 devices and dtypes in place, switches train/eval mode, and runs forward hooks.
 """
 import itertools
+import numbers
 from collections import OrderedDict, namedtuple
 
 from ..tensor import Tensor, no_grad
@@ -42,6 +43,15 @@ def _check_member_name(kind, name, module, registry):
         raise KeyError(f"{kind} name can't be empty string \"\"")
     if hasattr(module, name) and name not in registry:
         raise KeyError(f"attribute '{name}' already exists")
+
+
+def _cuda_index(a):
+    """An int device argument is a CUDA device index, as in PyTorch (``model.to(0)``)."""
+    if isinstance(a, numbers.Integral) and not isinstance(a, bool):
+        if a < 0:
+            raise ValueError(f"Module.to: device index must not be negative, got {a}")
+        return backend.Device("cuda", int(a))
+    return a
 
 
 class Module:
@@ -156,7 +166,7 @@ class Module:
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, keep=self._parameters)  # a reassigned parameter keeps its place
             self.register_parameter(name, value)
         elif params is not None and name in params:
             if value is not None:
@@ -166,7 +176,7 @@ class Module:
         elif isinstance(value, Module):
             if modules is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, keep=modules)
             modules[name] = value
         elif modules is not None and name in modules:
             if value is not None:
@@ -181,10 +191,12 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name):
-        """Drop ``name`` from every registry, before it is registered as something else."""
+    def _forget(self, name, keep):
+        """Drop ``name`` from every registry but ``keep``, before it is registered there:
+        kept, a reassigned member stays in its place in the order (as PyTorch)."""
         for registry in (self.__dict__, self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
+            if registry is not keep:
+                registry.pop(name, None)
         self._non_persistent_buffers_set.discard(name)
 
     def __getattr__(self, name):
@@ -354,6 +366,9 @@ class Module:
         Example:
             >>> model.to("cuda:0")    # or model.to(dtrain.float64)
         """
+        args = tuple(_cuda_index(a) for a in args)
+        if "device" in kwargs:
+            kwargs = {**kwargs, "device": _cuda_index(kwargs["device"])}
         device, dtype = parse_to_args(args, kwargs)
         if dtype is not None and dtype.kind not in "fc":
             raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got "
@@ -364,7 +379,9 @@ class Module:
         return self._apply(convert)
 
     def cuda(self, device=None):
-        return self.to(backend.Device("cuda", device) if not isinstance(device, (str, backend.Device)) else device)
+        """Move parameters and buffers to CUDA device ``device`` (an index, "cuda:N" or a
+        Device; default the first), in place."""
+        return self.to("cuda" if device is None else device)
 
     def cpu(self):
         return self.to("cpu")
