@@ -1,6 +1,6 @@
 """Adam and AdamW (Adam with decoupled weight decay)."""
 from ..tensor.backend import get_array_module
-from .optimizer import Optimizer, check_nonnegative, effective_grad, state_like, step_tensor
+from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, state_like, step_tensor
 
 
 class Adam(Optimizer):
@@ -34,12 +34,7 @@ class Adam(Optimizer):
     def _check_hyperparameters(self, group):
         check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
                                   "weight_decay": "weight_decay value"})
-        betas = group["betas"]
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), but got {betas}")
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {beta} (expected 0 <= beta < 1)")
+        check_betas(group)
 
     def step(self, closure=None):
         """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""

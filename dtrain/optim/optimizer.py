@@ -215,3 +215,22 @@ def check_nonnegative(group, labels):
     for key, label in labels.items():
         if not group[key] >= 0.0:
             raise ValueError(f"Invalid {label}: {group[key]} (expected {key} >= 0)")
+
+
+def check_betas(group):
+    """Raise 'Invalid beta parameter at index i: <value>' unless each of the two betas is in [0, 1)."""
+    betas = group["betas"]
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), but got {betas}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta} (expected 0 <= beta < 1)")
+
+
+def check_step_flags(optimizer, group):
+    """``foreach`` and ``capturable`` only choose how PyTorch launches its kernels, so they
+    are accepted and change nothing here; ``differentiable=True`` (autograd through the
+    step) is refused: the step updates the arrays in place, outside the graph."""
+    if group.get("differentiable"):
+        raise ValueError(f"{type(optimizer).__name__}: differentiable=True is not supported (dtrain's step "
+                         f"updates parameters in place, outside the autograd graph): use differentiable=False")

@@ -1,0 +1,70 @@
+"""Adamax: Adam with the infinity norm of past gradients in place of the second moment."""
+from ..tensor.backend import get_array_module
+from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, state_like,
+                        step_tensor)
+
+
+class Adamax(Optimizer):
+    """Adamax, as ``torch.optim.Adamax``.
+
+    With ``g = grad + weight_decay * p`` (``-grad`` if ``maximize``), step t does
+    ``m = b1 m + (1 - b1) g``, ``u = max(b2 u, |g| + eps)`` and
+    ``p -= lr / (1 - b1^t) * m / u``.
+
+    Args:
+        params: iterable of parameters or of parameter-group dicts.
+        lr: learning rate (default 2e-3).
+        betas: decay rates (b1, b2) of the moment and of the norm (default (0.9, 0.999)).
+        eps: added to ``|g|`` (default 1e-8).
+        weight_decay: L2 penalty (default 0).
+        foreach, capturable: accepted for PyTorch compatibility; they change nothing here.
+        maximize: maximize the objective instead of minimizing it.
+        differentiable: must be False (autograd through the step is not supported).
+
+    Example:
+        >>> opt = dtrain.optim.Adamax(model.parameters(), lr=2e-3)
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
+                 maximize=False, differentiable=False, capturable=False):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, maximize=maximize,
+                        differentiable=differentiable, capturable=capturable)
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group):
+        check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
+                                  "weight_decay": "weight_decay value"})
+        check_betas(group)
+        check_step_flags(self, group)
+
+    def step(self, closure=None):
+        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = step_tensor()
+                    state["exp_avg"] = state_like(p)
+                    state["exp_inf"] = state_like(p)
+                param = p.array
+                xp = get_array_module(param)
+                g = effective_grad(param, p.grad.array, group["weight_decay"], group["maximize"])
+                state["step"].array += 1
+                t = float(state["step"].array)
+                m, u = state["exp_avg"].array, state["exp_inf"].array
+
+                tmp = xp.multiply(g, 1 - beta1)
+                m *= beta1
+                m += tmp
+                xp.abs(g, out=tmp)
+                tmp += eps
+                u *= beta2
+                xp.maximum(u, tmp, out=u)
+                step = xp.divide(m, u, out=tmp)
+                step *= lr / (1 - beta1 ** t)
+                param -= step
+        return loss
