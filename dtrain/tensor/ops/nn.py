@@ -540,16 +540,103 @@ def dropout(input, p=0.5, training=True, inplace=False):
     Example:
         >>> F.dropout(dtrain.ones(4), p=0.5)   # e.g. tensor([2., 0., 2., 2.])
     """
+    _check_dropout(input, p, "dropout")
+    return _masked(input, p, input.shape) if training else input
+
+
+def _check_dropout(input, p, op):
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    _check_float(input, "dropout")
-    if not training or p == 0 or input.numel() == 0:
+    _check_float(input, op)
+
+
+def _masked(input, p, mask_shape):
+    """``input`` times a 0 / (1 / (1 - p)) mask of ``mask_shape`` (broadcast over the rest)."""
+    if p == 0 or input.numel() == 0:
         return input
-    keep = uniform_array(input.shape, 0.0, 1.0, input.dtype, input.device) >= p
+    keep = uniform_array(mask_shape, 0.0, 1.0, input.dtype, input.device) >= p
     mask = keep.astype(input.dtype)
     if p < 1:
         mask *= 1 / (1 - p)
     return Scale.apply(input, factor=mask)
+
+
+def _channel_dropout(input, p, training, batched, op):
+    """Zero whole channels: one mask entry per (sample, channel) of a batched input, per
+    channel (dim 0) of an unbatched one, constant over the remaining dims."""
+    lead = 2 if batched else 1
+    if input.ndim < lead:
+        raise RuntimeError(f"{op}: expected an input with channels, got shape {list(input.shape)}")
+    if not training:
+        return input
+    return _masked(input, p, tuple(input.shape[:lead]) + (1,) * (input.ndim - lead))
+
+
+def _warn_rank(input, spatial, op):
+    if input.ndim not in (spatial + 1, spatial + 2):
+        warnings.warn(f"{op}: Received a {input.ndim}-D input to {op}, which is deprecated and will result in an "
+                      f"error in a future release. To retain the behavior and silence this warning, please use "
+                      f"dropout instead. Note that {op} exists to provide channel-wise dropout on inputs with "
+                      f"{spatial} spatial dimensions, a channel dimension, and an optional batch dimension (i.e. "
+                      f"{spatial + 1}D or {spatial + 2}D inputs).", UserWarning, stacklevel=3)
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of a (N, C, L) or (C, L) input with probability ``p``, scaling the
+    rest by 1 / (1 - p).
+
+    Args:
+        input: a 2-D or 3-D floating-point Tensor.
+        p: the probability of zeroing a channel.
+        training: when False the input is returned unchanged.
+        inplace: accepted for PyTorch compatibility; computed out of place.
+
+    Example:
+        >>> F.dropout1d(dtrain.ones(2, 3, 4), p=0.5)   # each [n, c, :] all 0 or all 2
+    """
+    op = "dropout1d"
+    _check_dropout(input, p, op)
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"{op}: Expected 2D or 3D input, but received a {input.ndim}D input of shape "
+                           f"{list(input.shape)}. Note that dropout1d exists to provide channel-wise dropout on "
+                           f"inputs with 1 spatial dimension, a channel dimension, and an optional batch "
+                           f"dimension (i.e. 2D or 3D inputs).")
+    return _channel_dropout(input, p, training, input.ndim == 3, op)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of a (N, C, H, W) input with probability ``p``, scaling the rest
+    by 1 / (1 - p).
+
+    As PyTorch (with its warning), a 3-D input is taken as (N, C, L), not as an unbatched
+    (C, H, W); other ranks are warned about and get one mask entry per element of dims 0-1.
+
+    Example:
+        >>> F.dropout2d(dtrain.ones(2, 3, 4, 4), p=0.5)   # each [n, c] plane all 0 or all 2
+    """
+    op = "dropout2d"
+    _check_dropout(input, p, op)
+    _warn_rank(input, 2, op)
+    if input.ndim == 3:
+        warnings.warn(f"{op}: Received a 3D input to {op} and assuming that channel-wise 1D dropout behavior is "
+                      f"desired - input is interpreted as shape (N, C, L), where C is the channel dim. This "
+                      f"behavior will change in a future release to interpret the input as one without a batch "
+                      f"dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise dropout behavior, please "
+                      f"switch to using dropout1d instead.", UserWarning, stacklevel=2)
+    return _channel_dropout(input, p, training, True, op)
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of a (N, C, D, H, W) or (C, D, H, W) input with probability ``p``,
+    scaling the rest by 1 / (1 - p).
+
+    Example:
+        >>> F.dropout3d(dtrain.ones(2, 3, 2, 2, 2), p=0.5)
+    """
+    op = "dropout3d"
+    _check_dropout(input, p, op)
+    _warn_rank(input, 3, op)
+    return _channel_dropout(input, p, training, input.ndim == 5, op)
 
 
 # ---- normalization ----------------------------------------------------------------------
@@ -557,14 +644,16 @@ def dropout(input, p=0.5, training=True, inplace=False):
 class Normalize(Function):
     """(x - mean) / sqrt(var + eps) * weight + bias. ``batch_stats``: mean and var were taken
     from x over ``axes`` (so they carry gradient); else they are constants (running stats).
+    ``center=False``: no mean is subtracted and var is the mean square (rms_norm).
     weight and bias are Tensors of any shape reshaping to ``pshape``, or the numbers 1 and 0."""
 
-    def forward(self, x, weight, bias, mean=None, var=None, axes=(), pshape=(), eps=1e-5, batch_stats=True):
+    def forward(self, x, weight, bias, mean=None, var=None, axes=(), pshape=(), eps=1e-5, batch_stats=True,
+                center=True):
         xp = get_array_module(x)
         self.invstd = 1 / xp.sqrt(var + eps)
-        xhat = x - mean
+        xhat = x - mean if center else x.copy()
         xhat *= self.invstd
-        self.xhat, self.axes, self.pshape, self.batch_stats = xhat, axes, pshape, batch_stats
+        self.xhat, self.axes, self.pshape, self.batch_stats, self.center = xhat, axes, pshape, batch_stats, center
         self.w = weight.reshape(pshape) if hasattr(weight, "shape") else weight
         return xhat * self.w + (bias.reshape(pshape) if hasattr(bias, "shape") else bias)
 
@@ -576,7 +665,9 @@ class Normalize(Function):
             gxhat = g * self.w
             if self.batch_stats:  # mean and var depend on x too
                 proj = (gxhat * xhat).mean(axis=axes, keepdims=True)
-                gxhat = gxhat - gxhat.mean(axis=axes, keepdims=True) - xhat * proj
+                if self.center:
+                    gxhat = gxhat - gxhat.mean(axis=axes, keepdims=True)
+                gxhat = gxhat - xhat * proj
             gx = gxhat * self.invstd
         if nw:
             gw = unbroadcast(g * xhat, self.pshape).reshape(self.inputs[1].shape)
@@ -654,6 +745,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                            var=var, axes=axes, pshape=pshape, eps=eps, batch_stats=training)
 
 
+def trailing_axes(input, normalized_shape, op):
+    """(normalized_shape as a tuple, the axes it covers) for layer_norm and rms_norm: the
+    input must be floating and end with that shape."""
+    _check_float(input, op)
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or k > input.ndim or tuple(input.shape[input.ndim - k:]) != shape:
+        raise RuntimeError(f"{op}: input of shape {list(input.shape)} does not end with normalized_shape "
+                           f"{list(shape)}")
+    return shape, tuple(range(input.ndim - k, input.ndim))
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the last dims ``normalized_shape``, then scale by weight and add bias.
 
@@ -668,14 +771,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         tensor([[-1.0000,  1.0000]])
     """
     op = "layer_norm"
-    _check_float(input, op)
-    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
-    k = len(shape)
-    if k == 0 or k > input.ndim or tuple(input.shape[input.ndim - k:]) != shape:
-        raise RuntimeError(f"{op}: input of shape {list(input.shape)} does not end with normalized_shape "
-                           f"{list(shape)}")
+    shape, axes = trailing_axes(input, normalized_shape, op)
     weight, bias = _param(weight, shape, "weight", op, input), _param(bias, shape, "bias", op, input)
-    axes = tuple(range(input.ndim - k, input.ndim))
     mean, var = _moments(input.array, axes)
     return Normalize.apply(input, 1 if weight is None else weight, 0 if bias is None else bias, mean=mean,
                            var=var, axes=axes, pshape=shape, eps=eps, batch_stats=True)
