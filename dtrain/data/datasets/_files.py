@@ -41,14 +41,18 @@ def read_bytes(dataset, path):
 class ImageDataset(Dataset):
     """(image, label) samples: the image a float32 CHW tensor in [0, 1], the label an int.
 
-    Subclasses set ``targets`` and define ``_image(index)``, the raw uint8 CHW array.
+    Subclasses set ``targets`` and define ``_image(index)``, the raw uint8 CHW array;
+    ``_convert`` makes the sample's image of it (dtrain.vision's datasets give PIL images).
     """
 
     def __init__(self, transform=None, target_transform=None):
         self.transform, self.target_transform = transform, target_transform
 
+    def _convert(self, image):
+        return Tensor._wrap(image.astype(dtypes.float32) / numpy.float32(255))
+
     def __getitem__(self, index):
-        image = Tensor._wrap(self._image(index).astype(dtypes.float32) / numpy.float32(255))
+        image = self._convert(self._image(index))
         target = int(self.targets[index])
         if self.transform is not None:
             image = self.transform(image)
