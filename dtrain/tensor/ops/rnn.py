@@ -1,0 +1,276 @@
+"""Recurrent layers: one fused Function per layer and direction (RNN tanh/relu, LSTM, GRU).
+
+Forward projects the inputs of all time steps with one matmul, then loops over time with
+one small matmul and a few in-place elementwise calls per step, keeping the activations.
+Backward walks time in reverse doing the same, and gets each weight gradient from one
+matmul over all steps at the end. Arrays are in processing order (reversed in time for the
+reverse direction); the packed output is in time order.
+"""
+from ..backend import get_array_module
+from ..function import Function
+
+
+def _sigmoid_(a):
+    """In place: sigmoid(2a) as 0.5 * tanh(a) + 0.5, which cannot overflow; callers halve
+    the sigmoid gates' weights instead of the preactivation (halving is exact)."""
+    xp = get_array_module(a)
+    xp.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+
+
+def _halved(w, rows):
+    """A copy of ``w`` with its first ``rows`` rows (the sigmoid gates) halved."""
+    w = w.copy()
+    w[:rows] *= 0.5
+    return w
+
+
+def _project(x, w, b):
+    """x @ w.T + b for all steps at once: (T, B, I) -> (T, B, G), a fresh contiguous array."""
+    T, B, I = x.shape
+    out = (x.reshape(T * B, I) @ w.T).reshape(T, B, w.shape[0])
+    if b is not None:
+        out += b
+    return out
+
+
+def _in_order(x, reverse):
+    return x[::-1] if reverse else x
+
+
+class _Recurrent(Function):
+    """Shared by the three kinds: the inputs are (x, h0, [c0,] w_ih, w_hh[, b_ih, b_hh]) with
+    x (T, B, I), states (B, H), and ``reverse`` runs the sequence backwards in time.
+
+    A subclass's ``steps_backward`` returns the gradients of the input-side and hidden-side
+    preactivations, (T, B, G) each in processing order; this class turns them into the
+    gradients of x, h0 and the weights."""
+
+    def _save(self, x, w_ih, w_hh, has_bias, hs, reverse):
+        self.x, self.w_ih, self.w_hh, self.has_bias, self.hs, self.reverse = x, w_ih, w_hh, has_bias, hs, reverse
+
+    def _grads(self, dgx, dgh, dh0, perm=None):
+        """(dx, dh0, dw_ih, dw_hh, db_ih, db_hh) from the preactivation gradients; ``perm``:
+        the rows of the weights in the order the gates were computed (LSTM's)."""
+        x, w_ih, w_hh = self.x, self.w_ih, self.w_hh
+        T, B, I = x.shape
+        G = dgx.shape[2]
+        gx2, gh2 = dgx.reshape(T * B, G), dgh.reshape(T * B, G)
+        w_ih_p = w_ih if perm is None else w_ih[perm]
+        dx = _in_order((gx2 @ w_ih_p).reshape(T, B, I), self.reverse)
+        x2 = _in_order(x, self.reverse).reshape(T * B, I)
+        dw = [gx2.T @ x2, gh2.T @ self.hs[:-1].reshape(T * B, -1)]
+        if self.has_bias:
+            db = gx2.sum(axis=0)
+            # one array per input: the engine may keep each as a .grad
+            dw += [db, db.copy() if dgh is dgx else gh2.sum(axis=0)]
+        if perm is not None:
+            dw = [_unpermute(d, perm) for d in dw]
+        return dx, dh0, *dw
+
+    def _dy(self, g):
+        """The output gradient in processing order, (T, B, H)."""
+        return _in_order(g[:self.x.shape[0]], self.reverse)
+
+
+def _unpermute(d, perm):
+    out = get_array_module(d).empty_like(d)
+    out[perm] = d
+    return out
+
+
+class RNNLayer(_Recurrent):
+    """h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu. Output (T, B, H)."""
+
+    def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, nonlinearity="tanh"):
+        xp = get_array_module(x)
+        T, B, _ = x.shape
+        hs = xp.empty((T + 1, B, h0.shape[1]), dtype=x.dtype)
+        hs[0] = h0
+        hs[1:] = _project(_in_order(x, reverse), w_ih, None if b_ih is None else b_ih + b_hh)
+        w_hh_t = w_hh.T
+        relu = nonlinearity == "relu"
+        for t in range(T):
+            a = hs[t + 1]
+            a += hs[t] @ w_hh_t
+            if relu:
+                xp.maximum(a, 0, out=a)
+            else:
+                xp.tanh(a, out=a)
+        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
+        self.relu = relu
+        return _in_order(hs[1:], reverse).copy()
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        h = self.hs[1:]
+        deriv = (h > 0).astype(h.dtype) if self.relu else 1 - h * h
+        dy, w_hh = self._dy(g), self.w_hh
+        dg = xp.empty_like(h)
+        dh = xp.zeros_like(h[0])
+        for t in range(len(h) - 1, -1, -1):
+            dh += dy[t]
+            xp.multiply(dh, deriv[t], out=dg[t])
+            dh = dg[t] @ w_hh
+        return self._grads(dg, dg, dh)
+
+
+def _lstm_perm(xp, H):
+    # gates in the order o, i, f, g: the sigmoids (o, i, f) are contiguous in forward and the
+    # gates whose gradient is driven by dc (i, f, g) are contiguous in backward
+    return xp.concatenate([xp.arange(3 * H, 4 * H), xp.arange(0, 3 * H)])
+
+
+class LSTMLayer(_Recurrent):
+    """PyTorch's LSTM (gate rows i, f, g, o): c_t = f c_{t-1} + i g, h_t = o tanh(c_t).
+    Output (T + 1, B, H): the h_t in time order, then c_n."""
+
+    def forward(self, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+        xp = get_array_module(x)
+        T, B, _ = x.shape
+        H = h0.shape[1]
+        perm = _lstm_perm(xp, H)
+        b = None if b_ih is None else _halved((b_ih + b_hh)[perm], 3 * H)
+        acts = _project(_in_order(x, reverse), _halved(w_ih[perm], 3 * H), b)  # (T, B, 4H): o, i, f, g
+        w_hh_t = _halved(w_hh[perm], 3 * H).T
+        hs = xp.empty((T + 1, B, H), dtype=x.dtype)
+        cs = xp.empty_like(hs)
+        tc = xp.empty((T, B, H), dtype=x.dtype)  # tanh(c_t)
+        hs[0], cs[0] = h0, c0
+        for t in range(T):
+            a = acts[t]
+            a += hs[t] @ w_hh_t
+            _sigmoid_(a[:, :3 * H])
+            xp.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
+            c = cs[t + 1]
+            xp.multiply(a[:, 2 * H:3 * H], cs[t], out=c)
+            c += a[:, H:2 * H] * a[:, 3 * H:]
+            xp.tanh(c, out=tc[t])
+            xp.multiply(a[:, :H], tc[t], out=hs[t + 1])
+        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
+        self.acts, self.cs, self.tc, self.perm = acts, cs, tc, perm
+        out = xp.empty((T + 1, B, H), dtype=x.dtype)
+        out[:T] = _in_order(hs[1:], reverse)
+        out[T] = cs[T]
+        return out
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        T, B, H = self.tc.shape
+        a = self.acts.reshape(T, B, 4, H)
+        o, i, f, gg = a[:, :, 0], a[:, :, 1], a[:, :, 2], a[:, :, 3]
+        tc = self.tc
+        # each preactivation gradient is dh (gate o) or dc (gates i, f, g) times a coefficient
+        # that does not depend on the gradients, so all of them are computed before the loop
+        k = xp.empty_like(a)
+        k[:, :, 0] = tc * o * (1 - o)
+        k[:, :, 1] = gg * i * (1 - i)
+        k[:, :, 2] = self.cs[:-1] * f * (1 - f)
+        k[:, :, 3] = i * (1 - gg * gg)
+        dc_dh = o * (1 - tc * tc)
+        dy = self._dy(g)
+        w_hh = self.w_hh[self.perm]
+        dgates = xp.empty_like(a)
+        dh = xp.zeros((B, H), dtype=g.dtype)
+        dc = g[T].copy()
+        for t in range(T - 1, -1, -1):
+            dh += dy[t]
+            dc += dh * dc_dh[t]
+            d = dgates[t]
+            xp.multiply(dc[:, None, :], k[t, :, 1:], out=d[:, 1:])
+            xp.multiply(dh, k[t, :, 0], out=d[:, 0])
+            dc *= f[t]
+            dh = d.reshape(B, 4 * H) @ w_hh
+        dgates = dgates.reshape(T, B, 4 * H)
+        dx, dh0, *dw = self._grads(dgates, dgates, dh, self.perm)
+        return (dx, dh0, dc, *dw)
+
+
+class GRULayer(_Recurrent):
+    """PyTorch's GRU (gate rows r, z, n): n = tanh(W_in x + b_in + r (W_hn h + b_hn)),
+    h_t = (1 - z) n + z h_{t-1}. Output (T, B, H)."""
+
+    def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+        xp = get_array_module(x)
+        T, B, _ = x.shape
+        H = h0.shape[1]
+        acts = _project(_in_order(x, reverse), _halved(w_ih, 2 * H),
+                        None if b_ih is None else _halved(b_ih, 2 * H))  # (T, B, 3H): r, z, n
+        w_hh_t = _halved(w_hh, 2 * H).T
+        b_hh = None if b_hh is None else _halved(b_hh, 2 * H)
+        gh = xp.empty_like(acts)  # W_hh h + b_hh; its n part is kept for backward
+        hs = xp.empty((T + 1, B, H), dtype=x.dtype)
+        hs[0] = h0
+        for t in range(T):
+            a, h = acts[t], hs[t]
+            xp.matmul(h, w_hh_t, out=gh[t])
+            if b_hh is not None:
+                gh[t] += b_hh
+            rz, n = a[:, :2 * H], a[:, 2 * H:]
+            rz += gh[t, :, :2 * H]
+            _sigmoid_(rz)
+            n += a[:, :H] * gh[t, :, 2 * H:]
+            xp.tanh(n, out=n)
+            h_new = hs[t + 1]
+            xp.subtract(h, n, out=h_new)
+            h_new *= a[:, H:2 * H]
+            h_new += n
+        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
+        self.acts, self.ghn = acts, gh[:, :, 2 * H:]
+        return _in_order(hs[1:], reverse).copy()
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        T, B, H = self.ghn.shape
+        a = self.acts
+        r, z, n = a[:, :, :H], a[:, :, H:2 * H], a[:, :, 2 * H:]
+        # gradient coefficients: dn_pre = dh * k_n, dz_pre = dh * k_z, dr_pre = dn_pre * k_r
+        k_n = (1 - z) * (1 - n * n)
+        k_z = (self.hs[:-1] - n) * z * (1 - z)
+        k_r = self.ghn * r * (1 - r)
+        dy, w_hh = self._dy(g), self.w_hh
+        dgx = xp.empty_like(a)
+        dgh = xp.empty_like(a)
+        dh = xp.zeros((B, H), dtype=g.dtype)
+        for t in range(T - 1, -1, -1):
+            dh += dy[t]
+            dx_t, dh_t = dgx[t], dgh[t]
+            dn = dx_t[:, 2 * H:]
+            xp.multiply(dh, k_n[t], out=dn)
+            xp.multiply(dh, k_z[t], out=dx_t[:, H:2 * H])
+            xp.multiply(dn, k_r[t], out=dx_t[:, :H])
+            dh_t[:, :2 * H] = dx_t[:, :2 * H]
+            xp.multiply(dn, r[t], out=dh_t[:, 2 * H:])
+            dh *= z[t]
+            dh += dh_t @ w_hh
+        return self._grads(dgx, dgh, dh)
+
+
+def recurrent_layer(mode, input, h0, c0, weights, reverse=False):
+    """One layer in one direction of an RNN ('RNN_TANH', 'RNN_RELU'), LSTM or GRU.
+
+    Args:
+        mode: 'RNN_TANH', 'RNN_RELU', 'LSTM' or 'GRU'.
+        input: (T, B, input_size), T >= 1.
+        h0, c0: (B, hidden_size) initial states (c0 for LSTM only, else None).
+        weights: [w_ih, w_hh] or [w_ih, w_hh, b_ih, b_hh] with PyTorch's gate order.
+        reverse: run from the last step to the first (the reverse direction).
+
+    Returns (output (T, B, hidden_size), h_n, c_n or None) as Tensors.
+
+    Example:
+        >>> out, h, _ = recurrent_layer("GRU", x, h0, None, [w_ih, w_hh])
+    """
+    T = input.shape[0]
+    if mode == "LSTM":
+        packed = LSTMLayer.apply(input, h0, c0, *weights, reverse=reverse)
+        out, c_n = packed[:T], packed[T]
+    elif mode == "GRU":
+        out = packed = GRULayer.apply(input, h0, *weights, reverse=reverse)
+        c_n = None
+    else:
+        out = packed = RNNLayer.apply(input, h0, *weights, reverse=reverse,
+                                      nonlinearity="relu" if mode == "RNN_RELU" else "tanh")
+        c_n = None
+    return out, packed[0 if reverse else T - 1], c_n
