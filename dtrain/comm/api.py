@@ -4,6 +4,7 @@ Ranks given to these functions (``src``, ``dst``) are global ranks, as in PyTorc
 function called with a ``group`` this rank is not a member of warns and returns None.
 """
 import atexit
+import logging
 import os
 import sys
 import warnings
@@ -19,6 +20,8 @@ from .work import seconds
 BACKENDS = ("mpi", "nccl")
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 TIMEOUT_ENV = "DTRAIN_TIMEOUT"
+LAUNCHED_ENV = "DTRAIN_LAUNCHED"  # set by dtrain.launch in every rank, as torchrun sets TORCHELASTIC_RUN_ID
+log = logging.getLogger(__name__)
 
 
 class _State:
@@ -29,7 +32,7 @@ class _State:
         self.local_rank, self.local_world_size = 0, 1
         self.groups = []  # sub-groups, destroyed with the world
         self.hook = None
-        self.by_launcher = False  # set up by `python -m dtrain.launch`: the script's own init is a no-op
+        self.by_launcher = False  # made by `python -m dtrain.launch`; the script's first init adopts it
         self.debug = False  # DTRAIN_DEBUG=1: check collectives agree across ranks
         self.exit_code = None  # the code given to sys.exit, read at exit
 
@@ -59,7 +62,8 @@ def is_initialized():
     return _state.world is not None
 
 
-def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, debug=None):
+def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
+                       group_name="", pg_options=None, device_id=None, *, debug=None):
     """Join the job's default process group (every rank must call it).
 
     Rank and world size come from the launcher's environment (Open MPI, MPICH/Hydra,
@@ -68,8 +72,11 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     needs neither MPI nor NCCL.
 
     Args:
-        backend: "mpi", "nccl", or None for "nccl" when CuPy sees a GPU and has NCCL, else "mpi".
-        init_method: only "env://" (or None): ranks come from the environment.
+        backend: "mpi", "nccl", "gloo" (PyTorch's CPU backend: selects "mpi"), a
+            :class:`Backend`, or None for "nccl" when CuPy sees a GPU and has NCCL, else "mpi".
+        init_method: None, "env://" or "tcp://host:port": accepted for PyTorch scripts, but
+            the ranks always find each other through MPI (MASTER_ADDR/MASTER_PORT and the
+            address of "tcp://" are not used).
         timeout: seconds or ``timedelta`` a collective may take (default 10 minutes; the
             environment variable ``DTRAIN_TIMEOUT``, in seconds, overrides it and this
             argument, so an operator can change it without editing the script). A
@@ -77,14 +84,22 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
             raises or reports ``DistTimeoutError`` naming it, its number on the group and
             the ranks that have not called it, and ends the job (see :mod:`.watchdog`).
         world_size, rank: if given (not -1), must agree with the launcher's.
+        store: must be None (there is no key-value store: MPI connects the ranks).
+        group_name, pg_options: accepted and ignored, as PyTorch's default backends ignore them.
+        device_id: accepted; a CUDA device (index, "cuda:N") becomes the current device
+            when CuPy sees GPUs.
         debug: check before every collective that all ranks call the same one on the same
             shape and dtype, and raise ``DistError`` naming the ranks and both calls
             ("rank 0 called all_reduce(float32[4]); rank 1 called barrier()") if not; costs
             two small all-gathers per call. Default: on if ``DTRAIN_DEBUG=1`` (or PyTorch's
             spelling ``DTRAIN_DISTRIBUTED_DEBUG=DETAIL``).
 
-    Under ``python -m dtrain.launch script.py`` the launcher has already initialized the
-    group, and the script's own call (same backend, or None) does nothing.
+    A second call while the group exists does nothing if it asks for the same settings
+    (backend, timeout, debug, rank, world size) and raises ``DistError`` naming what differs
+    otherwise. Under ``python -m dtrain.launch script.py`` the launcher has already
+    initialized the group; the script's first call applies its settings: its timeout and
+    debug mode, and its backend, for which the group is made again if the launcher chose
+    another one.
 
     Also installs an excepthook that reports an uncaught exception as
     ``rank N failed: ...`` and aborts every rank, so no rank waits forever on a dead peer,
@@ -92,38 +107,53 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     (``rank N exited with code C``).
 
     Example:
-        >>> import dtrain.comm as dist
-        >>> dist.init_process_group()          # under mpirun -n 4 python train.py
+        >>> import dtrain.distributed as dist
+        >>> dist.init_process_group("gloo")    # under mpirun -n 4 python train.py
         >>> dist.get_rank(), dist.get_world_size()
         (0, 4)
     """
+    if init_method is not None and not _accepted_init_method(init_method):
+        raise ValueError(f"init_process_group: init_method {init_method!r} is not supported: use 'env://' or "
+                         f"'tcp://host:port' (accepted; the ranks find each other through MPI) or None")
+    if store is not None:
+        raise ValueError("init_process_group: store is not supported: there is no key-value store, the ranks "
+                         "find each other through MPI; leave store=None")
+    wanted = {"backend": None if backend is None else _resolve_backend(backend),
+              "timeout": None if timeout is None else _timeout(timeout),
+              "debug": None if debug is None else bool(debug)}
     if is_initialized():
-        if _state.by_launcher and backend in (None, _state.world.backend):
-            # a script run by dtrain.launch may init as it would under mpirun; its settings apply
-            if timeout is not None:
-                for g in {_state.world, _state.world._host()}:
-                    g.timeout = _timeout(timeout)
-            if debug is not None:
-                _state.debug = bool(debug)
+        world = _state.world
+        if _state.by_launcher:
+            _state.by_launcher = False  # the script's first call: its settings apply
+            if wanted["backend"] not in (None, world.backend):
+                destroy_process_group()
+                return init_process_group(wanted["backend"], init_method, timeout, world_size, rank,
+                                          device_id=device_id, debug=debug)
+            _check_place(world_size, rank, world.size(), world.rank(), "the process group", "made by dtrain.launch")
+            if wanted["timeout"] is not None:
+                for g in {world, world._host()}:
+                    g.timeout = wanted["timeout"]
+            if wanted["debug"] is not None:
+                _state.debug = wanted["debug"]
             return
-        raise DistError("init_process_group: the default process group is already initialized; "
-                        "call destroy_process_group() first")
-    if init_method not in (None, "env://"):
-        raise ValueError(f"init_process_group: init_method {init_method!r} is not supported: ranks come from "
-                         f"the launcher's environment (init_method='env://' or None)")
-    backend = _resolve_backend(backend)
+        now = {"backend": world.backend, "timeout": world.timeout, "debug": _state.debug}
+        differ = [f"{name} {now[name]!r} -> {value!r}" for name, value in wanted.items()
+                  if value is not None and value != now[name]]
+        differ += [f"{name} {have} -> {given}" for name, given, have in
+                   (("world_size", world_size, world.size()), ("rank", rank, world.rank()))
+                   if given != -1 and given != have]
+        if differ:
+            raise DistError(f"init_process_group: the default process group is already initialized with other "
+                            f"settings ({'; '.join(differ)}); call destroy_process_group() first")
+        return
+    backend = wanted["backend"] or _resolve_backend(None)
     _state.debug = _debug_mode() if debug is None else bool(debug)
     timeout = _timeout(timeout)
     info = env.discover()
-    for name, given, found in (("world_size", world_size, info.world_size if info else 1),
-                               ("rank", rank, info.rank if info else 0)):
-        if given != -1 and given != found:
-            raise ValueError(f"init_process_group: {name}={given} but the launcher's environment says {found} "
-                             f"({info.source if info else 'no launcher: a single process'})")
-    if info is None:
-        _state.world = LocalProcessGroup(backend, timeout=timeout)
-        return
-    if info.world_size == 1 and not is_mpi_available():
+    _check_place(world_size, rank, info.world_size if info else 1, info.rank if info else 0,
+                 "the launcher's environment", info.source if info else "no launcher: a single process")
+    _use_device(device_id)
+    if info is None or (info.world_size == 1 and not is_mpi_available()):
         _state.world = LocalProcessGroup(backend, timeout=timeout)
         return
     from . import mpi
@@ -136,6 +166,62 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
         from . import nccl
         world = nccl.NCCLProcessGroup(world, _state.local_rank, timeout)
     _state.world = world
+
+
+class Backend(str):
+    """Backend names, as ``torch.distributed.Backend``: ``Backend.GLOO == "gloo"``,
+    ``Backend("NCCL") == "nccl"``. "gloo" selects dtrain's CPU backend, "mpi".
+
+    Example:
+        >>> dist.init_process_group(dist.Backend.GLOO)
+    """
+    UNDEFINED = "undefined"
+    GLOO = "gloo"
+    NCCL = "nccl"
+    MPI = "mpi"
+
+    def __new__(cls, name):
+        if not isinstance(name, str):
+            raise ValueError(f"Backend name must be a string, but got: {name!r}")
+        return str.__new__(cls, name.lower())
+
+
+def is_gloo_available():
+    """True: "gloo" selects the MPI backend (a single process needs no MPI)."""
+    return True
+
+
+def is_torchelastic_launched():
+    """True in a process started by ``python -m dtrain.launch``, dtrain's torchrun."""
+    return LAUNCHED_ENV in os.environ
+
+
+def _accepted_init_method(init_method):
+    if not isinstance(init_method, str):
+        return False
+    if init_method == "env://":
+        return True
+    host, _, port = init_method[len("tcp://"):].rpartition(":")
+    return init_method.startswith("tcp://") and bool(host) and port.isdigit()
+
+
+def _check_place(world_size, rank, size, own_rank, what, source):
+    for name, given, found in (("world_size", world_size, size), ("rank", rank, own_rank)):
+        if given != -1 and given != found:
+            raise ValueError(f"init_process_group: {name}={given} but {what} says {found} ({source}): the ranks "
+                             f"come from the launcher; start them with python -m dtrain.launch --nproc N, "
+                             f"mpiexec -n N or dtrain.multiprocessing.spawn")
+
+
+def _use_device(device_id):
+    """Make ``device_id`` (an int, "cuda:N" or a device) the current CUDA device, if there are GPUs."""
+    if device_id is None:
+        return
+    from ..tensor.backend import Device, cuda_is_available
+    device = Device("cuda", device_id) if isinstance(device_id, int) else Device(device_id)
+    if device.type == "cuda" and cuda_is_available():
+        from ..tensor.backend import cupy
+        cupy.cuda.Device(device.index).use()
 
 
 def _debug_mode():
@@ -195,15 +281,28 @@ def _resolve_backend(backend):
     if backend is None:
         return "nccl" if is_nccl_available() else "mpi"
     name = backend.lower() if isinstance(backend, str) else backend
+    if name == "gloo":
+        _note_gloo()
+        name = "mpi"
     if name not in BACKENDS:
         raise ValueError(f"init_process_group: unknown backend {backend!r}; known backends: "
-                         f"{', '.join(repr(b) for b in BACKENDS)} (or None to choose nccl on a GPU, else mpi)")
+                         f"{', '.join(repr(b) for b in BACKENDS)}, 'gloo' (PyTorch's CPU backend: selects 'mpi') "
+                         f"or None to choose nccl on a GPU, else mpi")
     if name == "nccl":
         from . import nccl
         problem = nccl.missing()
         if problem is not None:
             raise DistBackendError(f"init_process_group: backend 'nccl' is not usable: {problem}")
     return name
+
+
+def _note_gloo():
+    if not _state_notes.get("gloo"):
+        _state_notes["gloo"] = True
+        log.info("init_process_group: backend 'gloo' (PyTorch's CPU backend) selects dtrain's CPU backend, 'mpi'")
+
+
+_state_notes = {}  # what has been logged once per process
 
 
 def destroy_process_group(group=None):
