@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dtrain
-from dtrain.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from dtrain.optim import LBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
 
 STEPS = 20
 _rng = np.random.default_rng(1)
@@ -71,7 +71,59 @@ def ref_adagrad(p, g, s, t, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumul
     return p - lr / (1 + (t - 1) * lr_decay) * g / (np.sqrt(s["sum"]) + eps)
 
 
-REFS = {SGD: ref_sgd, Adam: ref_adam, AdamW: ref_adamw, RMSprop: ref_rmsprop, Adagrad: ref_adagrad}
+def ref_adadelta(p, g, s, t, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False):
+    g = (-g if maximize else g) + weight_decay * p
+    s["v"] = rho * s.get("v", 0) + (1 - rho) * g * g
+    delta = np.sqrt(s.get("u", 0) + eps) / np.sqrt(s["v"] + eps) * g
+    s["u"] = rho * s.get("u", 0) + (1 - rho) * delta * delta
+    return p - lr * delta
+
+
+def ref_adamax(p, g, s, t, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False):
+    b1, b2 = betas
+    g = (-g if maximize else g) + weight_decay * p
+    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+    s["u"] = np.maximum(b2 * s.get("u", 0), np.abs(g) + eps)
+    return p - lr / (1 - b1 ** t) * s["m"] / s["u"]
+
+
+def ref_nadam(p, g, s, t, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+              decoupled_weight_decay=False, maximize=False):
+    b1, b2 = betas
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    mu, mu_next = (b1 * (1 - 0.5 * 0.96 ** (k * momentum_decay)) for k in (t, t + 1))
+    s["prod"] = prod = s.get("prod", 1.0) * mu
+    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+    s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+    denom = np.sqrt(s["v"] / (1 - b2 ** t)) + eps
+    return p - lr * ((1 - mu) / (1 - prod) * g + mu_next / (1 - prod * mu_next) * s["m"]) / denom
+
+
+def ref_radam(p, g, s, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
+              maximize=False):
+    b1, b2 = betas
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+    s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+    m_hat = s["m"] / (1 - b1 ** t)
+    rho_inf = 2 / (1 - b2) - 1
+    rho = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+    if rho <= 5:  # the variance of the adaptive step is not yet tractable: plain momentum
+        return p - lr * m_hat
+    r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    return p - lr * m_hat * r * np.sqrt(1 - b2 ** t) / (np.sqrt(s["v"]) + eps)
+
+
+REFS = {SGD: ref_sgd, Adam: ref_adam, AdamW: ref_adamw, RMSprop: ref_rmsprop, Adagrad: ref_adagrad,
+        Adadelta: ref_adadelta, Adamax: ref_adamax, NAdam: ref_nadam, RAdam: ref_radam}
 
 CASES = [
     (SGD, dict(lr=0.1)),
@@ -102,6 +154,30 @@ CASES = [
     (Adagrad, dict(lr=0.1, weight_decay=0.1)),
     (Adagrad, dict(lr=0.1, initial_accumulator_value=0.5)),
     (Adagrad, dict(lr=0.1, eps=1e-3, maximize=True)),
+    (Adadelta, dict(lr=1.0)),
+    (Adadelta, dict(lr=0.5, rho=0.5)),
+    (Adadelta, dict(lr=1.0, eps=1e-3)),
+    (Adadelta, dict(lr=1.0, weight_decay=0.1)),
+    (Adadelta, dict(lr=1.0, maximize=True)),
+    (Adadelta, dict(lr=0.5, rho=0.8, weight_decay=0.05, maximize=True)),
+    (Adamax, dict(lr=0.05)),
+    (Adamax, dict(lr=0.05, betas=(0.8, 0.99), eps=1e-3)),
+    (Adamax, dict(lr=0.05, weight_decay=0.1)),
+    (Adamax, dict(lr=0.05, maximize=True)),
+    (Adamax, dict(lr=0.05, weight_decay=0.1, maximize=True)),
+    (NAdam, dict(lr=0.05)),
+    (NAdam, dict(lr=0.05, momentum_decay=0.1)),
+    (NAdam, dict(lr=0.05, weight_decay=0.1)),
+    (NAdam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    (NAdam, dict(lr=0.05, maximize=True)),
+    (NAdam, dict(lr=0.05, betas=(0.8, 0.99), eps=1e-3, weight_decay=0.1, decoupled_weight_decay=True,
+                 maximize=True)),
+    (RAdam, dict(lr=0.05)),
+    (RAdam, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-3)),
+    (RAdam, dict(lr=0.05, weight_decay=0.1)),
+    (RAdam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    (RAdam, dict(lr=0.05, maximize=True)),
+    (RAdam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
 ]
 IDS = [f"{cls.__name__}-{'-'.join(f'{k}={v}' for k, v in hp.items())}" for cls, hp in CASES]
 
@@ -172,7 +248,7 @@ def test_each_option_changes_the_trajectory(cls, hp):
     assert not np.allclose(with_option[-1][0], without[-1][0], rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, RMSprop, Adagrad])
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam, LBFGS])
 def test_defaults_match_torch(cls):
     """Constructor defaults (lr, betas, eps, weight_decay, ...) equal PyTorch's."""
     torch = pytest.importorskip("torch")
@@ -182,7 +258,9 @@ def test_defaults_match_torch(cls):
 
 
 @pytest.mark.parametrize("cls, hp", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(lr=0.05, amsgrad=True)),
-                                     (RMSprop, dict(lr=0.01, centered=True, momentum=0.5)), (Adagrad, dict(lr=0.1))])
+                                     (RMSprop, dict(lr=0.01, centered=True, momentum=0.5)), (Adagrad, dict(lr=0.1)),
+                                     (Adadelta, dict(weight_decay=0.1)), (Adamax, dict(lr=0.05)),
+                                     (NAdam, dict(lr=0.05, weight_decay=0.1)), (RAdam, dict(lr=0.05))])
 def test_float32_keeps_dtype_and_matches_torch(cls, hp):
     """float32 parameters stay float32 (no float64 upcast in the step), their state is
     float32, and the trajectory follows PyTorch's in float32."""
@@ -222,7 +300,9 @@ def test_params_without_grad_are_skipped():
                          ids=[i for i, c in zip(IDS, CASES) if c[0] is not SGD or "momentum" in c[1]])
 def test_state_dict_round_trip_continues_trajectory(cls, hp):
     """A new optimizer loaded from a state_dict after 10 steps continues exactly as the
-    original does, and its state is a copy (stepping the original leaves it alone)."""
+    original does (NAdam to 1e-9: loading casts its float32 mu_product to the parameter's
+    dtype, as PyTorch's load_state_dict does), and its state is a copy (stepping the
+    original leaves it alone)."""
     params = make_params()
     opt = cls(params, **hp)
     run(opt, params, 10)
@@ -235,11 +315,12 @@ def test_state_dict_round_trip_continues_trajectory(cls, hp):
     for k, v in loaded.state[clones[0]].items():
         np.testing.assert_array_equal(v.numpy(), loaded_state[k])
     for a, b in zip(run(loaded, clones, 10)[-1], after[-1]):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-9 if cls is NAdam else 0, atol=0)
 
 
 @pytest.mark.parametrize("cls, hp", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(amsgrad=True)),
-                                     (AdamW, {}), (RMSprop, dict(centered=True, momentum=0.9)), (Adagrad, {})])
+                                     (AdamW, {}), (RMSprop, dict(centered=True, momentum=0.9)), (Adagrad, {}),
+                                     (Adadelta, {}), (Adamax, {}), (NAdam, {}), (RAdam, {})])
 def test_state_dict_layout_matches_torch(cls, hp):
     """state_dict has PyTorch's layout: params as indices over all groups, the same state
     names per parameter holding dtrain Tensors of PyTorch's values, the same group keys."""
@@ -406,6 +487,21 @@ def _w():
     (lambda: Adagrad([_w()], initial_accumulator_value=-1), ValueError,
      "Invalid initial_accumulator_value value: -1"),
     (lambda: Adagrad([_w()], eps=-1), ValueError, "Invalid epsilon value: -1"),
+    (lambda: Adadelta([_w()], lr=-1), ValueError, "Invalid learning rate: -1"),
+    (lambda: Adadelta([_w()], rho=1.5), ValueError, "Invalid rho value: 1.5"),
+    (lambda: Adadelta([_w()], rho=-0.1), ValueError, "Invalid rho value: -0.1"),
+    (lambda: Adadelta([_w()], eps=-1e-6), ValueError, "Invalid epsilon value: -1e-06"),
+    (lambda: Adadelta([_w()], weight_decay=-1), ValueError, "Invalid weight_decay value: -1"),
+    (lambda: Adadelta([_w()], differentiable=True), ValueError, "Adadelta: differentiable=True is not supported"),
+    (lambda: Adamax([_w()], lr=-0.1), ValueError, "Invalid learning rate: -0.1"),
+    (lambda: Adamax([_w()], betas=(0.9, 1.0)), ValueError, "Invalid beta parameter at index 1: 1.0"),
+    (lambda: Adamax([_w()], eps=-1), ValueError, "Invalid epsilon value: -1"),
+    (lambda: NAdam([_w()], momentum_decay=-1), ValueError, "Invalid momentum_decay value: -1"),
+    (lambda: NAdam([_w()], betas=(-0.1, 0.9)), ValueError, "Invalid beta parameter at index 0: -0.1"),
+    (lambda: NAdam([_w()], weight_decay=-1), ValueError, "Invalid weight_decay value: -1"),
+    (lambda: RAdam([_w()], lr=-1), ValueError, "Invalid learning rate: -1"),
+    (lambda: RAdam([_w()], betas=(0.9,)), ValueError, r"betas must be a pair \(beta1, beta2\), but got \(0.9,\)"),
+    (lambda: RAdam([_w()], differentiable=True), ValueError, "RAdam: differentiable=True is not supported"),
     (lambda: SGD([], lr=0.1), ValueError, "optimizer got an empty parameter list"),
     (lambda: SGD([_w() * 2], lr=0.1), ValueError, "can't optimize a non-leaf Tensor"),
     (lambda: SGD([w := _w(), w], lr=0.1), ValueError, "same parameter twice"),
