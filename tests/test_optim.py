@@ -463,6 +463,183 @@ def test_cuda_trajectory_matches_cpu(cls, hp):
             np.testing.assert_allclose(p.detach().cpu().numpy(), e, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("cls", [Adadelta, Adamax, NAdam, RAdam])
+def test_param_group_keys_equal_torchs(cls):
+    """The newer optimizers' groups hold exactly PyTorch's keys, foreach / capturable /
+    differentiable included, so a state_dict has PyTorch's param_groups entries."""
+    torch = pytest.importorskip("torch")
+    ours = cls(make_params()).state_dict()["param_groups"][0]
+    theirs = getattr(torch.optim, cls.__name__)([torch.zeros(1, requires_grad=True)]).state_dict()["param_groups"][0]
+    assert ours == theirs | {"params": [0, 1]}
+
+
+# ---- LBFGS: closures, against PyTorch -----------------------------------------------------
+
+def rosenbrock(lib, params):
+    x = params[0]
+    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+
+
+def least_squares(lib, params):
+    w, b = params
+    return ((lib.tensor(X) @ w + b - lib.tensor(Y)) ** 2).sum() * (0.5 / len(X))
+
+
+PROBLEMS = {"rosenbrock": (rosenbrock, [np.array([-1.2, 1.0, -1.2, 1.0])]),
+            "rosenbrock-local": (rosenbrock, [np.array([-1.5, 2.0, 0.5, -0.3])]),
+            "least_squares": (least_squares, INIT)}
+
+# fixed-step L-BFGS on Rosenbrock with a long history amplifies last-bit differences (from
+# BLAS summation order) step after step, so that case uses a short history
+LBFGS_CASES = [
+    ("rosenbrock", dict(max_iter=5, line_search_fn="strong_wolfe")),
+    ("rosenbrock", dict(line_search_fn="strong_wolfe", history_size=2)),
+    ("rosenbrock", dict(lr=0.5, max_iter=5, history_size=3)),
+    ("rosenbrock-local", dict(max_iter=5)),
+    ("rosenbrock-local", dict(max_iter=7, max_eval=8, line_search_fn="strong_wolfe")),
+    ("least_squares", dict(max_iter=5)),
+    ("least_squares", dict(max_iter=5, line_search_fn="strong_wolfe")),
+    ("least_squares", dict(lr=0.5, max_iter=4, history_size=3)),
+    ("least_squares", dict(tolerance_change=1e-3, tolerance_grad=1e-3)),
+    ("least_squares", dict(line_search_fn="strong_wolfe", tolerance_change=1e-4)),
+]
+
+
+def run_lbfgs(lib, problem, steps, **hp):
+    """Step an LBFGS of ``lib`` (dtrain or torch) ``steps`` times on ``problem``; the
+    parameters after each step, the losses step() returned and the closure calls per step."""
+    f, init = PROBLEMS[problem]
+    params = [lib.tensor(a.copy(), requires_grad=True) for a in init]
+    opt = lib.optim.LBFGS(params, **hp)
+    calls = [0]
+
+    def closure():
+        calls[0] += 1
+        opt.zero_grad()
+        loss = f(lib, params)
+        loss.backward()
+        return loss
+
+    traj, losses, evals = [], [], []
+    for _ in range(steps):
+        losses.append(opt.step(closure).item())
+        evals.append(calls[0])
+        traj.append([p.detach().numpy().copy() for p in params])
+    return traj, losses, evals, opt
+
+
+@pytest.mark.parametrize("problem, hp", LBFGS_CASES, ids=[f"{p}-{hp}" for p, hp in LBFGS_CASES])
+def test_lbfgs_matches_torch(problem, hp):
+    """20 LBFGS steps follow PyTorch's: the same parameters after each step, the same losses
+    returned, the closure evaluated the same number of times, the same final state."""
+    torch = pytest.importorskip("torch")
+    traj, losses, evals, opt = run_lbfgs(dtrain, problem, STEPS, **hp)
+    ttraj, tlosses, tevals, topt = run_lbfgs(torch, problem, STEPS, **hp)
+    assert_same_trajectory(traj, ttraj, atol=1e-8)
+    np.testing.assert_allclose(losses, tlosses, rtol=1e-6, atol=1e-12)
+    assert evals == tevals
+    state, tstate = opt.state_dict()["state"][0], topt.state_dict()["state"][0]
+    assert set(state) == set(tstate)
+    assert (state["func_evals"], state["n_iter"]) == (tstate["func_evals"], tstate["n_iter"])
+    assert len(state["old_dirs"]) == len(tstate["old_dirs"]) <= opt.param_groups[0]["history_size"]
+
+
+def test_lbfgs_converges_on_rosenbrock():
+    """With the strong-Wolfe line search, LBFGS reaches Rosenbrock's minimum (1, ..., 1)."""
+    traj, losses, _, _ = run_lbfgs(dtrain, "rosenbrock", 10, line_search_fn="strong_wolfe")
+    np.testing.assert_allclose(traj[-1][0], np.ones(4), atol=1e-4)
+    assert losses[0] > 100 and losses[-1] < 1e-8
+
+
+def test_lbfgs_keeps_float32():
+    """float32 parameters stay float32 through LBFGS steps, line search included."""
+    params = [dtrain.tensor(a.astype(np.float32), requires_grad=True) for a in INIT]
+    opt = LBFGS(params, max_iter=5, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = least_squares(dtrain, params)
+        loss.backward()
+        return loss
+
+    first = opt.step(closure).item()
+    assert opt.step(closure).item() < first
+    assert all(p.dtype == dtrain.float32 for p in params)
+    assert opt.state[params[0]]["d"].dtype == dtrain.float32
+
+
+def test_lbfgs_stops_at_once_where_the_gradient_vanishes():
+    """At a minimum (max |grad| <= tolerance_grad) step() evaluates the closure once,
+    returns its loss and leaves the parameters alone."""
+    x = dtrain.tensor(np.ones(4), requires_grad=True)
+    opt = LBFGS([x])
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        loss = rosenbrock(dtrain, [x])
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == 0.0
+    assert len(calls) == 1 and opt.state[x]["func_evals"] == 1
+    np.testing.assert_array_equal(x.detach().numpy(), np.ones(4))
+
+
+@pytest.mark.parametrize("hp", [dict(max_iter=3), dict(max_iter=3, line_search_fn="strong_wolfe")])
+def test_lbfgs_state_dict_round_trip_continues(hp):
+    """An LBFGS loaded from a state_dict after 3 steps (its history, direction, step length)
+    continues exactly as the original."""
+    f, _ = PROBLEMS["least_squares"]
+    runs = []
+    for resume in (False, True):
+        params = make_params()
+        opt = LBFGS(params, **hp)
+
+        def closure():
+            opt.zero_grad()
+            loss = f(dtrain, params)
+            loss.backward()
+            return loss
+
+        for _ in range(3):
+            opt.step(closure)
+        if resume:
+            saved = opt.state_dict()
+            params = [dtrain.tensor(p.detach().numpy().copy(), requires_grad=True) for p in params]
+            opt = LBFGS(params)
+            opt.load_state_dict(saved)
+        for _ in range(3):
+            opt.step(closure)
+        runs.append([p.detach().numpy() for p in params])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: LBFGS([_w()]).step(), TypeError, "LBFGS.step\\(\\) needs a closure"),
+    (lambda: LBFGS([{"params": [_w()]}, {"params": [_w()]}]), ValueError,
+     "LBFGS doesn't support per-parameter options \\(parameter groups\\): got 2 groups"),
+    (lambda: LBFGS([_w()], lr=-1), ValueError, "Invalid learning rate: -1"),
+    (lambda: LBFGS([_w()], line_search_fn="armijo"), ValueError, "line_search_fn 'armijo' is unknown"),
+    (lambda: LBFGS([_w()], max_iter=0), ValueError, "max_iter must be a positive integer, but got 0"),
+    (lambda: LBFGS([_w()], history_size=2.5), ValueError, "history_size must be a positive integer, but got 2.5"),
+])
+def test_lbfgs_bad_input_is_refused(make, error, match):
+    """A missing closure, several groups and bad LBFGS settings raise a clear error."""
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_lbfgs_refuses_a_group_added_later():
+    """A second group added after construction is refused at step(), naming the count."""
+    opt = LBFGS([_w()])
+    opt.add_param_group({"params": [_w()]})
+    with pytest.raises(ValueError, match="has 2 groups"):
+        opt.step(lambda: 0.0)
+
+
 # ---- errors --------------------------------------------------------------------------------
 
 def _w():
