@@ -14,6 +14,12 @@ What is saved:
     a Parameter loads as a plain Tensor, and tensors that share storage (tied weights,
     views) are saved as separate copies and load as independent tensors;
   - NumPy arrays and NumPy scalars (loaded back as such, always on the CPU).
+
+Anything else (a whole Module, an optimizer object, any picklable object) is saved as
+PyTorch saves everything: pickled, in a second format (a header line, a JSON line with a
+SHA-256, then the pickle; tensors are pickled as their values, dtype, device and
+requires_grad). Unpickling can run arbitrary code, so ``load`` refuses such a file unless
+the caller opts in with ``weights_only=False``, as ``torch.load`` does since PyTorch 2.6.
 """
 import collections
 import contextlib
@@ -21,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import uuid
 import zipfile
 
@@ -37,14 +44,21 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _ZIP_END = b"PK\x05\x06"  # end-of-central-directory record: numpy writes no zip comment, so it is the last 22 bytes
 _ZIP_LOCAL_HEADER = 30  # bytes before the member name in a zip local header
 _DTYPE_KINDS = "biufc"  # bool, int, uint, float, complex: what .npy stores without pickle
+_PICKLE_MAGIC = b"DTRAIN-PICKLE\n"  # the first line of a whole-object (pickled) file
+_PICKLE_FORMAT = "dtrain-pickle"
 
 
 class CheckpointError(RuntimeError):
     """A file cannot be loaded: truncated, corrupted, not a dtrain file, or too new."""
 
 
-def save(obj, f):
-    """Save ``obj`` (a state_dict or nested container of tensors) to ``f``.
+class WeightsOnlyError(CheckpointError, pickle.UnpicklingError):
+    """A weights-only load met a pickled whole object (``pickle.UnpicklingError``, as in PyTorch)."""
+
+
+def save(obj, f, pickle_module=pickle, pickle_protocol=2):
+    """Save ``obj`` to ``f``: a state_dict or nested container of tensors in the safe
+    format, anything else (a whole Module, any picklable object) pickled.
 
     A path is written atomically: to a temporary file in the same directory, flushed and
     fsync'ed, then renamed over ``f``; a failed or interrupted save leaves an existing
@@ -52,25 +66,34 @@ def save(obj, f):
 
     Args:
         obj: dict / OrderedDict (str or int keys), list, tuple, None, bool, int, float,
-            str, dtrain Tensor, NumPy array or scalar, nested in any way.
+            str, dtrain Tensor, NumPy array or scalar, nested in any way: a file that
+            ``load`` reads by default. Any other picklable object: a pickled file that
+            only ``load(..., weights_only=False)`` reads.
         f: a path (str or os.PathLike) or a binary file object open for writing.
+        pickle_module: the module whose ``Pickler`` pickles a whole object (as PyTorch).
+        pickle_protocol: the pickle protocol of a whole object (PyTorch's default, 2).
 
     Raises:
-        TypeError: ``obj`` holds an unsupported object; the message names its key path.
+        TypeError: a whole object cannot be pickled (e.g. it holds a lambda).
 
     Example:
         >>> dtrain.save({"w": dtrain.randn(3, 2), "step": 10}, "state.pt")
+        >>> dtrain.save(model, "model.pt")   # whole: dtrain.load("model.pt", weights_only=False)
     """
     arrays = []
-    structure = _encode(obj, [], arrays)  # fails before any file is touched
-    names = [f"a{i}" for i in range(len(arrays))]
-    meta = {"format": FORMAT, "version": VERSION, "arrays": names, "structure": structure,
-            "sha256": _checksum(structure, zip(names, arrays))}
-    members = {_META: numpy.frombuffer(json.dumps(meta).encode(), dtype=numpy.uint8)}
-    members.update(zip(names, arrays))  # the metadata member comes first in the zip
+    try:
+        structure = _encode(obj, [], arrays)  # fails before any file is touched
+    except TypeError as e:
+        write = _pickled_writer(obj, str(e), pickle_module, pickle_protocol)
+    else:
+        names = [f"a{i}" for i in range(len(arrays))]
+        meta = {"format": FORMAT, "version": VERSION, "arrays": names, "structure": structure,
+                "sha256": _checksum(structure, zip(names, arrays))}
+        members = {_META: numpy.frombuffer(json.dumps(meta).encode(), dtype=numpy.uint8)}
+        members.update(zip(names, arrays))  # the metadata member comes first in the zip
 
-    def write(fobj):
-        numpy.savez(fobj, **members)
+        def write(fobj):
+            numpy.savez(fobj, **members)
 
     if isinstance(f, (str, bytes, os.PathLike)):
         _atomic_write(os.fspath(f), write)
@@ -80,12 +103,12 @@ def save(obj, f):
         raise TypeError(f"save: f must be a path or a binary file object, got {type(f).__name__}")
 
 
-def load(f, map_location=None, weights_only=True):
+def load(f, map_location=None, pickle_module=pickle, *, weights_only=None):
     """Load an object written by :func:`save`.
 
-    Tensors come back detached (``requires_grad=False``) with their saved dtype and shape,
-    on the CPU unless ``map_location`` says otherwise (unlike PyTorch, the device a tensor
-    was saved from is not restored by default). NumPy arrays always load on the CPU.
+    Tensors come back with their saved dtype and shape, on the CPU unless ``map_location``
+    says otherwise (unlike PyTorch, the device a tensor was saved from is not restored by
+    default). NumPy arrays always load on the CPU.
 
     Args:
         f: a path (str or os.PathLike) or a binary file object open for reading.
@@ -93,32 +116,44 @@ def load(f, map_location=None, weights_only=True):
             Device); a dict from the saved device string to a device (devices not in it
             go to the CPU); or a callable ``fn(cpu_tensor, saved_device_str)`` that
             returns the Tensor to use (or None to keep the CPU tensor).
-        weights_only: accepted for PyTorch compatibility. The format only ever holds
-            containers, numbers, strings and arrays, so loading is always weights-only.
+        pickle_module: the module whose ``Unpickler`` reads a whole object.
+        weights_only: True (the default, also for None): read only the safe format
+            (containers, numbers, strings, arrays; tensors come back detached) and refuse
+            a pickled whole object. False: also unpickle whole objects; unpickling can
+            execute arbitrary code, so pass it only for files from a trusted source.
 
     Returns:
         The saved object, with the same container types and key order.
 
     Raises:
+        WeightsOnlyError: the file holds a pickled whole object and weights_only is not False.
         CheckpointError: the file is truncated, corrupted (checksum mismatch), not a
             dtrain file, or of an unknown format version; the message names the file.
 
     Example:
         >>> state = dtrain.load("state.pt", map_location="cpu")
+        >>> model = dtrain.load("model.pt", weights_only=False)   # a trusted whole model
     """
     place = _placer(map_location)
+    weights_only = True if weights_only is None else weights_only
     name = file_name(f)
     if isinstance(f, (str, bytes, os.PathLike)):
         with open(f, "rb") as fobj:
-            structure, arrays = _read(fobj, name)
-    elif hasattr(f, "read"):
-        data = f.read()
-        if not isinstance(data, bytes):
-            raise TypeError(f"load: file {name} must be opened in binary mode ('rb'), "
-                            f"read() gave {type(data).__name__}")
-        structure, arrays = _read(io.BytesIO(data), name)
-    else:
+            return _load_from(fobj, name, place, weights_only, pickle_module)
+    if not hasattr(f, "read"):
         raise TypeError(f"load: f must be a path or a binary file object, got {type(f).__name__}")
+    data = f.read()
+    if not isinstance(data, bytes):
+        raise TypeError(f"load: file {name} must be opened in binary mode ('rb'), "
+                        f"read() gave {type(data).__name__}")
+    return _load_from(io.BytesIO(data), name, place, weights_only, pickle_module)
+
+
+def _load_from(fobj, name, place, weights_only, pickle_module):
+    if fobj.read(len(_PICKLE_MAGIC)) == _PICKLE_MAGIC:
+        return _load_pickled(fobj, name, place, weights_only, pickle_module)
+    fobj.seek(0)
+    structure, arrays = _read(fobj, name)
     try:
         return _decode(structure, arrays, place)
     except (KeyError, IndexError, ValueError) as e:  # only a hand-made file with a valid checksum gets here
@@ -234,6 +269,73 @@ def _placer(map_location):
 
 def _to(t, device):
     return t if device == backend.CPU else Tensor._wrap(backend.to_device(t.array, device))
+
+
+# ---- whole objects: pickled, tensors by value ------------------------------------------------
+
+def _pickled_writer(obj, reason, pickle_module, protocol):
+    """``write(fobj)`` of ``obj`` pickled, after the header; pickles now, before any file is touched."""
+    buf = io.BytesIO()
+    tensors = {}  # id -> key: a tensor met twice (tied weights) is stored once and loads as one
+
+    class TensorPickler(pickle_module.Pickler):
+        def persistent_id(self, o):
+            if not isinstance(o, Tensor):
+                return None
+            if id(o) in tensors:
+                return ("tensor", tensors[id(o)][0], None)
+            tensors[id(o)] = (len(tensors), o)  # holds o, so its id is not reused meanwhile
+            return ("tensor", len(tensors) - 1,
+                    (type(o), backend.asnumpy(o.array), str(o.device), o.requires_grad))
+
+    try:
+        TensorPickler(buf, protocol).dump(obj)
+    except Exception as e:  # pickling fails in many ways (PicklingError, TypeError, AttributeError)
+        raise TypeError(f"save: cannot save {type(obj).__name__}: it is not plain state ({reason}) and "
+                        f"pickling it failed ({type(e).__name__}: {e})") from e
+    payload = buf.getvalue()
+    header = {"format": _PICKLE_FORMAT, "version": VERSION, "type": f"{type(obj).__module__}.{type(obj).__qualname__}",
+              "reason": reason, "sha256": hashlib.sha256(payload).hexdigest()}
+
+    def write(fobj):
+        fobj.write(_PICKLE_MAGIC + json.dumps(header).encode() + b"\n")
+        fobj.write(payload)
+    return write
+
+
+def _load_pickled(fobj, name, place, weights_only, pickle_module):
+    line = fobj.readline()
+    try:
+        header = json.loads(line)
+        assert isinstance(header, dict) and header.get("format") == _PICKLE_FORMAT
+    except (ValueError, AssertionError) as e:
+        raise CheckpointError(f"{name}: file is corrupted: unreadable header of a pickled dtrain file") from e
+    if weights_only:
+        raise WeightsOnlyError(
+            f"{name}: weights-only load refused: the file holds a whole pickled {header.get('type')} (saved by "
+            f"pickling since {header.get('reason')}), and unpickling it can result in arbitrary code execution. "
+            f"If you got the file from a trusted source, load it with dtrain.load(f, weights_only=False); to "
+            f"get a file that loads safely, save model.state_dict() instead of the model.")
+    if header.get("version") != VERSION:
+        raise CheckpointError(f"{name}: unknown format version {header.get('version')!r}: this dtrain reads "
+                              f"version {VERSION} (was the file written by a newer dtrain?)")
+    payload = fobj.read()
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise CheckpointError(f"{name}: checksum mismatch: file is corrupted")
+    tensors = {}
+
+    class TensorUnpickler(pickle_module.Unpickler):
+        def persistent_load(self, pid):
+            _, key, saved = pid
+            if saved is not None:
+                cls, array, device, requires_grad = saved
+                placed = place(Tensor._wrap(array), device)
+                t = cls.__new__(cls)
+                t._init(placed.array, requires_grad)
+                tensors[key] = t
+            return tensors[key]
+
+    return TensorUnpickler(io.BytesIO(payload)).load()
 
 
 # ---- the file: checksum, atomic write, validating read -----------------------------------

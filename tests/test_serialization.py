@@ -215,14 +215,16 @@ class Foo:
     pass
 
 
-def test_unsupported_type_names_key_path_and_keeps_old_file(tmp_path):
-    """An unsupported object deep in the container is a TypeError naming its type and key
-    path; the existing file is unchanged and no temporary file is left behind."""
+def test_unpicklable_object_names_it_and_keeps_old_file(tmp_path):
+    """An object that is neither plain state nor picklable (it holds a lambda) is a TypeError
+    naming its type, the key path that made it not plain state, and the pickling failure;
+    the existing file is unchanged and no temporary file is left behind."""
     path = tmp_path / "m.pt"
     save({"good": dtrain.ones(2)}, path)
     before = path.read_bytes()
-    with pytest.raises(TypeError, match=r"cannot save object of type Foo at \['model'\]\['layer'\]\[1\]"):
-        save({"model": {"w": dtrain.ones(3), "layer": [1, Foo()]}}, path)
+    with pytest.raises(TypeError, match=r"cannot save dict: .*object of type function at \['model'\]\['layer'\]\[1\]"
+                                        r".*pickling it failed"):
+        save({"model": {"w": dtrain.ones(3), "layer": [1, lambda: 0]}}, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.pt"]
 
@@ -231,11 +233,17 @@ def test_unsupported_type_names_key_path_and_keeps_old_file(tmp_path):
     ({("a", 1): 0}, r"cannot save dict key \('a', 1\) of type tuple at the top level"),
     ({"x": np.array([object()])}, r"cannot save array of dtype object at \['x'\]"),
     ({1, 2}, "cannot save object of type set at the top level"),
+    ({"model": {"w": dtrain.ones(3), "layer": [1, Foo()]}}, r"cannot save object of type Foo at \['model'\]\['layer'\]\[1\]"),
 ])
-def test_unsupported_keys_and_dtypes(obj, match):
-    """Keys other than str/int, object arrays and other types are refused by name."""
-    with pytest.raises(TypeError, match=match):
-        save(obj, io.BytesIO())
+def test_non_state_objects_are_pickled_and_refused_by_default(obj, match):
+    """Keys other than str/int, object arrays and other types make the object pickled
+    whole: the default load refuses it, naming what was not plain state and
+    weights_only=False; weights_only=False loads it back."""
+    data = saved_bytes(obj)
+    with pytest.raises(pickle.UnpicklingError, match=match + r".*weights_only=False"):
+        load(io.BytesIO(data))
+    got = load(io.BytesIO(data), weights_only=False)
+    assert type(got) is type(obj) and len(got) == len(obj)
 
 
 def test_failure_while_writing_keeps_old_file(tmp_path, monkeypatch):
@@ -373,3 +381,116 @@ def test_every_single_bit_flip_is_detected_or_harmless():
             continue
         assert got["n"] == obj["n"], f"byte {i}"
         np.testing.assert_array_equal(got["w"].array, obj["w"].array, err_msg=f"byte {i}")
+
+
+# ---- whole objects (pickled, behind weights_only=False) --------------------------------------
+
+class TiedNet(dtrain.nn.Module):
+    """A model with a buffer-holding layer and a weight tied between two layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = dtrain.nn.Linear(4, 4, bias=False)
+        self.bn = dtrain.nn.BatchNorm1d(4)
+        self.head = dtrain.nn.Linear(4, 4, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, x):
+        return self.head(self.bn(self.embed(x)))
+
+
+def trained_net():
+    dtrain.manual_seed(0)
+    net = TiedNet()
+    net(dtrain.randn(8, 4)).sum().backward()  # moves the BatchNorm running stats, fills grads
+    return net.eval()
+
+
+def assert_same_model(got, net):
+    assert type(got) is TiedNet and not got.training
+    assert list(got.state_dict()) == list(net.state_dict())
+    for (name, a), b in zip(got.state_dict().items(), net.state_dict().values()):
+        np.testing.assert_array_equal(a.array, b.array, err_msg=name)
+    assert got.head.weight is got.embed.weight, "the tie is kept"
+    assert all(type(p) is dtrain.nn.Parameter and p.requires_grad and p.grad is None for p in got.parameters())
+
+
+def test_whole_module_roundtrip(tmp_path):
+    """A whole Module saved with dtrain.save(model, path) loads with weights_only=False as
+    the same class, in eval mode, with equal parameters and buffers, the tied weight one
+    Parameter, no gradients, the same outputs, and it trains."""
+    net = trained_net()
+    dtrain.save(net, tmp_path / "model.pt")
+    got = dtrain.load(tmp_path / "model.pt", weights_only=False)
+    assert_same_model(got, net)
+    x = dtrain.randn(5, 4)
+    np.testing.assert_array_equal(got(x).array, net(x).array)
+    got.train()(x).sum().backward()
+    assert got.embed.weight.grad is not None and got.embed.weight.grad.shape == (4, 4)
+
+
+def test_whole_module_refused_by_default_without_unpickling(tmp_path):
+    """The default load (weights_only None or True) of a pickled file raises
+    pickle.UnpicklingError (a CheckpointError too) naming the file, the saved type,
+    weights_only=False and the risk; nothing in the file is unpickled."""
+    dtrain.save(trained_net(), tmp_path / "model.pt")
+    for kwargs in ({}, {"weights_only": None}, {"weights_only": True}):
+        with pytest.raises(pickle.UnpicklingError, match=rf"{tmp_path / 'model.pt'}: weights-only load refused: "
+                                                        r".*TiedNet.*arbitrary code execution.*weights_only=False"):
+            dtrain.load(tmp_path / "model.pt", **kwargs)
+    dtrain.save({"x": Exploit()}, tmp_path / "exploit.pt")
+    with pytest.raises(CheckpointError, match="weights_only=False"):
+        dtrain.load(tmp_path / "exploit.pt")
+    assert Exploit.ran == []
+
+
+def test_state_dict_keeps_the_safe_format():
+    """A state_dict is still written as the .npz format (not pickled), and weights_only=False
+    reads that format too."""
+    net = trained_net()
+    data = saved_bytes(net.state_dict())
+    assert data[:4] == b"PK\x03\x04"
+    got = load(io.BytesIO(data), weights_only=False)
+    assert list(got) == list(net.state_dict())
+
+
+def test_whole_object_map_location():
+    """map_location applies to the tensors of a pickled object: a callable gets each CPU
+    tensor with its saved device string, and what it returns is used (a Parameter stays a
+    Parameter, with its requires_grad); "cpu" and a dict keep them on the CPU."""
+    net = trained_net()
+    seen = []
+
+    def double(t, saved):
+        seen.append(saved)
+        return t * 2
+
+    got = roundtrip(net, map_location=double, weights_only=False)
+    assert set(seen) == {"cpu"} and len(seen) == len(net.state_dict()) - 1  # the tied weight once
+    np.testing.assert_array_equal(got.embed.weight.array, 2 * net.embed.weight.array)
+    assert type(got.embed.weight) is dtrain.nn.Parameter and got.embed.weight.requires_grad
+    for loc in ("cpu", {"cuda:0": "cpu"}):
+        assert_same_model(roundtrip(net, map_location=loc, weights_only=False), net)
+
+
+@pytest.mark.gpu
+def test_whole_object_map_location_cuda():
+    """map_location="cuda:0" puts a whole model's parameters and buffers on the GPU."""
+    net = trained_net()
+    got = roundtrip(net, map_location="cuda:0", weights_only=False)
+    assert {str(t.device) for t in got.state_dict().values()} == {"cuda:0"}
+    np.testing.assert_array_equal(got.embed.weight.cpu().array, net.embed.weight.array)
+
+
+def test_whole_object_corruption_detected():
+    """A changed byte in a pickled file's payload is a checksum mismatch, found before
+    anything is unpickled; a damaged header is 'corrupted'."""
+    data = bytearray(saved_bytes(trained_net()))
+    bad = bytearray(data)
+    bad[-10] ^= 0x41
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load(io.BytesIO(bytes(bad)), weights_only=False)
+    bad = bytearray(data)
+    bad[len(b"DTRAIN-PICKLE\n") + 2] ^= 0x41
+    with pytest.raises(CheckpointError, match="file is corrupted: unreadable header"):
+        load(io.BytesIO(bytes(bad)), weights_only=False)
