@@ -96,7 +96,7 @@ def test_sdpa_causal_mask_is_cached():
         F.scaled_dot_product_attention(q, q, q, is_causal=True)
     assert len(attention_ops._causal_blocks) == 1
     (block,) = attention_ops._causal_blocks.values()
-    np.testing.assert_array_equal(block, ~np.tril(np.ones((7, 7), dtype=bool)))
+    np.testing.assert_array_equal(block.T, ~np.tril(np.ones((7, 7), dtype=bool)))  # held (S, L)
 
 
 def _uniform_attention(p, seed, b=64, s=16):

@@ -21,17 +21,17 @@ _causal_blocks = {}
 
 
 def _causal_block(rows, cols, groups, device, xp):
-    """The (groups * rows, cols) bool array that is True where a query may NOT look
-    (above the diagonal, top-left aligned as torch's tril), cached so that a causal call
-    allocates no mask."""
+    """The (cols, groups * rows) bool array, True where a query (column) may NOT look at a
+    key (row): the transposed complement of torch's top-left aligned tril. Cached, so that a
+    causal call allocates no mask."""
     key = (rows, cols, groups, device)
     block = _causal_blocks.get(key)
     if block is None:
         if len(_causal_blocks) > 64:
             _causal_blocks.clear()
-        block = xp.triu(xp.ones((rows, cols), dtype=bool), 1)
+        block = xp.tril(xp.ones((cols, rows), dtype=bool), -1)
         if groups > 1:
-            block = xp.tile(block, (groups, 1))
+            block = xp.tile(block, (1, groups))
         _causal_blocks[key] = block
     return block
 
@@ -45,6 +45,11 @@ class ScaledDotProductAttention(Function):
     query heads ``h * groups ... h * groups + groups - 1`` share key/value head h, done by
     folding the groups into q's rows, so k and v are never repeated.
     Fully masked rows give zeros (probabilities 0), as torch 2.13's CPU kernels do.
+
+    The scores are held transposed, (..., S, L): NumPy reduces over a short last axis one
+    row at a time (the max over S=64 costs 3x the whole exp), but over axis -2 it runs
+    vectorized across rows. Every product below is then a plain or transposed-A GEMM; the
+    two that contract E or Ev (k q^T, v g^T) take a contiguous copy of their (small) B.
     """
 
     def forward(self, q, k, v, mask=None, scale=1.0, dropout_p=0.0, causal=False, groups=1):
@@ -56,65 +61,66 @@ class ScaledDotProductAttention(Function):
             if mask is not None:
                 full = broadcast_shapes(mask.shape, self.qshape[:-2] + (rows, cols))
                 mask = xp.broadcast_to(mask, full).reshape(full[:-3] + q.shape[-3:-1] + (cols,))
-        s = xp.matmul(q, k.swapaxes(-1, -2))
-        s *= scale
+        st = xp.matmul(k, xp.ascontiguousarray(q.swapaxes(-1, -2)))  # a transposed-B GEMM is slower than the copy
+        st *= scale
         masked = causal or mask is not None
         if mask is not None:
             if mask.dtype == dtypes.bool_:
-                xp.copyto(s, -math.inf, where=~mask)
+                xp.copyto(st, -math.inf, where=~mask.swapaxes(-1, -2))
             else:
-                s += mask
+                st += mask.swapaxes(-1, -2)
         if causal:
-            xp.copyto(s, -math.inf, where=_causal_block(rows, cols, groups, backend.device_of(s), xp))
-        m = s.max(axis=-1, keepdims=True)
+            xp.copyto(st, -math.inf, where=_causal_block(rows, cols, groups, backend.device_of(st), xp))
+        m = st.max(axis=-2, keepdims=True)
         if masked:  # a fully masked row has max -inf: shift it by 0 instead (exp gives 0, not nan)
             m = xp.where(m == -math.inf, 0, m)
-        s -= m
-        xp.exp(s, out=s)
-        total = s.sum(axis=-1, keepdims=True)
+        st -= m
+        xp.exp(st, out=st)
+        total = st.sum(axis=-2, keepdims=True)
         if masked:
             total = xp.where(total == 0, 1, total)
-        s /= total
+        st /= total
         self.factor = None
         if dropout_p > 0:
-            keep = uniform_array(s.shape, 0.0, 1.0, s.dtype, backend.device_of(s)) >= dropout_p
-            self.factor = keep.astype(s.dtype)
+            keep = uniform_array(st.shape, 0.0, 1.0, st.dtype, backend.device_of(st)) >= dropout_p
+            self.factor = keep.astype(st.dtype)
             self.factor *= 1 / (1 - dropout_p) if dropout_p < 1 else 0
-        out = xp.matmul(s if self.factor is None else s * self.factor, v)
-        self.q, self.k, self.v, self.p, self.scale = q, k, v, s, scale
+        pt = st if self.factor is None else st * self.factor
+        out = xp.matmul(pt.swapaxes(-1, -2), v)
+        self.q, self.k, self.v, self.pt, self.scale = q, k, v, st, scale
         return out.reshape(self.qshape[:-1] + (v.shape[-1],)) if groups > 1 else out
 
     def backward(self, g):
         xp = get_array_module(g)
-        q, k, v, p, factor = self.q, self.k, self.v, self.p, self.factor
+        q, k, v, pt, factor = self.q, self.k, self.v, self.pt, self.factor
         nq, nk, nv = self.needs_input_grad[:3]
         if self.groups > 1:
             g = g.reshape(q.shape[:-1] + (g.shape[-1],))
         gv = None
         if nv:
-            pd = p if factor is None else p * factor
-            gv = unbroadcast(xp.matmul(pd.swapaxes(-1, -2), g), v.shape)
-        gs = xp.matmul(g, v.swapaxes(-1, -2))  # d out / d (dropped) probabilities
+            gv = unbroadcast(xp.matmul(pt if factor is None else pt * factor, g), v.shape)
+        gst = xp.matmul(v, xp.ascontiguousarray(g.swapaxes(-1, -2)))  # d out / d (dropped) probabilities, transposed
         if factor is not None:
-            gs *= factor
-        # softmax backward, in place: gs <- p * (gs - sum(gs * p))
-        gs -= (gs * p).sum(axis=-1, keepdims=True)
-        gs *= p
+            gst *= factor
+        # softmax backward, in place: gs <- p * (gs - sum over keys of gs * p)
+        gst -= xp.einsum("...ij,...ij->...j", gst, pt)[..., None, :]
+        gst *= pt
         gq = gk = gmask = None
         if nq:
-            gq = xp.matmul(gs, k)
+            gq = xp.matmul(gst.swapaxes(-1, -2), k)
             gq *= self.scale
             gq = unbroadcast(gq, q.shape).reshape(self.qshape)
         if nk:
-            gk = xp.matmul(gs.swapaxes(-1, -2), q)
+            gk = xp.matmul(gst, q)
             gk *= self.scale
             gk = unbroadcast(gk, k.shape)
         if len(self.needs_input_grad) == 3:
             return gq, gk, gv
         if self.needs_input_grad[3]:
+            gs = gst.swapaxes(-1, -2)
             if self.groups > 1:
                 gs = gs.reshape(gs.shape[:-3] + (gs.shape[-3] * self.groups, self.qshape[-2], gs.shape[-1]))
-            gmask = unbroadcast(gs, self.mask_shape)
+            gmask = xp.ascontiguousarray(unbroadcast(gs, self.mask_shape))
         return gq, gk, gv, gmask
 
 
