@@ -10,6 +10,13 @@ from ..tensor.ops.attention import scaled_dot_product_attention  # noqa: F401
 from ..tensor.ops.nn import (batch_norm, binary_cross_entropy_with_logits, cross_entropy, dropout,  # noqa: F401
                              embedding, gelu, l1_loss, layer_norm, leaky_relu, log_softmax, mse_loss, nll_loss,
                              pad, relu, silu, softmax, softplus)
+from ..tensor.ops.nn import dropout1d, dropout2d, dropout3d  # noqa: F401
+from ..tensor.ops.activation import (celu, elu, hardsigmoid, hardswish, hardtanh, mish, prelu, relu6,  # noqa: F401
+                                     selu)
+from ..tensor.ops.normalization import group_norm, rms_norm  # noqa: F401
+from ..tensor.ops.loss import (binary_cross_entropy, cosine_embedding_loss, huber_loss, kl_div,  # noqa: F401
+                               margin_ranking_loss, smooth_l1_loss, triplet_margin_loss)
+from ..tensor.ops.distance import cosine_similarity, normalize, pairwise_distance  # noqa: F401
 
 
 def linear(input, weight, bias=None):
