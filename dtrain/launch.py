@@ -1,4 +1,10 @@
-"""Run a distributed job: ``python -m dtrain.launch [--nproc N] [script.py args...]``.
+"""Run a distributed job: ``python -m dtrain.launch [--nproc N] [-m] [script.py args...]``.
+
+torchrun's habits work: ``--nproc_per_node=N`` is ``--nproc N``, ``--standalone`` and
+``--nnodes=1`` are accepted, ``-m module`` runs a module as ``python -m`` would, and every
+rank finds ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and
+``MASTER_PORT`` in its environment (MASTER_* are informative: the ranks connect through MPI;
+values already set are kept).
 
 * Under a process manager (``mpirun -n 4 python -m dtrain.launch ...``, ``srun ...``),
   each rank initializes the process group, uses GPU ``cuda:local_rank`` when CuPy sees
@@ -41,11 +47,13 @@ import os
 import runpy
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from .comm.api import LAUNCHED_ENV
 from .comm.errors import STATUS_ENV, read_failure, record_failure
 from .preemption import EXIT_PREEMPTED
 
@@ -55,12 +63,18 @@ SUPERVISOR_PREFIX = "supervisor."  # + its pid: a rank's supervisor is running (
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
 FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
 CHILD_ENV = "DTRAIN_LAUNCH_CHILD"  # set in a supervised rank: it must not supervise again
+# a file where --nproc leaves the first failure ("code\nrank N ...") for the program that
+# started the launcher (dtrain.multiprocessing.spawn names the failed rank from it)
+REPORT_ENV = "DTRAIN_LAUNCH_REPORT"
+TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # <linux/prctl.h>
 DEFAULT_JOB = "dtrain.examples.ddp_digits"  # examples/ddp_digits.py: the job run when no script is given
 
 EPILOG = """examples:
   python -m dtrain.launch --nproc 2                   the built-in job on 2 local ranks
   python -m dtrain.launch --nproc 4 train.py --lr 0.1  train.py on 4 local ranks
+  python -m dtrain.launch --standalone --nproc_per_node=4 train.py   the same, as torchrun says it
+  python -m dtrain.launch --nproc 2 -m mypackage.train                a module, as python -m runs it
   mpirun -n 8 --hostfile hosts python -m dtrain.launch train.py
   srun -n 8 python -m dtrain.launch train.py"""
 
@@ -77,12 +91,25 @@ def _positive(flag):
     return parse
 
 
+def _one_node(text):
+    if text not in ("1", "1:1"):
+        raise argparse.ArgumentTypeError(f"--nnodes {text}: this launcher starts ranks on one node; for several "
+                                         f"nodes start them with mpirun --hostfile or srun (see launch/)")
+    return text
+
+
 def make_parser():
     p = argparse.ArgumentParser(prog="python -m dtrain.launch", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Run a script (or the built-in job) on every rank of a distributed job.")
-    p.add_argument("--nproc", type=_positive("--nproc"), default=None,
-                   help="ranks to start through mpiexec (standalone); under mpirun/srun it must match their count")
+    p.add_argument("--nproc", "--nproc_per_node", "--nproc-per-node", dest="nproc", type=_positive("--nproc"),
+                   default=None, help="ranks to start through mpiexec (standalone); under mpirun/srun it must "
+                                      "match their count (--nproc_per_node: torchrun's name)")
+    p.add_argument("--standalone", action="store_true", help="accepted for torchrun's habit (always standalone)")
+    p.add_argument("--nnodes", type=_one_node, default="1",
+                   help="torchrun's node count: only 1 (for more nodes, start the ranks with mpirun or srun)")
+    p.add_argument("-m", "--module", action="store_true",
+                   help="run the script argument as a module name, as python -m does")
     p.add_argument("--backend", choices=("mpi", "nccl"), default=None,
                    help="communication backend (default: nccl when CuPy sees a GPU, else mpi)")
     job = p.add_argument_group(f"the built-in job, {DEFAULT_JOB} (when no script is given)")
@@ -134,6 +161,8 @@ def spawn(nproc, argv):
         env.setdefault(name, value)
     env[STATUS_ENV] = status
     env.pop(CHILD_ENV, None)
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", str(_free_port()))
     command = [mpiexec, "-n", str(nproc), sys.executable, "-m", "dtrain.launch", *argv]
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # ranks orphaned by Hydra's cleanup become our children, reaped below
     # its own session: a signal reaches mpiexec once, from us, and mpiexec passes it to every rank
@@ -173,6 +202,9 @@ def spawn(nproc, argv):
     if failure is not None:  # the first failing rank's report, once, after mpiexec's own output
         sys.stderr.write(failure[1])
         sys.stderr.flush()
+        if os.environ.get(REPORT_ENV):
+            with open(os.environ[REPORT_ENV], "w") as f:
+                f.write(f"{failure[0]}\n{failure[1]}")
     if preempted and failure is None:
         _say(f"the ranks were preempted: checkpoint saved, exit code {EXIT_PREEMPTED} (resume with --resume auto)")
         return EXIT_PREEMPTED
@@ -323,10 +355,13 @@ def run_rank(args):
 
     dist.init_process_group(backend=args.backend)
     dist._state.by_launcher = True
+    os.environ.update(torchrun_env(dist))
     if cuda.is_available():
         cuda.set_device(dist.get_local_rank() % cuda.device_count())
     try:
-        if args.script:
+        if args.script and args.module:
+            run_module(args.script, args.script_args)
+        elif args.script:
             run_script(args.script, args.script_args)
         else:
             run_default_job(args)
@@ -338,6 +373,36 @@ def run_rank(args):
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def torchrun_env(dist):
+    """The variables torchrun sets for a rank, from the initialized group ``dist``: RANK,
+    LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, and MASTER_ADDR/MASTER_PORT unless set
+    (rank 0's address, 127.0.0.1 on one node, and a free port, sent to every rank)."""
+    env = {"RANK": dist.get_rank(), "LOCAL_RANK": dist.get_local_rank(), "WORLD_SIZE": dist.get_world_size(),
+           "LOCAL_WORLD_SIZE": dist.get_local_world_size(), LAUNCHED_ENV: 1}
+    master = [(os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"))]
+    if None in master[0]:
+        if dist.get_rank() == 0:
+            one_node = dist.get_local_world_size() == dist.get_world_size()
+            master = [(master[0][0] or ("127.0.0.1" if one_node else socket.gethostname()),
+                       master[0][1] or str(_free_port()))]
+        if dist.get_world_size() > 1:
+            dist.broadcast_object_list(master, src=0)
+    env["MASTER_ADDR"], env["MASTER_PORT"] = master[0]
+    return {name: str(value) for name, value in env.items()}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def run_module(name, module_args):
+    """Run module ``name`` as ``python -m name args`` would, in this process."""
+    sys.argv = [name, *module_args]
+    runpy.run_module(name, run_name="__main__", alter_sys=True)  # sets sys.argv[0] to its file
 
 
 def run_script(script, script_args):
@@ -358,7 +423,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = make_parser()
     args = parser.parse_args(argv)
-    if args.script is not None and not os.path.isfile(args.script):
+    if args.module and args.script is None:
+        parser.error("-m/--module needs a module name")
+    if args.script is not None and not args.module and not os.path.isfile(args.script):
         parser.error(f"script {args.script!r} does not exist (or is not a file)")
     from .comm import env
     info = env.discover()

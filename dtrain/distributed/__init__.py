@@ -1,0 +1,14 @@
+"""``dtrain.distributed``: torch.distributed's path to :mod:`dtrain.comm`.
+
+``import dtrain.distributed as dist`` gives every public name of ``dtrain.comm`` (the same
+objects): ``dist.init_process_group("gloo")``, ``dist.all_reduce``, ``dist.ReduceOp``, ... so
+a PyTorch script ports by renaming ``torch`` to ``dtrain``. ``dtrain.distributed.optim`` is
+reserved for ZeroRedundancyOptimizer; ``python -m dtrain.distributed.run`` is torchrun (the
+launcher, :mod:`dtrain.launch`).
+
+Example:
+    >>> import dtrain.distributed as dist
+    >>> dist.init_process_group("gloo")
+    >>> t = dtrain.ones(2); dist.all_reduce(t)
+"""
+from ..comm import *  # noqa: F401,F403 -- the same objects as dtrain.comm's public names
