@@ -27,10 +27,11 @@ def cuda_is_available():
 
 
 class Device:
-    """Where a tensor lives: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``.
+    """Where a tensor lives: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``;
+    an int is a CUDA device index, as in PyTorch (``Device(1)`` is cuda:1).
 
     Args:
-        spec: a string "cpu", "cuda" or "cuda:N", another Device, or ("cuda", N).
+        spec: a string "cpu", "cuda" or "cuda:N", another Device, or an int N.
         index: device index, for ``Device("cuda", 1)``.
 
     Example:
@@ -43,6 +44,10 @@ class Device:
     def __init__(self, spec="cpu", index=None):
         if isinstance(spec, Device):
             spec, index = spec.type, spec.index if index is None else index
+        elif isinstance(spec, int) and not isinstance(spec, bool):
+            if spec < 0 or index is not None:
+                raise ValueError(f"device index must be a non-negative int (a CUDA device), got {spec!r}")
+            spec, index = "cuda", spec
         if not isinstance(spec, str):
             raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {spec!r}")
         kind, _, idx = spec.partition(":")
@@ -102,10 +107,12 @@ def module_for(device):
     if device.type == "cpu":
         return numpy
     if cupy is None:
-        raise RuntimeError(f"{device} requested but CuPy is not installed: install dtrain[cuda] or use 'cpu'")
+        raise RuntimeError(f"{device} requested but CuPy is not installed, so no CUDA device is available: "
+                           f"install dtrain[cuda] or use 'cpu'")
     n = cuda_device_count()
     if device.index >= n:
-        raise RuntimeError(f"{device} requested but only {n} CUDA device(s) are visible")
+        none = " (no CUDA device is available): use 'cpu'" if n == 0 else ""
+        raise RuntimeError(f"{device} requested but only {n} CUDA device(s) are visible{none}")
     return cupy
 
 
@@ -217,6 +224,12 @@ def erf(x):
         import math
         f = numpy.vectorize(math.erf, otypes=[x.dtype])
     return f(x)
+
+
+def quiet_float_errors():
+    """A context in which division by zero and overflow give inf/nan silently (NumPy warns
+    by default; CuPy never reports floating-point errors)."""
+    return numpy.errstate(divide="ignore", over="ignore", invalid="ignore")
 
 
 def check_index_bounds(shape, index):

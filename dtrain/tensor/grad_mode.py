@@ -84,3 +84,43 @@ class set_grad_enabled(_GradMode):
     def __call__(self, fn):
         _set(self.prev)  # as a decorator it switches the mode only while fn runs (as PyTorch)
         return super().__call__(fn)
+
+
+class inference_mode(_GradMode):
+    """Context manager / decorator for inference, as torch.inference_mode: no graph is
+    recorded inside (dtrain has no separate inference tensors, so it acts as ``no_grad``).
+    ``inference_mode(False)`` leaves the grad mode as it is.
+
+    Example:
+        >>> with inference_mode():
+        ...     y = model(x)     # y.requires_grad is False
+    """
+
+    def __init__(self, mode=True):
+        self.mode = False if mode else None
+
+    def __enter__(self):
+        self.prev = is_grad_enabled()
+        self.prev_inference = is_inference_mode_enabled()
+        if self.mode is not None:
+            _set(self.mode)
+            _state.inference = True
+
+    def __exit__(self, *exc):
+        _set(self.prev)
+        _state.inference = self.prev_inference
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.clone():
+                return fn(*args, **kwargs)
+        return wrapper
+
+    def clone(self):
+        return inference_mode(self.mode is not None)
+
+
+def is_inference_mode_enabled():
+    """True inside an ``inference_mode()`` block."""
+    return getattr(_state, "inference", False)

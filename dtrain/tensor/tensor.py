@@ -1,4 +1,5 @@
 """Tensor, and the backward walk over the graph of Functions that produced it."""
+import builtins as _b
 import heapq
 
 import numpy
@@ -171,8 +172,8 @@ class Tensor:
         return self.to("cpu")
 
     def cuda(self, device=None):
-        return self.to(backend.Device("cuda", device if isinstance(device, int) else None)
-                       if not isinstance(device, (str, backend.Device)) else device)
+        """A copy on a CUDA device: the current one, or ``device`` (an index, "cuda:N" or a Device)."""
+        return self.to("cuda" if device is None else device)
 
     def float(self):
         return self.to(dtypes.float32)
@@ -199,6 +200,39 @@ class Tensor:
 
     def type_as(self, other):
         return self.to(other.dtype)
+
+    def view_as(self, other):
+        """``self.view(other.shape)``."""
+        return self.view(other.shape)
+
+    # ---- new tensors like self (self's dtype and device unless given) ---------------------
+    def _new(self, make, args, dtype, device, requires_grad):
+        from . import creation
+        return getattr(creation, make)(*args, dtype=self.dtype if dtype is None else dtype,
+                                       device=self.device if device is None else device, requires_grad=requires_grad)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        """Zeros of ``size`` with self's dtype and device (unless given), as in PyTorch.
+
+        Example:
+            >>> dtrain.ones(2, dtype=dtrain.float64).new_zeros(3).dtype
+            dtype('float64')
+        """
+        return self._new("zeros", size, dtype, device, requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new("ones", size, dtype, device, requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new("empty", size, dtype, device, requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        return self._new("full", (size, fill_value), dtype, device, requires_grad)
+
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        """A copy of ``data`` with self's dtype and device (unless given), detached."""
+        return self._new("tensor", (data.detach() if isinstance(data, Tensor) else data,), dtype, device,
+                         requires_grad)
 
     # ---- autograd --------------------------------------------------------------------
     def detach(self):
@@ -411,6 +445,18 @@ class Tensor:
     __hash__ = object.__hash__
 
 
+def is_tensor(obj):
+    """True if ``obj`` is a dtrain Tensor (a Parameter included)."""
+    return isinstance(obj, Tensor)
+
+
+def numel(input):  # noqa: A002
+    """The number of elements of ``input``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"numel(): argument 'input' must be Tensor, not {type(input).__name__}")
+    return input.numel()
+
+
 class Size(tuple):
     """The shape of a tensor: a tuple, as ``torch.Size`` is."""
 
@@ -457,7 +503,7 @@ def parse_to_args(args, kwargs):
     for a in args:
         if isinstance(a, Tensor):
             device, dtype = a.device, a.dtype
-        elif isinstance(a, (str, backend.Device)):
+        elif isinstance(a, (str, backend.Device, _b.int)) and not isinstance(a, _b.bool):  # an int: a CUDA index
             device = a
         else:
             dtype = a

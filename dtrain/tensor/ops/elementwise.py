@@ -3,7 +3,7 @@ import math
 import numbers
 
 from .. import dtypes
-from ..backend import broadcast_shapes, get_array_module
+from ..backend import broadcast_shapes, erf as erf_array, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 
@@ -236,6 +236,34 @@ class Rsqrt(Function):
         return g * -0.5 * self.out ** 3
 
 
+class Erf(Function):
+    def forward(self, a):
+        self.a = a
+        return erf_array(a).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a = self.a
+        return g * (2 / math.sqrt(math.pi)) * get_array_module(a).exp(-a * a)
+
+
+class Sinh(Function):
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).sinh(a)
+
+    def backward(self, g):
+        return g * get_array_module(self.a).cosh(self.a)
+
+
+class Cosh(Function):
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).cosh(a)
+
+    def backward(self, g):
+        return g * get_array_module(self.a).sinh(self.a)
+
+
 class Sin(Function):
     def forward(self, a):
         self.a = a
@@ -373,6 +401,47 @@ def tanh(x):
 
 def sigmoid(x):
     return Sigmoid.apply(_float(x))
+
+
+def erf(x):
+    """The Gauss error function, elementwise: ``2/sqrt(pi) * integral_0^x exp(-t^2) dt``.
+
+    Example:
+        >>> dtrain.erf(dtrain.tensor([0.0, 1.0]))
+        tensor([0.0000, 0.8427])
+    """
+    return Erf.apply(_float(x))
+
+
+def sinh(x):
+    return Sinh.apply(_float(x))
+
+
+def cosh(x):
+    return Cosh.apply(_float(x))
+
+
+def square(x):
+    """``x * x`` (integer tensors stay integer, as in PyTorch)."""
+    return mul(x, x)
+
+
+def lerp(input, end, weight):  # noqa: A002
+    """``input + weight * (end - input)``; ``weight`` is a number or a Tensor (broadcast).
+
+    Example:
+        >>> dtrain.lerp(dtrain.zeros(2), dtrain.ones(2), 0.25)
+        tensor([0.2500, 0.2500])
+    """
+    for name, t in (("input", input), ("end", end)):
+        if not isinstance(t, Tensor) or t.dtype.kind != "f":
+            raise RuntimeError(f"lerp: expected {name} to be a floating-point Tensor, got "
+                               f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}")
+    if input.dtype != end.dtype:
+        raise RuntimeError(f"lerp: expected dtype {input.dtype} for `end` but got dtype {end.dtype}")
+    if isinstance(weight, Tensor) and weight.dtype != input.dtype:
+        raise RuntimeError(f"lerp: expected dtype {input.dtype} for `weight` but got dtype {weight.dtype}")
+    return add(input, mul(weight, sub(end, input)))
 
 
 def _float(x):

@@ -1,9 +1,9 @@
-"""Indexing: tensor[...] with ints, slices, None, Ellipsis, integer arrays and masks;
-gather / take_along_dim, index_select, masked_fill."""
+"""Indexing: tensor[...] with ints, slices, None, Ellipsis, ranges, integer arrays and masks;
+gather / take_along_dim, scatter / scatter_add, index_select, masked_fill."""
 import numbers
 
 from .. import dtypes
-from ..backend import broadcast_shapes, check_index_bounds, get_array_module, scatter_add
+from ..backend import broadcast_shapes, check_index_bounds, get_array_module, scatter_add as add_at
 from ..function import Function
 from ..tensor import Tensor, _check_dim
 
@@ -21,6 +21,8 @@ def normalize_index(index, x):
             if i.device != x.device:
                 raise RuntimeError(f"indices are on {i.device} but the indexed tensor is on {x.device}")
             i = i.array
+        elif isinstance(i, range):  # a list of ints to PyTorch: advanced indexing
+            i = xp.arange(i.start, i.stop, i.step, dtype=dtypes.int64)
         elif isinstance(i, list):
             i = xp.asarray(i)
             if i.dtype.kind not in "iub":
@@ -55,7 +57,7 @@ class Index(Function):
         if _is_basic(self.index):
             out[self.index] = g
         else:
-            scatter_add(out, self.index, g)  # repeated indices accumulate
+            add_at(out, self.index, g)  # repeated indices accumulate
         return out
 
 
@@ -89,7 +91,7 @@ class Gather(Function):
 
     def backward(self, g):
         out = get_array_module(g).zeros(self.shape, dtype=g.dtype)
-        scatter_add(out, self.where, g)
+        add_at(out, self.where, g)
         return out, None
 
 
@@ -124,16 +126,219 @@ def take_along_dim(x, indices, dim):
 
 
 def index_select(x, dim, index):
+    """The entries of ``x`` at positions ``index`` (a 1-D integer tensor) along ``dim``.
+
+    Example:
+        >>> dtrain.index_select(dtrain.arange(6).reshape(2, 3), 1, dtrain.tensor([2, 0]))
+        tensor([[2, 0],
+                [5, 3]])
+    """
     axis = _check_dim(dim, x.ndim, "index_select")
-    return Index.apply(x, index=normalize_index((slice(None),) * axis + (index,), x))
+    if not isinstance(index, Tensor) or index.dtype.kind not in "iu":
+        raise RuntimeError(f"index_select(): Expected dtype int32/int64 for index, got "
+                           f"{index.dtype if isinstance(index, Tensor) else type(index).__name__}")
+    if index.ndim > 1:
+        raise IndexError(f"index_select(): Index is supposed to be a vector, got shape {list(index.shape)}")
+    return Index.apply(x, index=normalize_index((slice(None),) * axis + (index.reshape(-1),), x))
+
+
+class MaskedFill(Function):
+    """``where(mask, value, a)`` for a Python number: one pass, no tensor made for the value."""
+
+    def forward(self, a, mask, value=0):
+        self.mask = mask
+        xp = get_array_module(a, mask)
+        return xp.where(mask, a.dtype.type(value), a)
+
+    def backward(self, g):
+        return get_array_module(g).where(self.mask, g.dtype.type(0), g), None
+
+
+def _check_mask(x, mask, op):
+    if not isinstance(mask, Tensor) or mask.dtype != dtypes.bool_:
+        raise RuntimeError(f"{op} only supports boolean masks, but got mask with dtype "
+                           f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
+    try:
+        shape = broadcast_shapes(tuple(mask.shape), tuple(x.shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(x.shape):
+        raise RuntimeError(f"{op}: the mask of shape {list(mask.shape)} does not broadcast to the input's "
+                           f"shape {list(x.shape)}")
+
+
+def _fill_value(value, x, op):
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise RuntimeError(f"{op} only supports a 0-dimensional value tensor, but got tensor with "
+                               f"{value.ndim} dimension(s)")
+        return value
+    if not isinstance(value, numbers.Number):
+        raise TypeError(f"{op}: value must be a number or a 0-d Tensor, got {type(value).__name__}")
+    if x.dtype.kind in "iub" and isinstance(value, float) and not value.is_integer():
+        raise RuntimeError(f"{op}: value {value} cannot be converted to type {x.dtype} without overflow")
+    return value
 
 
 def masked_fill(x, mask, value):
-    from .elementwise import where
-    if mask.dtype != dtypes.bool_:
-        raise RuntimeError(f"masked_fill only supports boolean masks, but got mask with dtype {mask.dtype}")
-    value = value.item() if isinstance(value, Tensor) else value
-    return where(mask, Tensor._wrap(get_array_module(x.array).asarray(value, dtype=x.dtype)), x)
+    """``x`` with ``value`` written where ``mask`` (a bool tensor broadcasting to x) is true.
+
+    Args:
+        x: the input.
+        mask: a bool Tensor broadcastable to ``x.shape``.
+        value: a number, or a 0-d Tensor (which then receives a gradient).
+
+    Example:
+        >>> dtrain.zeros(2, 2).masked_fill(dtrain.tensor([True, False]), float("-inf"))
+        tensor([[-inf, 0.],
+                [-inf, 0.]])
+    """
+    _check_mask(x, mask, "masked_fill")
+    value = _fill_value(value, x, "masked_fill")
+    if isinstance(value, Tensor):  # the value's gradient is the sum of the filled positions
+        from .elementwise import where
+        return where(mask, value.to(x.dtype), x)
+    return MaskedFill.apply(x, mask.array, value=value)
+
+
+def masked_fill_(x, mask, value):
+    """In-place ``masked_fill``; returns ``x``."""
+    _check_mask(x, mask, "masked_fill_")
+    value = _fill_value(value, x, "masked_fill_")
+    x._check_inplace("masked_fill_")
+    xp = get_array_module(x.array)
+    xp.copyto(x.array, xp.asarray(value.array if isinstance(value, Tensor) else value, dtype=x.dtype),
+              where=mask.array)
+    return x
+
+
+# ---- scatter ------------------------------------------------------------------------------
+
+def _scatter_args(x, dim, index, src, op):
+    """Validate scatter's arguments (PyTorch's rules); returns (axis, where, src window)."""
+    axis = _check_dim(dim, x.ndim, op)
+    if not isinstance(index, Tensor) or index.dtype != dtypes.int64:
+        raise RuntimeError(f"{op}(): Expected dtype int64 for index, got "
+                           f"{index.dtype if isinstance(index, Tensor) else type(index).__name__}")
+    if index.ndim != x.ndim:
+        raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as self tensor "
+                           f"({x.ndim}), got index of shape {list(index.shape)}")
+    for d in range(x.ndim):
+        if d != axis and index.shape[d] > x.shape[d]:
+            raise RuntimeError(f"{op}(): Expected index {list(index.shape)} to be smaller than self "
+                               f"{list(x.shape)} apart from dimension {axis}")
+    if isinstance(src, Tensor):
+        if src.ndim != x.ndim:
+            raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as src tensor "
+                               f"({src.ndim}), got index of shape {list(index.shape)}")
+        if any(i > s for i, s in zip(index.shape, src.shape)):
+            raise RuntimeError(f"{op}(): Expected index {list(index.shape)} to be smaller than src "
+                               f"{list(src.shape)}")
+        if src.dtype != x.dtype:
+            raise RuntimeError(f"{op}(): Expected self.dtype to be equal to src.dtype, got {x.dtype} "
+                               f"and {src.dtype}")
+    n = x.shape[axis]
+    if index.numel():
+        lo, hi = int(index.array.min()), int(index.array.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"{op}(): index {hi if hi >= n else lo} is out of bounds for dimension {axis} "
+                             f"with size {n}")
+    window = tuple(slice(0, k) for k in index.shape)
+    return _along_index(index.array, axis, get_array_module(index.array)), window
+
+
+def _scatter_into(out, src, where, window, add):
+    values = src[window] if hasattr(src, "shape") else src
+    if add:
+        add_at(out, where, values)
+    else:
+        out[where] = values
+
+
+class Scatter(Function):
+    """``out = a`` with ``out[where] = src[window]`` (``add``: accumulated, repeats summing)."""
+
+    def forward(self, a, src, where=(), window=(), add=False):
+        self.where, self.window, self.add, self.src_shape = where, window, add, getattr(src, "shape", ())
+        out = a.copy()
+        _scatter_into(out, src, where, window, add)
+        return out
+
+    def backward(self, g):
+        ga = gs = None
+        if self.needs_input_grad[0]:
+            ga = g
+            if not self.add:
+                ga = g.copy()
+                ga[self.where] = 0  # overwritten positions take no gradient from the input
+        if self.needs_input_grad[1]:
+            gs = get_array_module(g).zeros(self.src_shape, dtype=g.dtype)
+            gs[self.window] = g[self.where]
+        return ga, gs
+
+
+def _scatter_src(x, dim, index, src, value, op):
+    """(src as an array or number, where, window) after PyTorch's checks."""
+    if isinstance(src, numbers.Number) and value is None:
+        src, value = None, src
+    if (src is None) == (value is None):
+        raise TypeError(f"{op}(): give exactly one of src (a Tensor) or value (a number)")
+    if value is not None:
+        src = _fill_value(value, x, op)
+        src = src.item() if isinstance(src, Tensor) else src
+    where, window = _scatter_args(x, dim, index, src, op)
+    return src, where, window
+
+
+def scatter(input, dim, index, src=None, value=None):  # noqa: A002
+    """``out = input`` with ``out[index[i][j]][j] = src[i][j]`` for dim 0 (any dim alike), as
+    torch.scatter; ``value=`` writes one number instead of ``src``. Where index repeats a
+    position, which write wins is unspecified (as in PyTorch).
+
+    Args:
+        input: the tensor written into (not modified; see ``Tensor.scatter_``).
+        dim: the axis that ``index`` indexes.
+        index: an int64 tensor with input's number of dims, no larger than ``src``.
+        src: the values (a Tensor of input's dtype); or ``value``: a number.
+
+    Example:
+        >>> dtrain.zeros(3).scatter(0, dtrain.tensor([2, 0]), dtrain.tensor([5., 7.]))
+        tensor([7., 0., 5.])
+    """
+    src, where, window = _scatter_src(input, dim, index, src, value, "scatter")
+    return Scatter.apply(input, src, where=where, window=window, add=False)
+
+
+def scatter_add(input, dim, index, src):  # noqa: A002
+    """``out = input`` plus ``src[i][j]`` added at ``out[index[i][j]][j]`` (dim 0); repeated
+    positions accumulate.
+
+    Example:
+        >>> dtrain.zeros(3).scatter_add(0, dtrain.tensor([0, 0, 2]), dtrain.ones(3))
+        tensor([2., 0., 1.])
+    """
+    if not isinstance(src, Tensor):
+        raise TypeError(f"scatter_add(): src must be a Tensor, got {type(src).__name__}")
+    src, where, window = _scatter_src(input, dim, index, src, None, "scatter_add")
+    return Scatter.apply(input, src, where=where, window=window, add=True)
+
+
+def scatter_(x, dim, index, src=None, value=None):
+    """In-place ``scatter``; returns ``x``."""
+    src, where, window = _scatter_src(x, dim, index, src, value, "scatter_")
+    x._check_inplace("scatter_")
+    _scatter_into(x.array, src.array if isinstance(src, Tensor) else src, where, window, add=False)
+    return x
+
+
+def scatter_add_(x, dim, index, src):
+    """In-place ``scatter_add``; returns ``x``."""
+    if not isinstance(src, Tensor):
+        raise TypeError(f"scatter_add_(): src must be a Tensor, got {type(src).__name__}")
+    src, where, window = _scatter_src(x, dim, index, src, None, "scatter_add_")
+    x._check_inplace("scatter_add_")
+    _scatter_into(x.array, src.array, where, window, add=True)
+    return x
 
 
 def nonzero(x, as_tuple=False):

@@ -1,4 +1,5 @@
-"""Matrix products: matmul (1-D, 2-D, batched, broadcast batch dims) and the fused linear."""
+"""Matrix products: matmul (1-D, 2-D, batched, broadcast batch dims), the fused linear,
+addmm / baddbmm, outer and kron."""
 from .. import dtypes
 from ..backend import broadcast_shapes
 from ..function import Function, unbroadcast
@@ -116,3 +117,88 @@ def outer(a, b):
         if v.ndim != 1:
             raise RuntimeError(f"outer: expected 1-D argument {name}, but got {v.ndim}-D (shape {list(v.shape)})")
     return matmul(a.reshape(-1, 1), b.reshape(1, -1))
+
+
+class AddMatMul(Function):
+    """``beta * input + alpha * (a @ b)`` in one op: the product is scaled and the input
+    added in place, so no temporary beyond the output is made."""
+
+    def forward(self, c, a, b, beta=1, alpha=1):
+        self.a, self.b, self.sc, self.beta, self.alpha = a, b, c.shape, beta, alpha
+        out = a @ b
+        if alpha != 1:
+            out *= alpha
+        if beta != 0:  # beta == 0 ignores input: its nan and inf do not propagate (as PyTorch)
+            out += c if beta == 1 else beta * c
+        return out
+
+    def backward(self, g):
+        nc, na, nb = self.needs_input_grad
+        gc = unbroadcast(g * self.beta if self.beta != 1 else g, self.sc) if nc else None
+        ga = g @ self.b.swapaxes(-1, -2) if na else None
+        gb = self.a.swapaxes(-1, -2) @ g if nb else None
+        if self.alpha != 1:
+            ga = ga * self.alpha if na else None
+            gb = gb * self.alpha if nb else None
+        return gc, ga, gb
+
+
+def _add_matmul(input, a, b, beta, alpha, nd, op):  # noqa: A002
+    for name, t in (("input", input), ("batch1" if nd == 3 else "mat1", a), ("batch2" if nd == 3 else "mat2", b)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: expected {name} to be a Tensor, got {type(t).__name__}")
+    if a.ndim != nd or b.ndim != nd:
+        raise RuntimeError(f"{op}: expected {nd}-D tensors, got shapes {list(a.shape)} and {list(b.shape)}")
+    if a.shape[-1] != b.shape[-2] or (nd == 3 and a.shape[0] != b.shape[0]):
+        raise RuntimeError(f"{op}: shapes {list(a.shape)} and {list(b.shape)} cannot be multiplied")
+    out_shape = a.shape[:-1] + b.shape[-1:]
+    try:
+        fits = broadcast_shapes(tuple(input.shape), tuple(out_shape)) == tuple(out_shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise RuntimeError(f"{op}: input of shape {list(input.shape)} does not broadcast to the product's "
+                           f"shape {list(out_shape)}")
+    if not (input.dtype == a.dtype == b.dtype):
+        raise RuntimeError(f"{op}: expected tensors of one dtype, got {input.dtype}, {a.dtype} and {b.dtype}")
+    return AddMatMul.apply(input, a, b, beta=beta, alpha=alpha)
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):  # noqa: A002
+    """``beta * input + alpha * (mat1 @ mat2)`` for 2-D mat1 (n, m) and mat2 (m, p);
+    ``input`` broadcasts to (n, p).
+
+    Example:
+        >>> dtrain.addmm(dtrain.zeros(2), dtrain.eye(2), dtrain.ones(2, 2), alpha=3)
+        tensor([[3., 3.],
+                [3., 3.]])
+    """
+    return _add_matmul(input, mat1, mat2, beta, alpha, 2, "addmm")
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):  # noqa: A002
+    """``beta * input + alpha * (batch1 @ batch2)`` for batches (b, n, m) and (b, m, p);
+    ``input`` broadcasts to (b, n, p).
+
+    Example:
+        >>> dtrain.baddbmm(dtrain.zeros(1, 2, 2), dtrain.ones(1, 2, 3), dtrain.ones(1, 3, 2)).shape
+        dtrain.Size([1, 2, 2])
+    """
+    return _add_matmul(input, batch1, batch2, beta, alpha, 3, "baddbmm")
+
+
+def kron(input, other):  # noqa: A002
+    """The Kronecker product: block (i, j, ...) of the result is ``input[i, j, ...] * other``.
+
+    Example:
+        >>> dtrain.kron(dtrain.eye(2), dtrain.ones(2, 2)).shape
+        dtrain.Size([4, 4])
+    """
+    nd = max(input.ndim, other.ndim)
+    a = input.reshape((1,) * (nd - input.ndim) + tuple(input.shape))
+    b = other.reshape((1,) * (nd - other.ndim) + tuple(other.shape))
+    # interleave the dims: a as (a0, 1, a1, 1, ...), b as (1, b0, 1, b1, ...); the product's
+    # adjacent pairs then merge into the blocks
+    pa = tuple(x for n in a.shape for x in (n, 1))
+    pb = tuple(x for n in b.shape for x in (1, n))
+    return (a.reshape(pa) * b.reshape(pb)).reshape(tuple(m * n for m, n in zip(a.shape, b.shape)))

@@ -1,10 +1,11 @@
 """Reductions: sum, mean, var, std, prod, amax/amin, max/min with indices, logsumexp, argmax."""
 import builtins
 import collections
+import math
 import numbers
 
 from .. import dtypes
-from ..backend import get_array_module
+from ..backend import get_array_module, quiet_float_errors
 from ..function import Function
 from ..tensor import Tensor
 from .elementwise import maximum, minimum, sqrt
@@ -245,9 +246,38 @@ def count_nonzero(x, dim=None):
     return Tensor._wrap((x.array != 0).sum(axis=axes).astype(dtypes.int64))
 
 
-def cumsum(x, dim):
-    (axis,) = normalize_dims(dim, x.ndim, "cumsum") or (0,)
-    return CumSum.apply(x, axis=axis)
+def _cumulative(cls, x, dim, dtype, op):
+    if dtype is not None:
+        x = x.to(dtype)
+    elif x.dtype.kind in "bi" and x.dtype != dtypes.int64:  # as PyTorch: integers accumulate in int64
+        x = x.to(dtypes.int64)
+    (axis,) = normalize_dims(dim, x.ndim, op) or (0,)
+    return cls.apply(x, axis=axis)
+
+
+def cumsum(x, dim, *, dtype=None):
+    """Running sums along ``dim``.
+
+    Example:
+        >>> dtrain.cumsum(dtrain.tensor([1, 2, 3]), 0)
+        tensor([1, 3, 6])
+    """
+    return _cumulative(CumSum, x, dim, dtype, "cumsum")
+
+
+def cumprod(x, dim, *, dtype=None):
+    """Running products along ``dim``; the gradient is exact where the input has zeros.
+
+    Example:
+        >>> dtrain.cumprod(dtrain.tensor([1., 2., 3.]), 0)
+        tensor([1., 2., 6.])
+    """
+    return _cumulative(CumProd, x, dim, dtype, "cumprod")
+
+
+def _reverse_cumsum(g, axis):
+    xp = get_array_module(g)
+    return xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis)
 
 
 class CumSum(Function):
@@ -256,7 +286,122 @@ class CumSum(Function):
         return get_array_module(a).cumsum(a, axis=axis) if a.ndim else a.copy()
 
     def backward(self, g):
-        if g.ndim == 0:
+        return _reverse_cumsum(g, self.axis) if g.ndim else g
+
+
+class CumProd(Function):
+    def forward(self, a, axis=0):
+        self.a, self.axis = a, axis
+        self.out = get_array_module(a).cumprod(a, axis=axis) if a.ndim else a.copy()
+        return self.out
+
+    def backward(self, g):
+        a, out, axis = self.a, self.out, self.axis
+        if a.ndim == 0:
             return g
         xp = get_array_module(g)
-        return xp.flip(xp.cumsum(xp.flip(g, self.axis), axis=self.axis), self.axis)
+        # d out_j / d a_i = prod_{k <= j, k != i} a_k. Before a slice's first zero z this is
+        # out_j / a_i (out_j is 0 from z on, so the reverse cumsum stops there by itself);
+        # at z it is the cumprod with a_z replaced by 1; after z every term holds a_z = 0.
+        zero = a == 0
+        z = xp.argmax(zero, axis=axis)
+        has_zero = xp.take_along_axis(zero, xp.expand_dims(z, axis), axis)
+        pos = xp.arange(a.shape[axis]).reshape([-1 if d == axis else 1 for d in range(a.ndim)])
+        z = xp.where(has_zero, xp.expand_dims(z, axis), a.shape[axis])
+        before, at = pos < z, pos == z
+        g_before = _reverse_cumsum(g * out, axis) / xp.where(before, a, 1)
+        g_at = _reverse_cumsum(g * xp.cumprod(xp.where(at, 1, a), axis=axis), axis)
+        return xp.where(before, g_before, xp.where(at, g_at, 0)).astype(g.dtype, copy=False)
+
+
+# ---- norms ------------------------------------------------------------------------------
+
+class VectorNorm(Function):
+    """``sum(|a|^ord)^(1/ord)`` over ``axes``; ord 0 counts non-zeros, +-inf take max/min |a|.
+    The gradients follow PyTorch's at the kinks: 0 where the norm is 0 (ord > 0), shared
+    evenly between tied extremes (ord +-inf)."""
+
+    def forward(self, a, ord=2.0, axes=(), keepdim=False):
+        xp = get_array_module(a)
+        self.a, self.ord, self.axes, self.keepdim = a, ord, axes, keepdim
+        if ord == 2:
+            out = xp.sqrt((a * a).sum(axis=axes, keepdims=True))
+        elif ord == 1:
+            out = xp.abs(a).sum(axis=axes, keepdims=True)
+        elif ord == 0:
+            out = (a != 0).sum(axis=axes, keepdims=True).astype(a.dtype)
+        elif ord == math.inf or ord == -math.inf:
+            if a.size == 0:
+                raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor because "
+                                   f"the operation does not have an identity")
+            out = getattr(xp.abs(a), "max" if ord > 0 else "min")(axis=axes, keepdims=True)
+        else:
+            with quiet_float_errors():  # a negative ord meets |a| == 0: inf, then a norm of 0
+                out = (xp.abs(a) ** ord).sum(axis=axes, keepdims=True) ** (1.0 / ord)
+        self.out = out
+        return out if keepdim else out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
+
+    def backward(self, g):
+        a, out, p = self.a, self.out, self.ord
+        xp = get_array_module(a)
+        if not self.keepdim:
+            g = g.reshape(out.shape)
+        if p == 0:
+            return xp.zeros_like(a)
+        if p == 1:
+            return xp.sign(a) * g
+        if p == math.inf or p == -math.inf:
+            is_max = (xp.abs(a) == out).astype(a.dtype)
+            return xp.sign(a) * is_max * (g / is_max.sum(axis=self.axes, keepdims=True))
+        with quiet_float_errors():  # PyTorch's formulas, infinities included, for ord < 0
+            scale = xp.where(out == 0, 0, g / xp.where(out == 0, 1, out ** (p - 1)))
+            if p == 2:
+                return a * scale
+            if p < 1:  # |a|^(p-1) is infinite at a == 0, where PyTorch takes the gradient to be 0
+                scaled = xp.sign(a) * xp.where(a == 0, 0, xp.abs(xp.where(a == 0, 1, a)) ** (p - 1))
+                return scaled * g * out ** (1 - p)
+            return xp.sign(a) * xp.abs(a) ** (p - 1) * scale
+
+
+def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):  # noqa: A002
+    """The vector ``ord``-norm over ``dim`` (all elements when None), as
+    torch.linalg.vector_norm: ``sum(|x|^ord)^(1/ord)``; ord inf / -inf: max / min of |x|;
+    ord 0: the number of non-zero elements.
+
+    Args:
+        x: a floating-point tensor.
+        ord: any real number, ``inf`` or ``-inf``.
+        dim: an int, a tuple of ints, or None.
+        keepdim: keep the reduced dims with size 1.
+        dtype: compute in (and return) this dtype.
+
+    Example:
+        >>> dtrain.linalg.vector_norm(dtrain.tensor([3., 4.]))
+        tensor(5.)
+    """
+    if dtype is not None:
+        x = x.to(dtype)
+    if x.dtype.kind != "f":
+        raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. Got {x.dtype}")
+    if isinstance(ord, str) or not isinstance(ord, numbers.Real):
+        raise RuntimeError(f"linalg.vector_norm: ord must be a real number, got {ord!r}")
+    axes = normalize_dims(dim, x.ndim, "linalg.vector_norm")
+    if ord < 0 and x.numel() == 0:
+        raise RuntimeError(f"linalg.vector_norm of negative order {ord} cannot be computed on an empty tensor "
+                           f"because the operation does not have an identity")
+    return VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim)
+
+
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):  # noqa: A002
+    """As torch.norm: the vector ``p``-norm over ``dim`` (all elements when None); "fro"
+    is the 2-norm of the elements.
+
+    Example:
+        >>> dtrain.tensor([[3., 4.]]).norm()
+        tensor(5.)
+    """
+    if p is None or p == "fro":
+        p = 2
+    elif isinstance(p, str):
+        raise RuntimeError(f"norm: p={p!r} is not supported; use a number or 'fro'")
+    return vector_norm(input, p, dim, keepdim, dtype=dtype)

@@ -325,3 +325,110 @@ def flip(x, dims):
     dims = (dims,) if isinstance(dims, numbers.Integral) else dims
     axes = tuple(_check_dim(d, x.ndim, "flip") for d in dims)
     return Flip.apply(x, axes=axes) if x.ndim else clone(x)
+
+
+def narrow(input, dim, start, length):  # noqa: A002
+    """The slice ``start:start + length`` of ``dim`` (a view); ``start`` may be negative.
+
+    Example:
+        >>> dtrain.arange(6).narrow(0, 2, 3)
+        tensor([2, 3, 4])
+    """
+    if input.ndim == 0:
+        raise RuntimeError("narrow() cannot be applied to a 0-dim tensor.")
+    d = _check_dim(dim, input.ndim, "narrow")
+    n = input.shape[d]
+    start = int(start)
+    if not -n <= start <= n:
+        raise IndexError(f"narrow(): start out of range (expected to be in range of [{-n}, {n}], but got {start})")
+    if start < 0:
+        start += n
+    if length < 0 or start + length > n:
+        raise RuntimeError(f"narrow(): start ({start}) + length ({length}) exceeds dimension size ({n}).")
+    return input[(slice(None),) * d + (slice(start, start + int(length)),)]
+
+
+class Roll(Function):
+    def forward(self, a, shifts=(), axes=()):
+        self.shifts, self.axes = shifts, axes
+        return self._roll(a, shifts)
+
+    def _roll(self, a, shifts):
+        xp = get_array_module(a)
+        if self.axes is None:  # flattened, then restored
+            return xp.roll(a.reshape(-1), shifts).reshape(a.shape)
+        return xp.roll(a, shifts, self.axes)
+
+    def backward(self, g):
+        return self._roll(g, tuple(-s for s in self.shifts) if self.axes is not None else -self.shifts)
+
+
+def roll(input, shifts, dims=None):  # noqa: A002
+    """Shift elements along ``dims`` cyclically by ``shifts`` (ints or tuples of equal
+    length); without ``dims`` the flattened tensor is rolled and the shape restored.
+
+    Example:
+        >>> dtrain.roll(dtrain.arange(4), 1)
+        tensor([3, 0, 1, 2])
+    """
+    if dims is None:
+        if not isinstance(shifts, numbers.Integral):
+            shifts = tuple(shifts)
+            if len(shifts) != 1:
+                raise RuntimeError(f"roll: shifts {list(shifts)} given without dims must be one int")
+            shifts = shifts[0]
+        return Roll.apply(input, shifts=int(shifts), axes=None)
+    shifts = (shifts,) if isinstance(shifts, numbers.Integral) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, numbers.Integral) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
+    axes = tuple(_check_dim(d, input.ndim, "roll") for d in dims)
+    return Roll.apply(input, shifts=tuple(int(s) for s in shifts), axes=axes)
+
+
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):  # noqa: A002
+    """Repeat each element ``repeats`` times along ``dim`` (flattened when None);
+    ``repeats`` is an int or a 1-D int tensor with one count per element. With a single
+    int tensor argument, ``repeat_interleave(r)`` repeats ``arange(len(r))``.
+
+    Example:
+        >>> dtrain.repeat_interleave(dtrain.tensor([1, 2]), 2)
+        tensor([1, 1, 2, 2])
+    """
+    from .. import dtypes
+    if repeats is None:  # repeat_interleave(repeats): the indices themselves
+        repeats, input = input, None
+    if isinstance(repeats, Tensor):
+        if repeats.dtype.kind not in "iu":
+            raise RuntimeError(f"repeat_interleave: repeats must be an int tensor, got dtype {repeats.dtype}")
+        if repeats.ndim > 1:
+            raise RuntimeError(f"repeat_interleave: repeats must be 0-dim or 1-dim tensor, got shape "
+                               f"{list(repeats.shape)}")
+        counts = repeats.array.reshape(-1)
+        if counts.size and int(counts.min()) < 0:
+            raise RuntimeError("repeat_interleave: repeats can not be negative")
+    elif isinstance(repeats, numbers.Integral):
+        if repeats < 0:
+            raise RuntimeError(f"repeat_interleave: repeats can not be negative, got {repeats}")
+        counts = int(repeats)
+    else:
+        raise TypeError(f"repeat_interleave: repeats must be an int or an int Tensor, got {type(repeats).__name__}")
+    if input is None:
+        xp = get_array_module(counts)
+        return Tensor._wrap(xp.repeat(xp.arange(counts.size, dtype=dtypes.int64), counts))
+    if dim is None:
+        input, dim = input.reshape(-1), 0
+    d = _check_dim(dim, input.ndim, "repeat_interleave")
+    n = input.shape[d] if input.ndim else 1
+    if not isinstance(counts, int) and counts.size not in (1, n):
+        raise RuntimeError(f"repeat_interleave: repeats must have the same size as input along dim {d}: "
+                           f"got {counts.size} repeats for size {n}")
+    xp = get_array_module(input.array)
+    idx = xp.repeat(xp.arange(n, dtype=dtypes.int64), counts if isinstance(counts, int) else xp.asarray(counts))
+    if output_size is not None and idx.size != output_size:
+        raise RuntimeError(f"repeat_interleave: output_size {output_size} does not match the {idx.size} "
+                           f"elements the repeats give")
+    from .index import index_select
+    if input.ndim == 0:
+        input = input.reshape(1)
+    return index_select(input, d, Tensor._wrap(idx))
