@@ -13,4 +13,5 @@ __version__ = "0.1.0"
 
 from .serialization import load, save  # noqa: E402,F401
 from . import checkpoint, data, nn, optim, preemption  # noqa: E402,F401
+from . import linalg  # noqa: E402,F401  (torch.linalg's path)
 from . import utils  # noqa: E402,F401  (torch.utils.data's path)

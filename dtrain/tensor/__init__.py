@@ -10,6 +10,8 @@ from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  
 from .ops import *  # noqa: F401,F403
 from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state  # noqa: F401
 from .tensor import Size, Tensor  # noqa: F401
+from .tensor import is_tensor, numel  # noqa: F401
+from .grad_mode import inference_mode, is_inference_mode_enabled  # noqa: F401
 
 device = Device
 

@@ -2,6 +2,7 @@
 from . import ops
 from .ops import elementwise as ew
 from .ops.index import index
+from .ops import index as _index
 from .tensor import Tensor
 
 
@@ -42,6 +43,8 @@ for name in ("add sub mul div pow neg abs exp log log1p sqrt rsqrt sin cos tanh 
              "sum mean var std prod amax amin logsumexp argmax argmin max min all any count_nonzero cumsum "
              "flatten unflatten squeeze unsqueeze transpose t expand_as broadcast_to clone contiguous "
              "split chunk unbind flip matmul mm bmm dot outer gather index_select masked_fill nonzero "
+             "tril triu diag diagonal trace erf sinh cosh lerp scatter scatter_add addmm baddbmm kron cumprod "
+             "norm multinomial narrow repeat_interleave roll argsort sort topk unique "
              "take_along_dim").split():
     _methods.setdefault(name, getattr(ops, name))
 
@@ -55,6 +58,9 @@ Tensor.divide = Tensor.div
 Tensor.subtract = Tensor.sub
 Tensor.true_divide = Tensor.div
 Tensor.square = lambda self: ew.mul(self, self)
+Tensor.masked_fill_ = _index.masked_fill_
+Tensor.scatter_ = _index.scatter_
+Tensor.scatter_add_ = _index.scatter_add_
 
 from .ops import nn as _nn  # noqa: E402  (the nn ops import Tensor, bound above)
 

@@ -11,6 +11,16 @@ from .reduce import (all, amax, amin, any, argmax, argmin, count_nonzero, cumsum
 from .shape import (broadcast_to, cat, chunk, clone, concat, contiguous, expand, expand_as,  # noqa: F401
                     flatten, flip, permute, repeat, reshape, split, squeeze, stack, t, transpose,
                     unbind, unflatten, unsqueeze, view)
+from .diag import diag, diagonal, trace, tril, triu  # noqa: F401
+from .einsum import einsum  # noqa: F401
+from .elementwise import cosh, erf, lerp, sinh, square  # noqa: F401
+from .index import scatter, scatter_add  # noqa: F401
+from .linalg import addmm, baddbmm, kron  # noqa: F401
+from .nn import dropout, log_softmax, relu, softmax  # noqa: F401  (top-level, as torch has them)
+from .reduce import cumprod, norm  # noqa: F401
+from .sampling import multinomial  # noqa: F401
+from .shape import narrow, repeat_interleave, roll  # noqa: F401
+from .sort import argsort, sort, topk, unique  # noqa: F401
 
 # star-imports export the functions, never the submodules (dtrain.nn must stay the nn package)
 __all__ = [_n for _n, _v in list(globals().items()) if not _n.startswith("_") and not isinstance(_v, type(__import__("sys")))]
