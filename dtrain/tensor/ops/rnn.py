@@ -26,6 +26,11 @@ def _halved(w, rows):
     return w
 
 
+def _transposed(w):
+    # x @ w.T with w.T contiguous is ~1.5x faster in OpenBLAS for the per-step (B, H) @ (H, G)
+    return get_array_module(w).ascontiguousarray(w.T)
+
+
 def _project(x, w, b):
     """x @ w.T + b for all steps at once: (T, B, I) -> (T, B, G), a fresh contiguous array."""
     T, B, I = x.shape
@@ -51,22 +56,25 @@ class _Recurrent(Function):
         self.x, self.w_ih, self.w_hh, self.has_bias, self.hs, self.reverse = x, w_ih, w_hh, has_bias, hs, reverse
 
     def _grads(self, dgx, dgh, dh0, perm=None):
-        """(dx, dh0, dw_ih, dw_hh, db_ih, db_hh) from the preactivation gradients; ``perm``:
-        the rows of the weights in the order the gates were computed (LSTM's)."""
-        x, w_ih, w_hh = self.x, self.w_ih, self.w_hh
+        """(dx, dh0, dw_ih, dw_hh[, db_ih, db_hh]) from the preactivation gradients, None where
+        no gradient is wanted; ``perm``: the order of the weight rows in the gates (LSTM's)."""
+        x, w_ih = self.x, self.w_ih
         T, B, I = x.shape
         G = dgx.shape[2]
         gx2, gh2 = dgx.reshape(T * B, G), dgh.reshape(T * B, G)
-        w_ih_p = w_ih if perm is None else w_ih[perm]
-        dx = _in_order((gx2 @ w_ih_p).reshape(T, B, I), self.reverse)
-        x2 = _in_order(x, self.reverse).reshape(T * B, I)
-        dw = [gx2.T @ x2, gh2.T @ self.hs[:-1].reshape(T * B, -1)]
+        need_w = self.needs_input_grad[-4 if self.has_bias else -2:]
+        dx = None
+        if self.needs_input_grad[0]:
+            dx = _in_order((gx2 @ (w_ih if perm is None else w_ih[perm])).reshape(T, B, I), self.reverse)
+        dw = [gx2.T @ _in_order(x, self.reverse).reshape(T * B, I) if need_w[0] else None,
+              gh2.T @ self.hs[:-1].reshape(T * B, -1) if need_w[1] else None]
         if self.has_bias:
-            db = gx2.sum(axis=0)
+            db = gx2.sum(axis=0) if need_w[2] or (dgh is dgx and need_w[3]) else None
             # one array per input: the engine may keep each as a .grad
-            dw += [db, db.copy() if dgh is dgx else gh2.sum(axis=0)]
+            dw += [db if need_w[2] else None,
+                   (db.copy() if dgh is dgx else gh2.sum(axis=0)) if need_w[3] else None]
         if perm is not None:
-            dw = [_unpermute(d, perm) for d in dw]
+            dw = [None if d is None else _unpermute(d, perm) for d in dw]
         return dx, dh0, *dw
 
     def _dy(self, g):
@@ -89,7 +97,7 @@ class RNNLayer(_Recurrent):
         hs = xp.empty((T + 1, B, h0.shape[1]), dtype=x.dtype)
         hs[0] = h0
         hs[1:] = _project(_in_order(x, reverse), w_ih, None if b_ih is None else b_ih + b_hh)
-        w_hh_t = w_hh.T
+        w_hh_t = _transposed(w_hh)
         relu = nonlinearity == "relu"
         for t in range(T):
             a = hs[t + 1]
@@ -133,7 +141,7 @@ class LSTMLayer(_Recurrent):
         perm = _lstm_perm(xp, H)
         b = None if b_ih is None else _halved((b_ih + b_hh)[perm], 3 * H)
         acts = _project(_in_order(x, reverse), _halved(w_ih[perm], 3 * H), b)  # (T, B, 4H): o, i, f, g
-        w_hh_t = _halved(w_hh[perm], 3 * H).T
+        w_hh_t = _transposed(_halved(w_hh[perm], 3 * H))
         hs = xp.empty((T + 1, B, H), dtype=x.dtype)
         cs = xp.empty_like(hs)
         tc = xp.empty((T, B, H), dtype=x.dtype)  # tanh(c_t)
@@ -164,19 +172,28 @@ class LSTMLayer(_Recurrent):
         # each preactivation gradient is dh (gate o) or dc (gates i, f, g) times a coefficient
         # that does not depend on the gradients, so all of them are computed before the loop
         k = xp.empty_like(a)
-        k[:, :, 0] = tc * o * (1 - o)
-        k[:, :, 1] = gg * i * (1 - i)
-        k[:, :, 2] = self.cs[:-1] * f * (1 - f)
-        k[:, :, 3] = i * (1 - gg * gg)
-        dc_dh = o * (1 - tc * tc)
+        sig, ksig = a[:, :, :3], k[:, :, :3]
+        xp.subtract(1, sig, out=ksig)
+        ksig *= sig
+        k[:, :, 0] *= tc
+        k[:, :, 1] *= gg
+        k[:, :, 2] *= self.cs[:-1]
+        xp.multiply(gg, gg, out=k[:, :, 3])
+        xp.subtract(1, k[:, :, 3], out=k[:, :, 3])
+        k[:, :, 3] *= i
+        dc_dh = tc * tc
+        xp.subtract(1, dc_dh, out=dc_dh)
+        dc_dh *= o
         dy = self._dy(g)
         w_hh = self.w_hh[self.perm]
         dgates = xp.empty_like(a)
         dh = xp.zeros((B, H), dtype=g.dtype)
         dc = g[T].copy()
+        buf = xp.empty_like(dc)
         for t in range(T - 1, -1, -1):
             dh += dy[t]
-            dc += dh * dc_dh[t]
+            xp.multiply(dh, dc_dh[t], out=buf)
+            dc += buf
             d = dgates[t]
             xp.multiply(dc[:, None, :], k[t, :, 1:], out=d[:, 1:])
             xp.multiply(dh, k[t, :, 0], out=d[:, 0])
@@ -197,7 +214,7 @@ class GRULayer(_Recurrent):
         H = h0.shape[1]
         acts = _project(_in_order(x, reverse), _halved(w_ih, 2 * H),
                         None if b_ih is None else _halved(b_ih, 2 * H))  # (T, B, 3H): r, z, n
-        w_hh_t = _halved(w_hh, 2 * H).T
+        w_hh_t = _transposed(_halved(w_hh, 2 * H))
         b_hh = None if b_hh is None else _halved(b_hh, 2 * H)
         gh = xp.empty_like(acts)  # W_hh h + b_hh; its n part is kept for backward
         hs = xp.empty((T + 1, B, H), dtype=x.dtype)
