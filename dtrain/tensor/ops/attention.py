@@ -7,6 +7,7 @@ and the softmax probabilities kept for backward.
 """
 import math
 import numbers
+import warnings
 
 from .. import backend, dtypes
 from ..backend import broadcast_shapes, get_array_module
@@ -14,7 +15,7 @@ from ..function import Function, unbroadcast
 from ..random import uniform_array
 from ..tensor import Tensor
 from .linalg import linear, matmul
-from .nn import dropout, softmax
+from .nn import dropout, pad, softmax
 from .shape import cat
 
 _causal_blocks = {}
@@ -212,3 +213,207 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise TypeError(f"scaled_dot_product_attention: scale must be a float or None, got {type(scale).__name__}")
     return ScaledDotProductAttention.apply(*inputs, scale=float(scale), dropout_p=float(dropout_p),
                                            causal=bool(is_causal), groups=groups)
+
+
+# ---- multi-head attention -----------------------------------------------------------------------
+
+def _canonical_mask(mask, name, dtype, op, other=None, other_name=""):
+    """A bool mask (True = masked out) as a float mask of ``dtype`` (-inf where True), as torch's
+    ``_canonical_mask``; a float mask is returned as it is."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or (mask.dtype != dtypes.bool_ and mask.dtype.kind != "f"):
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise AssertionError(f"{op}: only bool and floating types of {name} are supported, got {got}")
+    if other is not None and other.dtype != mask.dtype:
+        warnings.warn(f"Support for mismatched {name} and {other_name} is deprecated. Use same type for both "
+                      f"instead.", stacklevel=3)
+    if mask.dtype.kind == "f":
+        return mask
+    xp = get_array_module(mask.array)
+    return Tensor._wrap(xp.where(mask.array, xp.asarray(-math.inf, dtype=dtype), xp.asarray(0, dtype=dtype)))
+
+
+def _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads, op):
+    """Whether the input is batched; PyTorch's rules on the dims of inputs and masks."""
+    if query.ndim not in (2, 3):
+        raise AssertionError(f"{op}: query should be unbatched 2D or batched 3D tensor but received "
+                             f"{query.ndim}-D query tensor (shape {list(query.shape)})")
+    batched = query.ndim == 3
+    kind = "batched (3-D)" if batched else "unbatched (2-D)"
+    if key.ndim != query.ndim or value.ndim != query.ndim:
+        raise AssertionError(f"{op}: for {kind} `query`, expected `key` and `value` to be {query.ndim}-D but found "
+                             f"{key.ndim}-D and {value.ndim}-D tensors respectively")
+    if key_padding_mask is not None and key_padding_mask.ndim != query.ndim - 1:
+        raise AssertionError(f"{op}: for {kind} `query`, expected `key_padding_mask` to be `None` or "
+                             f"{query.ndim - 1}-D but found {key_padding_mask.ndim}-D tensor instead")
+    if attn_mask is not None:
+        if attn_mask.ndim not in (2, 3):
+            raise AssertionError(f"{op}: for {kind} `query`, expected `attn_mask` to be `None`, 2-D or 3-D but "
+                                 f"found {attn_mask.ndim}-D tensor instead")
+        expected = (num_heads, query.shape[0], key.shape[0])
+        if not batched and attn_mask.ndim == 3 and tuple(attn_mask.shape) != expected:
+            raise AssertionError(f"{op}: expected `attn_mask` shape to be {list(expected)} but got "
+                                 f"{list(attn_mask.shape)}")
+    return batched
+
+
+def _split_heads(x, num_heads, batch_first):
+    """(S, N, E) or (N, S, E) -> the strided view (N, H, S, E / H); nothing is copied."""
+    n_axis = 0 if batch_first else 1
+    x = x.reshape(*x.shape[:2], num_heads, x.shape[2] // num_heads)
+    return x.permute(n_axis, 2, 1 - n_axis, 3)
+
+
+def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias,
+                                 training=True, key_padding_mask=None, need_weights=True, attn_mask=None,
+                                 use_separate_proj_weight=False, q_proj_weight=None, k_proj_weight=None,
+                                 v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+                                 is_causal=False):
+    """Multi-head attention on (L, N, E) inputs, as ``torch.nn.functional.multi_head_attention_forward``
+    (the math of ``nn.MultiheadAttention``; see there for the arguments).
+
+    Returns:
+        (output (L, N, E), weights (N, L, S), (N, H, L, S) or None); without the batch dim
+        for unbatched (L, E) input.
+
+    Example:
+        >>> m = nn.MultiheadAttention(8, 2)
+        >>> x = dtrain.randn(5, 3, 8)
+        >>> out, w = F.multi_head_attention_forward(x, x, x, 8, 2, m.in_proj_weight, m.in_proj_bias, None,
+        ...     None, False, 0.0, m.out_proj.weight, m.out_proj.bias)
+        >>> out.shape, w.shape
+        (dtrain.Size([5, 3, 8]), dtrain.Size([3, 5, 5]))
+    """
+    return mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k,
+                       bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training, key_padding_mask,
+                       need_weights, attn_mask, use_separate_proj_weight, q_proj_weight, k_proj_weight,
+                       v_proj_weight, static_k, static_v, average_attn_weights, is_causal)
+
+
+def mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k, bias_v,
+                add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True, key_padding_mask=None,
+                need_weights=True, attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None,
+                k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+                is_causal=False, batch_first=False, op="multi_head_attention_forward"):
+    """multi_head_attention_forward with ``batch_first`` inputs (N, L, E) taken as they are
+    (nn.MultiheadAttention's path: no transposed copies either way)."""
+    batched = _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads, op)
+    if not batched:  # batch_first is ignored for unbatched input, as in torch
+        batch_first = False
+        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    n_axis, s_axis = (0, 1) if batch_first else (1, 0)
+    tgt_len, bsz, embed_dim = query.shape[s_axis], query.shape[n_axis], query.shape[2]
+    key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", query.dtype, op, attn_mask, "attn_mask")
+    if is_causal and attn_mask is None:
+        raise RuntimeError(f"{op}: need attn_mask if specifying the is_causal hint. You may use the Transformer "
+                           f"module method `generate_square_subsequent_mask` to create this mask.")
+    if is_causal and key_padding_mask is None and not need_weights:
+        attn_mask = None  # SDPA's own causal masking replaces the (hinted) causal mask
+    else:
+        attn_mask = _canonical_mask(attn_mask, "attn_mask", query.dtype, op)
+        if key_padding_mask is not None:
+            is_causal = False
+    if embed_dim != embed_dim_to_check:
+        raise AssertionError(f"{op}: was expecting embedding dimension of {embed_dim_to_check}, but got {embed_dim} "
+                             f"(query of shape {list(query.shape)})")
+    head_dim = embed_dim // num_heads
+    if head_dim * num_heads != embed_dim:
+        raise AssertionError(f"{op}: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
+    if use_separate_proj_weight:
+        if key.shape[:2] != value.shape[:2]:
+            raise AssertionError(f"{op}: key's sequence and batch dims {list(key.shape[:2])} do not match value's "
+                                 f"{list(value.shape[:2])}")
+        weights = (q_proj_weight, k_proj_weight, v_proj_weight)
+        if any(w is None for w in weights):
+            raise AssertionError(f"{op}: use_separate_proj_weight is True but q_proj_weight, k_proj_weight or "
+                                 f"v_proj_weight is None")
+    else:
+        if key.shape != value.shape:
+            raise AssertionError(f"{op}: key shape {list(key.shape)} does not match value shape "
+                                 f"{list(value.shape)}")
+        if in_proj_weight is None:
+            raise AssertionError(f"{op}: use_separate_proj_weight is False but in_proj_weight is None")
+        # three products with slices of the packed weight: the activations are never sliced,
+        # so backward allocates no (L, N, 3E) zeros to scatter into
+        weights = in_proj_weight.split(embed_dim)
+    biases = (None,) * 3 if in_proj_bias is None else in_proj_bias.split(embed_dim)
+    q, k, v = (linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
+
+    src_len = key.shape[s_axis]
+    if attn_mask is not None:
+        if attn_mask.ndim == 2:
+            if tuple(attn_mask.shape) != (tgt_len, src_len):
+                raise RuntimeError(f"{op}: the shape of the 2D attn_mask is {list(attn_mask.shape)}, but should be "
+                                   f"{[tgt_len, src_len]}")
+            attn_mask = attn_mask.unsqueeze(0)
+        elif tuple(attn_mask.shape) != (bsz * num_heads, tgt_len, src_len):
+            raise RuntimeError(f"{op}: the shape of the 3D attn_mask is {list(attn_mask.shape)}, but should be "
+                               f"{[bsz * num_heads, tgt_len, src_len]}")
+    if bias_k is not None and bias_v is not None:
+        if static_k is not None or static_v is not None:
+            raise AssertionError(f"{op}: bias cannot be added to static key or value")
+        size = (bsz, 1, embed_dim) if batch_first else (1, bsz, embed_dim)
+        k = cat([k, bias_k.reshape(1, 1, embed_dim).expand(*size)], dim=s_axis)
+        v = cat([v, bias_v.reshape(1, 1, embed_dim).expand(*size)], dim=s_axis)
+        attn_mask = None if attn_mask is None else pad(attn_mask, (0, 1))
+        key_padding_mask = None if key_padding_mask is None else pad(key_padding_mask, (0, 1))
+    elif bias_k is not None or bias_v is not None:
+        raise AssertionError(f"{op}: bias_k and bias_v must be given together, got only "
+                             f"{'bias_k' if bias_k is not None else 'bias_v'}")
+
+    q = _split_heads(q, num_heads, batch_first)
+    k, v = (_split_heads(x, num_heads, batch_first) if static is None else
+            _static_heads(static, name, bsz, num_heads, head_dim, op)
+            for x, static, name in ((k, static_k, "static_k"), (v, static_v, "static_v")))
+    if add_zero_attn:
+        xp = get_array_module(k.array)
+        zeros = Tensor._wrap(xp.zeros((bsz, num_heads, 1, head_dim), dtype=k.dtype))
+        k, v = cat([k, zeros], dim=2), cat([v, zeros], dim=2)
+        attn_mask = None if attn_mask is None else pad(attn_mask, (0, 1))
+        key_padding_mask = None if key_padding_mask is None else pad(key_padding_mask, (0, 1))
+    src_len = k.shape[2]
+
+    if attn_mask is not None:  # (1 or N * H, L, S) -> (1 or N, H or 1, L, S)
+        attn_mask = attn_mask.unsqueeze(0) if attn_mask.shape[0] == 1 else \
+            attn_mask.reshape(bsz, num_heads, tgt_len, src_len)
+    if key_padding_mask is not None:
+        if tuple(key_padding_mask.shape) != (bsz, src_len):
+            raise AssertionError(f"{op}: expected key_padding_mask of shape {[bsz, src_len]} (batch size, source "
+                                 f"length), but got {list(key_padding_mask.shape)}")
+        key_padding_mask = key_padding_mask.reshape(bsz, 1, 1, src_len)
+        attn_mask = key_padding_mask if attn_mask is None else attn_mask + key_padding_mask
+    if not training:
+        dropout_p = 0.0
+
+    weights = None
+    if need_weights:
+        # written out (not the fused op) because the weights are returned; a fully masked row
+        # gives nan here, as in torch
+        scores = matmul(q * (1 / math.sqrt(head_dim)), k.transpose(-2, -1))
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        weights = softmax(scores, dim=-1)
+        if dropout_p > 0.0:
+            weights = dropout(weights, p=dropout_p)
+        out = matmul(weights, v)
+        if average_attn_weights:
+            weights = weights.mean(dim=1)
+        if not batched:
+            weights = weights.squeeze(0)
+    else:
+        out = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal)
+    # (N, H, L, hd) -> (L, N, E) or (N, L, E): the one copy of the output
+    out = out.permute(*((0, 2, 1, 3) if batch_first else (2, 0, 1, 3))).reshape(*query.shape[:2], embed_dim)
+    out = linear(out, out_proj_weight, out_proj_bias)
+    return (out if batched else out.squeeze(1)), weights
+
+
+def _static_heads(static, name, bsz, num_heads, head_dim, op):
+    if static.ndim != 3 or (static.shape[0], static.shape[2]) != (bsz * num_heads, head_dim):
+        raise AssertionError(f"{op}: expecting {name} of shape (batch * num_heads, S, head_dim) = "
+                             f"({bsz * num_heads}, S, {head_dim}), but got {list(static.shape)}")
+    return static.reshape(bsz, num_heads, static.shape[1], head_dim)
