@@ -9,9 +9,21 @@ from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 from .sparse import Embedding
+from .attention import MultiheadAttention
+from .activation import CELU, ELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Mish, PReLU, ReLU6
+from .distance import CosineSimilarity, PairwiseDistance
+from .dropout import Dropout1d, Dropout2d, Dropout3d
+from .flatten import Unflatten
+from .loss import (BCELoss, CosineEmbeddingLoss, HuberLoss, KLDivLoss, MarginRankingLoss, SmoothL1Loss,
+                   TripletMarginLoss)
+from .normalization import GroupNorm, RMSNorm
 
 __all__ = ["GELU", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "SiLU", "Softmax", "Softplus", "Tanh", "Conv2d",
            "Dropout", "Flatten", "Identity", "Linear", "BCEWithLogitsLoss", "CrossEntropyLoss", "L1Loss", "MSELoss",
            "NLLLoss", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d",
            "Embedding"]
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ += ["CELU", "ELU", "SELU", "Hardsigmoid", "Hardswish", "Hardtanh", "Mish", "PReLU", "ReLU6", "CosineSimilarity",
+            "PairwiseDistance", "Dropout1d", "Dropout2d", "Dropout3d", "Unflatten", "BCELoss", "CosineEmbeddingLoss",
+            "HuberLoss", "KLDivLoss", "MarginRankingLoss", "SmoothL1Loss", "TripletMarginLoss", "GroupNorm", "RMSNorm"]
+__all__ += ["MultiheadAttention"]

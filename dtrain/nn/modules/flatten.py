@@ -1,4 +1,4 @@
-"""Flatten: merge a range of dims into one (as torch.nn.Flatten)."""
+"""Flatten and Unflatten: merge a range of dims into one, or split one dim (as torch.nn)."""
 from ..module import Module
 
 
@@ -19,3 +19,33 @@ class Flatten(Module):
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split dim ``dim`` into ``unflattened_size`` (one entry may be -1).
+
+    Args:
+        dim: the dim to split.
+        unflattened_size: a tuple or list of ints whose product is that dim's size.
+
+    Example:
+        >>> nn.Unflatten(1, (2, 5))(dtrain.randn(3, 10)).shape
+        dtrain.Size([3, 2, 5])
+    """
+
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        if not isinstance(unflattened_size, (tuple, list)):
+            raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, but found type "
+                            f"{type(unflattened_size).__name__}")
+        for i, n in enumerate(unflattened_size):
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise TypeError(f"Unflatten: unflattened_size must be tuple of ints, but found element of type "
+                                f"{type(n).__name__} at pos {i}")
+        self.dim, self.unflattened_size = dim, unflattened_size
+
+    def forward(self, input):
+        return input.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

@@ -1,4 +1,4 @@
-"""Normalization layers: BatchNorm1d, BatchNorm2d, LayerNorm (as torch.nn)."""
+"""Normalization layers: BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm, RMSNorm (as torch.nn)."""
 import numbers
 
 from ...tensor import empty, ones, tensor, zeros
@@ -168,3 +168,85 @@ class LayerNorm(Module):
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
                 f"bias={self.bias is not None}")
+
+
+class GroupNorm(Module):
+    """Normalize each sample's channels in ``num_groups`` groups (mean and variance over the
+    group's channels and all positions), then scale and shift per channel.
+
+    Args:
+        num_groups: the number of groups; must divide num_channels.
+        num_channels: C of an (N, C, ...) input.
+        eps: added to the variance (default 1e-5).
+        affine: learn a per-channel ``weight`` (ones) and ``bias`` (zeros).
+        bias: (keyword) learn the bias too, when affine.
+
+    Example:
+        >>> nn.GroupNorm(2, 6)(dtrain.randn(4, 6, 5)).shape
+        dtrain.Size([4, 6, 5])
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
+        super().__init__()
+        num_groups = check_int("GroupNorm", "num_groups", num_groups, minimum=1)
+        num_channels = check_int("GroupNorm", "num_channels", num_channels, minimum=1)
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        if affine:
+            self.weight = Parameter(empty(num_channels, dtype=dtype, device=device))
+            self.bias = Parameter(empty(num_channels, dtype=dtype, device=device)) if bias else None
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def forward(self, input):
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+
+
+class RMSNorm(Module):
+    """Divide by the root mean square over the last ``len(normalized_shape)`` dims, then scale.
+
+    Args:
+        normalized_shape: an int or the trailing shape to normalize over.
+        eps: added to the mean square; None (default): the input dtype's machine epsilon.
+        elementwise_affine: learn a ``weight`` (ones) of that shape (there is no bias).
+
+    Example:
+        >>> nn.RMSNorm(10)(dtrain.randn(4, 7, 10)).shape
+        dtrain.Size([4, 7, 10])
+    """
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(check_int("RMSNorm", "normalized_shape", s) for s in normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(empty(*self.normalized_shape, dtype=dtype, device=device))
+        else:
+            self.register_parameter("weight", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.elementwise_affine:
+            init.ones_(self.weight)
+
+    def forward(self, input):
+        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
