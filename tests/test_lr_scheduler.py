@@ -54,6 +54,22 @@ def piecewise(e, phases, anneal):
         start_step = end_step
 
 
+def warm_restart_position(e, T_0, T_mult):
+    """Where epoch ``e`` falls in its SGDR cycle, as a fraction of the cycle's length."""
+    length = T_0
+    while e >= length:
+        e, length = e - length, length * T_mult
+    return e / length
+
+
+def cyclic(base, top, up, down, e, scale=1.0):
+    """The triangle wave rising from ``base`` to ``top`` in ``up`` steps, falling in ``down``,
+    its height times ``scale``."""
+    pos = e % (up + down)
+    height = pos / up if pos <= up else (up + down - pos) / down
+    return base + (top - base) * height * scale
+
+
 def one_cycle(max_lr, total, pct=0.3, anneal=cos_anneal, three_phase=False, div=25.0, final_div=1e4):
     init, low = max_lr / div, max_lr / div / final_div
     if three_phase:
@@ -101,6 +117,51 @@ SCHEDULES = {
                                         m.StepLR(o, step_size=5, gamma=0.5)], milestones=[4, 12]),
         lambda e, lr, i: (lr * (0.5 + 0.5 * e / 4) if e < 4 else lr * 0.9 ** (e - 4) if e < 12
                           else lr * 0.5 ** ((e - 12) // 5))),
+    "MultiplicativeLR": (lambda m, o: m.MultiplicativeLR(o, lambda e: 0.95),
+                         lambda e, lr, i: lr * 0.95 ** e),
+    "MultiplicativeLR-per-group": (lambda m, o: m.MultiplicativeLR(o, [lambda e: 0.9, lambda e: 1 - 0.01 * e]),
+                                   lambda e, lr, i: lr * (0.9 ** e if i == 0 else math.prod(1 - 0.01 * k
+                                                                                           for k in range(1, e + 1)))),
+    "ConstantLR": (lambda m, o: m.ConstantLR(o, factor=0.5, total_iters=4),
+                   lambda e, lr, i: lr * (0.5 if e < 4 else 1.0)),
+    "ConstantLR-default": (lambda m, o: m.ConstantLR(o),
+                           lambda e, lr, i: lr * (1 / 3 if e < 5 else 1.0)),
+    "PolynomialLR": (lambda m, o: m.PolynomialLR(o, total_iters=20, power=2.0),
+                     lambda e, lr, i: lr * (1 - min(e, 20) / 20) ** 2),
+    "PolynomialLR-default": (lambda m, o: m.PolynomialLR(o),
+                             lambda e, lr, i: lr * (1 - min(e, 5) / 5)),
+    "PolynomialLR-sqrt": (lambda m, o: m.PolynomialLR(o, total_iters=25, power=0.5),
+                          lambda e, lr, i: lr * (1 - min(e, 25) / 25) ** 0.5),
+    "CosineAnnealingWarmRestarts": (lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=7),
+                                    lambda e, lr, i: cos_anneal(lr, 0.0, (e % 7) / 7)),
+    "CosineAnnealingWarmRestarts-T_mult": (
+        lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=0.001),
+        lambda e, lr, i: cos_anneal(lr, 0.001, warm_restart_position(e, 3, 2))),
+    "CyclicLR-triangular": (lambda m, o: m.CyclicLR(o, base_lr=[0.01, 0.005], max_lr=0.1, step_size_up=4,
+                                                    step_size_down=3),
+                            lambda e, lr, i: cyclic([0.01, 0.005][i], 0.1, 4, 3, e)),
+    "CyclicLR-triangular2": (lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=[0.1, 0.2], step_size_up=3,
+                                                     mode="triangular2"),
+                             lambda e, lr, i: cyclic(0.01, [0.1, 0.2][i], 3, 3, e, 0.5 ** (e // 6))),
+    "CyclicLR-exp_range": (lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=2, step_size_down=5,
+                                                   mode="exp_range", gamma=0.9),
+                           lambda e, lr, i: cyclic(0.01, 0.1, 2, 5, e, 0.9 ** e)),
+    "CyclicLR-scale_fn": (lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=5,
+                                                  scale_fn=lambda c: 1 / c),
+                          lambda e, lr, i: cyclic(0.01, 0.1, 5, 5, e, 1 / (e // 10 + 1))),
+    "CyclicLR-scale_fn-iterations": (lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=5,
+                                                             scale_fn=lambda k: 1 / (1 + k), scale_mode="iterations"),
+                                     lambda e, lr, i: cyclic(0.01, 0.1, 5, 5, e, 1 / (1 + e))),
+    "ChainedScheduler": (lambda m, o: m.ChainedScheduler([m.ConstantLR(o, factor=0.5, total_iters=4),
+                                                          m.ExponentialLR(o, gamma=0.9)]),
+                         lambda e, lr, i: lr * 0.9 ** e * (0.5 if e < 4 else 1.0)),
+    "ChainedScheduler-optimizer": (lambda m, o: m.ChainedScheduler([m.StepLR(o, step_size=4, gamma=0.5),
+                                                                    m.MultiplicativeLR(o, lambda e: 0.95)], o),
+                                   lambda e, lr, i: lr * 0.5 ** (e // 4) * 0.95 ** e),
+    "SequentialLR-warmup-restarts": (
+        lambda m, o: m.SequentialLR(o, [m.LinearLR(o, start_factor=0.1, total_iters=4),
+                                        m.CosineAnnealingWarmRestarts(o, T_0=6)], milestones=[4]),
+        lambda e, lr, i: lr * (0.1 + 0.9 * e / 4) if e < 4 else cos_anneal(lr, 0.0, ((e - 4) % 6) / 6)),
 }
 
 
@@ -144,6 +205,89 @@ def test_one_cycle_cycles_momentum_like_torch(cls, name, hp, key, three_phase):
     assert runs[0][0][0] == 0.95 and min(m[0] for m in runs[0]) == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("cls, name, hp, key", [(SGD, "SGD", dict(momentum=0.9), "momentum"),
+                                                (Adam, "Adam", {}, "betas")])
+@pytest.mark.parametrize("mode", ["triangular", "triangular2", "exp_range"])
+def test_cyclic_lr_cycles_momentum_like_torch(cls, name, hp, key, mode):
+    """CyclicLR moves SGD's momentum (or Adam's beta1) against the lr, between max_momentum
+    and base_momentum, scaled like the lr in each mode, as PyTorch does."""
+    torch = pytest.importorskip("torch")
+    runs = []
+    for module, opt in ((sched, make_opt(cls, **hp)), (torch.optim.lr_scheduler, make_torch_opt(name, **hp))):
+        s = module.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=4, mode=mode, gamma=0.95,
+                            base_momentum=[0.7, 0.75], max_momentum=0.95)
+        momenta = []
+        for _ in range(EPOCHS):
+            momenta.append([g[key] if key == "momentum" else g[key][0] for g in opt.param_groups])
+            opt.step()
+            s.step()
+        runs.append(momenta)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-12)
+    lowest = 0.95 - 0.25 * (0.95 ** 3 if mode == "exp_range" else 1.0)  # at the first peak of the lr, step 3
+    assert runs[0][0] == [0.95, 0.95] and min(m[0] for m in runs[0]) == pytest.approx(lowest)
+
+
+def test_cyclic_lr_without_momentum_cycling_takes_any_optimizer():
+    """With cycle_momentum=False, CyclicLR schedules an optimizer that has no momentum and
+    leaves its groups' other settings alone."""
+    opt = make_opt(Adagrad)
+    s = sched.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=2, cycle_momentum=False)
+    lrs = curve(opt, s, 4)[:, 0]
+    np.testing.assert_allclose(lrs, [0.01, 0.055, 0.1, 0.055, 0.01])
+    assert "momentum" not in opt.param_groups[0] and "max_momentum" not in opt.param_groups[0]
+
+
+def test_cyclic_lr_state_dict_keeps_callable_objects_state():
+    """CyclicLR saves the attributes of a callable-object scale_fn (not of a plain function)
+    and restores them, as PyTorch does."""
+    class Decay:
+        def __init__(self, rate):
+            self.rate = rate
+
+        def __call__(self, cycle):
+            return self.rate ** cycle
+
+    s = sched.CyclicLR(make_opt(momentum=0.9), base_lr=0.01, max_lr=0.1, step_size_up=2, scale_fn=Decay(0.5))
+    s._scale_fn_custom.rate = 0.25
+    state = s.state_dict()
+    assert state["_scale_fn_custom"] == {"rate": 0.25}
+    s2 = sched.CyclicLR(make_opt(momentum=0.9), base_lr=0.01, max_lr=0.1, step_size_up=2, scale_fn=Decay(0.5))
+    s2.load_state_dict(state)
+    assert s2._scale_fn_custom.rate == 0.25 and s2.scale_fn(2) == 0.0625
+    plain = sched.CyclicLR(make_opt(momentum=0.9), base_lr=0.01, max_lr=0.1, scale_fn=lambda c: 1.0)
+    assert plain.state_dict()["_scale_fn_custom"] is None
+
+
+@pytest.mark.parametrize("T_0, T_mult", [(3, 1), (3, 2), (2, 3)])
+def test_warm_restarts_fractional_epochs_match_torch(T_0, T_mult):
+    """CosineAnnealingWarmRestarts stepped with fractional epochs (epoch + i / iters, once a
+    batch), then with jumps back and forth, sets PyTorch's lrs and last_epoch, without the
+    epoch deprecation warning."""
+    torch = pytest.importorskip("torch")
+    epochs = [e + i / 4 for e in range(12) for i in range(4)] + [17.5, 2.25, 40.0, 0, 6.99]
+    runs = []
+    for module, opt in ((sched, make_opt()), (torch.optim.lr_scheduler, make_torch_opt())):
+        s = module.CosineAnnealingWarmRestarts(opt, T_0=T_0, T_mult=T_mult, eta_min=0.002)
+        lrs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for epoch in epochs:
+                opt.step()
+                s.step(epoch)
+                lrs.append([*s.get_last_lr(), s.last_epoch, s.T_i])
+        runs.append(lrs)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-12)
+
+
+def test_warm_restarts_restart_at_the_minimum():
+    """Each SGDR cycle ends at eta_min's side and restarts at the initial lr: with T_0=2,
+    T_mult=2 the lr is back at the initial lr at epochs 0, 2, 6 and 14."""
+    opt = make_opt()
+    lrs = curve(opt, sched.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2, eta_min=0.01), 14)[:, 0]
+    assert [e for e, lr in enumerate(lrs) if lr == LRS[0]] == [0, 2, 6, 14]
+    assert lrs[1] == pytest.approx((LRS[0] + 0.01) / 2) and lrs[13] < lrs[5] < lrs[1]
+
+
 def test_initial_lr_is_recorded_and_resuming_needs_it():
     """A scheduler records each group's "initial_lr" (a second one keeps the first's), and
     resuming with last_epoch >= 0 needs it: KeyError naming the group, as in PyTorch."""
@@ -156,7 +300,9 @@ def test_initial_lr_is_recorded_and_resuming_needs_it():
         sched.StepLR(make_opt(), step_size=3, last_epoch=4)
 
 
-@pytest.mark.parametrize("name", ["StepLR", "CosineAnnealingLR", "LinearLR-decay", "OneCycleLR-cos"])
+@pytest.mark.parametrize("name", ["StepLR", "CosineAnnealingLR", "LinearLR-decay", "OneCycleLR-cos", "ConstantLR",
+                                  "PolynomialLR", "MultiplicativeLR", "CosineAnnealingWarmRestarts-T_mult",
+                                  "CyclicLR-triangular2"])
 def test_resume_with_last_epoch_matches_torch(name):
     """Built with last_epoch=9 over groups holding initial_lr, a scheduler continues as
     PyTorch's does."""
@@ -310,6 +456,43 @@ def test_warns_when_scheduler_steps_before_optimizer():
     (lambda o: sched.ReduceLROnPlateau(o, mode="avg"), ValueError, "mode 'avg' is unknown"),
     (lambda o: sched.ReduceLROnPlateau(o, threshold_mode="pct"), ValueError, "threshold mode 'pct' is unknown"),
     (lambda o: sched.ReduceLROnPlateau(o, min_lr=[0.1]), ValueError, "expected 2 min_lrs .* got 1"),
+    (lambda o: sched.MultiplicativeLR(o, [lambda e: 1.0] * 3), ValueError, "Expected 2 lr_lambdas .* but got 3"),
+    (lambda o: sched.MultiplicativeLR(o, "0.9"), TypeError, "lr_lambda should be a function, but got str"),
+    (lambda o: sched.ConstantLR(o, factor=1.5), ValueError, "between 0 and 1, but got factor=1.5"),
+    (lambda o: sched.ConstantLR(o, factor=-0.5), ValueError, "between 0 and 1, but got factor=-0.5"),
+    (lambda o: sched.PolynomialLR(o, total_iters=0), ValueError, "total_iters must be positive, but got 0"),
+    (lambda o: sched.CosineAnnealingWarmRestarts(o, T_0=0), ValueError, "positive integer T_0, but got 0"),
+    (lambda o: sched.CosineAnnealingWarmRestarts(o, T_0=2.5), ValueError, "positive integer T_0, but got 2.5"),
+    (lambda o: sched.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=0), ValueError,
+     "integer T_mult >= 1, but got 0"),
+    (lambda o: sched.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=1.5), ValueError,
+     "integer T_mult >= 1, but got 1.5"),
+    (lambda o: sched.CosineAnnealingWarmRestarts(o, T_0=5, eta_min="0"), ValueError,
+     "float or int eta_min, but got 0 of type str"),
+    (lambda o: sched.CosineAnnealingWarmRestarts(o, T_0=5).step(-1), ValueError,
+     "non-negative epoch, but got -1"),
+    (lambda o: sched.CyclicLR(o, 0.01, 0.1, mode="cosine"), ValueError, "mode is invalid and scale_fn is None: mode "
+     "'cosine'"),
+    (lambda o: sched.CyclicLR(o, 0.01, 0.1, scale_mode="epoch", scale_fn=lambda c: 1.0), ValueError,
+     "scale_mode 'epoch' is unknown"),
+    (lambda o: sched.CyclicLR(o, 0.01, 0.1, step_size_up=0), ValueError, "step_size_up must be positive, but got 0"),
+    (lambda o: sched.CyclicLR(o, 0.01, 0.1, step_size_down=-2), ValueError,
+     "step_size_down must be positive, but got -2"),
+    (lambda o: sched.CyclicLR(o, [0.01] * 3, 0.1), ValueError, "base_lr has 3 values, param_groups has 2"),
+    (lambda o: sched.CyclicLR(o, 0.01, 0.1, max_momentum=[0.9]), ValueError,
+     "max_momentum has 1 values, param_groups has 2"),
+    (lambda o: sched.CyclicLR(Adagrad(o.param_groups[0]["params"]), 0.01, 0.1), ValueError,
+     "optimizer must support momentum or beta1 with `cycle_momentum` option enabled, and Adagrad has neither"),
+    (lambda o: sched.CyclicLR(object(), 0.01, 0.1), TypeError, "object is not an Optimizer"),
+    (lambda o: sched.ChainedScheduler([]), ValueError, "at least one scheduler"),
+    (lambda o: sched.ChainedScheduler([sched.StepLR(o, 2), sched.StepLR(make_opt(), 2)]), ValueError,
+     "same optimizer, but the StepLR at index 1"),
+    (lambda o: sched.ChainedScheduler([sched.StepLR(o, 2)], optimizer=make_opt()), ValueError,
+     "same optimizer, but the StepLR at index 0"),
+    (lambda o: sched.ChainedScheduler([sched.StepLR(o, 2), sched.ReduceLROnPlateau(o)]), ValueError,
+     "ReduceLROnPlateau \\(at index 1\\)"),
+    (lambda o: sched.ChainedScheduler([sched.StepLR(o, 2), 0.5]), TypeError,
+     "at index 1 should have `optimizer` as its attribute, but got a float"),
 ])
 def test_bad_input_is_refused(make, error, match):
     """Bad scheduler arguments raise a clear error quoting the bad value."""

@@ -129,6 +129,22 @@ def _track_optimizer_steps(optimizer):
     optimizer.step = step
 
 
+def _uses_beta1(optimizer):
+    """Whether momentum cycling moves ``betas[0]`` (Adam-like) rather than ``momentum``;
+    ValueError for an optimizer with neither."""
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise ValueError(f"optimizer must support momentum or beta1 with `cycle_momentum` option enabled, "
+                         f"and {type(optimizer).__name__} has neither: pass cycle_momentum=False")
+    return "betas" in optimizer.defaults
+
+
+def _set_momentum(group, value, use_beta1):
+    if use_beta1:
+        group["betas"] = (value, *group["betas"][1:])
+    else:
+        group["momentum"] = value
+
+
 def _per_group(name, optimizer, value):
     """``value`` repeated for each group, or a list checked to have one entry per group."""
     if isinstance(value, (list, tuple)):
@@ -139,12 +155,8 @@ def _per_group(name, optimizer, value):
     return [value] * len(optimizer.param_groups)
 
 
-class LambdaLR(LRScheduler):
-    """``lr = initial_lr * lr_lambda(epoch)``, one function or one per group.
-
-    Example:
-        >>> sched = LambdaLR(opt, lr_lambda=lambda epoch: 0.95 ** epoch)
-    """
+class _LambdaScheduler(LRScheduler):
+    """A scheduler driven by ``lr_lambda``: one function, or one per group."""
 
     def __init__(self, optimizer, lr_lambda, last_epoch=-1):
         _check_optimizer(optimizer)
@@ -159,9 +171,6 @@ class LambdaLR(LRScheduler):
             if not callable(fn):
                 raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
         super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        return [base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
 
     def state_dict(self):
         """As the base, with the lambdas' own state kept only for callable objects (plain
@@ -178,6 +187,36 @@ class LambdaLR(LRScheduler):
         for fn, saved in zip(self.lr_lambdas, lambdas):
             if saved is not None:
                 fn.__dict__.update(saved)
+
+
+class LambdaLR(_LambdaScheduler):
+    """``lr = initial_lr * lr_lambda(epoch)``, one function or one per group.
+
+    Example:
+        >>> sched = LambdaLR(opt, lr_lambda=lambda epoch: 0.95 ** epoch)
+    """
+
+    def get_lr(self):
+        return [base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
+
+
+class MultiplicativeLR(_LambdaScheduler):
+    """Multiply the lr by ``lr_lambda(epoch)`` at each epoch after the first:
+    ``lr_epoch = lr_{epoch-1} * lr_lambda(epoch)``; one function or one per group.
+
+    Args:
+        optimizer: the Optimizer.
+        lr_lambda: a function of the epoch giving the factor, or a list, one per group.
+        last_epoch: index of the last epoch (-1 starts the schedule).
+
+    Example:
+        >>> sched = MultiplicativeLR(opt, lr_lambda=lambda epoch: 0.95)
+    """
+
+    def get_lr(self):
+        if self._is_initial:
+            return self._current_lrs()
+        return [lr * fn(self.last_epoch) for fn, lr in zip(self.lr_lambdas, self._current_lrs())]
 
 
 class StepLR(LRScheduler):
@@ -262,6 +301,73 @@ class LinearLR(LRScheduler):
         return [base_lr * factor for base_lr in self.base_lrs]
 
 
+class ConstantLR(LRScheduler):
+    """Multiply the lr by ``factor`` for the first ``total_iters`` epochs, then restore it:
+    ``lr = initial_lr * (factor if epoch < total_iters else 1)``.
+
+    Args:
+        optimizer: the Optimizer.
+        factor: the constant factor, in [0, 1] (default 1/3).
+        total_iters: epochs the factor applies for (default 5).
+        last_epoch: index of the last epoch (-1 starts the schedule).
+
+    Example:
+        >>> warmup = ConstantLR(opt, factor=0.5, total_iters=4)
+    """
+
+    def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
+        if factor > 1.0 or factor < 0:
+            raise ValueError(f"Constant multiplicative factor expected to be between 0 and 1, but got "
+                             f"factor={factor}")
+        self.factor = factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self.last_epoch == 0:
+            return [lr * self.factor for lr in self._current_lrs()]
+        if self.last_epoch != self.total_iters:
+            return self._current_lrs()
+        return [lr * (1.0 / self.factor) for lr in self._current_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+                for base_lr in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    """Decay the lr polynomially to zero over ``total_iters`` epochs, then keep it there:
+    ``lr = initial_lr * (1 - min(epoch, total_iters) / total_iters) ** power``.
+
+    Args:
+        optimizer: the Optimizer.
+        total_iters: epochs of the decay (default 5).
+        power: the polynomial's power (default 1.0, a linear decay).
+        last_epoch: index of the last epoch (-1 starts the schedule).
+
+    Example:
+        >>> sched = PolynomialLR(opt, total_iters=100, power=2.0)
+    """
+
+    def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
+        if not total_iters > 0:
+            raise ValueError(f"PolynomialLR: total_iters must be positive, but got {total_iters!r}")
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return self._current_lrs()
+        decay = ((1.0 - self.last_epoch / self.total_iters) / (1.0 - (self.last_epoch - 1) / self.total_iters)) \
+            ** self.power
+        return [lr * decay for lr in self._current_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
+                for base_lr in self.base_lrs]
+
+
 class ExponentialLR(LRScheduler):
     """Multiply the lr by ``gamma`` every epoch: ``lr = initial_lr * gamma ** epoch``.
 
@@ -319,7 +425,99 @@ class CosineAnnealingLR(LRScheduler):
                 for base_lr in self.base_lrs]
 
 
-class SequentialLR(LRScheduler):
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """Cosine annealing from the initial lr to ``eta_min`` with warm restarts (SGDR): the
+    first cycle lasts ``T_0`` epochs, each next one ``T_mult`` times longer;
+    ``lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2`` with
+    ``T_cur`` the epochs since the last restart and ``T_i`` the current cycle's length.
+
+    ``step(epoch)`` jumps to ``epoch``, which may be fractional, so the schedule can move
+    every batch: ``sched.step(epoch + i / iters)``.
+
+    Args:
+        optimizer: the Optimizer.
+        T_0: length of the first cycle, a positive integer.
+        T_mult: growth factor of the cycle length, an integer >= 1 (default 1).
+        eta_min: the lowest lr (default 0).
+        last_epoch: index of the last epoch (-1 starts the schedule).
+
+    Example:
+        >>> sched = CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2)
+        >>> for epoch in range(70):
+        ...     for i, batch in enumerate(loader):
+        ...         train(batch); opt.step(); sched.step(epoch + i / len(loader))
+    """
+
+    def __init__(self, optimizer, T_0, T_mult=1, eta_min=0.0, last_epoch=-1):
+        if not isinstance(T_0, int) or T_0 <= 0:
+            raise ValueError(f"Expected positive integer T_0, but got {T_0}")
+        if not isinstance(T_mult, int) or T_mult < 1:
+            raise ValueError(f"Expected integer T_mult >= 1, but got {T_mult}")
+        if not isinstance(eta_min, (float, int)):
+            raise ValueError(f"Expected float or int eta_min, but got {eta_min} of type {type(eta_min).__name__}")
+        self.T_0 = T_0
+        self.T_i = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+        self.T_cur = last_epoch
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
+                for base_lr in self.base_lrs]
+
+    def step(self, epoch=None):
+        """Advance by one epoch, or jump to ``epoch`` (a number >= 0, fractions allowed)."""
+        self._update_lr(epoch)
+
+    def _update_lr(self, epoch=None):
+        # also what SequentialLR calls with epoch=0 when it hands over to this scheduler
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur = self.T_cur + 1
+            if self.T_cur >= self.T_i:
+                self.T_cur = self.T_cur % self.T_i
+                self.T_i = self.T_i * self.T_mult
+        else:
+            if epoch < 0:
+                raise ValueError(f"Expected non-negative epoch, but got {epoch}")
+            if epoch >= self.T_0:
+                if self.T_mult == 1:
+                    self.T_cur = epoch % self.T_0
+                else:
+                    # the cycle n holding epoch: T_0 (T_mult^n - 1) / (T_mult - 1) <= epoch
+                    n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
+                    self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult ** n
+            else:
+                self.T_i = self.T_0
+                self.T_cur = epoch
+        self.last_epoch = math.floor(epoch)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = self._current_lrs()
+
+
+class _Composite(LRScheduler):
+    """A scheduler made of others (``self._schedulers``), saved and loaded with them."""
+
+    def state_dict(self):
+        """As the base, with each wrapped scheduler's own state_dict."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        schedulers = state.pop("_schedulers")
+        self.__dict__.update(state)
+        for s, saved in zip(self._schedulers, schedulers):
+            s.load_state_dict(saved)
+
+
+class SequentialLR(_Composite):
     """Run ``schedulers`` one after another, switching at the ``milestones`` epochs (one
     fewer milestones than schedulers).
 
@@ -373,18 +571,152 @@ class SequentialLR(LRScheduler):
             scheduler.step()
         self._last_lr = scheduler.get_last_lr()
 
+
+class ChainedScheduler(_Composite):
+    """Step several schedulers of one optimizer together, each after the other, so that
+    their changes to the lr compose (e.g. a constant warmup factor times an exponential decay).
+
+    Args:
+        schedulers: the schedulers to chain (not ReduceLROnPlateau).
+        optimizer: their optimizer (default: the first scheduler's).
+
+    Example:
+        >>> sched = ChainedScheduler([ConstantLR(opt, factor=0.1, total_iters=2), ExponentialLR(opt, gamma=0.9)])
+    """
+
+    def __init__(self, schedulers, optimizer=None):
+        if len(schedulers) < 1:
+            raise ValueError("ChainedScheduler expects at least one scheduler to be chained, but got no scheduler")
+        optimizer = optimizer or schedulers[0].optimizer
+        for i, scheduler in enumerate(schedulers):
+            if not hasattr(scheduler, "optimizer"):
+                raise TypeError(f"ChainedScheduler at index {i} should have `optimizer` as its attribute, but got "
+                                f"a {type(scheduler).__name__}")
+            if isinstance(scheduler, ReduceLROnPlateau):
+                raise ValueError(f"ChainedScheduler does not support ReduceLROnPlateau (at index {i}): its step() "
+                                 f"needs the metric")
+            if scheduler.optimizer is not optimizer:
+                raise ValueError(f"ChainedScheduler expects all schedulers to belong to the same optimizer, but the "
+                                 f"{type(scheduler).__name__} at index {i} has a different one")
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = self._current_lrs()
+
+    def step(self):
+        """Step every chained scheduler, in order."""
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = self._current_lrs()
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rates: the lr goes from ``base_lr`` up to ``max_lr`` in
+    ``step_size_up`` steps and back down in ``step_size_down``, the amplitude scaled by
+    the policy (``mode``) or by ``scale_fn``; momentum (or Adam's beta1) moves the opposite
+    way between ``max_momentum`` and ``base_momentum``. Step it every batch.
+
+    Args:
+        optimizer: the Optimizer; its lrs are set to ``base_lr``.
+        base_lr, max_lr: the lr bounds, one for all groups or one per group.
+        step_size_up: steps of the rising half of a cycle (default 2000).
+        step_size_down: steps of the falling half (default: ``step_size_up``).
+        mode: "triangular" (constant amplitude, default), "triangular2" (halved each
+            cycle) or "exp_range" (scaled by ``gamma ** step``); ignored with ``scale_fn``.
+        gamma: the base of "exp_range"'s scaling (default 1.0).
+        scale_fn: a custom scaling, a function of the cycle or of the step (``scale_mode``).
+        scale_mode: "cycle" (default) or "iterations": what ``scale_fn`` is given.
+        cycle_momentum: cycle the momentum / beta1 too (default True).
+        base_momentum, max_momentum: the momentum range (default 0.8, 0.9).
+        last_epoch: index of the last batch (-1 starts the schedule).
+
+    Example:
+        >>> sched = CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=len(loader) * 4)
+    """
+
+    def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular",
+                 gamma=1.0, scale_fn=None, scale_mode="cycle", cycle_momentum=True, base_momentum=0.8,
+                 max_momentum=0.9, last_epoch=-1):
+        self.optimizer = _check_optimizer(optimizer)
+        base_lrs = _per_group("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        for name, size in (("step_size_up", step_size_up), ("step_size_down", step_size_down)):
+            if size is not None and not size > 0:
+                raise ValueError(f"CyclicLR: {name} must be positive, but got {size!r}")
+        step_size_up = float(step_size_up)
+        step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
+        self.total_size = step_size_up + step_size_down
+        self.step_ratio = step_size_up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(f"CyclicLR: mode is invalid and scale_fn is None: mode {mode!r} is not one of "
+                             f"'triangular', 'triangular2', 'exp_range'; pass one, or a scale_fn")
+        if scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"CyclicLR: scale_mode {scale_mode!r} is unknown: expected 'cycle' or 'iterations'")
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1 = _uses_beta1(optimizer)
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for top, base, group in zip(self.max_momentums, self.base_momentums, optimizer.param_groups):
+                    _set_momentum(group, top, self.use_beta1)
+                    group["max_momentum"] = top
+                    group["base_momentum"] = base
+        super().__init__(optimizer, last_epoch)
+        # after the base's, which the first step (above) used, as PyTorch does
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self):
+        if self._scale_fn_custom is None:  # the built-in policies fix what they are given
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x):
+        """The amplitude's scale at cycle (or step) ``x``."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self):
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor = x / self.step_ratio
+        else:
+            scale_factor = (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base_lr + (max_lr - base_lr) * scale_factor * scale
+               for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for group, base, top in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):
+                _set_momentum(group, top - (top - base) * scale_factor * scale, self.use_beta1)
+        return lrs
+
     def state_dict(self):
-        """As the base, with each wrapped scheduler's own state_dict."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        """As the base, with a custom ``scale_fn`` kept only if it is a callable object
+        (its attributes; plain functions and lambdas cannot be saved), as PyTorch does."""
+        state = super().state_dict()
+        fn = state.pop("_scale_fn_custom")
+        state["_scale_fn_custom"] = None if fn is None or isinstance(fn, types.FunctionType) else fn.__dict__.copy()
         return state
 
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
-        schedulers = state.pop("_schedulers")
+        fn = state.pop("_scale_fn_custom")
         self.__dict__.update(state)
-        for s, saved in zip(self._schedulers, schedulers):
-            s.load_state_dict(saved)
+        if fn is not None:
+            self._scale_fn_custom.__dict__.update(fn)
+        self._init_scale_fn()
 
 
 class OneCycleLR(LRScheduler):
@@ -454,23 +786,14 @@ class OneCycleLR(LRScheduler):
                 group["min_lr"] = group["initial_lr"] / final_div_factor
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise ValueError(f"optimizer must support momentum or beta1 with `cycle_momentum` option enabled, "
-                                 f"and {type(optimizer).__name__} has neither: pass cycle_momentum=False")
-            self.use_beta1 = "betas" in optimizer.defaults
+            self.use_beta1 = _uses_beta1(optimizer)
             if last_epoch == -1:
                 for group, top, base in zip(groups, _per_group("max_momentum", optimizer, max_momentum),
                                             _per_group("base_momentum", optimizer, base_momentum)):
-                    self._set_momentum(group, top)
+                    _set_momentum(group, top, self.use_beta1)
                     group["max_momentum"] = top
                     group["base_momentum"] = base
         super().__init__(optimizer, last_epoch)
-
-    def _set_momentum(self, group, value):
-        if self.use_beta1:
-            group["betas"] = (value, *group["betas"][1:])
-        else:
-            group["momentum"] = value
 
     def _anneal(self, start, end, pct):
         if self._anneal_func_type == "cos":
@@ -491,8 +814,8 @@ class OneCycleLR(LRScheduler):
                     pct = (step - start) / (end - start)
                     lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
                     if self.cycle_momentum:
-                        self._set_momentum(group, self._anneal(group[phase["start_momentum"]],
-                                                               group[phase["end_momentum"]], pct))
+                        _set_momentum(group, self._anneal(group[phase["start_momentum"]], group[phase["end_momentum"]],
+                                                          pct), self.use_beta1)
                     break
                 start = end
         return lrs
