@@ -1,5 +1,20 @@
-"""``dtrain.cuda``: what CUDA devices CuPy sees; works (answering no) without CuPy."""
-from .tensor.backend import cuda_device_count, cuda_is_available
+"""``dtrain.cuda``: torch.cuda's helpers, answered by CuPy; they work (answering no) without CuPy.
+
+Without a GPU (or without CuPy), ``is_available()`` is False and ``device_count()`` 0, the
+memory queries answer 0 and ``empty_cache``/``manual_seed`` do nothing, as in PyTorch; the
+functions that need a device (``set_device``, ``current_device``, ``synchronize``,
+``get_device_name``, ...) raise "no CUDA device is available".
+
+Memory is CuPy's default memory pool on the current device: ``memory_allocated`` is the bytes
+in use, ``memory_reserved`` the bytes the pool holds. CuPy keeps no peak of allocated bytes:
+``max_memory_allocated``/``max_memory_reserved`` are the pool's size, which only grows until
+``empty_cache()`` or ``reset_peak_memory_stats()`` (which frees the cached blocks so that the
+size restarts from the bytes in use): an upper bound of the peak since then.
+"""
+from .tensor import backend
+from .tensor.backend import Device, cuda_device_count, cuda_is_available
+
+NO_DEVICE = "no CUDA device is available (CuPy missing or no GPU)"
 
 
 def is_available():
@@ -12,32 +27,130 @@ def device_count():
     return cuda_device_count()
 
 
-def current_device():
+def _cupy(what):
+    """CuPy, or a RuntimeError naming ``what`` if no CUDA device is available."""
     if not is_available():
-        raise RuntimeError("no CUDA device is available (CuPy missing or no GPU)")
-    from .tensor.backend import cupy
-    return cupy.cuda.Device().id
+        raise RuntimeError(f"{what}: {NO_DEVICE}")
+    return backend.cupy
+
+
+def _index(device, what):
+    """The device index of ``device`` (None: the current one; an int, "cuda:N" or a Device)."""
+    cupy = _cupy(what)
+    if device is None:
+        return cupy.cuda.Device().id
+    d = Device("cuda", device) if isinstance(device, int) else Device(device)
+    if d.type != "cuda":
+        raise ValueError(f"{what}: expected a CUDA device, got {device!r}")
+    if d.index >= device_count():
+        raise ValueError(f"{what}: invalid device {d}: only {device_count()} CUDA device(s) are visible")
+    return d.index
+
+
+def current_device():
+    """The index of the current CUDA device.
+
+    Example:
+        >>> dtrain.cuda.current_device()
+        0
+    """
+    return _cupy("current_device").cuda.Device().id
 
 
 def set_device(device):
-    from .tensor.backend import Device, cupy, module_for
-    d = Device(device) if not isinstance(device, int) else Device("cuda", device)
-    module_for(d)
-    cupy.cuda.Device(d.index).use()
+    """Make ``device`` (an index, "cuda:N" or a Device) the current CUDA device.
+
+    Example:
+        >>> dtrain.cuda.set_device(local_rank)
+    """
+    backend.cupy.cuda.Device(_index(device, "set_device")).use()
 
 
 def synchronize(device=None):
     """Wait for all work on ``device`` (an index, "cuda:N" or Device; default: current) to finish."""
-    if not is_available():
-        return
-    from .tensor.backend import Device, cupy
-    if device is None:
-        cupy.cuda.Device().synchronize()
-    else:
-        d = Device("cuda", device) if isinstance(device, int) else Device(device)
-        cupy.cuda.Device(d.index).synchronize()
+    backend.cupy.cuda.Device(_index(device, "synchronize")).synchronize()
+
+
+def get_device_name(device=None):
+    """The name of ``device`` (default: current), e.g. "NVIDIA H100 80GB HBM3"."""
+    props = backend.cupy.cuda.runtime.getDeviceProperties(_index(device, "get_device_name"))
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def get_device_capability(device=None):
+    """``(major, minor)`` compute capability of ``device`` (default: current)."""
+    props = backend.cupy.cuda.runtime.getDeviceProperties(_index(device, "get_device_capability"))
+    return props["major"], props["minor"]
+
+
+def is_bf16_supported(including_emulation=True):
+    """True on a GPU of compute capability 8.0 (Ampere) or later; False without a GPU."""
+    return is_available() and get_device_capability()[0] >= 8
+
+
+def manual_seed(seed):
+    """Seed the current CUDA device's generator (nothing without a GPU, as PyTorch defers it)."""
+    if is_available():
+        _seed_device(current_device(), seed)
 
 
 def manual_seed_all(seed):
-    from .tensor.random import manual_seed
-    manual_seed(seed)
+    """Seed every CUDA device's generator, as ``dtrain.manual_seed`` seeds them (nothing without a GPU)."""
+    for index in range(device_count()):
+        _seed_device(index, seed)
+
+
+def _seed_device(index, seed):
+    from .tensor.random import default_generator
+    default_generator(Device("cuda", index)).manual_seed(int(seed) + 1 + index)  # dtrain.manual_seed's offset
+
+
+def _pool(device, what):
+    """CuPy's default memory pool and the device index, or (None, None) without a GPU."""
+    if not is_available():
+        return None, None
+    return backend.cupy.get_default_memory_pool(), _index(device, what)
+
+
+def memory_allocated(device=None):
+    """Bytes of tensors in use on ``device`` (CuPy's memory pool; 0 without a GPU)."""
+    pool, index = _pool(device, "memory_allocated")
+    if pool is None:
+        return 0
+    with backend.cupy.cuda.Device(index):
+        return pool.used_bytes()
+
+
+def memory_reserved(device=None):
+    """Bytes CuPy's memory pool holds on ``device`` (in use plus cached; 0 without a GPU)."""
+    pool, index = _pool(device, "memory_reserved")
+    if pool is None:
+        return 0
+    with backend.cupy.cuda.Device(index):
+        return pool.total_bytes()
+
+
+def max_memory_allocated(device=None):
+    """An upper bound of the peak bytes in use since the last reset: the pool's size (see the module)."""
+    return memory_reserved(device)
+
+
+def max_memory_reserved(device=None):
+    """The pool's size, its peak since the last ``empty_cache``/``reset_peak_memory_stats``."""
+    return memory_reserved(device)
+
+
+def reset_peak_memory_stats(device=None):
+    """Restart the peaks from the bytes in use now (frees CuPy's cached blocks on ``device``)."""
+    pool, index = _pool(device, "reset_peak_memory_stats")
+    if pool is not None:
+        with backend.cupy.cuda.Device(index):
+            pool.free_all_blocks()
+
+
+def empty_cache():
+    """Return the cached, unused blocks of CuPy's memory pools to the GPU (nothing without a GPU)."""
+    if is_available():
+        backend.cupy.get_default_memory_pool().free_all_blocks()
+        backend.cupy.get_default_pinned_memory_pool().free_all_blocks()
