@@ -15,3 +15,14 @@ from .serialization import load, save  # noqa: E402,F401
 from . import checkpoint, data, nn, optim, preemption  # noqa: E402,F401
 from . import linalg  # noqa: E402,F401  (torch.linalg's path)
 from . import utils  # noqa: E402,F401  (torch.utils.data's path)
+from . import accelerator, backends, distributed  # noqa: E402,F401  (torch.accelerator, torch.backends, torch.distributed)
+from .backends import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402,F401
+from .compiler import compile  # noqa: E402,F401,A004  (torch.compile: returns the model)
+from . import compiler  # noqa: E402,F401
+
+
+def __getattr__(name):  # torch.multiprocessing's path, imported on first use: its spawned ranks
+    if name == "multiprocessing":  # run it with -m, which must find it not yet imported
+        import importlib
+        return importlib.import_module(".multiprocessing", __name__)
+    raise AttributeError(f"module 'dtrain' has no attribute {name!r}")
