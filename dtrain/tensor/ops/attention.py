@@ -217,7 +217,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 # ---- multi-head attention -----------------------------------------------------------------------
 
-def _canonical_mask(mask, name, dtype, op, other=None, other_name=""):
+def canonical_mask(mask, name, dtype, op, other=None, other_name=""):
     """A bool mask (True = masked out) as a float mask of ``dtype`` (-inf where True), as torch's
     ``_canonical_mask``; a float mask is returned as it is."""
     if mask is None:
@@ -307,14 +307,14 @@ def mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight
             key_padding_mask = key_padding_mask.unsqueeze(0)
     n_axis, s_axis = (0, 1) if batch_first else (1, 0)
     tgt_len, bsz, embed_dim = query.shape[s_axis], query.shape[n_axis], query.shape[2]
-    key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", query.dtype, op, attn_mask, "attn_mask")
+    key_padding_mask = canonical_mask(key_padding_mask, "key_padding_mask", query.dtype, op, attn_mask, "attn_mask")
     if is_causal and attn_mask is None:
         raise RuntimeError(f"{op}: need attn_mask if specifying the is_causal hint. You may use the Transformer "
                            f"module method `generate_square_subsequent_mask` to create this mask.")
     if is_causal and key_padding_mask is None and not need_weights:
         attn_mask = None  # SDPA's own causal masking replaces the (hinted) causal mask
     else:
-        attn_mask = _canonical_mask(attn_mask, "attn_mask", query.dtype, op)
+        attn_mask = canonical_mask(attn_mask, "attn_mask", query.dtype, op)
         if key_padding_mask is not None:
             is_causal = False
     if embed_dim != embed_dim_to_check:
