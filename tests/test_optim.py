@@ -366,6 +366,66 @@ def test_load_state_dict_refuses_other_param_count():
         SGD(make_params()[:1], lr=0.1).load_state_dict(saved)
 
 
+# (optimizer, its options, build(lr_scheduler module, optimizer)): a scheduler that moves
+# beta1 or momentum is part of the optimizer's state, so both are saved and loaded together
+RESUMED = [
+    (NAdam, dict(lr=0.05), lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3)),
+    (SGD, dict(lr=0.1, momentum=0.9), lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=2,
+                                                              mode="triangular2")),
+    (Adadelta, dict(weight_decay=0.1), lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2)),
+    (RAdam, dict(lr=0.05, decoupled_weight_decay=True, weight_decay=0.1),
+     lambda m, o: m.ChainedScheduler([m.ConstantLR(o, factor=0.5, total_iters=5), m.ExponentialLR(o, gamma=0.9)])),
+    (Adamax, dict(lr=0.05), lambda m, o: m.PolynomialLR(o, total_iters=12, power=2.0)),
+]
+
+
+@pytest.mark.parametrize("cls, hp, build", RESUMED, ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(RESUMED)])
+def test_optimizer_and_scheduler_resume_from_a_checkpoint(cls, hp, build):
+    """An optimizer and its scheduler saved with dtrain.save after 8 steps and loaded into
+    fresh ones continue as the uninterrupted pair does (NAdam to 1e-9: loading casts its
+    mu_product to the parameters' dtype), and the uninterrupted pair follows PyTorch's
+    optimizer and scheduler over all 16 steps."""
+    import io
+    torch = pytest.importorskip("torch")
+    sched = dtrain.optim.lr_scheduler
+
+    def steps(opt, scheduler, params, n):
+        out = []
+        for _ in range(n):
+            out += run(opt, params, 1)
+            scheduler.step()
+        return out
+
+    params = make_params()
+    opt = cls(params, **hp)
+    scheduler = build(sched, opt)
+    first = steps(opt, scheduler, params, 8)
+    buffer = io.BytesIO()
+    dtrain.save({"optimizer": opt.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = dtrain.load(buffer)
+    clones = [dtrain.tensor(p.detach().numpy().copy(), requires_grad=True) for p in params]
+    resumed_opt = cls(clones, **hp)
+    resumed = build(sched, resumed_opt)
+    resumed_opt.load_state_dict(saved["optimizer"])
+    resumed.load_state_dict(saved["scheduler"])
+    rest = steps(opt, scheduler, params, 8)
+    assert_same_trajectory(steps(resumed_opt, resumed, clones, 8), rest, rtol=1e-9 if cls is NAdam else 0, atol=0)
+    assert resumed.get_last_lr() == scheduler.get_last_lr()
+
+    tparams = [torch.tensor(a, requires_grad=True) for a in INIT]
+    topt = getattr(torch.optim, cls.__name__)(tparams, **hp)
+    tscheduler = build(torch.optim.lr_scheduler, topt)
+    expected = []
+    for _ in range(16):
+        for p, g in zip(tparams, grads([p.detach().numpy() for p in tparams])):
+            p.grad = torch.tensor(g)
+        topt.step()
+        tscheduler.step()
+        expected.append([p.detach().numpy().copy() for p in tparams])
+    assert_same_trajectory(first + rest, expected)
+
+
 # ---- zero_grad, closure, groups ------------------------------------------------------------
 
 @pytest.mark.parametrize("set_to_none", [True, False])
