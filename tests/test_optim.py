@@ -565,11 +565,11 @@ LBFGS_CASES = [
 ]
 
 
-def run_lbfgs(lib, problem, steps, **hp):
+def run_lbfgs(lib, problem, steps, device="cpu", **hp):
     """Step an LBFGS of ``lib`` (dtrain or torch) ``steps`` times on ``problem``; the
     parameters after each step, the losses step() returned and the closure calls per step."""
     f, init = PROBLEMS[problem]
-    params = [lib.tensor(a.copy(), requires_grad=True) for a in init]
+    params = [lib.tensor(a.copy(), device=device).requires_grad_() for a in init]
     opt = lib.optim.LBFGS(params, **hp)
     calls = [0]
 
@@ -584,7 +584,7 @@ def run_lbfgs(lib, problem, steps, **hp):
     for _ in range(steps):
         losses.append(opt.step(closure).item())
         evals.append(calls[0])
-        traj.append([p.detach().numpy().copy() for p in params])
+        traj.append([p.detach().cpu().numpy().copy() for p in params])
     return traj, losses, evals, opt
 
 
@@ -602,6 +602,17 @@ def test_lbfgs_matches_torch(problem, hp):
     assert set(state) == set(tstate)
     assert (state["func_evals"], state["n_iter"]) == (tstate["func_evals"], tstate["n_iter"])
     assert len(state["old_dirs"]) == len(tstate["old_dirs"]) <= opt.param_groups[0]["history_size"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hp", [dict(max_iter=5), dict(max_iter=5, line_search_fn="strong_wolfe")])
+def test_lbfgs_cuda_matches_cpu(hp):
+    """On a GPU (CuPy arrays, 0-d results of dot products in the line search) LBFGS follows
+    the CPU trajectory and evaluates the closure as often."""
+    traj, losses, evals, _ = run_lbfgs(dtrain, "rosenbrock", 10, device="cuda", **hp)
+    ctraj, closses, cevals, _ = run_lbfgs(dtrain, "rosenbrock", 10, **hp)
+    assert_same_trajectory(traj, ctraj, atol=1e-8)
+    assert evals == cevals
 
 
 def test_lbfgs_converges_on_rosenbrock():
