@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dtrain
-from helpers import check_op, rand
+from helpers import check_op, lib, rand
 
 MATMUL = [
     ("vec_vec", (3,), (3,)),
@@ -93,3 +93,56 @@ def test_linalg_errors():
         dtrain.nn.functional.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 3), dtrain.zeros(3))
     with pytest.raises(RuntimeError, match=r"linear: dtypes differ \(input float32, weight float32, bias float64\)"):
         dtrain.nn.functional.linear(dtrain.zeros(4, 3), dtrain.zeros(2, 3), dtrain.zeros(2, dtype=dtrain.float64))
+
+
+ADD_MATMUL = [
+    ("addmm", lambda c, a, b: c.addmm(a, b), [(2, 4), (2, 3), (3, 4)], lambda c, a, b: c + a @ b),
+    ("addmm_bias_broadcast", lambda c, a, b: lib(c).addmm(c, a, b), [(4,), (2, 3), (3, 4)],
+     lambda c, a, b: c + a @ b),
+    ("addmm_beta_alpha", lambda c, a, b: lib(c).addmm(c, a, b, beta=0.5, alpha=-2.0), [(2, 4), (2, 3), (3, 4)],
+     lambda c, a, b: 0.5 * c - 2.0 * (a @ b)),
+    ("baddbmm", lambda c, a, b: c.baddbmm(a, b), [(2, 3, 4), (2, 3, 5), (2, 5, 4)], lambda c, a, b: c + a @ b),
+    ("baddbmm_broadcast_input", lambda c, a, b: lib(c).baddbmm(c, a, b, alpha=0.25), [(3, 1), (2, 3, 5), (2, 5, 4)],
+     lambda c, a, b: c + 0.25 * (a @ b)),
+    ("baddbmm_beta_zero", lambda c, a, b: lib(c).baddbmm(c, a, b, beta=0, alpha=0.5), [(2, 3, 4), (2, 3, 5), (2, 5, 4)],
+     lambda c, a, b: 0.5 * (a @ b)),
+    ("kron_2d", lambda a, b: lib(a).kron(a, b), [(2, 3), (3, 2)], np.kron),
+    ("kron_1d", lambda a, b: a.kron(b), [(3,), (2,)], np.kron),
+    ("kron_mixed_rank", lambda a, b: lib(a).kron(a, b), [(2,), (2, 3)], np.kron),
+    ("kron_3d", lambda a, b: lib(a).kron(a, b), [(2, 1, 2), (1, 2, 2)], np.kron),
+    ("outer_function", lambda a, b: lib(a).outer(a, b), [(3,), (4,)], np.outer),
+    ("bmm_function", lambda a, b: lib(a).bmm(a, b), [(2, 3, 4), (2, 4, 2)], np.matmul),
+]
+
+
+@pytest.mark.parametrize("fn, inputs, ref", [c[1:] for c in ADD_MATMUL], ids=[c[0] for c in ADD_MATMUL])
+def test_add_matmul_and_kron(fn, inputs, ref):
+    """addmm/baddbmm (beta * input + alpha * product, input broadcast), kron, outer, bmm:
+    values and gradients against NumPy, finite differences and PyTorch."""
+    check_op(fn, *inputs, ref=ref)
+
+
+def test_beta_zero_ignores_nan_input():
+    """With beta=0 the input is ignored: its nan does not reach the result (as PyTorch)."""
+    c = dtrain.full((1, 2, 2), float("nan"))
+    out = dtrain.baddbmm(c, dtrain.ones(1, 2, 3), dtrain.ones(1, 3, 2), beta=0)
+    assert out.tolist() == [[[3.0, 3.0], [3.0, 3.0]]]
+
+
+def test_add_matmul_errors():
+    """Wrong ranks, inner sizes, batch sizes, an input that does not broadcast, or mixed
+    dtypes name the op and the shapes."""
+    z = dtrain.zeros
+    with pytest.raises(RuntimeError, match=r"addmm: expected 2-D tensors, got shapes \[2, 2, 3\] and \[3, 4\]"):
+        dtrain.addmm(z(4), z(2, 2, 3), z(3, 4))
+    with pytest.raises(RuntimeError, match=r"addmm: shapes \[2, 3\] and \[2, 4\] cannot be multiplied"):
+        dtrain.addmm(z(4), z(2, 3), z(2, 4))
+    with pytest.raises(RuntimeError, match=r"baddbmm: shapes \[2, 3, 5\] and \[3, 5, 4\] cannot be multiplied"):
+        dtrain.baddbmm(z(2, 3, 4), z(2, 3, 5), z(3, 5, 4))
+    with pytest.raises(RuntimeError, match=r"baddbmm: input of shape \[3, 3\] does not broadcast to the "
+                                           r"product's shape \[2, 3, 4\]"):
+        dtrain.baddbmm(z(3, 3), z(2, 3, 5), z(2, 5, 4))
+    with pytest.raises(RuntimeError, match=r"addmm: expected tensors of one dtype, got float64, float32 and float32"):
+        dtrain.addmm(z(4, dtype=dtrain.float64), z(2, 3), z(3, 4))
+    with pytest.raises(TypeError, match=r"addmm: expected mat1 to be a Tensor, got list"):
+        dtrain.addmm(z(4), [[1.0]], z(3, 4))
