@@ -546,3 +546,417 @@ def test_float32_stays_float32():
         assert out.dtype == f32, out.grad_fn
         (out * 1.0).sum().backward()
     assert x.grad.dtype == w.grad.dtype == c.grad.dtype == f32
+
+
+# ---- more activations -------------------------------------------------------------------
+
+def kink_grads_match_torch(name, points, **kw):
+    """At the points where an activation has a kink, finite differences are meaningless:
+    compare the value and the chosen one-sided gradient with PyTorch's kernel instead."""
+    if torch is None:
+        pytest.skip("needs torch")
+    x = dtrain.tensor(np.array(points, dtype=np.float64), requires_grad=True)
+    t = torch.tensor(np.array(points, dtype=np.float64), requires_grad=True)
+    out, tout = getattr(F, name)(x, **kw), getattr(TF, name)(t, **kw)
+    np.testing.assert_allclose(out.detach().numpy(), tout.detach().numpy(), rtol=1e-12)
+    out.sum().backward()
+    tout.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-7, err_msg=f"{name} gradient at {points}")
+
+
+WIDE = rand(4, 6) * 3  # reaches past the kinks at +-1, +-3 and 6
+
+
+@pytest.mark.parametrize("name,kw,ref", [
+    ("relu6", {}, lambda a: np.clip(a, 0, 6)),
+    ("hardtanh", {}, lambda a: np.clip(a, -1, 1)),
+    ("hardtanh", {"min_val": -2.0, "max_val": 0.5}, lambda a: np.clip(a, -2, 0.5)),
+    ("elu", {}, lambda a: np.where(a > 0, a, np.expm1(a))),
+    ("elu", {"alpha": 0.3}, lambda a: np.where(a > 0, a, 0.3 * np.expm1(a))),
+    ("selu", {}, lambda a: 1.0507009873554805 * np.where(a > 0, a, 1.6732632423543772 * np.expm1(a))),
+    ("celu", {"alpha": 2.0}, lambda a: np.where(a > 0, a, 2.0 * np.expm1(a / 2.0))),
+    ("mish", {}, lambda a: a * np.tanh(np.log1p(np.exp(a)))),
+    ("hardswish", {}, lambda a: a * np.clip(a + 3, 0, 6) / 6),
+    ("hardsigmoid", {}, lambda a: np.clip(a + 3, 0, 6) / 6),
+])
+def test_piecewise_activations(name, kw, ref):
+    """relu6, hardtanh, elu, selu, celu, mish, hardswish, hardsigmoid: values against the
+    formula and PyTorch, gradients against PyTorch and finite differences."""
+    check_f(name, WIDE, ref=ref, **kw)
+
+
+@pytest.mark.parametrize("name,points,kw", [
+    ("relu6", [0.0, 6.0], {}), ("hardtanh", [-1.0, 1.0], {}), ("elu", [0.0], {"alpha": 0.5}),
+    ("hardswish", [-3.0, 3.0], {}), ("hardsigmoid", [-3.0, 3.0], {}), ("selu", [0.0], {}),
+])
+def test_activation_gradients_at_kinks(name, points, kw):
+    """At the kinks the gradient is PyTorch's (e.g. 0 at both ends of relu6, -0.5 at
+    hardswish(-3)), not some other one-sided choice."""
+    kink_grads_match_torch(name, points, **kw)
+
+
+def test_large_inputs_stay_finite():
+    """elu/selu/celu/mish of large positive and negative inputs: no overflow, no NaN gradient."""
+    for name in ("elu", "selu", "celu", "mish"):
+        x = dtrain.tensor([-1000.0, 1000.0], requires_grad=True)
+        y = getattr(F, name)(x)
+        y.sum().backward()
+        assert np.isfinite(y.detach().numpy()).all() and np.isfinite(x.grad.numpy()).all(), name
+
+
+@pytest.mark.parametrize("shape,n", [((4, 3, 5), 3), ((4, 3, 5), 1), ((4, 3), 3), ((5,), 1), ((2, 3, 2, 2), 3)])
+def test_prelu(shape, n):
+    """prelu with one shared slope or one per channel (dim 1): gradients for input and weight."""
+    w = np.linspace(-0.5, 0.5, n)
+
+    def ref(x, w):
+        wb = w.reshape((n,) + (1,) * (len(shape) - 2)) if n > 1 else w
+        return np.where(x > 0, x, wb * x)
+    check_f("prelu", shape, w, ref=ref)
+
+
+def test_activation_errors():
+    """Bad arguments name the op and the values."""
+    x = dtrain.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"prelu: the weight has 2 parameters but the input of shape \[2, 3, 4\] "
+                                         r"has 3 channels"):
+        F.prelu(x, dtrain.ones(2))
+    with pytest.raises(ValueError, match=r"prelu: weight must be a 0-D or 1-D Tensor, got shape \[1, 3\]"):
+        F.prelu(x, dtrain.ones(1, 3))
+    with pytest.raises(ValueError, match=r"hardtanh: min_val \(1.0\) must be less than max_val \(0.5\)"):
+        F.hardtanh(x, 1.0, 0.5)
+    with pytest.raises(ZeroDivisionError, match="celu: alpha cannot be 0"):
+        F.celu(x, alpha=0.0)
+    with pytest.raises(RuntimeError, match="elu: expected a floating-point input, got dtype int64"):
+        F.elu(dtrain.tensor([1, 2]))
+
+
+# ---- group_norm, rms_norm ---------------------------------------------------------------
+
+def _np_group_norm(x, g, w=None, b=None, eps=1e-5):
+    n, c = x.shape[:2]
+    xg = x.reshape(n, g, -1)
+    y = ((xg - xg.mean(-1, keepdims=True)) / np.sqrt(xg.var(-1, keepdims=True) + eps)).reshape(x.shape)
+    pshape = (c,) + (1,) * (x.ndim - 2)
+    return y * (1 if w is None else w.reshape(pshape)) + (0 if b is None else b.reshape(pshape))
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 6, 4), 3), ((2, 6, 4), 1), ((2, 6, 4), 6), ((3, 4), 2),
+                                          ((2, 4, 3, 2), 2)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm(shape, groups, affine):
+    """group_norm: statistics per (sample, group) over the group's channels and positions;
+    per-channel weight and bias; values and gradients for input, weight and bias."""
+    c = shape[1]
+    params = ((c,), (c,)) if affine else ()
+    check_call(lambda f, t, x, *wb: f.group_norm(x, groups, *wb, eps=1e-4), shape, *params,
+               ref=lambda x, *wb: _np_group_norm(x, groups, *wb, eps=1e-4))
+
+
+@pytest.mark.parametrize("shape,normalized", [((3, 4), (4,)), ((2, 3, 4), (3, 4)), ((2, 5), [5])])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("eps", [None, 1e-3])
+def test_rms_norm(shape, normalized, affine, eps):
+    """rms_norm over the last dims (no centering), eps defaulting to the dtype's epsilon."""
+    k = len(normalized)
+    axes = tuple(range(len(shape) - k, len(shape)))
+    e = np.finfo(np.float64).eps if eps is None else eps
+
+    def ref(x, w=1):
+        return x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + e) * w
+    params = (shape[len(shape) - k:],) if affine else ()
+    check_call(lambda f, t, x, *w: f.rms_norm(x, normalized, *w, eps=eps), shape, *params, ref=ref)
+
+
+def test_normalization_errors():
+    """group_norm quotes the channel count and num_groups; shapes are checked with both named."""
+    with pytest.raises(RuntimeError, match=r"number of channels 6 \(dim 1 of input shape \[2, 6, 4\]\) must be "
+                                           r"divisible by num_groups=4"):
+        F.group_norm(dtrain.randn(2, 6, 4), 4)
+    with pytest.raises(RuntimeError, match=r"group_norm: expected weight of shape \[6\].*got \[3\]"):
+        F.group_norm(dtrain.randn(2, 6, 4), 3, dtrain.ones(3))
+    with pytest.raises(RuntimeError, match=r"at least 2 dimensions.*got shape \[6\]"):
+        F.group_norm(dtrain.randn(6), 3)
+    with pytest.raises(ValueError, match=r"more than 1 value per group, got input size \[1, 2\]"):
+        F.group_norm(dtrain.randn(1, 2), 2)
+    with pytest.raises(RuntimeError, match=r"rms_norm: input of shape \[2, 3\] does not end with normalized_shape "
+                                           r"\[4\]"):
+        F.rms_norm(dtrain.randn(2, 3), (4,))
+
+
+# ---- channel dropout --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,shape,channel_dims", [
+    ("dropout1d", (50, 40, 6), 2), ("dropout1d", (400, 6), 1), ("dropout2d", (50, 40, 3, 2), 2),
+    ("dropout3d", (50, 40, 2, 2, 2), 2), ("dropout3d", (400, 2, 3, 2), 1),
+])
+def test_channel_dropout(name, shape, channel_dims):
+    """Whole channels are zeroed (per sample and channel, or per channel when unbatched) at
+    rate about p; kept ones are scaled by 1/(1-p); the gradient is the same mask."""
+    p = 0.3
+    x = dtrain.ones(*shape, dtype=dtrain.float64, requires_grad=True)
+    y = getattr(F, name)(x, p=p)
+    out = y.detach().numpy()
+    flat = out.reshape(shape[:channel_dims] + (-1,))
+    assert (flat == flat[..., :1]).all(), "a channel was only partly dropped"
+    assert set(np.unique(out)) <= {0.0, 1 / (1 - p)}
+    assert abs((flat[..., 0] == 0).mean() - p) < 0.05
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), out)
+    assert getattr(F, name)(x, p=p, training=False) is x
+
+
+def test_channel_dropout_ranks():
+    """As PyTorch: dropout1d refuses 4-D input; dropout2d warns on 3-D (taken as (N, C, L))
+    and on other ranks."""
+    with pytest.raises(RuntimeError, match="dropout1d: Expected 2D or 3D input, but received a 4D input"):
+        F.dropout1d(dtrain.ones(2, 3, 4, 5))
+    with pytest.warns(UserWarning, match="interpreted as shape \\(N, C, L\\)"):
+        out = F.dropout2d(dtrain.ones(30, 20, 5), p=0.5).numpy()
+    assert (out == out[..., :1]).all()
+    with pytest.warns(UserWarning, match="Received a 5-D input to dropout2d"):
+        F.dropout2d(dtrain.ones(2, 3, 2, 2, 2))
+    with pytest.raises(ValueError, match="between 0 and 1, but got -0.1"):
+        F.dropout3d(dtrain.ones(2, 3, 2, 2, 2), p=-0.1)
+
+
+# ---- more losses ------------------------------------------------------------------------
+
+REDUCE = {"mean": np.mean, "sum": np.sum, "none": lambda v: v}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weight", [None, (3,), (4, 3)])
+def test_binary_cross_entropy(reduction, weight):
+    """BCE on probabilities: weight (broadcast or full), each reduction, gradients for input
+    and target."""
+    g = np.random.default_rng(3)
+    x, t = g.uniform(0.05, 0.95, (4, 3)), g.uniform(0, 1, (4, 3))
+    w = None if weight is None else g.uniform(0.5, 1.5, weight)
+    check_f("binary_cross_entropy", x, t, weight=w, reduction=reduction,
+            ref=lambda a, b: REDUCE[reduction](-(b * np.log(a) + (1 - b) * np.log(1 - a)) * (1 if w is None else w)))
+
+
+def test_binary_cross_entropy_at_0_and_1():
+    """Probabilities of exactly 0 and 1: each log clamps at -100 (finite loss), and the
+    input gradient is PyTorch's (x - t) / max(x (1 - x), 1e-12)."""
+    x = np.array([0.0, 1.0, 0.0, 1.0, 0.5])
+    t = np.array([1.0, 0.0, 0.0, 1.0, 0.3])
+    a = dtrain.tensor(x, requires_grad=True)
+    loss = F.binary_cross_entropy(a, dtrain.tensor(t), reduction="sum")
+    np.testing.assert_allclose(loss.item(), 200 - 0.3 * np.log(0.5) - 0.7 * np.log(0.5))
+    loss.backward()
+    if torch is not None:
+        ta = torch.tensor(x, requires_grad=True)
+        TF.binary_cross_entropy(ta, torch.tensor(t), reduction="sum").backward()
+        np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy())
+
+
+def test_binary_cross_entropy_errors():
+    """Targets or inputs outside [0, 1], a target of another shape (both shapes named) and a
+    weight that does not broadcast are refused."""
+    x = dtrain.full((2, 3), 0.5)
+    with pytest.raises(RuntimeError, match=r"all elements of target should be between 0 and 1, got values in "
+                                           r"\[0.0, 2.0\]"):
+        F.binary_cross_entropy(x, dtrain.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"):
+        F.binary_cross_entropy(x - 1, dtrain.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"target size \(\[3, 2\]\) that is different to the input size "
+                                         r"\(\[2, 3\]\)"):
+        F.binary_cross_entropy(x, dtrain.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"weight of shape \[2\] does not broadcast to the input's shape \[2, 3\]"):
+        F.binary_cross_entropy(x, dtrain.zeros(2, 3), weight=dtrain.ones(2))
+
+
+def _np_huber(d, delta):
+    return np.where(np.abs(d) < delta, 0.5 * d * d, delta * (np.abs(d) - 0.5 * delta))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("beta", [1.0, 0.4, 0.0])
+def test_smooth_l1_loss(reduction, beta):
+    """smooth_l1: quadratic below beta, linear above; beta = 0 is L1; each reduction."""
+    def ref(a, b):
+        d = a - b
+        return REDUCE[reduction](np.abs(d) if beta == 0 else _np_huber(d, beta) / beta)
+    check_f("smooth_l1_loss", WIDE, (4, 6), reduction=reduction, beta=beta, ref=ref)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("delta", [1.0, 2.5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_huber_loss(reduction, delta, weighted):
+    """huber: delta times smooth_l1 with beta = delta; with a weight, 'mean' is the plain mean
+    of the weighted losses (as PyTorch)."""
+    w = rand(4, 6, positive=True) if weighted else None
+    check_f("huber_loss", WIDE, (4, 6), reduction=reduction, delta=delta, weight=w,
+            ref=lambda a, b: REDUCE[reduction](_np_huber(a - b, delta) * (1 if w is None else w)))
+
+
+def test_smooth_l1_huber_errors():
+    """Negative beta and non-positive delta are refused; a broadcast target warns."""
+    x = dtrain.randn(2, 3)
+    with pytest.raises(RuntimeError, match="smooth_l1_loss: beta must be non-negative, got -1"):
+        F.smooth_l1_loss(x, x, beta=-1)
+    with pytest.raises(RuntimeError, match="huber_loss: delta must be positive, got 0"):
+        F.huber_loss(x, x, delta=0)
+    with pytest.warns(UserWarning, match=r"target size \(\[3\]\) that is different to the input size \(\[2, 3\]\)"):
+        F.huber_loss(x, dtrain.randn(3))
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+@pytest.mark.parametrize("reduction", ["batchmean", "mean", "sum", "none"])
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_div(reduction, log_target):
+    """kl_div of log-probabilities from probabilities (or log-probabilities): each reduction
+    incl. 'batchmean' (the sum over the batch size); gradients for input and target."""
+    g = np.random.default_rng(4)
+    logp = np.log(g.dirichlet(np.ones(5), 4))
+    q = g.dirichlet(np.ones(5), 4)
+    red = dict(REDUCE, batchmean=lambda v: v.sum() / 4)[reduction]
+
+    def ref(x, t):
+        p = np.exp(t) if log_target else t
+        return red(p * (np.log(p) - x))
+    check_f("kl_div", logp, np.log(q) if log_target else q, reduction=reduction, log_target=log_target, ref=ref)
+
+
+def test_kl_div_zero_target_and_warnings():
+    """A zero target probability contributes 0 (not NaN); 'mean' warns as PyTorch does."""
+    x = dtrain.tensor([[-1.0, -0.5]], requires_grad=True)
+    loss = F.kl_div(x, dtrain.tensor([[0.0, 1.0]]), reduction="sum")
+    np.testing.assert_allclose(loss.item(), 0.5)
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[0.0, -1.0]])
+    with pytest.warns(UserWarning, match="'batchmean' divides only by the batch size"):
+        F.kl_div(x, dtrain.tensor([[0.5, 0.5]]))
+    with pytest.raises(ValueError, match="'avg' is not a valid value for reduction"):
+        F.kl_div(x, x, reduction="avg")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("margin", [0.0, 0.3])
+def test_cosine_embedding_loss(reduction, margin):
+    """1 - cos for target 1, max(0, cos - margin) for -1; batched and one pair (1-D)."""
+    y = np.array([1, -1, 1, -1, -1])
+
+    def ref(a, b, t, m=margin):
+        cos = (a * b).sum(-1) / np.sqrt(((a * a).sum(-1) + 1e-12) * ((b * b).sum(-1) + 1e-12))
+        return REDUCE[reduction](np.where(t == 1, 1 - cos, np.maximum(cos - m, 0)))
+    check_f("cosine_embedding_loss", (5, 4), (5, 4), y, margin=margin, reduction=reduction, ref=ref)
+    check_f("cosine_embedding_loss", (4,), (4,), np.array(-1), margin=-0.9, reduction=reduction,
+            ref=lambda a, b, t: ref(a, b, t, -0.9))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_margin_ranking_loss(reduction):
+    """max(0, -y (x1 - x2) + margin) for each reduction."""
+    y = np.array([1, -1, 1, -1, 1, 1])
+    check_f("margin_ranking_loss", (6,), (6,), y, margin=0.5, reduction=reduction,
+            ref=lambda a, b, t: REDUCE[reduction](np.maximum(-t * (a - b) + 0.5, 0)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("p,swap", [(2.0, False), (1.0, False), (3.0, True), (2.0, True)])
+def test_triplet_margin_loss(reduction, p, swap):
+    """max(0, d(a, p) - d(a, n) + margin) with the p-norm distance of a - b + eps; the swap
+    takes min(d(a, n), d(p, n))."""
+    def dist(a, b):
+        return (np.abs(a - b + 1e-6) ** p).sum(-1) ** (1 / p)
+
+    def ref(a, pos, neg):
+        dn = np.minimum(dist(a, neg), dist(pos, neg)) if swap else dist(a, neg)
+        return REDUCE[reduction](np.maximum(dist(a, pos) - dn + 1.5, 0))
+    check_f("triplet_margin_loss", (6, 4), (6, 4), (6, 4), margin=1.5, p=p, swap=swap, reduction=reduction, ref=ref)
+
+
+def test_margin_loss_errors():
+    """Mismatched ranks name every shape; a 2-D target is refused."""
+    x = dtrain.randn(4, 3)
+    with pytest.raises(RuntimeError, match=r"1D target expects 2D input tensors, but found inputs with sizes "
+                                           r"\[4, 3\] and \[3\]"):
+        F.cosine_embedding_loss(x, dtrain.randn(3), dtrain.ones(4))
+    with pytest.raises(RuntimeError, match="multi-target not supported"):
+        F.cosine_embedding_loss(x, x, dtrain.ones(4, 3))
+    with pytest.raises(RuntimeError, match=r"input1: \[4\], input2: \[4\], target: \[4, 1\]"):
+        F.margin_ranking_loss(dtrain.randn(4), dtrain.randn(4), dtrain.ones(4, 1))
+    with pytest.raises(RuntimeError, match="anchor 2D, positive 1D, and negative 2D"):
+        F.triplet_margin_loss(x, dtrain.randn(3), x)
+
+
+# ---- normalize, pairwise_distance, cosine_similarity ------------------------------------
+
+def _np_norm(v, p, axis, keepdims=False):
+    a = np.abs(v)
+    if np.isinf(p):
+        return (a.max if p > 0 else a.min)(axis=axis, keepdims=keepdims)
+    return (a ** p).sum(axis=axis, keepdims=keepdims) ** (1 / p)
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, 0.5, 3.0, float("inf"), -1.5])
+@pytest.mark.parametrize("dim", [1, 0, -1])
+def test_normalize(p, dim):
+    """normalize divides by the p-norm along dim (clamped at eps): values and gradients."""
+    check_f("normalize", (3, 4, 2), p=p, dim=dim, ref=lambda x: x / np.maximum(_np_norm(x, p, dim, True), 1e-12))
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, 0.5, 3.0, float("inf")])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_pairwise_distance(p, keepdim):
+    """pairwise_distance: the p-norm of x1 - x2 + eps along the last dim; a (D,) x2 broadcasts."""
+    check_f("pairwise_distance", (5, 4), (5, 4), p=p, keepdim=keepdim,
+            ref=lambda a, b: _np_norm(a - b + 1e-6, p, -1, keepdim))
+    check_f("pairwise_distance", (5, 4), (4,), p=p, ref=lambda a, b: _np_norm(a - b + 1e-6, p, -1))
+
+
+@pytest.mark.parametrize("shapes,dim", [(((5, 4), (5, 4)), 1), (((3, 1, 4), (2, 4)), -1), (((4, 3), (1, 3)), 0)])
+def test_cosine_similarity(shapes, dim):
+    """cosine_similarity along dim, with broadcasting inputs: values and gradients."""
+    def ref(a, b):
+        a, b = np.broadcast_arrays(a, b)
+        return (a * b).sum(dim) / (np.linalg.norm(a, axis=dim) * np.linalg.norm(b, axis=dim))
+    check_f("cosine_similarity", *shapes, dim=dim, ref=ref)
+
+
+def test_norms_of_zero_vectors():
+    """A zero vector normalizes to zero, its cosine similarity is 0, and its distance to
+    itself (eps = 0) is 0, all with gradients of 0, never NaN, as PyTorch."""
+    for fn in (lambda lib, z: lib.nn.functional.normalize(z * 1.0, dim=1),
+               lambda lib, z: lib.nn.functional.cosine_similarity(z * 1.0, z + 1.0),
+               lambda lib, z: lib.nn.functional.pairwise_distance(z * 1.0, z * 1.0, eps=0.0)):
+        z = dtrain.zeros(2, 3, dtype=dtrain.float64, requires_grad=True)
+        out = fn(dtrain, z)
+        assert not out.detach().numpy().any()
+        out.sum().backward()
+        assert np.isfinite(z.grad.numpy()).all()
+        if torch is not None:
+            tz = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+            fn(torch, tz).sum().backward()
+            np.testing.assert_allclose(z.grad.numpy(), tz.grad.numpy())
+
+
+def test_distance_errors():
+    """Shapes that do not broadcast are named."""
+    with pytest.raises(RuntimeError, match=r"x1 of shape \[3, 4\] and x2 of shape \[2, 4\] cannot be broadcast"):
+        F.cosine_similarity(dtrain.randn(3, 4), dtrain.randn(2, 4))
+    with pytest.raises(RuntimeError, match=r"pairwise_distance: x1 of shape \[3, 4\] and x2 of shape \[3, 5\]"):
+        F.pairwise_distance(dtrain.randn(3, 4), dtrain.randn(3, 5))
+    with pytest.raises(IndexError, match="normalize: dimension out of range"):
+        F.normalize(dtrain.randn(3, 4), dim=2)
+
+
+def test_new_ops_keep_float32():
+    """The new activations, norms, losses and distances keep float32 in float32, forward and backward."""
+    x = dtrain.rand(4, 6, 3, requires_grad=True)
+    y = dtrain.rand(4, 6, 3)
+    outs = [F.relu6(x), F.elu(x), F.selu(x), F.celu(x), F.mish(x), F.hardswish(x), F.hardsigmoid(x),
+            F.hardtanh(x), F.prelu(x, dtrain.full((6,), 0.25)), F.group_norm(x, 2), F.rms_norm(x, (3,)),
+            F.dropout2d(x.unsqueeze(-1)), F.binary_cross_entropy(x, y), F.smooth_l1_loss(x, y),
+            F.huber_loss(x, y), F.kl_div(x, y, reduction="batchmean"), F.normalize(x),
+            F.pairwise_distance(x, y), F.cosine_similarity(x, y), F.triplet_margin_loss(x, y, y * 2),
+            F.cosine_embedding_loss(x[:, :, 0], y[:, :, 0], dtrain.ones(4)),
+            F.margin_ranking_loss(x[:, 0, 0], y[:, 0, 0], dtrain.ones(4))]
+    for out in outs:
+        assert out.dtype == dtrain.float32, out.grad_fn
+        (out * 1.0).sum().backward()
+    assert x.grad.dtype == dtrain.float32

@@ -1,8 +1,8 @@
 """Activations beyond relu/gelu/silu (those live in nn.py): hardtanh and relu6, the ELU
 family (elu, selu, celu), mish, hardswish, hardsigmoid and prelu, one Function each.
 
-The gradients at the kinks follow PyTorch's kernels, not a one-sided limit: hardtanh's is 0
-at both bounds, hardswish's at -3 is -0.5, hardsigmoid's is 0 at -3 and 3.
+The gradients at the kinks follow PyTorch's kernels: hardtanh's (relu6's) is 0 at both bounds,
+hardswish's is 0 at -3 and 1 at 3, hardsigmoid's is 0 at -3 and 3.
 """
 from ..backend import get_array_module
 from ..function import Function, unbroadcast
@@ -62,8 +62,8 @@ class Hardswish(Function):
     def backward(self, g):
         xp = get_array_module(g)
         a = self.a
-        # PyTorch's kernel: 0 below -3, x / 3 + 1/2 on [-3, 3] (both ends), 1 above 3
-        return g * xp.where(a < -3, 0, xp.where(a <= 3, a * (1 / 3) + 0.5, 1)).astype(g.dtype, copy=False)
+        # PyTorch's kernel: 0 up to -3, x / 3 + 1/2 between, 1 from 3 on
+        return g * xp.where(a <= -3, 0, xp.where(a < 3, a * (1 / 3) + 0.5, 1)).astype(g.dtype, copy=False)
 
 
 class Hardsigmoid(Function):
