@@ -189,8 +189,6 @@ class RNNBase(Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self.mode == "RNN_RELU":
-            s += ", nonlinearity='relu'"
         if not self.bias:
             s += ", bias=False"
         if self.batch_first:
@@ -340,7 +338,7 @@ class RNNCellBase(Module):
         if not self.bias:
             s += ", bias=False"
         if self.mode == "RNN_RELU":
-            s += ", nonlinearity='relu'"
+            s += ", nonlinearity=relu"  # unquoted, as PyTorch prints it
         return s
 
 
