@@ -80,9 +80,12 @@ class ProcessContext:
     def __init__(self, launcher, folder, nprocs):
         self.launcher, self.folder, self.nprocs = launcher, folder, nprocs
         self.done = False
+        self.finished_pids = None  # read before the folder is removed
 
     def pids(self):
         """The process ids of the ranks that have started, in rank order."""
+        if self.finished_pids is not None:
+            return list(self.finished_pids)
         pids = {}
         for name in os.listdir(self.folder) if os.path.isdir(self.folder) else ():
             if name.startswith(STARTED):
@@ -112,6 +115,7 @@ class ProcessContext:
         except subprocess.TimeoutExpired:
             return False
         self.done = True
+        self.finished_pids = self.pids()
         try:
             if code != 0:
                 raise self._failure(code)
@@ -121,7 +125,7 @@ class ProcessContext:
 
     def _failure(self, code):
         """The exception for the first rank that failed, from what the ranks and the launcher left."""
-        pids = dict(enumerate(self.pids()))
+        pids = dict(enumerate(self.finished_pids))
         errors = self._records(ERROR)
         if errors:
             rank, trace = errors[0]
