@@ -1,5 +1,7 @@
 """Elementwise ops: values against NumPy and PyTorch, gradients by finite differences and
 against PyTorch (all through helpers.check_op), one table row per op and variant."""
+import math
+
 import numpy as np
 import pytest
 
@@ -61,6 +63,15 @@ CASES = [
     ("maximum", lambda a, b: a.maximum(b), [(2, 3), (3,)], np.maximum),
     ("minimum", lambda a, b: a.minimum(b), [(2, 1), (1, 3)], np.minimum),
     ("square", lambda a: a.square(), [(2, 3)], np.square),
+    ("square_function", lambda a: lib(a).square(a), [(2, 3)], np.square),
+    ("erf", lambda a: a.erf(), [(2, 3)], lambda a: np.vectorize(math.erf)(a)),
+    ("erf_function", lambda a: lib(a).erf(a), [np.array([-3.0, -0.5, 0.0, 0.5, 3.0])],
+     lambda a: np.vectorize(math.erf)(a)),
+    ("sinh", lambda a: a.sinh(), [(2, 3)], np.sinh),
+    ("cosh", lambda a: lib(a).cosh(a), [(2, 3)], np.cosh),
+    ("lerp_scalar", lambda a, b: a.lerp(b, 0.3), [(2, 3), (2, 3)], lambda a, b: a + 0.3 * (b - a)),
+    ("lerp_tensor_weight", lambda a, b, w: lib(a).lerp(a, b, w), [(2, 3), (3,), (2, 1)],
+     lambda a, b, w: a + w * (b - a)),
     ("used_many_times", lambda a, b: a * a + a.exp() * b - a / (b * b + 1), [(2, 3), (3,)],
      lambda a, b: a * a + np.exp(a) * b - a / (b * b + 1)),
     ("transposed_leaves", lambda a, b: a * b + a.exp(), [rand(3, 2).T, rand(3, 2).T],
@@ -224,3 +235,24 @@ def test_integer_unary_math_gives_float():
     for f in (dtrain.exp, dtrain.sqrt, dtrain.sigmoid, dtrain.log):
         assert f(i).dtype == dtrain.float32
     compare(dtrain.sqrt(i), [1.0, 2.0])
+
+
+def test_new_unary_ops_on_integers_and_float32():
+    """erf/sinh/cosh of an int tensor give the default float dtype; float32 stays float32."""
+    for name in ("erf", "sinh", "cosh"):
+        assert getattr(dtrain, name)(dtrain.tensor([0, 1])).dtype == dtrain.float32
+        x = dtrain.randn(3, requires_grad=True)
+        getattr(x, name)().sum().backward()
+        assert x.grad.dtype == dtrain.float32
+
+
+def test_lerp_errors():
+    """lerp refuses integer inputs, mixed dtypes and non-broadcasting shapes, naming the op."""
+    with pytest.raises(RuntimeError, match=r"lerp: expected input to be a floating-point Tensor, got int64"):
+        dtrain.lerp(dtrain.tensor([1]), dtrain.tensor([2.0]), 0.5)
+    with pytest.raises(RuntimeError, match=r"lerp: expected dtype float32 for `end` but got dtype float64"):
+        dtrain.lerp(dtrain.zeros(2), dtrain.zeros(2, dtype=dtrain.float64), 0.5)
+    with pytest.raises(RuntimeError, match=r"lerp: expected dtype float32 for `weight` but got dtype float64"):
+        dtrain.lerp(dtrain.zeros(2), dtrain.zeros(2), dtrain.zeros(2, dtype=dtrain.float64))
+    with pytest.raises(RuntimeError, match=r"sub: shapes \[3\] and \[2\] cannot be broadcast together"):
+        dtrain.lerp(dtrain.zeros(2), dtrain.zeros(3), 0.5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dtrain
-from helpers import check_op, compare, rand
+from helpers import check_op, compare, lib, rand
 
 X = (2, 3, 4)
 
@@ -148,3 +148,36 @@ def test_reduce_bad_dim():
         x.amax((1, -1))
     with pytest.raises(IndexError, match="argmax"):
         x.argmax(5)
+
+
+def _cumprod_zeros():
+    a = rand(3, 5)
+    a[0, 1] = 0.0               # one zero
+    a[1, 0] = a[1, 3] = 0.0     # two zeros, the first at the start
+    a[2, 4] = 0.0               # a zero at the end
+    return a
+
+
+CUMULATIVE = [
+    ("cumsum", lambda a: a.cumsum(1), (3, 4), lambda a: np.cumsum(a, 1)),
+    ("cumsum_neg_dim", lambda a: lib(a).cumsum(a, dim=-2), (3, 4), lambda a: np.cumsum(a, 0)),
+    ("cumprod", lambda a: a.cumprod(1), (3, 4), lambda a: np.cumprod(a, 1)),
+    ("cumprod_dim0", lambda a: lib(a).cumprod(a, 0), (4, 2, 3), lambda a: np.cumprod(a, 0)),
+    ("cumprod_with_zeros", lambda a: a.cumprod(-1), _cumprod_zeros(), lambda a: np.cumprod(a, -1)),
+    ("cumprod_0d", lambda a: a.cumprod(0), np.array(1.5), lambda a: a),
+]
+
+
+@pytest.mark.parametrize("fn, x, ref", [c[1:] for c in CUMULATIVE], ids=[c[0] for c in CUMULATIVE])
+def test_cumulative(fn, x, ref):
+    """Running sums and products, their gradients exact also where the input has zeros."""
+    check_op(fn, x, ref=ref)
+
+
+def test_cumulative_dtypes():
+    """Integer inputs accumulate in int64 (as PyTorch); dtype= converts first."""
+    x = dtrain.tensor([1, 2, 3], dtype=dtrain.int32)
+    assert x.cumsum(0).dtype == dtrain.int64 and x.cumprod(0).tolist() == [1, 2, 6]
+    assert x.cumprod(0, dtype=dtrain.float64).dtype == dtrain.float64
+    with pytest.raises(IndexError, match=r"cumprod: dimension out of range"):
+        x.cumprod(1)

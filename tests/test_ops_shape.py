@@ -197,3 +197,55 @@ def test_shape_op_errors():
         x[::-1]
     with pytest.raises(IndexError, match="gather.*index out of range for dimension 1 with size 3"):
         x.gather(1, dtrain.tensor([[3], [0]]))
+
+
+MORE_SHAPE = [
+    ("narrow", lambda a: a.narrow(1, 1, 2), X, lambda a: a[:, 1:3]),
+    ("narrow_negative_start", lambda a: lib(a).narrow(a, -1, -3, 2), X, lambda a: a[..., 1:3]),
+    ("narrow_empty", lambda a: a.narrow(0, 2, 0), X, lambda a: a[2:2]),
+    ("roll", lambda a: a.roll(1, 2), X, lambda a: np.roll(a, 1, 2)),
+    ("roll_negative", lambda a: lib(a).roll(a, -2, dims=0), (5, 2), lambda a: np.roll(a, -2, 0)),
+    ("roll_many_dims", lambda a: a.roll((1, -1), (0, 2)), X, lambda a: np.roll(a, (1, -1), (0, 2))),
+    ("roll_flat", lambda a: a.roll(3), X, lambda a: np.roll(a.reshape(-1), 3).reshape(a.shape)),
+    ("roll_longer_than_dim", lambda a: a.roll(7, 1), X, lambda a: np.roll(a, 7, 1)),
+    ("repeat_interleave_flat", lambda a: a.repeat_interleave(2), (2, 3), lambda a: np.repeat(a, 2)),
+    ("repeat_interleave_dim", lambda a: lib(a).repeat_interleave(a, 3, dim=1), (2, 3), lambda a: np.repeat(a, 3, 1)),
+    ("repeat_interleave_tensor", lambda a: a.repeat_interleave(lib(a).tensor([1, 0, 2]), dim=-1), (2, 3),
+     lambda a: np.repeat(a, [1, 0, 2], 1)),
+    ("repeat_interleave_one_count", lambda a: a.repeat_interleave(lib(a).tensor([2]), dim=0), (2, 3),
+     lambda a: np.repeat(a, 2, 0)),
+    ("view_as", lambda a, b: a.view_as(b), [(2, 6), np.zeros((3, 4), bool)], lambda a, b: a.reshape(3, 4)),
+]
+
+
+@pytest.mark.parametrize("fn, x, ref", [c[1:] for c in MORE_SHAPE], ids=[c[0] for c in MORE_SHAPE])
+def test_more_shape_ops(fn, x, ref):
+    """narrow, roll, repeat_interleave, view_as: values and gradients."""
+    check_op(fn, *(x if isinstance(x, list) else [x]), ref=ref)
+
+
+def test_repeat_interleave_of_counts():
+    """repeat_interleave(counts) alone repeats arange(len(counts)), as PyTorch."""
+    assert dtrain.repeat_interleave(dtrain.tensor([2, 0, 1])).tolist() == [0, 0, 2]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda x: x.narrow(0, 1, 2), RuntimeError, r"narrow\(\): start \(1\) \+ length \(2\) exceeds dimension size \(2\)"),
+    (lambda x: x.narrow(1, -4, 1), IndexError, r"narrow\(\): start out of range \(expected to be in range of \[-3, 3\], but got -4\)"),
+    (lambda x: x.narrow(3, 0, 1), IndexError, r"narrow: dimension out of range"),
+    (lambda x: x.sum().narrow(0, 0, 1), RuntimeError, r"narrow\(\) cannot be applied to a 0-dim tensor"),
+    (lambda x: x.roll((1, 2), 0), RuntimeError, r"roll: shifts and dimensions must align. shifts: 2, dims: 1"),
+    (lambda x: x.roll(1, 5), IndexError, r"roll: dimension out of range"),
+    (lambda x: x.repeat_interleave(-1), RuntimeError, r"repeat_interleave: repeats can not be negative, got -1"),
+    (lambda x: x.repeat_interleave(dtrain.tensor([1, 2]), dim=1), RuntimeError,
+     r"repeats must have the same size as input along dim 1: got 2 repeats for size 3"),
+    (lambda x: x.repeat_interleave(dtrain.tensor([1.0]), dim=1), RuntimeError,
+     r"repeat_interleave: repeats must be an int tensor, got dtype float32"),
+    (lambda x: x.repeat_interleave(2, dim=0, output_size=3), RuntimeError,
+     r"repeat_interleave: output_size 3 does not match the 4 elements"),
+    (lambda x: x.view_as(dtrain.zeros(4)), RuntimeError, r"reshape: shape \[4\] is invalid for input of size 6"),
+])
+def test_more_shape_errors(call, error, message):
+    """Out-of-range starts and dims, misaligned shifts, bad repeats name the op and value."""
+    with pytest.raises(error, match=message):
+        call(dtrain.zeros(2, 3))
