@@ -523,14 +523,40 @@ def test_cuda_trajectory_matches_cpu(cls, hp):
             np.testing.assert_allclose(p.detach().cpu().numpy(), e, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("cls", [Adadelta, Adamax, NAdam, RAdam])
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam, LBFGS])
 def test_param_group_keys_equal_torchs(cls):
-    """The newer optimizers' groups hold exactly PyTorch's keys, foreach / capturable /
-    differentiable included, so a state_dict has PyTorch's param_groups entries."""
+    """Each optimizer's groups hold exactly PyTorch's keys and default values, foreach /
+    capturable / differentiable / fused included, so a state_dict has PyTorch's
+    param_groups entries."""
     torch = pytest.importorskip("torch")
     ours = cls(make_params()).state_dict()["param_groups"][0]
     theirs = getattr(torch.optim, cls.__name__)([torch.zeros(1, requires_grad=True)]).state_dict()["param_groups"][0]
     assert ours == theirs | {"params": [0, 1]}
+
+
+# the flags each PyTorch optimizer takes that only choose its kernels
+KERNEL_FLAGS = {SGD: dict(foreach=True, fused=True), Adam: dict(foreach=True, capturable=True, fused=True),
+                AdamW: dict(foreach=False, capturable=True, fused=True), RMSprop: dict(foreach=True, capturable=True),
+                Adagrad: dict(foreach=True, fused=True), Adadelta: dict(foreach=True, capturable=True),
+                Adamax: dict(foreach=True, capturable=True), NAdam: dict(foreach=True, capturable=True),
+                RAdam: dict(foreach=True, capturable=True)}
+
+
+@pytest.mark.parametrize("cls", KERNEL_FLAGS)
+def test_kernel_flags_are_accepted_and_change_nothing(cls):
+    """foreach / fused / capturable, as PyTorch programs pass them, are accepted, recorded
+    in the groups, and leave the trajectory exactly as without them."""
+    params, flagged = make_params(), make_params()
+    opt = cls(flagged, lr=0.05, **KERNEL_FLAGS[cls])
+    assert all(opt.param_groups[0][k] == v for k, v in KERNEL_FLAGS[cls].items())
+    assert_same_trajectory(run(opt, flagged, 5), run(cls(params, lr=0.05), params, 5), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", KERNEL_FLAGS)
+def test_differentiable_step_is_refused(cls):
+    """differentiable=True (autograd through the step) is refused, naming the optimizer."""
+    with pytest.raises(ValueError, match=f"{cls.__name__}: differentiable=True is not supported"):
+        cls(make_params(), differentiable=True)
 
 
 # ---- LBFGS: closures, against PyTorch -----------------------------------------------------

@@ -1,6 +1,6 @@
 """Adagrad: per-coordinate learning rates from the running sum of squared gradients."""
 from ..tensor.backend import get_array_module
-from .optimizer import Optimizer, check_nonnegative, effective_grad, state_like, step_tensor
+from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad, state_like, step_tensor
 
 
 class Adagrad(Optimizer):
@@ -18,16 +18,19 @@ class Adagrad(Optimizer):
         weight_decay: L2 penalty (default 0).
         initial_accumulator_value: starting value of the sum of squares (default 0).
         eps: added to the denominator (default 1e-10).
+        foreach, fused: accepted for PyTorch compatibility; they change nothing here.
         maximize: maximize the objective instead of minimizing it.
+        differentiable: must be False (autograd through the step is not supported).
 
     Example:
         >>> opt = dtrain.optim.Adagrad(model.parameters(), lr=0.1)
     """
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *,
-                 maximize=False):
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 foreach=None, *, maximize=False, differentiable=False, fused=None):
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, maximize=maximize)
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
+                        differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
@@ -35,6 +38,7 @@ class Adagrad(Optimizer):
                                   "weight_decay": "weight_decay value",
                                   "initial_accumulator_value": "initial_accumulator_value value",
                                   "eps": "epsilon value"})
+        check_step_flags(self, group)
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)

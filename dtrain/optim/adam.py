@@ -1,6 +1,7 @@
 """Adam and AdamW (Adam with decoupled weight decay)."""
 from ..tensor.backend import get_array_module
-from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, state_like, step_tensor
+from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, state_like,
+                        step_tensor)
 
 
 class Adam(Optimizer):
@@ -19,6 +20,8 @@ class Adam(Optimizer):
         weight_decay: L2 penalty (default 0).
         amsgrad: use the running maximum of the second moment (AMSGrad).
         maximize: maximize the objective instead of minimizing it.
+        foreach, capturable, fused: accepted for PyTorch compatibility; they change nothing here.
+        differentiable: must be False (autograd through the step is not supported).
         decoupled_weight_decay: decay the weights directly, as AdamW.
 
     Example:
@@ -26,15 +29,18 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
-                 maximize=False, decoupled_weight_decay=False):
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
+                 decoupled_weight_decay=False):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+                        maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
+                        fused=fused, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
         check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
                                   "weight_decay": "weight_decay value"})
         check_betas(group)
+        check_step_flags(self, group)
 
     def step(self, closure=None):
         """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
@@ -93,12 +99,15 @@ class AdamW(Adam):
         weight_decay: decoupled weight decay (default 1e-2).
         amsgrad: use the running maximum of the second moment (AMSGrad).
         maximize: maximize the objective instead of minimizing it.
+        foreach, capturable, fused: accepted for PyTorch compatibility; they change nothing here.
+        differentiable: must be False (autograd through the step is not supported).
 
     Example:
         >>> opt = dtrain.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True)

@@ -228,8 +228,8 @@ def check_betas(group):
 
 
 def check_step_flags(optimizer, group):
-    """``foreach`` and ``capturable`` only choose how PyTorch launches its kernels, so they
-    are accepted and change nothing here; ``differentiable=True`` (autograd through the
+    """``foreach``, ``fused`` and ``capturable`` only choose how PyTorch launches its kernels,
+    so they are accepted and change nothing here; ``differentiable=True`` (autograd through the
     step) is refused: the step updates the arrays in place, outside the graph."""
     if group.get("differentiable"):
         raise ValueError(f"{type(optimizer).__name__}: differentiable=True is not supported (dtrain's step "

@@ -1,6 +1,6 @@
 """RMSprop: divide the gradient by a running root mean square of recent gradients."""
 from ..tensor.backend import get_array_module
-from .optimizer import Optimizer, check_nonnegative, effective_grad, state_like, step_tensor
+from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad, state_like, step_tensor
 
 
 class RMSprop(Optimizer):
@@ -19,21 +19,25 @@ class RMSprop(Optimizer):
         weight_decay: L2 penalty (default 0).
         momentum: momentum factor (default 0).
         centered: normalize by the estimated variance of the gradient instead.
+        capturable, foreach: accepted for PyTorch compatibility; they change nothing here.
         maximize: maximize the objective instead of minimizing it.
+        differentiable: must be False (autograd through the step is not supported).
 
     Example:
         >>> opt = dtrain.optim.RMSprop(model.parameters(), lr=1e-3, momentum=0.9)
     """
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *,
-                 maximize=False):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                        centered=centered, maximize=maximize)
+                        centered=centered, capturable=capturable, foreach=foreach, maximize=maximize,
+                        differentiable=differentiable)
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
         check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value", "momentum": "momentum value",
                                   "weight_decay": "weight_decay value", "alpha": "alpha value"})
+        check_step_flags(self, group)
 
     def step(self, closure=None):
         """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""

@@ -1,6 +1,6 @@
 """SGD: stochastic gradient descent, with optional (Nesterov) momentum and weight decay."""
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_nonnegative, effective_grad
+from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad
 
 
 class SGD(Optimizer):
@@ -18,20 +18,24 @@ class SGD(Optimizer):
         weight_decay: L2 penalty (default 0).
         nesterov: use Nesterov momentum; needs momentum > 0 and dampening 0.
         maximize: maximize the objective instead of minimizing it.
+        foreach, fused: accepted for PyTorch compatibility; they change nothing here.
+        differentiable: must be False (autograd through the step is not supported).
 
     Example:
         >>> opt = dtrain.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False):
+                 maximize=False, foreach=None, differentiable=False, fused=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize)
+                        nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
+                        fused=fused)
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
         check_nonnegative(group, {"lr": "learning rate", "momentum": "momentum value",
                                   "weight_decay": "weight_decay value"})
+        check_step_flags(self, group)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"Nesterov momentum requires a momentum and zero dampening, but got "
                              f"momentum={group['momentum']} and dampening={group['dampening']}")
