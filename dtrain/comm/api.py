@@ -136,12 +136,12 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
             if wanted["debug"] is not None:
                 _state.debug = wanted["debug"]
             return
-        now = {"backend": world.backend, "timeout": world.timeout, "debug": _state.debug}
-        differ = [f"{name} {now[name]!r} -> {value!r}" for name, value in wanted.items()
-                  if value is not None and value != now[name]]
-        differ += [f"{name} {have} -> {given}" for name, given, have in
-                   (("world_size", world_size, world.size()), ("rank", rank, world.rank()))
-                   if given != -1 and given != have]
+        now = {"backend": world.backend, "timeout": world.timeout, "debug": _state.debug,
+               "world_size": world.size(), "rank": world.rank()}
+        asked = {**wanted, "world_size": None if world_size == -1 else world_size, "rank": None if rank == -1 else rank}
+        show = {"timeout": lambda v: f"{v:g} s"}
+        differ = [f"{name} {show.get(name, repr)(now[name])}, this call asks for {show.get(name, repr)(value)}"
+                  for name, value in asked.items() if value is not None and value != now[name]]
         if differ:
             raise DistError(f"init_process_group: the default process group is already initialized with other "
                             f"settings ({'; '.join(differ)}); call destroy_process_group() first")

@@ -12,3 +12,10 @@ Example:
     >>> t = dtrain.ones(2); dist.all_reduce(t)
 """
 from ..comm import *  # noqa: F401,F403 -- the same objects as dtrain.comm's public names
+from .. import comm as _comm
+
+
+def __getattr__(name):  # what dtrain.comm gains later (e.g. its backend modules, once imported)
+    if not name.startswith("_") and hasattr(_comm, name):
+        return getattr(_comm, name)
+    raise AttributeError(f"module 'dtrain.distributed' has no attribute {name!r}")
