@@ -618,10 +618,10 @@ def test_prelu(shape, n):
 def test_activation_errors():
     """Bad arguments name the op and the values."""
     x = dtrain.randn(2, 3, 4)
-    with pytest.raises(ValueError, match=r"prelu: the weight has 2 parameters but the input of shape \[2, 3, 4\] "
+    with pytest.raises(RuntimeError, match=r"prelu: the weight has 2 parameters but the input of shape \[2, 3, 4\] "
                                          r"has 3 channels"):
         F.prelu(x, dtrain.ones(2))
-    with pytest.raises(ValueError, match=r"prelu: weight must be a 0-D or 1-D Tensor, got shape \[1, 3\]"):
+    with pytest.raises(RuntimeError, match=r"prelu: weight must be a 0-D or 1-D Tensor, got shape \[1, 3\]"):
         F.prelu(x, dtrain.ones(1, 3))
     with pytest.raises(ValueError, match=r"hardtanh: min_val \(1.0\) must be less than max_val \(0.5\)"):
         F.hardtanh(x, 1.0, 0.5)

@@ -455,3 +455,235 @@ def test_cnn_from_torch_state_dict_gives_same_outputs():
     x = rng.standard_normal((3, 3, 8, 8))
     compare(ours.eval()(dtrain.tensor(x)), theirs.eval()(torch.tensor(x)).detach().numpy(), 1e-9, 1e-7, "torch")
     matches_torch(ours, theirs, x, train=True, steps=2)
+
+
+# ---- more activations, GroupNorm, RMSNorm, Unflatten, channel dropout --------------------------
+
+_MORE_LAYERS = [  # name, args, kwargs, input shape
+    ("ReLU6", (), {}, (3, 5)), ("Hardtanh", (-2.0, 0.5), {}, (3, 5)), ("ELU", (0.5,), {}, (3, 5)),
+    ("SELU", (), {}, (3, 5)), ("CELU", (1.5,), {}, (3, 5)), ("Mish", (), {}, (3, 5)),
+    ("Hardswish", (), {}, (3, 5)), ("Hardsigmoid", (), {}, (3, 5)),
+    ("PReLU", (), {}, (4, 3, 5)), ("PReLU", (3,), {"init": 0.1}, (4, 3, 5)), ("PReLU", (5,), {}, (4, 5)),
+    ("GroupNorm", (2, 6), {}, (3, 6, 4, 2)), ("GroupNorm", (3, 6), {"eps": 1e-3, "affine": False}, (3, 6, 5)),
+    ("GroupNorm", (6, 6), {"bias": False}, (2, 6)),
+    ("RMSNorm", (5,), {}, (3, 4, 5)), ("RMSNorm", ((4, 5),), {"eps": 1e-3}, (3, 4, 5)),
+    ("RMSNorm", ([5],), {"elementwise_affine": False}, (3, 5)),
+    ("Unflatten", (1, (2, 3)), {}, (4, 6, 2)), ("Unflatten", (-1, (2, -1)), {}, (4, 6)),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs,shape", _MORE_LAYERS)
+def test_more_layers_match_torch(name, args, kwargs, shape):
+    """ReLU6, Hardtanh, ELU, SELU, CELU, Mish, Hardswish, Hardsigmoid, PReLU (shared and per
+    channel), GroupNorm, RMSNorm, Unflatten: same parameters and state_dict keys as torch's,
+    same outputs, input and parameter gradients, and the same repr."""
+    torch = _torch()
+    ours, theirs = getattr(nn, name)(*args, **kwargs), getattr(torch.nn, name)(*args, **kwargs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for (n, p), (tn, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
+        compare(p, tp.detach().numpy(), what=f"torch's initial {tn}")
+    assert repr(ours) == repr(theirs)
+    matches_torch(ours, theirs, rng.standard_normal(shape) * 2)
+
+
+@pytest.mark.parametrize("name,args,kwargs,shape", [c for c in _MORE_LAYERS if c[0] != "Unflatten"])
+def test_more_layers_gradcheck(name, args, kwargs, shape):
+    """Finite differences agree with backward for the input and every parameter (no torch needed)."""
+    layer = getattr(nn, name)(*args, **kwargs)
+    for p in layer.parameters():  # away from the initial ones and zeros, so weight and bias matter
+        p.data = p.data + dtrain.tensor(rng.standard_normal(tuple(p.shape)) * 0.3).to(p.dtype)
+    gradcheck_layer(layer, *shape)
+
+
+def test_more_layer_constructor_errors():
+    """Constructor validation quotes the bad values."""
+    with pytest.raises(ValueError, match=r"GroupNorm: num_channels \(6\) must be divisible by num_groups \(4\)"):
+        nn.GroupNorm(4, 6)
+    with pytest.raises(ValueError, match="num_groups must be an integer >= 1, got 0"):
+        nn.GroupNorm(0, 6)
+    with pytest.raises(ValueError, match="PReLU: num_parameters must be an integer >= 1, got 0"):
+        nn.PReLU(0)
+    with pytest.raises(ValueError, match=r"Hardtanh: max_val \(-1.0\) must be greater than min_val \(1.0\)"):
+        nn.Hardtanh(1.0, -1.0)
+    with pytest.raises(TypeError, match="unflattened_size must be tuple of ints, but found element of type float "
+                                        "at pos 1"):
+        nn.Unflatten(1, (2, 3.0))
+    with pytest.raises(TypeError, match="unflattened_size must be a tuple of ints, but found type int"):
+        nn.Unflatten(1, 6)
+    with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
+        nn.Dropout2d(1.5)
+    with pytest.raises(RuntimeError, match=r"the weight has 5 parameters but the input of shape \[2, 3\] has 3"):
+        nn.PReLU(5)(dtrain.randn(2, 3))
+    with pytest.warns(FutureWarning, match="`min_value` is deprecated"):
+        assert nn.Hardtanh(min_value=-2.0).min_val == -2.0
+
+
+@pytest.mark.parametrize("name,shape", [("Dropout1d", (40, 30, 4)), ("Dropout2d", (40, 30, 3, 3)),
+                                        ("Dropout3d", (40, 30, 2, 2, 2)), ("Dropout3d", (300, 2, 2, 2))])
+def test_channel_dropout_layers(name, shape):
+    """In training whole channels are zeroed and the rest scaled by 1/(1-p); in eval the
+    layer is the identity; the repr is torch's."""
+    layer = getattr(nn, name)(0.4)
+    out = _np(layer(dtrain.ones(*shape)))
+    lead = 2 if len(shape) in (3, 4, 5) and not (name == "Dropout3d" and len(shape) == 4) else 1
+    planes = out.reshape(shape[:lead] + (-1,))
+    assert (planes == planes[..., :1]).all()
+    assert abs((planes[..., 0] == 0).mean() - 0.4) < 0.06
+    np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.6], rtol=1e-6)
+    x = dtrain.randn(*shape)
+    assert layer.eval()(x) is x
+    assert repr(layer) == f"{name}(p=0.4, inplace=False)"
+
+
+# ---- more losses and distances ---------------------------------------------------------------
+
+def _more_loss_cases():
+    g = np.random.default_rng(5)
+    probs, target = g.uniform(0.05, 0.95, (4, 3)), g.uniform(0, 1, (4, 3))
+    x, y = g.standard_normal((4, 3)) * 2, g.standard_normal((4, 3))
+    logp, q = np.log(g.dirichlet(np.ones(3), 4)), g.dirichlet(np.ones(3), 4)
+    sign = np.array([1, -1, -1, 1])
+    a, p, n = g.standard_normal((4, 5)), g.standard_normal((4, 5)), g.standard_normal((4, 5))
+    return [
+        ("BCELoss", {}, probs, target), ("BCELoss", dict(weight=np.array([0.5, 1.0, 2.0]), reduction="sum"), probs,
+                                         target),
+        ("BCELoss", dict(reduction="none"), probs, target),
+        ("SmoothL1Loss", {}, x, y), ("SmoothL1Loss", dict(beta=0.5, reduction="sum"), x, y),
+        ("SmoothL1Loss", dict(beta=0.0), x, y),
+        ("HuberLoss", {}, x, y), ("HuberLoss", dict(delta=0.5, reduction="none"), x, y),
+        ("KLDivLoss", dict(reduction="batchmean"), logp, q), ("KLDivLoss", dict(reduction="sum", log_target=True),
+                                                              logp, np.log(q)),
+        ("KLDivLoss", dict(reduction="none"), logp, q),
+        ("CosineEmbeddingLoss", {}, a, p, sign), ("CosineEmbeddingLoss", dict(margin=0.2, reduction="sum"), a, p,
+                                                  sign),
+        ("MarginRankingLoss", {}, x[:, 0], y[:, 0], sign), ("MarginRankingLoss", dict(margin=1.0, reduction="none"),
+                                                            x[:, 0], y[:, 0], sign),
+        ("TripletMarginLoss", {}, a, p, n), ("TripletMarginLoss", dict(margin=3.0, p=1.0, swap=True), a, p, n),
+        ("TripletMarginLoss", dict(margin=0.5, reduction="none", eps=0.0), a, p, n),
+        ("PairwiseDistance", {}, a, p), ("PairwiseDistance", dict(p=3.0, keepdim=True), a, p),
+        ("CosineSimilarity", {}, a, p), ("CosineSimilarity", dict(dim=0, eps=1e-4), a, p),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_more_loss_cases())))
+def test_more_losses_match_torch(case):
+    """BCELoss (weight buffer), SmoothL1Loss, HuberLoss, KLDivLoss ('batchmean', log_target),
+    CosineEmbeddingLoss, MarginRankingLoss, TripletMarginLoss (p, swap), PairwiseDistance and
+    CosineSimilarity equal torch's: value, gradients of every float input, state_dict."""
+    torch = _torch()
+    name, kwargs, *inputs = _more_loss_cases()[case]
+    ours = getattr(nn, name)(**{k: dtrain.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()})
+    theirs = getattr(torch.nn, name)(**{k: torch.tensor(v) if isinstance(v, np.ndarray) else v
+                                        for k, v in kwargs.items()})
+    matches_torch(ours, theirs, *inputs)
+
+
+def test_more_loss_constructors():
+    """KLDivLoss alone accepts 'batchmean'; TripletMarginLoss needs a positive margin; the
+    settings are kept under torch's attribute names."""
+    assert nn.KLDivLoss(reduction="batchmean").reduction == "batchmean"
+    with pytest.raises(ValueError, match="batchmean is not a valid value for reduction"):
+        nn.SmoothL1Loss(reduction="batchmean")
+    with pytest.raises(ValueError, match="expected margin to be greater than 0, got 0"):
+        nn.TripletMarginLoss(margin=0)
+    assert nn.HuberLoss(delta=2.0).delta == 2.0 and nn.SmoothL1Loss(beta=0.5).beta == 0.5
+    assert nn.PairwiseDistance(p=3.0).norm == 3.0 and nn.KLDivLoss(log_target=True).log_target
+    assert list(nn.BCELoss(weight=dtrain.ones(3)).state_dict()) == ["weight"]
+
+
+# ---- ParameterList, ParameterDict ------------------------------------------------------------
+
+def _with_parameter_containers(m):
+    """A module holding a ParameterList and a ParameterDict, built the same in dtrain and torch."""
+    lib = dtrain if m is nn else __import__("torch")
+
+    class Net(m.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = m.ParameterList([m.Parameter(lib.ones(3, 3, dtype=lib.float64)), lib.zeros(3, dtype=lib.float64)])
+            self.heads = m.ParameterDict({"scale": lib.ones(3, dtype=lib.float64),
+                                          "bias": m.Parameter(lib.zeros(3, dtype=lib.float64))})
+
+        def forward(self, x):
+            for p in self.layers:
+                x = x @ p if p.ndim == 2 else x + p
+            return x * self.heads["scale"] + self.heads["bias"]
+    return Net()
+
+
+def test_parameter_containers_match_torch():
+    """ParameterList/ParameterDict register their entries (tensors become Parameters) under
+    torch's names ("layers.0", "heads.bias", ...): state dicts load both ways, outputs and
+    gradients agree."""
+    torch = _torch()
+    ours, theirs = _with_parameter_containers(nn), _with_parameter_containers(torch.nn)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()] == \
+        ["layers.0", "layers.1", "heads.bias", "heads.scale"]
+    for p in theirs.parameters():
+        p.data.normal_()
+    matches_torch(ours, theirs, rng.standard_normal((2, 3)))
+    theirs.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
+    assert all(isinstance(p, nn.Parameter) for p in ours.parameters())
+
+
+def test_parameter_containers_are_trained():
+    """An optimizer built from .parameters() updates the containers' entries."""
+    net = _with_parameter_containers(nn)
+    before = [_np(p).copy() for p in net.parameters()]
+    opt = dtrain.optim.SGD(net.parameters(), lr=0.1)
+    net(dtrain.ones(2, 3, dtype=dtrain.float64)).sum().backward()
+    opt.step()
+    assert all(not np.array_equal(b, _np(p)) for b, p in zip(before, net.parameters()))
+
+
+def test_parameter_list_behaves_like_a_list():
+    """Indexing (negative, slices), assignment, append/extend/+=, iteration, non-tensor
+    entries, the repr, and the errors (out of range, extend with a tensor, calling it)."""
+    pl = nn.ParameterList([dtrain.zeros(2), dtrain.ones(3)])
+    assert len(pl) == 2 and tuple(pl[-1].shape) == (3,) and isinstance(pl[0], nn.Parameter)
+    pl.append(dtrain.ones(4, 1)).extend([dtrain.zeros(1)])
+    pl += ["a note"]
+    assert len(pl) == 5 and pl[4] == "a note" and [n for n, _ in pl.named_parameters()] == ["0", "1", "2", "3"]
+    part = pl[1:4:2]
+    assert isinstance(part, nn.ParameterList) and [tuple(p.shape) for p in part] == [(3,), (1,)]
+    assert part[0] is pl[1]
+    pl[0] = dtrain.full((2,), 5.0)
+    assert isinstance(pl[0], nn.Parameter) and _np(pl[0]).tolist() == [5.0, 5.0]
+    assert [tuple(p.shape) for p in list(pl)[:4]] == [(2,), (3,), (4, 1), (1,)]
+    assert repr(nn.ParameterList([dtrain.ones(2, 3)])) == "ParameterList(  (0): Parameter containing: [float32 of size 2x3])"
+    assert "(4): Object of type: str" in repr(pl)
+    with pytest.raises(IndexError, match="index 5 is out of range for ParameterList of length 5"):
+        pl[5]
+    with pytest.raises(TypeError, match="extend should be called with an iterable, but got Tensor"):
+        pl.extend(dtrain.ones(2))
+    with pytest.raises(RuntimeError, match="ParameterList should not be called"):
+        pl(dtrain.ones(2))
+
+
+def test_parameter_dict_behaves_like_a_dict():
+    """Order (a plain dict sorted, as torch; an OrderedDict or pairs as given), get/pop/
+    popitem/setdefault/fromkeys/copy/|/clear/in, and the errors (a non-string key)."""
+    from collections import OrderedDict
+    pd = nn.ParameterDict({"b": dtrain.ones(1), "a": dtrain.zeros(2)})
+    assert list(pd) == ["a", "b"] and isinstance(pd["b"], nn.Parameter)
+    pd.update(OrderedDict([("z", dtrain.ones(3)), ("c", dtrain.ones(4))]))
+    pd.update([("y", "not a tensor")])
+    assert list(pd.keys()) == ["a", "b", "z", "c", "y"] and list(reversed(pd))[0] == "y"
+    assert [n for n, _ in pd.named_parameters()] == ["a", "b", "z", "c"]
+    assert pd.get("nope", 7) == 7 and "z" in pd and len(pd) == 5
+    assert pd.popitem()[0] == "y" and tuple(pd.pop("c").shape) == (4,) and list(pd) == ["a", "b", "z"]
+    p = pd.setdefault("new", dtrain.ones(2))
+    assert pd["new"] is p and pd.setdefault("new", dtrain.zeros(9)) is p
+    both = pd | nn.ParameterDict(OrderedDict([("q", dtrain.ones(1))]))
+    assert list(both) == ["a", "b", "z", "new", "q"] and both["a"] is pd["a"]
+    assert list(pd.fromkeys(["u", "v"], dtrain.ones(1))) == ["u", "v"]
+    copy = pd.copy()
+    pd.clear()
+    assert len(pd) == 0 and list(pd.state_dict()) == [] and len(copy) == 4
+    with pytest.raises(TypeError, match="not a string \\(type is 'int'\\)"):
+        pd[3] = dtrain.ones(1)
+    with pytest.raises(KeyError, match=r"got: a\.b"):
+        pd["a.b"] = dtrain.ones(1)
+    assert "a.b" not in pd
+    with pytest.raises(ValueError, match="element #0 should be a \\(key, value\\) pair"):
+        pd.update(["abc"])

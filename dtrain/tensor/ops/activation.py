@@ -210,10 +210,10 @@ def prelu(input, weight):
     _check_float(input, op)
     if not isinstance(weight, Tensor) or weight.ndim > 1:
         got = f"shape {list(weight.shape)}" if isinstance(weight, Tensor) else type(weight).__name__
-        raise ValueError(f"{op}: weight must be a 0-D or 1-D Tensor, got {got}")
+        raise RuntimeError(f"{op}: weight must be a 0-D or 1-D Tensor, got {got}")
     n, c = weight.numel(), input.shape[1] if input.ndim > 1 else 1
     if n != 1 and n != c:
-        raise ValueError(f"{op}: the weight has {n} parameters but the input of shape {list(input.shape)} has "
+        raise RuntimeError(f"{op}: the weight has {n} parameters but the input of shape {list(input.shape)} has "
                          f"{c} channels (dim 1); expected 1 or {c}")
     bshape = (n,) + (1,) * (input.ndim - 2) if n > 1 else ()  # the weight's shape broadcast along dim 1
     return PReLU.apply(input, weight, bshape=bshape)
