@@ -350,8 +350,6 @@ class PolynomialLR(LRScheduler):
     """
 
     def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
-        if not total_iters > 0:
-            raise ValueError(f"PolynomialLR: total_iters must be positive, but got {total_iters!r}")
         self.total_iters = total_iters
         self.power = power
         super().__init__(optimizer, last_epoch)
