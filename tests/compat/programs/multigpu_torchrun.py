@@ -1,0 +1,113 @@
+"""The DDP tutorial series' multigpu_torchrun.py: started by torchrun (here: by dtrain's
+launcher), reads LOCAL_RANK, saves a snapshot every few epochs and resumes from it."""
+import argparse
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.distributed import destroy_process_group, init_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from datautils import MyTrainDataset
+from init_weights import add_arguments, share_initial_weights
+
+
+def ddp_setup():
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    init_process_group(backend=backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
+class Trainer:
+    def __init__(self, model, train_data, optimizer, save_every, snapshot_path):
+        self.gpu_id = int(os.environ["LOCAL_RANK"])
+        self.device = torch.device(f"cuda:{self.gpu_id}") if torch.cuda.is_available() else torch.device("cpu")
+        self.model = model.to(self.device)
+        self.train_data = train_data
+        self.optimizer = optimizer
+        self.save_every = save_every
+        self.epochs_run = 0
+        self.snapshot_path = snapshot_path
+        if os.path.exists(snapshot_path):
+            print("Loading snapshot")
+            self._load_snapshot(snapshot_path)
+        self.model = DDP(self.model, device_ids=[self.gpu_id] if torch.cuda.is_available() else None)
+
+    def _load_snapshot(self, snapshot_path):
+        loc = f"cuda:{self.gpu_id}" if torch.cuda.is_available() else "cpu"
+        snapshot = torch.load(snapshot_path, map_location=loc)
+        self.model.load_state_dict(snapshot["MODEL_STATE"])
+        self.epochs_run = snapshot["EPOCHS_RUN"]
+        print(f"Resuming training from snapshot at Epoch {self.epochs_run}")
+
+    def _run_batch(self, source, targets):
+        self.optimizer.zero_grad()
+        output = self.model(source)
+        loss = F.mse_loss(output, targets)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def _run_epoch(self, epoch):
+        b_sz = len(next(iter(self.train_data))[0])
+        print(f"[GPU{self.gpu_id}] Epoch {epoch} | Batchsize: {b_sz} | Steps: {len(self.train_data)}")
+        self.train_data.sampler.set_epoch(epoch)
+        total = 0.0
+        for source, targets in self.train_data:
+            source = source.to(self.device)
+            targets = targets.to(self.device)
+            total += self._run_batch(source, targets)
+        if self.gpu_id == 0:
+            print(f"Epoch {epoch} | loss: {total / len(self.train_data):.6f}")
+
+    def _save_snapshot(self, epoch):
+        snapshot = {
+            "MODEL_STATE": self.model.module.state_dict(),
+            "EPOCHS_RUN": epoch,
+        }
+        torch.save(snapshot, self.snapshot_path)
+        print(f"Epoch {epoch} | Training snapshot saved at {self.snapshot_path}")
+
+    def train(self, max_epochs):
+        for epoch in range(self.epochs_run, max_epochs):
+            self._run_epoch(epoch)
+            if self.gpu_id == 0 and epoch % self.save_every == 0:
+                self._save_snapshot(epoch + 1)
+
+
+def load_train_objs(args):
+    train_set = MyTrainDataset(512)
+    model = torch.nn.Linear(20, 1)
+    if int(os.environ["RANK"]) != 0:
+        args.save_init = None
+    share_initial_weights(model, args)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    return train_set, model, optimizer
+
+
+def prepare_dataloader(dataset, batch_size, shuffle):
+    return DataLoader(dataset, batch_size=batch_size, pin_memory=True, shuffle=False,
+                      sampler=DistributedSampler(dataset, shuffle=shuffle))
+
+
+def main(save_every, total_epochs, batch_size, args, snapshot_path="snapshot.pt"):
+    ddp_setup()
+    dataset, model, optimizer = load_train_objs(args)
+    train_data = prepare_dataloader(dataset, batch_size, shuffle=not args.no_shuffle)
+    trainer = Trainer(model, train_data, optimizer, save_every, snapshot_path)
+    trainer.train(total_epochs)
+    destroy_process_group()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="simple distributed training job")
+    parser.add_argument("total_epochs", type=int, help="Total epochs to train the model")
+    parser.add_argument("save_every", type=int, help="How often to save a snapshot")
+    parser.add_argument("--batch_size", default=32, type=int, help="Input batch size on each device (default: 32)")
+    parser.add_argument("--no-shuffle", action="store_true", help="the same order under both frameworks")
+    add_arguments(parser)
+    args = parser.parse_args()
+    main(args.save_every, args.total_epochs, args.batch_size, args)
