@@ -430,3 +430,91 @@ def test_repr():
     assert repr(y) == "tensor([2.], grad_fn=<MulBackward>)"
     assert repr(dtrain.zeros(2, 3).shape) == "dtrain.Size([2, 3])"
     assert "\n" in repr(dtrain.zeros(2, 2))
+
+
+# ---- ints as CUDA device indices; new_* tensors; small top-level helpers ------------------
+
+def test_int_device_is_a_cuda_index():
+    """dtrain.device(0) is cuda:0, as torch.device(0); a negative index is refused."""
+    assert dtrain.device(0) == "cuda:0" and dtrain.device(2).index == 2
+    assert repr(dtrain.device(1)) == "device(type='cuda', index=1)"
+    with pytest.raises(ValueError, match=r"device index must be a non-negative int \(a CUDA device\), got -1"):
+        dtrain.device(-1)
+
+
+@pytest.mark.parametrize("move", [lambda x: x.to(0), lambda x: x.to(device=0), lambda x: x.cuda(0),
+                                  lambda x: x.to(0, dtrain.float64), lambda x: x.cuda()],
+                         ids=["to_int", "to_device_int", "cuda_int", "to_int_dtype", "cuda"])
+def test_to_int_without_cuda_says_no_cuda_device(move):
+    """to(0), to(device=0), cuda(0): an int is a CUDA index (never a dtype); without a GPU
+    the error says no CUDA device is available."""
+    if dtrain.cuda.is_available():
+        x = dtrain.zeros(2)
+        assert move(x).device == "cuda:0"
+        return
+    with pytest.raises(RuntimeError, match=r"cuda:0 requested but .*no CUDA device is available"):
+        move(dtrain.zeros(2))
+
+
+def test_new_tensor_methods_follow_self():
+    """new_zeros/ones/full/empty/tensor take self's dtype and device unless given."""
+    x = dtrain.ones(2, dtype=dtrain.float64)
+    z = x.new_zeros(2, 3)
+    assert z.shape == (2, 3) and z.dtype == dtrain.float64 and z.device == x.device and z.sum().item() == 0
+    assert x.new_zeros((4,)).shape == (4,) and x.new_ones(3, dtype=dtrain.int64).tolist() == [1, 1, 1]
+    f = x.new_full((2,), 7)
+    assert f.dtype == dtrain.float64 and f.tolist() == [7.0, 7.0]
+    assert x.new_empty(5).shape == (5,) and x.new_empty(5).dtype == dtrain.float64
+    t = x.new_tensor([1, 2])
+    assert t.dtype == dtrain.float64 and t.tolist() == [1.0, 2.0] and not t.requires_grad
+    src = dtrain.tensor([3.0], requires_grad=True)
+    copy = x.new_tensor(src, requires_grad=True)
+    assert copy.requires_grad and copy.is_leaf and copy.dtype == dtrain.float64
+    copy.data.fill_(0.0)
+    assert src.item() == 3.0
+
+
+def test_inference_mode():
+    """inference_mode records no graph, as context manager and as decorator (bare or called);
+    inference_mode(False) leaves the mode alone; is_inference_mode_enabled reports it."""
+    w = dtrain.ones(2, requires_grad=True)
+    with dtrain.inference_mode():
+        assert not (w * 2).requires_grad and dtrain.is_inference_mode_enabled()
+    assert (w * 2).requires_grad and not dtrain.is_inference_mode_enabled()
+
+    @dtrain.inference_mode
+    def bare():
+        return w * 2
+
+    @dtrain.inference_mode()
+    def called():
+        return w * 2
+
+    assert not bare().requires_grad and not called().requires_grad
+    with dtrain.inference_mode(False):
+        assert (w * 2).requires_grad
+    with dtrain.no_grad(), dtrain.inference_mode(False):
+        assert not (w * 2).requires_grad
+
+
+def test_is_tensor_and_numel():
+    """is_tensor is true for tensors (and Parameters) only; numel counts elements."""
+    assert dtrain.is_tensor(dtrain.zeros(1)) and dtrain.is_tensor(dtrain.nn.Parameter(dtrain.zeros(1)))
+    assert not dtrain.is_tensor([1.0]) and not dtrain.is_tensor(np.zeros(1))
+    assert dtrain.numel(dtrain.zeros(2, 3)) == 6 == dtrain.zeros(2, 3).numel()
+    with pytest.raises(TypeError, match=r"numel\(\): argument 'input' must be Tensor, not list"):
+        dtrain.numel([1, 2])
+
+
+def test_top_level_nn_functions():
+    """dtrain.softmax / log_softmax / relu / dropout exist at the top level, as in torch,
+    and are nn.functional's."""
+    x = dtrain.tensor([[1.0, -2.0, 0.5]])
+    F = dtrain.nn.functional
+    assert dtrain.allclose(dtrain.softmax(x, dim=-1), F.softmax(x, dim=-1))
+    assert dtrain.allclose(dtrain.log_softmax(x, 1), F.log_softmax(x, 1))
+    assert dtrain.relu(x).tolist() == [[1.0, 0.0, 0.5]]
+    assert dtrain.dropout(x, 0.5, False) is x
+    if torch is not None:
+        t = torch.tensor([[1.0, -2.0, 0.5]])
+        compare(dtrain.softmax(x, -1), torch.softmax(t, -1).numpy())
