@@ -226,6 +226,14 @@ def erf(x):
     return f(x)
 
 
+def repeat(a, counts):
+    """``xp.repeat(a, counts)`` where ``counts`` is an int or an array of counts (CuPy takes
+    only an int or a list: a CuPy counts array goes to the host, one sync)."""
+    if is_cuda_array(counts):
+        counts = counts.tolist()
+    return get_array_module(a).repeat(a, counts)
+
+
 def quiet_float_errors():
     """A context in which division by zero and overflow give inf/nan silently (NumPy warns
     by default; CuPy never reports floating-point errors)."""

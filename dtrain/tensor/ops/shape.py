@@ -415,7 +415,7 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):  # no
         raise TypeError(f"repeat_interleave: repeats must be an int or an int Tensor, got {type(repeats).__name__}")
     if input is None:
         xp = get_array_module(counts)
-        return Tensor._wrap(xp.repeat(xp.arange(counts.size, dtype=dtypes.int64), counts))
+        return Tensor._wrap(backend.repeat(xp.arange(counts.size, dtype=dtypes.int64), counts))
     if dim is None:
         input, dim = input.reshape(-1), 0
     d = _check_dim(dim, input.ndim, "repeat_interleave")
@@ -424,7 +424,7 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):  # no
         raise RuntimeError(f"repeat_interleave: repeats must have the same size as input along dim {d}: "
                            f"got {counts.size} repeats for size {n}")
     xp = get_array_module(input.array)
-    idx = xp.repeat(xp.arange(n, dtype=dtypes.int64), counts if isinstance(counts, int) else xp.asarray(counts))
+    idx = backend.repeat(xp.arange(n, dtype=dtypes.int64), counts)
     if output_size is not None and idx.size != output_size:
         raise RuntimeError(f"repeat_interleave: output_size {output_size} does not match the {idx.size} "
                            f"elements the repeats give")
