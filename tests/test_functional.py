@@ -960,3 +960,33 @@ def test_new_ops_keep_float32():
         assert out.dtype == dtrain.float32, out.grad_fn
         (out * 1.0).sum().backward()
     assert x.grad.dtype == dtrain.float32
+
+
+def test_argument_type_errors():
+    """Non-tensor arguments, a bad p, out=, a target that does not broadcast and a
+    mis-shaped weight are refused with the op and the value named."""
+    x = dtrain.randn(3, 4)
+    with pytest.raises(TypeError, match="pairwise_distance: x2 must be a Tensor, got list"):
+        F.pairwise_distance(x, [1.0, 2.0])
+    with pytest.raises(TypeError, match="cosine_similarity: x1 must be a Tensor, got ndarray"):
+        F.cosine_similarity(np.ones((3, 4)), x)
+    with pytest.raises(TypeError, match="normalize: expected a Tensor input, got float"):
+        F.normalize(1.0)
+    with pytest.raises(ValueError, match="normalize: p must be a number \\(or inf\\), got 'fro'"):
+        F.normalize(x, p="fro")
+    with pytest.raises(TypeError, match="normalize: out= is not supported"):
+        F.normalize(x, out=dtrain.empty(3, 4))
+    with pytest.raises(TypeError, match="triplet_margin_loss: negative must be a Tensor, got NoneType"):
+        F.triplet_margin_loss(x, x, None)
+    with pytest.raises(TypeError, match="margin_ranking_loss: target must be a Tensor of 1 and -1, got int"):
+        F.margin_ranking_loss(x[:, 0], x[:, 1], 1)
+    with pytest.raises(TypeError, match="kl_div: target must be a Tensor, got float"):
+        F.kl_div(x, 0.5, reduction="sum")
+    with pytest.raises(RuntimeError, match=r"kl_div: target of shape \[2, 4\] does not broadcast with input of "
+                                           r"shape \[3, 4\]"):
+        F.kl_div(x, dtrain.rand(2, 4), reduction="sum")
+    with pytest.raises(ValueError, match=r"huber_loss: weight must have the input's shape \[3, 4\], got \[4\]"):
+        F.huber_loss(x, x, weight=dtrain.ones(4))
+    with pytest.raises(RuntimeError, match=r"dropout2d: expected an input with channels, got shape \[5\]"):
+        with pytest.warns(UserWarning, match="1-D input"):
+            F.dropout2d(dtrain.ones(5))

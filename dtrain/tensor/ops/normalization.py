@@ -2,6 +2,7 @@
 backward for every normalization): group_norm normalizes a (N, G, C/G, rest) view over its
 last two dims; rms_norm divides by the root mean square without centering."""
 import math
+import numbers
 
 from ..backend import get_array_module
 from .nn import Normalize, _check_float, _moments, _param, trailing_axes
@@ -26,7 +27,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise RuntimeError(f"{op}: expected an input of at least 2 dimensions (N, C, ...), got shape "
                            f"{list(input.shape)}")
     n, c = input.shape[:2]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 or c % num_groups:
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or num_groups < 1 or \
+            c % num_groups:
         raise RuntimeError(f"{op}: the number of channels {c} (dim 1 of input shape {list(input.shape)}) must be "
                            f"divisible by num_groups={num_groups!r}")
     weight, bias = _param(weight, (c,), "weight", op, input), _param(bias, (c,), "bias", op, input)
