@@ -80,21 +80,39 @@ def save(obj, f, pickle_module=pickle, pickle_protocol=2):
         >>> dtrain.save({"w": dtrain.randn(3, 2), "step": 10}, "state.pt")
         >>> dtrain.save(model, "model.pt")   # whole: dtrain.load("model.pt", weights_only=False)
     """
-    arrays = []
     try:
-        structure = _encode(obj, [], arrays)  # fails before any file is touched
+        write = _state_writer(obj)  # fails before any file is touched
     except TypeError as e:
         write = _pickled_writer(obj, str(e), pickle_module, pickle_protocol)
-    else:
-        names = [f"a{i}" for i in range(len(arrays))]
-        meta = {"format": FORMAT, "version": VERSION, "arrays": names, "structure": structure,
-                "sha256": _checksum(structure, zip(names, arrays))}
-        members = {_META: numpy.frombuffer(json.dumps(meta).encode(), dtype=numpy.uint8)}
-        members.update(zip(names, arrays))  # the metadata member comes first in the zip
+    _write_to(f, write)
 
-        def write(fobj):
-            numpy.savez(fobj, **members)
 
+def save_state(obj, f):
+    """Save ``obj`` in the safe format only, as :func:`save` saves plain state; anything
+    that is not plain state is a TypeError naming its key path instead of a pickled file.
+    For files that must load with the default ``weights_only=True`` (e.g. checkpoints).
+
+    Example:
+        >>> save_state(model.state_dict(), "weights.pt")
+    """
+    _write_to(f, _state_writer(obj))
+
+
+def _state_writer(obj):
+    arrays = []
+    structure = _encode(obj, [], arrays)
+    names = [f"a{i}" for i in range(len(arrays))]
+    meta = {"format": FORMAT, "version": VERSION, "arrays": names, "structure": structure,
+            "sha256": _checksum(structure, zip(names, arrays))}
+    members = {_META: numpy.frombuffer(json.dumps(meta).encode(), dtype=numpy.uint8)}
+    members.update(zip(names, arrays))  # the metadata member comes first in the zip
+
+    def write(fobj):
+        numpy.savez(fobj, **members)
+    return write
+
+
+def _write_to(f, write):
     if isinstance(f, (str, bytes, os.PathLike)):
         _atomic_write(os.fspath(f), write)
     elif hasattr(f, "write"):

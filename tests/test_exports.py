@@ -31,3 +31,14 @@ def test_unknown_nn_attribute_is_an_attribute_error():
         assert "NoSuchLayer" in str(e)
     else:
         raise AssertionError("dtrain.nn.NoSuchLayer did not raise")
+
+
+def test_torchvision_import_lines_after_rename():
+    """`from torchvision import datasets, transforms` and torchvision.utils' helpers, renamed to
+    dtrain.vision, reach dtrain.vision's objects; `torch.utils.data` reaches dtrain.data."""
+    from dtrain.vision import datasets, transforms, utils
+    import dtrain.vision.transforms.functional as TF
+    assert datasets.MNIST and datasets.CIFAR10 and datasets.FakeData
+    assert transforms.Compose and transforms.ToTensor and transforms.Normalize and TF.resize
+    assert utils.save_image and utils.make_grid
+    assert dtrain.utils.data.DataLoader is dtrain.data.DataLoader

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dtrain
-from dtrain.serialization import CheckpointError, load, save
+from dtrain.serialization import CheckpointError, load, save, save_state
 
 DTYPES = [dtrain.bool, dtrain.uint8, dtrain.int8, dtrain.int16, dtrain.int32, dtrain.int64,
           dtrain.float16, dtrain.float32, dtrain.float64]
@@ -229,12 +229,27 @@ def test_unpicklable_object_names_it_and_keeps_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["m.pt"]
 
 
-@pytest.mark.parametrize("obj, match", [
+NOT_PLAIN_STATE = [
     ({("a", 1): 0}, r"cannot save dict key \('a', 1\) of type tuple at the top level"),
     ({"x": np.array([object()])}, r"cannot save array of dtype object at \['x'\]"),
     ({1, 2}, "cannot save object of type set at the top level"),
     ({"model": {"w": dtrain.ones(3), "layer": [1, Foo()]}}, r"cannot save object of type Foo at \['model'\]\['layer'\]\[1\]"),
-])
+]
+
+
+@pytest.mark.parametrize("obj, match", NOT_PLAIN_STATE)
+def test_save_state_refuses_what_is_not_plain_state(tmp_path, obj, match):
+    """save_state (the safe format only) refuses keys other than str/int, object arrays and
+    other types by name and key path, leaving an existing file as it was."""
+    path = tmp_path / "m.pt"
+    save_state({"good": dtrain.ones(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=match):
+        save_state(obj, path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.pt"]
+
+
+@pytest.mark.parametrize("obj, match", NOT_PLAIN_STATE)
 def test_non_state_objects_are_pickled_and_refused_by_default(obj, match):
     """Keys other than str/int, object arrays and other types make the object pickled
     whole: the default load refuses it, naming what was not plain state and
