@@ -687,3 +687,17 @@ def test_parameter_dict_behaves_like_a_dict():
     assert "a.b" not in pd
     with pytest.raises(ValueError, match="element #0 should be a \\(key, value\\) pair"):
         pd.update(["abc"])
+
+
+def test_container_and_norm_misuse_errors():
+    """A bad RMSNorm shape, ParameterDict.update with a non-iterable, and calling a
+    ParameterDict are refused with what was wrong."""
+    with pytest.raises(ValueError, match="RMSNorm: normalized_shape must be an integer >= 0, got -3"):
+        nn.RMSNorm((4, -3))
+    with pytest.raises(TypeError, match="update should be called with an iterable of key/value pairs, but got int"):
+        nn.ParameterDict().update(5)
+    with pytest.raises(RuntimeError, match="ParameterDict should not be called"):
+        nn.ParameterDict()(dtrain.ones(1))
+    with pytest.raises(RuntimeError, match=r"rms_norm: input of shape \[2, 4\] does not end with normalized_shape "
+                                           r"\[5\]"):
+        nn.RMSNorm(5)(dtrain.randn(2, 4))
