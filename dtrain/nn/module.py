@@ -361,10 +361,11 @@ class Module:
 
     def to(self, *args, **kwargs):
         """Move parameters and buffers to a device and/or cast floating ones to a dtype, in
-        place: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)``.
+        place: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)``; an int
+        device is a CUDA index, as in PyTorch (``to(0)`` is ``to("cuda:0")``).
 
         Example:
-            >>> model.to("cuda:0")    # or model.to(dtrain.float64)
+            >>> model.to("cuda:0")    # or model.to(0), model.to(dtrain.float64)
         """
         args = tuple(_cuda_index(a) for a in args)
         if "device" in kwargs:
