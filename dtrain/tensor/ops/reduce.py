@@ -304,7 +304,7 @@ class CumProd(Function):
         # out_j / a_i (out_j is 0 from z on, so the reverse cumsum stops there by itself);
         # at z it is the cumprod with a_z replaced by 1; after z every term holds a_z = 0.
         zero = a == 0
-        z = xp.argmax(zero, axis=axis)
+        z = xp.argmax(zero.astype(dtypes.uint8), axis=axis)  # the first zero (CuPy's argmax takes no bool)
         has_zero = xp.take_along_axis(zero, xp.expand_dims(z, axis), axis)
         pos = xp.arange(a.shape[axis]).reshape([-1 if d == axis else 1 for d in range(a.ndim)])
         z = xp.where(has_zero, xp.expand_dims(z, axis), a.shape[axis])
