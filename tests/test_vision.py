@@ -489,3 +489,17 @@ def test_save_image_writes_png(tmp_path):
     utils.save_image(x[0], buf, format="PNG")
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
+
+
+@pytest.mark.gpu
+def test_tensor_transforms_on_cuda_match_cpu():
+    """Resize (bilinear, nearest), Normalize, flip, pad and crop on a CUDA tensor stay on the
+    GPU and give the CPU's values."""
+    x = dtrain.rand(3, 12, 10)
+    steps = [lambda t: F.resize(t, [5, 7]), lambda t: F.resize(t, 20, InterpolationMode.NEAREST),
+             lambda t: F.normalize(t, [0.5, 0.4, 0.3], [0.2, 0.3, 0.4]), F.hflip,
+             lambda t: F.pad(t, [1, 2], padding_mode="reflect"), lambda t: F.center_crop(t, 14)]
+    for step in steps:
+        got = step(x.to("cuda:0"))
+        assert got.device == dtrain.device("cuda:0")
+        np.testing.assert_allclose(got.cpu().numpy(), step(x).numpy(), rtol=1e-5, atol=1e-6)
