@@ -35,6 +35,9 @@ class CIFAR10(PILSamples, cifar.CIFAR10):
         names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
         archive = os.path.join(root, ARCHIVE)
         if download and not all(os.path.isfile(os.path.join(folder, n)) for n in names) and os.path.isfile(archive):
+            if not hasattr(tarfile, "data_filter"):
+                raise RuntimeError(f"CIFAR10: extracting {archive} needs tarfile's data filter (Python 3.10.12+ "
+                                   f"or 3.11.4+); extract it into {root} by hand")
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(root, filter="data")  # the data filter refuses paths outside root
         require_files("CIFAR10", names, [folder, root], download, folder,
