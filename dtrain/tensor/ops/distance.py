@@ -1,60 +1,25 @@
-"""Vector p-norms along one dim and what is built on them: normalize, pairwise_distance and
-cosine_similarity (as torch.nn.functional)."""
+"""What is built on the vector p-norm along one dim (reduce.py's vector_norm): normalize,
+pairwise_distance and cosine_similarity (as torch.nn.functional)."""
 import math
 
 from .. import dtypes
-from ..backend import broadcast_shapes, get_array_module
-from ..function import Function
+from ..backend import broadcast_shapes
 from ..grad_mode import no_grad
 from ..tensor import Tensor, _check_dim
 from .elementwise import clamp
+from .reduce import vector_norm
 from .shape import broadcast_to
 
 
-class VectorNorm(Function):
-    """(sum |x|^p)^(1/p) along ``axis``; p = inf / -inf: max / min |x|; p = 0: the count of
-    non-zeros. The gradient is 0 where the norm is 0 (not NaN), as in PyTorch."""
-
-    def forward(self, a, p=2.0, axis=-1, keepdim=False):
-        xp = get_array_module(a)
-        if p == 2:
-            n = xp.sqrt((a * a).sum(axis=axis, keepdims=True))
-        elif math.isinf(p):
-            n = (xp.abs(a).max if p > 0 else xp.abs(a).min)(axis=axis, keepdims=True)
-        elif p == 0:
-            n = (a != 0).sum(axis=axis, keepdims=True).astype(a.dtype)
-        else:
-            n = (xp.abs(a) ** p).sum(axis=axis, keepdims=True) ** (1 / p)
-        self.a, self.n, self.p, self.axis, self.keepdim = a, n, p, axis, keepdim
-        return n if keepdim else n.squeeze(axis)
-
-    def backward(self, g):
-        xp = get_array_module(g)
-        a, n, p = self.a, self.n, self.p
-        if not self.keepdim:
-            g = xp.expand_dims(g, self.axis)
-        if p == 0:
-            return xp.zeros_like(a)
-        if math.isinf(p):  # to the elements at the max (min), shared evenly on ties
-            hit = xp.abs(a) == n
-            return xp.sign(a) * hit * (g / hit.sum(axis=self.axis, keepdims=True))
-        zero = n == 0
-        if p == 2:
-            return a * xp.where(zero, 0, g / xp.where(zero, 1, n)).astype(g.dtype, copy=False)
-        # d/dx = sign(x) |x|^(p-1) / n^(p-1); |x|^(p-1) is taken as 0 at x = 0 (p < 1 would give inf)
-        scaled = xp.sign(a) * xp.where(a == 0, 1, xp.abs(a)) ** (p - 1)
-        return scaled * xp.where(zero, 0, g * xp.where(zero, 1, n) ** (1 - p)).astype(g.dtype, copy=False)
-
-
-def vector_norm_along(x, p, dim, keepdim, op):
-    """The p-norm of ``x`` along the one dim ``dim`` (the building block of this module)."""
+def _norm_along(x, p, dim, keepdim, op):
+    """The p-norm of ``x`` along the one dim ``dim``, with errors that name ``op``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{op}: expected a Tensor input, got {type(x).__name__}")
     if x.dtype.kind != "f":
         x = x.to(dtypes.get_default_dtype())  # integer inputs give the default float dtype, as PyTorch
     if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p):
         raise ValueError(f"{op}: p must be a number (or inf), got {p!r}")
-    return VectorNorm.apply(x, p=float(p), axis=_check_dim(dim, max(x.ndim, 1), op), keepdim=keepdim)
+    return vector_norm(x, p, _check_dim(dim, max(x.ndim, 1), op), keepdim)
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
@@ -73,7 +38,7 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     """
     if out is not None:
         raise TypeError("normalize: out= is not supported; assign the returned tensor instead")
-    denom = clamp(vector_norm_along(input, p, dim, True, "normalize"), min=eps)
+    denom = clamp(_norm_along(input, p, dim, True, "normalize"), min=eps)
     return input / denom
 
 
@@ -95,7 +60,7 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     _broadcast_shape(x1, x2, op)
-    return vector_norm_along(x1 - x2 + eps, p, -1, keepdim, op)
+    return _norm_along(x1 - x2 + eps, p, -1, keepdim, op)
 
 
 def _broadcast_shape(x1, x2, op):
@@ -109,7 +74,7 @@ def _broadcast_shape(x1, x2, op):
 def _clamped_norm(x, dim, eps, op):
     """||x|| along ``dim`` with its value clamped below at eps but its gradient unclamped:
     PyTorch clamps the norm in place under no_grad."""
-    n = vector_norm_along(x, 2, dim, True, op)
+    n = _norm_along(x, 2, dim, True, op)
     with no_grad():
         lift = clamp(n, min=eps) - n
     return n + lift
