@@ -507,14 +507,36 @@ def test_is_tensor_and_numel():
 
 
 def test_top_level_nn_functions():
-    """dtrain.softmax / log_softmax / relu / dropout exist at the top level, as in torch,
-    and are nn.functional's."""
+    """dtrain.softmax / log_softmax / relu / dropout exist at the top level with torch's
+    signatures (dtype third, dropout's ``train``) and compute nn.functional's."""
     x = dtrain.tensor([[1.0, -2.0, 0.5]])
     F = dtrain.nn.functional
     assert dtrain.allclose(dtrain.softmax(x, dim=-1), F.softmax(x, dim=-1))
     assert dtrain.allclose(dtrain.log_softmax(x, 1), F.log_softmax(x, 1))
     assert dtrain.relu(x).tolist() == [[1.0, 0.0, 0.5]]
-    assert dtrain.dropout(x, 0.5, False) is x
+    assert dtrain.dropout(x, 0.5, False) is x and dtrain.dropout(x, p=0.5, train=False) is x
+    assert dtrain.softmax(x, 1, dtrain.float64).dtype == dtrain.float64
     if torch is not None:
         t = torch.tensor([[1.0, -2.0, 0.5]])
         compare(dtrain.softmax(x, -1), torch.softmax(t, -1).numpy())
+
+
+NEW_FUNCTIONS = ("tril triu masked_fill einsum bmm baddbmm addmm topk sort argsort cumsum cumprod gather scatter "
+                 "scatter_add index_select roll repeat_interleave erf multinomial diag diagonal trace outer kron "
+                 "unique cosh sinh square lerp softmax log_softmax relu dropout numel is_tensor inference_mode "
+                 "norm narrow").split()
+NEW_METHODS = ("tril triu masked_fill masked_fill_ bmm baddbmm addmm topk sort argsort cumsum cumprod gather "
+               "scatter scatter_ scatter_add scatter_add_ index_select roll repeat_interleave erf multinomial diag "
+               "diagonal trace outer kron unique cosh sinh square lerp softmax log_softmax relu numel norm narrow "
+               "view_as new_zeros new_ones new_full new_empty new_tensor").split()
+
+
+def test_torch_names_exist():
+    """The ops PyTorch has as torch.X and as Tensor.X exist under the same names here, and
+    dtrain.linalg has vector_norm, matrix_norm and norm."""
+    assert [n for n in NEW_FUNCTIONS if not callable(getattr(dtrain, n, None))] == []
+    assert [n for n in NEW_METHODS if not callable(getattr(dtrain.Tensor, n, None))] == []
+    assert all(callable(getattr(dtrain.linalg, n)) for n in ("vector_norm", "matrix_norm", "norm"))
+    if torch is not None:
+        assert [n for n in NEW_FUNCTIONS if not hasattr(torch, n)] == []
+        assert [n for n in NEW_METHODS if not hasattr(torch.Tensor, n)] == []

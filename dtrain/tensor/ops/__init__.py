@@ -16,7 +16,7 @@ from .einsum import einsum  # noqa: F401
 from .elementwise import cosh, erf, lerp, sinh, square  # noqa: F401
 from .index import scatter, scatter_add  # noqa: F401
 from .linalg import addmm, baddbmm, kron  # noqa: F401
-from .nn import dropout, log_softmax, relu, softmax  # noqa: F401  (top-level, as torch has them)
+from .toplevel import dropout, log_softmax, relu, softmax  # noqa: F401
 from .reduce import cumprod, norm  # noqa: F401
 from .sampling import multinomial  # noqa: F401
 from .shape import narrow, repeat_interleave, roll  # noqa: F401
