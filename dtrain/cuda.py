@@ -63,24 +63,28 @@ def set_device(device):
     Example:
         >>> dtrain.cuda.set_device(local_rank)
     """
-    backend.cupy.cuda.Device(_index(device, "set_device")).use()
+    index = _index(device, "set_device")
+    backend.cupy.cuda.Device(index).use()
 
 
 def synchronize(device=None):
     """Wait for all work on ``device`` (an index, "cuda:N" or Device; default: current) to finish."""
-    backend.cupy.cuda.Device(_index(device, "synchronize")).synchronize()
+    index = _index(device, "synchronize")
+    backend.cupy.cuda.Device(index).synchronize()
 
 
 def get_device_name(device=None):
     """The name of ``device`` (default: current), e.g. "NVIDIA H100 80GB HBM3"."""
-    props = backend.cupy.cuda.runtime.getDeviceProperties(_index(device, "get_device_name"))
+    index = _index(device, "get_device_name")
+    props = backend.cupy.cuda.runtime.getDeviceProperties(index)
     name = props["name"]
     return name.decode() if isinstance(name, bytes) else name
 
 
 def get_device_capability(device=None):
     """``(major, minor)`` compute capability of ``device`` (default: current)."""
-    props = backend.cupy.cuda.runtime.getDeviceProperties(_index(device, "get_device_capability"))
+    index = _index(device, "get_device_capability")
+    props = backend.cupy.cuda.runtime.getDeviceProperties(index)
     return props["major"], props["minor"]
 
 
