@@ -195,7 +195,7 @@ class DistributedSampler(Sampler):
     ``r``. So every rank gets ``len(sampler)`` indices and the ranks' shares are disjoint
     apart from the padding. Call ``set_epoch(epoch)`` at the start of every epoch: without it
     every epoch repeats the same order (a warning says so once, at the end of a second full
-    pass with one epoch's order).
+    pass at one epoch without set_epoch between).
 
     Args:
         dataset: a sized dataset.
@@ -253,8 +253,9 @@ class DistributedSampler(Sampler):
 
     def _pass(self, indices, epoch):
         yield from indices
-        # Warn only after a second *full* pass with one epoch's order: peeking a batch
-        # (next(iter(loader))) before the epoch loop calls set_epoch repeats nothing.
+        # Warn only after a second full pass at one epoch with no set_epoch between: peeking
+        # a batch (next(iter(loader))) before an epoch loop that calls set_epoch is fine,
+        # even when loader workers prefetched the whole (small) epoch for the peek.
         if self.shuffle and self._completed_epoch == epoch and not self._warned:
             self._warned = True
             warnings.warn(f"DistributedSampler is iterated again at epoch {epoch}: this full pass repeated "
@@ -272,3 +273,4 @@ class DistributedSampler(Sampler):
             epoch: the epoch number, the same on every rank.
         """
         self.epoch = epoch
+        self._completed_epoch = None
