@@ -330,8 +330,9 @@ def _load_pickled(fobj, name, place, weights_only, pickle_module):
         raise CheckpointError(f"{name}: file is corrupted: unreadable header of a pickled dtrain file") from e
     if weights_only:
         raise WeightsOnlyError(
-            f"{name}: weights-only load refused: the file holds a whole pickled {header.get('type')} (saved by "
-            f"pickling since {header.get('reason')}), and unpickling it can result in arbitrary code execution. "
+            f"{name}: weights-only load refused: the file holds a whole pickled {header.get('type')}, and "
+            f"unpickling it can result in arbitrary code execution (dtrain.save pickled it because it is not "
+            f"plain state: {header.get('reason')}). "
             f"If you got the file from a trusted source, load it with dtrain.load(f, weights_only=False); to "
             f"get a file that loads safely, save model.state_dict() instead of the model.")
     if header.get("version") != VERSION:
