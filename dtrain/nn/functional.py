@@ -6,8 +6,10 @@ names differ from torch.nn.functional's get a thin wrapper here.
 """
 from ..tensor.ops import elementwise, index, linalg
 from ..tensor.ops.conv import conv1d, conv2d, conv_transpose2d  # noqa: F401
+from ..tensor.ops.fold import fold, unfold  # noqa: F401
 from ..tensor.ops.pooling import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d,  # noqa: F401
                                   adaptive_max_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d)
+from ..tensor.ops.upsample import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from ..tensor.ops.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
 from ..tensor.ops.nn import (batch_norm, binary_cross_entropy_with_logits, cross_entropy, dropout,  # noqa: F401
                              embedding, gelu, l1_loss, layer_norm, leaky_relu, log_softmax, mse_loss, nll_loss,

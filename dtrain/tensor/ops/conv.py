@@ -39,12 +39,13 @@ def _batched(x, op, dims=2):
     return (x, False) if x.ndim == dims + 2 else (unsqueeze(x, 0), True)
 
 
-def _geometry(op, x, kernel, stride, pads, dilation, ceil_mode=False, shown=None):
-    """The output size, and the padding ((top, bottom), (left, right)) that fits every window:
-    in ceil_mode the last window may reach past the requested padding. ``shown``: the
-    caller's input shape, for the message (1-D ops run on a height of 1)."""
+def _geometry(op, shape, kernel, stride, pads, dilation, ceil_mode=False, shown=None, dims=2):
+    """The output size for a batched (N, C, H, W) input ``shape``, and the padding ((top,
+    bottom), (left, right)) that fits every window: in ceil_mode the last window may reach past
+    the requested padding. ``shown``: the caller's input shape, for the message; a 1-D op
+    (``dims=1``) runs on a height of 1."""
     out, full = [], []
-    for n, k, s, (lo, hi), d in zip(x.shape[2:], kernel, stride, pads, dilation):
+    for n, k, s, (lo, hi), d in zip(shape[2:], kernel, stride, pads, dilation):
         span = n + lo + hi - d * (k - 1) - 1
         o = (-(-span // s) if ceil_mode else span // s) + 1
         if ceil_mode and (o - 1) * s >= n + lo:  # the last window must start inside the input or left padding
@@ -52,10 +53,10 @@ def _geometry(op, x, kernel, stride, pads, dilation, ceil_mode=False, shown=None
         out.append(o)
         full.append((lo, max(hi, (o - 1) * s + d * (k - 1) + 1 - n - lo)))
     if min(out) < 1:
-        one = shown is not None and len(shown) < x.ndim  # a 1-D op: drop the height of 1
+        one = dims == 1  # show the 1-D op's own sizes
         sizes = lambda v: "x".join(map(str, v[1:] if one else v))  # noqa: E731
-        raise ValueError(f"{op}: input of shape {list(x.shape if shown is None else shown)} (spatial "
-                         f"{sizes(x.shape[2:])}, padding {[list(p) for p in (pads[1:] if one else pads)]}) is too "
+        raise ValueError(f"{op}: input of shape {list(shape if shown is None else shown)} (spatial "
+                         f"{sizes(shape[2:])}, padding {[list(p) for p in (pads[1:] if one else pads)]}) is too "
                          f"small for kernel {sizes(kernel)} with dilation {sizes(dilation)}: the output size would "
                          f"be {sizes(out)}")
     return tuple(out), tuple(full)
@@ -245,9 +246,9 @@ def _conv_pads(op, padding, kernel, stride, dilation):
     return tuple((p, p) for p in padding)
 
 
-def _conv(op, input, x, weight, bias, stride, pads, dilation, groups):
+def _conv(op, input, x, weight, bias, stride, pads, dilation, groups, dims=2):
     """The convolution of a batched 4-D x, its arguments checked and normalized."""
-    out, pads = _geometry(op, x, weight.shape[2:], stride, pads, dilation, shown=input.shape)
+    out, pads = _geometry(op, x.shape, weight.shape[2:], stride, pads, dilation, shown=input.shape, dims=dims)
     args = (x, weight) if bias is None else (x, weight, bias)
     return Conv2d.apply(*args, stride=stride, dilation=dilation, pads=pads, out=out, groups=groups)
 
@@ -308,7 +309,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     padding = padding if isinstance(padding, str) else (0,) + _tuple(padding, 1, "padding", op, 0)
     w2 = unsqueeze(weight, 2)
     y = _conv(op, input, unsqueeze(x, 2), w2, bias, stride, _conv_pads(op, padding, w2.shape[2:], stride, dilation),
-              dilation, groups).squeeze(2)
+              dilation, groups, dims=1).squeeze(2)
     return y.squeeze(0) if unbatched else y
 
 
