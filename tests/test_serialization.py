@@ -233,7 +233,8 @@ NOT_PLAIN_STATE = [
     ({("a", 1): 0}, r"cannot save dict key \('a', 1\) of type tuple at the top level"),
     ({"x": np.array([object()])}, r"cannot save array of dtype object at \['x'\]"),
     ({1, 2}, "cannot save object of type set at the top level"),
-    ({"model": {"w": dtrain.ones(3), "layer": [1, Foo()]}}, r"cannot save object of type Foo at \['model'\]\['layer'\]\[1\]"),
+    ({"model": {"w": dtrain.ones(3), "layer": [1, Foo()]}},
+     r"cannot save object of type Foo at \['model'\]\['layer'\]\[1\]"),
 ]
 
 

@@ -55,8 +55,8 @@ def test_mnist_items_are_pil_images(tmp_path, gz):
     pipeline = T.Compose([T.ToTensor(), T.Normalize((0.1307,), (0.3081,))])
     xb, yb = next(iter(DataLoader(datasets.MNIST(str(tmp_path), transform=pipeline), batch_size=4)))
     assert xb.shape == (4, 1, 28, 28) and yb.tolist() == labels[:4].tolist()
-    np.testing.assert_allclose(xb.numpy()[1, 0], (images[1] / np.float32(255) - np.float32(0.1307)) / np.float32(0.3081),
-                               rtol=1e-5)
+    expected = (images[1] / np.float32(255) - np.float32(0.1307)) / np.float32(0.3081)
+    np.testing.assert_allclose(xb.numpy()[1, 0], expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("download", [False, True])
@@ -372,8 +372,8 @@ def test_center_crop():
 
 def _torch_resize(size, mode, antialias=False):
     torch = pytest.importorskip("torch")
-    return lambda t: torch.nn.functional.interpolate(
-        t[None], size=size, mode=mode, antialias=antialias, **({} if "nearest" in mode else {"align_corners": False}))[0]
+    corners = {} if "nearest" in mode else {"align_corners": False}
+    return lambda t: torch.nn.functional.interpolate(t[None], size=size, mode=mode, antialias=antialias, **corners)[0]
 
 
 @pytest.mark.parametrize("size", [(3, 5), (9, 13), (4, 13)], ids=str)

@@ -41,7 +41,8 @@ def make_grid(tensor, nrow=8, padding=2, normalize=False, value_range=None, scal
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4:
-        raise ValueError(f"make_grid: expected images (B, C, H, W), (C, H, W) or (H, W), got shape {list(tensor.shape)}")
+        raise ValueError(f"make_grid: expected images (B, C, H, W), (C, H, W) or (H, W), got shape "
+                         f"{list(tensor.shape)}")
     if a.shape[1] == 1:
         a = xp.concatenate([a, a, a], axis=1)
     if normalize:

@@ -30,8 +30,7 @@ class InterpolationMode(enum.Enum):
 # PIL's integer filter constants, which torchvision also accepts
 _FROM_PIL_INT = {0: InterpolationMode.NEAREST, 2: InterpolationMode.BILINEAR, 3: InterpolationMode.BICUBIC,
                  4: InterpolationMode.BOX, 5: InterpolationMode.HAMMING, 1: InterpolationMode.LANCZOS}
-_PIL_FILTER = {InterpolationMode.NEAREST: 0, InterpolationMode.NEAREST_EXACT: 0, InterpolationMode.BILINEAR: 2, InterpolationMode.BICUBIC: 3,
-               InterpolationMode.BOX: 4, InterpolationMode.HAMMING: 5, InterpolationMode.LANCZOS: 1}
+_PIL_FILTER = {**{mode: i for i, mode in _FROM_PIL_INT.items()}, InterpolationMode.NEAREST_EXACT: 0}
 _PAD_MODES = ("constant", "edge", "reflect", "symmetric")
 
 
