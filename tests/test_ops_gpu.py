@@ -9,15 +9,18 @@ from test_xp_audit import _floats, _forward_backward, _ints
 FUNCTIONS = [
     ("triangles_diagonals", lambda a: a.tril() + a.triu(1) * 2 + a.diagonal(1).sum() + a.diag().sum()
      + dtrain.diag(a[0]).sum(0) + a.trace(), [_floats(4, 4)]),
-    ("masked_fill_scatter", lambda a, s: a.masked_fill(a > 0, -1.5) + a.masked_fill(a[0] < 0, float("-inf")).clamp(-3)
+    ("masked_fill_scatter", lambda a, s: a.masked_fill(a > 0, -1.5)
+     + a.masked_fill(a[0] < 0, float("-inf")).clamp(-3)
      + a.scatter(0, dtrain.tensor([[1, 0, 3, 2]], device=a.device), s[:1])
      + a.scatter_add(1, dtrain.tensor(_ints(4, 4, high=4), device=a.device), s), [_floats(4, 4), _floats(4, 4)]),
     ("einsum", lambda a, b, c: dtrain.einsum("bij,bjk->bik", a, b).sum(0) + dtrain.einsum("ii->i", c)
-     + dtrain.einsum("...j,jk", a[0], b[0]).sum(1) + dtrain.einsum("ij,ij->", c, c), [_floats(2, 4, 3), _floats(2, 3, 4), _floats(4, 4)]),
+     + dtrain.einsum("...j,jk", a[0], b[0]).sum(1) + dtrain.einsum("ij,ij->", c, c),
+     [_floats(2, 4, 3), _floats(2, 3, 4), _floats(4, 4)]),
     ("products", lambda c, a, b: dtrain.baddbmm(c, a, b, beta=0.5, alpha=2.0).sum(0)
-     + dtrain.addmm(c[0, 0], a[0], b[0]) + dtrain.kron(a[0, :2, :2], b[0, :2, :2]).sum(), [_floats(2, 3, 4), _floats(2, 3, 5), _floats(2, 5, 4)]),
-    ("sort_topk_cumulative", lambda a: a.sort(1).values + a.sort(0, descending=True).values + a.topk(4).values.sum(1, True)
-     + a.cumprod(1) + a.cumsum(0), [_floats(3, 5)]),
+     + dtrain.addmm(c[0, 0], a[0], b[0]) + dtrain.kron(a[0, :2, :2], b[0, :2, :2]).sum(),
+     [_floats(2, 3, 4), _floats(2, 3, 5), _floats(2, 5, 4)]),
+    ("sort_topk_cumulative", lambda a: a.sort(1).values + a.sort(0, descending=True).values
+     + a.topk(4).values.sum(1, True) + a.cumprod(1) + a.cumsum(0), [_floats(3, 5)]),
     ("norms_unary", lambda a: a.norm(dim=1) + a.norm(1, dim=1) + a.norm(float("inf"), dim=1) + a.norm(0.5, dim=1)
      + dtrain.linalg.matrix_norm(a[:, :3]) + a.erf().sum(1) + a.sinh().sum(1) + a.cosh().sum(1)
      + a.lerp(a * 2, 0.3).sum(1), [_floats(3, 5)]),

@@ -172,7 +172,8 @@ def test_index_select_with_tensor_index():
 @pytest.mark.parametrize("call, error, message", [
     (lambda x: x.index_select(0, dtrain.tensor([0.0])), RuntimeError,
      r"index_select\(\): Expected dtype int32/int64 for index, got float32"),
-    (lambda x: x.index_select(0, [0, 1]), RuntimeError, r"index_select\(\): Expected dtype int32/int64 for index, got list"),
+    (lambda x: x.index_select(0, [0, 1]), RuntimeError,
+     r"index_select\(\): Expected dtype int32/int64 for index, got list"),
     (lambda x: x.index_select(0, dtrain.tensor([[0]])), IndexError,
      r"index_select\(\): Index is supposed to be a vector, got shape \[1, 1\]"),
     (lambda x: x.index_select(2, dtrain.tensor([0])), IndexError, r"index_select: dimension out of range"),

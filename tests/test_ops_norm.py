@@ -129,7 +129,8 @@ def test_linalg_norm(fn, x, ref):
     (lambda: dtrain.linalg.matrix_norm(dtrain.ones(3, 3), ord=3), r"matrix_norm: Order 3 not supported"),
     (lambda: dtrain.linalg.matrix_norm(dtrain.ones(3, 3), ord="nuc"), r"ord='nuc' needs singular values"),
     (lambda: dtrain.linalg.matrix_norm(dtrain.ones(3, 3), dim=(0, 0)), r"dims must be different. Got \(0, 0\)"),
-    (lambda: dtrain.linalg.norm(dtrain.ones(2, 2, 2), ord=1), r"If dim is not specified but ord is, the input must be 1D or 2D"),
+    (lambda: dtrain.linalg.norm(dtrain.ones(2, 2, 2), ord=1),
+     r"If dim is not specified but ord is, the input must be 1D or 2D"),
     (lambda: dtrain.linalg.norm(dtrain.ones(3), ord="fro", dim=0), r"ord='fro' is a matrix norm"),
 ])
 def test_norm_errors(call, message):

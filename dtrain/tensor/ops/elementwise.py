@@ -414,10 +414,12 @@ def erf(x):
 
 
 def sinh(x):
+    """Hyperbolic sine, elementwise (integer tensors give the default float dtype)."""
     return Sinh.apply(_float(x))
 
 
 def cosh(x):
+    """Hyperbolic cosine, elementwise (integer tensors give the default float dtype)."""
     return Cosh.apply(_float(x))
 
 

@@ -36,7 +36,8 @@ def sort(input, dim=-1, descending=False, stable=False):  # noqa: A002
     """
     _check_sortable(input, "sort")
     if input.ndim == 0:
-        return _values_indices["sort"](input.clone(), Tensor._wrap(get_array_module(input.array).zeros((), dtypes.int64)))
+        zero = get_array_module(input.array).zeros((), dtypes.int64)
+        return _values_indices["sort"](input.clone(), Tensor._wrap(zero))
     axis = _check_dim(dim, input.ndim, "sort")
     idx = _order(input.array, axis, descending).astype(dtypes.int64, copy=False)
     return _values_indices["sort"](_take(input, idx, axis), Tensor._wrap(idx))
