@@ -540,3 +540,13 @@ def test_torch_names_exist():
     if torch is not None:
         assert [n for n in NEW_FUNCTIONS if not hasattr(torch, n)] == []
         assert [n for n in NEW_METHODS if not hasattr(torch.Tensor, n)] == []
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.8427], [0.25, 0.25], [1.0, 2.0], [1e-5, 1.0], [float("inf"), 0.5],
+                                    [[-1.5, 0.0], [2.0, 3.0]], 0.5, []])
+def test_repr_digits_match_pytorch(values):
+    """Float values print as PyTorch prints them: whole numbers as "1.", otherwise every
+    element with 4 decimals (scientific where the range asks for it)."""
+    if torch is None:
+        pytest.skip("needs torch")
+    assert repr(dtrain.tensor(values)) == repr(torch.tensor(values))

@@ -430,7 +430,11 @@ class Tensor:
 
     # ---- printing --------------------------------------------------------------------
     def __repr__(self):
-        body = numpy.array2string(backend.asnumpy(self.array), separator=", ", prefix="tensor(", precision=4)
+        a = backend.asnumpy(self.array)
+        # as PyTorch: whole numbers print as "1.", otherwise every element with 4 decimals
+        finite = a[numpy.isfinite(a)] if a.dtype.kind == "f" else a
+        mode = "fixed" if a.dtype.kind == "f" and (finite != numpy.round(finite)).any() else "maxprec"
+        body = numpy.array2string(a, separator=", ", prefix="tensor(", precision=4, floatmode=mode)
         extra = []
         if self.dtype not in (dtypes.get_default_dtype(), dtypes.int64, dtypes.bool_):
             extra.append(f"dtype=dtrain.{self.dtype.name}")
