@@ -1,6 +1,13 @@
 """The layers of dtrain.nn, one kind per file."""
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .conv import Conv2d
+from .conv import Conv1d, ConvTranspose2d
+from .fold import Fold, Unfold
+from .padding import (CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d, ReflectionPad1d, ReflectionPad2d,
+                      ReplicationPad1d, ReplicationPad2d, ZeroPad1d, ZeroPad2d)
+from .pixelshuffle import PixelShuffle, PixelUnshuffle
+from .pooling import AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, MaxPool1d
+from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Identity, Linear
@@ -30,3 +37,7 @@ __all__ += ["CELU", "ELU", "SELU", "Hardsigmoid", "Hardswish", "Hardtanh", "Mish
             "HuberLoss", "KLDivLoss", "MarginRankingLoss", "SmoothL1Loss", "TripletMarginLoss", "GroupNorm", "RMSNorm"]
 __all__ += ["MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
             "TransformerDecoderLayer"]
+__all__ += ["Conv1d", "ConvTranspose2d", "Fold", "Unfold", "CircularPad1d", "CircularPad2d", "ConstantPad1d",
+            "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "ZeroPad1d",
+            "ZeroPad2d", "PixelShuffle", "PixelUnshuffle", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
+            "AvgPool1d", "MaxPool1d", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]

@@ -1,16 +1,23 @@
-"""2-D pooling layers: MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (as torch.nn)."""
+"""Pooling layers, 1-D and 2-D: max, average, adaptive max and adaptive average (as torch.nn)."""
 from .. import functional as F
 from ..module import Module
 from ._checks import check_int, pair
 
 
-def _check_window(layer, kernel_size, stride, padding, dilation=1):
+def _check_window(layer, kernel_size, stride, padding, dilation=1, dims=2):
     """Early, clear errors for window arguments (the ops check the input against them)."""
+    def each(v):
+        if dims == 2:
+            return pair(v)
+        t = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+        if len(t) != 1:
+            raise ValueError(f"{layer}: expected an int, got {v!r}")
+        return t
     for name, value, minimum in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
                                  ("dilation", dilation, 1)):
-        for v in pair(value):
+        for v in each(value):
             check_int(layer, name, v, minimum)
-    for k, p, d in zip(pair(kernel_size), pair(padding), pair(dilation)):
+    for k, p, d in zip(each(kernel_size), each(padding), each(dilation)):
         if p > (d * (k - 1) + 1) // 2:
             raise ValueError(f"{layer}: pad should be at most half of effective kernel size, but got "
                              f"padding={padding}, kernel_size={kernel_size} and dilation={dilation}")
@@ -80,7 +87,16 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AdaptiveAvgPool2d(Module):
+class _AdaptivePool(Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool2d(_AdaptivePool):
     """Average pooling to a fixed ``output_size`` (int, pair, or None in a pair to keep
     that input size), whatever the input size.
 
@@ -89,12 +105,116 @@ class AdaptiveAvgPool2d(Module):
         dtrain.Size([2, 8, 1, 1])
     """
 
-    def __init__(self, output_size):
-        super().__init__()
-        self.output_size = output_size
-
     def forward(self, input):
         return F.adaptive_avg_pool2d(input, self.output_size)
 
+
+class AdaptiveAvgPool1d(_AdaptivePool):
+    """Average pooling of an (N, C, L) input to a fixed length ``output_size``.
+
+    Example:
+        >>> nn.AdaptiveAvgPool1d(1)(dtrain.randn(2, 8, 7)).shape
+        dtrain.Size([2, 8, 1])
+    """
+
+    def forward(self, input):
+        return F.adaptive_avg_pool1d(input, self.output_size)
+
+
+class _AdaptiveMaxPool(_AdaptivePool):
+    def __init__(self, output_size, return_indices=False):
+        super().__init__(output_size)
+        self.return_indices = return_indices
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPool):
+    """Max pooling to a fixed ``output_size`` (int, pair, or None in a pair to keep that
+    input size), whatever the input size.
+
+    Args:
+        output_size: the output's (H, W).
+        return_indices: also return the flat index h * W + w of each max in its input plane.
+
+    Example:
+        >>> nn.AdaptiveMaxPool2d((2, 3))(dtrain.randn(2, 8, 7, 5)).shape
+        dtrain.Size([2, 8, 2, 3])
+    """
+
+    def forward(self, input):
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPool):
+    """Max pooling of an (N, C, L) input to a fixed length ``output_size``.
+
+    Args:
+        output_size: the output's length.
+        return_indices: also return the position of each max along L.
+
+    Example:
+        >>> nn.AdaptiveMaxPool1d(3)(dtrain.randn(2, 8, 7)).shape
+        dtrain.Size([2, 8, 3])
+    """
+
+    def forward(self, input):
+        return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class MaxPool1d(Module):
+    """The maximum over each ``kernel_size`` window of an (N, C, L) input.
+
+    Args:
+        kernel_size, stride (default ``kernel_size``), padding (-inf, at most half the
+            kernel), dilation: ints.
+        return_indices: also return the position of each max along L (for MaxUnpool1d).
+        ceil_mode: use ceil instead of floor for the output size.
+
+    Example:
+        >>> nn.MaxPool1d(2)(dtrain.randn(1, 3, 8)).shape
+        dtrain.Size([1, 3, 4])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        _check_window("MaxPool1d", kernel_size, self.stride, padding, dilation, dims=1)
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input):
+        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
     def extra_repr(self):
-        return f"output_size={self.output_size}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool1d(Module):
+    """The mean over each ``kernel_size`` window of an (N, C, L) input.
+
+    Args:
+        kernel_size, stride (default ``kernel_size``), padding: ints (kept as 1-tuples, as PyTorch).
+        ceil_mode: use ceil instead of floor for the output size.
+        count_include_pad: count the zero padding in the divisor.
+
+    Example:
+        >>> nn.AvgPool1d(2)(dtrain.randn(1, 3, 8)).shape
+        dtrain.Size([1, 3, 4])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__()
+        _check_window("AvgPool1d", kernel_size, kernel_size if stride is None else stride, padding, dims=1)
+        one = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,)  # noqa: E731
+        self.kernel_size = one(kernel_size)
+        self.stride = one(stride if stride is not None else kernel_size)
+        self.padding, self.ceil_mode, self.count_include_pad = one(padding), ceil_mode, count_include_pad
+
+    def forward(self, input):
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
