@@ -12,7 +12,8 @@ from helpers import compare
 from test_attention import from_torch, module_matches_torch
 
 rng = np.random.default_rng(2)
-pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched", "ignore:enable_nested_tensor is True")
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched", "ignore:enable_nested_tensor is True",
+                                        "ignore:The PyTorch API of nested tensors")
 D, H, FF = 8, 2, 16
 
 
@@ -140,6 +141,37 @@ def test_encoder_layer_eval_matches_torch_fast_path():
     with torch.no_grad():
         tout = theirs(torch.tensor(x), src_key_padding_mask=torch.tensor(pad))
     compare(out, tout.numpy(), 1e-10, 1e-8, "torch")
+
+
+@pytest.mark.parametrize("pad_rows", [[3, 0, 5], [0, 2, 0]])
+@pytest.mark.parametrize("left_padded", [False, True])
+def test_encoder_eval_nested_tensor_path_matches_torch(pad_rows, left_padded):
+    """In eval mode without grad, with a padding mask and enable_nested_tensor, torch's
+    encoder runs on nested tensors and outputs zeros (then the final norm) at right-padded
+    positions; a left-padded mask takes the plain path. Both equal torch's."""
+    torch = _torch()
+    ours, theirs = from_torch(*both(lambda nn_, F_: nn_.TransformerEncoder(
+        nn_.TransformerEncoderLayer(D, H, FF, batch_first=True), 2, norm=nn_.LayerNorm(D))))
+    ours.eval(), theirs.eval()
+    assert ours.use_nested_tensor
+    x = _seq(6, batch_first=True)
+    pad = np.arange(6) >= 6 - np.array(pad_rows)[:, None]
+    pad = pad[:, ::-1].copy() if left_padded else pad
+    with dtrain.no_grad():
+        out = ours(dtrain.tensor(x), src_key_padding_mask=dtrain.tensor(pad))
+    with torch.no_grad():
+        tout = theirs(torch.tensor(x), src_key_padding_mask=torch.tensor(pad))
+    compare(out, tout.numpy(), 1e-10, 1e-8, "torch")
+    with_grad = ours(dtrain.tensor(x), src_key_padding_mask=dtrain.tensor(pad))
+    assert np.allclose(out.numpy(), with_grad.detach().numpy()) == (left_padded or not pad.any())
+
+
+def test_encoder_nested_tensor_warning():
+    """As torch, TransformerEncoder warns when enable_nested_tensor cannot be honoured, with
+    torch's reason."""
+    with pytest.warns(UserWarning, match="self.use_nested_tensor is False because encoder_layer.norm_first was True"):
+        enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, H, FF, norm_first=True), 1)
+    assert not enc.use_nested_tensor
 
 
 def test_state_dict_round_trip_and_names():

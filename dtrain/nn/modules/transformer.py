@@ -2,8 +2,9 @@
 submodule names so that state dicts load both ways."""
 import copy
 import math
+import warnings
 
-from ...tensor import full
+from ...tensor import full, is_grad_enabled
 from ...tensor.ops.attention import canonical_mask
 from .. import functional as F
 from .. import init
@@ -42,6 +43,22 @@ def _get_activation_fn(activation):
     if activation == "gelu":
         return F.gelu
     raise RuntimeError(f"activation should be relu/gelu, not {activation}")
+
+
+def _why_no_nested_tensor(layer):
+    """torch's reason not to use nested tensors with this encoder layer ('' when it would)."""
+    name = "encoder_layer"
+    if not isinstance(layer, TransformerEncoderLayer):
+        return f"{name} was not TransformerEncoderLayer"
+    checks = ((layer.norm_first, f"{name}.norm_first was True"),
+              (not layer.self_attn.batch_first,
+               f"{name}.self_attn.batch_first was not True(use batch_first for better inference performance)"),
+              (not layer.self_attn._qkv_same_embed_dim, f"{name}.self_attn._qkv_same_embed_dim was not True"),
+              (layer.self_attn.in_proj_bias is None, f"{name}.self_attn was passed bias=False"),
+              (not layer.activation_relu_or_gelu, f"{name}.activation_relu_or_gelu was not True"),
+              (layer.norm1.eps != layer.norm2.eps, f"{name}.norm1.eps was not equal to {name}.norm2.eps"),
+              (layer.self_attn.num_heads % 2 == 1, f"{name}.self_attn.num_heads is odd"))
+    return next((why for failed, why in checks if failed), "")
 
 
 def _get_clones(module, n):
@@ -185,10 +202,11 @@ class TransformerEncoder(Module):
         encoder_layer: the layer to copy (a TransformerEncoderLayer).
         num_layers: how many copies.
         norm: an optional module applied to the last layer's output.
-        enable_nested_tensor: accepted for compatibility; dtrain has no nested tensors, so
-            padded positions are computed like the others (torch's eval-mode fast path
-            outputs zeros there).
-        mask_check: accepted for compatibility (it only guards torch's nested-tensor path).
+        enable_nested_tensor: dtrain has no nested tensors, but it gives what torch's
+            nested-tensor path gives: where torch would take it (eval mode, no gradient, a
+            right-padded src_key_padding_mask, no mask, a layer it supports, see the warning),
+            the padded positions of the last layer's output are zeros.
+        mask_check: accepted; a padding mask that is not right-padded always takes the plain path.
 
     forward(src, mask=None, src_key_padding_mask=None, is_causal=None): ``is_causal=None``
     detects a square subsequent ``mask``.
@@ -206,7 +224,11 @@ class TransformerEncoder(Module):
         self.num_layers = num_layers
         self.norm = norm
         self.enable_nested_tensor = enable_nested_tensor
-        self.use_nested_tensor = False
+        why_not = _why_no_nested_tensor(encoder_layer)
+        if enable_nested_tensor and why_not:
+            warnings.warn(f"enable_nested_tensor is True, but self.use_nested_tensor is False because {why_not}",
+                          stacklevel=2)
+        self.use_nested_tensor = enable_nested_tensor and not why_not
         self.mask_check = mask_check
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
@@ -216,12 +238,29 @@ class TransformerEncoder(Module):
         mask = canonical_mask(mask, "mask", src.dtype, name)
         batch_first = self.layers[0].self_attn.batch_first if len(self.layers) else False
         is_causal = _detect_is_causal_mask(mask, is_causal, _get_seq_len(src, batch_first))
+        padded = self._nested_padding(src, mask, src_key_padding_mask)
         output = src
         for mod in self.layers:
             output = mod(output, src_mask=mask, is_causal=is_causal, src_key_padding_mask=src_key_padding_mask)
+        if padded is not None:  # torch's nested tensor is padded back with zeros
+            output = output.masked_fill(padded.unsqueeze(-1), 0.0)
         if self.norm is not None:
             output = self.norm(output)
         return output
+
+
+    def _nested_padding(self, src, mask, key_padding_mask):
+        """The padded positions (N, S) where torch would run its nested-tensor path, else None."""
+        if not self.use_nested_tensor or not len(self.layers) or self.layers[0].training or src.ndim != 3 \
+                or key_padding_mask is None or mask is not None:
+            return None
+        first = self.layers[0]
+        if is_grad_enabled() and (src.requires_grad or any(p.requires_grad for p in first.parameters())):
+            return None
+        padded = key_padding_mask != 0
+        if (padded[:, :-1] & ~padded[:, 1:]).any():  # a pad before a token: not right-padded
+            return None
+        return padded
 
 
 class TransformerDecoder(Module):
