@@ -204,6 +204,7 @@ def spawn(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
 def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
     """:func:`spawn` (PyTorch's general form; every start method starts fresh processes here)."""
     from .comm import env
+    from .launch import find_mpiexec
     if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
         raise ValueError(f"spawn: nprocs must be an integer >= 1, got {nprocs!r}")
     if not isinstance(args, tuple):
@@ -214,6 +215,9 @@ def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method
                            f"{info.source}; spawn starts its own {nprocs} processes: run the script with plain "
                            f"python (python script.py), or drop spawn and call fn(rank, *args) in each rank")
     target = ForkingPickler.dumps((fn, args))  # a lambda or nested function fails here, as in PyTorch
+    if nprocs > 1 and find_mpiexec() is None:
+        raise RuntimeError(f"spawn: nprocs={nprocs} needs mpiexec, found neither on PATH nor beside "
+                           f"{sys.executable}: pip install dtrain[mpi] (mpi4py + the mpich wheel)")
     folder = tempfile.mkdtemp(prefix="dtrain-spawn-")
     try:
         preparation = _stdlib_spawn.get_preparation_data("SpawnProcess")
@@ -239,12 +243,12 @@ def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method
 def _child_environment(folder):
     """This environment without any launcher's rank variables (a spawned job is a new job),
     with the launcher's failure report going to ``folder``."""
-    from .comm.env import SOURCES
-    from .launch import REPORT_ENV
     from .comm.api import LAUNCHED_ENV
+    from .comm.env import SOURCES
     from .comm.errors import STATUS_ENV
+    from .launch import CHILD_ENV, REPORT_ENV
     rank_vars = {v for _, rank, sizes, local, local_sizes in SOURCES for v in (rank, *sizes, local, *local_sizes)}
-    rank_vars |= {STATUS_ENV, LAUNCHED_ENV, "DTRAIN_LAUNCH_CHILD"}
+    rank_vars |= {STATUS_ENV, LAUNCHED_ENV, CHILD_ENV}
 
     def of_a_launcher(name):
         if name in rank_vars or name.startswith(("PMI_", "PMIX_", "HYDRA_")):

@@ -116,3 +116,10 @@ def test_python_multiprocessing_names_are_reexported():
     assert mp.Queue is multiprocessing.Queue and mp.get_context is multiprocessing.get_context
     assert mp.cpu_count() == multiprocessing.cpu_count()
     assert {"spawn", "ProcessRaisedException", "ProcessExitedException", "ProcessContext"} <= set(mp.__all__)
+
+
+def test_several_processes_without_mpiexec_say_what_to_install(monkeypatch):
+    """nprocs > 1 needs mpiexec; without one, spawn says so and what to install."""
+    monkeypatch.setattr("dtrain.launch.find_mpiexec", lambda: None)
+    with pytest.raises(RuntimeError, match=r"spawn: nprocs=2 needs mpiexec.*pip install dtrain\[mpi\]"):
+        mp.spawn(print, nprocs=2)
