@@ -3,6 +3,14 @@
 MLP: batch 256, 784-1024-1024-10, ReLU, cross-entropy, SGD(lr=0.01, momentum=0.9).
 CNN: batch 64, 3x32x32, conv3x3(32)+ReLU+maxpool2, conv3x3(64)+ReLU+maxpool2, flatten,
      linear(4096->10), cross-entropy, SGD momentum.
+GPT: nanoGPT's shape (examples/gpt.py): 4 pre-LN blocks, 4 heads, 128 wide, block 64, batch 16,
+     a 160-character vocabulary, causal F.scaled_dot_product_attention, GELU MLP, the output
+     layer tied to the token embedding, AdamW (decay on the matrices), clip_grad_norm_(1.0).
+LSTM: pytorch/examples' word_language_model: embedding 256, 2-layer LSTM 256, dropout 0.2,
+     seq 35, batch 20, 10,000 words, decoder Linear, log_softmax + NLLLoss, hidden state
+     carried (detached) from step to step, clip_grad_norm_(0.25), SGD(lr=20).
+The GPT and LSTM models are written once (against a framework module), so both frameworks
+build the same model from the same source, and start from the same weights.
 
 Variants run interleaved, round after round, in one process with one BLAS thread, so a noisy
 machine slows all of them alike; ratios are the median over rounds of per-round ratios.
@@ -11,7 +19,8 @@ machine slows all of them alike; ratios are the median over rounds of per-round 
   dtrain-nn   dtrain.nn modules and dtrain.optim.SGD
   torch       PyTorch, where installed
 
-Usage: python benchmarks/step.py [--workload mlp cnn] [--rounds 7] [--steps 5] [--json out.json]
+Usage: python benchmarks/step.py [--workload mlp cnn gpt lstm] [--rounds 7] [--steps 5] [--json out.json]
+(default: all four workloads)
 """
 import os
 
@@ -168,6 +177,138 @@ def torch_cnn(x, y):
                         torch.nn.CrossEntropyLoss(), torch.from_numpy(x), torch.from_numpy(y))
 
 
+# ---- GPT and LSTM language models, one source for both frameworks -------------------------
+
+GPT_SHAPE = dict(vocab_size=160, block_size=64, n_layer=4, n_head=4, n_embd=128)
+GPT_BATCH = 16
+LM_SHAPE = dict(ntoken=10_000, ninp=256, nhid=256, nlayers=2, dropout=0.2)
+LM_SEQ, LM_BATCH = 35, 20
+
+
+def _gpt(lib, vocab_size, block_size, n_layer, n_head, n_embd):
+    """examples/gpt.py's GPT (dropout 0), written against ``lib`` (dtrain or torch)."""
+    nn, F = lib.nn, lib.nn.functional
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+            self.c_proj = nn.Linear(n_embd, n_embd)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.attn, self.ln_2 = nn.LayerNorm(n_embd), CausalSelfAttention(), nn.LayerNorm(n_embd)
+            self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
+            self.blocks = nn.ModuleList([Block() for _ in range(n_layer)])
+            self.ln_f = nn.LayerNorm(n_embd)
+            self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+            self.wte.weight = self.lm_head.weight
+
+        def forward(self, idx, targets):
+            x = self.wte(idx) + self.wpe(lib.arange(idx.shape[1], device=idx.device))
+            for block in self.blocks:
+                x = block(x)
+            logits = self.lm_head(self.ln_f(x))
+            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+    return GPT()
+
+
+def _word_lm(lib, ntoken, ninp, nhid, nlayers, dropout):
+    """word_language_model's RNNModel (LSTM, untied), written against ``lib``."""
+    nn, F = lib.nn, lib.nn.functional
+
+    class RNNModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(dropout)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            self.rnn = nn.LSTM(ninp, nhid, nlayers, dropout=dropout)
+            self.decoder = nn.Linear(nhid, ntoken)
+
+        def forward(self, input, hidden):
+            output, hidden = self.rnn(self.drop(self.encoder(input)), hidden)
+            decoded = self.decoder(self.drop(output)).view(-1, ntoken)
+            return F.log_softmax(decoded, dim=1), hidden
+
+    return RNNModel()
+
+
+def _same_weights(lib, model, seed):
+    """Overwrite ``model``'s parameters (in named order, tied ones once) with N(0, 0.05^2) draws
+    of ``seed``: the same start for both frameworks."""
+    rng = np.random.default_rng(seed)
+    with lib.no_grad():
+        for _, p in model.named_parameters():
+            p.copy_(lib.from_numpy(rng.normal(0, 0.05, tuple(p.shape)).astype(np.float32)))
+    return model
+
+
+def _gpt_step(lib):
+    rng = np.random.default_rng(1)
+    window = rng.integers(0, GPT_SHAPE["vocab_size"], (GPT_BATCH, GPT_SHAPE["block_size"] + 1))
+    x, y = lib.from_numpy(window[:, :-1].copy()), lib.from_numpy(window[:, 1:].copy())
+    model = _same_weights(lib, _gpt(lib, **GPT_SHAPE), seed=0)
+    params = list(model.parameters())
+    opt = lib.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                           {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                          lr=3e-4, betas=(0.9, 0.95))
+
+    def step():
+        loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lib.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return loss.item()
+    return step
+
+
+def _lstm_step(lib):
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, LM_SHAPE["ntoken"], (LM_SEQ + 1, LM_BATCH))
+    data, targets = lib.from_numpy(tokens[:-1].copy()), lib.from_numpy(tokens[1:].reshape(-1).copy())
+    lib.manual_seed(0)  # the dropout masks
+    model = _same_weights(lib, _word_lm(lib, **LM_SHAPE), seed=0)
+    params = list(model.parameters())
+    opt, criterion = lib.optim.SGD(params, lr=20), lib.nn.NLLLoss()
+    shape = (LM_SHAPE["nlayers"], LM_BATCH, LM_SHAPE["nhid"])
+    hidden = [(lib.zeros(shape), lib.zeros(shape))]
+
+    def step():
+        h = tuple(t.detach() for t in hidden[0])  # truncated BPTT, as repackage_hidden
+        model.zero_grad()
+        output, hidden[0] = model(data, h)
+        loss = criterion(output, targets)
+        loss.backward()
+        lib.nn.utils.clip_grad_norm_(params, 0.25)
+        opt.step()
+        return loss.item()
+    return step
+
+
+def _torch():
+    import torch
+    return torch
+
+
 # ---- harness --------------------------------------------------------------------------
 
 def _available(name):
@@ -195,6 +336,8 @@ def workloads():
         "mlp": {"numpy": lambda: numpy_mlp(params, x, y), "dtrain-raw": lambda: dtrain_raw_mlp(params, x, y),
                 "dtrain-nn": lambda: dtrain_nn_mlp(params, x, y), "torch": lambda: torch_mlp(params, x, y)},
         "cnn": {"dtrain-nn": lambda: dtrain_nn_cnn(cx, cy), "torch": lambda: torch_cnn(cx, cy)},
+        "gpt": {"dtrain-nn": lambda: _gpt_step(dtrain), "torch": lambda: _gpt_step(_torch())},
+        "lstm": {"dtrain-nn": lambda: _lstm_step(dtrain), "torch": lambda: _lstm_step(_torch())},
     }
 
 
@@ -226,7 +369,8 @@ def report(workload, times, baselines):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workload", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    names = ["mlp", "cnn", "gpt", "lstm"]
+    ap.add_argument("--workload", nargs="+", default=names, choices=names)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
