@@ -62,3 +62,9 @@ def test_diag_errors(call, message):
     """Bad dims raise an error naming the op and the bad value."""
     with pytest.raises((RuntimeError, IndexError), match=message):
         call()
+
+
+def test_triangle_of_a_non_tensor():
+    """tril of a list is a TypeError naming the op."""
+    with pytest.raises(TypeError, match="tril: expected a Tensor, got list"):
+        dtrain.tril([[1.0]])

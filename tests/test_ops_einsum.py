@@ -78,3 +78,11 @@ def test_einsum_operand_type_error():
     """A non-Tensor operand is a TypeError naming its position."""
     with pytest.raises(TypeError, match="operand 1 must be a Tensor, got list"):
         dtrain.einsum("i,i->", dtrain.ones(2), [1.0, 2.0])
+
+
+def test_einsum_call_errors():
+    """A non-string equation is a TypeError; no operands at all is a RuntimeError."""
+    with pytest.raises(TypeError, match=r"einsum\(\): the equation must be a string, got Tensor"):
+        dtrain.einsum(dtrain.ones(2), "i->i")
+    with pytest.raises(RuntimeError, match=r"einsum\(\): must provide at least one operand"):
+        dtrain.einsum("i->i")

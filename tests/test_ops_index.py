@@ -148,6 +148,10 @@ def test_scatter_inplace_forms():
     (lambda x: x.scatter(0, dtrain.tensor([[0]]), dtrain.ones(1, 1, dtype=dtrain.float64)), RuntimeError,
      r"Expected self.dtype to be equal to src.dtype, got float32 and float64"),
     (lambda x: x.scatter(0, dtrain.tensor([[0]])), TypeError, r"give exactly one of src"),
+    (lambda x: x.scatter(0, dtrain.tensor([[0]]), dtrain.ones(1)), RuntimeError,
+     r"scatter\(\): Index tensor must have the same number of dimensions as src tensor \(1\)"),
+    (lambda x: x.masked_fill([True], 0.0), RuntimeError, r"masked_fill only supports boolean masks, but got mask "
+                                                         r"with dtype list"),
     (lambda x: x.scatter_add(0, dtrain.tensor([[0]]), 1.0), TypeError, r"scatter_add\(\): src must be a Tensor"),
     (lambda x: x.scatter_add_(0, dtrain.tensor([[0.5]]), dtrain.ones(1, 1)), RuntimeError,
      r"scatter_add_\(\): Expected dtype int64 for index"),

@@ -70,3 +70,9 @@ def test_multinomial_errors(call, message):
     """Bad shapes, dtypes, counts and weights are refused with PyTorch's wording."""
     with pytest.raises(RuntimeError, match=message):
         call()
+
+
+def test_multinomial_of_a_non_tensor():
+    """Weights given as a list are a TypeError naming the op."""
+    with pytest.raises(TypeError, match="multinomial: expected a Tensor, got list"):
+        dtrain.multinomial([0.5, 0.5], 1)

@@ -73,6 +73,15 @@ def test_sort_errors(call, message):
         call()
 
 
+def test_sort_of_a_non_tensor():
+    """sort/topk/unique of a list is a TypeError naming the op."""
+    for fn, op in ((dtrain.sort, "sort"), (dtrain.argsort, "sort"), (dtrain.unique, "unique")):
+        with pytest.raises(TypeError, match=f"{op}: expected a Tensor, got list"):
+            fn([3, 1])
+    with pytest.raises(TypeError, match="topk: expected a Tensor, got list"):
+        dtrain.topk([3, 1], 1)
+
+
 U = np.array([[3, 1, 2], [1, 3, 3], [3, 1, 2]])
 
 

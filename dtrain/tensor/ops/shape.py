@@ -343,7 +343,9 @@ def narrow(input, dim, start, length):  # noqa: A002
         raise IndexError(f"narrow(): start out of range (expected to be in range of [{-n}, {n}], but got {start})")
     if start < 0:
         start += n
-    if length < 0 or start + length > n:
+    if length < 0:
+        raise RuntimeError(f"narrow(): length must be non-negative, got {length}")
+    if start + length > n:
         raise RuntimeError(f"narrow(): start ({start}) + length ({length}) exceeds dimension size ({n}).")
     return input[(slice(None),) * d + (slice(start, start + int(length)),)]
 
