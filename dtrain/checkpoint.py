@@ -21,7 +21,7 @@ import warnings
 
 import numpy
 
-from .serialization import CheckpointError, file_name, load, save, stored_checksum
+from .serialization import CheckpointError, file_name, load, save_state, stored_checksum
 from .tensor import random as dtrain_random
 
 _MARKER = "dtrain_checkpoint"
@@ -36,12 +36,13 @@ def save_checkpoint(path, model=None, optimizer=None, scheduler=None, epoch=None
         model, optimizer, scheduler: objects with ``state_dict()`` (a Module, an Optimizer,
             an LR scheduler, or anything alike), or None to leave that part out.
         epoch, step: int or None.
-        extra: any value :func:`dtrain.save` accepts (e.g. a dict of metrics), or None.
+        extra: any plain state :func:`dtrain.save` writes without pickling (numbers, strings,
+            tensors, lists and dicts of them, e.g. a dict of metrics), or None.
 
     Example:
         >>> save_checkpoint("run/epoch3.ckpt", model, opt, sched, epoch=3, step=1200)
     """
-    save({
+    save_state({
         _MARKER: _VERSION,
         "model": None if model is None else model.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),

@@ -291,3 +291,14 @@ def test_manager_save_validates_step(tmp_path):
     with pytest.raises(ValueError, match=r"step must be an int >= 0, got -1"):
         CheckpointManager(tmp_path).save(-1, FakeModel())
     assert os.listdir(tmp_path) == []
+
+
+def test_checkpoint_extra_that_needs_pickle_is_refused_at_save(tmp_path):
+    """A checkpoint must load with the default weights_only=True: an ``extra`` that only a
+    pickle could hold (a set) is a TypeError when saving, and no file is left behind."""
+    import pytest
+    from dtrain.checkpoint import save_checkpoint
+    path = tmp_path / "c.ckpt"
+    with pytest.raises(TypeError, match="set"):
+        save_checkpoint(path, extra={"seen": {1, 2}})
+    assert list(tmp_path.iterdir()) == []
