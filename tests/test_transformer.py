@@ -21,6 +21,21 @@ def _torch():
     return pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """torch's small ops spin-wait on a loaded machine with more than one thread (the
+    trajectories take 6 s instead of 0.2 s); the thread count is restored afterwards."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def both(build):
     """``build(nn, F)`` run with dtrain's and torch's nn: the same model in each framework."""
     torch = _torch()
