@@ -43,6 +43,14 @@ def test_functions_match_methods():
         assert dtrain.equal(getattr(dtrain, name)(a), getattr(a, name)())
 
 
+def test_diagonal_is_a_view():
+    """Writing into x.diagonal() (outside autograd) changes x, as PyTorch's view does."""
+    x = dtrain.zeros(3, 3)
+    x.diagonal().fill_(2.0)
+    x.diagonal(1).add_(1.0)
+    assert x.tolist() == [[2.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 2.0]]
+
+
 def test_tril_keeps_dtype_and_integers():
     """tril of an int tensor stays int; a causal mask compares as PyTorch's does."""
     m = dtrain.tril(dtrain.ones(3, 3, dtype=dtrain.int64))

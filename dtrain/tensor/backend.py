@@ -226,6 +226,15 @@ def erf(x):
     return f(x)
 
 
+def diagonal(a, offset=0, axis1=0, axis2=1):
+    """The diagonal as a view that writes through to ``a`` where ``a`` is writable, as
+    torch.diagonal's (NumPy's view is read-only unless asked; CuPy's always writes)."""
+    d = get_array_module(a).diagonal(a, offset, axis1, axis2)
+    if not is_cuda_array(d) and a.flags.writeable:
+        d.setflags(write=True)
+    return d
+
+
 def repeat(a, counts):
     """``xp.repeat(a, counts)`` where ``counts`` is an int or an array of counts (CuPy takes
     only an int or a list: a CuPy counts array goes to the host, one sync)."""
