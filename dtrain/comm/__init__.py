@@ -6,12 +6,12 @@
 neither. See :mod:`dtrain.comm.api` for the functions and :mod:`dtrain.comm.env` for how
 ranks are discovered.
 """
-from .api import (Backend, all_gather, all_gather_into_tensor, all_gather_object, all_reduce, all_reduce_coalesced,  # noqa: F401
-                  all_to_all, all_to_all_single, barrier, broadcast, broadcast_object_list, destroy_process_group, gather,
-                  gather_object, get_backend, get_global_rank, get_group_rank, get_local_rank,
-                  get_local_world_size, get_process_group_ranks, get_rank, get_world_size, init_process_group,
-                  irecv, is_available, is_gloo_available, is_initialized, is_mpi_available, is_nccl_available,
-                  is_torchelastic_launched, isend, new_group,
+from .api import (Backend, GroupMember, all_gather, all_gather_into_tensor, all_gather_object, all_reduce,  # noqa: F401
+                  all_reduce_coalesced, all_to_all, all_to_all_single, barrier, broadcast, broadcast_object_list,
+                  destroy_process_group, gather, gather_object, get_backend, get_global_rank, get_group_rank,
+                  get_local_rank, get_local_world_size, get_node_local_rank, get_process_group_ranks, get_rank,
+                  get_world_size, group, init_process_group, irecv, is_available, is_gloo_available, is_initialized,
+                  is_mpi_available, is_nccl_available, is_torchelastic_launched, isend, monitored_barrier, new_group,
                   recv, reduce, reduce_scatter, reduce_scatter_tensor, scatter, scatter_object_list, send)
 from .errors import DistBackendError, DistError, DistTimeoutError  # noqa: F401
 from .process_group import ProcessGroup, ReduceOp  # noqa: F401

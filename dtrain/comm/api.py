@@ -381,6 +381,40 @@ def get_group_rank(group, global_rank):
     return ranks.index(global_rank)
 
 
+def get_node_local_rank(fallback_rank=None):
+    """This process's rank on its node, as ``torch.distributed.get_node_local_rank``: the
+    group's local rank once initialized, else the launcher's (LOCAL_RANK, or MPI's or SLURM's
+    variable), else ``fallback_rank``.
+
+    Example:
+        >>> dtrain.cuda.set_device(dist.get_node_local_rank(fallback_rank=0))
+    """
+    if is_initialized():
+        return _state.local_rank
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    info = env.discover()
+    if info is not None and info.local_rank is not None:
+        return info.local_rank
+    if fallback_rank is not None:
+        return int(fallback_rank)
+    raise RuntimeError("LOCAL_RANK is not in the environment. Consider passing fallback_rank to allow "
+                       "`get_node_local_rank` to work, assuming you are not running in a multi-device context "
+                       "and want the code to run locally instead.")
+
+
+class _GroupMember:
+    """``dist.group.WORLD`` / ``dist.GroupMember.WORLD``: the default group (None before init)."""
+    NON_GROUP_MEMBER = -100
+
+    @property
+    def WORLD(self):
+        return _state.world
+
+
+group = GroupMember = _GroupMember()
+
+
 class _NonMember:
     """What new_group returns to a rank outside the new group (torch's NON_GROUP_MEMBER)."""
 
@@ -646,6 +680,16 @@ def barrier(group=None, async_op=False):
     """
     g = _collective(group, "barrier")
     return g and g.barrier(async_op)
+
+
+def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
+    """:func:`barrier`; the group's timeout watchdog names the ranks that did not arrive
+    (``timeout`` and ``wait_all_ranks`` are accepted for PyTorch's signature).
+
+    Example:
+        >>> dist.monitored_barrier()
+    """
+    return barrier(group)
 
 
 def send(tensor, dst, group=None, tag=0):

@@ -184,3 +184,27 @@ def test_distributed_optim_is_reserved():
 def test_not_launched_in_a_plain_process(lone):
     """is_torchelastic_launched() is False outside the launcher (True inside: see the env tests)."""
     assert dist.is_torchelastic_launched() is False
+
+
+def test_world_group_and_node_local_rank(lone, monkeypatch):
+    """group.WORLD is None before init and the default group after (collectives accept it);
+    get_node_local_rank falls back before init and raises PyTorch's error without a fallback."""
+    assert dist.group.WORLD is None and dist.GroupMember.NON_GROUP_MEMBER == -100
+    assert dist.get_node_local_rank(fallback_rank=3) == 3
+    with pytest.raises(RuntimeError, match="LOCAL_RANK is not in the environment. Consider passing fallback_rank"):
+        dist.get_node_local_rank()
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert dist.get_node_local_rank() == 5
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("MPI_LOCALRANKID", "1")
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert dist.get_node_local_rank() == 1  # MPICH's variable
+    for name in ("MPI_LOCALRANKID", "PMI_RANK", "PMI_SIZE"):
+        monkeypatch.delenv(name)
+    dist.init_process_group()
+    assert dist.group.WORLD is dist.api._state.world and dist.get_node_local_rank() == 0
+    t = dtrain.ones(2)
+    dist.all_reduce(t, group=dist.group.WORLD)
+    dist.monitored_barrier()
+    assert t.tolist() == [1.0, 1.0]
