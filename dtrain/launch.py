@@ -10,8 +10,9 @@ values already set are kept).
   each rank initializes the process group, uses GPU ``cuda:local_rank`` when CuPy sees
   GPUs, and runs ``script.py`` as ``python script.py args`` would (``__name__ ==
   "__main__"``, ``sys.argv``, ``sys.path[0]`` = the script's folder). The script's own
-  ``init_process_group()`` then does nothing, so the same script also runs under a
-  plain ``mpirun python script.py``.
+  ``init_process_group(...)`` then adopts that group (applying its timeout and debug mode;
+  another backend, e.g. "gloo" where the launcher chose "nccl", makes it again), so the same
+  script also runs under a plain ``mpirun python script.py``.
 * Standalone with ``--nproc N``, it starts the N ranks itself through ``mpiexec`` (the
   one the mpich wheel puts next to the Python executable, or the one on PATH: MPICH's
   Hydra or Open MPI's mpirun, which is allowed to run as root and to start more ranks
