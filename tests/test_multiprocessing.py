@@ -123,3 +123,12 @@ def test_several_processes_without_mpiexec_say_what_to_install(monkeypatch):
     monkeypatch.setattr("dtrain.launch.find_mpiexec", lambda: None)
     with pytest.raises(RuntimeError, match=r"spawn: nprocs=2 needs mpiexec.*pip install dtrain\[mpi\]"):
         mp.spawn(print, nprocs=2)
+
+
+def test_reachable_as_torch_multiprocessing_but_imported_on_first_use():
+    """dtrain.multiprocessing works after a plain `import dtrain`, which does not import it
+    (its spawned ranks run it with -m, which warns if it is already imported)."""
+    code = ("import sys, dtrain; assert 'dtrain.multiprocessing' not in sys.modules; "
+            "assert dtrain.multiprocessing.spawn is sys.modules['dtrain.multiprocessing'].spawn")
+    result = python("-W", "error", "-c", code)
+    assert result.returncode == 0, output(result)
