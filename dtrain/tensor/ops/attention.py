@@ -72,7 +72,7 @@ class ScaledDotProductAttention(Function):
                 st += mask.swapaxes(-1, -2)
         if causal:
             xp.copyto(st, -math.inf, where=_causal_block(rows, cols, groups, backend.device_of(st), xp))
-        m = st.max(axis=-2, keepdims=True)
+        m = st.max(axis=-2, keepdims=True) if cols else 0  # no keys (S = 0): the output is zeros, as torch
         if masked:  # a fully masked row has max -inf: shift it by 0 instead (exp gives 0, not nan)
             m = xp.where(m == -math.inf, 0, m)
         st -= m
