@@ -264,3 +264,23 @@ def test_compile_refuses_a_non_callable():
 def test_cpu_capability_is_a_simd_name():
     """backends.cpu.get_cpu_capability() names a SIMD level, as PyTorch's does."""
     assert backends.cpu.get_cpu_capability() in ("AVX512", "AVX2", "SVE", "NEON", "DEFAULT")
+
+
+def test_cuda_seeds_reach_each_devices_generator(gpus, monkeypatch):
+    """manual_seed seeds the current device's generator, manual_seed_all every device's, with
+    the per-device offset dtrain.manual_seed uses (so both give its streams)."""
+    seeded = []
+
+    class Generator:
+        def __init__(self, device):
+            self.device = device
+
+        def manual_seed(self, seed):
+            seeded.append((str(self.device), seed))
+
+    monkeypatch.setattr("dtrain.tensor.random.default_generator", Generator)
+    cuda.set_device(1)
+    cuda.manual_seed(10)
+    assert seeded == [("cuda:1", 12)]
+    cuda.manual_seed_all(10)
+    assert seeded[1:] == [("cuda:0", 11), ("cuda:1", 12)]
