@@ -1,9 +1,10 @@
 """Attention: scaled dot-product attention as one Function, and multi-head attention on top.
 
 ``ScaledDotProductAttention`` runs the whole softmax(q k^T * scale + mask) v in one op with a
-hand-written backward: batched GEMMs through ``xp.matmul`` (strided views go to BLAS as they
-are, no transposed copies), the scores masked and exponentiated in place, and only q, k, v
-and the softmax probabilities kept for backward.
+hand-written backward: batched GEMMs through ``xp.matmul`` (the heads' strided views go to
+BLAS as they are), the scores masked and exponentiated in place, and only q, k, v and the
+softmax probabilities kept for backward. ``multi_head_attention_forward`` composes it with
+the projections.
 """
 import math
 import numbers
