@@ -1,6 +1,6 @@
 """torch.cuda, torch.accelerator, torch.backends and torch.compile at dtrain's paths: the answers
 without a GPU are PyTorch's (CPU build); the GPU branches run against a small CuPy emulation."""
-import warnings
+import sys
 
 import pytest
 
@@ -278,7 +278,7 @@ def test_cuda_seeds_reach_each_devices_generator(gpus, monkeypatch):
         def manual_seed(self, seed):
             seeded.append((str(self.device), seed))
 
-    monkeypatch.setattr("dtrain.tensor.random.default_generator", Generator)
+    monkeypatch.setattr(sys.modules["dtrain.tensor.random"], "default_generator", Generator)
     cuda.set_device(1)
     cuda.manual_seed(10)
     assert seeded == [("cuda:1", 12)]
