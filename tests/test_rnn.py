@@ -7,7 +7,7 @@ import pytest
 
 import dtrain
 import dtrain.nn as nn
-from helpers import compare
+from helpers import check_op, compare
 
 rng = np.random.default_rng(0)
 KINDS = ["RNN", "LSTM", "GRU"]
@@ -304,3 +304,38 @@ def test_constructor_errors():
         nn.LSTM(3, 4, proj_size=4)
     with pytest.raises(ValueError, match="GRU: proj_size argument is only supported for LSTM"):
         nn.RNNBase("GRU", 3, 4, proj_size=2)
+
+
+# ---- nn.utils.rnn: padding --------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [{}, dict(batch_first=True, padding_value=-2.0),
+                                    dict(padding_side="left", padding_value=0.5)])
+def test_pad_sequence_matches_torch(kwargs):
+    """pad_sequence's values and gradients equal torch's (time- or batch-first, either side,
+    any fill value); every sequence gets its gradient."""
+    from dtrain.nn.utils.rnn import pad_sequence
+    torch = pytest.importorskip("torch")
+    check_op(lambda *s: pad_sequence(list(s), **kwargs), (3, 2), (1, 2), (4, 2),
+             torch_fn=lambda *s: torch.nn.utils.rnn.pad_sequence(list(s), **kwargs))
+
+
+def test_unpad_sequence_inverts_pad_sequence_and_errors():
+    """unpad_sequence(pad_sequence(seqs), lengths) gives the sequences back; bad lengths,
+    empty lists, mismatched trailing dims and a bad padding_side are errors naming them."""
+    from dtrain.nn.utils.rnn import pad_sequence, unpad_sequence
+    seqs = [dtrain.tensor(rng.standard_normal((n, 3))) for n in (2, 5, 1)]
+    for batch_first in (False, True):
+        back = unpad_sequence(pad_sequence(seqs, batch_first), dtrain.tensor([2, 5, 1]), batch_first)
+        for a, b in zip(back, seqs):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert dtrain.nn.utils.rnn.pad_sequence is pad_sequence
+    with pytest.raises(RuntimeError, match="received an empty list of sequences"):
+        pad_sequence([])
+    with pytest.raises(RuntimeError, match=r"sequence 0 has shape \[2, 3\], sequence 1 has \[2, 4\]"):
+        pad_sequence([dtrain.ones(2, 3), dtrain.ones(2, 4)])
+    with pytest.raises(ValueError, match="Expected padding_side to be one of left or right, but got top"):
+        pad_sequence(seqs, padding_side="top")
+    with pytest.raises(ValueError, match=r"length 6 is outside \[0, 5\]"):
+        unpad_sequence(pad_sequence(seqs), [2, 6, 1])
+    with pytest.raises(ValueError, match="got 2 lengths for a batch of 3 sequences"):
+        unpad_sequence(pad_sequence(seqs), [2, 5])
