@@ -26,8 +26,8 @@ values already set are kept).
   30) the ranks still running are killed. Ranks that saved a checkpoint and left through
   ``dtrain.preemption.exit_preempted`` make the launcher exit 75 (``EXIT_PREEMPTED``: resume
   with ``--resume auto``); otherwise it exits 128 + the signal (143 for SIGTERM) even if the
-  ranks exited 0, so a caller can tell a stopped job from a finished one. A second signal kills the ranks at once. When the launcher
-  returns, no rank of the job is left running.
+  ranks exited 0, so a caller can tell a stopped job from a finished one. A second signal kills
+  the ranks at once. When the launcher returns, no rank of the job is left running.
 * With no script it runs the built-in job, examples/ddp_digits.py (installed with dtrain as
   the module ``dtrain.examples.ddp_digits``): an MLP trained on the digits data set with
   DistributedDataParallel, each rank on its share of every epoch in batches of

@@ -96,9 +96,9 @@ def flags():
 def test_cuda_without_gpu_answers_as_pytorch(no_cupy):
     """No GPU: not available, 0 devices, 0 bytes of memory, nothing to empty or seed, no bf16;
     PyTorch's CPU build answers the same."""
-    answers = lambda m: (m.is_available(), m.device_count(), m.memory_allocated(), m.max_memory_allocated(),  # noqa: E731
-                         m.memory_reserved(), m.empty_cache(), m.manual_seed(1), m.manual_seed_all(1),
-                         m.is_bf16_supported())
+    def answers(m):
+        return (m.is_available(), m.device_count(), m.memory_allocated(), m.max_memory_allocated(),
+                m.memory_reserved(), m.empty_cache(), m.manual_seed(1), m.manual_seed_all(1), m.is_bf16_supported())
     assert answers(cuda) == (False, 0, 0, 0, 0, None, None, None, False)
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
@@ -183,8 +183,9 @@ def test_accelerator_on_emulated_gpus(gpus):
 def test_backend_flag_defaults_are_pytorchs():
     """The flags start as PyTorch's: cudnn enabled, no benchmark, not deterministic, cudnn TF32
     on, matmul TF32 off; no MPS; the matmul precision "highest"."""
-    ours = lambda b, p: (b.cudnn.enabled, b.cudnn.benchmark, b.cudnn.deterministic, b.cudnn.allow_tf32,  # noqa: E731
-                         b.cuda.matmul.allow_tf32, b.mps.is_available(), b.mps.is_built(), p())
+    def ours(b, p):
+        return (b.cudnn.enabled, b.cudnn.benchmark, b.cudnn.deterministic, b.cudnn.allow_tf32,
+                b.cuda.matmul.allow_tf32, b.mps.is_available(), b.mps.is_built(), p())
     assert ours(backends, dtrain.get_float32_matmul_precision) == (True, False, False, True, False, False, False,
                                                                    "highest")
     torch = pytest.importorskip("torch")

@@ -46,7 +46,8 @@ def check_torchrun_env(result, world):
         assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"]) == \
             (str(rank), str(rank), str(world), str(world)), r
         assert env["MASTER_ADDR"] == "127.0.0.1" and env["MASTER_PORT"].isdigit(), r
-        assert (env["MASTER_ADDR"], env["MASTER_PORT"]) == (seen[0]["env"]["MASTER_ADDR"], seen[0]["env"]["MASTER_PORT"])
+        first = seen[0]["env"]
+        assert (env["MASTER_ADDR"], env["MASTER_PORT"]) == (first["MASTER_ADDR"], first["MASTER_PORT"]), r
 
 
 def test_torchrun_options_and_variables_under_nproc():
