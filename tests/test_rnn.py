@@ -269,6 +269,9 @@ def test_forward_errors_name_the_sizes():
         lstm(dtrain.randn(5, 2, 4), dtrain.zeros(2, 2, 6))
     with pytest.raises(RuntimeError, match="GRU: Expected sequence length to be larger than 0"):
         gru(dtrain.randn(0, 2, 4))
+    with pytest.raises(RuntimeError, match="GRU: Input and hidden tensors are not the same dtype, found input "
+                                           "tensor with float32 and hidden tensor with float64"):
+        gru(dtrain.randn(5, 2, 4), dtrain.zeros(2, 2, 6, dtype=dtrain.float64))
 
 
 def test_cell_errors_name_the_sizes():
@@ -282,6 +285,10 @@ def test_cell_errors_name_the_sizes():
         nn.GRUCell(4, 6)(dtrain.randn(2, 4), dtrain.zeros(3, 6))
     with pytest.raises(ValueError, match="RNNCell: Expected input to be 1D or 2D, got 3D instead"):
         nn.RNNCell(4, 6)(dtrain.randn(1, 2, 4))
+    with pytest.raises(RuntimeError, match="RNNCell: Input and hidden tensors are not the same dtype"):
+        nn.RNNCell(4, 6)(dtrain.randn(2, 4), dtrain.zeros(2, 6, dtype=dtrain.float64))
+    with pytest.raises(RuntimeError, match=r"GRUCell: hidden must be 1-D like the input, got 2-D \(shape \[1, 6\]\)"):
+        nn.GRUCell(4, 6)(dtrain.randn(4), dtrain.zeros(1, 6))
 
 
 def test_constructor_errors():

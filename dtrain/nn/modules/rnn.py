@@ -124,6 +124,9 @@ class RNNBase(Module):
                                f"{state.ndim}-D tensor")
         if tuple(state.shape) != expected:
             raise RuntimeError(f"{name}: Expected {what} size {expected}, got {tuple(state.shape)}")
+        if state.dtype != self.weight_ih_l0.dtype:
+            raise RuntimeError(f"{name}: Input and hidden tensors are not the same dtype, found input tensor with "
+                               f"{self.weight_ih_l0.dtype} and {what} tensor with {state.dtype}")
 
     def forward(self, input, hx=None):
         """Run the sequence through every layer and direction.
@@ -301,6 +304,9 @@ class RNNCellBase(Module):
                                f"expected {self.hidden_size}")
         if batched and hx.shape[0] != batch:
             raise RuntimeError(f"{name}: Input batch size {batch} doesn't match {what} batch size {hx.shape[0]}")
+        if hx.dtype != input.dtype:
+            raise RuntimeError(f"{name}: Input and {what} tensors are not the same dtype, found input tensor with "
+                               f"{input.dtype} and {what} tensor with {hx.dtype}")
         return hx if batched else hx.unsqueeze(0)
 
     def forward(self, input, hx=None):

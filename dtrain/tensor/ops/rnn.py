@@ -48,8 +48,8 @@ class _Recurrent(Function):
     """Shared by the three kinds: the inputs are (x, h0, [c0,] w_ih, w_hh[, b_ih, b_hh]) with
     x (T, B, I), states (B, H), and ``reverse`` runs the sequence backwards in time.
 
-    A subclass's ``steps_backward`` returns the gradients of the input-side and hidden-side
-    preactivations, (T, B, G) each in processing order; this class turns them into the
+    A subclass's backward loops over time to the gradients of the input-side and hidden-side
+    preactivations, (T, B, G) each in processing order; ``_grads`` turns them into the
     gradients of x, h0 and the weights."""
 
     def _save(self, x, w_ih, w_hh, has_bias, hs, reverse):
