@@ -92,6 +92,17 @@ def _positive(flag):
     return parse
 
 
+def _nproc(text):
+    """--nproc: an integer >= 1, or torchrun's "gpu" (one rank per GPU), "cpu" (per core) or
+    "auto" (per GPU if there are any, else per core)."""
+    if text in ("gpu", "cpu", "auto"):
+        from . import cuda
+        if text == "gpu" and not cuda.is_available():
+            raise argparse.ArgumentTypeError("--nproc gpu: no CUDA device is available (CuPy missing or no GPU)")
+        return cuda.device_count() if text != "cpu" and cuda.is_available() else os.cpu_count()
+    return _positive("--nproc")(text)
+
+
 def _one_node(text):
     if text not in ("1", "1:1"):
         raise argparse.ArgumentTypeError(f"--nnodes {text}: this launcher starts ranks on one node; for several "
@@ -103,9 +114,10 @@ def make_parser():
     p = argparse.ArgumentParser(prog="python -m dtrain.launch", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Run a script (or the built-in job) on every rank of a distributed job.")
-    p.add_argument("--nproc", "--nproc_per_node", "--nproc-per-node", dest="nproc", type=_positive("--nproc"),
-                   default=None, help="ranks to start through mpiexec (standalone); under mpirun/srun it must "
-                                      "match their count (--nproc_per_node: torchrun's name)")
+    p.add_argument("--nproc", "--nproc_per_node", "--nproc-per-node", dest="nproc", type=_nproc,
+                   default=None, help="ranks to start through mpiexec (standalone): N, or as torchrun 'gpu', "
+                                      "'cpu' or 'auto'; under mpirun/srun it must match their count "
+                                      "(--nproc_per_node: torchrun's name)")
     p.add_argument("--standalone", action="store_true", help="accepted for torchrun's habit (always standalone)")
     p.add_argument("--nnodes", type=_one_node, default="1",
                    help="torchrun's node count: only 1 (for more nodes, start the ranks with mpirun or srun)")

@@ -74,9 +74,13 @@ def test_module_through_torchrun_path():
 @pytest.mark.parametrize("args, message", [
     (["--nnodes", "2", ENV_SCRIPT], "--nnodes 2: this launcher starts ranks on one node"),
     (["-m"], "-m/--module needs a module name"),
+    (["--nproc_per_node=gpu", ENV_SCRIPT], "--nproc gpu: no CUDA device is available"),
 ])
 def test_bad_torchrun_options_are_usage_errors(args, message):
-    """Several nodes, or -m without a module, are usage errors (exit code 2) that say why."""
+    """Several nodes, -m without a module, or one rank per GPU without a GPU are usage errors
+    (exit code 2) that say why."""
+    if "gpu" in args[0] and dtrain.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     result = python(*LAUNCH, *args)
     assert result.returncode == 2 and message in result.stderr, output(result)
 
