@@ -39,5 +39,5 @@ __all__ += ["MultiheadAttention", "Transformer", "TransformerEncoder", "Transfor
             "TransformerDecoderLayer"]
 __all__ += ["Conv1d", "ConvTranspose2d", "Fold", "Unfold", "CircularPad1d", "CircularPad2d", "ConstantPad1d",
             "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "ZeroPad1d",
-            "ZeroPad2d", "PixelShuffle", "PixelUnshuffle", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
-            "AvgPool1d", "MaxPool1d", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
+            "ZeroPad2d", "PixelShuffle", "PixelUnshuffle", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
+            "AdaptiveMaxPool2d", "AvgPool1d", "MaxPool1d", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]

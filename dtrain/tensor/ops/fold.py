@@ -103,7 +103,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     out, _ = _geometry(op, x_shape, kernel, stride, pads, dilation, shown=x_shape[1:])
     if cols.shape[2] != out[0] * out[1]:
         raise RuntimeError(f"{op}: input of shape {list(input.shape)} has {cols.shape[2]} blocks, but output_size="
-                           f"{size}, kernel_size={kernel}, dilation={dilation}, padding={_pair(padding, 'padding', op, 0)}"
-                           f" and stride={stride} make {out[0]} * {out[1]} = {out[0] * out[1]} blocks")
+                           f"{size}, kernel_size={kernel}, dilation={dilation}, padding={tuple(p for p, _ in pads)} "
+                           f"and stride={stride} make {out[0]} * {out[1]} = {out[0] * out[1]} blocks")
     y = Fold.apply(cols, x_shape=x_shape, kernel=kernel, stride=stride, dilation=dilation, pads=pads, out=out)
     return y.squeeze(0) if input.ndim == 2 else y

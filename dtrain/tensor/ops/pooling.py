@@ -24,8 +24,8 @@ def _pool_args(op, input, x, kernel, stride, padding, dilation, ceil_mode, dims)
             raise ValueError(f"{op}: pad should be at most half of effective kernel size, but got "
                              f"padding={_show(padding, dims)}, kernel_size={_show(kernel, dims)} and "
                              f"dilation={_show(dilation, dims)}")
-    return _geometry(op, x.shape, kernel, stride, tuple((p, p) for p in padding), dilation, ceil_mode, shown=input.shape,
-                     dims=dims)
+    pads = tuple((p, p) for p in padding)
+    return _geometry(op, x.shape, kernel, stride, pads, dilation, ceil_mode, shown=input.shape, dims=dims)
 
 
 def _window_2d(op, input, kernel_size, stride, padding, dilation):

@@ -48,9 +48,10 @@ def _along(x, axis, i0, i1, w0, w1):
 
 def _sizes(op, x, size, scale_factor, dims):
     """The output sizes, and the scales to resample with (None: in / out)."""
-    if (size is None) == (scale_factor is None):
-        raise ValueError(f"{op}: {'only one' if size is not None else 'either'} of size or scale_factor should "
-                         f"be defined")
+    if size is not None and scale_factor is not None:
+        raise ValueError(f"{op}: only one of size or scale_factor should be defined")
+    if size is None and scale_factor is None:
+        raise ValueError(f"{op}: either size or scale_factor should be defined")
     spatial = list(x.shape[2:])
     if size is not None:
         given = list(size) if isinstance(size, (tuple, list)) else [size] * dims
