@@ -394,7 +394,7 @@ def mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight
     if need_weights:
         # written out (not the fused op) because the weights are returned; a fully masked row
         # gives nan here, as in torch
-        scores = matmul(q * (1 / math.sqrt(head_dim)), k.transpose(-2, -1))
+        scores = matmul(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1))  # torch scales q by this spelling
         if attn_mask is not None:
             scores = scores + attn_mask
         weights = softmax(scores, dim=-1)
