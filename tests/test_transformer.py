@@ -1,7 +1,6 @@
 """Transformer, TransformerEncoder/Decoder and their layers against PyTorch: from torch's weights
 (float64 outputs, input and parameter gradients), state dicts both ways, 20-step AdamW
 trajectories in float32, and the error messages."""
-
 import numpy as np
 import pytest
 
