@@ -80,17 +80,19 @@ class ProcessContext:
     def __init__(self, launcher, folder, nprocs):
         self.launcher, self.folder, self.nprocs = launcher, folder, nprocs
         self.done = False
-        self.finished_pids = None  # read before the folder is removed
+        self.started = None  # {rank: pid}, read before the folder is removed
 
     def pids(self):
         """The process ids of the ranks that have started, in rank order."""
-        if self.finished_pids is not None:
-            return list(self.finished_pids)
-        pids = {}
+        started = self.started if self.started is not None else self._started()
+        return [started[rank] for rank in sorted(started)]
+
+    def _started(self):
+        found = {}
         for name in os.listdir(self.folder) if os.path.isdir(self.folder) else ():
             if name.startswith(STARTED):
-                pids[int(name[len(STARTED):])] = int(_read(os.path.join(self.folder, name)) or 0)
-        return [pids[rank] for rank in sorted(pids)]
+                found[int(name[len(STARTED):])] = int(_read(os.path.join(self.folder, name)) or -1)
+        return found
 
     def join(self, timeout=None, grace_period=None):
         """Wait for every rank to finish (at most ``timeout`` seconds, None: no limit).
@@ -115,7 +117,7 @@ class ProcessContext:
         except subprocess.TimeoutExpired:
             return False
         self.done = True
-        self.finished_pids = self.pids()
+        self.started = self._started()
         try:
             if code != 0:
                 raise self._failure(code)
@@ -125,30 +127,35 @@ class ProcessContext:
 
     def _failure(self, code):
         """The exception for the first rank that failed, from what the ranks and the launcher left."""
-        pids = dict(enumerate(self.finished_pids))
         errors = self._records(ERROR)
         if errors:
-            rank, trace = errors[0]
-            return ProcessRaisedException(f"\n\n-- Process {rank:d} terminated with the following error:\n{trace}",
-                                          rank, pids.get(rank, -1))
+            return self._raised(*errors[0])
         exits = self._records(EXIT)
         if exits:
-            rank, text = exits[0]
-            return ProcessExitedException(f"process {rank:d} terminated with exit code {int(text):d}", rank,
-                                          pids.get(rank, -1), int(text))
+            return self._exited(exits[0][0], int(exits[0][1]))
+        # the launcher's report of the first failure: "code\nrank N failed: ...\n<traceback>",
+        # "... exited with code C" or "... was killed by SIGX" (see dtrain.launch)
         report = _read(os.path.join(self.folder, REPORT)) or ""
-        found = re.search(r"^\d+\nrank (\d+) (?:was killed by (SIG\w+)|exited with code (-?\d+))", report)
-        if found and found[2]:
-            rank, name = int(found[1]), found[2]
-            return ProcessExitedException(f"process {rank:d} terminated with signal {name}", rank,
-                                          pids.get(rank, -1), -signal.Signals[name].value, name)
+        found = re.match(r"\d+\nrank (\d+) (?:failed: (.*)|was killed by (SIG\w+)|exited with code (-?\d+))",
+                         report, re.DOTALL)
+        if found and found[2] is not None:
+            return self._raised(int(found[1]), found[2])
+        if found and found[3]:
+            return self._exited(int(found[1]), -signal.Signals[found[3]].value, found[3])
         if found:
-            rank = int(found[1])
-            return ProcessExitedException(f"process {rank:d} terminated with exit code {int(found[3]):d}", rank,
-                                          pids.get(rank, -1), int(found[3]))
+            return self._exited(int(found[1]), int(found[4]))
         return ProcessExitedException(f"the launcher of the {self.nprocs} processes exited with code {code} "
                                       f"without naming a failed process (see its output above)", -1,
                                       self.launcher.pid, code)
+
+    def _raised(self, rank, trace):
+        return ProcessRaisedException(f"\n\n-- Process {rank:d} terminated with the following error:\n{trace}",
+                                      rank, self.started.get(rank, -1))
+
+    def _exited(self, rank, code, signal_name=None):
+        how = f"exit code {code:d}" if signal_name is None else f"signal {signal_name}"
+        return ProcessExitedException(f"process {rank:d} terminated with {how}", rank, self.started.get(rank, -1),
+                                      code, signal_name)
 
     def _records(self, prefix):
         """``[(rank, text)]`` of the files ``prefix<rank>``, the earliest written first."""
@@ -288,10 +295,10 @@ def _run_child(folder):
     rank = dist.get_rank()
     os.environ.pop(LAUNCHED_ENV, None)  # spawned, not launched: as under torch.multiprocessing
     _write(os.path.join(folder, f"{STARTED}{rank}"), str(os.getpid()))
-    with open(os.path.join(folder, PREPARATION), "rb") as f:
-        _stdlib_spawn.prepare(pickle.load(f))
-    multiprocessing.current_process().name = f"SpawnProcess-{rank + 1}"
     try:
+        with open(os.path.join(folder, PREPARATION), "rb") as f:
+            _stdlib_spawn.prepare(pickle.load(f))  # may run the caller's module-level code: inside the try
+        multiprocessing.current_process().name = f"SpawnProcess-{rank + 1}"
         with open(os.path.join(folder, TARGET), "rb") as f:
             fn, args = pickle.load(f)
         fn(rank, *args)

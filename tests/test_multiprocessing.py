@@ -44,8 +44,9 @@ def test_tutorial_ranks_run_fn_in_one_group(nprocs, tmp_path):
 
 def test_failures_name_the_rank():
     """A rank that raises gives ProcessRaisedException with PyTorch's header and the rank's
-    traceback; sys.exit(3) and SIGKILL give ProcessExitedException with the code or signal;
-    the ranks waiting for the failed one do not hang."""
+    traceback; sys.exit(3) and SIGKILL give ProcessExitedException with the code or signal; a
+    collective timing out is the waiting rank's error, with the stack where it waited; the
+    ranks waiting for the failed one do not hang."""
     require_mpi()
     seen, result = spawn_job("failures")
     raised = seen["raises"]
@@ -56,6 +57,12 @@ def test_failures_name_the_rank():
                              "message": "process 1 terminated with exit code 3"}, output(result)
     assert seen["killed"] == {"type": "ProcessExitedException", "index": 1, "exit_code": -9, "signal": "SIGKILL",
                               "message": "process 1 terminated with signal SIGKILL"}, output(result)
+    timed_out = seen["times_out"]
+    assert timed_out["type"] == "ProcessRaisedException" and timed_out["index"] == 0, output(result)
+    assert timed_out["message"].startswith("\n\n-- Process 0 terminated with the following error:\nDistTimeoutError: "
+                                           "all_reduce(float64[2]) (collective #1 on ranks [0, 1]) did not finish "
+                                           "within 1 s on rank 0"), timed_out["message"]
+    assert "in times_out" in timed_out["message"]
 
 
 def _nested_target():

@@ -3,8 +3,8 @@ process, as PyTorch's DDP tutorial runs its spawn script.
 
 tutorial N OUT   the tutorial's demo_basic at N ranks: each rank writes OUT/rank<R>.json;
                  then a join=False spawn of 1 process; prints JSON of what the parent saw
-failures         a rank raising, a rank exiting 3 and a rank killed by SIGKILL, at 2 ranks
-                 each; prints JSON of each ProcessException
+failures         a rank raising, a rank exiting 3, a rank killed by SIGKILL and a collective
+                 timing out, at 2 ranks each; prints JSON of each ProcessException
 """
 import json
 import os
@@ -70,6 +70,15 @@ def killed(rank):
     dist.barrier()
 
 
+def times_out(rank):
+    dist.init_process_group("gloo", timeout=1)
+    if rank == 0:
+        dist.all_reduce(np.ones(2))  # rank 1 never joins: the watchdog ends the job
+    else:
+        import time
+        time.sleep(30)
+
+
 def failure(fn):
     try:
         mp.spawn(fn, nprocs=2)
@@ -88,4 +97,4 @@ if __name__ == "__main__":
         print(json.dumps({"returned": returned, "context": type(context).__name__, "joined": context.join(),
                           "again": context.join(), "pids": len(context.pids())}))
     else:
-        print(json.dumps({fn.__name__: failure(fn) for fn in (raises, exits, killed)}))
+        print(json.dumps({fn.__name__: failure(fn) for fn in (raises, exits, killed, times_out)}))
