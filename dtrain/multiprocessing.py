@@ -144,6 +144,8 @@ class ProcessContext:
             return self._exited(int(found[1]), -signal.Signals[found[3]].value, found[3])
         if found:
             return self._exited(int(found[1]), int(found[4]))
+        if self.nprocs == 1:  # the launcher ran the only rank itself
+            return self._exited(0, code, signal.Signals(-code).name) if code < 0 else self._exited(0, code)
         return ProcessExitedException(f"the launcher of the {self.nprocs} processes exited with code {code} "
                                       f"without naming a failed process (see its output above)", -1,
                                       self.launcher.pid, code)

@@ -139,3 +139,14 @@ def test_reachable_as_torch_multiprocessing_but_imported_on_first_use():
             "assert dtrain.multiprocessing.spawn is sys.modules['dtrain.multiprocessing'].spawn")
     result = python("-W", "error", "-c", code)
     assert result.returncode == 0, output(result)
+
+
+def test_failures_of_a_single_process():
+    """With nprocs=1 (no mpiexec) a raise and a SIGKILL come back as with several ranks."""
+    seen, result = spawn_job("alone")
+    raised = seen["alone_raises"]
+    assert raised["type"] == "ProcessRaisedException" and raised["index"] == 0, output(result)
+    assert raised["message"].startswith("\n\n-- Process 0 terminated with the following error:\nTraceback")
+    assert raised["message"].endswith("KeyError: 0\n"), raised["message"]
+    assert seen["alone_killed"] == {"type": "ProcessExitedException", "index": 0, "exit_code": -9,
+                                    "signal": "SIGKILL", "message": "process 0 terminated with signal SIGKILL"}

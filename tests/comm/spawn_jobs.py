@@ -5,6 +5,7 @@ tutorial N OUT   the tutorial's demo_basic at N ranks: each rank writes OUT/rank
                  then a join=False spawn of 1 process; prints JSON of what the parent saw
 failures         a rank raising, a rank exiting 3, a rank killed by SIGKILL and a collective
                  timing out, at 2 ranks each; prints JSON of each ProcessException
+alone            a single process raising, then one killed by SIGKILL
 """
 import json
 import os
@@ -79,9 +80,17 @@ def times_out(rank):
         time.sleep(30)
 
 
-def failure(fn):
+def alone_raises(rank):
+    raise KeyError(rank)
+
+
+def alone_killed(rank):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def failure(fn, nprocs=2):
     try:
-        mp.spawn(fn, nprocs=2)
+        mp.spawn(fn, nprocs=nprocs)
     except mp.ProcessException as e:
         return {"type": type(e).__name__, "index": e.error_index, "message": str(e),
                 "exit_code": getattr(e, "exit_code", None), "signal": getattr(e, "signal_name", None)}
@@ -96,5 +105,7 @@ if __name__ == "__main__":
         context = mp.spawn(demo_basic, args=(1, os.path.join(sys.argv[3], "nowait")), nprocs=1, join=False)
         print(json.dumps({"returned": returned, "context": type(context).__name__, "joined": context.join(),
                           "again": context.join(), "pids": len(context.pids())}))
-    else:
+    elif sys.argv[1] == "failures":
         print(json.dumps({fn.__name__: failure(fn) for fn in (raises, exits, killed, times_out)}))
+    else:  # one process: the launcher runs the rank itself
+        print(json.dumps({fn.__name__: failure(fn, 1) for fn in (alone_raises, alone_killed)}))
