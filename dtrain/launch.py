@@ -394,15 +394,15 @@ def torchrun_env(dist):
     (rank 0's address, 127.0.0.1 on one node, and a free port, sent to every rank)."""
     env = {"RANK": dist.get_rank(), "LOCAL_RANK": dist.get_local_rank(), "WORLD_SIZE": dist.get_world_size(),
            "LOCAL_WORLD_SIZE": dist.get_local_world_size(), LAUNCHED_ENV: 1}
-    master = [(os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"))]
-    if None in master[0]:
+    master = (os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"))
+    if None in master:
         if dist.get_rank() == 0:
             one_node = dist.get_local_world_size() == dist.get_world_size()
-            master = [(master[0][0] or ("127.0.0.1" if one_node else socket.gethostname()),
-                       master[0][1] or str(_free_port()))]
-        if dist.get_world_size() > 1:
-            dist.broadcast_object_list(master, src=0)
-    env["MASTER_ADDR"], env["MASTER_PORT"] = master[0]
+            master = (master[0] or ("127.0.0.1" if one_node else socket.gethostname()), master[1] or str(_free_port()))
+        if dist.get_world_size() > 1:  # through MPI itself: the group's collectives (and their numbers) are the script's
+            from .comm.mpi import mpi
+            master = mpi().COMM_WORLD.bcast(master, root=0)
+    env["MASTER_ADDR"], env["MASTER_PORT"] = master
     return {name: str(value) for name, value in env.items()}
 
 
