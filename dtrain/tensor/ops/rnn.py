@@ -12,7 +12,8 @@ from ..function import Function
 
 def _sigmoid_(a):
     """In place: sigmoid(2a) as 0.5 * tanh(a) + 0.5, which cannot overflow; callers halve
-    the sigmoid gates' weights instead of the preactivation (halving is exact)."""
+    the sigmoid gates' weights instead of the preactivation (halving is exact, so the
+    result is PyTorch's sigmoid to rounding)."""
     xp = get_array_module(a)
     xp.tanh(a, out=a)
     a *= 0.5
@@ -149,8 +150,10 @@ class LSTMLayer(_Recurrent):
         for t in range(T):
             a = acts[t]
             a += hs[t] @ w_hh_t
-            _sigmoid_(a[:, :3 * H])
-            xp.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
+            xp.tanh(a, out=a)  # all four gates in one call; then sigmoid = 0.5 tanh + 0.5 for o, i, f
+            sig = a[:, :3 * H]
+            sig *= 0.5
+            sig += 0.5
             c = cs[t + 1]
             xp.multiply(a[:, 2 * H:3 * H], cs[t], out=c)
             c += a[:, H:2 * H] * a[:, 3 * H:]
