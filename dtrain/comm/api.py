@@ -123,13 +123,13 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
               "debug": None if debug is None else bool(debug)}
     if is_initialized():
         world = _state.world
-        if _state.by_launcher:
-            _state.by_launcher = False  # the script's first call: its settings apply
+        if _state.by_launcher:  # the script's first call: its settings apply
+            _check_place(world_size, rank, world.size(), world.rank(), "the process group", "made by dtrain.launch")
+            _state.by_launcher = False
             if wanted["backend"] not in (None, world.backend):
                 destroy_process_group()
                 return init_process_group(wanted["backend"], init_method, timeout, world_size, rank,
                                           device_id=device_id, debug=debug)
-            _check_place(world_size, rank, world.size(), world.rank(), "the process group", "made by dtrain.launch")
             if wanted["timeout"] is not None:
                 for g in {world, world._host()}:
                     g.timeout = wanted["timeout"]
