@@ -154,10 +154,13 @@ def test_accepted_init_arguments(lone):
 
 def test_script_init_under_the_launcher_adopts_or_remakes_its_group(lone):
     """Under the launcher the script's first init applies its settings: the same backend keeps
-    the launcher's group; another backend makes the group again with the script's."""
+    the launcher's group; another backend makes the group again with the script's; a world
+    size the group contradicts is refused."""
     dist.init_process_group()
     dist.api._state.by_launcher = True
     launcher_group = dist.api._state.world
+    with pytest.raises(ValueError, match=re.escape("world_size=2 but the process group says 1 (made by dtrain.launch)")):
+        dist.init_process_group("gloo", world_size=2)
     dist.init_process_group("gloo", timeout=42)
     assert dist.api._state.world is launcher_group and launcher_group.timeout == 42
     dist.api._state.by_launcher = True
