@@ -100,6 +100,41 @@ def test_layer_matches_torch(kind, kwargs, x_shape, hx_shape):
     matches_torch(kind, (4, 6), kwargs, x_shape, hx_shape)
 
 
+@pytest.mark.parametrize("kwargs,x_shape,hx_shapes", [
+    (dict(proj_size=3), (5, 2, 4), None),
+    (dict(proj_size=2, num_layers=2, bidirectional=True, batch_first=True, bias=False), (2, 5, 4), ((4, 2, 2), (4, 2, 6))),
+    (dict(proj_size=3, num_layers=2), (5, 4), ((2, 3), (2, 6)))])
+def test_lstm_projection_matches_torch(kwargs, x_shape, hx_shapes):
+    """LSTM with proj_size (h of proj_size features, c of hidden_size) equals torch's, with
+    and without initial states, batched and unbatched; and passes gradcheck."""
+    torch = _torch()
+    theirs = torch.nn.LSTM(4, 6, **kwargs).double()
+    ours = nn.LSTM(4, 6, **kwargs).double()
+    assert [(n, tuple(p.shape)) for n, p in ours.named_parameters()] == \
+        [(n, tuple(p.shape)) for n, p in theirs.named_parameters()]
+    ours.load_state_dict({k: dtrain.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    x = rng.standard_normal(x_shape)
+    hx = [rng.standard_normal(s) for s in hx_shapes] if hx_shapes else None
+    xs, ts = dtrain.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    hs = [dtrain.tensor(h, requires_grad=True) for h in hx] if hx else []
+    ths = [torch.tensor(h, requires_grad=True) for h in hx] if hx else []
+    outs = _flat(ours(xs, tuple(hs)) if hx else ours(xs))
+    touts = _flat(theirs(ts, tuple(ths)) if hx else theirs(ts))
+    seeds = [rng.standard_normal(tuple(o.shape)) for o in outs]
+    for o, t in zip(outs, touts):
+        compare(o, t.detach().numpy(), 1e-10, 1e-8, "torch")
+    sum((o * dtrain.tensor(s)).sum() for o, s in zip(outs, seeds)).backward()
+    sum((t * torch.tensor(s)).sum() for t, s in zip(touts, seeds)).backward()
+    for o, t in zip([xs, *hs], [ts, *ths]):
+        compare(o.grad, t.grad.numpy(), 1e-10, 1e-8, "torch input/state gradient")
+    tparams = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        compare(p.grad, tparams[name].grad.numpy(), 1e-10, 1e-8, f"torch gradient of {name}")
+    params = list(ours.parameters())
+    assert dtrain.autograd.gradcheck(lambda x, *rest: tuple(_flat(ours(x, tuple(hs) if hx else None))),
+                                     [xs, *hs, *params], atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs,hx_shape", [(dict(nonlinearity="relu", num_layers=2, bidirectional=True), (4, 3, 6)),
                                              (dict(nonlinearity="relu", batch_first=True), (1, 5, 6))])
 def test_relu_rnn_matches_torch(kwargs, hx_shape):
@@ -195,7 +230,7 @@ def test_parameter_names_shapes_and_init(kind):
 
 @pytest.mark.parametrize("kind,kwargs", [
     ("RNN", dict(num_layers=2, nonlinearity="relu", bias=False, batch_first=True, dropout=0.5, bidirectional=True)),
-    ("LSTM", {}), ("GRU", dict(num_layers=3)), ("RNNCell", dict(nonlinearity="relu")), ("LSTMCell", dict(bias=False)),
+    ("LSTM", dict(proj_size=2)), ("GRU", dict(num_layers=3)), ("RNNCell", dict(nonlinearity="relu")), ("LSTMCell", dict(bias=False)),
     ("GRUCell", {})])
 def test_repr_matches_torch(kind, kwargs):
     """repr (extra_repr) reads as torch's."""
@@ -259,6 +294,8 @@ def test_forward_errors_name_the_sizes():
         gru(dtrain.randn(5, 2, 4), dtrain.zeros(1, 2, 6))
     with pytest.raises(RuntimeError, match=r"LSTM: Expected hidden\[1\] size \(2, 3, 6\), got \(2, 3, 5\)"):
         lstm(dtrain.randn(5, 3, 4), (dtrain.zeros(2, 3, 6), dtrain.zeros(2, 3, 5)))
+    with pytest.raises(RuntimeError, match=r"LSTM: Expected hidden\[0\] size \(1, 3, 2\), got \(1, 3, 6\)"):
+        nn.LSTM(4, 6, proj_size=2)(dtrain.randn(5, 3, 4), (dtrain.zeros(1, 3, 6), dtrain.zeros(1, 3, 6)))
     with pytest.raises(RuntimeError, match="For unbatched 2-D input, hidden should also be 2-D but got 3-D"):
         gru(dtrain.randn(5, 4), dtrain.zeros(2, 1, 6))
     with pytest.raises(ValueError, match="LSTM: Expected input to be 2D or 3D, got 4D instead"):
@@ -305,8 +342,6 @@ def test_constructor_errors():
         nn.GRU(3, 4, num_layers=2, dropout=1.5)
     with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
         nn.LSTM(3, 4, dropout=0.2)
-    with pytest.raises(NotImplementedError, match="LSTM: proj_size > 0"):
-        nn.LSTM(3, 4, proj_size=2)
     with pytest.raises(ValueError, match="LSTM: proj_size has to be smaller than hidden_size"):
         nn.LSTM(3, 4, proj_size=4)
     with pytest.raises(ValueError, match="GRU: proj_size argument is only supported for LSTM"):

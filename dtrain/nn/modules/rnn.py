@@ -34,7 +34,8 @@ class RNNBase(Module):
 
     Parameters per layer ``k`` and direction (suffix ``_reverse`` for the backward one):
     ``weight_ih_l{k}`` (gates * hidden_size, input size of the layer), ``weight_hh_l{k}``
-    (gates * hidden_size, hidden_size), ``bias_ih_l{k}``, ``bias_hh_l{k}``, in PyTorch's
+    (gates * hidden_size, hidden_size or proj_size), ``bias_ih_l{k}``, ``bias_hh_l{k}``, and
+    for an LSTM with projections ``weight_hr_l{k}`` (proj_size, hidden_size), in PyTorch's
     order and gate layout, so state_dicts load both ways.
     """
 
@@ -61,17 +62,19 @@ class RNNBase(Module):
             if proj_size >= hidden_size:
                 raise ValueError(f"{name}: proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
                                  f"and hidden_size={hidden_size}")
-            raise NotImplementedError(f"{name}: proj_size > 0 (LSTM with projections) is not supported by dtrain")
         gate_size = _GATES[mode] * hidden_size
+        out_size = proj_size or hidden_size  # the size of h (and of each direction's output)
         directions = 2 if bidirectional else 1
         self._flat_weights_names, self._all_weights = [], []
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * directions
+            layer_input = input_size if layer == 0 else out_size * directions
             for direction in range(directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = [("weight_ih", (gate_size, layer_input)), ("weight_hh", (gate_size, hidden_size))]
+                shapes = [("weight_ih", (gate_size, layer_input)), ("weight_hh", (gate_size, out_size))]
                 if bias:
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
+                if proj_size:
+                    shapes += [("weight_hr", (proj_size, hidden_size))]
                 names = [n + suffix for n, _ in shapes]
                 for n, (_, shape) in zip(names, shapes):
                     setattr(self, n, Parameter(empty(*shape, dtype=dtype, device=device)))
@@ -149,20 +152,21 @@ class RNNBase(Module):
         if not batched:
             x = x.unsqueeze(1)
         directions = 2 if self.bidirectional else 1
-        state_shape = (self.num_layers * directions, x.shape[1], self.hidden_size)
+        c_shape = (self.num_layers * directions, x.shape[1], self.hidden_size)
+        h_shape = c_shape[:2] + (self.proj_size or self.hidden_size,)
         if hx is None:
-            h0 = zeros(*state_shape, dtype=x.dtype, device=x.device)
-            c0 = h0 if lstm else None
+            h0 = zeros(*h_shape, dtype=x.dtype, device=x.device)
+            c0 = (h0 if not self.proj_size else zeros(*c_shape, dtype=x.dtype, device=x.device)) if lstm else None
         else:
             if lstm:
                 if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                     raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
                 h0, c0 = hx
-                self._check_state(h0, state_shape if batched else state_shape[::2], "hidden[0]", batched)
-                self._check_state(c0, state_shape if batched else state_shape[::2], "hidden[1]", batched)
+                self._check_state(h0, h_shape if batched else h_shape[::2], "hidden[0]", batched)
+                self._check_state(c0, c_shape if batched else c_shape[::2], "hidden[1]", batched)
             else:
                 h0, c0 = hx, None
-                self._check_state(h0, state_shape if batched else state_shape[::2], "hidden", batched)
+                self._check_state(h0, h_shape if batched else h_shape[::2], "hidden", batched)
             if not batched:
                 h0, c0 = h0.unsqueeze(1), None if c0 is None else c0.unsqueeze(1)
         h_n, c_n = [], []
@@ -190,6 +194,8 @@ class RNNBase(Module):
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if not self.bias:
@@ -235,8 +241,9 @@ class LSTM(RNNBase):
 
         i, f, o = sigmoid(...), g = tanh(...); c_t = f * c_{t-1} + i * g; h_t = o * tanh(c_t)
 
-    Args: as ``RNN`` without nonlinearity; ``proj_size`` must be 0 (projections are not
-    supported). forward(input, (h_0, c_0)) returns (output, (h_n, c_n)).
+    Args: as ``RNN`` without nonlinearity, plus ``proj_size``: when > 0, h_t = W_hr (o * tanh(c_t))
+    has proj_size features (h_0, h_n and the output too; c keeps hidden_size).
+    forward(input, (h_0, c_0)) returns (output, (h_n, c_n)).
 
     Example:
         >>> lstm = nn.LSTM(10, 20, 2)

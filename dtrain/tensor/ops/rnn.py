@@ -63,7 +63,8 @@ class _Recurrent(Function):
         T, B, I = x.shape
         G = dgx.shape[2]
         gx2, gh2 = dgx.reshape(T * B, G), dgh.reshape(T * B, G)
-        need_w = self.needs_input_grad[-4 if self.has_bias else -2:]
+        first = 3 if isinstance(self, LSTMLayer) else 2  # the index of w_ih among the inputs
+        need_w = self.needs_input_grad[first:first + (4 if self.has_bias else 2)]
         dx = None
         if self.needs_input_grad[0]:
             dx = _in_order((gx2 @ (w_ih if perm is None else w_ih[perm])).reshape(T, B, I), self.reverse)
@@ -132,20 +133,24 @@ def _lstm_perm(xp, H):
 
 
 class LSTMLayer(_Recurrent):
-    """PyTorch's LSTM (gate rows i, f, g, o): c_t = f c_{t-1} + i g, h_t = o tanh(c_t).
-    Output (T + 1, B, H): the h_t in time order, then c_n."""
+    """PyTorch's LSTM (gate rows i, f, g, o): c_t = f c_{t-1} + i g, h_t = o tanh(c_t), or
+    with ``proj`` (the last input is w_hr, (P, H)): h_t = w_hr (o tanh(c_t)).
+    Output, flat: the h_t (T, B, P) in time order, then c_n (B, H)."""
 
-    def forward(self, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    def forward(self, x, h0, c0, w_ih, w_hh, *rest, reverse=False, proj=False):
         xp = get_array_module(x)
+        b_ih, b_hh = rest[:2] if len(rest) >= 2 else (None, None)
         T, B, _ = x.shape
-        H = h0.shape[1]
+        P, H = h0.shape[1], c0.shape[1]
         perm = _lstm_perm(xp, H)
         b = None if b_ih is None else _halved((b_ih + b_hh)[perm], 3 * H)
         acts = _project(_in_order(x, reverse), _halved(w_ih[perm], 3 * H), b)  # (T, B, 4H): o, i, f, g
         w_hh_t = _transposed(_halved(w_hh[perm], 3 * H))
-        hs = xp.empty((T + 1, B, H), dtype=x.dtype)
-        cs = xp.empty_like(hs)
+        w_hr_t = _transposed(rest[-1]) if proj else None
+        hs = xp.empty((T + 1, B, P), dtype=x.dtype)
+        cs = xp.empty((T + 1, B, H), dtype=x.dtype)
         tc = xp.empty((T, B, H), dtype=x.dtype)  # tanh(c_t)
+        m = xp.empty((T, B, H), dtype=x.dtype) if proj else hs[1:]  # o tanh(c_t), before the projection
         hs[0], cs[0] = h0, c0
         for t in range(T):
             a = acts[t]
@@ -158,22 +163,27 @@ class LSTMLayer(_Recurrent):
             xp.multiply(a[:, 2 * H:3 * H], cs[t], out=c)
             c += a[:, H:2 * H] * a[:, 3 * H:]
             xp.tanh(c, out=tc[t])
-            xp.multiply(a[:, :H], tc[t], out=hs[t + 1])
+            xp.multiply(a[:, :H], tc[t], out=m[t])
+            if proj:
+                xp.matmul(m[t], w_hr_t, out=hs[t + 1])
         self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
-        self.acts, self.cs, self.tc, self.perm = acts, cs, tc, perm
-        out = xp.empty((T + 1, B, H), dtype=x.dtype)
-        out[:T] = _in_order(hs[1:], reverse)
-        out[T] = cs[T]
+        self.acts, self.cs, self.tc, self.perm, self.m = acts, cs, tc, perm, m
+        self.w_hr = rest[-1] if proj else None
+        out = xp.empty(T * B * P + B * H, dtype=x.dtype)
+        out[:T * B * P].reshape(T, B, P)[...] = _in_order(hs[1:], reverse)
+        out[T * B * P:].reshape(B, H)[...] = cs[T]
         return out
 
     def backward(self, g):
         xp = get_array_module(g)
         T, B, H = self.tc.shape
+        P = self.hs.shape[2]
         a = self.acts.reshape(T, B, 4, H)
         o, i, f, gg = a[:, :, 0], a[:, :, 1], a[:, :, 2], a[:, :, 3]
-        tc = self.tc
-        # each preactivation gradient is dh (gate o) or dc (gates i, f, g) times a coefficient
-        # that does not depend on the gradients, so all of them are computed before the loop
+        tc, w_hr = self.tc, self.w_hr
+        # each preactivation gradient is dm (gate o; m = o tanh(c), m = h without projection)
+        # or dc (gates i, f, g) times a coefficient that does not depend on the gradients, so
+        # all of them are computed before the loop
         k = xp.empty_like(a)
         sig, ksig = a[:, :, :3], k[:, :, :3]
         xp.subtract(1, sig, out=ksig)
@@ -184,26 +194,34 @@ class LSTMLayer(_Recurrent):
         xp.multiply(gg, gg, out=k[:, :, 3])
         xp.subtract(1, k[:, :, 3], out=k[:, :, 3])
         k[:, :, 3] *= i
-        dc_dh = tc * tc
-        xp.subtract(1, dc_dh, out=dc_dh)
-        dc_dh *= o
-        dy = self._dy(g)
+        dc_dm = tc * tc
+        xp.subtract(1, dc_dm, out=dc_dm)
+        dc_dm *= o
+        dy = self._dy(g[:T * B * P].reshape(T, B, P))
         w_hh = self.w_hh[self.perm]
         dgates = xp.empty_like(a)
-        dh = xp.zeros((B, H), dtype=g.dtype)
-        dc = g[T].copy()
+        dhs = xp.empty((T, B, P), dtype=g.dtype) if w_hr is not None else None
+        dh = xp.zeros((B, P), dtype=g.dtype)
+        dc = g[T * B * P:].reshape(B, H).copy()
         buf = xp.empty_like(dc)
         for t in range(T - 1, -1, -1):
             dh += dy[t]
-            xp.multiply(dh, dc_dh[t], out=buf)
+            if w_hr is not None:
+                dhs[t] = dh
+                dm = dh @ w_hr
+            else:
+                dm = dh
+            xp.multiply(dm, dc_dm[t], out=buf)
             dc += buf
             d = dgates[t]
             xp.multiply(dc[:, None, :], k[t, :, 1:], out=d[:, 1:])
-            xp.multiply(dh, k[t, :, 0], out=d[:, 0])
+            xp.multiply(dm, k[t, :, 0], out=d[:, 0])
             dc *= f[t]
             dh = d.reshape(B, 4 * H) @ w_hh
         dgates = dgates.reshape(T, B, 4 * H)
         dx, dh0, *dw = self._grads(dgates, dgates, dh, self.perm)
+        if w_hr is not None:
+            dw.append(dhs.reshape(T * B, P).T @ self.m.reshape(T * B, H) if self.needs_input_grad[-1] else None)
         return (dx, dh0, dc, *dw)
 
 
@@ -273,24 +291,25 @@ def recurrent_layer(mode, input, h0, c0, weights, reverse=False):
     Args:
         mode: 'RNN_TANH', 'RNN_RELU', 'LSTM' or 'GRU'.
         input: (T, B, input_size), T >= 1.
-        h0, c0: (B, hidden_size) initial states (c0 for LSTM only, else None).
-        weights: [w_ih, w_hh] or [w_ih, w_hh, b_ih, b_hh] with PyTorch's gate order.
+        h0, c0: (B, hidden_size) initial states (c0 for LSTM only, else None); with an LSTM
+            projection h0 is (B, proj_size).
+        weights: [w_ih, w_hh] or [w_ih, w_hh, b_ih, b_hh] with PyTorch's gate order; an LSTM
+            with projections appends w_hr (proj_size, hidden_size).
         reverse: run from the last step to the first (the reverse direction).
 
-    Returns (output (T, B, hidden_size), h_n, c_n or None) as Tensors.
+    Returns (output (T, B, hidden_size or proj_size), h_n, c_n or None) as Tensors.
 
     Example:
         >>> out, h, _ = recurrent_layer("GRU", x, h0, None, [w_ih, w_hh])
     """
     T = input.shape[0]
+    c_n = None
     if mode == "LSTM":
-        packed = LSTMLayer.apply(input, h0, c0, *weights, reverse=reverse)
-        out, c_n = packed[:T], packed[T]
+        packed = LSTMLayer.apply(input, h0, c0, *weights, reverse=reverse, proj=len(weights) % 2 == 1)
+        n = T * h0.shape[0] * h0.shape[1]
+        out, c_n = packed[:n].reshape(T, *h0.shape), packed[n:].reshape(c0.shape)
     elif mode == "GRU":
-        out = packed = GRULayer.apply(input, h0, *weights, reverse=reverse)
-        c_n = None
+        out = GRULayer.apply(input, h0, *weights, reverse=reverse)
     else:
-        out = packed = RNNLayer.apply(input, h0, *weights, reverse=reverse,
-                                      nonlinearity="relu" if mode == "RNN_RELU" else "tanh")
-        c_n = None
-    return out, packed[0 if reverse else T - 1], c_n
+        out = RNNLayer.apply(input, h0, *weights, reverse=reverse, nonlinearity="relu" if mode == "RNN_RELU" else "tanh")
+    return out, out[0 if reverse else T - 1], c_n
