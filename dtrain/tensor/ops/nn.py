@@ -46,6 +46,34 @@ class Scale(Function):
         return g * self.factor
 
 
+def _normal_cdf(a):
+    """(Phi(a), exp(-a^2 / 2) or None). float32 on the CPU: erf by Abramowitz and Stegun
+    7.1.26 (absolute error < 1.5e-7, the formula of PyTorch's vectorized CPU erf), which
+    computes exp(-a^2 / 2) on the way, for the backward to reuse; SciPy's exact erf costs
+    twice the whole of it. Other dtypes and CuPy: the exact erf."""
+    if a.dtype.name != "float32" or backend.is_cuda_array(a):
+        return 0.5 * (1 + backend.erf(a * (1 / math.sqrt(2)))), None
+    xp = get_array_module(a)
+    z = a * (1 / math.sqrt(2))
+    t = xp.abs(z)
+    t *= 0.3275911
+    t += 1
+    xp.reciprocal(t, out=t)
+    q = t * 1.061405429
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        q += c
+        q *= t
+    gauss = xp.square(z, out=z)
+    xp.negative(gauss, out=gauss)
+    xp.exp(gauss, out=gauss)
+    q *= gauss  # 1 - erf(|z|)
+    q *= -0.5
+    q += 0.5
+    xp.copysign(q, a, out=q)  # erf(z) / 2
+    q += 0.5
+    return q, gauss
+
+
 class GELU(Function):
     def forward(self, a, approximate="none"):
         xp = get_array_module(a)
@@ -53,7 +81,7 @@ class GELU(Function):
         if approximate == "tanh":
             self.t = xp.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a * a * a))
             return 0.5 * a * (1 + self.t)
-        self.cdf = 0.5 * (1 + backend.erf(a * (1 / math.sqrt(2))))
+        self.cdf, self.gauss = _normal_cdf(a)
         return a * self.cdf
 
     def backward(self, g):
@@ -63,8 +91,12 @@ class GELU(Function):
             t = self.t
             inner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a * a)
             return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner)
-        pdf = xp.exp(-0.5 * a * a) * (1 / math.sqrt(2 * math.pi))
-        return g * (self.cdf + a * pdf)
+        d = xp.exp(-0.5 * a * a) if self.gauss is None else self.gauss * 1.0
+        d *= a
+        d *= 1 / math.sqrt(2 * math.pi)  # a * pdf(a)
+        d += self.cdf
+        d *= g
+        return d
 
 
 class SiLU(Function):
@@ -177,21 +209,29 @@ def _log_softmax(a, axis):
     if a.size == 0:
         return a.copy()
     z = a - a.max(axis=axis, keepdims=True)  # shift by the max: exp cannot overflow
-    z -= xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+    e = xp.exp(z)
+    z -= xp.log(e.sum(axis=axis, keepdims=True))
     return z
 
 
 class Softmax(Function):
     def forward(self, a, axis=-1):
         xp = get_array_module(a)
-        e = xp.exp(a - a.max(axis=axis, keepdims=True)) if a.size else a.copy()
-        e /= e.sum(axis=axis, keepdims=True)
+        if a.size == 0:
+            e = a.copy()
+        else:
+            e = a - a.max(axis=axis, keepdims=True)
+            xp.exp(e, out=e)
+            e /= e.sum(axis=axis, keepdims=True)
         self.out, self.axis = e, axis
         return e
 
     def backward(self, g):
-        out = self.out
-        return out * (g - (g * out).sum(axis=self.axis, keepdims=True))
+        xp = get_array_module(g)
+        gx = g * self.out
+        xp.subtract(g, gx.sum(axis=self.axis, keepdims=True), out=gx)
+        gx *= self.out
+        return gx
 
 
 class LogSoftmax(Function):
@@ -201,7 +241,9 @@ class LogSoftmax(Function):
 
     def backward(self, g):
         xp = get_array_module(g)
-        return g - xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+        gx = xp.exp(self.out)
+        gx *= g.sum(axis=self.axis, keepdims=True)
+        return xp.subtract(g, gx, out=gx)
 
 
 def _softmax_args(input, dim, dtype, op):
@@ -228,6 +270,8 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
         tensor([[0.5000, 0.5000]])
     """
     input, axis = _softmax_args(input, dim, dtype, "softmax")
+    if input.ndim == 0:  # the ops work in place on arrays; NumPy gives a 0-d input's results as scalars
+        return Softmax.apply(input.reshape(1), axis=0).reshape(())
     return Softmax.apply(input, axis=axis)
 
 
@@ -239,6 +283,8 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
         tensor([[-0.6931, -0.6931]])
     """
     input, axis = _softmax_args(input, dim, dtype, "log_softmax")
+    if input.ndim == 0:  # as softmax
+        return LogSoftmax.apply(input.reshape(1), axis=0).reshape(())
     return LogSoftmax.apply(input, axis=axis)
 
 
@@ -269,13 +315,12 @@ class ClassNLL(Function):
     """
 
     def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean", smoothing=0.0, logits=True):
-        xp = get_array_module(x)
         logp = _log_softmax(x, 1) if logits else x
         keep = target != ignore_index
         y = target * keep  # ignored elements point at class 0; their weight is 0
         wy = keep.astype(x.dtype) if weight is None else weight[y] * keep
-        picked = xp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
-        loss = picked * wy
+        self.index = _class_index(y)
+        loss = logp[self.index] * wy
         loss *= smoothing - 1
         self.wb = None
         if smoothing:
@@ -283,7 +328,7 @@ class ClassNLL(Function):
             self.wb = None if weight is None else weight.reshape((c,) + (1,) * (x.ndim - 2))
             total = (logp.sum(axis=1) if weight is None else (logp * self.wb).sum(axis=1)) * keep
             loss -= total * (smoothing / c)
-        self.logp, self.y, self.keep, self.wy = logp if logits else None, y, keep, wy
+        self.logp, self.keep, self.wy = logp if logits else None, keep, wy
         self.reduction, self.smoothing, self.logits, self.shape = reduction, smoothing, logits, x.shape
         if reduction == "none":
             return loss
@@ -296,15 +341,29 @@ class ClassNLL(Function):
         xp = get_array_module(g)
         c, s = self.shape[1], self.smoothing
         scale = g / self.denom if self.reduction == "mean" else g
-        classes = xp.arange(c).reshape((c,) + (1,) * (len(self.shape) - 2))
-        # d loss / d logp = -(1 - s) w[y] onehot(y) - (s / C) w, times the reduction's scale
-        glogp = (self.y[:, None] == classes) * ((s - 1) * scale * self.wy)[:, None]
+        # d loss / d logp = -(1 - s) w[y] onehot(y) - (s / C) w, times the reduction's scale:
+        # ``picked`` at the targets, ``spread`` (times w) everywhere
+        picked = (s - 1) * scale * self.wy
+        total = picked  # the sum over classes, for log_softmax's backward
         if s:
-            spread = (scale * self.keep * (-s / c))[:, None]
-            glogp = glogp + (spread if self.wb is None else spread * self.wb)
-        if self.logits:  # log_softmax's backward
-            glogp = glogp - xp.exp(self.logp) * glogp.sum(axis=1, keepdims=True)
+            spread = scale * self.keep * (-s / c)
+            total = picked + spread * (c if self.wb is None else self.wb.sum())
+        if self.logits:  # log_softmax's backward: glogp - softmax * sum_c glogp
+            glogp = xp.exp(self.logp)
+            glogp *= -total[:, None]
+        else:
+            glogp = xp.zeros(self.shape, dtype=self.wy.dtype)
+        if s:
+            glogp += spread[:, None] if self.wb is None else spread[:, None] * self.wb
+        glogp[self.index] += picked  # one target per element: no repeated index
         return glogp, None
+
+
+def _class_index(y):
+    """The index that picks entry [n, y[n, d...], d...] of an (N, C, d...) array."""
+    xp = get_array_module(y)
+    grids = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (y.ndim - 1 - i)) for i, n in enumerate(y.shape)]
+    return (grids[0], y) + tuple(grids[1:])
 
 
 def _class_target(input, target, weight, op):
@@ -644,16 +703,15 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
 class Normalize(Function):
     """(x - mean) / sqrt(var + eps) * weight + bias. ``batch_stats``: mean and var were taken
     from x over ``axes`` (so they carry gradient); else they are constants (running stats).
-    ``center=False``: no mean is subtracted and var is the mean square (rms_norm).
-    weight and bias are Tensors of any shape reshaping to ``pshape``, or the numbers 1 and 0."""
+    weight and bias are Tensors of any shape reshaping to ``pshape``, or the numbers 1 and 0.
+    batch_norm and group_norm; layer_norm and rms_norm have RowNormalize."""
 
-    def forward(self, x, weight, bias, mean=None, var=None, axes=(), pshape=(), eps=1e-5, batch_stats=True,
-                center=True):
+    def forward(self, x, weight, bias, mean=None, var=None, axes=(), pshape=(), eps=1e-5, batch_stats=True):
         xp = get_array_module(x)
         self.invstd = 1 / xp.sqrt(var + eps)
-        xhat = x - mean if center else x.copy()
+        xhat = x - mean
         xhat *= self.invstd
-        self.xhat, self.axes, self.pshape, self.batch_stats, self.center = xhat, axes, pshape, batch_stats, center
+        self.xhat, self.axes, self.pshape, self.batch_stats = xhat, axes, pshape, batch_stats
         self.w = weight.reshape(pshape) if hasattr(weight, "shape") else weight
         return xhat * self.w + (bias.reshape(pshape) if hasattr(bias, "shape") else bias)
 
@@ -665,8 +723,7 @@ class Normalize(Function):
             gxhat = g * self.w
             if self.batch_stats:  # mean and var depend on x too
                 proj = (gxhat * xhat).mean(axis=axes, keepdims=True)
-                if self.center:
-                    gxhat = gxhat - gxhat.mean(axis=axes, keepdims=True)
+                gxhat = gxhat - gxhat.mean(axis=axes, keepdims=True)
                 gxhat = gxhat - xhat * proj
             gx = gxhat * self.invstd
         if nw:
@@ -757,6 +814,64 @@ def trailing_axes(input, normalized_shape, op):
     return shape, tuple(range(input.ndim - k, input.ndim))
 
 
+class RowNormalize(Function):
+    """layer_norm and rms_norm: each row of x, an (M, K) view of the input whose K covers
+    the normalized trailing dims, becomes (x - mean) / sqrt(var + eps) * weight + bias
+    (``center=False``: no mean subtracted, var is the mean square). weight and bias are
+    (K,) Tensors, or the numbers 1 and 0.
+
+    Not Normalize (batch and group norm): along rows, the sums are matrix-vector products
+    and the row dot products einsum, one pass each, several times faster than NumPy's
+    ``mean`` over a short last axis."""
+
+    def forward(self, x, weight, bias, eps=1e-5, center=True):
+        xp = get_array_module(x)
+        self.inv_k = 1 / max(x.shape[-1], 1)
+        self.mean_vec = xp.full(x.shape[-1], self.inv_k, dtype=x.dtype)  # x @ mean_vec: the row means
+        xhat = x - (x @ self.mean_vec)[:, None] if center else x.copy()
+        invstd = xp.einsum("ij,ij->i", xhat, xhat)
+        invstd *= self.inv_k
+        invstd += eps
+        xp.sqrt(invstd, out=invstd)
+        xp.reciprocal(invstd, out=invstd)
+        xhat *= invstd[:, None]
+        self.xhat, self.invstd, self.w, self.center = xhat, invstd, weight, center
+        out = xhat * weight
+        out += bias
+        return out
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        nx, nw, nb = self.needs_input_grad
+        xhat = self.xhat
+        gx = gw = gb = None
+        if nx:
+            gxhat = g * self.w if hasattr(self.w, "shape") else g
+            # d/dx = invstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)), per row
+            proj = xp.einsum("ij,ij->i", gxhat, xhat)
+            proj *= -self.inv_k
+            gx = xhat * proj[:, None]
+            gx += gxhat
+            if self.center:
+                gx -= (gxhat @ self.mean_vec)[:, None]
+            gx *= self.invstd[:, None]
+        if nw:
+            gw = xp.einsum("ij,ij->j", g, xhat)
+        if nb:
+            gb = xp.ones(g.shape[0], dtype=g.dtype) @ g
+        return gx, gw, gb
+
+
+def normalize_rows(input, shape, weight, bias, eps, center):
+    """RowNormalize of ``input`` over its trailing dims ``shape`` (weight and bias: Tensors
+    of that shape, or None), in the input's shape."""
+    k = math.prod(shape)
+    rows = input.reshape(math.prod(input.shape[:input.ndim - len(shape)]), k)
+    weight = 1 if weight is None else weight.reshape(k)
+    bias = 0 if bias is None else bias.reshape(k)
+    return RowNormalize.apply(rows, weight, bias, eps=eps, center=center).reshape(input.shape)
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the last dims ``normalized_shape``, then scale by weight and add bias.
 
@@ -771,11 +886,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         tensor([[-1.0000,  1.0000]])
     """
     op = "layer_norm"
-    shape, axes = trailing_axes(input, normalized_shape, op)
+    shape, _ = trailing_axes(input, normalized_shape, op)
     weight, bias = _param(weight, shape, "weight", op, input), _param(bias, shape, "bias", op, input)
-    mean, var = _moments(input.array, axes)
-    return Normalize.apply(input, 1 if weight is None else weight, 0 if bias is None else bias, mean=mean,
-                           var=var, axes=axes, pshape=shape, eps=eps, batch_stats=True)
+    return normalize_rows(input, shape, weight, bias, eps, center=True)
 
 
 # ---- embedding --------------------------------------------------------------------------
@@ -786,8 +899,17 @@ class Embedding(Function):
         return weight[idx]
 
     def backward(self, g):
-        gw = get_array_module(g).zeros(self.shape, dtype=g.dtype)
-        backend.scatter_add(gw, self.idx, g)  # repeated indices accumulate
+        xp = get_array_module(g)
+        gw = xp.zeros(self.shape, dtype=g.dtype)
+        if backend.is_cuda_array(g):
+            backend.scatter_add(gw, self.idx, g)  # repeated indices accumulate
+        elif self.idx.size:
+            # np.add.at is slow on rows: sort the indices and sum each run of equal ones
+            idx = self.idx.reshape(-1)
+            order = xp.argsort(idx, kind="stable")
+            idx = idx[order]
+            starts = xp.flatnonzero(xp.concatenate((xp.ones(1, dtype=bool), idx[1:] != idx[:-1])))
+            gw[idx[starts]] = xp.add.reduceat(g.reshape(idx.size, self.shape[1])[order], starts, axis=0)
         if self.padding_idx is not None:
             gw[self.padding_idx] = 0
         return gw, None

@@ -1,11 +1,11 @@
-"""group_norm and rms_norm, both through nn.py's Normalize Function (one hand-written
-backward for every normalization): group_norm normalizes a (N, G, C/G, rest) view over its
-last two dims; rms_norm divides by the root mean square without centering."""
+"""group_norm and rms_norm: group_norm through nn.py's Normalize Function (batch norm's),
+on a (N, G, C/G, rest) view normalized over its last two dims; rms_norm through RowNormalize
+(layer norm's), dividing by the root mean square without centering."""
 import math
 import numbers
 
 from ..backend import get_array_module
-from .nn import Normalize, _check_float, _moments, _param, trailing_axes
+from .nn import Normalize, _check_float, _moments, _param, normalize_rows, trailing_axes
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -57,11 +57,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
         tensor([[0.8485, 1.1314]])
     """
     op = "rms_norm"
-    shape, axes = trailing_axes(input, normalized_shape, op)
+    shape, _ = trailing_axes(input, normalized_shape, op)
     weight = _param(weight, shape, "weight", op, input)
-    a = input.array
     if eps is None:
-        eps = float(get_array_module(a).finfo(a.dtype).eps)
-    ms = (a * a).mean(axis=axes, keepdims=True)
-    return Normalize.apply(input, 1 if weight is None else weight, 0, mean=0, var=ms, axes=axes, pshape=shape,
-                           eps=eps, batch_stats=True, center=False)
+        eps = float(get_array_module(input.array).finfo(input.dtype).eps)
+    return normalize_rows(input, shape, weight, None, eps, center=False)
