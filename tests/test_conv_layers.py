@@ -507,3 +507,33 @@ def test_upsampling_cnn_trains_like_torch():
                             m.ConvTranspose2d(8, 8, 2, stride=2), m.ReLU(), m.Conv2d(8, 8, 1), m.PixelShuffle(2),
                             m.Upsample(scale_factor=0.5, mode="bilinear"), m.AdaptiveMaxPool2d(3))
     matches_torch(build(nn), build(torch.nn), rng.standard_normal((2, 2, 8, 8)), steps=2)
+
+
+def test_im2col_workspace_reused_only_when_free():
+    """A conv applied twice before backward keeps two im2col buffers (each backward sees its
+    own input: gradients equal PyTorch's); once backward has freed them, later steps reuse
+    them instead of allocating."""
+    torch = _torch()
+    import importlib
+    conv_ops = importlib.import_module("dtrain.tensor.ops.conv")
+    ours, theirs = nn.Conv2d(2, 3, 3), torch.nn.Conv2d(2, 3, 3)
+
+    class Twice(nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, a, b):
+            return self.conv(a) * self.conv(b)
+    class TwiceT(torch.nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+        forward = Twice.forward
+    matches_torch(Twice(ours), TwiceT(theirs), rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((2, 2, 6, 6)))
+    x = dtrain.randn(2, 2, 6, 6, dtype=dtrain.float64)
+    ours(x).sum().backward()
+    held = [id(b) for b in conv_ops._POOL]
+    for _ in range(3):
+        ours(x).sum().backward()
+    assert [id(b) for b in conv_ops._POOL] == held
