@@ -28,11 +28,13 @@ values already set are kept).
   with ``--resume auto``); otherwise it exits 128 + the signal (143 for SIGTERM) even if the
   ranks exited 0, so a caller can tell a stopped job from a finished one. A second signal kills
   the ranks at once. When the launcher returns, no rank of the job is left running.
-* With no script it runs the built-in job, examples/ddp_digits.py (installed with dtrain as
-  the module ``dtrain.examples.ddp_digits``): an MLP trained on the digits data set with
-  DistributedDataParallel, each rank on its share of every epoch in batches of
-  ``--batch-size``; rank 0 prints the loss and test accuracy of every epoch, then a line with
-  the ranks, samples/s and wall time.
+* With no script it runs a built-in job (``--job``, installed with dtrain as the package
+  ``dtrain.examples``): ``gpt`` (the default, examples/gpt.py) trains a character-level GPT on
+  Python's standard library with DistributedDataParallel, the global batch split over the
+  ranks; rank 0 shows a progress bar, then prints the loss, tokens/s, ranks, wall time and a
+  sample of generated text. ``digits`` (examples/ddp_digits.py) trains an MLP on the digits
+  data set, each rank on its share of every epoch in batches of ``--batch-size``; rank 0
+  prints the loss and test accuracy of every epoch, then the ranks, samples/s and wall time.
 
 Under an external ``mpiexec -n N python -m dtrain.launch script.py`` there is no supervisor:
 a rank that raises or exits non-zero reports itself (``rank N failed: ...``, ``rank N exited
@@ -69,10 +71,16 @@ CHILD_ENV = "DTRAIN_LAUNCH_CHILD"  # set in a supervised rank: it must not super
 REPORT_ENV = "DTRAIN_LAUNCH_REPORT"
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # <linux/prctl.h>
-DEFAULT_JOB = "dtrain.examples.ddp_digits"  # examples/ddp_digits.py: the job run when no script is given
+# the built-in jobs (examples/<name>.py, installed as dtrain.examples), run when no script is given
+JOBS = {"gpt": "dtrain.examples.gpt", "digits": "dtrain.examples.ddp_digits"}
+DEFAULT_JOB = "gpt"
+# the job options: which jobs take each, and the flag the job's own parser knows it by
+JOB_OPTIONS = {"steps": ("gpt",), "epochs": ("digits",), "batch_size": ("gpt", "digits"), "lr": ("gpt", "digits"),
+               "seed": ("gpt", "digits"), "resume": ("gpt",), "quiet": ("gpt",)}
 
 EPILOG = """examples:
-  python -m dtrain.launch --nproc 2                   the built-in job on 2 local ranks
+  python -m dtrain.launch --nproc 2                   the built-in job (a GPT) on 2 local ranks
+  python -m dtrain.launch --nproc 2 --job digits      the digits MLP instead
   python -m dtrain.launch --nproc 4 train.py --lr 0.1  train.py on 4 local ranks
   python -m dtrain.launch --standalone --nproc_per_node=4 train.py   the same, as torchrun says it
   python -m dtrain.launch --nproc 2 -m mypackage.train                a module, as python -m runs it
@@ -125,12 +133,19 @@ def make_parser():
                    help="run the script argument as a module name, as python -m does")
     p.add_argument("--backend", choices=("mpi", "nccl"), default=None,
                    help="communication backend (default: nccl when CuPy sees a GPU, else mpi)")
-    job = p.add_argument_group(f"the built-in job, {DEFAULT_JOB} (when no script is given)")
-    job.add_argument("--epochs", type=_positive("--epochs"), default=10, help="default: %(default)s")
-    job.add_argument("--batch-size", type=_positive("--batch-size"), default=32,
-                     help="batch size per rank (default: %(default)s)")
-    job.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default: %(default)s)")
-    job.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    job = p.add_argument_group("the built-in job (when no script is given); unset options take the job's defaults")
+    job.add_argument("--job", choices=sorted(JOBS), default=DEFAULT_JOB,
+                     help="gpt: a character-level GPT (examples/gpt.py); digits: an MLP on the digits "
+                          "(examples/ddp_digits.py); default: %(default)s")
+    job.add_argument("--steps", type=_positive("--steps"), default=None, help="gpt: training steps (600)")
+    job.add_argument("--epochs", type=_positive("--epochs"), default=None, help="digits: epochs (10)")
+    job.add_argument("--batch-size", type=_positive("--batch-size"), default=None,
+                     help="gpt: the global batch, split over the ranks (16); digits: per rank (32)")
+    job.add_argument("--lr", type=float, default=None, help="learning rate (gpt: AdamW 3e-3; digits: SGD 0.05)")
+    job.add_argument("--seed", type=int, default=None, help="gpt: 1337; digits: 0")
+    job.add_argument("--resume", choices=["auto"], default=None,
+                     help="gpt: continue from the newest checkpoint in runs/gpt, if any")
+    job.add_argument("--quiet", action="store_true", help="gpt: no progress bar")
     p.add_argument("script", nargs="?", help="the Python script every rank runs")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     return p
@@ -377,7 +392,7 @@ def run_rank(args):
         elif args.script:
             run_script(args.script, args.script_args)
         else:
-            run_default_job(args)
+            run_default_job(*job_argv(None, args))
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code and dist.is_initialized():  # peers may be waiting in a collective: end them too
@@ -425,11 +440,27 @@ def run_script(script, script_args):
     runpy.run_path(script, run_name="__main__")  # sets sys.argv[0] to its argument
 
 
-def run_default_job(args):
-    """Run DEFAULT_JOB with the job options, as ``python -m dtrain.examples.ddp_digits ...`` would."""
-    sys.argv = [DEFAULT_JOB, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                "--lr", str(args.lr), "--seed", str(args.seed)]
-    runpy.run_module(DEFAULT_JOB, run_name="__main__", alter_sys=True)  # sets sys.argv[0] to its file
+def job_argv(parser, args):
+    """The built-in job's module and command line from the job options (an error for an option
+    the chosen job does not take)."""
+    argv = []
+    for name, jobs in JOB_OPTIONS.items():
+        value = getattr(args, name)
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if args.script is not None or args.job not in jobs:
+            parser.error(f"{flag} is an option of the built-in job{'s' if len(jobs) > 1 else ''} "
+                         f"{' and '.join(jobs)}" + ("; give the script its own options after its name"
+                                                    if args.script is not None else f", not of --job {args.job}"))
+        argv += [flag] if value is True else [flag, str(value)]
+    return JOBS[args.job], argv
+
+
+def run_default_job(module, argv):
+    """Run a built-in job, as ``python -m dtrain.examples.<job> argv...`` would."""
+    sys.argv = [module, *argv]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)  # sets sys.argv[0] to its file
 
 
 def main(argv=None):
@@ -440,6 +471,7 @@ def main(argv=None):
         parser.error("-m/--module needs a module name")
     if args.script is not None and not args.module and not os.path.isfile(args.script):
         parser.error(f"script {args.script!r} does not exist (or is not a file)")
+    job_argv(parser, args)  # a job option that does not apply is an error here, before any rank starts
     from .comm import env
     info = env.discover()
     if info is None:

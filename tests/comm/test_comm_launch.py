@@ -21,11 +21,37 @@ def records(stdout):
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
-def test_builtin_job(ranks):
-    """With no script, mpiexec -n 2 (or one plain process) runs examples/ddp_digits.py with the
+def test_builtin_gpt_job(ranks, tmp_path):
+    """With no script, mpiexec -n 2 (or one plain process) runs examples/gpt.py with the job
+    options: rank 0 alone prints the model, then the loss, tokens/s, ranks and wall time, then
+    a sample of generated text. (Run in a scratch folder: the job writes runs/gpt/ there.)"""
+    command = [sys.executable, *LAUNCH, "--steps", "4", "--quiet"]
+    command = [require_mpi(), "-n", "2", *command] if ranks == 2 else command
+    env = dict(clean_env(), PYTHONPATH=ROOT)  # dtrain from this checkout, whatever the folder
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (tmp_path / "runs" / "gpt" / "gpt-4.ckpt").is_file(), output(result)
+    assert result.returncode == 0, output(result)
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("GPT: 4 layers, 4 heads, 128 wide, block 64") and \
+        lines[0].endswith(f"{ranks} rank(s) x batch {16 // ranks}"), output(result)
+    final = [line for line in lines if line.startswith("loss ")]
+    assert len(final) == 1 and re.search(rf"\| tokens/s [\d,]+ \| ranks {ranks} \| wall", final[0]), output(result)
+    assert lines.index(final[0]) + 1 == lines.index("sample:"), output(result)
+
+
+def test_builtin_job_options_are_checked():
+    """An option of the other built-in job is an error naming the job that takes it."""
+    result = python(*LAUNCH, "--job", "digits", "--steps", "3", timeout=30)
+    assert result.returncode == 2 and "--steps is an option of the built-in job gpt, not of --job digits" \
+        in result.stderr, output(result)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_builtin_digits_job(ranks):
+    """--job digits: mpiexec -n 2 (or one plain process) runs examples/ddp_digits.py with the
     job options: rank 0 alone prints a line per epoch with the loss and test accuracy, then
     one with the ranks, samples/s and wall time; 5 epochs reach 90% test accuracy."""
-    command = [sys.executable, *LAUNCH, "--epochs", "5", "--batch-size", "16"]
+    command = [sys.executable, *LAUNCH, "--job", "digits", "--epochs", "5", "--batch-size", "16"]
     result = run([require_mpi(), "-n", "2", *command] if ranks == 2 else command, timeout=60)
     assert result.returncode == 0, output(result)
     lines = result.stdout.strip().splitlines()
