@@ -46,57 +46,74 @@ class Scale(Function):
         return g * self.factor
 
 
-def _normal_cdf(a):
-    """(Phi(a), exp(-a^2 / 2) or None). float32 on the CPU: erf by Abramowitz and Stegun
-    7.1.26 (absolute error < 1.5e-7, the formula of PyTorch's vectorized CPU erf), which
-    computes exp(-a^2 / 2) on the way, for the backward to reuse; SciPy's exact erf costs
-    twice the whole of it. Other dtypes and CuPy: the exact erf."""
-    if a.dtype.name != "float32" or backend.is_cuda_array(a):
-        return 0.5 * (1 + backend.erf(a * (1 / math.sqrt(2)))), None
+_GELU_CHUNK = 32768  # elements: a chunk's half-dozen float32 temporaries stay in the L2 cache
+
+
+def _gelu_float32(a, grad):
+    """(gelu(a), its derivative or None) for a float32 array on the CPU, erf by Abramowitz
+    and Stegun 7.1.26 (absolute error < 1.5e-7, the formula of PyTorch's vectorized CPU
+    erf), computed chunk by chunk with in-place ufuncs: four times faster than SciPy's erf
+    alone, whose float32 loop calls the double-precision function per element."""
     xp = get_array_module(a)
-    z = a * (1 / math.sqrt(2))
-    t = xp.abs(z)
-    t *= 0.3275911
-    t += 1
-    xp.reciprocal(t, out=t)
-    q = t * 1.061405429
-    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        q += c
-        q *= t
-    gauss = xp.square(z, out=z)
-    xp.negative(gauss, out=gauss)
-    xp.exp(gauss, out=gauss)
-    q *= gauss  # 1 - erf(|z|)
-    q *= -0.5
-    q += 0.5
-    xp.copysign(q, a, out=q)  # erf(z) / 2
-    q += 0.5
-    return q, gauss
+    flat = a.reshape(-1)
+    out = xp.empty_like(flat)
+    deriv = xp.empty_like(flat) if grad else None
+    t, q, gauss = (xp.empty(min(_GELU_CHUNK, flat.size), dtype=a.dtype) for _ in range(3))
+    with backend.quiet_float_errors():  # x * x overflows to inf for huge x: exp(-inf) = 0 is meant
+        for i in range(0, flat.size, _GELU_CHUNK):
+            x = flat[i:i + _GELU_CHUNK]
+            n = x.size
+            tn, qn, gn = t[:n], q[:n], gauss[:n]
+            xp.abs(x, out=tn)  # z = x / sqrt(2): erf(|z|) = 1 - poly(t) exp(-z^2), t = 1 / (1 + p |z|)
+            tn *= 0.3275911 / math.sqrt(2)
+            tn += 1
+            xp.reciprocal(tn, out=tn)
+            xp.multiply(tn, 0.5 * 1.061405429, out=qn)  # poly / 2
+            for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+                qn += 0.5 * c
+                qn *= tn
+            xp.multiply(x, x, out=gn)
+            gn *= -0.5
+            xp.exp(gn, out=gn)  # exp(-x^2 / 2)
+            qn *= gn
+            xp.negative(qn, out=qn)
+            qn += 0.5
+            xp.copysign(qn, x, out=qn)  # erf(z) / 2
+            qn += 0.5  # Phi(x)
+            xp.multiply(x, qn, out=out[i:i + n])
+            if grad:  # Phi(x) + x pdf(x)
+                d = deriv[i:i + n]
+                xp.multiply(x, gn, out=d)
+                d *= 1 / math.sqrt(2 * math.pi)
+                d += qn
+    return out.reshape(a.shape), None if deriv is None else deriv.reshape(a.shape)
 
 
 class GELU(Function):
+    """x Phi(x), exact or with the tanh approximation; forward also computes the derivative
+    (when a gradient is wanted), so backward is one product."""
+
     def forward(self, a, approximate="none"):
         xp = get_array_module(a)
-        self.a, self.approximate = a, approximate
+        grad = self.needs_input_grad[0]
         if approximate == "tanh":
-            self.t = xp.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a * a * a))
-            return 0.5 * a * (1 + self.t)
-        self.cdf, self.gauss = _normal_cdf(a)
-        return a * self.cdf
+            t = xp.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a * a * a))
+            if grad:
+                inner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a * a)
+                self.deriv = 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner
+            return 0.5 * a * (1 + t)
+        if a.dtype.name == "float32" and not backend.is_cuda_array(a):
+            out, self.deriv = _gelu_float32(a, grad)
+            return out
+        cdf = 0.5 * (1 + backend.erf(a * (1 / math.sqrt(2))))
+        if grad:
+            self.deriv = xp.exp(-0.5 * a * a)
+            self.deriv *= a * (1 / math.sqrt(2 * math.pi))
+            self.deriv += cdf
+        return a * cdf
 
     def backward(self, g):
-        xp = get_array_module(g)
-        a = self.a
-        if self.approximate == "tanh":
-            t = self.t
-            inner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a * a)
-            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner)
-        d = xp.exp(-0.5 * a * a) if self.gauss is None else self.gauss * 1.0
-        d *= a
-        d *= 1 / math.sqrt(2 * math.pi)  # a * pdf(a)
-        d += self.cdf
-        d *= g
-        return d
+        return g * self.deriv
 
 
 class SiLU(Function):
