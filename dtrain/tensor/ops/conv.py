@@ -136,19 +136,23 @@ def _workspace(like, shape):
         return buf
 
 
-def _im2col(x, kernel, stride, dilation, pads, out, groups):
+def _im2col(x, kernel, stride, dilation, pads, out, groups, ones=False):
     """(N, C, H, W) -> (N, G, Cg * kh * kw, Ho * Wo), rows ordered (c, p, q) as PyTorch's
-    unfold: the one copy of a convolution's forward."""
+    unfold: the one copy of a convolution's forward. ``ones``: a last row of ones per group
+    (for the bias)."""
     n, c = x.shape[:2]
     (kh, kw), (dh, dw), (sh, sw), (ho, wo) = kernel, dilation, stride, out
     win = sliding_window_view(_pad(x, pads, 0), (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
     win = win[:, :, :sh * (ho - 1) + 1:sh, :sw * (wo - 1) + 1:sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw)
+    k = c // groups * kh * kw
+    cols = _workspace(x, (n, groups, k + ones, ho * wo))
     # (c, p, q) rows and (h, w) columns: the product with the weights lands in NCHW order
-    cols = _workspace(x, (n, c, kh, kw, ho, wo))
-    cols[...] = win.transpose(0, 1, 4, 5, 2, 3)
-    return cols.reshape(n, groups, c // groups * kh * kw, ho * wo)
-
-
+    # (split axes only, so the target is a view of cols even when a ones row follows)
+    cols[:, :, :k].reshape(n, groups, c // groups, kh, kw, ho, wo)[...] = \
+        win.transpose(0, 1, 4, 5, 2, 3).reshape(n, groups, c // groups, kh, kw, ho, wo)
+    if ones:
+        cols[:, :, k] = 1
+    return cols
 def _weight_grad(gm, cols, w_shape):
     """sum_n gm[n] @ cols[n]^T: (N, G, Og, M) and (N, G, K, M) -> the weight's gradient."""
     return (gm @ cols.swapaxes(-1, -2)).sum(axis=0).reshape(w_shape)
@@ -171,15 +175,20 @@ def _input_grad(w, gm, x_shape, stride, dilation, pads, out, groups):
 
 
 class Conv2d(Function):
+    """im2col and one batched matmul. The bias rides in the matmul as a row of ones under
+    the columns: it saves the output's bias pass and the gradient's sum over (N, H, W)."""
+
     def forward(self, x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), out=(1, 1), groups=1):
+        xp = get_array_module(x)
         n = x.shape[0]
         o, _, kh, kw = w.shape
-        cols = _im2col(x, (kh, kw), stride, dilation, pads, out, groups)
-        y = (w.reshape(groups, o // groups, -1) @ cols).reshape(n, o, *out)
+        cols = _im2col(x, (kh, kw), stride, dilation, pads, out, groups, ones=b is not None)
+        wm = w.reshape(groups, o // groups, -1)
         if b is not None:
-            y += b.reshape(o, 1, 1)
+            wm = xp.concatenate([wm, b.reshape(groups, o // groups, 1)], axis=2)
+        y = (wm @ cols).reshape(n, o, *out)
         nx, nw = self.needs_input_grad[:2]
-        self.cols, self.w = cols if nw else None, w if nx else None
+        self.cols, self.w = cols if nw or b is not None and self.needs_input_grad[2] else None, w if nx else None
         self.x_shape, self.w_shape, self.has_b = x.shape, w.shape, b is not None
         self.stride, self.dilation, self.pads, self.out, self.groups = stride, dilation, pads, out, groups
         return y
@@ -188,12 +197,14 @@ class Conv2d(Function):
         n, o = g.shape[:2]
         gm = g.reshape(n, self.groups, o // self.groups, -1)
         nx, nw = self.needs_input_grad[:2]
-        gw = _weight_grad(gm, self.cols, self.w_shape) if nw else None
+        nb = self.has_b and self.needs_input_grad[2]
+        gwb = (gm @ self.cols.swapaxes(-1, -2)).sum(axis=0) if nw or nb else None  # (G, O / G, K [+ 1])
         gx = _input_grad(self.w, gm, self.x_shape, self.stride, self.dilation, self.pads, self.out,
                          self.groups) if nx else None
+        gw = gwb[..., :gwb.shape[-1] - self.has_b].reshape(self.w_shape) if nw else None
         if not self.has_b:
             return gx, gw
-        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gw, gwb[..., -1].reshape(o) if nb else None
 
 
 class ConvTranspose2d(Function):
