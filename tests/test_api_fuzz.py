@@ -296,9 +296,16 @@ def test_load_garbage(blob):
 @given(obj=st.sampled_from([{1.5: 1}, {(1, 2): 1}, {"a": {1, 2}}, [object()], {"f": len}, b"bytes",
                             np.array(["a", "b"]), np.array([1, None], dtype=object)]))
 def test_save_unsupported(obj):
-    """dtrain.save of an object it cannot store raises TypeError naming its type."""
-    error = call(f"dtrain.save({obj!r})", dtrain.save, obj, io.BytesIO())
+    """The safe format (save_state, what checkpoints use) refuses an object it cannot store with a
+    TypeError; dtrain.save pickles it instead (PyTorch's torch.save), and that file then loads only
+    with weights_only=False."""
+    from dtrain.serialization import save_state
+    error = call(f"save_state({obj!r})", save_state, obj, io.BytesIO())
     assert isinstance(error, TypeError), repr(error)
+    f = io.BytesIO()
+    dtrain.save(obj, f)
+    f.seek(0)
+    assert isinstance(call("dtrain.load(pickled)", dtrain.load, f), dtrain.serialization.WeightsOnlyError)
 
 
 @FUZZ
