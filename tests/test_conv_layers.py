@@ -277,11 +277,14 @@ def test_interpolate_errors():
     with pytest.raises(ValueError, match="either size or scale_factor should be defined"):
         F.interpolate(x)
     with pytest.raises(NotImplementedError, match=r"got a 3D input of shape \[1, 2, 3\], but bilinear mode needs a "
-                                                  r"4D input"):
+                                                  r"4D \(N, C, H, W\) input"):
         F.interpolate(dtrain.randn(1, 2, 3), scale_factor=2, mode="bilinear")
     with pytest.raises(NotImplementedError, match=r"got a 4D input of shape \[1, 2, 3, 4\], but linear mode needs a "
-                                                  r"3D input"):
+                                                  r"3D \(N, C, L\) input"):
         F.interpolate(x, scale_factor=2, mode="linear")
+    with pytest.raises(NotImplementedError, match=r"got a 2D input of shape \[2, 3\], but nearest mode needs a 3D "
+                                                  r"\(N, C, L\) or 4D \(N, C, H, W\) input"):
+        F.interpolate(dtrain.randn(2, 3), scale_factor=2)
     with pytest.raises(ValueError, match="align_corners option can only be set with the interpolating modes"):
         F.interpolate(x, scale_factor=2, align_corners=True)
     with pytest.raises(NotImplementedError, match=r"mode 'bicubic' is not supported"):

@@ -13,7 +13,7 @@ from ..tensor import Tensor
 from .index import index_select
 
 _MODES = {"nearest": (1, 2), "nearest-exact": (1, 2), "linear": (1,), "bilinear": (2,)}
-_SPATIAL = {1: "3D", 2: "4D"}
+_SPATIAL = {1: "3D (N, C, L)", 2: "4D (N, C, H, W)"}
 
 
 def _source(xp, n, o, scale, mode, align_corners, dtype):
@@ -103,7 +103,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if dims not in _MODES[mode]:
         need = " or ".join(_SPATIAL[d] for d in _MODES[mode])
         raise NotImplementedError(f"{op}: got a {input.ndim}D input of shape {list(input.shape)}, but {mode} mode "
-                                  f"needs a {need} input (N, C, {'L' if dims == 1 or mode == 'linear' else 'H, W'})")
+                                  f"needs a {need} input")
     if align_corners is not None and mode.startswith("nearest"):
         raise ValueError(f"{op}: align_corners option can only be set with the interpolating modes: linear | "
                          f"bilinear, got mode={mode!r}")
