@@ -20,10 +20,11 @@ def _sigmoid_(a):
     a += 0.5
 
 
-def _halved(w, rows):
-    """A copy of ``w`` with its first ``rows`` rows (the sigmoid gates) halved."""
+def _halved(w, *rows):
+    """A copy of ``w`` with the rows in the slices ``rows`` (the sigmoid gates) halved."""
     w = w.copy()
-    w[:rows] *= 0.5
+    for r in rows:
+        w[r] *= 0.5
     return w
 
 
@@ -56,9 +57,9 @@ class _Recurrent(Function):
     def _save(self, x, w_ih, w_hh, has_bias, hs, reverse):
         self.x, self.w_ih, self.w_hh, self.has_bias, self.hs, self.reverse = x, w_ih, w_hh, has_bias, hs, reverse
 
-    def _grads(self, dgx, dgh, dh0, perm=None):
+    def _grads(self, dgx, dgh, dh0):
         """(dx, dh0, dw_ih, dw_hh[, db_ih, db_hh]) from the preactivation gradients, None where
-        no gradient is wanted; ``perm``: the order of the weight rows in the gates (LSTM's)."""
+        no gradient is wanted."""
         x, w_ih = self.x, self.w_ih
         T, B, I = x.shape
         G = dgx.shape[2]
@@ -67,7 +68,7 @@ class _Recurrent(Function):
         need_w = self.needs_input_grad[first:first + (4 if self.has_bias else 2)]
         dx = None
         if self.needs_input_grad[0]:
-            dx = _in_order((gx2 @ (w_ih if perm is None else w_ih[perm])).reshape(T, B, I), self.reverse)
+            dx = _in_order((gx2 @ w_ih).reshape(T, B, I), self.reverse)
         dw = [gx2.T @ _in_order(x, self.reverse).reshape(T * B, I) if need_w[0] else None,
               gh2.T @ self.hs[:-1].reshape(T * B, -1) if need_w[1] else None]
         if self.has_bias:
@@ -75,19 +76,11 @@ class _Recurrent(Function):
             # one array per input: the engine may keep each as a .grad
             dw += [db if need_w[2] else None,
                    (db.copy() if dgh is dgx else gh2.sum(axis=0)) if need_w[3] else None]
-        if perm is not None:
-            dw = [None if d is None else _unpermute(d, perm) for d in dw]
         return dx, dh0, *dw
 
     def _dy(self, g):
         """The output gradient in processing order, (T, B, H)."""
         return _in_order(g[:self.x.shape[0]], self.reverse)
-
-
-def _unpermute(d, perm):
-    out = get_array_module(d).empty_like(d)
-    out[perm] = d
-    return out
 
 
 class RNNLayer(_Recurrent):
@@ -126,12 +119,6 @@ class RNNLayer(_Recurrent):
         return self._grads(dg, dg, dh)
 
 
-def _lstm_perm(xp, H):
-    # gates in the order o, i, f, g: the sigmoids (o, i, f) are contiguous in forward and the
-    # gates whose gradient is driven by dc (i, f, g) are contiguous in backward
-    return xp.concatenate([xp.arange(3 * H, 4 * H), xp.arange(0, 3 * H)])
-
-
 class LSTMLayer(_Recurrent):
     """PyTorch's LSTM (gate rows i, f, g, o): c_t = f c_{t-1} + i g, h_t = o tanh(c_t), or
     with ``proj`` (the last input is w_hr, (P, H)): h_t = w_hr (o tanh(c_t)).
@@ -142,10 +129,10 @@ class LSTMLayer(_Recurrent):
         b_ih, b_hh = rest[:2] if len(rest) >= 2 else (None, None)
         T, B, _ = x.shape
         P, H = h0.shape[1], c0.shape[1]
-        perm = _lstm_perm(xp, H)
-        b = None if b_ih is None else _halved((b_ih + b_hh)[perm], 3 * H)
-        acts = _project(_in_order(x, reverse), _halved(w_ih[perm], 3 * H), b)  # (T, B, 4H): o, i, f, g
-        w_hh_t = _transposed(_halved(w_hh[perm], 3 * H))
+        sigs = (slice(0, 2 * H), slice(3 * H, 4 * H))  # the rows of i, f and o
+        b = None if b_ih is None else _halved(b_ih + b_hh, *sigs)
+        acts = _project(_in_order(x, reverse), _halved(w_ih, *sigs), b)  # (T, B, 4H): i, f, g, o
+        w_hh_t = _transposed(_halved(w_hh, *sigs))
         w_hr_t = _transposed(rest[-1]) if proj else None
         hs = xp.empty((T + 1, B, P), dtype=x.dtype)
         cs = xp.empty((T + 1, B, H), dtype=x.dtype)
@@ -155,19 +142,19 @@ class LSTMLayer(_Recurrent):
         for t in range(T):
             a = acts[t]
             a += hs[t] @ w_hh_t
-            xp.tanh(a, out=a)  # all four gates in one call; then sigmoid = 0.5 tanh + 0.5 for o, i, f
-            sig = a[:, :3 * H]
-            sig *= 0.5
-            sig += 0.5
+            xp.tanh(a, out=a)  # all four gates in one call; then sigmoid = 0.5 tanh + 0.5 for i, f, o
+            for sig in (a[:, :2 * H], a[:, 3 * H:]):
+                sig *= 0.5
+                sig += 0.5
             c = cs[t + 1]
-            xp.multiply(a[:, 2 * H:3 * H], cs[t], out=c)
-            c += a[:, H:2 * H] * a[:, 3 * H:]
+            xp.multiply(a[:, H:2 * H], cs[t], out=c)
+            c += a[:, :H] * a[:, 2 * H:3 * H]
             xp.tanh(c, out=tc[t])
-            xp.multiply(a[:, :H], tc[t], out=m[t])
+            xp.multiply(a[:, 3 * H:], tc[t], out=m[t])
             if proj:
                 xp.matmul(m[t], w_hr_t, out=hs[t + 1])
         self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
-        self.acts, self.cs, self.tc, self.perm, self.m = acts, cs, tc, perm, m
+        self.acts, self.cs, self.tc, self.m = acts, cs, tc, m
         self.w_hr = rest[-1] if proj else None
         out = xp.empty(T * B * P + B * H, dtype=x.dtype)
         out[:T * B * P].reshape(T, B, P)[...] = _in_order(hs[1:], reverse)
@@ -179,26 +166,26 @@ class LSTMLayer(_Recurrent):
         T, B, H = self.tc.shape
         P = self.hs.shape[2]
         a = self.acts.reshape(T, B, 4, H)
-        o, i, f, gg = a[:, :, 0], a[:, :, 1], a[:, :, 2], a[:, :, 3]
+        i, f, gg, o = a[:, :, 0], a[:, :, 1], a[:, :, 2], a[:, :, 3]
         tc, w_hr = self.tc, self.w_hr
-        # each preactivation gradient is dm (gate o; m = o tanh(c), m = h without projection)
-        # or dc (gates i, f, g) times a coefficient that does not depend on the gradients, so
+        # each preactivation gradient is dc (gates i, f, g) or dm (gate o; m = o tanh(c), m = h
+        # without projection) times a coefficient that does not depend on the gradients, so
         # all of them are computed before the loop
         k = xp.empty_like(a)
-        sig, ksig = a[:, :, :3], k[:, :, :3]
-        xp.subtract(1, sig, out=ksig)
-        ksig *= sig
-        k[:, :, 0] *= tc
-        k[:, :, 1] *= gg
-        k[:, :, 2] *= self.cs[:-1]
-        xp.multiply(gg, gg, out=k[:, :, 3])
-        xp.subtract(1, k[:, :, 3], out=k[:, :, 3])
-        k[:, :, 3] *= i
+        for sig, ksig in ((a[:, :, :2], k[:, :, :2]), (o, k[:, :, 3])):
+            xp.subtract(1, sig, out=ksig)
+            ksig *= sig
+        k[:, :, 0] *= gg
+        k[:, :, 1] *= self.cs[:-1]
+        k[:, :, 3] *= tc
+        xp.multiply(gg, gg, out=k[:, :, 2])
+        xp.subtract(1, k[:, :, 2], out=k[:, :, 2])
+        k[:, :, 2] *= i
         dc_dm = tc * tc
         xp.subtract(1, dc_dm, out=dc_dm)
         dc_dm *= o
         dy = self._dy(g[:T * B * P].reshape(T, B, P))
-        w_hh = self.w_hh[self.perm]
+        w_hh = self.w_hh
         dgates = xp.empty_like(a)
         dhs = xp.empty((T, B, P), dtype=g.dtype) if w_hr is not None else None
         dh = xp.zeros((B, P), dtype=g.dtype)
@@ -214,12 +201,12 @@ class LSTMLayer(_Recurrent):
             xp.multiply(dm, dc_dm[t], out=buf)
             dc += buf
             d = dgates[t]
-            xp.multiply(dc[:, None, :], k[t, :, 1:], out=d[:, 1:])
-            xp.multiply(dm, k[t, :, 0], out=d[:, 0])
+            xp.multiply(dc[:, None, :], k[t, :, :3], out=d[:, :3])
+            xp.multiply(dm, k[t, :, 3], out=d[:, 3])
             dc *= f[t]
             dh = d.reshape(B, 4 * H) @ w_hh
         dgates = dgates.reshape(T, B, 4 * H)
-        dx, dh0, *dw = self._grads(dgates, dgates, dh, self.perm)
+        dx, dh0, *dw = self._grads(dgates, dgates, dh)
         if w_hr is not None:
             dw.append(dhs.reshape(T * B, P).T @ self.m.reshape(T * B, H) if self.needs_input_grad[-1] else None)
         return (dx, dh0, dc, *dw)
@@ -233,10 +220,11 @@ class GRULayer(_Recurrent):
         xp = get_array_module(x)
         T, B, _ = x.shape
         H = h0.shape[1]
-        acts = _project(_in_order(x, reverse), _halved(w_ih, 2 * H),
-                        None if b_ih is None else _halved(b_ih, 2 * H))  # (T, B, 3H): r, z, n
-        w_hh_t = _transposed(_halved(w_hh, 2 * H))
-        b_hh = None if b_hh is None else _halved(b_hh, 2 * H)
+        rz = slice(0, 2 * H)
+        acts = _project(_in_order(x, reverse), _halved(w_ih, rz),
+                        None if b_ih is None else _halved(b_ih, rz))  # (T, B, 3H): r, z, n
+        w_hh_t = _transposed(_halved(w_hh, rz))
+        b_hh = None if b_hh is None else _halved(b_hh, rz)
         gh = xp.empty_like(acts)  # W_hh h + b_hh; its n part is kept for backward
         hs = xp.empty((T + 1, B, H), dtype=x.dtype)
         hs[0] = h0
