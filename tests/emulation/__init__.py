@@ -60,7 +60,7 @@ def requested():
 
 def modules(n_devices=None):
     """The emulated modules by name (built once per process), with ``n_devices`` devices."""
-    from .modules import BUILT, build
+    from .namespaces import BUILT, build
     if n_devices is not None:
         _device.N_DEVICES[0] = n_devices
     return dict(BUILT) if BUILT else build()

@@ -100,7 +100,7 @@ class Device:
     @property
     def mem_info(self):
         total = 80 * 2**30
-        return total - POOL.used_bytes(self.id), total
+        return total - POOL.used[self.id], total
 
     def __int__(self):
         return self.id
@@ -281,8 +281,8 @@ class MemoryPool:
             self.used[device_id] -= n
             self.cached[device_id] += n
 
-    def used_bytes(self, device_id=None):
-        return self.used[current_id() if device_id is None else device_id]
+    def used_bytes(self):
+        return self.used[current_id()]
 
     def free_bytes(self):
         return self.cached[current_id()]

@@ -23,7 +23,7 @@ import threading
 
 import numpy
 
-from . import array as A
+from . import core as A
 from . import device as D
 
 CONSTANTS = {"NCCL_INT8": 0, "NCCL_CHAR": 0, "NCCL_UINT8": 1, "NCCL_INT32": 2, "NCCL_INT": 2, "NCCL_UINT32": 3,

@@ -1,9 +1,10 @@
 """The emulated modules: ``cupy`` and its submodules, ``cupyx``; :func:`build` makes them."""
+import inspect
 import types
 
 import numpy
 
-from . import array as A
+from . import core as A
 from . import device as D
 from . import names
 
@@ -20,7 +21,32 @@ _HOST = {"result_type", "can_cast", "promote_types", "min_scalar_type", "common_
          "format_float_positional", "format_float_scientific", "isfortran", "array_repr", "array_str"}
 
 
-def _function(fn, name):
+def cupy_keywords(fn, qualified):
+    """``fn`` taking keywords as CuPy's ``qualified`` function does: a keyword CuPy lacks is
+    CuPy's TypeError, one that NumPy spells differently is renamed (functions without a
+    recorded signature pass through)."""
+    params = names.SIGNATURES.get(qualified)
+    if params is None or "**kwargs" in params:
+        return fn
+    try:
+        theirs = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        theirs = list(params)
+    rename = {p: theirs[i] for i, p in enumerate(params) if p not in theirs and i < len(theirs)}
+    short = qualified.rsplit(".", 1)[-1]
+
+    def call(*args, **kwargs):
+        for k in list(kwargs):
+            if k not in params:
+                raise TypeError(f"{short}() got an unexpected keyword argument '{k}'")
+            if k in rename:
+                kwargs[rename[k]] = kwargs.pop(k)
+        return fn(*args, **kwargs)
+    return call
+
+
+def _function(fn, name, prefix="cupy."):
+    fn_numpy, fn = fn, cupy_keywords(fn, prefix + name)
     if name in _HOST:
         def f(*args, **kwargs):
             call = A._Call(check=False)
@@ -36,11 +62,11 @@ def _function(fn, name):
         def f(*args, **kwargs):
             return A.kernel(fn, args, kwargs, name)
     f.__name__ = f.__qualname__ = name
-    f.__wrapped__ = fn
+    f.__wrapped__ = fn_numpy
     return f
 
 
-def _fill(module, source, allowed, skip=()):
+def _fill(module, source, allowed, skip=(), prefix="cupy."):
     for name in allowed:
         if name in skip or not hasattr(source, name):
             continue
@@ -48,7 +74,7 @@ def _fill(module, source, allowed, skip=()):
         if isinstance(obj, numpy.ufunc):
             obj = A._ufuncs[name]
         elif callable(obj) and not isinstance(obj, type):
-            obj = _function(obj, name)
+            obj = _function(obj, name, prefix)
         setattr(module, name, obj)
 
 
@@ -140,13 +166,13 @@ class RandomState:
     def randn(self, *size, **kwarg):
         return self.standard_normal(size, **kwarg)
 
-    def randint(self, low, high=None, size=None, dtype="l"):
+    def randint(self, low, high=None, size=None, dtype=int):
         return self._out(self._g.integers(low, high, size=size, dtype=dtype))
 
-    def permutation(self, num):
-        if isinstance(num, A.ndarray):
-            return A.kernel(self._g.permutation, (num,), {}, "permutation")
-        return self._out(self._g.permutation(num))
+    def permutation(self, a):
+        if isinstance(a, A.ndarray):
+            return A.kernel(self._g.permutation, (a,), {}, "permutation")
+        return self._out(self._g.permutation(a))
 
     def shuffle(self, a):
         A.kernel(self._g.shuffle, (a,), {}, "shuffle")
@@ -227,9 +253,9 @@ def build():
     random = _module("cupy.random")
     random.RandomState, random.get_random_state, random.seed = RandomState, get_random_state, seed
     linalg = _module("cupy.linalg")
-    _fill(linalg, numpy.linalg, names.LINALG)
+    _fill(linalg, numpy.linalg, names.LINALG, prefix="cupy.linalg.")
     fft = _module("cupy.fft")
-    _fill(fft, numpy.fft, names.FFT)
+    _fill(fft, numpy.fft, names.FFT, prefix="cupy.fft.")
     lib = _module("cupy.lib")
     stride_tricks = _module("cupy.lib.stride_tricks")
     stride_tricks.as_strided = as_strided

@@ -245,9 +245,9 @@ class ndarray:
             raise ValueError("Shape or dtype mismatch")
         self._a[...] = arr
 
-    def item(self, *args):
+    def item(self):
         _sync("item")
-        return self._a.item(*args)
+        return self._a.item()
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(IMPLICIT_MESSAGE)
@@ -324,16 +324,18 @@ class ndarray:
     def __getattr__(self, name):
         if name not in names.NDARRAY or not hasattr(numpy.ndarray, name):
             raise AttributeError(f"'cupy.ndarray' object has no attribute '{name}'")
+        from .namespaces import cupy_keywords
+        numpy_method = cupy_keywords(getattr(self._a, name), f"cupy.ndarray.{name}")
         if name in _SYNC_METHODS:
             def method(*args, **kwargs):
                 _sync(name)
-                return getattr(self._a, name)(*args, **kwargs)
+                return numpy_method(*args, **kwargs)
         elif name in _VIEW_METHODS:
             def method(*args, **kwargs):
-                return view(lambda a, *x, **k: getattr(a, name)(*x, **k), (self, *args), kwargs, name)
+                return view(lambda a, *x, **k: numpy_method(*x, **k), (self, *args), kwargs, name)
         else:
             def method(*args, **kwargs):
-                return kernel(lambda a, *x, **k: getattr(a, name)(*x, **k), (self, *args), kwargs, name)
+                return kernel(lambda a, *x, **k: numpy_method(*x, **k), (self, *args), kwargs, name)
         return method
 
     # ---- numpy protocol ---------------------------------------------------------------
@@ -344,8 +346,8 @@ class ndarray:
         return getattr(u, method)(*inputs, **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        from . import modules
-        f = modules.function_for(func)
+        from . import namespaces
+        f = namespaces.function_for(func)
         if f is None:
             return NotImplemented
         return f(*args, **kwargs)
@@ -397,8 +399,8 @@ class ufunc:
     def accumulate(self, *args, **kwargs):
         return kernel(self._u.accumulate, args, kwargs, f"{self.name}.accumulate")
 
-    def reduceat(self, *args, **kwargs):
-        return kernel(self._u.reduceat, args, kwargs, f"{self.name}.reduceat")
+    def reduceat(self, array, indices, axis=0, dtype=None, out=None):
+        return kernel(self._u.reduceat, (array, indices, axis, dtype, out), {}, f"{self.name}.reduceat")
 
     def outer(self, *args, **kwargs):
         return kernel(self._u.outer, args, kwargs, f"{self.name}.outer")
