@@ -540,3 +540,15 @@ def test_im2col_workspace_reused_only_when_free():
     for _ in range(3):
         ours(x).sum().backward()
     assert [id(b) for b in conv_ops._POOL] == held
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 9 * 15 * 8])
+def test_conv_input_gradient_in_chunks(monkeypatch, chunk_bytes):
+    """The input gradient, computed a few samples at a time on the CPU, equals PyTorch's with
+    one sample per chunk and with an uneven last chunk (2 + 2 + 1)."""
+    import importlib
+    monkeypatch.setattr(importlib.import_module("dtrain.tensor.ops.conv"), "_CHUNK_BYTES", chunk_bytes)
+    check_f("conv2d", (5, 4, 6, 5), (6, 2, 3, 3), (6,), groups=2, stride=(2, 1), padding=1,
+            ref=lambda *a: _np_conv2d(*a, groups=2, stride=(2, 1), padding=1))
+    check_f("conv_transpose2d", (5, 4, 3, 5), (4, 3, 3, 3), stride=(2, 1), padding=1,
+            ref=lambda *a: _np_conv_transpose2d(*a, stride=(2, 1), padding=1))

@@ -88,23 +88,38 @@ def _disjoint(kernel, stride, dilation):
     return all(s > d * (k - 1) for k, s, d in zip(kernel, stride, dilation))
 
 
-def _scatter(g_of, shape, pads, offsets, disjoint, xp, dtype):
-    """The input gradient: offset i's output-shaped gradient ``g_of(i, out)`` added at the
-    positions it read, padding cropped. When windows are disjoint, ``g_of`` writes straight
-    into ``out`` (the target view); otherwise ``out`` is None and it returns an array."""
+def _padded_grad(shape, pads, offsets, disjoint, xp, dtype):
+    """The zero input gradient on the padded grid (uninitialized when disjoint windows read
+    every position, as a 2x2 pool with stride 2: the scatter writes every cell)."""
     n, c, h, w = shape
     (top, bottom), (left, right) = pads
     hp, wp = h + top + bottom, w + left + right
     rows, cols = offsets[0]
-    # disjoint windows that read every position (a 2x2 pool with stride 2) write every cell
     tiled = disjoint and len(offsets) * len(range(hp)[rows]) * len(range(wp)[cols]) == hp * wp
-    gx = (xp.empty if tiled else xp.zeros)((n, c, hp, wp), dtype=dtype)
+    return (xp.empty if tiled else xp.zeros)((n, c, hp, wp), dtype=dtype)
+
+
+def _add_windows(gx, g_of, offsets, disjoint):
+    """Offset i's output-shaped gradient ``g_of(i, out)`` added into padded ``gx`` at the
+    positions it read. When windows are disjoint, ``g_of`` writes straight into ``out`` (the
+    target view); otherwise ``out`` is None and it returns an array."""
     for i, (rows, cols) in enumerate(offsets):
         if disjoint:
             g_of(i, gx[:, :, rows, cols])
         else:
             gx[:, :, rows, cols] += g_of(i, None)
-    return gx[:, :, top:top + h, left:left + w] if any(pads[0] + pads[1]) else gx
+
+
+def _crop(gx, shape, pads):
+    (top, _), (left, _) = pads
+    return gx[:, :, top:top + shape[2], left:left + shape[3]] if any(pads[0] + pads[1]) else gx
+
+
+def _scatter(g_of, shape, pads, offsets, disjoint, xp, dtype):
+    """The input gradient of a windowed op (see _add_windows), padding cropped."""
+    gx = _padded_grad(shape, pads, offsets, disjoint, xp, dtype)
+    _add_windows(gx, g_of, offsets, disjoint)
+    return _crop(gx, shape, pads)
 
 
 def _put(xp, a, out):
@@ -164,20 +179,29 @@ def _weight_grad(gm, cols, w_shape):
     return (gm @ cols.swapaxes(-1, -2)).sum(axis=0).reshape(w_shape)
 
 
+_CHUNK_BYTES = 2 << 20
+
+
 def _input_grad(w, gm, x_shape, stride, dilation, pads, out, groups):
     """conv2d's input gradient: W^T @ gm per sample, scattered back one kernel offset at a
-    time. w: (O, Cg, kh, kw); gm: (N, G, O / G, Ho * Wo); x_shape: (N, G * Cg, H, W)."""
+    time. w: (O, Cg, kh, kw); gm: (N, G, O / G, Ho * Wo); x_shape: (N, G * Cg, H, W).
+    On the CPU a few samples at a time: their columns stay in cache between the matmul and
+    the scatter (1.3x faster than the whole batch at once in the reference CNN)."""
     xp = get_array_module(gm)
     n, c = x_shape[:2]
     o, cg, kh, kw = w.shape
     ho, wo = out
     # weights ordered (kh, kw, Cg): each kernel offset's gradient is then one contiguous
     # block per sample, which makes the scatter below ~1.7x faster than (Cg, kh, kw)
-    wk = w.transpose(0, 2, 3, 1).reshape(groups, o // groups, kh * kw * cg)
-    gcols = (wk.swapaxes(-1, -2) @ gm).reshape(n, groups, kh * kw, cg, ho, wo)
-    offsets = _offsets((kh, kw), stride, dilation, out)
-    return _scatter(lambda i, dst: _put(xp, gcols[:, :, i].reshape(n, c, ho, wo), dst), x_shape, pads, offsets,
-                    _disjoint((kh, kw), stride, dilation), xp, gm.dtype)
+    wk = w.transpose(0, 2, 3, 1).reshape(groups, o // groups, kh * kw * cg).swapaxes(-1, -2)
+    offsets, disjoint = _offsets((kh, kw), stride, dilation, out), _disjoint((kh, kw), stride, dilation)
+    gx = _padded_grad(x_shape, pads, offsets, disjoint, xp, gm.dtype)
+    step = n if is_cuda_array(gm) else max(1, _CHUNK_BYTES // (c * kh * kw * ho * wo * gm.itemsize))
+    for s in range(0, n, step):
+        gcols = (wk @ gm[s:s + step]).reshape(-1, groups, kh * kw, cg, ho, wo)
+        _add_windows(gx[s:s + step], lambda i, dst: _put(xp, gcols[:, :, i].reshape(-1, c, ho, wo), dst), offsets,
+                     disjoint)
+    return _crop(gx, x_shape, pads)
 
 
 class Conv2d(Function):
