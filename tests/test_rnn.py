@@ -386,3 +386,90 @@ def test_unpad_sequence_inverts_pad_sequence_and_errors():
         unpad_sequence(pad_sequence(seqs), [2, 6, 1])
     with pytest.raises(ValueError, match="got 2 lengths for a batch of 3 sequences"):
         unpad_sequence(pad_sequence(seqs), [2, 5])
+
+
+# ---- packed sequences -------------------------------------------------------------------------
+
+def _run_packed(lib, module, x, hx, lengths, batch_first):
+    """The module on pack_padded_sequence(x, lengths) (unsorted), unpacked again with padding."""
+    utils = lib.nn.utils.rnn
+    packed = utils.pack_padded_sequence(x, lib.tensor(lengths), batch_first=batch_first, enforce_sorted=False)
+    out, state = module(packed, hx)
+    padded, out_lengths = utils.pad_packed_sequence(out, batch_first=batch_first, padding_value=0.5)
+    assert out_lengths.tolist() == lengths
+    return [padded, out.data, *_flat(state)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_packed_sequence_matches_torch(kind, batch_first):
+    """A PackedSequence of unsorted lengths through a 2-layer bidirectional layer (initial
+    state given in the original batch order): packed output, padded output, final states
+    and all gradients equal torch's; a packed LSTM with projections too."""
+    torch = _torch()
+    for kwargs in [dict(num_layers=2, bidirectional=True, batch_first=batch_first)] + \
+            ([dict(proj_size=2, bidirectional=True, batch_first=batch_first)] if kind == "LSTM" else []):
+        theirs = getattr(torch.nn, kind)(3, 4, **kwargs).double()
+        ours = getattr(nn, kind)(3, 4, **kwargs).double()
+        ours.load_state_dict({k: dtrain.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+        lengths = [3, 5, 1, 5]
+        x = rng.standard_normal((4, 5, 3) if batch_first else (5, 4, 3))
+        n = kwargs.get("num_layers", 1) * 2
+        hx = [rng.standard_normal((n, 4, kwargs.get("proj_size") or 4))]
+        if kind == "LSTM":
+            hx.append(rng.standard_normal((n, 4, 4)))
+        xs, ts = dtrain.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        hs = [dtrain.tensor(h, requires_grad=True) for h in hx]
+        ths = [torch.tensor(h, requires_grad=True) for h in hx]
+        outs = _run_packed(dtrain, ours, xs, tuple(hs) if kind == "LSTM" else hs[0], lengths, batch_first)
+        touts = _run_packed(torch, theirs, ts, tuple(ths) if kind == "LSTM" else ths[0], lengths, batch_first)
+        seeds = [rng.standard_normal(tuple(o.shape)) for o in outs]
+        for o, t in zip(outs, touts):
+            compare(o, t.detach().numpy(), 1e-10, 1e-8, "torch")
+        sum((o * dtrain.tensor(s)).sum() for o, s in zip(outs, seeds)).backward()
+        sum((t * torch.tensor(s)).sum() for t, s in zip(touts, seeds)).backward()
+        for o, t in zip([xs, *hs], [ts, *ths]):
+            compare(o.grad, t.grad.numpy(), 1e-10, 1e-8, "torch input/state gradient")
+        tparams = dict(theirs.named_parameters())
+        for name, p in ours.named_parameters():
+            compare(p.grad, tparams[name].grad.numpy(), 1e-10, 1e-8, f"torch gradient of {name}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_packed_sequence_gradcheck(kind):
+    """A packed bidirectional layer passes gradcheck for input, state and parameters."""
+    layer = getattr(nn, kind)(2, 2, bidirectional=True).double()
+    x = dtrain.tensor(rng.standard_normal((3, 3, 2)), requires_grad=True)
+    hs = [dtrain.tensor(rng.standard_normal((2, 3, 2)), requires_grad=True) for _ in range(2 if kind == "LSTM" else 1)]
+    hx = tuple(hs) if kind == "LSTM" else hs[0]
+
+    def fn(x, *rest):
+        return tuple(_run_packed(dtrain, layer, x, hx, [2, 3, 1], False)[1:])
+    assert dtrain.autograd.gradcheck(fn, [x, *hs, *layer.parameters()], atol=1e-6, rtol=1e-4)
+
+
+def test_pack_utilities_match_torch_and_errors():
+    """pack_sequence / pack_padded_sequence / pad_packed_sequence give torch's data,
+    batch_sizes, indices, padding and lengths; bad lengths are errors naming them."""
+    torch = _torch()
+    from dtrain.nn.utils import rnn as ours
+    theirs = torch.nn.utils.rnn
+    seqs = [rng.standard_normal((n, 2)) for n in (2, 4, 1)]
+    a = ours.pack_sequence([dtrain.tensor(s) for s in seqs], enforce_sorted=False)
+    b = theirs.pack_sequence([torch.tensor(s) for s in seqs], enforce_sorted=False)
+    for x, y in zip(a, b):
+        compare(x, y.numpy(), 0, 0, "torch")
+    for kwargs in [{}, dict(batch_first=True, padding_value=-1.0, total_length=6)]:
+        for x, y in zip(ours.pad_packed_sequence(a, **kwargs), theirs.pad_packed_sequence(b, **kwargs)):
+            compare(x, y.numpy(), 0, 0, "torch")
+    padded = dtrain.zeros(4, 3, 2)
+    with pytest.raises(RuntimeError, match=r"`lengths` array must be sorted in decreasing order.*\[2, 4, 1\]"):
+        ours.pack_padded_sequence(padded, [2, 4, 1])
+    with pytest.raises(RuntimeError, match="Length of all samples has to be greater than 0"):
+        ours.pack_padded_sequence(padded, [2, 0, 1], enforce_sorted=False)
+    with pytest.raises(RuntimeError, match=r"a length of 5 is longer than the padded sequences \(4 steps\)"):
+        ours.pack_padded_sequence(padded, [5, 2, 1])
+    with pytest.raises(ValueError, match="got 2 lengths for a batch of 3 sequences"):
+        ours.pack_padded_sequence(padded, [2, 1])
+    with pytest.raises(ValueError, match="total_length=3 and max sequence length being 4"):
+        ours.pad_packed_sequence(a, total_length=3)

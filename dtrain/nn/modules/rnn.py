@@ -9,6 +9,7 @@ from .. import functional as F
 from .. import init
 from ..module import Module
 from ..parameter import Parameter
+from ..utils.rnn import PackedSequence, packed_to_padded, padded_to_packed_data
 from ._checks import check_int
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -136,15 +137,21 @@ class RNNBase(Module):
 
         Args:
             input: (L, N, input_size), or (N, L, input_size) with batch_first, or
-                unbatched (L, input_size).
+                unbatched (L, input_size), or a PackedSequence (nn.utils.rnn).
             hx: initial hidden state (num_layers * num_directions, N, hidden_size), or
                 unbatched (num_layers * num_directions, hidden_size); for LSTM a tuple
                 (h_0, c_0). Zeros when omitted.
 
         Returns:
             (output, h_n), or (output, (h_n, c_n)) for LSTM; output is (L, N, D *
-            hidden_size) (batch-first if the input is).
+            hidden_size) (batch-first if the input is), or a PackedSequence for one.
         """
+        packed = input if isinstance(input, PackedSequence) else None
+        lengths = None
+        if packed is not None:
+            input, lengths = packed_to_padded(packed)  # (T, B, *), sorted by length
+            if self.batch_first:
+                input = input.transpose(0, 1)
         self._check_input(input)
         batched = input.ndim == 3
         lstm = self.mode == "LSTM"
@@ -169,6 +176,9 @@ class RNNBase(Module):
                 self._check_state(h0, h_shape if batched else h_shape[::2], "hidden", batched)
             if not batched:
                 h0, c0 = h0.unsqueeze(1), None if c0 is None else c0.unsqueeze(1)
+            if packed is not None and packed.sorted_indices is not None:  # states in the sorted order
+                h0 = h0.index_select(1, packed.sorted_indices)
+                c0 = None if c0 is None else c0.index_select(1, packed.sorted_indices)
         h_n, c_n = [], []
         weights = self.all_weights
         for layer in range(self.num_layers):
@@ -176,7 +186,7 @@ class RNNBase(Module):
             for d in range(directions):
                 k = layer * directions + d
                 out, h, c = recurrent_layer(self.mode, x, h0[k], None if c0 is None else c0[k], weights[k],
-                                            reverse=d == 1)
+                                            reverse=d == 1, lengths=lengths)
                 outs.append(out)
                 h_n.append(h)
                 c_n.append(c)
@@ -185,7 +195,13 @@ class RNNBase(Module):
                 x = F.dropout(x, self.dropout, True)
         h_n = stack(h_n)
         c_n = stack(c_n) if lstm else None
-        if not batched:
+        if packed is not None:
+            if packed.unsorted_indices is not None:
+                h_n = h_n.index_select(1, packed.unsorted_indices)
+                c_n = None if c_n is None else c_n.index_select(1, packed.unsorted_indices)
+            x = PackedSequence(padded_to_packed_data(x, packed.batch_sizes.tolist()), packed.batch_sizes,
+                               packed.sorted_indices, packed.unsorted_indices)
+        elif not batched:
             x, h_n = x.squeeze(1), h_n.squeeze(1)
             c_n = None if c_n is None else c_n.squeeze(1)
         elif self.batch_first:

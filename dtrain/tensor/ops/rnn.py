@@ -46,6 +46,18 @@ def _in_order(x, reverse):
     return x[::-1] if reverse else x
 
 
+def _mask(lengths, x, reverse):
+    """For sequences of different ``lengths`` (padded to T steps): (T, B, 1) in processing
+    order, 1 where the step is inside the sequence, 0 where the state must carry over
+    unchanged (so the reverse direction starts at each sequence's last step); None if no
+    lengths."""
+    if lengths is None:
+        return None
+    xp = get_array_module(x)
+    m = xp.arange(x.shape[0])[:, None] < xp.asarray(lengths)[None, :]
+    return _in_order(m.astype(x.dtype)[:, :, None], reverse)
+
+
 class _Recurrent(Function):
     """Shared by the three kinds: the inputs are (x, h0, [c0,] w_ih, w_hh[, b_ih, b_hh]) with
     x (T, B, I), states (B, H), and ``reverse`` runs the sequence backwards in time.
@@ -54,8 +66,9 @@ class _Recurrent(Function):
     preactivations, (T, B, G) each in processing order; ``_grads`` turns them into the
     gradients of x, h0 and the weights."""
 
-    def _save(self, x, w_ih, w_hh, has_bias, hs, reverse):
+    def _save(self, x, w_ih, w_hh, has_bias, hs, reverse, mask):
         self.x, self.w_ih, self.w_hh, self.has_bias, self.hs, self.reverse = x, w_ih, w_hh, has_bias, hs, reverse
+        self.mask = mask
 
     def _grads(self, dgx, dgh, dh0):
         """(dx, dh0, dw_ih, dw_hh[, db_ih, db_hh]) from the preactivation gradients, None where
@@ -86,8 +99,9 @@ class _Recurrent(Function):
 class RNNLayer(_Recurrent):
     """h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu. Output (T, B, H)."""
 
-    def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, nonlinearity="tanh"):
+    def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, nonlinearity="tanh", lengths=None):
         xp = get_array_module(x)
+        mask = _mask(lengths, x, reverse)
         T, B, _ = x.shape
         hs = xp.empty((T + 1, B, h0.shape[1]), dtype=x.dtype)
         hs[0] = h0
@@ -101,7 +115,9 @@ class RNNLayer(_Recurrent):
                 xp.maximum(a, 0, out=a)
             else:
                 xp.tanh(a, out=a)
-        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
+            if mask is not None:
+                xp.copyto(a, hs[t], where=mask[t] == 0)
+        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse, mask)
         self.relu = relu
         return _in_order(hs[1:], reverse).copy()
 
@@ -109,13 +125,19 @@ class RNNLayer(_Recurrent):
         xp = get_array_module(g)
         h = self.hs[1:]
         deriv = (h > 0).astype(h.dtype) if self.relu else 1 - h * h
+        mask = self.mask
+        if mask is not None:
+            deriv *= mask
         dy, w_hh = self._dy(g), self.w_hh
         dg = xp.empty_like(h)
         dh = xp.zeros_like(h[0])
         for t in range(len(h) - 1, -1, -1):
             dh += dy[t]
             xp.multiply(dh, deriv[t], out=dg[t])
+            carried = None if mask is None else dh * (1 - mask[t])
             dh = dg[t] @ w_hh
+            if carried is not None:
+                dh += carried
         return self._grads(dg, dg, dh)
 
 
@@ -124,8 +146,9 @@ class LSTMLayer(_Recurrent):
     with ``proj`` (the last input is w_hr, (P, H)): h_t = w_hr (o tanh(c_t)).
     Output, flat: the h_t (T, B, P) in time order, then c_n (B, H)."""
 
-    def forward(self, x, h0, c0, w_ih, w_hh, *rest, reverse=False, proj=False):
+    def forward(self, x, h0, c0, w_ih, w_hh, *rest, reverse=False, proj=False, lengths=None):
         xp = get_array_module(x)
+        mask = _mask(lengths, x, reverse)
         b_ih, b_hh = rest[:2] if len(rest) >= 2 else (None, None)
         T, B, _ = x.shape
         P, H = h0.shape[1], c0.shape[1]
@@ -153,7 +176,13 @@ class LSTMLayer(_Recurrent):
             xp.multiply(a[:, 3 * H:], tc[t], out=m[t])
             if proj:
                 xp.matmul(m[t], w_hr_t, out=hs[t + 1])
-        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
+            if mask is not None:
+                keep = mask[t] == 0
+                xp.copyto(c, cs[t], where=keep)
+                xp.copyto(hs[t + 1], hs[t], where=keep)
+                if proj:
+                    m[t] *= mask[t]  # no weight_hr gradient from steps outside the sequence
+        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse, mask)
         self.acts, self.cs, self.tc, self.m = acts, cs, tc, m
         self.w_hr = rest[-1] if proj else None
         out = xp.empty(T * B * P + B * H, dtype=x.dtype)
@@ -184,6 +213,11 @@ class LSTMLayer(_Recurrent):
         dc_dm = tc * tc
         xp.subtract(1, dc_dm, out=dc_dm)
         dc_dm *= o
+        mask = self.mask
+        if mask is not None:  # outside a sequence: no gate gradients, and dh, dc carry over
+            k *= mask[:, :, :, None]
+            dc_dm *= mask
+            f = f * mask + (1 - mask)
         dy = self._dy(g[:T * B * P].reshape(T, B, P))
         w_hh = self.w_hh
         dgates = xp.empty_like(a)
@@ -204,7 +238,10 @@ class LSTMLayer(_Recurrent):
             xp.multiply(dc[:, None, :], k[t, :, :3], out=d[:, :3])
             xp.multiply(dm, k[t, :, 3], out=d[:, 3])
             dc *= f[t]
+            carried = None if mask is None else dh * (1 - mask[t])
             dh = d.reshape(B, 4 * H) @ w_hh
+            if carried is not None:
+                dh += carried
         dgates = dgates.reshape(T, B, 4 * H)
         dx, dh0, *dw = self._grads(dgates, dgates, dh)
         if w_hr is not None:
@@ -216,8 +253,9 @@ class GRULayer(_Recurrent):
     """PyTorch's GRU (gate rows r, z, n): n = tanh(W_in x + b_in + r (W_hn h + b_hn)),
     h_t = (1 - z) n + z h_{t-1}. Output (T, B, H)."""
 
-    def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None):
         xp = get_array_module(x)
+        mask = _mask(lengths, x, reverse)
         T, B, _ = x.shape
         H = h0.shape[1]
         rz = slice(0, 2 * H)
@@ -242,7 +280,9 @@ class GRULayer(_Recurrent):
             xp.subtract(h, n, out=h_new)
             h_new *= a[:, H:2 * H]
             h_new += n
-        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse)
+            if mask is not None:
+                xp.copyto(h_new, h, where=mask[t] == 0)
+        self._save(x, w_ih, w_hh, b_ih is not None, hs, reverse, mask)
         self.acts, self.ghn = acts, gh[:, :, 2 * H:]
         return _in_order(hs[1:], reverse).copy()
 
@@ -255,6 +295,11 @@ class GRULayer(_Recurrent):
         k_n = (1 - z) * (1 - n * n)
         k_z = (self.hs[:-1] - n) * z * (1 - z)
         k_r = self.ghn * r * (1 - r)
+        mask = self.mask
+        if mask is not None:  # outside a sequence: no gate gradients, and dh carries over
+            k_n *= mask
+            k_z *= mask
+            z = z * mask + (1 - mask)
         dy, w_hh = self._dy(g), self.w_hh
         dgx = xp.empty_like(a)
         dgh = xp.empty_like(a)
@@ -273,7 +318,7 @@ class GRULayer(_Recurrent):
         return self._grads(dgx, dgh, dh)
 
 
-def recurrent_layer(mode, input, h0, c0, weights, reverse=False):
+def recurrent_layer(mode, input, h0, c0, weights, reverse=False, lengths=None):
     """One layer in one direction of an RNN ('RNN_TANH', 'RNN_RELU'), LSTM or GRU.
 
     Args:
@@ -284,6 +329,8 @@ def recurrent_layer(mode, input, h0, c0, weights, reverse=False):
         weights: [w_ih, w_hh] or [w_ih, w_hh, b_ih, b_hh] with PyTorch's gate order; an LSTM
             with projections appends w_hr (proj_size, hidden_size).
         reverse: run from the last step to the first (the reverse direction).
+        lengths: optional B sequence lengths (ints <= T): each sequence's state stops at its
+            last step (forward) or starts there (reverse); outputs past it are not defined.
 
     Returns (output (T, B, hidden_size or proj_size), h_n, c_n or None) as Tensors.
 
@@ -293,11 +340,13 @@ def recurrent_layer(mode, input, h0, c0, weights, reverse=False):
     T = input.shape[0]
     c_n = None
     if mode == "LSTM":
-        packed = LSTMLayer.apply(input, h0, c0, *weights, reverse=reverse, proj=len(weights) % 2 == 1)
+        packed = LSTMLayer.apply(input, h0, c0, *weights, reverse=reverse, proj=len(weights) % 2 == 1,
+                                 lengths=lengths)
         n = T * h0.shape[0] * h0.shape[1]
         out, c_n = packed[:n].reshape(T, *h0.shape), packed[n:].reshape(c0.shape)
     elif mode == "GRU":
-        out = GRULayer.apply(input, h0, *weights, reverse=reverse)
+        out = GRULayer.apply(input, h0, *weights, reverse=reverse, lengths=lengths)
     else:
-        out = RNNLayer.apply(input, h0, *weights, reverse=reverse, nonlinearity="relu" if mode == "RNN_RELU" else "tanh")
+        out = RNNLayer.apply(input, h0, *weights, reverse=reverse, lengths=lengths,
+                             nonlinearity="relu" if mode == "RNN_RELU" else "tanh")
     return out, out[0 if reverse else T - 1], c_n
