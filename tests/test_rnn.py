@@ -473,3 +473,6 @@ def test_pack_utilities_match_torch_and_errors():
         ours.pack_padded_sequence(padded, [2, 1])
     with pytest.raises(ValueError, match="total_length=3 and max sequence length being 4"):
         ours.pad_packed_sequence(a, total_length=3)
+    f32 = a.float()
+    assert f32.data.dtype == dtrain.float32 and f32.batch_sizes is a.batch_sizes and not f32.is_cuda
+    assert f32.double().data.dtype == dtrain.float64 and a.cpu() is a

@@ -3,6 +3,7 @@ the recurrent layers take and return)."""
 import collections
 
 from ...tensor import Tensor, cat, stack, tensor, zeros
+from ...tensor.dtypes import float32, float64
 from .. import functional as F
 
 
@@ -82,6 +83,31 @@ class PackedSequence(collections.namedtuple("PackedSequence", ["data", "batch_si
         if unsorted_indices is None and sorted_indices is not None:
             unsorted_indices = _inverse(sorted_indices)
         return super().__new__(cls, data, batch_sizes, sorted_indices, unsorted_indices)
+
+    def to(self, *args, **kwargs):
+        """``data`` converted as ``Tensor.to``; the indices follow it to its device and
+        batch_sizes stays on the CPU (as PyTorch)."""
+        data = self.data.to(*args, **kwargs)
+        if data is self.data:
+            return self
+        move = [None if t is None else t.to(data.device) for t in (self.sorted_indices, self.unsorted_indices)]
+        return type(self)(data, self.batch_sizes, *move)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else device)
+
+    def double(self):
+        return self.to(float64)
+
+    def float(self):
+        return self.to(float32)
+
+    @property
+    def is_cuda(self):
+        return self.data.is_cuda
 
 
 def _inverse(perm):
