@@ -75,9 +75,8 @@ def _gelu_float32(a, grad):
             xp.multiply(x, x, out=gn)
             gn *= -0.5
             xp.exp(gn, out=gn)  # exp(-x^2 / 2)
-            qn *= gn
-            xp.negative(qn, out=qn)
-            qn += 0.5
+            qn *= gn  # (1 - erf(|z|)) / 2
+            xp.subtract(0.5, qn, out=qn)
             xp.copysign(qn, x, out=qn)  # erf(z) / 2
             qn += 0.5  # Phi(x)
             xp.multiply(x, qn, out=out[i:i + n])
@@ -854,7 +853,8 @@ class RowNormalize(Function):
         xhat *= invstd[:, None]
         self.xhat, self.invstd, self.w, self.center = xhat, invstd, weight, center
         out = xhat * weight
-        out += bias
+        if hasattr(bias, "shape"):
+            out += bias
         return out
 
     def backward(self, g):
@@ -883,10 +883,12 @@ def normalize_rows(input, shape, weight, bias, eps, center):
     """RowNormalize of ``input`` over its trailing dims ``shape`` (weight and bias: Tensors
     of that shape, or None), in the input's shape."""
     k = math.prod(shape)
-    rows = input.reshape(math.prod(input.shape[:input.ndim - len(shape)]), k)
-    weight = 1 if weight is None else weight.reshape(k)
-    bias = 0 if bias is None else bias.reshape(k)
-    return RowNormalize.apply(rows, weight, bias, eps=eps, center=center).reshape(input.shape)
+    rows = input if input.ndim == 2 and len(shape) == 1 else \
+        input.reshape(math.prod(input.shape[:input.ndim - len(shape)]), k)
+    weight = 1 if weight is None else weight if weight.ndim == 1 else weight.reshape(k)
+    bias = 0 if bias is None else bias if bias.ndim == 1 else bias.reshape(k)
+    out = RowNormalize.apply(rows, weight, bias, eps=eps, center=center)
+    return out if rows is input else out.reshape(input.shape)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
