@@ -258,11 +258,11 @@ class GRULayer(_Recurrent):
         mask = _mask(lengths, x, reverse)
         T, B, _ = x.shape
         H = h0.shape[1]
-        rz = slice(0, 2 * H)
-        acts = _project(_in_order(x, reverse), _halved(w_ih, rz),
-                        None if b_ih is None else _halved(b_ih, rz))  # (T, B, 3H): r, z, n
-        w_hh_t = _transposed(_halved(w_hh, rz))
-        b_hh = None if b_hh is None else _halved(b_hh, rz)
+        sigs = slice(0, 2 * H)  # the rows of r and z
+        acts = _project(_in_order(x, reverse), _halved(w_ih, sigs),
+                        None if b_ih is None else _halved(b_ih, sigs))  # (T, B, 3H): r, z, n
+        w_hh_t = _transposed(_halved(w_hh, sigs))
+        b_hh = None if b_hh is None else _halved(b_hh, sigs)
         gh = xp.empty_like(acts)  # W_hh h + b_hh; its n part is kept for backward
         hs = xp.empty((T + 1, B, H), dtype=x.dtype)
         hs[0] = h0
