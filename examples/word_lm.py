@@ -240,8 +240,8 @@ def main(argv=None):
         val_loss = evaluate(val_data)
         history.append((train_loss, val_loss))
         print("-" * 89)
-        print(f"| end of epoch {epoch:3d} | time: {time.time() - epoch_start_time:5.2f}s | valid loss {val_loss:5.2f} | "
-              f"valid ppl {math.exp(val_loss):8.2f}")
+        print(f"| end of epoch {epoch:3d} | time: {time.time() - epoch_start_time:5.2f}s | "
+              f"valid loss {val_loss:5.2f} | valid ppl {math.exp(val_loss):8.2f}")
         print("-" * 89)
         if best_val_loss is None or val_loss < best_val_loss:
             dtrain.save(model.state_dict(), args.save)

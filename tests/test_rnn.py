@@ -105,7 +105,8 @@ def test_layer_matches_torch(kind, kwargs, x_shape, hx_shape):
 
 @pytest.mark.parametrize("kwargs,x_shape,hx_shapes", [
     (dict(proj_size=3), (5, 2, 4), None),
-    (dict(proj_size=2, num_layers=2, bidirectional=True, batch_first=True, bias=False), (2, 5, 4), ((4, 2, 2), (4, 2, 6))),
+    (dict(proj_size=2, num_layers=2, bidirectional=True, batch_first=True, bias=False), (2, 5, 4),
+     ((4, 2, 2), (4, 2, 6))),
     (dict(proj_size=3, num_layers=2), (5, 4), ((2, 3), (2, 6)))])
 def test_lstm_projection_matches_torch(kwargs, x_shape, hx_shapes):
     """LSTM with proj_size (h of proj_size features, c of hidden_size) equals torch's, with
@@ -235,8 +236,8 @@ def test_parameter_names_shapes_and_init(kind):
 
 @pytest.mark.parametrize("kind,kwargs", [
     ("RNN", dict(num_layers=2, nonlinearity="relu", bias=False, batch_first=True, dropout=0.5, bidirectional=True)),
-    ("LSTM", dict(proj_size=2)), ("GRU", dict(num_layers=3)), ("RNNCell", dict(nonlinearity="relu")), ("LSTMCell", dict(bias=False)),
-    ("GRUCell", {})])
+    ("LSTM", dict(proj_size=2)), ("GRU", dict(num_layers=3)), ("RNNCell", dict(nonlinearity="relu")),
+    ("LSTMCell", dict(bias=False)), ("GRUCell", {})])
 def test_repr_matches_torch(kind, kwargs):
     """repr (extra_repr) reads as torch's."""
     torch = _torch()
