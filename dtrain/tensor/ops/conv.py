@@ -130,29 +130,32 @@ def _put(xp, a, out):
     return out
 
 
+def _refs(pool, i):
+    return sys.getrefcount(pool[i])
+
+
 _POOL, _POOL_LOCK, _POOL_SIZE = [], threading.Lock(), 8
+_FREE = _refs([object()], 0)  # what a buffer held by the pool alone shows (interpreters differ)
 
 
 def _workspace(like, shape):
     """An uninitialized array of ``shape`` with like's dtype and device. On the CPU it reuses
-    a buffer of an earlier call that nothing holds any more: a fresh multi-MB array costs a
-    page fault per 4 KiB on first touch: ~8% of the reference CNN step for its im2col
-    buffers alone. (CuPy's memory pool already reuses device memory.)"""
+    a buffer of an earlier call that nothing holds any more (no array, view or tensor): a
+    fresh multi-MB array costs a page fault per 4 KiB on first touch, ~8% of the reference
+    CNN step for its im2col buffers alone. (CuPy's memory pool already reuses device memory.)"""
     xp = get_array_module(like)
     if is_cuda_array(like):
         return xp.empty(shape, dtype=like.dtype)
     with _POOL_LOCK:
-        for buf in _POOL:
-            # held by the pool, this loop and getrefcount only: no array or view uses it
-            if buf.shape == shape and buf.dtype == like.dtype and sys.getrefcount(buf) == 3:
-                return buf
-        buf = xp.empty(shape, dtype=like.dtype)
-        _POOL.append(buf)
+        for i in range(len(_POOL)):
+            if _POOL[i].shape == shape and _POOL[i].dtype == like.dtype and _refs(_POOL, i) == _FREE:
+                return _POOL[i]
+        _POOL.append(xp.empty(shape, dtype=like.dtype))
         if len(_POOL) > _POOL_SIZE:
-            free = [i for i, b in enumerate(_POOL) if sys.getrefcount(b) == 2]
+            free = [i for i in range(len(_POOL) - 1) if _refs(_POOL, i) == _FREE]
             if free:
                 del _POOL[free[0]]
-        return buf
+        return _POOL[-1]
 
 
 def _im2col(x, kernel, stride, dilation, pads, out, groups, ones=False):
