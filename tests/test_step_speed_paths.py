@@ -111,3 +111,20 @@ def test_linear_module_over_leading_dims(x):
     float32_vs_torch(lambda lib, a: (ours if lib is dtrain else theirs)(a), x, atol=1e-5)
     compare(ours.weight.grad, theirs.weight.grad.numpy(), 1e-5, 1e-5, "torch weight gradient")
     compare(ours.bias.grad, theirs.bias.grad.numpy(), 1e-5, 1e-5, "torch bias gradient")
+
+
+@pytest.mark.gpu
+def test_gpu_float32_step_ops_match_cpu_fast_paths():
+    """On 'cuda' (CuPy: exact erf, scatter-add embedding gradient) the float32 gelu,
+    layer_norm, embedding and cross_entropy agree with the CPU's fast paths, values and
+    gradients, to float32 rounding."""
+    from test_xp_audit import _forward_backward
+
+    def fn(x, w, b, emb, i, t):
+        h = F.layer_norm(F.gelu(x) + F.embedding(i, emb), (16,), w, b)
+        return F.cross_entropy(h, t, reduction="none")
+    arrays = [f32(40, 16, scale=3.0), f32(16) + 1, f32(16), f32(9, 16), rng.integers(0, 9, 40),
+              rng.integers(0, 16, 40)]
+    cpu, gpu = _forward_backward(fn, arrays, "cpu"), _forward_backward(fn, arrays, "cuda")
+    for c, g in zip(cpu, gpu):
+        np.testing.assert_allclose(g, c, rtol=1e-4, atol=1e-5)
