@@ -87,6 +87,20 @@ def test_reductions_and_scalar_indexing_give_0d_arrays(cp):
     assert a.get()[1, 2] == 9
 
 
+def test_integer_array_indices_wrap_around(cp):
+    """Out-of-range integer-array indices wrap around in reads, writes, add.at and
+    take_along_axis, as CuPy's do (NumPy raises); an out-of-range scalar index raises."""
+    a = cp.arange(4.0)
+    i = cp.asarray([5, -6])
+    assert a[i].tolist() == [1.0, 2.0]
+    a[i] = 10.0
+    cp.add.at(a, i, 1.0)
+    assert a.tolist() == [0.0, 11.0, 11.0, 3.0]
+    assert cp.take_along_axis(a, cp.asarray([4]), 0).tolist() == [0.0]
+    with pytest.raises(IndexError):
+        a[4]
+
+
 def test_host_synchronisations_are_counted(cp):
     """Device work counts nothing; every way to the host counts one, with its kind and caller."""
     a = cp.arange(4.0)
@@ -169,7 +183,8 @@ def test_data_pointers_map_back_to_the_array(cp):
 
 def test_nccl_over_mpi_two_ranks():
     """At 2 ranks: every collective and a grouped send/recv match NumPy; a tuple id and a buffer
-    on another device are refused as CuPy 14 / NCCL refuse them."""
+    on another device are refused as CuPy 14 / NCCL refuse them; a recv that would deadlock a
+    GPU (both ranks receiving first) is reported, not hung on."""
     pytest.importorskip("mpi4py")
     from dtrain.launch import find_mpiexec
     mpiexec = find_mpiexec()

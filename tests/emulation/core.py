@@ -363,16 +363,37 @@ class ndarray:
             _sync("boolean mask")  # the output's size comes to the host
         call = _Call(host_ok=True)
         a = call.unwrap(self)
-        return call.wrap(a[tuple(call.unwrap(i) for i in items)])
+        D.get_current_stream().launch("getitem")
+        return call.wrap(a[wrap_indices(a.shape, tuple(call.unwrap(i) for i in items))])
 
     def __setitem__(self, key, value):
         items = key if type(key) is tuple else (key,)
         call = _Call(host_ok=True)
         call.unwrap(self)
         k = tuple(call.unwrap(i) for i in items)
+        if not all(_basic(i) for i in k):
+            k = wrap_indices(self._a.shape, k)
         v = call.unwrap(value)
         D.get_current_stream().launch("setitem")
         self._a[k] = v
+
+
+def wrap_indices(shape, key):
+    """``key`` (unwrapped) with its integer-array entries taken modulo their axis' size: CuPy
+    wraps out-of-range integer-array indices around where NumPy raises ("Differences between
+    CuPy and NumPy"); scalar indices still raise."""
+    key = tuple(numpy.asarray(i) if type(i) is list else i for i in key)
+    widths = [0 if i is None or i is Ellipsis else i.ndim if isinstance(i, numpy.ndarray) and i.dtype == numpy.bool_
+              else 1 for i in key]
+    out, axis = [], 0
+    for i, w in zip(key, widths):
+        if i is Ellipsis:
+            axis += len(shape) - sum(widths)
+        elif isinstance(i, numpy.ndarray) and i.dtype.kind in "iu" and axis < len(shape) and shape[axis]:
+            i = i % shape[axis]
+        out.append(i)
+        axis += w
+    return tuple(out)
 
 
 def _basic(i):
@@ -391,7 +412,9 @@ class ufunc:
         return kernel(self._u, args, kwargs, self.name)
 
     def at(self, a, indices, b=None):
-        return kernel(self._u.at, (a, indices) if b is None else (a, indices, b), {}, f"{self.name}.at")
+        def at(x, i, *v):
+            self._u.at(x, wrap_indices(x.shape, i if type(i) is tuple else (i,)), *v)
+        return kernel(at, (a, indices) if b is None else (a, indices, b), {}, f"{self.name}.at")
 
     def reduce(self, *args, **kwargs):
         return kernel(self._u.reduce, args, kwargs, f"{self.name}.reduce")

@@ -122,6 +122,15 @@ def ascontiguousarray(a, dtype=None):
     return A.kernel(numpy.ascontiguousarray, (a,), {} if dtype is None else {"dtype": dtype}, "ascontiguousarray")
 
 
+def _take_along_axis(a, indices, axis):
+    n = a.size if axis is None else a.shape[axis]
+    return numpy.take_along_axis(a, indices % n if n else indices, axis)  # CuPy wraps out-of-range indices
+
+
+def _take(a, indices, axis=None, out=None):
+    return numpy.take(a, indices, axis, out, mode="wrap")  # CuPy's take wraps around
+
+
 def where(condition, x=None, y=None):
     if x is None and y is None:
         A._sync("where")
@@ -202,9 +211,7 @@ def _erf(x):
 
 
 def scatter_add(a, slices, value):
-    """``cupyx.scatter_add`` (deprecated in CuPy 14, which warns on every call)."""
-    import warnings
-    warnings.warn("cupyx.scatter_add is deprecated. Use cupy.add.at instead.", DeprecationWarning, stacklevel=2)
+    """``cupyx.scatter_add``: ``cupy.add.at`` (CuPy 14.2's neither warns nor checks bounds)."""
     A._ufuncs["add"].at(a, slices, value)
 
 
@@ -232,6 +239,8 @@ def build():
     cupy.__version__ = "14.2.0"
     cupy.ndarray, cupy.asnumpy, cupy.asarray, cupy.array = A.ndarray, asnumpy, asarray, array
     cupy.get_array_module, cupy.ascontiguousarray, cupy.where = get_array_module, ascontiguousarray, where
+    cupy.take_along_axis = _function(_take_along_axis, "take_along_axis")
+    cupy.take = _function(_take, "take")
     cupy.get_default_memory_pool = D.get_default_memory_pool
     cupy.get_default_pinned_memory_pool = D.get_default_pinned_memory_pool
     cupy.ufunc = A.ufunc

@@ -20,6 +20,7 @@ import itertools
 import os
 import struct
 import threading
+import time
 
 import numpy
 
@@ -90,7 +91,27 @@ def groupEnd():
     for kind, op in queue:
         if kind == "collective":
             op()
-    _mpi().Request.Waitall(requests)
+    _wait_p2p(requests, "a group of sends/recvs")
+
+
+def _wait_p2p(requests, what):
+    """Complete point-to-point requests. On a GPU they are queued and the host goes on, but a
+    recv queued before the send its peer waits for deadlocks both streams; here the host
+    waits, and requests unmatched after ``DTRAIN_EMULATION_P2P_TIMEOUT`` seconds (20) are
+    that deadlock, reported instead of hanging."""
+    MPI = _mpi()
+    limit = float(os.environ.get("DTRAIN_EMULATION_P2P_TIMEOUT", "20"))
+    deadline = time.monotonic() + limit
+    while not MPI.Request.Testall(requests):
+        if time.monotonic() > deadline:
+            for r in requests:
+                if r != MPI.REQUEST_NULL:
+                    r.Cancel()
+            MPI.Request.Waitall(requests)
+            raise NcclError(3, f"{what} found no matching peer call within {limit:g} s; on a GPU this "
+                               f"deadlocks (e.g. both ranks receive before they send on one stream): put "
+                               f"the matching sends and recvs in one groupStart()/groupEnd()")
+        time.sleep(1e-4)
 
 
 def _in_group():
@@ -183,8 +204,10 @@ class NcclCommunicator:
         if kind == "p2p":
             self._pending.append(op())
             if name == "recv":
-                _mpi().Request.Waitall(self._pending)
-                self._pending.clear()
+                try:
+                    _wait_p2p(self._pending, f"rank {self._rank}: a recv outside groupStart()/groupEnd()")
+                finally:
+                    self._pending.clear()
             return None
         _mpi().Request.Waitall(self._pending)
         self._pending.clear()

@@ -73,6 +73,14 @@ try:
 except nccl.NcclError as e:
     assert "NCCL_ERROR_INVALID_ARGUMENT" in str(e), e
 
-assert [k for k, _ in stream.log].count("launch") == 8, list(stream.log)
+os.environ["DTRAIN_EMULATION_P2P_TIMEOUT"] = "1"
+try:  # both ranks receive first, outside a group: a deadlock on a GPU, reported here
+    comm.recv(got.data.ptr, 5, F32, peer, stream.ptr)
+    raise AssertionError("an unmatched recv returned")
+except nccl.NcclError as e:
+    assert "found no matching peer call" in str(e), e
+world.Barrier()
+
+assert [k for k, _ in stream.log].count("launch") == 9, list(stream.log)
 comm.destroy()
 print(f"rank {rank}: ok", flush=True)
