@@ -159,6 +159,24 @@ def test_streams_and_events_record_order(cp):
                 pass
 
 
+def test_unordered_stream_access_raises(cp):
+    """Reading, on one stream or on the host, memory another stream wrote raises unless an event
+    wait or a synchronize orders the two, as a GPU would otherwise see unfinished data."""
+    side = cp.cuda.Stream(non_blocking=True)
+    with side:
+        a = cp.arange(3.0) * 2
+    with pytest.raises(device.StreamOrderError, match="get on <Stream 0x0 .*reads memory that <Stream"):
+        a.get()
+    with pytest.raises(device.StreamOrderError, match="add on"):
+        a + 1
+    cp.cuda.get_current_stream().wait_event(side.record())
+    assert (a + 1).tolist() == [1.0, 3.0, 5.0]
+    with side:
+        a[...] = 0
+    side.synchronize()
+    assert a.tolist() == [0.0, 0.0, 0.0]
+
+
 def test_memory_pool_counts_bytes_per_device(cp):
     """used_bytes grows by an allocation on the current device only; freed bytes stay cached until free_all_blocks."""
     pool = cp.get_default_memory_pool()

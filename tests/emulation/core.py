@@ -68,17 +68,37 @@ class _Call:
         return r
 
 
-def kernel(fn, args, kwargs, name="kernel", host_ok=False):
-    """Run NumPy's ``fn`` as a CuPy kernel on the current device (see the module)."""
+def kernel(fn, args, kwargs, name="kernel", host_ok=False, writes=()):
+    """Run NumPy's ``fn`` as a CuPy kernel on the current device (see the module): it reads
+    every array operand and writes ``out``, the arguments at positions ``writes`` and its result."""
     call = _Call(host_ok=host_ok)
     out = kwargs.get("out")
     a = call.unwrap(args)
     k = {key: call.unwrap(v) for key, v in kwargs.items()}
-    D.get_current_stream().launch(name)
+    written = [x for x in (out if type(out) is tuple else (out,)) if isinstance(x, ndarray)]
+    written += [args[i] for i in writes if isinstance(args[i], ndarray)]
+    stream = launch(name, call.inputs, written)
     r = fn(*a, **k)
     if out is not None and isinstance(out, ndarray):
         return out
-    return call.wrap(r)
+    result = call.wrap(r)
+    for x in result if type(result) in (list, tuple) else (result,):
+        if isinstance(x, ndarray) and x._a.size and all(x is not w for w in call.inputs):
+            D.access(_root(x._a), stream, name, write=True)
+    return result
+
+
+def launch(name, reads, writes):
+    """Queue ``name`` on the current stream, which reads ``reads`` and writes ``writes`` (arrays)."""
+    stream = D.get_current_stream()
+    stream.launch(name)
+    for x in reads:
+        if x._a.size:
+            D.access(_root(x._a), stream, name)
+    for x in writes:
+        if x._a.size:
+            D.access(_root(x._a), stream, name, write=True)
+    return stream
 
 
 def view(fn, args, kwargs, name="view"):
@@ -155,8 +175,13 @@ class Flags:
                 "OWNDATA": self.owndata}[name]
 
 
-def _sync(kind):
+def _sync(kind, array=None):
+    """A host synchronisation; reading ``array`` waits for the current stream's work."""
     D.SYNCS.record(kind)
+    stream = D.get_current_stream()
+    if array is not None and array._a.size:
+        D.access(_root(array._a), stream, kind)
+    stream.host_synced = stream.launches
 
 
 def _rebuild(host):
@@ -181,6 +206,8 @@ class ndarray:
 
     @classmethod
     def _from(cls, a, dev):
+        if a.dtype.kind in "OSUVMm":
+            raise ValueError(f"Unsupported dtype {a.dtype}")  # CuPy holds numbers and bools only
         self = object.__new__(cls)
         self._a, self._dev = a, dev
         if a.base is None:
@@ -231,7 +258,7 @@ class ndarray:
 
     # ---- the host, explicitly -------------------------------------------------------
     def get(self, stream=None, order="C", out=None, blocking=True):
-        _sync("get")
+        _sync("get", self)
         host = numpy.array(self._a, order=order)
         if out is not None:
             out[...] = host
@@ -246,7 +273,7 @@ class ndarray:
         self._a[...] = arr
 
     def item(self):
-        _sync("item")
+        _sync("item", self)
         return self._a.item()
 
     def __array__(self, dtype=None, copy=None):
@@ -257,7 +284,7 @@ class ndarray:
             raise TypeError("only length-1 arrays can be converted to Python scalars") if kind != "bool" else \
                 ValueError("The truth value of an array with more than one element is ambiguous. "
                            "Use a.any() or a.all()")
-        _sync(kind)
+        _sync(kind, self)
         return convert(self._a.reshape(()).item())
 
     def __bool__(self):
@@ -273,19 +300,19 @@ class ndarray:
         return self._scalar("complex", complex)
 
     def __repr__(self):
-        _sync("repr")
+        _sync("repr", self)
         return repr(self._a)
 
     def __str__(self):
-        _sync("str")
+        _sync("str", self)
         return str(self._a)
 
     def __format__(self, spec):
-        _sync("format")
+        _sync("format", self)
         return format(self._a.item() if not self._a.ndim else self._a, spec)
 
     def __reduce__(self):
-        _sync("pickle")
+        _sync("pickle", self)
         return _rebuild, (numpy.array(self._a),)
 
     def __copy__(self):
@@ -312,7 +339,7 @@ class ndarray:
         return kernel(lambda a: a.astype(dtype, order=order, **k), (self,), {}, "astype")
 
     def fill(self, value):
-        kernel(lambda a, v: a.fill(v), (self, value), {}, "fill")
+        kernel(lambda a, v: a.fill(v), (self, value), {}, "fill", writes=(0,))
 
     def nonzero(self):
         _sync("nonzero")
@@ -328,7 +355,7 @@ class ndarray:
         numpy_method = cupy_keywords(getattr(self._a, name), f"cupy.ndarray.{name}")
         if name in _SYNC_METHODS:
             def method(*args, **kwargs):
-                _sync(name)
+                _sync(name, self)
                 return numpy_method(*args, **kwargs)
         elif name in _VIEW_METHODS:
             def method(*args, **kwargs):
@@ -359,12 +386,16 @@ class ndarray:
             if Ellipsis not in items:
                 items = items + (Ellipsis,)  # a 0-d view, not a NumPy scalar, for a full integer index
             return ndarray._from(self._a[items], self._dev)
-        if any(isinstance(i, ndarray) and i.dtype == numpy.bool_ for i in items):
-            _sync("boolean mask")  # the output's size comes to the host
+        masks = [i for i in items if isinstance(i, ndarray) and i.dtype == numpy.bool_]
+        if masks:
+            _sync("boolean mask", masks[0])  # the output's size comes to the host
         call = _Call(host_ok=True)
         a = call.unwrap(self)
-        D.get_current_stream().launch("getitem")
-        return call.wrap(a[wrap_indices(a.shape, tuple(call.unwrap(i) for i in items))])
+        key = wrap_indices(a.shape, tuple(call.unwrap(i) for i in items))
+        stream = launch("getitem", call.inputs, ())
+        r = call.wrap(a[key])
+        D.access(_root(r._a), stream, "getitem", write=True)
+        return r
 
     def __setitem__(self, key, value):
         items = key if type(key) is tuple else (key,)
@@ -374,7 +405,7 @@ class ndarray:
         if not all(_basic(i) for i in k):
             k = wrap_indices(self._a.shape, k)
         v = call.unwrap(value)
-        D.get_current_stream().launch("setitem")
+        launch("setitem", call.inputs, (self,))
         self._a[k] = v
 
 
@@ -414,7 +445,7 @@ class ufunc:
     def at(self, a, indices, b=None):
         def at(x, i, *v):
             self._u.at(x, wrap_indices(x.shape, i if type(i) is tuple else (i,)), *v)
-        return kernel(at, (a, indices) if b is None else (a, indices, b), {}, f"{self.name}.at")
+        return kernel(at, (a, indices) if b is None else (a, indices, b), {}, f"{self.name}.at", writes=(0,))
 
     def reduce(self, *args, **kwargs):
         return kernel(self._u.reduce, args, kwargs, f"{self.name}.reduce")

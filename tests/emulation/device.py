@@ -7,6 +7,7 @@ can check the order in which work was queued.
 """
 import collections
 import itertools
+import os
 import sys
 import threading
 import weakref
@@ -92,6 +93,9 @@ class Device:
     def synchronize(self):
         _check_index(self.id)
         SYNCS.record("Device.synchronize")
+        for stream in list(_by_ptr.values()) + list(_null_streams.values()):
+            if stream.device_id == self.id:
+                stream.host_synced = stream.launches
 
     @property
     def compute_capability(self):
@@ -135,6 +139,8 @@ class Stream:
             _by_ptr[self.ptr] = self
         self.log = collections.deque(maxlen=10000)  # ("launch", name) / ("record", event) / ("wait", event)
         self.launches = 0
+        self.host_synced = 0  # launches the host has waited for (synchronize, get)
+        self.waited = {}  # stream -> its launches this stream waits for (events, implicit null-stream sync)
         self._saved = []
 
     def _enter_check(self):
@@ -163,6 +169,13 @@ class Stream:
             table[self.device_id] = previous
 
     def launch(self, name):
+        if self.ptr == 0:  # the legacy null stream waits for every blocking stream of its device
+            for other in list(_by_ptr.values()):
+                if other.device_id == self.device_id and not other.non_blocking:
+                    self.waited[other] = other.launches
+        elif not self.non_blocking:  # and a blocking stream waits for the null stream
+            null = _null(self.device_id)
+            self.waited[null] = null.launches
         self.launches += 1
         self.log.append(("launch", name))
 
@@ -174,9 +187,13 @@ class Stream:
     def wait_event(self, event):
         self.log.append(("wait", event))
         event.waited_by.append((self, self.launches))
+        if event.stream is not None and event.stream is not self:
+            for stream, position in [*event.waited.items(), (event.stream, event.position)]:
+                self.waited[stream] = max(self.waited.get(stream, 0), position)
 
     def synchronize(self):
         SYNCS.record("Stream.synchronize")
+        self.host_synced = self.launches
 
     @property
     def done(self):
@@ -236,16 +253,20 @@ class Event:
         self.stream = None  # where it was last recorded, and after how many launches there
         self.position = None
         self.waited_by = []
+        self.waited = {}
 
     def record(self, stream=None):
         stream = get_current_stream() if stream is None else stream
         if stream.device_id != self.device_id:
             raise CUDARuntimeError("cudaErrorInvalidResourceHandle", "invalid resource handle")
         self.stream, self.position = stream, stream.launches
+        self.waited = dict(stream.waited)  # what the stream had waited for, passed on to whoever waits on this
         stream.log.append(("record", self))
 
     def synchronize(self):
         SYNCS.record("Event.synchronize")
+        if self.stream is not None:
+            self.stream.host_synced = max(self.stream.host_synced, self.position)
 
     @property
     def done(self):
@@ -256,6 +277,31 @@ def get_elapsed_time(start_event, end_event):
     if start_event.disable_timing or end_event.disable_timing:
         raise CUDARuntimeError("cudaErrorInvalidResourceHandle", "invalid resource handle")
     return 0.0
+
+
+# ---- stream order ------------------------------------------------------------------------
+class StreamOrderError(RuntimeError):
+    """Work on one stream touched memory that another stream wrote, with no event wait or
+    host synchronisation ordering them: on a GPU it would read or overwrite unfinished data."""
+
+
+_writes = {}  # id(root buffer) -> (stream, launch number) of its last write
+CHECK_ORDER = [os.environ.get("DTRAIN_EMULATION_STREAM_CHECK", "1") != "0"]
+
+
+def access(root, stream, what, write=False):
+    """``stream`` reads (or writes) the buffer ``root``: raise StreamOrderError if its last
+    write, on another stream, is not ordered before this access."""
+    last = _writes.get(id(root))
+    if last is not None and CHECK_ORDER[0]:
+        writer, position = last
+        if writer is not stream and writer.device_id == stream.device_id and \
+                stream.waited.get(writer, 0) < position and writer.host_synced < position:
+            raise StreamOrderError(
+                f"{what} on {stream} {'writes' if write else 'reads'} memory that {writer} wrote (its launch "
+                f"#{position}) with no event wait or synchronize in between: on a GPU it would see unfinished data")
+    if write:
+        _writes[id(root)] = (stream, stream.launches)
 
 
 # ---- memory pools -----------------------------------------------------------------------
@@ -274,9 +320,10 @@ class MemoryPool:
         with self.lock:
             self.used[device_id] += n
             self.cached[device_id] = max(0, self.cached[device_id] - n)
-        weakref.finalize(array, self._free, device_id, n)
+        weakref.finalize(array, self._free, device_id, n, id(array))
 
-    def _free(self, device_id, n):
+    def _free(self, device_id, n, key=None):
+        _writes.pop(key, None)
         with self.lock:
             self.used[device_id] -= n
             self.cached[device_id] += n

@@ -56,11 +56,13 @@ def _function(fn, name, prefix="cupy."):
             return A.view(fn, args, kwargs, name)
     elif name in _SYNCING:
         def f(*args, **kwargs):
-            A._sync(name)
+            A._sync(name, next((a for a in args if isinstance(a, A.ndarray)), None))
             return A.kernel(fn, args, kwargs, name)
     else:
+        writes = (0,) if name == "copyto" else ()
+
         def f(*args, **kwargs):
-            return A.kernel(fn, args, kwargs, name)
+            return A.kernel(fn, args, kwargs, name, writes=writes)
     f.__name__ = f.__qualname__ = name
     f.__wrapped__ = fn_numpy
     return f
@@ -133,7 +135,7 @@ def _take(a, indices, axis=None, out=None):
 
 def where(condition, x=None, y=None):
     if x is None and y is None:
-        A._sync("where")
+        A._sync("where", condition if isinstance(condition, A.ndarray) else None)
         return A.kernel(numpy.where, (condition,), {}, "where")
     return A.kernel(numpy.where, (condition, x, y), {}, "where")
 

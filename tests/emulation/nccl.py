@@ -193,11 +193,15 @@ class NcclCommunicator:
             raise NcclError(4, f"a buffer on device {dev} given to the communicator of device {self._device}")
         return view
 
-    def _launch(self, name, stream, op, kind="collective"):
+    def _launch(self, name, stream, op, kind="collective", reads=(), writes=()):
         s = D.stream_by_ptr(stream, self._device)
         if s is None:
             raise NcclError(1, f"stream {stream:#x} does not belong to device {self._device}")
         s.launch(f"nccl.{name}")
+        for buf in reads:
+            D.access(A._root(buf), s, f"nccl.{name}")
+        for buf in writes:
+            D.access(A._root(buf), s, f"nccl.{name}", write=True)
         if _in_group():
             _local.queue.append((kind, op))
             return None
@@ -234,7 +238,7 @@ class NcclCommunicator:
 
         def run():
             recv[...] = self._reduce(self._gather_all(send), op)
-        self._launch("allReduce", stream, run)
+        self._launch("allReduce", stream, run, reads=[send], writes=[recv])
 
     def reduce(self, sendbuf, recvbuf, count, datatype, op, root, stream):
         send = self._buffer(sendbuf, count, datatype)
@@ -245,11 +249,12 @@ class NcclCommunicator:
             parts = self._gather_all(send)
             if recv is not None:
                 recv[...] = self._reduce(parts, op)
-        self._launch("reduce", stream, run)
+        self._launch("reduce", stream, run, reads=[send], writes=[recv] if recv is not None else [])
 
     def bcast(self, buff, count, datatype, root, stream):
         buf = self._buffer(buff, count, datatype)
-        self._launch("bcast", stream, lambda: self._mpi.Bcast(buf.view(numpy.uint8), root=root))
+        self._launch("bcast", stream, lambda: self._mpi.Bcast(buf.view(numpy.uint8), root=root), reads=[buf],
+                     writes=[buf])
 
     def broadcast(self, sendbuff, recvbuff, count, datatype, root, stream):
         recv = self._buffer(recvbuff, count, datatype)
@@ -259,7 +264,7 @@ class NcclCommunicator:
             if send is not None:
                 recv[...] = send
             self._mpi.Bcast(recv.view(numpy.uint8), root=root)
-        self._launch("broadcast", stream, run)
+        self._launch("broadcast", stream, run, reads=[send] if send is not None else [], writes=[recv])
 
     def allGather(self, sendbuf, recvbuf, count, datatype, stream):
         send = self._buffer(sendbuf, count, datatype)
@@ -267,7 +272,7 @@ class NcclCommunicator:
 
         def run():
             recv[...] = self._gather_all(send).reshape(-1)
-        self._launch("allGather", stream, run)
+        self._launch("allGather", stream, run, reads=[send], writes=[recv])
 
     def reduceScatter(self, sendbuf, recvbuf, recvcount, datatype, op, stream):
         send = self._buffer(sendbuf, recvcount * self._size, datatype)
@@ -277,18 +282,20 @@ class NcclCommunicator:
         def run():
             mine = slice(self._rank * recvcount, (self._rank + 1) * recvcount)
             recv[...] = self._reduce(self._gather_all(send)[:, mine], op)
-        self._launch("reduceScatter", stream, run)
+        self._launch("reduceScatter", stream, run, reads=[send], writes=[recv])
 
     # ---- point to point ------------------------------------------------------------------
     def send(self, sendbuf, count, datatype, peer, stream):
         buf = self._buffer(sendbuf, count, datatype)
         self._check_peer(peer)
-        self._launch("send", stream, lambda: self._mpi.Isend(buf.view(numpy.uint8), dest=peer, tag=0), "p2p")
+        self._launch("send", stream, lambda: self._mpi.Isend(buf.view(numpy.uint8), dest=peer, tag=0), "p2p",
+                     reads=[buf])
 
     def recv(self, recvbuf, count, datatype, peer, stream):
         buf = self._buffer(recvbuf, count, datatype)
         self._check_peer(peer)
-        self._launch("recv", stream, lambda: self._mpi.Irecv(buf.view(numpy.uint8), source=peer, tag=0), "p2p")
+        self._launch("recv", stream, lambda: self._mpi.Irecv(buf.view(numpy.uint8), source=peer, tag=0), "p2p",
+                     writes=[buf])
 
     def _check_op(self, op):
         if op not in _OPS:
