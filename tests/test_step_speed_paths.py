@@ -3,12 +3,14 @@ values and gradients in float32, the dtype they serve: GELU's chunked float32 er
 normalization of layer_norm/rms_norm, the sort-based embedding backward, the sparse
 cross-entropy/NLL backward and Linear's one GEMM over all leading dims. (float64, with
 gradcheck, goes through the same code in test_functional.py and test_nn_layers.py.)"""
+import importlib
+
 import numpy as np
 import pytest
 
 import dtrain
 import dtrain.nn.functional as F
-from helpers import compare
+from helpers import check_op, compare, lib
 
 torch = pytest.importorskip("torch")
 rng = np.random.default_rng(0)
@@ -90,25 +92,36 @@ def test_cross_entropy_float32(kwargs):
 
 def test_nll_after_log_softmax_float32():
     """log_softmax then nll_loss (word_language_model's decoder output) equals PyTorch's, for
-    a (N, C) and an (N, C, d) input."""
-    for shape, tshape in (((70, 1000), (70,)), ((6, 11, 4), (6, 4))):
+    (N, C) and (N, C, d) inputs of one and of several blocks of rows."""
+    for shape, tshape in (((300, 1000), (300,)), ((6, 11, 4), (6, 4)), ((40, 50, 100), (40, 100))):
         y = rng.integers(0, shape[1], tshape)
         float32_vs_torch(lambda lib, x, t: lib.nn.functional.nll_loss(lib.nn.functional.log_softmax(x, 1), t),
                          f32(*shape, scale=3.0), y, atol=1e-5)
 
 
-@pytest.mark.parametrize("x", [f32(2, 3, 4, 6), f32(5, 3, 6).transpose(1, 0, 2)], ids=["4-d", "non-contiguous"])
-def test_linear_module_over_leading_dims(x):
-    """nn.Linear on a 4-D input and on a non-contiguous 3-D one equals torch's, output and
-    the gradients of input, weight and bias."""
+def test_log_softmax_in_small_blocks_float64(monkeypatch):
+    """With blocks of two rows, log_softmax (along dims 1 and 2, and dim 0: one block) and
+    cross_entropy pass gradcheck and match PyTorch in float64."""
+    monkeypatch.setattr(importlib.import_module("dtrain.tensor.ops.nn"), "_SOFTMAX_BLOCK", 8)
+    for dim in (0, 1, 2):
+        check_op(lambda x: lib(x).nn.functional.log_softmax(x, dim), (5, 4, 3))
+    check_op(lambda x, t: lib(x).nn.functional.cross_entropy(x, t, label_smoothing=0.1), (7, 4),
+             rng.integers(0, 4, 7))
+
+
+@pytest.mark.parametrize("shape,prep", [((2, 3, 4, 6), lambda a: a), ((5, 3, 6), lambda a: a.transpose(0, 1))],
+                         ids=["4-d", "non-contiguous"])
+def test_linear_module_over_leading_dims(shape, prep):
+    """nn.Linear on a 4-D input and on a non-contiguous (transposed) 3-D one equals torch's,
+    output and the gradients of input, weight and bias."""
     w, b = f32(7, 6), f32(7)
     ours = dtrain.nn.Linear(6, 7)
     theirs = torch.nn.Linear(6, 7)
-    for layer, lib in ((ours, dtrain), (theirs, torch)):
-        with lib.no_grad():
-            layer.weight.copy_(lib.tensor(w))
-            layer.bias.copy_(lib.tensor(b))
-    float32_vs_torch(lambda lib, a: (ours if lib is dtrain else theirs)(a), x, atol=1e-5)
+    for layer, fw in ((ours, dtrain), (theirs, torch)):
+        with fw.no_grad():
+            layer.weight.copy_(fw.tensor(w))
+            layer.bias.copy_(fw.tensor(b))
+    float32_vs_torch(lambda fw, a: (ours if fw is dtrain else theirs)(prep(a)), f32(*shape), atol=1e-5)
     compare(ours.weight.grad, theirs.weight.grad.numpy(), 1e-5, 1e-5, "torch weight gradient")
     compare(ours.bias.grad, theirs.bias.grad.numpy(), 1e-5, 1e-5, "torch bias gradient")
 

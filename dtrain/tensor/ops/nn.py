@@ -46,7 +46,14 @@ class Scale(Function):
         return g * self.factor
 
 
-_GELU_CHUNK = 32768  # elements: a chunk's half-dozen float32 temporaries stay in the L2 cache
+def _blocks(a, elements, axis=None):
+    """Slices of ``a`` along dim 0 of about ``elements`` elements each, for loops whose
+    temporaries then stay in the CPU's L2 cache (NumPy makes one pass over memory per op);
+    one slice for the whole array on a GPU, or when the op reduces along dim 0 (``axis``)."""
+    if backend.is_cuda_array(a) or a.size == 0 or (axis is not None and axis % a.ndim == 0):
+        return [slice(None)]
+    step = max(1, elements // (a.size // a.shape[0]))
+    return [slice(i, i + step) for i in range(0, a.shape[0], step)]
 
 
 def _gelu_float32(a, grad):
@@ -58,10 +65,11 @@ def _gelu_float32(a, grad):
     flat = a.reshape(-1)
     out = xp.empty_like(flat)
     deriv = xp.empty_like(flat) if grad else None
-    t, q, gauss = (xp.empty(min(_GELU_CHUNK, flat.size), dtype=a.dtype) for _ in range(3))
+    blocks = _blocks(flat, 32768)  # a block's half-dozen temporaries: 32768 float32 each
+    t, q, gauss = (xp.empty_like(flat[blocks[0]]) for _ in range(3))
     with backend.quiet_float_errors():  # x * x overflows to inf for huge x: exp(-inf) = 0 is meant
-        for i in range(0, flat.size, _GELU_CHUNK):
-            x = flat[i:i + _GELU_CHUNK]
+        for s in blocks:
+            x = flat[s]
             n = x.size
             tn, qn, gn = t[:n], q[:n], gauss[:n]
             xp.abs(x, out=tn)  # z = x / sqrt(2): erf(|z|) = 1 - poly(t) exp(-z^2), t = 1 / (1 + p |z|)
@@ -79,9 +87,9 @@ def _gelu_float32(a, grad):
             xp.subtract(0.5, qn, out=qn)
             xp.copysign(qn, x, out=qn)  # erf(z) / 2
             qn += 0.5  # Phi(x)
-            xp.multiply(x, qn, out=out[i:i + n])
+            xp.multiply(x, qn, out=out[s])
             if grad:  # Phi(x) + x pdf(x)
-                d = deriv[i:i + n]
+                d = deriv[s]
                 xp.multiply(x, gn, out=d)
                 d *= 1 / math.sqrt(2 * math.pi)
                 d += qn
@@ -220,13 +228,22 @@ def softplus(input, beta=1.0, threshold=20.0):
 
 # ---- softmax ----------------------------------------------------------------------------
 
+_SOFTMAX_BLOCK = 131072  # elements: for (35 x 20, 10,000) LM logits, 13 rows at a time
+
+
 def _log_softmax(a, axis):
     xp = get_array_module(a)
     if a.size == 0:
         return a.copy()
-    z = a - a.max(axis=axis, keepdims=True)  # shift by the max: exp cannot overflow
-    e = xp.exp(z)
-    z -= xp.log(e.sum(axis=axis, keepdims=True))
+    z = xp.empty_like(a)
+    blocks = _blocks(a, _SOFTMAX_BLOCK, axis)
+    e = xp.empty_like(a[blocks[0]])  # exp's temporary, reused block after block
+    for s in blocks:
+        x, zs = a[s], z[s]
+        es = e[:x.shape[0]]
+        xp.subtract(x, x.max(axis=axis, keepdims=True), out=zs)  # shift by the max: exp cannot overflow
+        xp.exp(zs, out=es)
+        zs -= xp.log(es.sum(axis=axis, keepdims=True))
     return z
 
 
@@ -257,9 +274,13 @@ class LogSoftmax(Function):
 
     def backward(self, g):
         xp = get_array_module(g)
-        gx = xp.exp(self.out)
-        gx *= g.sum(axis=self.axis, keepdims=True)
-        return xp.subtract(g, gx, out=gx)
+        total = g.sum(axis=self.axis, keepdims=True)
+        gx = xp.empty_like(self.out)
+        for s in _blocks(gx, _SOFTMAX_BLOCK, self.axis):  # g - exp(out) * total, block by block
+            xp.exp(self.out[s], out=gx[s])
+            gx[s] *= total[s]
+            xp.subtract(g[s], gx[s], out=gx[s])
+        return gx
 
 
 def _softmax_args(input, dim, dtype, op):
