@@ -29,13 +29,21 @@ What is emulated, as CuPy 14 behaves without peer access between devices:
   ``getDeviceProperties``, the default memory pool's ``used_bytes``/``total_bytes``/
   ``free_all_blocks`` per device, ``cupy.random.RandomState`` (NumPy's generator: draws
   differ from cuRAND's), ``cupyx.scipy.special.erf``, ``cupy.lib.stride_tricks.as_strided``.
-* ``cupy.cuda.nccl`` over MPI with CuPy 14's signatures: see :mod:`.nccl`.
+* Stream order: every kernel, NCCL call and host read checks that memory last written on
+  another stream is ordered after that write (an event the stream waited for, a
+  synchronize, the legacy null stream's implicit sync with blocking streams); if not, a
+  ``device.StreamOrderError`` names both streams (``DTRAIN_EMULATION_STREAM_CHECK=0`` turns
+  the check off).
+* Integer-array indices out of range wrap around (reads, writes, ``add.at``,
+  ``take_along_axis``, ``take``), as CuPy's do; NumPy would raise.
+* ``cupy.cuda.nccl`` over MPI with CuPy 14's signatures: see :mod:`.nccl`. A recv that would
+  deadlock a GPU is an ``NcclError`` after ``DTRAIN_EMULATION_P2P_TIMEOUT`` seconds (20).
 * Only names real CuPy 14 has (:mod:`.names`); tests/test_emulation.py compares the
   signatures with the installed ``cupy`` package where one is importable.
 
-Not emulated: asynchrony (work runs at once, so a missing stream wait or event goes
-unnoticed: check ``stream.log`` for order), peer access, memory limits, cuRAND's values,
-CUDA-aware MPI.
+Not emulated: asynchrony itself (work runs at once; the stream-order check stands in for
+it), write-after-read races, peer access, memory limits, cuRAND's values, CUDA-aware MPI,
+NumPy-only behaviour CuPy lacks (writing through a read-only broadcast view raises here).
 """
 import os
 import sys

@@ -120,7 +120,8 @@ def get_array_module(*args):
 
 def ascontiguousarray(a, dtype=None):
     if not isinstance(a, A.ndarray):
-        raise TypeError(f"Argument 'a' has incorrect type (expected cupy._core.core._ndarray_base, got {type(a).__name__})")
+        raise TypeError(f"Argument 'a' has incorrect type (expected cupy._core.core._ndarray_base, "
+                        f"got {type(a).__name__})")
     return A.kernel(numpy.ascontiguousarray, (a,), {} if dtype is None else {"dtype": dtype}, "ascontiguousarray")
 
 

@@ -52,7 +52,8 @@ b = cp.full(3, rank, dtype=cp.float32)
 comm.bcast(b.data.ptr, b.size, F32, 1, ready())
 np.testing.assert_array_equal(host(b), np.full(3, 1, np.float32))
 
-r, mine = cp.zeros(3, dtype=cp.float32), cp.full(3, rank + 1.0, dtype=cp.float32)  # named: a pointer keeps nothing alive
+# named: a pointer keeps nothing alive
+r, mine = cp.zeros(3, dtype=cp.float32), cp.full(3, rank + 1.0, dtype=cp.float32)
 comm.reduce(mine.data.ptr, r.data.ptr, 3, F32, nccl.NCCL_MAX, 0, ready())
 np.testing.assert_array_equal(host(r), np.full(3, n if rank == 0 else 0, np.float32))
 
