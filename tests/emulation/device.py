@@ -145,8 +145,8 @@ class Stream:
 
     def _enter_check(self):
         if self.device_id != current_id():
-            raise RuntimeError(f"Cannot use the stream of device {self.device_id} while device "
-                               f"{current_id()} is current")  # CUDA: invalid resource handle
+            raise RuntimeError(f"The device that the stream is created on ({self.device_id}) does not match "
+                               f"with the current device ({current_id()})")
 
     def use(self):
         self._enter_check()
@@ -206,7 +206,7 @@ class Stream:
         return hash((self.ptr, self.device_id))
 
     def __repr__(self):
-        return f"<Stream {self.ptr:#x} (device {self.device_id})>"
+        return f"<Stream {self.ptr} (device {self.device_id})>"
 
 
 _null_streams = {}
