@@ -103,5 +103,9 @@ if __name__ == "__main__":
     import cupy.lib.stride_tricks  # noqa: F401
     import cupyx
     import cupyx.scipy.special  # noqa: F401
-    print(json.dumps({"version": cupy.__version__,
-                      "signatures": signatures({"cupy": cupy, "cupyx": cupyx}, sys.argv[1:] or called_names())}))
+    wanted = sys.argv[1:] or called_names()
+    found = signatures({"cupy": cupy, "cupyx": cupyx}, wanted)
+    if not cupy.cuda.nccl.available:  # CuPy without the NCCL library has no NcclCommunicator to read
+        found.update({n: "not loadable here: cupy.cuda.nccl.available is False" for n in wanted
+                      if n.startswith("cupy.cuda.nccl.")})
+    print(json.dumps({"version": cupy.__version__, "signatures": found}))
