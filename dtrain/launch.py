@@ -7,8 +7,8 @@ rank finds ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MAS
 values already set are kept).
 
 * Under a process manager (``mpirun -n 4 python -m dtrain.launch ...``, ``srun ...``),
-  each rank initializes the process group, uses GPU ``cuda:local_rank`` when CuPy sees
-  GPUs, and runs ``script.py`` as ``python script.py args`` would (``__name__ ==
+  each rank initializes the process group, uses GPU ``cuda:(local_rank % device_count)``
+  when CuPy sees GPUs (with one GPU visible per rank, each uses its own), and runs ``script.py`` as ``python script.py args`` would (``__name__ ==
   "__main__"``, ``sys.argv``, ``sys.path[0]`` = the script's folder). The script's own
   ``init_process_group(...)`` then adopts that group (applying its timeout and debug mode;
   another backend, e.g. "gloo" where the launcher chose "nccl", makes it again), so the same

@@ -279,7 +279,15 @@ def _at_exit():
 
 def _resolve_backend(backend):
     if backend is None:
-        return "nccl" if is_nccl_available() else "mpi"
+        from . import nccl
+        problem = nccl.missing()
+        if problem is None:
+            return "nccl"
+        from ..tensor.backend import cuda_device_count
+        if cuda_device_count() and not _state_notes.get("no-nccl"):  # GPUs without NCCL: say why not nccl
+            _state_notes["no-nccl"] = True
+            log.warning(f"init_process_group: {problem}; using backend 'mpi' (GPU tensors go through MPI)")
+        return "mpi"
     name = backend.lower() if isinstance(backend, str) else backend
     if name == "gloo":
         _note_gloo()

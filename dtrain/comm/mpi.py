@@ -135,11 +135,28 @@ def _cuda_aware():
 def _ready_event(arrays):
     """An event on the caller's current CUDA stream, if any array is on a GPU: the data
     is ready for MPI once it has passed."""
-    if any(is_cuda_array(a) for a in arrays):
-        event = cupy.cuda.Event()
+    device = next((a.device.id for a in arrays if is_cuda_array(a)), None)
+    if device is None:
+        return None
+    with cupy.cuda.Device(device):  # the stream that wrote the array: its device's current one
+        event = cupy.cuda.Event(disable_timing=True)
         event.record()
-        return event
-    return None
+    return event
+
+
+def _device(array):
+    """The CUDA device index of ``array``, None for a host array."""
+    return array.device.id if is_cuda_array(array) else None
+
+
+@contextlib.contextmanager
+def _on_device(device):
+    """CUDA device ``device`` current inside (the comm thread's is device 0 otherwise); None: no-op."""
+    if device is None:
+        yield
+        return
+    with cupy.cuda.Device(device):
+        yield
 
 
 def _wait_for_stream(buf):
@@ -259,15 +276,18 @@ class MPIProcessGroup(ProcessGroup):
         ready = _ready_event(arrays)
         on_thread = async_op and self.thread is not None
         op = self._call(name, arrays, on_thread)
+        device = next((_device(a) for a in arrays if is_cuda_array(a)), None)
 
         def task():
             if ready is not None:
                 ready.synchronize()
-            with op:
+            with op, _on_device(device):
                 try:
                     fn()
                 except mpi().Exception as e:
                     raise self._failed(name, e) from e
+                if device is not None:  # the copy-back and AVG's division: done before the Work is
+                    cupy.cuda.get_current_stream().synchronize()
 
         if on_thread:
             return self.thread.submit(name, task, self.timeout, op.timeout_message)
@@ -415,7 +435,7 @@ class MPIProcessGroup(ProcessGroup):
     # ---- point to point --------------------------------------------------------------------
     def _send(self, buf, dst, tag):
         _wait_for_stream(buf)
-        with self._buffers(buf) as (b,), self._p2p("send", buf, dst=self.ranks[dst]):
+        with _on_device(_device(buf)), self._buffers(buf) as (b,), self._p2p("send", buf, dst=self.ranks[dst]):
             for s in chunks(b.size):
                 self.comm.Send(b[s], dest=dst, tag=tag)
 
@@ -423,7 +443,7 @@ class MPIProcessGroup(ProcessGroup):
         MPI, status = mpi(), mpi().Status()
         _wait_for_stream(buf)
         peer = "any" if src is None else self.ranks[src]
-        with self._buffers(buf, out=(0,)) as (b,), self._p2p("recv", buf, src=peer):
+        with _on_device(_device(buf)), self._buffers(buf, out=(0,)) as (b,), self._p2p("recv", buf, src=peer):
             for s in chunks(b.size):
                 self.comm.Recv(b[s], source=MPI.ANY_SOURCE if src is None else src, tag=tag, status=status)
                 src = status.Get_source()  # later pieces come from the rank that sent the first
@@ -447,10 +467,12 @@ class MPIProcessGroup(ProcessGroup):
         source = MPI.ANY_SOURCE if src is None else src
         requests = [self.comm.Irecv(_mpi_view(target)[s], source=source, tag=tag) for s in pieces]
 
-        def finish():
-            if staged:
-                buf.set(target)
-                cupy.cuda.get_current_stream().synchronize()
-            if writeback is not None:
-                writeback()
+        def finish():  # in the thread that waits: on the buffer's device
+            with _on_device(_device(buf)):
+                if staged:
+                    buf.set(target)
+                if writeback is not None:
+                    writeback()
+                if staged or is_cuda_array(buf):
+                    cupy.cuda.get_current_stream().synchronize()
         return PollWork("irecv", lambda: MPI.Request.Testall(requests), finish, timeout=self.timeout)

@@ -187,7 +187,8 @@ class ProcessGroup:
         buf, writeback = flat_out(array)
         rbuf, rop = reduce_view("all_reduce", buf, op)
         impl = self._impl(array)
-        return impl._run("all_reduce", _then(lambda: impl._allreduce(rbuf, rop), self._average(buf, op), writeback),
+        before, after, rop = impl._averaging(buf, op, rop, before_ok=True)
+        return impl._run("all_reduce", _then(before, lambda: impl._allreduce(rbuf, rop), after, writeback),
                          [array], async_op)
 
     def all_reduce_coalesced(self, tensors, op=ReduceOp.SUM, async_op=False, scale=None):
@@ -239,7 +240,8 @@ class ProcessGroup:
         buf, writeback = flat_out(array)
         rbuf, rop = reduce_view("reduce", buf, op)
         impl = self._impl(array)
-        average = self._average(buf, op) if self._rank == dst else None
+        _, average, rop = impl._averaging(buf, op, rop)
+        average = average if self._rank == dst else None
         return impl._run("reduce", _then(lambda: impl._reduce(rbuf, rop, dst), average, writeback), [array], async_op)
 
     def all_gather(self, tensor_list, tensor, async_op=False):
@@ -422,8 +424,9 @@ class ProcessGroup:
         rsend, rop = reduce_view(name, send, op)
         rrecv, _ = reduce_view(name, recv, op)
         impl = self._impl(out)
-        return impl._run(name, _then(lambda: impl._reduce_scatter(rsend, rrecv, rop), self._average(recv, op),
-                                     writeback), [out], async_op)
+        _, average, rop = impl._averaging(recv, op, rop)
+        return impl._run(name, _then(lambda: impl._reduce_scatter(rsend, rrecv, rop), average, writeback),
+                         [out], async_op)
 
     def _root_list(self, name, arg, xs, root, like, output):
         """The list argument of gather/scatter: required on the root, refused elsewhere.
@@ -465,9 +468,22 @@ class ProcessGroup:
                 start += a.size
         return run
 
-    def _average(self, buf, op):
+    def _averaging(self, buf, op, rop, before_ok=False):
+        """How ``op`` averages ``buf``: ``(before, after, backend_op)``. AVG is the backend's
+        own where it has one (NCCL's ncclAvg); else a SUM (``rop``) and a division by the
+        group size in the buffer's dtype, after the sum, or before it for 16-bit floats when
+        ``before_ok`` (the buffer is this rank's to change): their sum may overflow."""
+        if op is not ReduceOp.AVG:
+            return None, None, rop
+        if self._native_avg(buf):
+            return None, None, ReduceOp.AVG
         n = self.size()
-        return (lambda: buf.__itruediv__(n)) if op is ReduceOp.AVG else None
+        divide = lambda: buf.__itruediv__(n)  # noqa: E731
+        return (divide, None, rop) if before_ok and buf.dtype.itemsize == 2 else (None, divide, rop)
+
+    def _native_avg(self, buf):
+        """Whether the backend reduces ``buf`` with ReduceOp.AVG itself."""
+        return False
 
     def _check_rank(self, name, arg, rank):
         n = self.size()

@@ -17,6 +17,13 @@ each group (program order, the same on every rank). The rank that timed out asks
 peer's watchdog, over a private duplicate of COMM_WORLD, which collective it called last,
 and the message names the ranks that have not called this one. A peer that does not answer
 within ``QUERY_WAIT`` seconds is reported as dead or stuck.
+
+NCCL operations run on a CUDA stream: the host never blocks in them, so their :class:`Op`
+carries the CUDA event that marks their end and stays watched until the event has passed
+(not until the call returns). While one is in flight the watchdog also asks the NCCL
+communicator for an asynchronous error (a dead peer, a network failure). On a timeout or
+such an error it first aborts the communicator, so that a host thread blocked on the
+stream (``.item()``, ``synchronize()``) returns, then ends the job with the same report.
 """
 import itertools
 import sys
@@ -60,12 +67,23 @@ class Op:
         seq: its number among the group's collectives (None: a send/recv, not numbered).
         label: the description to use instead.
     """
-    __slots__ = ("group", "name", "spec", "seq", "label", "async_op", "start", "thread")
+    __slots__ = ("group", "name", "spec", "seq", "label", "async_op", "start", "thread", "event", "backend")
 
     def __init__(self, group, name, arrays, seq, async_op, label=None):
         self.group, self.name, self.seq, self.async_op, self.label = group, name, seq, async_op, label
         self.spec = (arrays[-1].dtype, arrays[-1].shape) if arrays else None  # a plain tuple: cheapest
         self.start = self.thread = None
+        self.event = None  # a device operation: watched until this CUDA event has passed (see watch_device)
+        self.backend = None  # then: its communicator, with abort() and check_async_error()
+
+    def watch_device(self, event, backend):
+        """Watch this operation, launched on a CUDA stream, until ``event`` has passed;
+        ``backend`` (an NCCL communicator) is aborted if it times out or fails."""
+        self.thread = threading.get_ident()
+        self.start = time.monotonic()
+        self.event, self.backend = event, backend
+        if self.group.watchdog is not None:
+            self.group.watchdog.ops.add(self)
 
     def __str__(self):
         if self.label is not None:
@@ -83,13 +101,17 @@ class Op:
         if self.group.watchdog is not None:
             self.group.watchdog.ops.discard(self)
 
+    def where(self):
+        """``all_reduce(float32[4]) (collective #3 on ranks [0, 1])``: the operation, as reports name it."""
+        g = self.group
+        return f"{self}" if self.seq is None else f"{self} (collective #{self.seq} on ranks {g.ranks})"
+
     def timeout_message(self, limit):
         """Why this collective is stuck, as far as the peers' answers tell."""
         g = self.group
         if self.seq is None:  # point to point: not numbered, no arrivals to ask about
             return f"{self} did not finish within {limit:g} s on rank {g.ranks[g.rank()]}"
-        text = (f"{self} (collective #{self.seq} on ranks {g.ranks}) did not finish within {limit:g} s on "
-                f"rank {g.ranks[g.rank()]}")
+        text = f"{self.where()} did not finish within {limit:g} s on rank {g.ranks[g.rank()]}"
         if g.watchdog is None:
             return f"{text}; which ranks have not called it is unknown (MPI lacks MPI_THREAD_MULTIPLE)"
         return f"{text}; {g.watchdog.arrivals(g, self.seq)}"
@@ -134,6 +156,8 @@ class Watchdog:
                 pass
             now = time.monotonic()
             for op in list(self.ops):
+                if op.event is not None and self._device_done(op):
+                    continue
                 timeout = op.group.timeout
                 if timeout is None or op.start is None:
                     continue
@@ -141,13 +165,39 @@ class Watchdog:
                     self._expire(op, timeout)
                     return
 
+    def _device_done(self, op):
+        """For an operation on a CUDA stream: True (and unwatched) once its event has passed;
+        ends the job if its communicator reports an asynchronous error."""
+        if op.event.done:
+            self.ops.discard(op)
+            return True
+        try:
+            op.backend.check_async_error()
+        except Exception as e:  # NCCL's error for a dead peer, a broken network, an abort
+            self.fired = True
+            self.ops.clear()
+            _abort_quietly(op.backend)
+            g = op.group
+            self.on_timeout(f"DistBackendError: {op.where()} failed on rank {g.ranks[g.rank()]}: the NCCL "
+                            f"communicator reports {type(e).__name__}: {e} (a peer may have died); the "
+                            f"communicator was aborted", self._stack(op, "the thread that launched it"))
+            return True
+        return False
+
     def _expire(self, op, timeout):
         self.fired = True
+        if op.event is not None:  # abort first: a host sync on the stuck stream then returns
+            _abort_quietly(op.backend)
+            where = "the thread that launched it on the GPU"
+        else:
+            where = "the comm thread (async_op=True)" if op.async_op else "this thread"
+        self.on_timeout(f"DistTimeoutError: {op.timeout_message(timeout)}", self._stack(op, where))
+
+    @staticmethod
+    def _stack(op, where):
         frame = sys._current_frames().get(op.thread)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-        where = "the comm thread (async_op=True)" if op.async_op else "this thread"
-        self.on_timeout(f"DistTimeoutError: {op.timeout_message(timeout)}",
-                        f"stack of {where}, waiting in {op.name}:\n{stack}")
+        return f"stack of {where}, {'now' if op.event is not None else 'waiting'} in {op.name}:\n{stack}"
 
     def _serve(self):
         """Answer every pending query: (calls so far, last call) of the asked group.
@@ -211,3 +261,11 @@ class Watchdog:
     def _mpi(self):
         from .mpi import mpi
         return mpi()
+
+
+def _abort_quietly(communicator):
+    """Abort an NCCL communicator; an error from the abort itself changes nothing in the report."""
+    try:
+        communicator.abort()
+    except Exception:
+        pass

@@ -40,8 +40,16 @@ def clean_env(**extra):
     per rank, plus ``extra``."""
     # the tests start up to 4 ranks on one machine, as root in containers and CI (a value set by the user wins)
     env = {**open_mpi_env(), **{k: v for k, v in os.environ.items() if not launcher_variable(k)}}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=ROOT, **extra)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([*emulation_boot(), ROOT]), **extra)
     return env
+
+
+def emulation_boot():
+    """The CuPy emulation's bootstrap folder when the tests run on it (``DTRAIN_CUPY_EMULATION``),
+    so that the processes a test starts get the emulation too; else nothing."""
+    if os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() in ("", "0"):
+        return []
+    return [os.path.join(ROOT, "tests", "emulation", "boot")]
 
 
 def run(args, timeout, env=None):

@@ -45,7 +45,7 @@ def reductions():
                 np.testing.assert_allclose(cupy.asnumpy(a), want, rtol=1e-6)
                 t = dtrain.tensor(make(RANK, size, dtype), device=f"cuda:{cupy.cuda.Device().id}")
                 dist.all_reduce(t, op=op)
-                np.testing.assert_allclose(t.numpy(), want, rtol=1e-6)
+                np.testing.assert_allclose(t.cpu().numpy(), want, rtol=1e-6)
 
 
 def movement():
@@ -76,9 +76,14 @@ def movement():
 
 
 def point_to_point():
+    """A ring shift: even ranks send first, odd ranks receive first, so no two ranks wait on
+    each other's receive (NCCL queues each call on one stream: receives first everywhere
+    would deadlock a GPU)."""
     nxt, prv = (RANK + 1) % N, (RANK - 1) % N
     got = cupy.empty(1000, cupy.float32)
-    works = [dist.irecv(got, src=prv), dist.isend(cupy.full(1000, float(RANK), cupy.float32), dst=nxt)]
+    send = lambda: dist.isend(cupy.full(1000, float(RANK), cupy.float32), dst=nxt)  # noqa: E731
+    recv = lambda: dist.irecv(got, src=prv)  # noqa: E731
+    works = [send(), recv()] if RANK % 2 == 0 else [recv(), send()]
     for w in works:
         w.wait()
     np.testing.assert_array_equal(cupy.asnumpy(got), np.full(1000, float(prv)))
