@@ -6,6 +6,7 @@
 neither. See :mod:`dtrain.comm.api` for the functions and :mod:`dtrain.comm.env` for how
 ranks are discovered.
 """
+from .api import all_reduce_bfloat16, reduces_bfloat16  # noqa: F401  (dtrain's: NCCL's bfloat16 for CuPy data)
 from .api import (Backend, GroupMember, all_gather, all_gather_into_tensor, all_gather_object, all_reduce,  # noqa: F401
                   all_reduce_coalesced, all_to_all, all_to_all_single, barrier, broadcast, broadcast_object_list,
                   destroy_process_group, gather, gather_object, get_backend, get_global_rank, get_group_rank,

@@ -550,6 +550,41 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     return g and g.all_reduce(tensor, op, async_op)
 
 
+def reduces_bfloat16(array, group=None):
+    """(dtrain) Whether ``group`` (default: the world) reduces ``array``'s device memory as
+    bfloat16 itself (NCCL does; CuPy has no bfloat16 dtype, so the values travel as the
+    uint16 upper halves of float32s: see :func:`all_reduce_bfloat16`).
+
+    Example:
+        >>> dist.reduces_bfloat16(grads_on_gpu)  # True under backend "nccl"
+    """
+    g = _group(group, "reduces_bfloat16")
+    return g.rank() >= 0 and hasattr(g._impl(array), "all_reduce_bfloat16")
+
+
+def all_reduce_bfloat16(bits, group=None, async_op=False):
+    """(dtrain) SUM over all ranks, in place, of ``bits``: a contiguous uint16 CuPy array of
+    bfloat16 values (each the upper 16 bits of a float32), reduced by NCCL in bfloat16 (half
+    the bytes of float32). Needs a group for which :func:`reduces_bfloat16` is True.
+
+    Returns:
+        a Work if ``async_op`` else None.
+
+    Example:
+        >>> bits = (x.view(cupy.uint32) >> 16).astype(cupy.uint16)   # x: float32, rounded to bfloat16
+        >>> dist.all_reduce_bfloat16(bits)
+    """
+    g = _collective(group, "all_reduce_bfloat16", bits)
+    if g is None:
+        return None
+    impl = g._impl(bits)
+    if not hasattr(impl, "all_reduce_bfloat16"):
+        raise DistBackendError(f"all_reduce_bfloat16: the {g.backend!r} backend has no bfloat16 type for "
+                               f"{type(bits).__name__} buffers; use the NCCL backend with CuPy arrays, or "
+                               f"all_reduce float32 values")
+    return impl.all_reduce_bfloat16(bits, async_op)
+
+
 def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, scale=None):
     """``all_reduce`` of a list of tensors of one dtype and device, in place, as one message.
 

@@ -104,12 +104,14 @@ def fp16_compress_hook(process_group, bucket):
 def bf16_compress_hook(process_group, bucket):
     """Reduce the bucket at bfloat16's precision (8 exponent bits, 8 significant bits).
 
-    NumPy (and CuPy) have no bfloat16 dtype, so this hook *emulates* it: float32 values
-    are rounded to the nearest bfloat16 (round half to even on the upper 16 bits of a
-    uint32 view), summed in float32, and the sum is rounded again. The numbers equal what
-    a bfloat16 reduction gives up to the summation's own rounding, but the bytes sent are
-    float32's: this hook saves no bandwidth (use :func:`fp16_compress_hook` for that).
-    Float64 buckets are cast to float32 first.
+    The values divided by the world size are rounded to the nearest bfloat16 (round half
+    to even on the upper 16 bits of their float32). Under the NCCL backend those 16 bits
+    are sent, as ``NCCL_BFLOAT16`` (half of float32's bytes), and NCCL sums in bfloat16, as
+    in PyTorch. NumPy and CuPy have no bfloat16 dtype and MPI no bfloat16 type, so on the
+    other backends this hook *emulates* it: the rounded values are summed in float32 and the
+    sum is rounded again; the numbers equal a bfloat16 reduction's up to the summation's own
+    rounding, but the bytes sent are float32's (use :func:`fp16_compress_hook` to save
+    bandwidth there). Float64 buckets are cast to float32 first.
 
     Example:
         >>> ddp.register_comm_hook(None, bf16_compress_hook)
@@ -117,6 +119,14 @@ def bf16_compress_hook(process_group, bucket):
     xp = get_array_module(bucket.buffer())
     buf = bucket.buffer()
     compressed = to_bfloat16_precision((buf / _divisor(bucket)).astype(xp.float32))
+    if dist.reduces_bfloat16(compressed, process_group):
+        bits = (compressed.view(xp.uint32) >> 16).astype(xp.uint16)
+        work = dist.all_reduce_bfloat16(bits, group=process_group, async_op=True)
+
+        def widen(fut):
+            buf[...] = (bits.astype(xp.uint32) << 16).view(xp.float32)
+            return buf
+        return Future(work, bits).then(widen)
     work = dist.all_reduce(compressed, group=process_group, async_op=True)
 
     def decompress(fut):

@@ -221,8 +221,13 @@ class DistributedDataParallel(Module):
         hook), ``wait_s`` (time then blocked waiting for the buckets), ``launches``
         (``(bucket, seconds after the first hook)`` per launch, in launch order), ``buckets``,
         and ``end``/``done``: ``time.perf_counter()`` at the last hook and when the averages
-        were in (comparable across the ranks of one machine)."""
-        return dict(self.reducer.stats)
+        were in (comparable across the ranks of one machine). On a GPU, where the waits only
+        make the stream wait (NCCL), ``wait_s`` is the device time from the end of backward to
+        the averages, read from CUDA events: this call then synchronizes with the device."""
+        stats = dict(self.reducer.stats)
+        if stats:
+            stats["wait_s"] = self.reducer.wait_seconds()
+        return stats
 
 
 class _Join:

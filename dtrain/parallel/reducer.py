@@ -30,7 +30,7 @@ import weakref
 
 from .. import comm as dist
 from ..tensor import Tensor
-from ..tensor.backend import asnumpy, device_of, get_array_module
+from ..tensor.backend import asnumpy, cupy, device_of, get_array_module, is_cuda_array
 from .comm_hooks import Future, allreduce_hook
 
 FIRST_BUCKET_BYTES = 1024 * 1024
@@ -154,7 +154,7 @@ class Reducer:
         self.rebuilt, self.iterations = False, 0
         self.ready_order = None  # the order gradients became ready in the first synchronized pass
         self.unused = ()  # indices of parameters forward did not use
-        self.stats = {}
+        self.stats, self.device_wait = {}, None
         self._build(list(reversed(range(len(params)))))
         mine = {id(p) for p in params}
         for other in list(_live):
@@ -312,6 +312,8 @@ class Reducer:
 
     def _finalize(self):
         t_end = time.perf_counter()
+        # on a GPU the waits below only make the stream wait: the stream's own clock measures it
+        timed = self._device_mark() if self.buckets and is_cuda_array(self.buckets[0].buffer) else None
         used = None
         if self.used_work is not None:
             used, work = self.used_work
@@ -330,16 +332,36 @@ class Reducer:
                     source = result
             sources.append(source)
         t_done = time.perf_counter()
+        if timed is not None:
+            timed = (timed, self._device_mark())
         if not self._identity():
             for b, source in zip(self.buckets, sources):
                 self._write_back(b, used, source)
         self.stats = {"backward_s": t_end - self.t_begin, "wait_s": t_done - t_end,
                       "launches": list(self.launches), "buckets": len(self.buckets),
                       "end": t_end, "done": t_done}
+        self.device_wait = timed  # (event after backward, event after the waits): see wait_seconds
         if not self.rebuilt:
             self.ready_order = list(self.order)
         self.iterations += 1
         self._reset()
+
+    def _device_mark(self):
+        """A timing event recorded now on the current stream of the buckets' device."""
+        with cupy.cuda.Device(self.buckets[0].buffer.device.id):
+            event = cupy.cuda.Event()
+            event.record()
+        return event
+
+    def wait_seconds(self):
+        """The last reduction's ``wait_s``: on a GPU, the device time from the end of backward
+        to the averages (read from the two events: synchronizes with their stream); on the
+        host, the time blocked in the waits."""
+        if self.device_wait is None:
+            return self.stats.get("wait_s")
+        start, end = self.device_wait
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / 1e3
 
     def _write_back(self, bucket, used, source):
         """Put the averages (in ``source``, laid out as the bucket) into ``.grad``."""

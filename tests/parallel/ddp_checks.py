@@ -1,4 +1,8 @@
-"""DDP checks run on every rank under ``mpiexec -n N python ddp_checks.py RESULTS.json``.
+"""DDP checks run on every rank under ``mpiexec -n N python ddp_checks.py RESULTS.json [--backend nccl]``.
+
+With ``--backend nccl`` each rank trains on its GPU (``cuda:local_rank % device_count``:
+real, or the tests' CuPy emulation) and only the checks in ``NCCL_CHECKS`` run: the
+single-process equivalences, on the same GPU, and the hooks; plus ``wait_s`` measured.
 
 Each check runs on all ranks; rank 0 writes ``{check: {rank: "ok" | error}}`` (and the
 measured overlap under "info") to RESULTS.json for test_ddp.py to assert on. Every rank
@@ -23,6 +27,9 @@ from dtrain.parallel import SyncBatchNorm  # noqa: E402
 from dtrain.parallel.comm_hooks import bf16_compress_hook, fp16_compress_hook  # noqa: E402
 
 D, H, K, B = 6, 16, 4, 4  # input, hidden and class sizes; per-rank batch
+DEVICE = "cpu"  # where models and batches live: "cuda:N" under --backend nccl
+NCCL_CHECKS = ("check_sgd_float32", "check_sgd_float64_bucket_view", "check_adam_float32", "check_fp16_hook",
+               "check_bf16_hook")
 
 
 class Net(nn.Module):
@@ -60,7 +67,7 @@ def local_loss(model, x, y, rank, **kw):
 
 
 def flat(model):
-    return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
+    return np.concatenate([p.detach().cpu().numpy().ravel() for p in model.parameters()])
 
 
 def rel(a, b):
@@ -81,7 +88,7 @@ def gathered(obj):
 
 def step(model, opt, x, y, **kw):
     opt.zero_grad()
-    F.cross_entropy(model(dtrain.tensor(x), **kw), dtrain.tensor(y)).backward()
+    F.cross_entropy(model(dtrain.tensor(x).to(DEVICE), **kw), dtrain.tensor(y).to(DEVICE)).backward()
     opt.step()
 
 
@@ -89,11 +96,11 @@ def equivalence(dtype, make_opt, tol, hook=None, steps=20, **ddp_kw):
     """N ranks x batch B under DDP == one process on the concatenated N*B batch."""
     rank, n = dist.get_rank(), dist.get_world_size()
     dtrain.manual_seed(100 + rank)  # different initial weights: DDP must broadcast rank 0's
-    model = Net().to(dtype)
+    model = Net().to(dtype).to(DEVICE)
     ddp = DDP(model, **ddp_kw)
     if hook is not None:
         ddp.register_comm_hook(None, hook)
-    ref = Net().to(dtype)
+    ref = Net().to(dtype).to(DEVICE)
     copy_params(ref, model)
     opt, ref_opt = make_opt(model.parameters()), make_opt(ref.parameters())
     xs, ys = data(steps, n, dtype)
@@ -338,8 +345,8 @@ def measure_overlap():
     """Not a check: how much of the all-reduce time backward hides (reported, not asserted)."""
     dtrain.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-    ddp = DDP(model, bucket_cap_mb=0.5)
-    x, y = dtrain.randn(64, 256), dtrain.randint(0, 10, (64,))
+    ddp = DDP(model.to(DEVICE), bucket_cap_mb=0.5)
+    x, y = dtrain.randn(64, 256).to(DEVICE), dtrain.randint(0, 10, (64,)).to(DEVICE)
     stats = []
     for _ in range(6):
         F.cross_entropy(ddp(x), y).backward()
@@ -347,12 +354,17 @@ def measure_overlap():
     s = stats[-1]
     assert [b for b, _ in s["launches"]] == list(range(s["buckets"]))
     return {"backward_ms": 1e3 * s["backward_s"], "final_wait_ms": 1e3 * s["wait_s"], "buckets": s["buckets"],
-            "first_launch_ms": 1e3 * s["launches"][0][1], "end": s["end"], "done": s["done"]}
+            "first_launch_ms": 1e3 * s["launches"][0][1], "end": s["end"], "done": s["done"],
+            "backend": dist.get_backend(), "device_timed": ddp.reducer.device_wait is not None}
 
 
-def main(path):
-    dist.init_process_group()
+def main(path, backend=None):
+    global DEVICE
+    dist.init_process_group(backend)
     checks = [(name, fn) for name, fn in globals().items() if name.startswith("check_")]
+    if backend == "nccl":
+        DEVICE = f"cuda:{dist.get_local_rank() % dtrain.cuda.device_count()}"
+        checks = [(name, fn) for name, fn in checks if name in NCCL_CHECKS]
     results = {}
     for name, fn in checks:
         try:
@@ -373,4 +385,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[sys.argv.index("--backend") + 1] if "--backend" in sys.argv else None)
