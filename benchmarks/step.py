@@ -120,9 +120,13 @@ def _load(model, params):
             t.copy_(dtrain.tensor(a))
 
 
+def _mlp(nn):
+    return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+
+
 def dtrain_nn_mlp(params, x, y):
     nn, optim = dtrain.nn, dtrain.optim
-    model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    model = _mlp(nn)
     _load(model, params)
     return _module_step(model, optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM), nn.CrossEntropyLoss(),
                         dtrain.tensor(x), dtrain.tensor(y))
@@ -141,7 +145,7 @@ def _module_step(model, opt, loss_fn, xt, yt):
 def torch_mlp(params, x, y):
     import torch
     nn = torch.nn
-    model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    model = _mlp(nn)
     with torch.no_grad():
         for t, a in zip(model.parameters(), params):
             t.copy_(torch.from_numpy(a))
