@@ -11,7 +11,7 @@ in use, ``memory_reserved`` the bytes the pool holds. CuPy keeps no peak of allo
 ``empty_cache()`` or ``reset_peak_memory_stats()`` (which frees the cached blocks so that the
 size restarts from the bytes in use): an upper bound of the peak since then.
 """
-from .tensor import backend
+from .tensor import backend, device_checks
 from .tensor.backend import Device, cuda_device_count, cuda_is_available
 
 NO_DEVICE = "no CUDA device is available (CuPy missing or no GPU)"
@@ -68,9 +68,11 @@ def set_device(device):
 
 
 def synchronize(device=None):
-    """Wait for all work on ``device`` (an index, "cuda:N" or Device; default: current) to finish."""
+    """Wait for all work on ``device`` (an index, "cuda:N" or Device; default: current) to finish;
+    an op's index error found on the device since the last synchronisation raises here."""
     index = _index(device, "synchronize")
     backend.cupy.cuda.Device(index).synchronize()
+    device_checks.raise_pending()
 
 
 def get_device_name(device=None):

@@ -304,18 +304,22 @@ def test_gpu_functions_match_cpu(name, fn, arrays):
 
 
 @pytest.mark.gpu
-def test_gpu_indexing_out_of_range_raises():
+def test_gpu_indexing_out_of_range_raises(monkeypatch):
     """An out-of-range index tensor raises IndexError on 'cuda' as on the CPU (CuPy alone
-    would wrap it around), for reads, writes, gather and embedding."""
+    would wrap it around), for reads, writes, gather and embedding: checked on the device,
+    raised at the next host read (tests/test_host_syncs.py)."""
+    monkeypatch.delenv("CUDA_LAUNCH_BLOCKING", raising=False)
     x = dtrain.zeros(3, 4, device="cuda")
-    with pytest.raises(IndexError, match="out of bounds for axis 1 with size 4"):
-        x[:, dtrain.tensor([0, 4], device="cuda")]
-    with pytest.raises(IndexError, match="out of bounds for axis 0 with size 3"):
+
+    def write():
         x[dtrain.tensor([-4], device="cuda")] = 1.0
-    with pytest.raises(IndexError, match="out of range"):
-        x.gather(1, dtrain.tensor([[5]] * 3, device="cuda"))
-    with pytest.raises(IndexError, match=r"indices must be in \[0, 2\]"):
-        F.embedding(dtrain.tensor([3], device="cuda"), x)
+    for op, message in [(lambda: x[:, dtrain.tensor([0, 4], device="cuda")], "out of bounds for axis 1 with size 4"),
+                        (write, "out of bounds for axis 0 with size 3"),
+                        (lambda: x.gather(1, dtrain.tensor([[5]] * 3, device="cuda")), "out of range"),
+                        (lambda: F.embedding(dtrain.tensor([3], device="cuda"), x), r"indices must be in \[0, 2\]")]:
+        op()
+        with pytest.raises(IndexError, match=message):
+            x.sum().item()
 
 
 @pytest.mark.gpu

@@ -27,13 +27,13 @@ class SyncBatchNormFunction(Function):
         mean64 = mean.astype(xp.float64)
         stats = xp.concatenate([mean64 * n, m2.astype(xp.float64) + n * mean64 * mean64, xp.array([n], xp.float64)])
         dist.all_reduce(stats, group=group)
-        total = float(stats[-1])
+        total = stats[-1]  # stays on the device: float() would synchronise the host every forward
         gmean = stats[:c] / total
         gvar = xp.maximum(stats[c:2 * c] / total - gmean * gmean, 0)
         if running_mean is not None:
             with no_grad():
                 running_mean.lerp_(gmean.astype(running_mean.dtype), momentum)
-                running_var.lerp_((gvar * (total / max(total - 1, 1))).astype(running_var.dtype), momentum)
+                running_var.lerp_((gvar * (total / xp.maximum(total - 1, 1))).astype(running_var.dtype), momentum)
         invstd = (1 / xp.sqrt(gvar + eps)).astype(x.dtype)
         xhat = x - gmean.astype(x.dtype).reshape(pshape)
         xhat *= invstd.reshape(pshape)

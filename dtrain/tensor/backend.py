@@ -5,6 +5,8 @@ ops are written once against ``xp``.
 """
 import numpy
 
+from . import device_checks
+
 try:  # the CuPy import is guarded: CPU-only installs never need it
     import cupy
     import cupyx
@@ -121,14 +123,20 @@ def to_device(array, device):
     if device_of(array) == device:
         return array
     if device.type == "cpu":
-        return cupy.asnumpy(array)
+        return asnumpy(array)
     xp = module_for(device)
     with xp.cuda.Device(device.index):  # asarray copies a CuPy array from another GPU onto this one
         return xp.asarray(array)
 
 
 def asnumpy(array):
-    return cupy.asnumpy(array) if is_cuda_array(array) else numpy.asarray(array)
+    """``array`` on the host. From a GPU this synchronises the host with the device: the
+    ops' deferred index checks (device_checks) raise their error here."""
+    if not is_cuda_array(array):
+        return numpy.asarray(array)
+    host = cupy.asnumpy(array)
+    device_checks.raise_pending()
+    return host
 
 
 class device_guard:
@@ -254,8 +262,9 @@ def check_index_bounds(shape, index):
     ints, slices, None, Ellipsis and arrays) is out of range for an array of ``shape``.
 
     CuPy wraps such indices around silently instead of raising ("Differences between CuPy
-    and NumPy"), so CuPy index arrays are checked here, with one device sync for them all;
-    NumPy raises by itself.
+    and NumPy"), so CuPy index arrays are checked here, on the device: the IndexError comes
+    at the next host synchronisation (device_checks), the op meanwhile running on the
+    wrapped-around indices. NumPy raises by itself.
     """
     if not any(_is_int_cuda_array(i) for i in index):
         return
@@ -270,12 +279,15 @@ def check_index_bounds(shape, index):
         axis += w
     if not checks:
         return
-    xp = get_array_module(checks[0][1])
-    bounds = asnumpy(xp.stack([v for _, i in checks for v in (i.min(), i.max())])).tolist()
-    for k, (axis, _) in enumerate(checks):
-        low, high, n = bounds[2 * k], bounds[2 * k + 1], shape[axis]
-        if low < -n or high >= n:
-            raise IndexError(f"index {high if high >= n else low} is out of bounds for axis {axis} with size {n}")
+    sizes = tuple((axis, shape[axis]) for axis, _ in checks)
+
+    def make_error(*bounds):
+        for k, (axis, n) in enumerate(sizes):
+            low, high = bounds[2 * k], bounds[2 * k + 1]
+            if low < -n or high >= n:
+                return IndexError(f"index {high if high >= n else low} is out of bounds for axis {axis} with size {n}")
+    device_checks.range_check(get_array_module(checks[0][1]), [(i, -n, n) for (_, i), (_, n) in zip(checks, sizes)],
+                              ("index", sizes), make_error)
 
 
 def _is_int_cuda_array(i):

@@ -2,7 +2,7 @@
 gather / take_along_dim, scatter / scatter_add, index_select, masked_fill."""
 import numbers
 
-from .. import dtypes
+from .. import device_checks, dtypes
 from ..backend import broadcast_shapes, check_index_bounds, get_array_module, scatter_add as add_at
 from ..function import Function
 from ..tensor import Tensor, _check_dim
@@ -96,7 +96,9 @@ class Gather(Function):
 
 
 def gather(x, dim, index):
-    """``out[i][j] = x[index[i][j]][j]`` for dim 0, as torch.gather."""
+    """``out[i][j] = x[index[i][j]][j]`` for dim 0, as torch.gather. An index out of range
+    raises IndexError: at once on the CPU; on a GPU at the next host synchronisation
+    (``dtrain.tensor.device_checks``)."""
     if not isinstance(index, Tensor) or index.dtype.kind not in "iu":
         raise RuntimeError(f"gather(): expected an int64 index tensor, got "
                            f"{index.dtype if isinstance(index, Tensor) else type(index).__name__}")
@@ -109,8 +111,9 @@ def gather(x, dim, index):
             raise RuntimeError(f"gather(): size of index {list(index.shape)} does not fit input "
                                f"{list(x.shape)} at dimension {d}")
     n = x.shape[axis]
-    if index.numel() and (int(index.array.max()) >= n or int(index.array.min()) < -n):
-        raise IndexError(f"gather(): index out of range for dimension {axis} with size {n}")
+    if index.numel():  # on a GPU: raised at the next host synchronisation (device_checks)
+        device_checks.check_range(index.array, -n, n, ("gather", axis, n), lambda lo, hi: IndexError(
+            f"gather(): index out of range for dimension {axis} with size {n}"))
     return Gather.apply(x, index.array, axis=axis)
 
 
@@ -238,11 +241,9 @@ def _scatter_args(x, dim, index, src, op):
             raise RuntimeError(f"{op}(): Expected self.dtype to be equal to src.dtype, got {x.dtype} "
                                f"and {src.dtype}")
     n = x.shape[axis]
-    if index.numel():
-        lo, hi = int(index.array.min()), int(index.array.max())
-        if lo < 0 or hi >= n:
-            raise IndexError(f"{op}(): index {hi if hi >= n else lo} is out of bounds for dimension {axis} "
-                             f"with size {n}")
+    if index.numel():  # on a GPU: raised at the next host synchronisation (device_checks)
+        device_checks.check_range(index.array, 0, n, (op, axis, n), lambda lo, hi: IndexError(
+            f"{op}(): index {hi if hi >= n else lo} is out of bounds for dimension {axis} with size {n}"))
     window = tuple(slice(0, k) for k in index.shape)
     return _along_index(index.array, axis, get_array_module(index.array)), window
 
@@ -349,13 +350,24 @@ def nonzero(x, as_tuple=False):
 
 
 def one_hot(x, num_classes=-1):
+    """``x``'s class indices as one-hot rows of ``num_classes`` (-1: ``x.max() + 1``), int64.
+
+    Values outside [0, num_classes) raise RuntimeError: at once on the CPU; on a GPU at the
+    next host synchronisation (``.item()``, printing; ``dtrain.tensor.device_checks``), so the
+    check costs no synchronisation; ``num_classes=-1`` reads the maximum to the host.
+
+    Example:
+        >>> F.one_hot(dtrain.tensor([0, 2]), 3)
+        tensor([[1, 0, 0],
+                [0, 0, 1]])
+    """
     if x.dtype.kind not in "iu":
         raise RuntimeError(f"one_hot is only applicable to index tensors (int64), got {x.dtype}")
     xp = get_array_module(x.array)
-    if num_classes == -1:
+    if num_classes == -1:  # the output's shape depends on the values: a host synchronisation on a GPU
         num_classes = int(x.array.max()) + 1 if x.numel() else 0
-    if x.numel() and (int(x.array.min()) < 0 or int(x.array.max()) >= num_classes):
-        raise RuntimeError(f"one_hot: class values must be in [0, {num_classes - 1}], got values in "
-                           f"[{int(x.array.min())}, {int(x.array.max())}]")
+    if x.numel():  # on a GPU: raised at the next host synchronisation (device_checks)
+        device_checks.check_range(x.array, 0, num_classes, ("one_hot", num_classes), lambda lo, hi: RuntimeError(
+            f"one_hot: class values must be in [0, {num_classes - 1}], got values in [{lo}, {hi}]"))
     return Tensor._wrap((x.array[..., None] == xp.arange(num_classes)).astype(dtypes.int64))
 

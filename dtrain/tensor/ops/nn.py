@@ -7,7 +7,7 @@ import math
 import numbers
 import warnings
 
-from .. import backend
+from .. import backend, device_checks
 from ..backend import get_array_module
 from ..function import Function, unbroadcast
 from ..grad_mode import no_grad
@@ -435,8 +435,19 @@ def _class_weight(weight, c, input, op):
 
 
 def _check_classes(target, c, ignore_index, op):
+    """Class indices in [0, c) or ``ignore_index``; on a GPU checked on the device, the error
+    raised at the next host synchronisation (device_checks)."""
     t = target.array
-    if not t.size or (0 <= int(t.min()) and int(t.max()) < c):
+    if not t.size:
+        return
+    if backend.is_cuda_array(t):
+        xp = get_array_module(t)
+        device_checks.check_range(
+            xp.where(t == ignore_index, 0, t), 0, c, (op, c, ignore_index),
+            lambda lo, hi: IndexError(f"{op}: target {hi if hi >= c else lo} is out of bounds: expected class "
+                                      f"indices in [0, {c - 1}] or ignore_index ({ignore_index})"))
+        return
+    if 0 <= int(t.min()) and int(t.max()) < c:
         return
     bad = t[(t != ignore_index) & ((t < 0) | (t >= c))]
     if bad.size:
@@ -459,7 +470,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     Args:
         input: logits of shape (N, C), (N, C, d1, ...) or (C,).
         target: class indices (integer dtype) of shape (N,), (N, d1, ...) or (); or class
-            probabilities (floating) of the input's shape.
+            probabilities (floating) of the input's shape. An index out of [0, C) raises
+            IndexError: at once on the CPU; on a GPU at the next host synchronisation
+            (``.item()``, printing; ``dtrain.tensor.device_checks``), checked on the device.
         weight: optional per-class weights, shape (C,).
         ignore_index: target value that contributes neither loss nor gradient (index targets).
         reduction: ``'mean'`` (weighted: divided by the sum of the kept targets' weights),
@@ -498,7 +511,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 
     Args:
         input: log-probabilities of shape (N, C), (N, C, d1, ...) or (C,).
-        target: class indices of shape (N,), (N, d1, ...) or ().
+        target: class indices of shape (N,), (N, d1, ...) or () (checked as in :func:`cross_entropy`).
         weight, ignore_index, reduction: as in :func:`cross_entropy`.
 
     Example:
@@ -960,7 +973,10 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     """Rows of ``weight`` picked by the indices ``input``; the row ``padding_idx`` gets no gradient.
 
     Args:
-        input: integer indices, any shape.
+        input: integer indices, any shape, in [0, num_embeddings): on the CPU an index out of
+            range raises IndexError at once; on a GPU it is checked on the device and raises
+            at the next host synchronisation (``.item()``, printing; see
+            ``dtrain.tensor.device_checks``), so that the check costs no synchronisation.
         weight: (num_embeddings, embedding_dim).
         padding_idx: optional index (negative counts from the end) whose row is not trained.
 
@@ -987,9 +1003,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
             raise ValueError(f"{op}: padding_idx {padding_idx} must be within num_embeddings ({n})")
         padding_idx %= n
     idx = input.array
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise IndexError(f"{op}: indices must be in [0, {n - 1}] (num_embeddings = {n}), got values in "
-                         f"[{int(idx.min())}, {int(idx.max())}]")
+    if idx.size:
+        device_checks.check_range(idx, 0, n, (op, n), lambda lo, hi: IndexError(
+            f"{op}: indices must be in [0, {n - 1}] (num_embeddings = {n}), got values in [{lo}, {hi}]"))
     return Embedding.apply(weight, idx, padding_idx=padding_idx)
 
 

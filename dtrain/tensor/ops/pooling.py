@@ -5,7 +5,7 @@ kh * kw offsets, never over pixels); their input gradient scatters back the same
 Adaptive max pooling gathers its (possibly overlapping) bins first. The 1-D pools are the
 2-D ones over a height of 1.
 """
-from ..backend import get_array_module, scatter_add
+from ..backend import get_array_module, is_cuda_array, scatter_add
 from ..function import Function
 from ..tensor import Tensor
 from .conv import _batched, _disjoint, _geometry, _offsets, _pad, _pair, _put, _scatter, _tuple
@@ -69,8 +69,10 @@ def _running_max(views):
     kind = xp.int8 if len(views) < 128 else xp.int32
     argmax, step = xp.zeros(views[0].shape, dtype=kind), xp.empty(views[0].shape, dtype=kind)
     wins = xp.empty(views[0].shape, dtype=bool)
-    # NaN needs a test per view; it runs only when the cheap pass found a NaN in the result
-    for nan_rule in (False, True) if views[0].dtype.kind == "f" else (False,):
+    # NaN needs a test per view. On the CPU it runs only when the cheap pass found a NaN in
+    # the result; on a GPU that look would be a host synchronisation: always NaN-aware there
+    rules = (False,) if views[0].dtype.kind != "f" else (True,) if is_cuda_array(views[0]) else (False, True)
+    for nan_rule in rules:
         out = views[0].copy()
         for i, s in enumerate(views[1:], 1):
             xp.greater(s, out, out=wins)
