@@ -201,11 +201,12 @@ class NCCLProcessGroup(ProcessGroup):
             ready = cupy.cuda.Event(disable_timing=True)
             ready.record(caller)
             self.stream.wait_event(ready)
+            op.watch_device(self.comm)
             with self.stream:
                 fn()
             done = cupy.cuda.Event(disable_timing=True)
             done.record(self.stream)
-            op.watch_device(done, self.comm)
+            op.event = done
             if async_op:
                 return CudaWork(name, done, (fn, arrays), self.timeout, op.timeout_message, self.device)
             caller.wait_event(done)

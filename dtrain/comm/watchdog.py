@@ -73,15 +73,16 @@ class Op:
         self.group, self.name, self.seq, self.async_op, self.label = group, name, seq, async_op, label
         self.spec = (arrays[-1].dtype, arrays[-1].shape) if arrays else None  # a plain tuple: cheapest
         self.start = self.thread = None
-        self.event = None  # a device operation: watched until this CUDA event has passed (see watch_device)
-        self.backend = None  # then: its communicator, with abort() and check_async_error()
+        self.backend = None  # a device operation: its communicator, with abort() and check_async_error()
+        self.event = None  # then: the CUDA event that marks its end, once recorded (see watch_device)
 
-    def watch_device(self, event, backend):
-        """Watch this operation, launched on a CUDA stream, until ``event`` has passed;
-        ``backend`` (an NCCL communicator) is aborted if it times out or fails."""
+    def watch_device(self, backend):
+        """Watch this operation, about to be launched on a CUDA stream with communicator
+        ``backend`` (aborted if it times out or fails), until the event set as ``self.event``
+        after the launch has passed. Watched from before the launch: a launch may block."""
         self.thread = threading.get_ident()
         self.start = time.monotonic()
-        self.event, self.backend = event, backend
+        self.backend = backend
         if self.group.watchdog is not None:
             self.group.watchdog.ops.add(self)
 
@@ -156,7 +157,7 @@ class Watchdog:
                 pass
             now = time.monotonic()
             for op in list(self.ops):
-                if op.event is not None and self._device_done(op):
+                if op.backend is not None and self._device_done(op):
                     continue
                 timeout = op.group.timeout
                 if timeout is None or op.start is None:
@@ -168,7 +169,7 @@ class Watchdog:
     def _device_done(self, op):
         """For an operation on a CUDA stream: True (and unwatched) once its event has passed;
         ends the job if its communicator reports an asynchronous error."""
-        if op.event.done:
+        if op.event is not None and op.event.done:
             self.ops.discard(op)
             return True
         try:
@@ -186,7 +187,7 @@ class Watchdog:
 
     def _expire(self, op, timeout):
         self.fired = True
-        if op.event is not None:  # abort first: a host sync on the stuck stream then returns
+        if op.backend is not None:  # abort first: a host sync on the stuck stream then returns
             _abort_quietly(op.backend)
             where = "the thread that launched it on the GPU"
         else:
@@ -197,7 +198,7 @@ class Watchdog:
     def _stack(op, where):
         frame = sys._current_frames().get(op.thread)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-        return f"stack of {where}, {'now' if op.event is not None else 'waiting'} in {op.name}:\n{stack}"
+        return f"stack of {where}, {'now' if op.backend is not None else 'waiting'} in {op.name}:\n{stack}"
 
     def _serve(self):
         """Answer every pending query: (calls so far, last call) of the asked group.

@@ -14,6 +14,8 @@ from dtrain.comm import ReduceOp
 backend = sys.argv[sys.argv.index("--backend") + 1]
 dist.init_process_group(backend=backend)
 RANK, N = dist.get_rank(), dist.get_world_size()
+if backend == "mpi":  # rank r on GPU r % n: async results are written back on the comm thread, on this device
+    dtrain.cuda.set_device(RANK % dtrain.cuda.device_count())
 OPS = {ReduceOp.SUM: np.sum, ReduceOp.PRODUCT: np.prod, ReduceOp.MIN: np.min, ReduceOp.MAX: np.max,
        ReduceOp.AVG: lambda a, axis: np.sum(a, axis=axis) / N}
 failures, passed = [], [0]

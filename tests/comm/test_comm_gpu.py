@@ -1,12 +1,18 @@
 """Collectives on GPU arrays: the NCCL backend, and the MPI backend moving CuPy arrays
-(CUDA-aware or staged through host memory). Skipped without a CUDA device."""
+(CUDA-aware or staged through host memory), rank r on GPU r % n; the launcher's device
+binding; the watchdog on a stuck NCCL operation. Skipped without a CUDA device (real or
+the tests' emulation)."""
+import json
+import os
 import sys
+import time
 
 import pytest
 
-from comm_helpers import output, require_mpi, run
+from comm_helpers import clean_env, output, require_mpi, run
 
 pytestmark = pytest.mark.gpu
+EMULATED = os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0")
 
 
 def gpus():
@@ -23,3 +29,36 @@ def test_gpu_collectives_match_numpy(backend):
     assert result.returncode == 0, output(result)
     for rank in range(n):
         assert f"rank {rank}: all " in result.stdout, output(result)
+
+
+def test_launcher_binds_rank_to_device_modulo_count():
+    """``dtrain.launch --nproc 4`` on 2 GPUs (real or emulated) puts rank r on GPU r % 2,
+    under the NCCL backend by default, and an all_reduce runs there."""
+    require_mpi()
+    n = gpus()
+    if n < 2:
+        pytest.skip(f"needs 2 GPUs, {n} visible")
+    env = clean_env(DTRAIN_CUPY_EMULATION="2") if EMULATED else None
+    result = run([sys.executable, "-m", "dtrain.launch", "--nproc", "4", "tests/comm/rank_nccl_device.py", "bind"],
+                 timeout=120, env=env)
+    assert result.returncode == 0, output(result)
+    got = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")),
+                 key=lambda r: r["rank"])
+    assert [(r["rank"], r["device"], r["group_device"], r["backend"]) for r in got] == \
+        [(r, r % 2, r % 2, "nccl") for r in range(4)], output(result)
+
+
+def test_stuck_nccl_op_ends_the_job_naming_it():
+    """An NCCL all_reduce that one rank never calls is caught by the watchdog after the
+    timeout (2 s): the communicator is aborted and the job ends with a report naming the
+    operation, its number on the group, the ranks and the one that has not called it."""
+    mpiexec = require_mpi()
+    if gpus() < 2 and not EMULATED:
+        pytest.skip("needs 2 GPUs")
+    env = clean_env(DTRAIN_TIMEOUT="2")
+    start = time.monotonic()
+    result = run([mpiexec, "-n", "2", sys.executable, "tests/comm/rank_nccl_device.py", "hang"], timeout=60, env=env)
+    assert result.returncode != 0 and time.monotonic() - start < 40, output(result)
+    assert "rank 0 failed: DistTimeoutError: all_reduce(float32[4]) (collective #2 on ranks [0, 1]) did not " \
+           "finish within 2 s on rank 0; ranks that have not called it: [1]" in result.stderr, output(result)
+    assert "the stuck all_reduce finished" not in result.stdout, output(result)

@@ -234,15 +234,19 @@ def device_op(dog, event, comm, seq=3):
     group = Group()
     group.watchdog = dog
     op = Op(group, "all_reduce", [np.zeros(4, np.float32)], seq, False)
-    op.watch_device(event, comm)
+    op.watch_device(comm)
+    op.event = event
     return op
 
 
 def test_device_op_is_watched_until_its_event_has_passed():
-    """A device operation stays watched after its call returned, until its event has passed."""
+    """A device operation is watched from before its launch (which may block) and after its
+    call returned, until its event has passed."""
     dog = bare_watchdog()
     event = Event()
-    op = device_op(dog, event, Communicator())
+    op = device_op(dog, None, Communicator())
+    assert op in dog.ops and not dog._device_done(op)
+    op.event = event
     assert op in dog.ops and not dog._device_done(op)
     event.done = True
     assert dog._device_done(op) and op not in dog.ops and not dog.reports
