@@ -238,3 +238,23 @@ def test_gpu_valid_indices_raise_nothing_and_cost_one_read():
         if device != "cpu":
             assert syncs.count == 2, syncs.events  # the value, then every kept check at once
     assert out[0] == out[1]
+
+
+# ---- item 6: DDP's buffer broadcast, coalesced per dtype -------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="issue 13 item 6: DistributedDataParallel._sync_buffers "
+                   "(parallel/distributed.py) still broadcasts each buffer; remove this mark with the fix")
+@pytest.mark.parametrize("backend", ["mpi", pytest.param("nccl", marks=pytest.mark.gpu)])
+def test_ddp_broadcasts_buffers_coalesced_per_dtype(backend):
+    """At 2 ranks, a forward of a model with 2 BatchNorm layers (6 buffers of 2 dtypes) gives
+    every rank rank 0's buffers in 2 backend broadcasts (one per dtype), not 6."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "comm"))
+    from comm_helpers import output, require_mpi, run
+    mpiexec = require_mpi()
+    if backend == "nccl" and dtrain.cuda.device_count() < 2:
+        pytest.skip("NCCL needs a GPU per rank: 2 GPUs")
+    result = run([mpiexec, "-n", "2", sys.executable, "tests/comm/rank_ddp_buffers.py", "--backend", backend],
+                 timeout=300)
+    assert result.returncode == 0, output(result)
+    for rank in range(2):
+        assert f"rank {rank}: broadcasts per forward 2, buffers equal rank 0's" in result.stdout, output(result)
