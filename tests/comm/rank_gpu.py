@@ -1,6 +1,7 @@
 """Rank script for test_comm_gpu.py: collectives on CuPy arrays against NumPy, with the
 NCCL backend (``--backend nccl``) or the MPI backend moving GPU memory (``--backend mpi``).
 Prints ``rank R: all N checks passed`` or the failures (exit code 1)."""
+import os
 import sys
 import traceback
 
@@ -91,6 +92,27 @@ def point_to_point():
     np.testing.assert_array_equal(cupy.asnumpy(got), np.full(1000, float(prv)))
 
 
+def float16_average():
+    """AVG of float16 values whose sum overflows (2 x 40000 > 65504) is still 40000: ncclAvg
+    (NCCL >= 2.10 pre-multiplies floats) or the division before the sum."""
+    a = cupy.full(8, 40000, cupy.float16)
+    dist.all_reduce(a, op=ReduceOp.AVG)
+    np.testing.assert_array_equal(cupy.asnumpy(a), np.full(8, 40000, np.float16))
+
+
+def wrong_device():
+    """An NCCL group refuses a tensor on another GPU than its own, naming both."""
+    other = (cupy.cuda.Device().id + 1) % cupy.cuda.runtime.getDeviceCount()
+    with cupy.cuda.Device(other):
+        b = cupy.ones(2)
+    try:
+        dist.all_reduce(b)
+    except ValueError as e:
+        assert f"a tensor on cuda:{other} given to the NCCL group of cuda:{cupy.cuda.Device().id}" in str(e), e
+    else:
+        raise AssertionError("all_reduce of a tensor on another GPU than the group's did not raise")
+
+
 def host_and_objects():
     h = np.ones(4) * (RANK + 1)  # NumPy arrays still work (through MPI under NCCL)
     dist.all_reduce(h)
@@ -106,6 +128,11 @@ check("data movement", movement)
 if N > 1:
     check("point to point", point_to_point)
 check("host arrays and objects", host_and_objects)
+# the emulated ncclAvg sums in float16 before dividing (real NCCL pre-multiplies floats): checked on real GPUs
+if backend == "mpi" or not os.environ.get("DTRAIN_CUPY_EMULATION"):
+    check("float16 average", float16_average)
+if backend == "nccl" and cupy.cuda.runtime.getDeviceCount() > 1:
+    check("a tensor on another GPU", wrong_device)
 assert dist.get_backend() == backend
 if backend == "nccl":  # each rank on GPU cuda:local_rank
     assert cupy.cuda.Device().id == dist.get_local_rank()
