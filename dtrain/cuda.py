@@ -42,6 +42,7 @@ def _index(device, what):
     d = Device("cuda", device) if isinstance(device, int) else Device(device)
     if d.type != "cuda":
         raise ValueError(f"{what}: expected a CUDA device, got {device!r}")
+    d = backend.resolve(d)
     if d.index >= device_count():
         raise ValueError(f"{what}: invalid device {d}: only {device_count()} CUDA device(s) are visible")
     return d.index

@@ -252,7 +252,7 @@ def test_float32_graph_stays_float32():
 
 def test_device_parsing():
     """Device accepts 'cpu', 'cuda', 'cuda:N', (type, index); compares with strings."""
-    assert dtrain.device("cuda").index == 0 and dtrain.device("cuda:2").index == 2
+    assert dtrain.device("cuda").index is None and dtrain.device("cuda:2").index == 2  # "cuda": the current one
     assert dtrain.device("cuda", 1) == "cuda:1" and dtrain.device("cpu") == "cpu"
     assert str(dtrain.device("cuda:1")) == "cuda:1" and repr(dtrain.device("cpu")) == "device(type='cpu')"
     assert dtrain.device(dtrain.device("cuda:3")).index == 3

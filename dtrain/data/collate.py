@@ -5,7 +5,7 @@ import copy
 import numpy
 
 from ..tensor import Tensor, as_tensor, dtypes, stack, tensor
-from ..tensor.backend import get_array_module
+from ..tensor.backend import get_array_module, switch_to
 
 _ERROR = "default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {}"
 
@@ -19,7 +19,12 @@ def _stack(tensors):
     if all(t.shape == first.shape and not t.requires_grad for t in tensors):
         # one array stack instead of one autograd op per sample; dtrain.stack (below) keeps
         # the graph when a sample needs it and raises the error naming unequal shapes
-        return Tensor._wrap(get_array_module(first.array).stack([t.array for t in tensors]))
+        arrays = [t.array for t in tensors]
+        switch = switch_to(arrays[:1])
+        if switch is None:
+            return Tensor._wrap(get_array_module(first.array).stack(arrays))
+        with switch:  # CUDA samples are stacked on their device, whichever is current in this thread
+            return Tensor._wrap(get_array_module(first.array).stack(arrays))
     return stack(tensors)
 
 

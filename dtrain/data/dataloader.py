@@ -4,6 +4,7 @@ Workers are threads, not processes: nothing is pickled, the dataset is shared, a
 NumPy kernels that do the work release the GIL. Each worker has its own task queue and
 all share one result queue; the main thread hands out batch indices round-robin, keeps at
 most ``prefetch_factor * num_workers`` batches in flight, and yields them in order.
+The workers run with the CUDA device that is current in the thread that starts them.
 """
 import functools
 import itertools
@@ -11,6 +12,7 @@ import queue
 import threading
 import weakref
 
+from ..tensor import backend
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, check_generator, draw_seed
@@ -110,8 +112,10 @@ class _Failure:
 _EXHAUSTED = object()  # a worker's IterableDataset iterator has ended
 
 
-def _worker_loop(info, make_fetcher, worker_init_fn, tasks, results, stop):
+def _worker_loop(info, make_fetcher, worker_init_fn, tasks, results, stop, cuda_device):
     _local.info = info
+    if cuda_device is not None:  # "cuda" in the dataset or collate_fn means the loader's device
+        backend.cupy.cuda.Device(cuda_device).use()
     failure = None
     try:
         if worker_init_fn is not None:
@@ -146,10 +150,13 @@ class _WorkerPool:
         self.stop = threading.Event()
         self.join_timeout = loader.timeout or None
         self.owner = None  # the epoch token of the iterator allowed to use a persistent pool
+        # a new thread starts on CUDA device 0: the workers take the current device of the
+        # thread that starts them (a rank's, after set_device(local_rank))
+        cuda_device = backend.current_cuda_index() if backend.cuda_is_available() else None
         self.threads = [
             threading.Thread(target=_worker_loop, name=f"dtrain-data-worker-{i}", daemon=True,
                              args=(WorkerInfo(i, n, base_seed + i, loader.dataset), loader._fetcher_factory(),
-                                   loader.worker_init_fn, self.tasks[i], self.results, self.stop))
+                                   loader.worker_init_fn, self.tasks[i], self.results, self.stop, cuda_device))
             for i in range(n)]
         for t in self.threads:
             t.start()

@@ -10,6 +10,7 @@ from collections import OrderedDict, namedtuple
 
 from ..tensor import Tensor, no_grad
 from ..tensor import backend, dtypes
+from ..tensor.function import input_switch
 from ..tensor.tensor import RemovableHandle, Size, parse_to_args, zero_grads
 from .parameter import Parameter
 
@@ -85,6 +86,13 @@ class Module:
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required \"forward\" function")
 
     def __call__(self, *args, **kwargs):
+        switch = input_switch(args) if backend.cupy is not None else None
+        if switch is None:
+            return self._call_impl(args, kwargs)
+        with switch:  # the layer's array work runs on its input's device, whichever is current
+            return self._call_impl(args, kwargs)
+
+    def _call_impl(self, args, kwargs):
         for hook in list(self._forward_pre_hooks):
             result = hook(self, args)
             if result is not None:
@@ -381,7 +389,7 @@ class Module:
 
     def cuda(self, device=None):
         """Move parameters and buffers to CUDA device ``device`` (an index, "cuda:N" or a
-        Device; default the first), in place."""
+        Device; default the current one, as ``dtrain.cuda.set_device`` chose), in place."""
         return self.to("cuda" if device is None else device)
 
     def cpu(self):

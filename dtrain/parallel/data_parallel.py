@@ -23,7 +23,7 @@ def _device(spec, what):
     if isinstance(spec, numbers.Integral) and not isinstance(spec, bool) and spec >= 0:
         spec = backend.Device("cuda", int(spec))
     try:
-        return backend.Device(spec)
+        return backend.resolve(backend.Device(spec))  # "cuda": the current device, as PyTorch
     except (TypeError, ValueError) as e:
         raise ValueError(f"DataParallel: {what} {spec!r} is not a device: {e}") from None
 

@@ -3,16 +3,16 @@
 Everything that must be spelled differently for NumPy and CuPy lives here, so the
 ops are written once against ``xp``.
 """
+import numbers
+
 import numpy
 
 from . import device_checks
 
 try:  # the CuPy import is guarded: CPU-only installs never need it
     import cupy
-    import cupyx
 except Exception:  # ImportError, or a CuPy build that cannot load its CUDA libraries
     cupy = None
-    cupyx = None
 
 
 def cuda_device_count():
@@ -32,6 +32,13 @@ class Device:
     """Where a tensor lives: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``;
     an int is a CUDA device index, as in PyTorch (``Device(1)`` is cuda:1).
 
+    As in PyTorch, ``Device("cuda")`` has index None and means the CURRENT CUDA device
+    (``dtrain.cuda.set_device``) at the moment it is used: tensors and modules moved or
+    created there land on that device; a tensor's own ``.device`` always has an index.
+    Devices compare as PyTorch's (``Device("cuda") != Device("cuda:0")``); unlike PyTorch's
+    they also compare with strings, where "cuda" is the current device (``t.device == "cuda"``
+    asks whether ``t`` is on the current CUDA device).
+
     Args:
         spec: a string "cpu", "cuda" or "cuda:N", another Device, or an int N.
         index: device index, for ``Device("cuda", 1)``.
@@ -39,6 +46,8 @@ class Device:
     Example:
         >>> Device("cuda:1").index
         1
+        >>> Device("cuda").index is None
+        True
     """
 
     __slots__ = ("type", "index")
@@ -65,8 +74,10 @@ class Device:
             if index not in (None, 0):
                 raise ValueError(f"the CPU has no device index {index}: use 'cpu'")
             index = None
-        elif index is None:
-            index = 0
+        elif index is not None:
+            if not isinstance(index, numbers.Integral) or isinstance(index, bool) or index < 0:
+                raise ValueError(f"device index must be a non-negative int, got {index!r}")
+            index = int(index)
         self.type, self.index = kind, index
 
     def __repr__(self):
@@ -76,8 +87,9 @@ class Device:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 
     def __eq__(self, other):
-        if isinstance(other, str):
-            other = Device(other)
+        if isinstance(other, str):  # a convenience PyTorch lacks: "cuda" there is the current device
+            a, b = resolve(self), resolve(Device(other))
+            return (a.type, a.index) == (b.type, b.index)
         return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
 
     def __hash__(self):
@@ -85,6 +97,18 @@ class Device:
 
 
 CPU = Device("cpu")
+
+
+def current_cuda_index():
+    """The index of the current CUDA device of this thread (0 without CuPy)."""
+    return 0 if cupy is None else cupy.cuda.runtime.getDevice()
+
+
+def resolve(device):
+    """``device`` with its index: "cuda" without one is the current CUDA device (as PyTorch)."""
+    if device.type == "cuda" and device.index is None:
+        return Device("cuda", current_cuda_index())
+    return device
 
 
 def get_array_module(*arrays):
@@ -112,7 +136,7 @@ def module_for(device):
         raise RuntimeError(f"{device} requested but CuPy is not installed, so no CUDA device is available: "
                            f"install dtrain[cuda] or use 'cpu'")
     n = cuda_device_count()
-    if device.index >= n:
+    if resolve(device).index >= n:
         none = " (no CUDA device is available): use 'cpu'" if n == 0 else ""
         raise RuntimeError(f"{device} requested but only {n} CUDA device(s) are visible{none}")
     return cupy
@@ -120,6 +144,7 @@ def module_for(device):
 
 def to_device(array, device):
     """Copy (or pass through) ``array`` so that it lives on ``device``."""
+    device = resolve(device)
     if device_of(array) == device:
         return array
     if device.type == "cpu":
@@ -143,7 +168,7 @@ class device_guard:
     """Make ``device`` current for CuPy allocations inside the block (no-op on CPU)."""
 
     def __init__(self, device):
-        self.ctx = cupy.cuda.Device(device.index) if device.type == "cuda" else None
+        self.ctx = cupy.cuda.Device(resolve(device).index) if device.type == "cuda" else None
 
     def __enter__(self):
         if self.ctx is not None:
@@ -154,14 +179,30 @@ class device_guard:
             self.ctx.__exit__(*exc)
 
 
+def switch_to(arrays):
+    """The ``cupy.cuda.Device`` to enter to run a kernel on ``arrays`` (those of the first
+    CuPy array among them), or None where nothing needs entering: NumPy arrays, or that
+    device already current. CuPy launches on the current device and refuses operands from
+    another, while PyTorch runs an op on its operands' device, whichever is current.
+
+    Example:
+        >>> dev = switch_to(arrays)
+        >>> with dev or contextlib.nullcontext(): ...
+    """
+    if cupy is None:
+        return None
+    for a in arrays:
+        if isinstance(a, cupy.ndarray):
+            index = a.device.id
+            return None if index == cupy.cuda.runtime.getDevice() else cupy.cuda.Device(index)
+    return None
+
+
 # --- the few spellings that differ between NumPy and CuPy ------------------------------
 
 def scatter_add(target, indices, values):
     """``target[indices] += values`` where repeated indices accumulate (unbuffered)."""
-    if is_cuda_array(target):
-        cupyx.scatter_add(target, indices, values)
-    else:
-        numpy.add.at(target, indices, values)
+    get_array_module(target).add.at(target, indices, values)  # cupyx.scatter_add is CuPy's deprecated spelling
 
 
 def sliding_window_view(x, window_shape, axis):
@@ -211,7 +252,7 @@ def make_rng(device, seed):
     if device.type == "cpu":
         return numpy.random.default_rng(seed)
     module_for(device)
-    with cupy.cuda.Device(device.index):
+    with cupy.cuda.Device(resolve(device).index):
         return _CupyRNG(seed)
 
 

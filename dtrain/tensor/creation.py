@@ -8,7 +8,7 @@ from .tensor import Tensor
 
 
 def _device(device):
-    return backend.CPU if device is None else backend.Device(device)
+    return backend.CPU if device is None else backend.resolve(backend.Device(device))
 
 
 def _to_array(data, dtype=None, device=None, copy=True):
@@ -44,11 +44,12 @@ def _to_array(data, dtype=None, device=None, copy=True):
     out = backend.to_device(arr, target)
     if out is not arr:
         copy = False
-    if dtype is not None and out.dtype != dtype:
-        out, copy = out.astype(dtype), False
-    if copy:
-        out = out.copy()
-    return backend.get_array_module(out).asarray(out)
+    with backend.device_guard(target):  # astype and copy allocate on the current device
+        if dtype is not None and out.dtype != dtype:
+            out, copy = out.astype(dtype), False
+        if copy:
+            out = out.copy()
+        return backend.get_array_module(out).asarray(out)
 
 
 def _flat(data):

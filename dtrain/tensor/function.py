@@ -1,4 +1,5 @@
 """Function: one differentiable op, its forward and backward side by side."""
+import functools
 import itertools
 import numbers
 
@@ -46,12 +47,19 @@ class Function:
         arrays) that take part in forward but get no gradient."""
         fn = cls()
         arrays = [t.array if type(t) is Tensor or isinstance(t, Tensor) else t for t in inputs]
-        if len(arrays) > 1:
-            check_same_device(fn.name, arrays)
+        switch = None
+        if backend.cupy is not None:  # without CuPy every array is on the CPU: nothing to check
+            if len(arrays) > 1:
+                check_same_device(fn.name, arrays)
+            switch = backend.switch_to(arrays)
         needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         track = cls.differentiable and any(needs) and is_grad_enabled()
         fn.needs_input_grad = needs if track else (False,) * len(inputs)
-        out = fn.forward(*arrays, **params)
+        if switch is None:
+            out = fn.forward(*arrays, **params)
+        else:  # the op runs on its operands' device, whichever is current (as PyTorch)
+            with switch:
+                out = fn.forward(*arrays, **params)
         if anomaly._enabled[0]:
             anomaly.check_forward(fn, inputs, out)
         if not track:
@@ -61,6 +69,36 @@ class Function:
         fn.seq = next(_seq)
         fn.out_hooks = None
         return Tensor._wrap(out, fn)
+
+
+def input_switch(args):
+    """The ``cupy.cuda.Device`` to enter for work on ``args`` (its first Tensor's device), or
+    None: no CuPy, no Tensor, or that device already current."""
+    if backend.cupy is None:
+        return None
+    for a in args:
+        if isinstance(a, Tensor):
+            return backend.switch_to((a.array,))
+    return None
+
+
+def on_input_device(op):
+    """Decorate a functional op whose wrapper works on arrays outside ``Function.apply``
+    (masks, index arrays, checks): it runs with its first Tensor argument's CUDA device
+    current, as ``Function.apply`` runs a kernel; a plain call on the CPU.
+
+    Example:
+        >>> @on_input_device
+        ... def dropout(input, p=0.5, training=True): ...
+    """
+    @functools.wraps(op)
+    def run(*args, **kwargs):
+        switch = input_switch(args)
+        if switch is None:
+            return op(*args, **kwargs)
+        with switch:
+            return op(*args, **kwargs)
+    return run
 
 
 def check_same_device(op, arrays):

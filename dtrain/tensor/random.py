@@ -16,7 +16,7 @@ class Generator:
     """
 
     def __init__(self, device="cpu"):
-        self.device = backend.Device(device)
+        self.device = backend.resolve(backend.Device(device))  # "cuda": the current device, as PyTorch
         self.manual_seed(numpy.random.SeedSequence().entropy % (2 ** 63))
 
     def manual_seed(self, seed):
@@ -39,6 +39,7 @@ class Generator:
 
 
 def default_generator(device):
+    device = backend.resolve(device)
     g = _generators.get(device)
     if g is None:
         g = _generators[device] = Generator(device)

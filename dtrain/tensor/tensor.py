@@ -8,6 +8,19 @@ from . import anomaly, backend, dtypes
 from .grad_mode import is_grad_enabled, no_grad
 
 
+def _on_own_device(method):
+    """Run an in-place method with its tensor's CUDA device current (CuPy allocates and
+    launches on the current device, PyTorch on the tensor's); a plain call on the CPU."""
+    def run(self, *args, **kwargs):
+        switch = backend.switch_to((self.array,))
+        if switch is None:
+            return method(self, *args, **kwargs)
+        with switch:
+            return method(self, *args, **kwargs)
+    run.__name__, run.__qualname__, run.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    return run
+
+
 class Tensor:
     """An n-dimensional array that records the operations applied to it.
 
@@ -328,15 +341,18 @@ class Tensor:
         self.array[...] = value
         return self
 
+    @_on_own_device
     def copy_(self, src):
         """Copy ``src``'s values into self; ``src`` may live on another device (as in PyTorch)."""
         if isinstance(src, Tensor):
             src = backend.to_device(src.array, self.device)
         return self._inplace("copy_", src)
 
+    @_on_own_device
     def fill_(self, value):
         return self._inplace("fill_", value)
 
+    @_on_own_device
     def zero_(self):
         return self._inplace("zero_", 0)
 
@@ -353,46 +369,59 @@ class Tensor:
                                f"{getattr(o, 'dtype', type(o).__name__)}: {e}") from None
         return self
 
+    @_on_own_device
     def add_(self, other, alpha=1):
         return self._ufunc_("add_", "add", other if alpha == 1 else _raw(other, self) * alpha)
 
+    @_on_own_device
     def sub_(self, other, alpha=1):
         return self._ufunc_("sub_", "subtract", other if alpha == 1 else _raw(other, self) * alpha)
 
+    @_on_own_device
     def mul_(self, other):
         return self._ufunc_("mul_", "multiply", other)
 
+    @_on_own_device
     def div_(self, other):
         return self._ufunc_("div_", "true_divide", other)
 
+    @_on_own_device
     def addcmul_(self, t1, t2, value=1):
         prod = _raw(t1, self) * _raw(t2, self)
         return self._ufunc_("addcmul_", "add", prod if value == 1 else prod * value)
 
+    @_on_own_device
     def addcdiv_(self, t1, t2, value=1):
         q = _raw(t1, self) / _raw(t2, self)
         return self._ufunc_("addcdiv_", "add", q if value == 1 else q * value)
 
+    @_on_own_device
     def lerp_(self, end, weight):
         return self._inplace("lerp_", self.array + _raw(weight, self) * (_raw(end, self) - self.array))
 
+    @_on_own_device
     def clamp_(self, min=None, max=None):
         xp = backend.get_array_module(self.array)
         return self._inplace("clamp_", xp.clip(self.array, min, max))
 
+    @_on_own_device
     def sqrt_(self):
         return self._inplace("sqrt_", backend.get_array_module(self.array).sqrt(self.array))
 
+    @_on_own_device
     def neg_(self):
         return self._inplace("neg_", -self.array)
 
+    @_on_own_device
     def pow_(self, exponent):
         return self._inplace("pow_", self.array ** _raw(exponent, self))
 
+    @_on_own_device
     def uniform_(self, a=0.0, b=1.0, generator=None):
         from .random import uniform_array
         return self._inplace("uniform_", uniform_array(self.shape, a, b, self.dtype, self.device, generator))
 
+    @_on_own_device
     def normal_(self, mean=0.0, std=1.0, generator=None):
         from .random import normal_array
         return self._inplace("normal_", normal_array(self.shape, mean, std, self.dtype, self.device, generator))
@@ -409,6 +438,7 @@ class Tensor:
     def __itruediv__(self, other):
         return self.div_(other)
 
+    @_on_own_device
     def __setitem__(self, index, value):
         if isinstance(value, Tensor) and value.requires_grad and is_grad_enabled():
             raise RuntimeError("__setitem__: the value requires grad, but writing into a tensor records no graph "
@@ -511,7 +541,7 @@ def parse_to_args(args, kwargs):
             device = a
         else:
             dtype = a
-    return (None if device is None else backend.Device(device)), dtypes.as_dtype(dtype)
+    return (None if device is None else backend.resolve(backend.Device(device))), dtypes.as_dtype(dtype)
 
 
 def _check_dim(dim, ndim, op):
@@ -540,6 +570,14 @@ def run_backward(root, gradient, retain_graph):
     if not root.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn: "
                            "call requires_grad_() on the inputs, or check for a no_grad block")
+    switch = backend.switch_to((root.array,))
+    if switch is None:
+        return _run_backward(root, gradient, retain_graph)
+    with switch:  # the seed is allocated on the root's device
+        return _run_backward(root, gradient, retain_graph)
+
+
+def _run_backward(root, gradient, retain_graph):
     if gradient is None:
         if root.array.size != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs, but the output has "
@@ -588,19 +626,18 @@ def _walk(root_fn, grad, external, retain_graph):
     routed = {id(grad): 2 if external else 1}  # an array routed twice must be copied before it is kept
     leaf_bufs = {}
     heap = [(-root_fn.seq, root_fn)]
+    cuda = backend.cupy is not None
     while heap:
         fn = heapq.heappop(heap)[1]
         g = buffers.pop(fn, None)
         if g is not None:
-            if fn.out_hooks:
-                g = _run_hooks(fn.out_hooks, g)
-                routed[id(g)] = 2  # a hook may keep g or return an array it holds: never adopt it as a .grad
-            _check_versions(fn)
-            grads = fn.backward(g)
-            if not isinstance(grads, tuple):
-                grads = (grads,)
-            if anomaly._enabled[0]:
-                anomaly.check_backward(fn, grads)
+            # each node runs on its gradient's device (DataParallel's replicas live on other devices)
+            switch = backend.switch_to((g,)) if cuda else None
+            if switch is None:
+                grads = _run_node(fn, g, routed)
+            else:
+                with switch:
+                    grads = _run_node(fn, g, routed)
         else:
             grads = (None,) * len(fn.inputs)
         for t, need, gi in zip(fn.inputs, fn.needs_input_grad, grads):
@@ -612,7 +649,7 @@ def _walk(root_fn, grad, external, retain_graph):
             if child is None:
                 if gi is not None:
                     prev = leaf_bufs.get(id(t))
-                    leaf_bufs[id(t)] = gi if prev is None else prev + gi
+                    leaf_bufs[id(t)] = gi if prev is None else _add(prev, gi)
                 leaf_deps[id(t)] -= 1
                 if leaf_deps[id(t)] == 0:
                     b = leaf_bufs.pop(id(t), None)
@@ -621,13 +658,35 @@ def _walk(root_fn, grad, external, retain_graph):
             else:
                 if gi is not None:
                     prev = buffers.get(child)
-                    buffers[child] = gi if prev is None else prev + gi
+                    buffers[child] = gi if prev is None else _add(prev, gi)
                 deps[child] -= 1
                 if deps[child] == 0:
                     heapq.heappush(heap, (-child.seq, child))
         if not retain_graph:
             fn.__dict__.clear()
             fn.inputs = None
+
+
+def _run_node(fn, g, routed):
+    if fn.out_hooks:
+        g = _run_hooks(fn.out_hooks, g)
+        routed[id(g)] = 2  # a hook may keep g or return an array it holds: never adopt it as a .grad
+    _check_versions(fn)
+    grads = fn.backward(g)
+    if not isinstance(grads, tuple):
+        grads = (grads,)
+    if anomaly._enabled[0]:
+        anomaly.check_backward(fn, grads)
+    return grads
+
+
+def _add(a, b):
+    """``a + b`` on their device (the gradients summed for one tensor live where it does)."""
+    switch = backend.switch_to((b,))
+    if switch is None:
+        return a + b
+    with switch:
+        return a + b
 
 
 def _run_hooks(hooks, g):
@@ -648,6 +707,14 @@ def _check_versions(fn):
 
 
 def _accumulate(leaf, g, owned):
+    switch = backend.switch_to((leaf.array,))
+    if switch is None:
+        return _accumulate_here(leaf, g, owned)
+    with switch:  # .grad's copy and sum are allocated and run on the leaf's device
+        return _accumulate_here(leaf, g, owned)
+
+
+def _accumulate_here(leaf, g, owned):
     if isinstance(g, numpy.generic):
         g, owned = numpy.asarray(g), True
     if leaf._hooks:
