@@ -22,7 +22,7 @@ Sections (each survives the failure of another: its error is printed and recorde
 Ranks are started with ``python -m dtrain.launch --nproc N`` (this file, ``--worker ...``).
 
 Usage: python benchmarks/gpu_check.py [--quick] [--json PATH] [--emulate N] [--skip SECTION ...]
-                                      [--pytest-args "tests"] [--pytest-timeout 420]
+                                      [--pytest-args "tests"] [--pytest-timeout 300]
   --quick      small sizes and few steps (a smoke run)
   --emulate N  run on tests/emulation's CuPy emulation with N NumPy-backed devices (as does
                DTRAIN_CUPY_EMULATION=N): every figure is then labelled EMULATED and says
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--skip", nargs="+", default=[], choices=SECTIONS, help="sections not to run")
     p.add_argument("--workload", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     p.add_argument("--pytest-args", default="tests", help="what `pytest -m gpu` runs (default: tests)")
-    p.add_argument("--pytest-timeout", type=float, default=420.0, help="seconds before pytest is stopped")
+    p.add_argument("--pytest-timeout", type=float, default=300.0, help="seconds before pytest is stopped")
     p.add_argument("--rank-timeout", type=float, default=180.0, help="seconds for each multi-rank run")
     p.add_argument("--worker", choices=("allreduce", "ddp"), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -195,7 +195,8 @@ def section_pytest(args, emulated):
         raise RuntimeError(f"pytest -m gpu did not finish in {args.pytest_timeout:.0f} s (--pytest-timeout)")
     seconds = time.perf_counter() - start
     lines = [line for line in out.stdout.splitlines() if line.strip()]
-    summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed|skipped|error|deselected)", line)),
+    counted = r"\d+ (passed|failed|skipped|error|deselected)"
+    summary = next((line.strip("= ") for line in reversed(lines) if re.search(counted, line)),
                    lines[-1] if lines else "")
     counts = {k: 0 for k in ("passed", "failed", "skipped", "errors", "deselected", "xfailed", "xpassed")}
     for num, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)", summary):
@@ -397,6 +398,7 @@ def _spin_probe(step, cupy):
     first; a step that returns in well under S ms never waited. Returns (waited, detail)."""
     kernel = cupy.RawKernel(_SPIN, "dtrain_gpu_check_spin")
     dev = cupy.cuda.Device()
+    kernel((1,), (1,), (cupy.int64(1),))  # compiled here, not inside the calibration below
     step()
     dev.synchronize()
     t0 = time.perf_counter()
@@ -426,7 +428,8 @@ def section_syncs(args, emulated):
         raise RuntimeError("no CUDA device (pass --emulate N to count on the emulation)")
     counter = _syncs()
     method = ("emulation counter (exact count; CPU emulation)" if counter is not None else
-              "spin probe (real GPU; 0 or >= 1, not a count)")
+              "spin probe (real GPU; 0 or >= 1, not a count; a step that queues more kernels than CUDA's "
+              "launch queue holds also reads >= 1)")
     print(f"  method: {method}; one training step without .item()")
     out = {"method": method, "workloads": {}}
     for workload in args.workload:
@@ -660,7 +663,8 @@ def summary_rows(results):
             for workload, variants in res["workloads"].items():
                 for variant, r in variants.items():
                     if r["status"] != "ok":
-                        rows.append((name, f"{workload} {variant}", f"{r['status']}: {r.get('reason') or r.get('error')}"))
+                        why = r.get("reason") or r.get("error")
+                        rows.append((name, f"{workload} {variant}", f"{r['status']}: {why}"))
                         continue
                     value = f"{r['wall_ms']:.2f} ms/step"
                     if r.get("device_ms") is not None:
@@ -670,8 +674,9 @@ def summary_rows(results):
                     rows.append((name, f"{workload} {variant}", value))
         elif name == "syncs":
             for workload, r in res["workloads"].items():
-                rows.append((name, f"{workload} host syncs/step",
-                             f"{r['syncs']} ({res['method'].split(' (')[0]})" if r["status"] == "ok" else f"error: {r['error']}"))
+                method = res["method"].split(" (")[0]
+                value = f"{r['syncs']} ({method})" if r["status"] == "ok" else f"error: {r['error']}"
+                rows.append((name, f"{workload} host syncs/step", value))
         elif name == "allreduce":
             for r in res["rows"]:
                 if r["bytes"] in (4 << 10, 1 << 20, 64 << 20, 256 << 20) or r["bytes"] == res["rows"][-1]["bytes"]:
@@ -684,7 +689,8 @@ def summary_rows(results):
                     if r.get("status") != "ok":
                         rows.append((name, f"{workload} {nproc} rank(s)", f"error: {r.get('error')}"))
                         continue
-                    eff = f", efficiency {r['efficiency']:.3f}" if r.get("efficiency") is not None and nproc != "1" else ""
+                    eff = r.get("efficiency") if nproc != "1" else None
+                    eff = f", efficiency {eff:.3f}" if eff is not None else ""
                     syncs = f", {r['syncs']} syncs/step" if "syncs" in r else ""
                     rows.append((name, f"{workload} {nproc} rank(s)", f"{r['ms_per_step']:.2f} ms/step{eff}{syncs}"))
         if status == "failed":
