@@ -126,7 +126,7 @@ def test_sync_batchnorm_keeps_the_count_on_the_device(monkeypatch):
     np.testing.assert_allclose(out[1][4], out[0][4], rtol=1e-6)
 
 
-# ---- index checks: eager on the CPU, deferred on a GPU -------------------------------------
+# ---- value checks of the ops' arguments: eager on the CPU, deferred on a GPU ---------------
 
 def _floats(*shape, device):
     return dtrain.randn(*shape, device=device)
@@ -142,7 +142,7 @@ def _setitem(device):
     return x
 
 
-BAD_INDICES = [  # (name, op with an out-of-range index, exception type, message)
+BAD_VALUES = [  # (name, op with an index (or a probability) out of range, exception type, message)
     ("cross_entropy", lambda d: F.cross_entropy(_floats(3, 4, device=d), _ints([0, 4, -100], d)),
      IndexError, r"cross_entropy: target 4 is out of bounds: expected class indices in \[0, 3\] or ignore_index"),
     ("nll_loss", lambda d: F.nll_loss(_floats(2, 4, device=d), _ints([-1, 0], d)),
@@ -158,11 +158,15 @@ BAD_INDICES = [  # (name, op with an out-of-range index, exception type, message
     ("index_read", lambda d: _floats(3, 2, device=d)[_ints([1, 3], d)],
      IndexError, r"index 3 is out of bounds for axis 0 with size 3"),
     ("index_write", _setitem, IndexError, r"index 5 is out of bounds for axis 0 with size 3"),
+    ("binary_cross_entropy", lambda d: F.binary_cross_entropy(dtrain.tensor([0.5, 1.5], device=d),
+                                                              dtrain.tensor([1.0, 0.0], device=d)),
+     RuntimeError, r"binary_cross_entropy: all elements of input should be between 0 and 1, got values in "
+                   r"\[0.5, 1.5\]"),
 ]
-IDS = [case[0] for case in BAD_INDICES]
+IDS = [case[0] for case in BAD_VALUES]
 
 
-@pytest.mark.parametrize("name,op,kind,message", BAD_INDICES, ids=IDS)
+@pytest.mark.parametrize("name,op,kind,message", BAD_VALUES, ids=IDS)
 def test_cpu_index_errors_raise_in_the_op(name, op, kind, message):
     """On the CPU an index out of range raises in the op itself."""
     with pytest.raises(kind, match=message):
@@ -170,7 +174,7 @@ def test_cpu_index_errors_raise_in_the_op(name, op, kind, message):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,op,kind,message", BAD_INDICES, ids=IDS)
+@pytest.mark.parametrize("name,op,kind,message", BAD_VALUES, ids=IDS)
 def test_gpu_index_errors_raise_at_the_next_host_read(name, op, kind, message, monkeypatch):
     """On a GPU the op returns (the check runs on the device) and the error, with the op's
     message, comes at the next host read, saying so; after it, reads work again."""
@@ -183,7 +187,7 @@ def test_gpu_index_errors_raise_at_the_next_host_read(name, op, kind, message, m
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,op,kind,message", BAD_INDICES, ids=IDS)
+@pytest.mark.parametrize("name,op,kind,message", BAD_VALUES, ids=IDS)
 def test_gpu_index_errors_raise_in_the_op_with_launch_blocking(name, op, kind, message, monkeypatch):
     """With CUDA_LAUNCH_BLOCKING=1 (as in PyTorch) the GPU check raises in the op itself."""
     monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "1")

@@ -31,16 +31,18 @@ def defer(xp, bad, values, key, make_error):
     Args:
         xp: the array module of the check's arrays (CuPy).
         bad: a 0-d device array, true where the check failed.
-        values: 0-d device arrays (integers) that ``make_error`` needs for its message.
+        values: 0-d device arrays that ``make_error`` needs for its message (given to it as
+            Python ints, or floats if any of them is floating).
         key: names the check (with everything ``make_error`` depends on besides ``values``);
             a check repeated before the next host read keeps its first failure.
-        make_error: ``make_error(*values)`` -> the exception to raise (from host integers).
+        make_error: ``make_error(*values)`` -> the exception to raise, or None.
 
     Example:
         >>> defer(cupy, (idx.min() < 0) | (idx.max() >= n), [idx.min(), idx.max()], ("embedding", n),
         ...       lambda lo, hi: IndexError(f"embedding: values in [{lo}, {hi}]"))
     """
-    state = xp.stack([bad.astype(xp.int64)] + [v.astype(xp.int64, copy=False) for v in values])
+    dtype = xp.float64 if any(v.dtype.kind == "f" for v in values) else xp.int64
+    state = xp.stack([bad.astype(dtype)] + [v.astype(dtype, copy=False) for v in values])
     if xp is numpy or _blocking():  # a NumPy state costs nothing to read
         _raise_failed([(xp, state, make_error)], at_op=True)
         return
@@ -104,7 +106,7 @@ def _raise_failed(kept, at_op):
             values = flat[start:start + state.size]
             start += state.size
             if values[0]:
-                error = make_error(*values[1:])
+                error = make_error(*(int(v) if state.dtype.kind == "i" else v for v in values[1:]))
                 where = "" if at_op else (f" (found on cuda:{device} at the next host synchronisation after "
                                           f"the op; run with CUDA_LAUNCH_BLOCKING=1 to raise it in the op)")
                 raise type(error)(f"{error}{where}")

@@ -3,7 +3,7 @@ binary_cross_entropy, smooth_l1 and huber, kl_div (one Function each), and the m
 losses cosine_embedding, margin_ranking and triplet_margin (composites)."""
 import warnings
 
-from .. import backend
+from .. import backend, device_checks
 from ..backend import get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
@@ -47,7 +47,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
 
     Args:
         input: probabilities, any shape.
-        target: probabilities of the input's shape.
+        target: probabilities of the input's shape. A value of either outside [0, 1] raises
+            RuntimeError: at once on the CPU; on a GPU at the next host synchronisation
+            (``.item()``, printing; ``dtrain.tensor.device_checks``), checked on the device.
         weight: optional rescaling of each element's loss, broadcast to the input's shape.
         reduction: ``'mean'``, ``'sum'`` or ``'none'``.
 
@@ -65,9 +67,16 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     target = target.to(input.dtype)
     for name, t in (("input", input), ("target", target)):
         a = t.array
-        if a.size and not bool(((a >= 0) & (a <= 1)).all()):  # one device sync; NaN fails too
-            raise RuntimeError(f"{op}: all elements of {name} should be between 0 and 1, got values in "
-                               f"[{float(a.min())}, {float(a.max())}]")
+        if not a.size:
+            continue
+        inside = ((a >= 0) & (a <= 1)).all()  # NaN fails too
+
+        def make_error(lo, hi, name=name):
+            return RuntimeError(f"{op}: all elements of {name} should be between 0 and 1, got values in [{lo}, {hi}]")
+        if backend.is_cuda_array(a):  # raised at the next host synchronisation (device_checks)
+            device_checks.defer(get_array_module(a), ~inside, [a.min(), a.max()], (op, name), make_error)
+        elif not inside:
+            raise make_error(float(a.min()), float(a.max()))
     consts = {}
     if weight is not None:
         try:
