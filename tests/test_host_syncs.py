@@ -262,3 +262,19 @@ def test_ddp_broadcasts_buffers_coalesced_per_dtype(backend):
     assert result.returncode == 0, output(result)
     for rank in range(2):
         assert f"rank {rank}: broadcasts per forward 2, buffers equal rank 0's" in result.stdout, output(result)
+
+
+@pytest.mark.gpu
+def test_ddp_step_over_nccl_does_not_sync_the_host():
+    """At 2 ranks over NCCL, a DDP step (buffer broadcast, forward with BatchNorm and
+    cross-entropy, backward with the gradient all-reduce, SGD step) reads nothing back to the
+    host on any rank."""
+    counter()
+    if dtrain.cuda.device_count() < 2:
+        pytest.skip("NCCL needs a GPU per rank: 2 GPUs")
+    sys.path.insert(0, os.path.join(ROOT, "tests", "comm"))
+    from comm_helpers import output, require_mpi, run
+    result = run([require_mpi(), "-n", "2", sys.executable, "tests/comm/rank_ddp_host_syncs.py"], timeout=300)
+    assert result.returncode == 0, output(result)
+    for rank in range(2):
+        assert f"rank {rank}: host syncs per step 0 " in result.stdout, output(result)

@@ -1,14 +1,17 @@
-"""Value checks of index arguments on a GPU, without a host synchronisation per op.
+"""Value checks of ops' arguments (indices, probabilities) on a GPU, without a host
+synchronisation per op.
 
-On NumPy arrays an op checks its indices at once (free: the values are on the host). On a
+On NumPy arrays an op checks its arguments at once (free: the values are on the host). On a
 GPU, reading a check's answer would stall the host until the device has caught up, several
 times per training step; so the ops compute the check on the device, :func:`defer` keeps
 its answer (a small device array), and the next time the program reads a value to the host
 (``.item()``, ``.tolist()``, printing, ``.cpu()``, ``dtrain.cuda.synchronize()``) the kept
 answers are read with it: the first failed check raises its error there, naming the op and
 the bad value, as PyTorch's device-side asserts surface at the next synchronisation.
-Until then the op has run on CuPy's wrapped-around indices (memory-safe, wrong values), so a
-result is never used silently: the error comes at the first look at any value.
+Until then the op's result is wrong (CuPy wraps an out-of-range index around: memory stays
+safe), but never used silently: the error comes at the first look at any value. Checks are
+kept one per op and device (a repeated check keeps its first failure), so a loop that never
+reads a value does not grow them.
 With ``CUDA_LAUNCH_BLOCKING=1`` (PyTorch's switch for finding the failing op) each check is
 read at once and raises in its op.
 """
@@ -35,7 +38,7 @@ def defer(xp, bad, values, key, make_error):
             Python ints, or floats if any of them is floating).
         key: names the check (with everything ``make_error`` depends on besides ``values``);
             a check repeated before the next host read keeps its first failure.
-        make_error: ``make_error(*values)`` -> the exception to raise, or None.
+        make_error: ``make_error(*values)`` -> the exception to raise.
 
     Example:
         >>> defer(cupy, (idx.min() < 0) | (idx.max() >= n), [idx.min(), idx.max()], ("embedding", n),
@@ -68,7 +71,7 @@ def check_range(array, low, high, key, make_error):
 
 
 def range_check(xp, arrays, key, make_error):
-    """:func:`defer` the check ``low <= a.min()`` and ``a.max() < high`` for each ``(a, low, high)``
+    """Device arrays only: :func:`defer` the check ``low <= a.min()`` and ``a.max() < high`` for each ``(a, low, high)``
     of ``arrays`` (non-empty integer device arrays); ``make_error(lo0, hi0, lo1, hi1, ...)``."""
     bad, values = None, []
     for a, low, high in arrays:
