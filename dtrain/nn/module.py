@@ -86,13 +86,11 @@ class Module:
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required \"forward\" function")
 
     def __call__(self, *args, **kwargs):
-        switch = input_switch(args) if backend.cupy is not None else None
-        if switch is None:
-            return self._call_impl(args, kwargs)
-        with switch:  # the layer's array work runs on its input's device, whichever is current
-            return self._call_impl(args, kwargs)
-
-    def _call_impl(self, args, kwargs):
+        if backend.cupy is not None:
+            switch = input_switch(args)
+            if switch is not None:
+                with switch:  # the layer runs on its input's device (the call below finds it current)
+                    return self(*args, **kwargs)
         for hook in list(self._forward_pre_hooks):
             result = hook(self, args)
             if result is not None:

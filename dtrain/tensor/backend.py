@@ -124,8 +124,17 @@ def is_cuda_array(a):
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 
+_CUDA = {}  # index -> Device: built once, as device_of runs for every operand of every op
+
+
 def device_of(array):
-    return Device("cuda", array.device.id) if is_cuda_array(array) else CPU
+    if not is_cuda_array(array):
+        return CPU
+    index = array.device.id
+    device = _CUDA.get(index)
+    if device is None:
+        device = _CUDA[index] = Device("cuda", index)
+    return device
 
 
 def module_for(device):

@@ -47,11 +47,9 @@ class Function:
         arrays) that take part in forward but get no gradient."""
         fn = cls()
         arrays = [t.array if type(t) is Tensor or isinstance(t, Tensor) else t for t in inputs]
-        switch = None
-        if backend.cupy is not None:  # without CuPy every array is on the CPU: nothing to check
-            if len(arrays) > 1:
-                check_same_device(fn.name, arrays)
-            switch = backend.switch_to(arrays)
+        if len(arrays) > 1:
+            check_same_device(fn.name, arrays)
+        switch = backend.switch_to(arrays) if backend.cupy is not None else None
         needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         track = cls.differentiable and any(needs) and is_grad_enabled()
         fn.needs_input_grad = needs if track else (False,) * len(inputs)

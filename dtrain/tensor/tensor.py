@@ -10,7 +10,10 @@ from .grad_mode import is_grad_enabled, no_grad
 
 def _on_own_device(method):
     """Run an in-place method with its tensor's CUDA device current (CuPy allocates and
-    launches on the current device, PyTorch on the tensor's); a plain call on the CPU."""
+    launches on the current device, PyTorch on the tensor's); the method itself without CuPy."""
+    if backend.cupy is None:  # decided at import: every tensor then lives on the CPU
+        return method
+
     def run(self, *args, **kwargs):
         switch = backend.switch_to((self.array,))
         if switch is None:
@@ -570,14 +573,11 @@ def run_backward(root, gradient, retain_graph):
     if not root.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn: "
                            "call requires_grad_() on the inputs, or check for a no_grad block")
-    switch = backend.switch_to((root.array,))
-    if switch is None:
-        return _run_backward(root, gradient, retain_graph)
-    with switch:  # the seed is allocated on the root's device
-        return _run_backward(root, gradient, retain_graph)
-
-
-def _run_backward(root, gradient, retain_graph):
+    if backend.cupy is not None:
+        switch = backend.switch_to((root.array,))
+        if switch is not None:
+            with switch:  # the seed is allocated on the root's device (the call below finds it current)
+                return run_backward(root, gradient, retain_graph)
     if gradient is None:
         if root.array.size != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs, but the output has "
@@ -633,11 +633,21 @@ def _walk(root_fn, grad, external, retain_graph):
         if g is not None:
             # each node runs on its gradient's device (DataParallel's replicas live on other devices)
             switch = backend.switch_to((g,)) if cuda else None
-            if switch is None:
-                grads = _run_node(fn, g, routed)
-            else:
-                with switch:
-                    grads = _run_node(fn, g, routed)
+            if switch is not None:
+                switch.__enter__()
+            try:
+                if fn.out_hooks:
+                    g = _run_hooks(fn.out_hooks, g)
+                    routed[id(g)] = 2  # a hook may keep g or return an array it holds: never adopt it as a .grad
+                _check_versions(fn)
+                grads = fn.backward(g)
+                if not isinstance(grads, tuple):
+                    grads = (grads,)
+                if anomaly._enabled[0]:
+                    anomaly.check_backward(fn, grads)
+            finally:
+                if switch is not None:
+                    switch.__exit__(None, None, None)
         else:
             grads = (None,) * len(fn.inputs)
         for t, need, gi in zip(fn.inputs, fn.needs_input_grad, grads):
@@ -667,22 +677,9 @@ def _walk(root_fn, grad, external, retain_graph):
             fn.inputs = None
 
 
-def _run_node(fn, g, routed):
-    if fn.out_hooks:
-        g = _run_hooks(fn.out_hooks, g)
-        routed[id(g)] = 2  # a hook may keep g or return an array it holds: never adopt it as a .grad
-    _check_versions(fn)
-    grads = fn.backward(g)
-    if not isinstance(grads, tuple):
-        grads = (grads,)
-    if anomaly._enabled[0]:
-        anomaly.check_backward(fn, grads)
-    return grads
-
-
 def _add(a, b):
     """``a + b`` on their device (the gradients summed for one tensor live where it does)."""
-    switch = backend.switch_to((b,))
+    switch = backend.switch_to((b,)) if backend.cupy is not None else None
     if switch is None:
         return a + b
     with switch:
@@ -707,14 +704,11 @@ def _check_versions(fn):
 
 
 def _accumulate(leaf, g, owned):
-    switch = backend.switch_to((leaf.array,))
-    if switch is None:
-        return _accumulate_here(leaf, g, owned)
-    with switch:  # .grad's copy and sum are allocated and run on the leaf's device
-        return _accumulate_here(leaf, g, owned)
-
-
-def _accumulate_here(leaf, g, owned):
+    if backend.cupy is not None:
+        switch = backend.switch_to((leaf.array,))
+        if switch is not None:
+            with switch:  # .grad's copy and sum run on the leaf's device (the call below finds it current)
+                return _accumulate(leaf, g, owned)
     if isinstance(g, numpy.generic):
         g, owned = numpy.asarray(g), True
     if leaf._hooks:
