@@ -355,7 +355,10 @@ def section_step(args, emulated):
                 step, n = build_workload(workload, lib, device, args.quick)
                 first = float(step().detach().cpu().item()) if lib is torch else step().item()
                 step()  # warm-up: allocations, kernel compilation
-                row = time_steps(step, steps if name != "dtrain-cpu" else max(1, steps // 2), rounds, timer)
+                if name == "dtrain-cpu":  # slow at full size: fewer steps, it is the reference only
+                    row = time_steps(step, max(1, steps // 2), max(1, rounds - 2), None)
+                else:
+                    row = time_steps(step, steps, rounds, timer)
                 if emulated and timer:  # emulated events measure nothing: no device time, no verdict
                     row.update(device_ms=None, bound="n/a")
                 row.update(status="ok", first_loss=first, batch=n,
@@ -522,11 +525,12 @@ def worker_allreduce(args):
                                                      nccl.NCCL_SUM, cupy.cuda.get_current_stream().ptr)
     except Exception as e:
         result["nccl_error"] = _err(e)
-    iters = 3 if args.quick else 20
+    iters = 3 if args.quick or _syncs() is not None else 20  # as nccl-tests (-n 20); emulated: meaningless, short
     for nbytes in _sizes(args.quick):
         buf = cupy.zeros(nbytes // 4, dtype=cupy.float32)
         for name, fn in variants.items():
-            fn(buf)  # warm-up
+            for _ in range(1 if iters < 20 else 5):  # warm-up, 5 as nccl-tests
+                fn(buf)
             dev.synchronize()
             MPI.COMM_WORLD.Barrier()
             t0 = time.perf_counter()
@@ -729,7 +733,7 @@ def main(argv=None):
     start = time.perf_counter()
     for name, fn in sections.items():
         if name in args.skip:
-            results[name] = {"status": "skipped", "reason": "--skip"}
+            results[name] = {"status": "skipped", "reason": "--skip", "seconds": 0.0}
             continue
         print(f"\n== {name}{' [' + label.split(':')[0] + ']' if label else ''} ==")
         t0 = time.perf_counter()

@@ -158,7 +158,7 @@ def test_a_failing_section_does_not_stop_the_others(tmp_path):
     assert proc.returncode == 1, comm_helpers.output(proc)
     assert sections["environment"]["status"] == "ok"
     assert sections["pytest"]["status"] == "error" and "--pytest-timeout" in sections["pytest"]["error"]
-    assert sections["step"] == {"status": "skipped", "reason": "--skip"}
+    assert sections["step"] == {"status": "skipped", "reason": "--skip", "seconds": 0.0}
     assert sections["allreduce"]["status"] == "skipped" and "2+ GPUs" in sections["allreduce"]["reason"]
     assert sections["ddp"]["status"] == "failed" and "--rank-timeout" in sections["ddp"]["runs"]["1"]["error"]
     assert report["emulated_devices"] == 1
