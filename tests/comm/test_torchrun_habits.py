@@ -116,7 +116,7 @@ def test_gloo_selects_mpi_and_says_so_once(lone, caplog):
 @pytest.mark.parametrize("first, second, differs", [
     (dict(), dict(timeout=30), "timeout 600 s, this call asks for 30 s"),
     (dict(backend="gloo"), dict(debug=True), "debug False, this call asks for True"),
-    (dict(), dict(rank=0, world_size=1, backend="mpi", timeout=600), None),
+    (dict(backend="mpi"), dict(rank=0, world_size=1, backend="mpi", timeout=600), None),
 ])
 def test_second_init(lone, first, second, differs):
     """A second init_process_group with the same settings is a no-op; with others, an error
@@ -156,7 +156,7 @@ def test_script_init_under_the_launcher_adopts_or_remakes_its_group(lone):
     """Under the launcher the script's first init applies its settings: the same backend keeps
     the launcher's group; another backend makes the group again with the script's; a world
     size the group contradicts is refused."""
-    dist.init_process_group()
+    dist.init_process_group("mpi")  # what the launcher chooses without a GPU ("gloo" selects it too)
     dist.api._state.by_launcher = True
     launcher_group = dist.api._state.world
     with pytest.raises(ValueError, match=re.escape("world_size=2 but the process group says 1 (made by dtrain.launch)")):
