@@ -66,6 +66,15 @@ class FakeNccl(types.SimpleNamespace):
         self.NcclCommunicator = NcclCommunicator
 
 
+@pytest.fixture
+def keep_device():
+    """The current CUDA device as it was (an NCCL group makes its own current)."""
+    from dtrain.tensor.backend import cupy
+    before = cupy.cuda.Device().id
+    yield
+    cupy.cuda.Device(before).use()
+
+
 class FakeHost:
     """The MPI group under an NCCL group of one rank."""
     ranks, gid, watchdog = [0], 0, None
@@ -82,7 +91,7 @@ class FakeHost:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("form", [bytes, tuple], ids=["cupy14-bytes", "cupy13-tuple"])
-def test_nccl_group_joins_with_the_id_in_its_own_form(monkeypatch, form):
+def test_nccl_group_joins_with_the_id_in_its_own_form(monkeypatch, keep_device, form):
     """The communicator gets the unique id in the form get_unique_id made it: bytes on
     CuPy >= 14, a tuple on CuPy <= 13 (before the fix, CuPy 14's init always failed)."""
     fake = FakeNccl(form)
@@ -93,7 +102,7 @@ def test_nccl_group_joins_with_the_id_in_its_own_form(monkeypatch, form):
 
 
 @pytest.mark.gpu
-def test_nccl_group_binds_local_rank_modulo_device_count(monkeypatch):
+def test_nccl_group_binds_local_rank_modulo_device_count(monkeypatch, keep_device):
     """Local rank r uses GPU r % device_count: with one GPU visible per rank (SLURM's GPU
     binding) every local rank uses device 0 instead of failing."""
     import dtrain
