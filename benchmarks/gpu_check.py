@@ -4,11 +4,12 @@ Sections (each survives the failure of another: its error is printed and recorde
   environment  GPU names, driver, CUDA runtime, CuPy, NCCL, dtrain, NumPy, MPI, torch versions
   pytest       ``pytest -m gpu`` in a subprocess: passed / failed / skipped counts
   step         one training step of the reference MLP, CNN and GPT (benchmarks/step.py's
-               models, same weights and data): dtrain on the CPU, dtrain on GPU 0, PyTorch
-               on CUDA where installed. For the GPU variants, "host ms" is the wall time of
-               the Python step with nothing synchronizing at the end (what the host spends
-               queueing work), "device ms" the time between CUDA events around the same
-               steps; host >= device means the GPU waits for Python (Python-bound).
+               models, same weights and data; the first losses must agree): dtrain on the CPU,
+               dtrain on GPU 0, PyTorch on CUDA where installed (TF32 off: the same float32
+               arithmetic). For the GPU variants, "host ms" is the wall time of the Python step
+               with nothing synchronizing at the end (what the host spends queueing work),
+               "device ms" the time between CUDA events around the same steps; host >= device
+               means the GPU waits for Python (Python-bound).
   syncs        host synchronisations inside one training step (no ``.item()``): counted
                exactly by the CPU emulation's counter when emulated; on a real GPU a probe
                queues a spinning kernel first, so a step that waits for the device takes
@@ -350,8 +351,9 @@ def section_step(args, emulated):
                 continue
             lib, device, timer = spec
             try:
-                if lib is torch:
+                if lib is torch:  # full float32 as dtrain (cuDNN would use TF32 for convolutions)
                     torch.manual_seed(0)
+                    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
                 step, n = build_workload(workload, lib, device, args.quick)
                 first = float(step().detach().cpu().item()) if lib is torch else step().item()
                 step()  # warm-up: allocations, kernel compilation
