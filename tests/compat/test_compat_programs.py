@@ -160,7 +160,7 @@ def test_word_language_model(port, model):
     """pytorch/examples word_language_model: RNNModel (LSTM; GRU with tied weights) or a
     TransformerModel subclassing nn.Transformer, clip_grad_norm_, manual SGD, whole-model
     torch.save / torch.load(weights_only=False); PyTorch's losses (dropout off)."""
-    extra = {"LSTM": [], "GRU": ["--tied"], "Transformer": ["--lr", "1"]}[model]
+    extra = {"LSTM": [], "GRU": ["--tied", "--lr", "5"], "Transformer": ["--lr", "1"]}[model]
     port.compare(["word_lm.py", "--model", model, "--dropout", "0", "--lines", "500", "--epochs", "1", "--log-interval", "2", "--batch_size", "5",
                   *extra],
                  rtol=2e-4, min_losses=4)
