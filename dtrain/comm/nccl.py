@@ -193,17 +193,22 @@ class NCCLProcessGroup(ProcessGroup):
             if is_cuda_array(a) and a.device.id != self.device:
                 raise ValueError(f"{name}: a tensor on {device_of(a)} given to the NCCL group of cuda:{self.device} "
                                  f"(rank {self.ranks[self._rank]}); move it with .to('cuda:{self.device}')")
-        if seq:
-            self.seq += 1
-        op = self.last_op = Op(self, name, arrays, self.seq if seq else None, async_op)
+        op = Op(self, name, arrays, self.seq + 1 if seq else None, async_op)
+        if seq:  # numbered as the MPI groups number theirs; point-to-point calls are not
+            self.seq, self.last_op = self.seq + 1, op
         with cupy.cuda.Device(self.device):  # events and the caller's stream: this group's device
             caller = cupy.cuda.get_current_stream()
             ready = cupy.cuda.Event(disable_timing=True)
             ready.record(caller)
             self.stream.wait_event(ready)
             op.watch_device(self.comm)
-            with self.stream:
-                fn()
+            try:
+                with self.stream:
+                    fn()
+            except BaseException:  # refused before reaching NCCL (e.g. a dtype): nothing left to watch
+                if self.watchdog is not None:
+                    self.watchdog.ops.discard(op)
+                raise
             done = cupy.cuda.Event(disable_timing=True)
             done.record(self.stream)
             op.event = done

@@ -46,8 +46,10 @@ class FakeNccl(types.SimpleNamespace):
     the id given to the communicator and refusing the other form as the real ones do."""
 
     def __init__(self, form, version=22703, avg=True):
-        super().__init__(available=True, NCCL_SUM=0, NCCL_PROD=1, NCCL_MAX=2, NCCL_MIN=3, NCCL_FLOAT32=7,
-                         joined=[], get_version=lambda: version)
+        super().__init__(available=True, NCCL_SUM=0, NCCL_PROD=1, NCCL_MAX=2, NCCL_MIN=3, joined=[],
+                         get_version=lambda: version, **{f"NCCL_{t.upper()}": i for i, t in enumerate(
+                             ("int8", "uint8", "int32", "uint32", "int64", "uint64", "float16", "float32",
+                              "float64", "bfloat16"))})
         if avg:
             self.NCCL_AVG = 4
         made = bytes(range(128)) if form is bytes else tuple(range(-64, 64))
@@ -283,3 +285,25 @@ def test_device_op_timeout_aborts_first():
     assert comm.aborted and len(dog.reports) == 1
     assert dog.reports[0].startswith("DistTimeoutError: all_reduce(float32[4]) (collective #3 on ranks [0, 1]) "
                                      "did not finish within 0.05 s on rank 0; "), dog.reports
+
+
+@pytest.mark.gpu
+def test_refused_op_is_not_left_watched(monkeypatch, keep_device):
+    """An operation NCCL never got (a dtype it cannot move) raises at once and leaves nothing
+    for the watchdog, which would otherwise end the job a timeout later; a launched one is
+    numbered and watched."""
+    from dtrain.tensor.backend import cupy
+    fake = FakeNccl(bytes)
+    fake.NcclCommunicator.allReduce = lambda self, *args: None
+    monkeypatch.setattr(nccl, "_module", lambda: fake)
+    host = FakeHost()
+    host.watchdog = bare_watchdog()
+    host.watchdog.groups = {}
+    group = nccl.NCCLProcessGroup(host, local_rank=0)
+    with pytest.raises(TypeError, match="the NCCL backend cannot move dtype int16"):
+        group.all_reduce(cupy.ones(3, cupy.int16))
+    assert not host.watchdog.ops
+    group.all_reduce(cupy.ones(3, cupy.float32))
+    (op,) = host.watchdog.ops
+    assert op.seq == group.seq and str(group.last_op) == "all_reduce(float32[3])" and op.event is not None
+    group.destroy()
