@@ -73,7 +73,8 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
 
     Args:
         backend: "mpi", "nccl", "gloo" (PyTorch's CPU backend: selects "mpi"), a
-            :class:`Backend`, or None for "nccl" when CuPy sees a GPU and has NCCL, else "mpi".
+            :class:`Backend`, or None for "nccl" when CuPy sees a GPU and has NCCL, else "mpi"
+            (with GPUs but no NCCL library, a one-time warning says why and how to install it).
         init_method: None, "env://" or "tcp://host:port": accepted for PyTorch scripts, but
             the ranks always find each other through MPI (MASTER_ADDR/MASTER_PORT and the
             address of "tcp://" are not used).
