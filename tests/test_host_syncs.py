@@ -246,8 +246,6 @@ def test_gpu_valid_indices_raise_nothing_and_cost_one_read():
 
 # ---- item 6: DDP's buffer broadcast, coalesced per dtype -------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 6: DistributedDataParallel._sync_buffers "
-                   "(parallel/distributed.py) still broadcasts each buffer; remove this mark with the fix")
 @pytest.mark.parametrize("backend", ["mpi", pytest.param("nccl", marks=pytest.mark.gpu)])
 def test_ddp_broadcasts_buffers_coalesced_per_dtype(backend):
     """At 2 ranks, a forward of a model with 2 BatchNorm layers (6 buffers of 2 dtypes) gives

@@ -5,7 +5,8 @@ import numpy
 
 from .. import comm as dist
 from ..nn.module import Module
-from ..tensor import Tensor, is_grad_enabled, no_grad
+from ..tensor import Tensor, backend, is_grad_enabled, no_grad
+from ..tensor.backend import get_array_module
 from .reducer import Reducer
 
 
@@ -129,9 +130,22 @@ class DistributedDataParallel(Module):
         if dist.get_world_size(self.process_group) == 1:
             return
         root = self._global_rank(src)
+        groups = {}  # one broadcast per dtype and device (a BatchNorm has 3 buffers of 2 dtypes)
+        for b in self.module.buffers():
+            groups.setdefault((b.dtype, str(b.device)), []).append(b)
         with no_grad():
-            for b in self.module.buffers():
-                dist.broadcast(b, src=root, group=self.process_group)
+            for bufs in groups.values():
+                if len(bufs) == 1:
+                    dist.broadcast(bufs[0], src=root, group=self.process_group)
+                    continue
+                xp = get_array_module(bufs[0].array)
+                with backend.switch_to((bufs[0].array,)) or contextlib.nullcontext():
+                    flat = xp.concatenate([b.array.reshape(-1) for b in bufs])
+                    dist.broadcast(flat, src=root, group=self.process_group)
+                    start = 0
+                    for b in bufs:
+                        b.array[...] = flat[start:start + b.array.size].reshape(b.array.shape)
+                        start += b.array.size
 
     def _unused_parameters(self, output):
         """Indices of the reducer's parameters that ``output``'s graph does not reach."""
@@ -288,7 +302,7 @@ def _check_device_ids(device_ids, param):
                          f"module's, one device per process), got {device_ids!r}")
     want = device_ids[0]
     index = param.device.index if param.is_cuda else None
-    got = want if isinstance(want, int) else getattr(want, "index", None)
+    got = want if isinstance(want, int) else backend.resolve(backend.Device(want)).index
     if not param.is_cuda or got != index:
         raise ValueError(f"DistributedDataParallel: device_ids={device_ids!r} but the module's parameters are "
                          f"on {param.device}; move the module to that device first, or pass device_ids=None")
