@@ -155,8 +155,6 @@ def _functional_cases():
     x = lambda: dtrain.randn(2, 3, 4, 4, device=c, requires_grad=True)  # noqa: E731
     v = lambda: dtrain.randn(4, 5, device=c, requires_grad=True)  # noqa: E731
     y = lambda: dtrain.tensor([0, 1, 4, 2], device=c)  # noqa: E731
-    ops_file = pytest.mark.xfail(strict=True, reason="the wrapper works on arrays outside Function.apply on the "
-                                                     "current device: decorate it with on_input_device (ops/*.py)")
     return [
         pytest.param(lambda: F.layer_norm(v(), (5,)), id="layer_norm"),
         pytest.param(lambda: F.mse_loss(v(), v().detach()), id="mse_loss"),
@@ -164,17 +162,16 @@ def _functional_cases():
         pytest.param(lambda: F.gelu(v()), id="gelu"),
         pytest.param(lambda: F.conv2d(x(), dtrain.randn(2, 3, 3, 3, device=c)), id="conv2d"),
         pytest.param(lambda: F.scaled_dot_product_attention(x(), x(), x(), is_causal=True), id="sdpa"),
-        pytest.param(lambda: F.max_pool2d(x(), 2), id="max_pool2d", marks=ops_file),
-        pytest.param(lambda: F.avg_pool2d(x(), 2), id="avg_pool2d", marks=ops_file),
-        pytest.param(lambda: F.dropout(x(), 0.5), id="dropout", marks=ops_file),
-        pytest.param(lambda: F.batch_norm(x(), None, None, training=True), id="batch_norm", marks=ops_file),
-        pytest.param(lambda: F.embedding(y(), dtrain.randn(6, 3, device=c, requires_grad=True)), id="embedding",
-                     marks=ops_file),
-        pytest.param(lambda: F.cross_entropy(v(), y()), id="cross_entropy", marks=ops_file),
-        pytest.param(lambda: F.nll_loss(v(), y()), id="nll_loss", marks=ops_file),
-        pytest.param(lambda: F.one_hot(y(), 5), id="one_hot", marks=ops_file),
-        pytest.param(lambda: v().gather(1, y()[:, None]), id="gather", marks=ops_file),
-        pytest.param(lambda: F.interpolate(x(), scale_factor=2), id="interpolate", marks=ops_file),
+        pytest.param(lambda: F.max_pool2d(x(), 2), id="max_pool2d"),
+        pytest.param(lambda: F.avg_pool2d(x(), 2), id="avg_pool2d"),
+        pytest.param(lambda: F.dropout(x(), 0.5), id="dropout"),
+        pytest.param(lambda: F.batch_norm(x(), None, None, training=True), id="batch_norm"),
+        pytest.param(lambda: F.embedding(y(), dtrain.randn(6, 3, device=c, requires_grad=True)), id="embedding"),
+        pytest.param(lambda: F.cross_entropy(v(), y()), id="cross_entropy"),
+        pytest.param(lambda: F.nll_loss(v(), y()), id="nll_loss"),
+        pytest.param(lambda: F.one_hot(y(), 5), id="one_hot"),
+        pytest.param(lambda: v().gather(1, y()[:, None]), id="gather"),
+        pytest.param(lambda: F.interpolate(x(), scale_factor=2), id="interpolate"),
     ]
 
 

@@ -4,7 +4,7 @@ import numbers
 
 from .. import device_checks, dtypes
 from ..backend import broadcast_shapes, check_index_bounds, get_array_module, scatter_add as add_at
-from ..function import Function
+from ..function import Function, on_input_device
 from ..tensor import Tensor, _check_dim
 
 
@@ -95,6 +95,7 @@ class Gather(Function):
         return out, None
 
 
+@on_input_device
 def gather(x, dim, index):
     """``out[i][j] = x[index[i][j]][j]`` for dim 0, as torch.gather. An index out of range
     raises IndexError: at once on the CPU; on a GPU at the next host synchronisation
@@ -349,6 +350,7 @@ def nonzero(x, as_tuple=False):
     return Tensor._wrap(get_array_module(x.array).stack(idx, axis=1).astype(dtypes.int64))
 
 
+@on_input_device
 def one_hot(x, num_classes=-1):
     """``x``'s class indices as one-hot rows of ``num_classes`` (-1: ``x.max() + 1``), int64.
 

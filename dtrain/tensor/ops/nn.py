@@ -9,7 +9,7 @@ import warnings
 
 from .. import backend, device_checks
 from ..backend import get_array_module
-from ..function import Function, unbroadcast
+from ..function import Function, on_input_device, unbroadcast
 from ..grad_mode import no_grad
 from ..random import uniform_array
 from ..tensor import Tensor, _check_dim
@@ -463,6 +463,7 @@ def _class_nll(input, target, weight, ignore_index, reduction, smoothing, logits
     return loss.reshape(()) if unbatched and reduction == "none" else loss
 
 
+@on_input_device
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """Cross-entropy between logits and targets: log_softmax and nll_loss fused in one op.
@@ -506,6 +507,7 @@ def _soft_cross_entropy(input, target, weight, reduction, smoothing):
     return _reduce(-prod.sum(axis), reduction)
 
 
+@on_input_device
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of class indices, for log-probabilities ``input``.
 
@@ -635,6 +637,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 
 # ---- dropout ----------------------------------------------------------------------------
 
+@on_input_device
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability ``p`` and scale the rest by 1 / (1 - p).
 
@@ -801,6 +804,7 @@ def _param(t, shape, name, op, input):
     return t
 
 
+@on_input_device
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Batch normalization over dim 1 (channels) of an (N, C, ...) input.
 
@@ -968,6 +972,7 @@ class Embedding(Function):
         return gw, None
 
 
+@on_input_device
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
               sparse=False):
     """Rows of ``weight`` picked by the indices ``input``; the row ``padding_idx`` gets no gradient.

@@ -6,7 +6,7 @@ Adaptive max pooling gathers its (possibly overlapping) bins first. The 1-D pool
 2-D ones over a height of 1.
 """
 from ..backend import get_array_module, is_cuda_array, scatter_add
-from ..function import Function
+from ..function import Function, on_input_device
 from ..tensor import Tensor
 from .conv import _batched, _disjoint, _geometry, _offsets, _pad, _pair, _put, _scatter, _tuple
 from .linalg import matmul
@@ -111,6 +111,7 @@ def _max_pool(op, input, x, unbatched, kernel, stride, padding, dilation, ceil_m
     return y, Tensor._wrap(idx[0] if unbatched else idx)
 
 
+@on_input_device
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max over each kH x kW window of an NCHW input.
 
@@ -286,6 +287,7 @@ def _avg_pool(op, input, x, unbatched, kernel, stride, padding, ceil_mode, count
     return y.squeeze(0) if unbatched else y
 
 
+@on_input_device
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """Mean over each kH x kW window of an NCHW input.

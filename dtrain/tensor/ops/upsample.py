@@ -9,6 +9,7 @@ import math
 import numbers
 
 from ..backend import get_array_module
+from ..function import on_input_device
 from ..tensor import Tensor
 from .index import index_select
 
@@ -74,6 +75,7 @@ def _sizes(op, x, size, scale_factor, dims):
     return out, [float(s) for s in scales]
 
 
+@on_input_device
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """Resize the spatial dims of an (N, C, L) or (N, C, H, W) input, as PyTorch.
