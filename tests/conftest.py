@@ -11,10 +11,15 @@ if os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0"):
     import emulation
     emulation.install(emulation.requested())
     os.environ["PYTHONPATH"] = emulation.child_env(os.environ)["PYTHONPATH"]
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "comm"))
-    import comm_helpers
-    _clean_env = comm_helpers.clean_env
-    comm_helpers.clean_env = lambda **extra: emulation.child_env(_clean_env(**extra))
+
+    @pytest.fixture(autouse=True)
+    def _current_device_restored():
+        """A test that calls set_device (or init_process_group in-process) leaves the next one
+        on GPU 0, as a fresh process would be."""
+        yield
+        import dtrain
+        if dtrain.cuda.is_available():
+            dtrain.cuda.set_device(0)
 
 
 def pytest_collection_modifyitems(config, items):
