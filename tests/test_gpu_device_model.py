@@ -257,3 +257,27 @@ def test_scatter_add_uses_add_at(monkeypatch):
     target = backend.cupy.zeros(3)
     backend.scatter_add(target, backend.cupy.asarray([0, 2, 0]), backend.cupy.ones(3))
     assert target.tolist() == [2.0, 0.0, 1.0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, kwargs", [("SGD", {"lr": 0.1, "momentum": 0.9}), ("Adam", {}), ("AdamW", {}),
+                                          ("RMSprop", {}), ("Adagrad", {}), ("Adadelta", {}), ("Adamax", {}),
+                                          ("NAdam", {}), ("RAdam", {})])
+def test_optimizer_and_clipping_on_cuda1_while_device0_is_current(two_gpus, name, kwargs):
+    """An optimizer step and gradient clipping update parameters on their own GPU (cuda:1, with
+    cuda:0 current), as PyTorch does, and give the CPU's numbers."""
+    results = []
+    for device in ("cpu", "cuda:1"):
+        dtrain.manual_seed(0)
+        model = dtrain.nn.Linear(4, 3).to(device)
+        opt = getattr(dtrain.optim, name)(model.parameters(), **kwargs)
+        x = dtrain.ones(2, 4, device=device)
+        for _ in range(2):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            dtrain.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            dtrain.nn.utils.clip_grad_value_(model.parameters(), 0.1)
+            opt.step()
+        assert model.weight.device == dtrain.device(device)
+        results.append(host(model.weight))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)

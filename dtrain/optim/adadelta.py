@@ -1,6 +1,7 @@
 """Adadelta: step sizes from running averages of squared gradients and squared updates."""
 from ..tensor.backend import get_array_module
-from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad, state_like, step_tensor
+from .optimizer import (Optimizer, check_nonnegative, check_step_flags, effective_grad, on_param_device, state_like,
+                        step_tensor)
 
 
 class Adadelta(Optimizer):
@@ -42,7 +43,7 @@ class Adadelta(Optimizer):
         loss = self._run_closure(closure)
         for group in self.param_groups:
             lr, rho, eps = group["lr"], group["rho"], group["eps"]
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]

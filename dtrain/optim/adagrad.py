@@ -1,6 +1,7 @@
 """Adagrad: per-coordinate learning rates from the running sum of squared gradients."""
 from ..tensor.backend import get_array_module
-from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad, state_like, step_tensor
+from .optimizer import (Optimizer, check_nonnegative, check_step_flags, effective_grad, on_param_device, state_like,
+                        step_tensor)
 
 
 class Adagrad(Optimizer):
@@ -51,7 +52,7 @@ class Adagrad(Optimizer):
         loss = self._run_closure(closure)
         for group in self.param_groups:
             lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]

@@ -1,7 +1,7 @@
 """Adam and AdamW (Adam with decoupled weight decay)."""
 from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, state_like,
-                        step_tensor)
+from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
+                        state_like, step_tensor)
 
 
 class Adam(Optimizer):
@@ -49,7 +49,7 @@ class Adam(Optimizer):
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
             decoupled = group["decoupled_weight_decay"]
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]

@@ -1,7 +1,7 @@
 """Adamax: Adam with the infinity norm of past gradients in place of the second moment."""
 from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, state_like,
-                        step_tensor)
+from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
+                        state_like, step_tensor)
 
 
 class Adamax(Optimizer):
@@ -42,7 +42,7 @@ class Adamax(Optimizer):
         loss = self._run_closure(closure)
         for group in self.param_groups:
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]

@@ -1,7 +1,7 @@
 """NAdam: Adam with Nesterov momentum and a momentum schedule."""
 from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, state_like,
-                        step_tensor)
+from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
+                        state_like, step_tensor)
 
 
 class NAdam(Optimizer):
@@ -51,7 +51,7 @@ class NAdam(Optimizer):
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             weight_decay, decoupled, momentum_decay = (group["weight_decay"], group["decoupled_weight_decay"],
                                                        group["momentum_decay"])
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]

@@ -234,3 +234,16 @@ def check_step_flags(optimizer, group):
     if group.get("differentiable"):
         raise ValueError(f"{type(optimizer).__name__}: differentiable=True is not supported (dtrain's step "
                          f"updates parameters in place, outside the autograd graph): use differentiable=False")
+
+
+def on_param_device(params):
+    """Each parameter in turn, with its CUDA device current while the caller updates it: CuPy
+    launches on the current device, while PyTorch updates a parameter on its own. A plain
+    iteration on the CPU (nothing is entered for NumPy arrays or the current device)."""
+    for p in params:
+        device = backend.switch_to((p.array,))
+        if device is None:
+            yield p
+        else:
+            with device:
+                yield p

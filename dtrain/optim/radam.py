@@ -1,7 +1,7 @@
 """RAdam: Adam whose adaptive step is rectified while the second moment's variance is high."""
 from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, state_like,
-                        step_tensor)
+from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
+                        state_like, step_tensor)
 
 
 class RAdam(Optimizer):
@@ -50,7 +50,7 @@ class RAdam(Optimizer):
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
             rho_inf = 2 / (1 - beta2) - 1
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]

@@ -1,6 +1,7 @@
 """RMSprop: divide the gradient by a running root mean square of recent gradients."""
 from ..tensor.backend import get_array_module
-from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad, state_like, step_tensor
+from .optimizer import (Optimizer, check_nonnegative, check_step_flags, effective_grad, on_param_device, state_like,
+                        step_tensor)
 
 
 class RMSprop(Optimizer):
@@ -45,7 +46,7 @@ class RMSprop(Optimizer):
         for group in self.param_groups:
             lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
             centered = group["centered"]
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]

@@ -1,6 +1,6 @@
 """SGD: stochastic gradient descent, with optional (Nesterov) momentum and weight decay."""
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad
+from .optimizer import Optimizer, check_nonnegative, check_step_flags, effective_grad, on_param_device
 
 
 class SGD(Optimizer):
@@ -46,7 +46,7 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
             weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
-            for p in group["params"]:
+            for p in on_param_device(group["params"]):
                 if p.grad is None:
                     continue
                 param = p.array

@@ -1,8 +1,9 @@
 """Gradient clipping, on the raw gradient arrays (no graph, no temporaries per element)."""
+import contextlib
 import math
 
 from ...tensor import Tensor
-from ...tensor.backend import get_array_module
+from ...tensor.backend import get_array_module, switch_to
 
 
 def _grads(parameters):
@@ -35,6 +36,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     norm_type = float(norm_type)
     if not grads:
         return Tensor._wrap(get_array_module().zeros(()))
+    with switch_to(grads[:1]) or contextlib.nullcontext():  # the gradients' GPU, whichever is current
+        return _clip_norm(grads, float(max_norm), norm_type, error_if_nonfinite)
+
+
+def _clip_norm(grads, max_norm, norm_type, error_if_nonfinite):
     xp = get_array_module(*grads)
     if norm_type == math.inf:
         norms = [xp.abs(g).max() if g.size else xp.zeros((), g.dtype) for g in grads]
@@ -46,7 +52,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
                            f"({float(total)}), so it cannot be clipped. To disable this error and scale the "
                            f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
-    coef = xp.minimum(float(max_norm) / (total + 1e-6), 1.0)
+    coef = xp.minimum(max_norm / (total + 1e-6), 1.0)
     for g in grads:
         g *= coef.astype(g.dtype)
     return Tensor._wrap(xp.asarray(total))
@@ -60,4 +66,5 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     """
     clip_value = float(clip_value)
     for g in _grads(parameters):
-        get_array_module(g).clip(g, -clip_value, clip_value, out=g)
+        with switch_to((g,)) or contextlib.nullcontext():
+            get_array_module(g).clip(g, -clip_value, clip_value, out=g)
