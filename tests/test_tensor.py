@@ -550,3 +550,23 @@ def test_repr_digits_match_pytorch(values):
     if torch is None:
         pytest.skip("needs torch")
     assert repr(dtrain.tensor(values)) == repr(torch.tensor(values))
+
+
+def test_cuda_with_cupy_but_no_driver_says_no_device(monkeypatch):
+    """CuPy installed on a machine without a GPU or driver (its runtime calls raise raw
+    cudaErrors): "cuda" still gets dtrain's message that no CUDA device is available."""
+    import types
+
+    from dtrain.tensor import backend
+
+    def no_driver(*args):
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+    runtime = types.SimpleNamespace(getDeviceCount=no_driver, getDevice=no_driver)
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), ndarray=type("ndarray", (), {}))
+    monkeypatch.setattr(backend, "cupy", fake)
+    assert not dtrain.cuda.is_available()
+    x = dtrain.zeros(2)
+    for make in (lambda: x.to("cuda"), lambda: dtrain.zeros(2, device="cuda")):
+        with pytest.raises(RuntimeError, match=r"cuda:0 requested but only 0 CUDA device\(s\) are visible \(no CUDA "
+                                               r"device is available\)"):
+            make()

@@ -100,8 +100,10 @@ CPU = Device("cpu")
 
 
 def current_cuda_index():
-    """The index of the current CUDA device of this thread (0 without CuPy)."""
-    return 0 if cupy is None else cupy.cuda.runtime.getDevice()
+    """The index of the current CUDA device of this thread (0 without CuPy, or where CuPy sees
+    no device: CuPy installed on a machine without a GPU or driver, where getDevice raises a raw
+    cudaError; the caller's own check then says that no CUDA device is available)."""
+    return 0 if cupy is None or cuda_device_count() == 0 else cupy.cuda.runtime.getDevice()
 
 
 def resolve(device):
