@@ -1,7 +1,7 @@
 """Adam and AdamW (Adam with decoupled weight decay)."""
 from ..tensor.backend import get_array_module
 from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor)
+                        state_like, step_tensor, update_moments)
 
 
 class Adam(Optimizer):
@@ -68,13 +68,7 @@ class Adam(Optimizer):
                 t = float(state["step"].array)
                 m, v = state["exp_avg"].array, state["exp_avg_sq"].array
 
-                tmp = xp.multiply(g, 1 - beta1)  # the one temporary, reused below
-                m *= beta1
-                m += tmp
-                xp.multiply(g, g, out=tmp)
-                tmp *= 1 - beta2
-                v *= beta2
-                v += tmp
+                tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
                 if amsgrad:
                     v = xp.maximum(state["max_exp_avg_sq"].array, v, out=state["max_exp_avg_sq"].array)
 

@@ -1,7 +1,7 @@
 """Adamax: Adam with the infinity norm of past gradients in place of the second moment."""
 from ..tensor.backend import get_array_module
 from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor)
+                        state_like, step_tensor, update_moments)
 
 
 class Adamax(Optimizer):
@@ -57,9 +57,7 @@ class Adamax(Optimizer):
                 t = float(state["step"].array)
                 m, u = state["exp_avg"].array, state["exp_inf"].array
 
-                tmp = xp.multiply(g, 1 - beta1)
-                m *= beta1
-                m += tmp
+                tmp = update_moments(xp, g, m, None, beta1, beta2)
                 xp.abs(g, out=tmp)
                 tmp += eps
                 u *= beta2

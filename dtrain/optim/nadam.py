@@ -1,7 +1,7 @@
 """NAdam: Adam with Nesterov momentum and a momentum schedule."""
 from ..tensor.backend import get_array_module
 from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor)
+                        state_like, step_tensor, update_moments)
 
 
 class NAdam(Optimizer):
@@ -74,13 +74,7 @@ class NAdam(Optimizer):
                 mu_product = float(state["mu_product"].array)
                 m, v = state["exp_avg"].array, state["exp_avg_sq"].array
 
-                tmp = xp.multiply(g, 1 - beta1)
-                m *= beta1
-                m += tmp
-                xp.multiply(g, g, out=tmp)
-                tmp *= 1 - beta2
-                v *= beta2
-                v += tmp
+                tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
                 denom = xp.divide(v, 1 - beta2 ** t, out=tmp)
                 xp.sqrt(denom, out=denom)
                 denom += eps

@@ -247,3 +247,18 @@ def on_param_device(params):
         else:
             with device:
                 yield p
+
+
+def update_moments(xp, g, m, v, beta1, beta2):
+    """Adam's moment averages in place: ``m = b1 m + (1 - b1) g`` and, unless ``v`` is None,
+    ``v = b2 v + (1 - b2) g^2``. Returns the one temporary it used (g's shape), free for the
+    caller's next step."""
+    tmp = xp.multiply(g, 1 - beta1)
+    m *= beta1
+    m += tmp
+    if v is not None:
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1 - beta2
+        v *= beta2
+        v += tmp
+    return tmp

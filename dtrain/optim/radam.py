@@ -1,7 +1,7 @@
 """RAdam: Adam whose adaptive step is rectified while the second moment's variance is high."""
 from ..tensor.backend import get_array_module
 from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor)
+                        state_like, step_tensor, update_moments)
 
 
 class RAdam(Optimizer):
@@ -67,13 +67,7 @@ class RAdam(Optimizer):
                 t = float(state["step"].array)
                 m, v = state["exp_avg"].array, state["exp_avg_sq"].array
 
-                tmp = xp.multiply(g, 1 - beta1)
-                m *= beta1
-                m += tmp
-                xp.multiply(g, g, out=tmp)
-                tmp *= 1 - beta2
-                v *= beta2
-                v += tmp
+                tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
                 bias_correction2 = 1 - beta2 ** t
                 rho_t = rho_inf - 2 * t * beta2 ** t / bias_correction2
                 step = xp.multiply(m, lr / (1 - beta1 ** t), out=tmp)
