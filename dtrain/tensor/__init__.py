@@ -11,9 +11,12 @@ from .ops import *  # noqa: F401,F403
 from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state  # noqa: F401
 from .tensor import Size, Tensor  # noqa: F401
 from .tensor import is_tensor, numel  # noqa: F401
+from .tensor import reachable_leaves  # noqa: F401  (the graph query DDP's unused-parameter search uses)
 from .grad_mode import inference_mode, is_inference_mode_enabled  # noqa: F401
 
 device = Device
 
-# star-imports export the functions, never the submodules (dtrain.nn must stay the nn package)
-__all__ = [_n for _n, _v in list(globals().items()) if not _n.startswith("_") and not isinstance(_v, type(__import__("sys")))]
+# star-imports export the functions, never the submodules (dtrain.nn must stay the nn package),
+# nor reachable_leaves: it is dtrain.tensor's own, not one of torch's top-level names
+__all__ = [_n for _n, _v in list(globals().items()) if not _n.startswith("_") and not isinstance(_v, type(__import__("sys")))
+           and _n != "reachable_leaves"]

@@ -598,10 +598,48 @@ def run_backward(root, gradient, retain_graph):
             _walk(root.grad_fn, grad, external, retain_graph)
 
 
-def _walk(root_fn, grad, external, retain_graph):
-    # Phase 1: count, for every node and leaf, the edges that will deliver a gradient to it.
-    deps, leaf_deps = {}, {}
-    stack, seen = [root_fn], {root_fn}
+def reachable_leaves(tensors):
+    """The leaf tensors that require grad and that a backward from ``tensors`` would reach.
+
+    Each leaf appears once, in the order a depth-first walk of the graph from the outputs
+    (taken in the given order) first meets it; an output that is itself such a leaf counts.
+
+    Args:
+        tensors: a Tensor or an iterable of Tensors (the outputs).
+
+    Returns:
+        list of Tensor.
+
+    Example:
+        >>> w, b = dtrain.ones(3, requires_grad=True), dtrain.ones(3, requires_grad=True)
+        >>> from dtrain.tensor import reachable_leaves
+        >>> [t is w for t in reachable_leaves((w * 2).sum())]   # b is not reached
+        [True]
+    """
+    if isinstance(tensors, Tensor):
+        tensors = (tensors,)
+    roots, outputs_that_are_leaves = [], []
+    for t in tensors:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"reachable_leaves: expected Tensors, got {type(t).__name__}")
+        if t.grad_fn is not None:
+            roots.append(t.grad_fn)
+        elif t.requires_grad:
+            outputs_that_are_leaves.append(t)
+    leaves, seen = [], set()
+    for t in outputs_that_are_leaves + _count_edges(roots)[2]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            leaves.append(t)
+    return leaves
+
+
+def _count_edges(root_fns):
+    """Walk the graph above ``root_fns`` once. Returns ``(deps, leaf_deps, leaves)``: for each
+    Function and for each leaf (by id), the number of edges that deliver a gradient to it,
+    and the leaves in the order first met."""
+    deps, leaf_deps, leaves = {}, {}, []
+    stack, seen = list(root_fns), set(root_fns)
     while stack:
         fn = stack.pop()
         if fn.inputs is None:
@@ -613,12 +651,21 @@ def _walk(root_fn, grad, external, retain_graph):
                 continue
             child = t.grad_fn
             if child is None:
-                leaf_deps[id(t)] = leaf_deps.get(id(t), 0) + 1
+                n = leaf_deps.get(id(t), 0)
+                if n == 0:
+                    leaves.append(t)
+                leaf_deps[id(t)] = n + 1
             else:
                 deps[child] = deps.get(child, 0) + 1
                 if child not in seen:
                     seen.add(child)
                     stack.append(child)
+    return deps, leaf_deps, leaves
+
+
+def _walk(root_fn, grad, external, retain_graph):
+    # Phase 1: count, for every node and leaf, the edges that will deliver a gradient to it.
+    deps, leaf_deps, _ = _count_edges((root_fn,))
 
     # Phase 2: run nodes newest-first once all their consumers are done (as PyTorch does),
     # so the last layer's gradients are final, and its hooks fire, before earlier layers run.
