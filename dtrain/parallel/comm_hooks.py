@@ -1,7 +1,7 @@
 """DDP communication hooks: how a bucket of gradients is reduced across ranks.
 
 A hook has PyTorch's signature ``hook(state, bucket) -> Future``: ``bucket`` is a
-:class:`~dtrain.parallel.reducer.GradBucket` (``buffer()``, ``index()``, ``parameters()``,
+:class:`~dtrain.parallel.bucket_reduction.GradBucket` (``buffer()``, ``index()``, ``parameters()``,
 ``gradients()``, ``is_last()``), the hook starts an asynchronous reduction of
 ``bucket.buffer()`` and returns a :class:`Future` whose ``wait()`` gives the *averaged*
 flat array (the buffer itself, or an array of its size and dtype). ``state`` is what was

@@ -6,14 +6,9 @@ a small first bucket (1 MiB) so communication starts early, then ``bucket_cap_mb
 post-accumulate-grad hook per parameter marks its gradient final; when a bucket is full it
 is reduced asynchronously while backward goes on with earlier layers.
 
-With the default hook the bucket is all-reduced straight from the ``.grad`` arrays, as one
-message (``all_reduce_coalesced`` with every rank's values divided by the world size first,
-as PyTorch divides before all-reducing): no copies into and out of a bucket buffer, which
-on one node is what lets the shared-memory all-reduce of :mod:`dtrain.comm.shm` pay off. A
-gradient that cannot be reduced in place (missing, non-contiguous, another dtype) goes
-through its bucket slot instead. With another comm hook, or with
-``gradient_as_bucket_view``, the gradients are copied into the bucket buffer, the hook
-reduces that, and the averages are written back.
+How a bucket is reduced (in place from the ``.grad`` arrays, through a bucket copy and a comm
+hook, or not at all on one rank) is a strategy of :mod:`.bucket_reduction`, chosen at the start
+of every synchronized backward.
 Buckets are launched in index order on every rank (a bucket that fills early waits for its
 predecessors), so the ranks' collectives always match. The last hook of the pass waits for
 all buckets and writes the averages back into ``.grad``.
@@ -21,17 +16,14 @@ all buckets and writes the averages back into ``.grad``.
 After the first synchronized iteration the buckets are rebuilt once, in the order the
 gradients actually became ready (rank 0's order where ranks differ).
 
-With one rank and the default hook the average of a gradient is the gradient itself: the
-hooks then only keep count, and no bucket copies are made.
 """
-import math
 import time
 import weakref
 
 from .. import comm as dist
-from ..tensor import Tensor
 from ..tensor.backend import asnumpy, cupy, device_of, get_array_module, is_cuda_array
-from .comm_hooks import Future, allreduce_hook
+from .bucket_reduction import Bucket, GradBucket, choose_strategy
+from .comm_hooks import allreduce_hook
 
 FIRST_BUCKET_BYTES = 1024 * 1024
 
@@ -74,60 +66,6 @@ def assign_buckets(params, order, caps):
     return sorted(done, key=lambda b: position[b[0]])
 
 
-def _in_place(grad, slot):
-    """Whether a gradient array can be all-reduced where it is, standing for its bucket slot."""
-    return (type(grad) is type(slot) and grad.dtype == slot.dtype and grad.shape == slot.shape
-            and grad.flags.c_contiguous and getattr(grad.flags, "writeable", True))
-
-
-class _Bucket:
-    """One flat buffer and the parameters whose gradients live in it."""
-
-    def __init__(self, index, indices, params):
-        self.index, self.indices = index, indices
-        first = params[indices[0]].array
-        self.shapes = [params[i].shape for i in indices]
-        self.buffer = get_array_module(first).zeros(sum(params[i].numel() for i in indices), first.dtype)
-        self.views = self.split(self.buffer)  # views[k]: the slot of parameter indices[k], shaped like it
-        self.pending = len(indices)
-        self.future = None
-        self.sources = None  # default hook: what is reduced for each slot (the .grad array or the slot)
-
-    def split(self, flat):
-        """Per-parameter views of a flat array laid out like the buffer."""
-        views, start = [], 0
-        for shape in self.shapes:
-            n = math.prod(shape)
-            views.append(flat[start:start + n].reshape(shape))
-            start += n
-        return views
-
-
-class GradBucket:
-    """What a comm hook sees of a bucket (as ``torch.distributed.GradBucket``)."""
-
-    def __init__(self, bucket, params, is_last, div_factor):
-        self._bucket, self._params, self._is_last = bucket, params, is_last
-        self._div_factor = div_factor
-
-    def index(self):
-        return self._bucket.index
-
-    def buffer(self):
-        """The flat array of the bucket's gradients; a hook may reduce it in place."""
-        return self._bucket.buffer
-
-    def gradients(self):
-        """Per-parameter views of ``buffer()``, shaped like the parameters."""
-        return [Tensor._wrap(v) for v in self._bucket.views]
-
-    def parameters(self):
-        return [self._params[i] for i in self._bucket.indices]
-
-    def is_last(self):
-        return self._is_last
-
-
 class Reducer:
     """Buckets the gradients of ``params`` and averages them across the ranks of a group.
 
@@ -147,7 +85,7 @@ class Reducer:
         self.cap = int(bucket_cap_mb * 1024 * 1024)
         self.find_unused = find_unused_parameters
         self.as_view = gradient_as_bucket_view
-        self.direct = False  # set per backward: the default hook reduces the .grad arrays in place
+        self.strategy = None  # how the current backward reduces the buckets (see bucket_reduction)
         self.hook_state, self.hook = process_group, allreduce_hook
         self.div_factor = self.world_size
         self.sync = True  # whether the coming backward reduces (False under no_sync)
@@ -167,19 +105,15 @@ class Reducer:
     # ---- buckets ----------------------------------------------------------------------
     def _build(self, order):
         caps = [min(FIRST_BUCKET_BYTES, self.cap), self.cap]
-        self.buckets = [_Bucket(k, idx, self.params) for k, idx in enumerate(assign_buckets(self.params, order, caps))]
-        self.where = {}  # parameter index -> (bucket, slot)
+        self.buckets = [Bucket(k, idx, self.params) for k, idx in enumerate(assign_buckets(self.params, order, caps))]
+        self.slot_of = {}  # parameter index -> (its bucket, its slot there)
         for b in self.buckets:
             for k, i in enumerate(b.indices):
-                self.where[i] = (b, k)
+                self.slot_of[i] = (b, k)
 
     def bucket_indices(self):
         """The parameter indices of each bucket, in launch order."""
         return [list(b.indices) for b in self.buckets]
-
-    def _identity(self):
-        """With one rank and the default hook the average is the gradient itself: skip the copies."""
-        return self.world_size == 1 and self.hook is allreduce_hook
 
     # ---- iteration state ----------------------------------------------------------------
     def _reset(self):
@@ -189,7 +123,7 @@ class Reducer:
         self.order, self.launches = [], []
         self.used_work = None
         for b in self.buckets:
-            b.pending, b.future, b.sources = len(b.indices), None, None
+            b.pending = len(b.indices)
 
     def check_finished(self):
         """Called first in DDP's forward: refuse to go on if the last reduction never finished
@@ -216,9 +150,8 @@ class Reducer:
 
     def _abandon(self):
         # the buckets already launched were launched on every rank: let them finish
-        for b in self.buckets:
-            if b.future is not None:
-                b.future.wait()
+        for b in self.buckets[:self.next_launch]:
+            self.strategy.finish(b)
         self._reset()
 
     def _rebuild(self):
@@ -251,8 +184,7 @@ class Reducer:
     def _begin(self):
         self.in_backward = True
         self.t_begin = time.perf_counter()
-        self.scale = 1.0 / self.div_factor if self.hook is allreduce_hook else None  # join may change it
-        self.direct = self.hook is allreduce_hook and not self.as_view  # reduce the .grad arrays in place
+        self.strategy = choose_strategy(self)  # per backward: join may change the divisor
         if self.find_unused:
             # a parameter forward did not use still has a gradient to share if one was
             # accumulated before (under no_sync): it counts as used, its .grad goes in as it is
@@ -269,24 +201,8 @@ class Reducer:
         return used, dist.all_reduce(used, group=self.group, async_op=True)
 
     def _mark_ready(self, i):
-        bucket, slot = self.where[i]
-        if self.direct and not self._identity():
-            grad, view = self.params[i].grad, bucket.views[slot]
-            if bucket.sources is None:
-                bucket.sources = [None] * len(bucket.indices)
-            if grad is not None and _in_place(grad.array, view):
-                bucket.sources[slot] = grad.array
-            else:
-                view[...] = 0 if grad is None else grad.array  # the unused contribute zeros
-                bucket.sources[slot] = view
-        elif not self._identity():
-            grad, view = self.params[i].grad, bucket.views[slot]
-            if grad is None:
-                view[...] = 0  # an unused parameter without a gradient contributes zeros
-            elif self.scale is not None:  # the default hook: divide while copying in
-                get_array_module(view).multiply(grad.array, self.scale, out=view)
-            elif grad.array is not view:
-                view[...] = grad.array
+        bucket, slot = self.slot_of[i]
+        self.strategy.stage(bucket, slot, self.params[i].grad)
         self.ready[i] = True
         self.order.append(i)
         self.num_ready += 1
@@ -299,16 +215,7 @@ class Reducer:
 
     def _launch(self, bucket):
         self.launches.append((bucket.index, time.perf_counter() - self.t_begin))
-        if self._identity():
-            return
-        if self.direct:
-            work = dist.all_reduce_coalesced(bucket.sources, group=self.group, async_op=True, scale=self.scale)
-            bucket.future = Future(work, None)
-        elif self.hook is allreduce_hook:  # gradient_as_bucket_view; divided on the way in
-            bucket.future = Future(dist.all_reduce(bucket.buffer, group=self.group, async_op=True), bucket.buffer)
-        else:
-            is_last = bucket.index == len(self.buckets) - 1
-            bucket.future = self.hook(self.hook_state, GradBucket(bucket, self.params, is_last, self.div_factor))
+        self.strategy.launch(bucket)
 
     def _finalize(self):
         t_end = time.perf_counter()
@@ -319,24 +226,12 @@ class Reducer:
             used, work = self.used_work
             work.wait()
             used = asnumpy(used)
-        sources = []  # where each bucket's averages are
-        for b in self.buckets:
-            source = b.buffer
-            if b.future is not None:
-                result = b.future.wait()
-                if b.sources is not None:
-                    pass  # reduced where they are; the slots' averages are in the buffer
-                elif result is not b.buffer and self.as_view:
-                    b.buffer[...] = result  # .grad will be views of the buffer
-                elif result is not b.buffer:
-                    source = result
-            sources.append(source)
+        averages = [self.strategy.finish(b) for b in self.buckets]  # where each bucket's averages are
         t_done = time.perf_counter()
         if timed is not None:
             timed = (timed, self._device_mark())
-        if not self._identity():
-            for b, source in zip(self.buckets, sources):
-                self._write_back(b, used, source)
+        for b, where in zip(self.buckets, averages):
+            self.strategy.write_back(b, where, used)
         self.stats = {"backward_s": t_end - self.t_begin, "wait_s": t_done - t_end,
                       "launches": list(self.launches), "buckets": len(self.buckets),
                       "end": t_end, "done": t_done}
@@ -363,35 +258,19 @@ class Reducer:
         end.synchronize()
         return cupy.cuda.get_elapsed_time(start, end) / 1e3
 
-    def _write_back(self, bucket, used, source):
-        """Put the averages (in ``source``, laid out as the bucket) into ``.grad``."""
-        results = bucket.views if source is bucket.buffer else bucket.split(source)
-        for k, (i, view, result) in enumerate(zip(bucket.indices, bucket.views, results)):
-            if used is not None and not used[i]:
-                continue  # unused on every rank: its .grad stays as it was, as in PyTorch
-            if bucket.sources is not None and bucket.sources[k] is not view:
-                continue  # reduced in place
-            p = self.params[i]
-            if self.as_view:
-                if p.grad is None or p.grad.array is not view:
-                    p.grad = Tensor._wrap(view)
-            elif p.grad is None:
-                p.grad = Tensor._wrap(result.copy())
-            elif p.grad.array is not result:
-                p.grad.array[...] = result
-
     # ---- join: a rank without data mirrors the others' reduction ----------------------
     def shadow_backward(self):
         """Take part in one iteration's reduction with zero gradients (a joined rank)."""
         used = self._launch_used_bitmap(range(len(self.params))) if self.find_unused else None
+        futures = []
         for b in self.buckets:
             b.buffer[...] = 0
             is_last = b.index == len(self.buckets) - 1
-            b.future = self.hook(self.hook_state, GradBucket(b, self.params, is_last, self.div_factor))
+            futures.append(self.hook(self.hook_state, GradBucket(b, self.params, is_last, self.div_factor)))
         if used is not None:
             used[1].wait()
-        for b in self.buckets:
-            b.future.wait()
+        for future in futures:
+            future.wait()
         self.iterations += 1
         if not self.rebuilt:
             self.ready_order = None

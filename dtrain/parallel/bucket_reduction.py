@@ -1,0 +1,220 @@
+"""How one backward pass reduces DDP's buckets: one object per strategy.
+
+The :class:`~.reducer.Reducer` picks a strategy at the start of every synchronized backward
+and drives it through four calls per bucket:
+
+* ``stage(bucket, slot, grad)``: a parameter's gradient is final; put it where the
+  bucket's reduction will read it;
+* ``launch(bucket)``: every gradient of the bucket is staged; start its reduction;
+* ``finish(bucket)``: wait for the reduction; returns where the averages are (the
+  bucket's layout);
+* ``write_back(bucket, averages, used)``: make ``.grad`` hold the averages (``used``:
+  per parameter, how many ranks used it, or None without ``find_unused_parameters``;
+  a parameter no rank used keeps its ``.grad``, as in PyTorch).
+
+The strategies:
+
+* :class:`InPlaceCoalesced` (the default hook on several ranks): the ``.grad`` arrays are
+  all-reduced where they are, as one message, no copies;
+* :class:`BucketCopy` (a comm hook, or ``gradient_as_bucket_view``): the gradients are
+  copied into the bucket buffer, the buffer is reduced, the averages are copied back;
+* :class:`SingleRank` (one rank, the default hook): a gradient is its own average.
+"""
+import math
+
+from .. import comm as dist
+from ..tensor import Tensor
+from ..tensor.backend import get_array_module
+from .comm_hooks import Future, allreduce_hook
+
+
+class Bucket:
+    """One flat buffer and the parameters whose gradients live in it.
+
+    Args:
+        index: the bucket's position in launch order.
+        indices: the indices of its parameters, in the order of their slots.
+        params: all the reducer's parameters.
+    """
+
+    def __init__(self, index, indices, params):
+        self.index, self.indices = index, indices
+        first = params[indices[0]].array
+        self.shapes = [params[i].shape for i in indices]
+        self.buffer = get_array_module(first).zeros(sum(params[i].numel() for i in indices), first.dtype)
+        self.views = self.split(self.buffer)  # views[k]: the slot of parameter indices[k], shaped like it
+        self.pending = len(indices)  # gradients not yet final in this pass
+
+    def split(self, flat):
+        """Per-parameter views of a flat array laid out like the buffer."""
+        views, start = [], 0
+        for shape in self.shapes:
+            n = math.prod(shape)
+            views.append(flat[start:start + n].reshape(shape))
+            start += n
+        return views
+
+
+class GradBucket:
+    """What a comm hook sees of a bucket (as ``torch.distributed.GradBucket``)."""
+
+    def __init__(self, bucket, params, is_last, div_factor):
+        self._bucket, self._params, self._is_last = bucket, params, is_last
+        self._div_factor = div_factor
+
+    def index(self):
+        return self._bucket.index
+
+    def buffer(self):
+        """The flat array of the bucket's gradients; a hook may reduce it in place."""
+        return self._bucket.buffer
+
+    def gradients(self):
+        """Per-parameter views of ``buffer()``, shaped like the parameters."""
+        return [Tensor._wrap(v) for v in self._bucket.views]
+
+    def parameters(self):
+        return [self._params[i] for i in self._bucket.indices]
+
+    def is_last(self):
+        return self._is_last
+
+
+def choose_strategy(reducer):
+    """The strategy of the coming backward of ``reducer`` (its hook, world size, options)."""
+    if reducer.hook is allreduce_hook and reducer.world_size == 1:
+        return SingleRank()
+    if reducer.hook is allreduce_hook and not reducer.as_view:
+        return InPlaceCoalesced(reducer.group, reducer.params, 1.0 / reducer.div_factor)
+    return BucketCopy(reducer)
+
+
+def _unused_everywhere(used, i):
+    return used is not None and not used[i]
+
+
+def _can_reduce_in_place(grad, slot):
+    """Whether a gradient array can be all-reduced where it is, standing for its bucket slot."""
+    return (type(grad) is type(slot) and grad.dtype == slot.dtype and grad.shape == slot.shape
+            and grad.flags.c_contiguous and getattr(grad.flags, "writeable", True))
+
+
+class SingleRank:
+    """One rank and the default hook: the average of a gradient is the gradient itself, so
+    nothing is copied or sent; the reducer's hooks only keep count."""
+
+    def stage(self, bucket, slot, grad):
+        """Nothing to stage: ``.grad`` already holds the average."""
+
+    def launch(self, bucket):
+        """Nothing to send."""
+
+    def finish(self, bucket):
+        """Nothing to wait for; the averages are in ``.grad``."""
+
+    def write_back(self, bucket, averages, used):
+        """Nothing to write: ``.grad`` is untouched."""
+
+
+class InPlaceCoalesced:
+    """The default hook on several ranks: a bucket is all-reduced straight from its ``.grad``
+    arrays, as one message (``all_reduce_coalesced``, every rank's values multiplied by
+    ``scale`` = 1 / world size first, as PyTorch divides before all-reducing): no copies into
+    and out of a bucket buffer, which on one node is what lets the shared-memory all-reduce
+    of :mod:`dtrain.comm.shm` pay off. A gradient that cannot be reduced where it is
+    (missing, non-contiguous, another dtype) goes through its bucket slot instead.
+
+    Args:
+        group: the process group (None: the default group).
+        params: the reducer's parameters.
+        scale: what every rank's values are multiplied by before the sum.
+    """
+
+    def __init__(self, group, params, scale):
+        self.group, self.params, self.scale = group, params, scale
+        self.to_reduce = {}  # bucket index -> per slot, the array all-reduced: the .grad array or the slot
+        self.works = {}  # bucket index -> the Work of its all-reduce
+
+    def stage(self, bucket, slot, grad):
+        arrays = self.to_reduce.setdefault(bucket.index, [None] * len(bucket.indices))
+        view = bucket.views[slot]
+        if grad is not None and _can_reduce_in_place(grad.array, view):
+            arrays[slot] = grad.array
+        else:
+            view[...] = 0 if grad is None else grad.array  # the unused contribute zeros
+            arrays[slot] = view
+
+    def launch(self, bucket):
+        self.works[bucket.index] = dist.all_reduce_coalesced(self.to_reduce[bucket.index], group=self.group,
+                                                             async_op=True, scale=self.scale)
+
+    def finish(self, bucket):
+        self.works[bucket.index].wait()
+        return bucket.buffer  # the averages of the gradients that went through their slots
+
+    def write_back(self, bucket, averages, used):
+        for i, view, reduced in zip(bucket.indices, bucket.views, self.to_reduce[bucket.index]):
+            if reduced is not view or _unused_everywhere(used, i):
+                continue  # reduced in its .grad array, or unused on every rank
+            p = self.params[i]
+            if p.grad is None:
+                p.grad = Tensor._wrap(view.copy())
+            else:
+                p.grad.array[...] = view
+
+
+class BucketCopy:
+    """A comm hook, or ``gradient_as_bucket_view``: the gradients are copied into the bucket
+    buffer, the buffer is reduced, and the averages are written back into ``.grad`` (which,
+    with ``gradient_as_bucket_view``, become views of the buffer). With the default hook the
+    gradients are divided by the world size while being copied in, and the buffer is
+    all-reduced as it is; another hook gets the undivided gradients in a :class:`GradBucket`.
+
+    Args:
+        reducer: the :class:`~.reducer.Reducer` (its group, parameters, hook and options).
+    """
+
+    def __init__(self, reducer):
+        self.params, self.group, self.as_view = reducer.params, reducer.group, reducer.as_view
+        self.hook, self.hook_state = reducer.hook, reducer.hook_state
+        self.div_factor, self.last = reducer.div_factor, len(reducer.buckets) - 1
+        self.scale = 1.0 / reducer.div_factor if reducer.hook is allreduce_hook else None
+        self.futures = {}  # bucket index -> the Future of its reduction
+
+    def stage(self, bucket, slot, grad):
+        view = bucket.views[slot]
+        if grad is None:
+            view[...] = 0  # an unused parameter without a gradient contributes zeros
+        elif self.scale is not None:  # the default hook: divide while copying in
+            get_array_module(view).multiply(grad.array, self.scale, out=view)
+        elif grad.array is not view:
+            view[...] = grad.array
+
+    def launch(self, bucket):
+        if self.scale is not None:  # divided on the way in: a plain all-reduce of the buffer
+            future = Future(dist.all_reduce(bucket.buffer, group=self.group, async_op=True), bucket.buffer)
+        else:
+            future = self.hook(self.hook_state, GradBucket(bucket, self.params, bucket.index == self.last,
+                                                           self.div_factor))
+        self.futures[bucket.index] = future
+
+    def finish(self, bucket):
+        averages = self.futures[bucket.index].wait()
+        if averages is not bucket.buffer and self.as_view:
+            bucket.buffer[...] = averages  # .grad will be views of the buffer
+            return bucket.buffer
+        return averages
+
+    def write_back(self, bucket, averages, used):
+        results = bucket.views if averages is bucket.buffer else bucket.split(averages)
+        for i, view, result in zip(bucket.indices, bucket.views, results):
+            if _unused_everywhere(used, i):
+                continue  # its .grad stays as it was, as in PyTorch
+            p = self.params[i]
+            if self.as_view:
+                if p.grad is None or p.grad.array is not view:
+                    p.grad = Tensor._wrap(view)
+            elif p.grad is None:
+                p.grad = Tensor._wrap(result.copy())
+            elif p.grad.array is not result:
+                p.grad.array[...] = result
