@@ -5,7 +5,7 @@ import numpy
 
 from .. import comm as dist
 from ..nn.module import Module
-from ..tensor import Tensor, backend, is_grad_enabled, no_grad
+from ..tensor import Tensor, backend, is_grad_enabled, no_grad, reachable_leaves
 from ..tensor.backend import get_array_module
 from .reducer import Reducer
 
@@ -149,24 +149,7 @@ class DistributedDataParallel(Module):
 
     def _unused_parameters(self, output):
         """Indices of the reducer's parameters that ``output``'s graph does not reach."""
-        used, seen, stack = set(), set(), []
-        for t in _tensors(output):
-            if t.grad_fn is None:
-                used.add(id(t))
-            else:
-                stack.append(t.grad_fn)
-        while stack:
-            fn = stack.pop()
-            if id(fn) in seen:
-                continue
-            seen.add(id(fn))
-            for t, need in zip(fn.inputs, fn.needs_input_grad):
-                if not need:
-                    continue
-                if t.grad_fn is None:
-                    used.add(id(t))
-                else:
-                    stack.append(t.grad_fn)
+        used = {id(t) for t in reachable_leaves(list(_tensors(output)))}
         return [i for i, p in enumerate(self.reducer.params) if id(p) not in used]
 
     # ---- contexts and hooks -------------------------------------------------------------
