@@ -1,6 +1,6 @@
 """dtrain.nn.functional: stateless layers, activations and losses, as torch.nn.functional.
 
-The ops live in dtrain/tensor/ops (nn.py, conv.py, ...), each with PyTorch's signature,
+The ops live in dtrain/tensor/ops (activation.py, conv.py, ...), each with PyTorch's signature,
 defaults and a docstring; this module is their public face. The few core ops whose argument
 names differ from torch.nn.functional's get a thin wrapper here.
 """
@@ -11,15 +11,15 @@ from ..tensor.ops.pooling import (adaptive_avg_pool1d, adaptive_avg_pool2d, adap
                                   adaptive_max_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d)
 from ..tensor.ops.upsample import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from ..tensor.ops.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: F401
-from ..tensor.ops.nn import (batch_norm, binary_cross_entropy_with_logits, cross_entropy, dropout,  # noqa: F401
-                             embedding, gelu, l1_loss, layer_norm, leaky_relu, log_softmax, mse_loss, nll_loss,
-                             pad, relu, silu, softmax, softplus)
-from ..tensor.ops.nn import dropout1d, dropout2d, dropout3d  # noqa: F401
-from ..tensor.ops.activation import (celu, elu, hardsigmoid, hardswish, hardtanh, mish, prelu, relu6,  # noqa: F401
-                                     selu)
-from ..tensor.ops.normalization import group_norm, rms_norm  # noqa: F401
-from ..tensor.ops.loss import (binary_cross_entropy, cosine_embedding_loss, huber_loss, kl_div,  # noqa: F401
-                               margin_ranking_loss, smooth_l1_loss, triplet_margin_loss)
+from ..tensor.ops.activation import (celu, elu, gelu, hardsigmoid, hardswish, hardtanh, leaky_relu,  # noqa: F401
+                                     log_softmax, mish, prelu, relu, relu6, selu, silu, softmax, softplus)
+from ..tensor.ops.dropout import dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
+from ..tensor.ops.normalization import batch_norm, group_norm, layer_norm, rms_norm  # noqa: F401
+from ..tensor.ops.loss import (binary_cross_entropy, binary_cross_entropy_with_logits,  # noqa: F401
+                               cosine_embedding_loss, cross_entropy, huber_loss, kl_div, l1_loss,
+                               margin_ranking_loss, mse_loss, nll_loss, smooth_l1_loss, triplet_margin_loss)
+from ..tensor.ops.sparse import embedding  # noqa: F401
+from ..tensor.ops.padding import pad  # noqa: F401
 from ..tensor.ops.distance import cosine_similarity, normalize, pairwise_distance  # noqa: F401
 
 

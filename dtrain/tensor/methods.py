@@ -62,7 +62,7 @@ Tensor.masked_fill_ = _index.masked_fill_
 Tensor.scatter_ = _index.scatter_
 Tensor.scatter_add_ = _index.scatter_add_
 
-from .ops import nn as _nn  # noqa: E402  (the nn ops import Tensor, bound above)
+from .ops import activation as _nn  # noqa: E402  (the nn ops import Tensor, bound above)
 
 Tensor.relu = _nn.relu
 Tensor.softmax = _nn.softmax

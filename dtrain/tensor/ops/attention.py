@@ -16,7 +16,9 @@ from ..function import Function, unbroadcast
 from ..random import uniform_array
 from ..tensor import Tensor
 from .linalg import linear, matmul
-from .nn import dropout, pad, softmax
+from .activation import softmax
+from .dropout import dropout
+from .padding import pad
 from .shape import cat
 
 _causal_blocks = {}

@@ -102,6 +102,17 @@ class Mul(Function):
                 unbroadcast(g * self.a, _shape(self.b)) if nb else None)
 
 
+class Scale(Function):
+    """``a * factor`` with a constant per-element factor (leaky_relu's slope, dropout's mask)."""
+
+    def forward(self, a, factor=None):
+        self.factor = factor
+        return a * factor
+
+    def backward(self, g):
+        return g * self.factor
+
+
 class Div(Function):
     def forward(self, a, b):
         self.a, self.b = a, b

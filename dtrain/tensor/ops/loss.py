@@ -1,15 +1,326 @@
-"""Losses beyond cross-entropy/NLL/MSE/L1/BCE-with-logits (those live in nn.py):
-binary_cross_entropy, smooth_l1 and huber, kl_div (one Function each), and the margin
-losses cosine_embedding, margin_ranking and triplet_margin (composites)."""
+"""Losses: cross_entropy and nll_loss (one fused Function, class indices or probabilities),
+mse and l1, binary_cross_entropy_with_logits, binary_cross_entropy, smooth_l1 and huber,
+kl_div (one Function each), and the margin losses cosine_embedding, margin_ranking and
+triplet_margin (composites)."""
 import warnings
 
 from .. import backend, device_checks
 from ..backend import get_array_module
-from ..function import Function, unbroadcast
+from ..function import Function, on_input_device, unbroadcast
 from ..tensor import Tensor
+from ._checks import check_float
+from .activation import _log_softmax, log_softmax
 from .distance import pairwise_distance
 from .elementwise import clamp, minimum, where
-from .nn import _check_float, _pair_loss_args, _reduce, _reduction
+from .shape import unsqueeze
+
+
+def _reduction(reduction, size_average, reduce, op):
+    if size_average is not None or reduce is not None:  # the legacy pair, mapped as PyTorch does
+        warnings.warn("size_average and reduce args will be deprecated, please use reduction= instead.",
+                      UserWarning, stacklevel=3)
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "none" if not reduce else "mean" if size_average else "sum"
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction; expected 'none', 'mean' or 'sum'")
+    return reduction
+
+
+def _reduce(loss, reduction):
+    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+
+
+class ClassNLL(Function):
+    """Negative log-likelihood of class indices along dim 1, optionally fused with log_softmax
+    (cross_entropy): class weights, ignore_index, label smoothing and the weighted mean.
+
+    Per element n: loss_n = -(1 - s) w[y_n] logp[n, y_n] - (s / C) sum_c w_c logp[n, c], zero
+    where y_n == ignore_index; 'mean' divides the sum by sum_n w[y_n] over kept elements.
+    """
+
+    def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean", smoothing=0.0, logits=True):
+        logp = _log_softmax(x, 1) if logits else x
+        keep = target != ignore_index
+        y = target * keep  # ignored elements point at class 0; their weight is 0
+        wy = keep.astype(x.dtype) if weight is None else weight[y] * keep
+        self.index = _class_index(y)
+        loss = logp[self.index] * wy
+        loss *= smoothing - 1
+        self.wb = None
+        if smoothing:
+            c = x.shape[1]
+            self.wb = None if weight is None else weight.reshape((c,) + (1,) * (x.ndim - 2))
+            total = (logp.sum(axis=1) if weight is None else (logp * self.wb).sum(axis=1)) * keep
+            loss -= total * (smoothing / c)
+        self.logp, self.keep, self.wy = logp if logits else None, keep, wy
+        self.reduction, self.smoothing, self.logits, self.shape = reduction, smoothing, logits, x.shape
+        if reduction == "none":
+            return loss
+        if reduction == "sum":
+            return loss.sum()
+        self.denom = wy.sum()
+        return loss.sum() / self.denom
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        c, s = self.shape[1], self.smoothing
+        scale = g / self.denom if self.reduction == "mean" else g
+        # d loss / d logp = -(1 - s) w[y] onehot(y) - (s / C) w, times the reduction's scale:
+        # ``picked`` at the targets, ``spread`` (times w) everywhere
+        picked = (s - 1) * scale * self.wy
+        total = picked  # the sum over classes, for log_softmax's backward
+        if s:
+            spread = scale * self.keep * (-s / c)
+            total = picked + spread * (c if self.wb is None else self.wb.sum())
+        if self.logits:  # log_softmax's backward: glogp - softmax * sum_c glogp
+            glogp = xp.exp(self.logp)
+            glogp *= -total[:, None]
+        else:
+            glogp = xp.zeros(self.shape, dtype=self.wy.dtype)
+        if s:
+            glogp += spread[:, None] if self.wb is None else spread[:, None] * self.wb
+        glogp[self.index] += picked  # one target per element: no repeated index
+        return glogp, None
+
+
+def _class_index(y):
+    """The index that picks entry [n, y[n, d...], d...] of an (N, C, d...) array."""
+    xp = get_array_module(y)
+    grids = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (y.ndim - 1 - i)) for i, n in enumerate(y.shape)]
+    return (grids[0], y) + tuple(grids[1:])
+
+
+def _class_target(input, target, weight, op):
+    """Check the (input, class-index target, weight) triple; add the batch dim to unbatched input."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{op}: target must be a Tensor, got {type(target).__name__}")
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    unbatched = input.ndim == 1
+    if unbatched:
+        input, target = unsqueeze(input, 0), target.reshape(1) if target.ndim == 0 else target
+    expected = (input.shape[0],) + tuple(input.shape[2:])
+    if target.dtype.kind not in "iu":
+        raise RuntimeError(f"{op}: expected target of class indices (an integer dtype, shape {list(expected)}) "
+                           f"or class probabilities (floating, the input's shape {list(input.shape)}), "
+                           f"got target of dtype {target.dtype} and shape {list(target.shape)}")
+    if tuple(target.shape) != expected:
+        raise ValueError(f"{op}: expected target of shape {list(expected)} for input of shape "
+                         f"{list(input.shape)} (classes along dim 1), got target shape {list(target.shape)}")
+    weight = _class_weight(weight, input.shape[1], input, op)
+    return input, target, None if weight is None else weight.array.astype(input.dtype, copy=False), unbatched
+
+
+def _class_weight(weight, c, input, op):
+    if weight is not None:
+        if not isinstance(weight, Tensor) or tuple(weight.shape) != (c,):
+            shape = list(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(f"{op}: weight must be a Tensor of shape [{c}] (one per class), got {shape}")
+        if weight.device != input.device:
+            raise RuntimeError(f"{op}: weight is on {weight.device} but input is on {input.device}")
+    return weight
+
+
+def _check_classes(target, c, ignore_index, op):
+    """Class indices in [0, c) or ``ignore_index``; on a GPU checked on the device, the error
+    raised at the next host synchronisation (device_checks)."""
+    t = target.array
+    if not t.size:
+        return
+    if backend.is_cuda_array(t):
+        xp = get_array_module(t)
+        device_checks.check_range(
+            xp.where(t == ignore_index, 0, t), 0, c, (op, c, ignore_index),
+            lambda lo, hi: IndexError(f"{op}: target {hi if hi >= c else lo} is out of bounds: expected class "
+                                      f"indices in [0, {c - 1}] or ignore_index ({ignore_index})"))
+        return
+    if 0 <= int(t.min()) and int(t.max()) < c:
+        return
+    bad = t[(t != ignore_index) & ((t < 0) | (t >= c))]
+    if bad.size:
+        raise IndexError(f"{op}: target {int(bad[0])} is out of bounds: expected class indices in "
+                         f"[0, {c - 1}] or ignore_index ({ignore_index})")
+
+
+def _class_nll(input, target, weight, ignore_index, reduction, smoothing, logits, op):
+    input, target, weight, unbatched = _class_target(input, target, weight, op)
+    _check_classes(target, input.shape[1], ignore_index, op)
+    loss = ClassNLL.apply(input, target.array, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                          smoothing=smoothing, logits=logits)
+    return loss.reshape(()) if unbatched and reduction == "none" else loss
+
+
+@on_input_device
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    """Cross-entropy between logits and targets: log_softmax and nll_loss fused in one op.
+
+    Args:
+        input: logits of shape (N, C), (N, C, d1, ...) or (C,).
+        target: class indices (integer dtype) of shape (N,), (N, d1, ...) or (); or class
+            probabilities (floating) of the input's shape. An index out of [0, C) raises
+            IndexError: at once on the CPU; on a GPU at the next host synchronisation
+            (``.item()``, printing; ``dtrain.tensor.device_checks``), checked on the device.
+        weight: optional per-class weights, shape (C,).
+        ignore_index: target value that contributes neither loss nor gradient (index targets).
+        reduction: ``'mean'`` (weighted: divided by the sum of the kept targets' weights),
+            ``'sum'`` or ``'none'``.
+        label_smoothing: in [0, 1]; the target becomes (1 - s) * onehot + s / C.
+
+    Returns:
+        The loss: a scalar, or per element for ``reduction='none'``.
+
+    Example:
+        >>> F.cross_entropy(dtrain.tensor([[2.0, 0.5]]), dtrain.tensor([0]))
+        tensor(0.2014)
+    """
+    reduction = _reduction(reduction, size_average, reduce, "cross_entropy")
+    check_float(input, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    if isinstance(target, Tensor) and target.dtype.kind == "f" and target.shape == input.shape:
+        return _soft_cross_entropy(input, target, weight, reduction, label_smoothing)
+    return _class_nll(input, target, weight, ignore_index, reduction, label_smoothing, True, "cross_entropy")
+
+
+def _soft_cross_entropy(input, target, weight, reduction, smoothing):
+    axis = 1 if input.ndim > 1 else 0
+    c = input.shape[axis]
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / c
+    prod = log_softmax(input, axis) * target
+    if _class_weight(weight, c, input, "cross_entropy") is not None:
+        prod = prod * weight.reshape((c,) + (1,) * (input.ndim - axis - 1))
+    return _reduce(-prod.sum(axis), reduction)
+
+
+@on_input_device
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    """Negative log-likelihood of class indices, for log-probabilities ``input``.
+
+    Args:
+        input: log-probabilities of shape (N, C), (N, C, d1, ...) or (C,).
+        target: class indices of shape (N,), (N, d1, ...) or () (checked as in :func:`cross_entropy`).
+        weight, ignore_index, reduction: as in :func:`cross_entropy`.
+
+    Example:
+        >>> F.nll_loss(dtrain.tensor([[-0.1, -2.3]]), dtrain.tensor([1]))
+        tensor(2.3000)
+    """
+    reduction = _reduction(reduction, size_average, reduce, "nll_loss")
+    check_float(input, "nll_loss")
+    return _class_nll(input, target, weight, ignore_index, reduction, 0.0, False, "nll_loss")
+
+
+def _pair_loss_args(input, target, op):
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{op}: target must be a Tensor, got {type(target).__name__}")
+    if target.shape != input.shape:
+        warnings.warn(f"{op}: using a target size ({list(target.shape)}) that is different to the input size "
+                      f"({list(input.shape)}); they are broadcast, which is likely not what you want.",
+                      UserWarning, stacklevel=3)
+
+
+def _pointwise_loss(loss, weight, reduction, input, op):
+    """Reduce an elementwise loss; with ``weight`` (the input's shape) 'mean' is the weighted mean."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(input.shape):
+        got = list(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"{op}: weight must have the input's shape {list(input.shape)}, got {got}")
+    loss = loss * weight
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / weight.sum()
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean squared error (input - target)^2, reduced.
+
+    Args:
+        input, target: Tensors of the same shape (broadcast, with a warning, if not).
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+        weight: optional per-element weights of the input's shape; 'mean' is then
+            sum(weight * loss) / sum(weight), as PyTorch.
+
+    Example:
+        >>> F.mse_loss(dtrain.tensor([1.0, 3.0]), dtrain.tensor([0.0, 0.0]))
+        tensor(5.)
+    """
+    reduction = _reduction(reduction, size_average, reduce, "mse_loss")
+    _pair_loss_args(input, target, "mse_loss")
+    diff = input - target
+    return _pointwise_loss(diff * diff, weight, reduction, input, "mse_loss")
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean absolute error |input - target|, reduced; arguments as :func:`mse_loss`.
+
+    Example:
+        >>> F.l1_loss(dtrain.tensor([1.0, -3.0]), dtrain.tensor([0.0, 0.0]))
+        tensor(2.)
+    """
+    reduction = _reduction(reduction, size_average, reduce, "l1_loss")
+    _pair_loss_args(input, target, "l1_loss")
+    return _pointwise_loss((input - target).abs(), weight, reduction, input, "l1_loss")
+
+
+class BCEWithLogits(Function):
+    """-w [p t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], written with softplus(-x) =
+    log1p(exp(-|x|)) + max(-x, 0) so that no exp overflows."""
+
+    def forward(self, x, t, weight=None, pos_weight=None):
+        xp = get_array_module(x, t)
+        sp = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)  # softplus(-x) = -log sigmoid(x)
+        lw = 1 if pos_weight is None else 1 + (pos_weight - 1) * t
+        self.x, self.t, self.sp, self.lw, self.weight, self.pos_weight = x, t, sp, lw, weight, pos_weight
+        loss = (1 - t) * x + lw * sp
+        return loss if weight is None else loss * weight
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        nx, nt = self.needs_input_grad
+        g = g if self.weight is None else g * self.weight
+        gx = gt = None
+        if nx:  # d/dx = (1 - t) - lw * sigmoid(-x)
+            gx = g * ((1 - self.t) - self.lw * (0.5 - 0.5 * xp.tanh(self.x * 0.5)))
+        if nt:  # d/dt = (pos_weight - 1) * softplus(-x) - x
+            gt = g * (-self.x if self.pos_weight is None else (self.pos_weight - 1) * self.sp - self.x)
+        return gx, gt
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """Binary cross-entropy of sigmoid(input) against ``target``, stable for any logit.
+
+    Args:
+        input: logits, any shape.
+        target: probabilities in [0, 1], the input's shape.
+        weight: optional rescaling, broadcast to the input's shape.
+        pos_weight: optional weight of the positive term, broadcast along the last dims
+            (one per class).
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+
+    Example:
+        >>> F.binary_cross_entropy_with_logits(dtrain.tensor([0.0]), dtrain.tensor([1.0]))
+        tensor(0.6931)
+    """
+    op = "binary_cross_entropy_with_logits"
+    reduction = _reduction(reduction, size_average, reduce, op)
+    check_float(input, op)
+    if not isinstance(target, Tensor) or target.shape != input.shape:
+        shape = list(target.shape) if isinstance(target, Tensor) else type(target).__name__
+        raise ValueError(f"{op}: target size ({shape}) must be the same as input size ({list(input.shape)})")
+    target = target.to(input.dtype)
+    consts = {}
+    for name, w in (("weight", weight), ("pos_weight", pos_weight)):
+        if w is not None:
+            try:
+                backend.broadcast_shapes(tuple(w.shape), tuple(input.shape))
+            except ValueError:
+                raise ValueError(f"{op}: {name} of shape {list(w.shape)} does not broadcast to the input's "
+                                 f"shape {list(input.shape)}") from None
+            consts[name] = w.array.astype(input.dtype, copy=False)
+    return _reduce(BCEWithLogits.apply(input, target, **consts), reduction)
 
 
 def _clamped_log(v, positive):
@@ -59,7 +370,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """
     op = "binary_cross_entropy"
     reduction = _reduction(reduction, size_average, reduce, op)
-    _check_float(input, op)
+    check_float(input, op)
     if not isinstance(target, Tensor) or target.shape != input.shape:
         shape = list(target.shape) if isinstance(target, Tensor) else type(target).__name__
         raise ValueError(f"{op}: Using a target size ({shape}) that is different to the input size "
@@ -119,7 +430,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     reduction = _reduction(reduction, size_average, reduce, op)
     if beta < 0:
         raise RuntimeError(f"{op}: beta must be non-negative, got {beta}")
-    _check_float(input, op)
+    check_float(input, op)
     _pair_loss_args(input, target, op)
     d = input - target
     return _reduce(d.abs() if beta == 0 else Huber.apply(d, delta=beta, scale=1.0 / beta), reduction)
@@ -143,7 +454,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     reduction = _reduction(reduction, None, None, op)
     if not delta > 0:
         raise RuntimeError(f"{op}: delta must be positive, got {delta}")
-    _check_float(input, op)
+    check_float(input, op)
     _pair_loss_args(input, target, op)
     loss = Huber.apply(input - target, delta=delta)
     if weight is not None:
@@ -205,7 +516,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
                           "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
                           "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
                           UserWarning, stacklevel=2)
-    _check_float(input, op)
+    check_float(input, op)
     if not isinstance(target, Tensor):
         raise TypeError(f"{op}: target must be a Tensor, got {type(target).__name__}")
     try:
