@@ -1,7 +1,5 @@
 """Adadelta: step sizes from running averages of squared gradients and squared updates."""
-from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_nonnegative, check_step_flags, effective_grad, on_param_device, state_like,
-                        step_tensor)
+from .optimizer import Optimizer, average_square, check_nonnegative, check_step_flags, each_update
 
 
 class Adadelta(Optimizer):
@@ -38,39 +36,17 @@ class Adadelta(Optimizer):
             raise ValueError(f"Invalid rho value: {group['rho']} (expected 0 <= rho <= 1)")
         check_step_flags(self, group)
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, rho, eps = group["lr"], group["rho"], group["eps"]
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = step_tensor()
-                    state["square_avg"] = state_like(p)
-                    state["acc_delta"] = state_like(p)
-                param = p.array
-                xp = get_array_module(param)
-                g = effective_grad(param, p.grad.array, group["weight_decay"], group["maximize"])
-                state["step"].array += 1
-                square_avg, acc_delta = state["square_avg"].array, state["acc_delta"].array
-
-                tmp = xp.multiply(g, g)
-                tmp *= 1 - rho
-                square_avg *= rho
-                square_avg += tmp
-                std = xp.add(square_avg, eps, out=tmp)
-                xp.sqrt(std, out=std)
-                delta = xp.add(acc_delta, eps)
-                xp.sqrt(delta, out=delta)
-                delta /= std
-                delta *= g
-                xp.multiply(delta, delta, out=tmp)
-                tmp *= 1 - rho
-                acc_delta *= rho
-                acc_delta += tmp
-                delta *= lr
-                param -= delta
-        return loss
+    def _update_group(self, group):
+        lr, rho, eps = group["lr"], group["rho"], group["eps"]
+        for state, param, g, xp, _ in each_update(self, group, ("square_avg", "acc_delta")):
+            square_avg, acc_delta = state["square_avg"].array, state["acc_delta"].array
+            tmp = average_square(xp, g, square_avg, rho)  # tmp: a free temporary
+            std = xp.add(square_avg, eps, out=tmp)
+            xp.sqrt(std, out=std)
+            delta = xp.add(acc_delta, eps)
+            xp.sqrt(delta, out=delta)
+            delta /= std
+            delta *= g
+            average_square(xp, delta, acc_delta, rho, out=tmp)
+            delta *= lr
+            param -= delta

@@ -1,7 +1,5 @@
 """Adagrad: per-coordinate learning rates from the running sum of squared gradients."""
-from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_nonnegative, check_step_flags, effective_grad, on_param_device, state_like,
-                        step_tensor)
+from .optimizer import Optimizer, check_nonnegative, check_step_flags, each_update, state_like, step_tensor
 
 
 class Adagrad(Optimizer):
@@ -47,27 +45,14 @@ class Adagrad(Optimizer):
             self.state[p]["step"] = step_tensor()
             self.state[p]["sum"] = state_like(p, param_group["initial_accumulator_value"])
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                param = p.array
-                xp = get_array_module(param)
-                g = effective_grad(param, p.grad.array, group["weight_decay"], group["maximize"])
-                state["step"].array += 1
-                t = float(state["step"].array)
-                state_sum = state["sum"].array
-
-                tmp = xp.multiply(g, g)  # the one temporary, reused below
-                state_sum += tmp
-                std = xp.sqrt(state_sum, out=tmp)
-                std += eps
-                step = xp.divide(g, std, out=tmp)
-                step *= lr / (1 + (t - 1) * lr_decay)
-                param -= step
-        return loss
+    def _update_group(self, group):
+        lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
+        for state, param, g, xp, t in each_update(self, group):  # the state exists already (add_param_group)
+            state_sum = state["sum"].array
+            tmp = xp.multiply(g, g)  # the one temporary, reused below
+            state_sum += tmp
+            std = xp.sqrt(state_sum, out=tmp)
+            std += eps
+            step = xp.divide(g, std, out=tmp)
+            step *= lr / (1 + (t - 1) * lr_decay)
+            param -= step

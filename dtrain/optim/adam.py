@@ -1,7 +1,5 @@
 """Adam and AdamW (Adam with decoupled weight decay)."""
-from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor, update_moments)
+from .optimizer import Optimizer, check_adam_hyperparameters, each_update, update_moments
 
 
 class Adam(Optimizer):
@@ -37,48 +35,23 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
-        check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
-                                  "weight_decay": "weight_decay value"})
-        check_betas(group)
-        check_step_flags(self, group)
+        check_adam_hyperparameters(self, group)
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
-            decoupled = group["decoupled_weight_decay"]
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = step_tensor()
-                    state["exp_avg"] = state_like(p)
-                    state["exp_avg_sq"] = state_like(p)
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = state_like(p)
-                param = p.array
-                xp = get_array_module(param)
-                g = effective_grad(param, p.grad.array, 0 if decoupled else weight_decay, group["maximize"])
-                if decoupled and weight_decay:
-                    param *= 1 - lr * weight_decay
-                state["step"].array += 1
-                t = float(state["step"].array)
-                m, v = state["exp_avg"].array, state["exp_avg_sq"].array
+    def _update_group(self, group):
+        lr, (beta1, beta2), eps, amsgrad = group["lr"], group["betas"], group["eps"], group["amsgrad"]
+        buffers = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
+        for state, param, g, xp, t in each_update(self, group, buffers):
+            m, v = state["exp_avg"].array, state["exp_avg_sq"].array
+            tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
+            if amsgrad:
+                v = xp.maximum(state["max_exp_avg_sq"].array, v, out=state["max_exp_avg_sq"].array)
 
-                tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
-                if amsgrad:
-                    v = xp.maximum(state["max_exp_avg_sq"].array, v, out=state["max_exp_avg_sq"].array)
-
-                denom = xp.sqrt(v, out=tmp)
-                denom /= (1 - beta2 ** t) ** 0.5
-                denom += eps
-                step = xp.divide(m, denom, out=tmp)
-                step *= lr / (1 - beta1 ** t)
-                param -= step
-        return loss
+            denom = xp.sqrt(v, out=tmp)
+            denom /= (1 - beta2 ** t) ** 0.5
+            denom += eps
+            step = xp.divide(m, denom, out=tmp)
+            step *= lr / (1 - beta1 ** t)
+            param -= step
 
 
 class AdamW(Adam):

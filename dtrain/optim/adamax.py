@@ -1,7 +1,5 @@
 """Adamax: Adam with the infinity norm of past gradients in place of the second moment."""
-from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor, update_moments)
+from .optimizer import Optimizer, check_adam_hyperparameters, each_update, update_moments
 
 
 class Adamax(Optimizer):
@@ -32,37 +30,17 @@ class Adamax(Optimizer):
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
-        check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
-                                  "weight_decay": "weight_decay value"})
-        check_betas(group)
-        check_step_flags(self, group)
+        check_adam_hyperparameters(self, group)
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = step_tensor()
-                    state["exp_avg"] = state_like(p)
-                    state["exp_inf"] = state_like(p)
-                param = p.array
-                xp = get_array_module(param)
-                g = effective_grad(param, p.grad.array, group["weight_decay"], group["maximize"])
-                state["step"].array += 1
-                t = float(state["step"].array)
-                m, u = state["exp_avg"].array, state["exp_inf"].array
-
-                tmp = update_moments(xp, g, m, None, beta1, beta2)
-                xp.abs(g, out=tmp)
-                tmp += eps
-                u *= beta2
-                xp.maximum(u, tmp, out=u)
-                step = xp.divide(m, u, out=tmp)
-                step *= lr / (1 - beta1 ** t)
-                param -= step
-        return loss
+    def _update_group(self, group):
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        for state, param, g, xp, t in each_update(self, group, ("exp_avg", "exp_inf")):
+            m, u = state["exp_avg"].array, state["exp_inf"].array
+            tmp = update_moments(xp, g, m, None, beta1, beta2)
+            xp.abs(g, out=tmp)
+            tmp += eps
+            u *= beta2
+            xp.maximum(u, tmp, out=u)
+            step = xp.divide(m, u, out=tmp)
+            step *= lr / (1 - beta1 ** t)
+            param -= step

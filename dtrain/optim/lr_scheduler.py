@@ -99,13 +99,43 @@ class LRScheduler:
     def _current_lrs(self):
         return [group["lr"] for group in self.optimizer.param_groups]
 
+    # the name of a list attribute saved item by item (_part_state) rather than as it is
+    _parts = None
+
     def state_dict(self):
-        """Everything in the scheduler's ``__dict__`` but the optimizer."""
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+        """Everything in the scheduler's ``__dict__`` but the optimizer; a subclass's ``_parts``
+        list comes last, as the state of each item."""
+        state = {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+        if self._parts is not None:
+            state[self._parts] = [self._part_state(part) for part in state.pop(self._parts)]
+        return state
 
     def load_state_dict(self, state_dict):
         """Restore a state returned by ``state_dict()``."""
-        self.__dict__.update(state_dict)
+        state = dict(state_dict)
+        saved_parts = state.pop(self._parts) if self._parts is not None else ()
+        self.__dict__.update(state)
+        for part, saved in zip(getattr(self, self._parts) if self._parts is not None else (), saved_parts):
+            self._load_part(part, saved)
+
+    def _part_state(self, part):
+        """What ``state_dict`` keeps of one item of ``_parts``."""
+        raise NotImplementedError
+
+    def _load_part(self, part, saved):
+        """Restore one item of ``_parts`` from what ``_part_state`` kept."""
+        raise NotImplementedError
+
+
+def _callable_state(fn):
+    """What a scheduler saves of a user function: the attributes of a callable object, None for
+    a plain function or lambda (it cannot be saved), as PyTorch does."""
+    return None if fn is None or isinstance(fn, types.FunctionType) else fn.__dict__.copy()
+
+
+def _load_callable_state(fn, saved):
+    if saved is not None:
+        fn.__dict__.update(saved)
 
 
 def _check_optimizer(optimizer):
@@ -172,21 +202,15 @@ class _LambdaScheduler(LRScheduler):
                 raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
         super().__init__(optimizer, last_epoch)
 
-    def state_dict(self):
-        """As the base, with the lambdas' own state kept only for callable objects (plain
-        functions and lambdas cannot be saved), as PyTorch does."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
-        state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else fn.__dict__.copy()
-                               for fn in self.lr_lambdas]
-        return state
+    # the lambdas' own state is kept only for callable objects (plain functions and lambdas
+    # cannot be saved), as PyTorch does
+    _parts = "lr_lambdas"
 
-    def load_state_dict(self, state_dict):
-        state = dict(state_dict)
-        lambdas = state.pop("lr_lambdas")
-        self.__dict__.update(state)
-        for fn, saved in zip(self.lr_lambdas, lambdas):
-            if saved is not None:
-                fn.__dict__.update(saved)
+    def _part_state(self, part):
+        return _callable_state(part)
+
+    def _load_part(self, part, saved):
+        _load_callable_state(part, saved)
 
 
 class LambdaLR(_LambdaScheduler):
@@ -501,18 +525,13 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 class _Composite(LRScheduler):
     """A scheduler made of others (``self._schedulers``), saved and loaded with them."""
 
-    def state_dict(self):
-        """As the base, with each wrapped scheduler's own state_dict."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state
+    _parts = "_schedulers"  # saved as each wrapped scheduler's own state_dict
 
-    def load_state_dict(self, state_dict):
-        state = dict(state_dict)
-        schedulers = state.pop("_schedulers")
-        self.__dict__.update(state)
-        for s, saved in zip(self._schedulers, schedulers):
-            s.load_state_dict(saved)
+    def _part_state(self, part):
+        return part.state_dict()
+
+    def _load_part(self, part, saved):
+        part.load_state_dict(saved)
 
 
 class SequentialLR(_Composite):
@@ -704,16 +723,14 @@ class CyclicLR(LRScheduler):
         """As the base, with a custom ``scale_fn`` kept only if it is a callable object
         (its attributes; plain functions and lambdas cannot be saved), as PyTorch does."""
         state = super().state_dict()
-        fn = state.pop("_scale_fn_custom")
-        state["_scale_fn_custom"] = None if fn is None or isinstance(fn, types.FunctionType) else fn.__dict__.copy()
+        state["_scale_fn_custom"] = _callable_state(state.pop("_scale_fn_custom"))
         return state
 
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
-        fn = state.pop("_scale_fn_custom")
+        saved = state.pop("_scale_fn_custom")
         self.__dict__.update(state)
-        if fn is not None:
-            self._scale_fn_custom.__dict__.update(fn)
+        _load_callable_state(self._scale_fn_custom, saved)
         self._init_scale_fn()
 
 

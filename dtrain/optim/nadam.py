@@ -1,7 +1,5 @@
 """NAdam: Adam with Nesterov momentum and a momentum schedule."""
-from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor, update_moments)
+from .optimizer import Optimizer, check_adam_hyperparameters, each_update, update_moments
 
 
 class NAdam(Optimizer):
@@ -39,47 +37,24 @@ class NAdam(Optimizer):
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
-        check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
-                                  "weight_decay": "weight_decay value", "momentum_decay": "momentum_decay value"})
-        check_betas(group)
-        check_step_flags(self, group)
+        check_adam_hyperparameters(self, group, {"momentum_decay": "momentum_decay value"})
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay, decoupled, momentum_decay = (group["weight_decay"], group["decoupled_weight_decay"],
-                                                       group["momentum_decay"])
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = step_tensor()
-                    # a float32 CPU scalar like "step", so the product rounds as PyTorch's does
-                    state["mu_product"] = step_tensor(1.0)
-                    state["exp_avg"] = state_like(p)
-                    state["exp_avg_sq"] = state_like(p)
-                param = p.array
-                xp = get_array_module(param)
-                g = effective_grad(param, p.grad.array, 0 if decoupled else weight_decay, group["maximize"])
-                if decoupled and weight_decay:
-                    param *= 1 - lr * weight_decay
-                state["step"].array += 1
-                t = float(state["step"].array)
-                mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
-                mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
-                state["mu_product"].array *= mu
-                mu_product = float(state["mu_product"].array)
-                m, v = state["exp_avg"].array, state["exp_avg_sq"].array
+    def _update_group(self, group):
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        momentum_decay = group["momentum_decay"]
+        # mu_product: a float32 CPU scalar like "step", so the product rounds as PyTorch's does
+        for state, param, g, xp, t in each_update(self, group, ("exp_avg", "exp_avg_sq"), {"mu_product": 1.0}):
+            mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+            mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+            state["mu_product"].array *= mu
+            mu_product = float(state["mu_product"].array)
+            m, v = state["exp_avg"].array, state["exp_avg_sq"].array
 
-                tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
-                denom = xp.divide(v, 1 - beta2 ** t, out=tmp)
-                xp.sqrt(denom, out=denom)
-                denom += eps
-                update = g * (lr * (1.0 - mu) / (1.0 - mu_product))
-                update += m * (lr * mu_next / (1.0 - mu_product * mu_next))
-                update /= denom
-                param -= update
-        return loss
+            tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
+            denom = xp.divide(v, 1 - beta2 ** t, out=tmp)
+            xp.sqrt(denom, out=denom)
+            denom += eps
+            update = g * (lr * (1.0 - mu) / (1.0 - mu_product))
+            update += m * (lr * mu_next / (1.0 - mu_product * mu_next))
+            update /= denom
+            param -= update

@@ -87,7 +87,14 @@ class Optimizer:
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns ``closure()``'s loss (if given)."""
-        raise NotImplementedError
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            self._update_group(group)
+        return loss
+
+    def _update_group(self, group):
+        """Update the parameters of one group (subclasses, unless they override ``step``)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither step() nor _update_group()")
 
     def _run_closure(self, closure):
         """Re-evaluate the loss with grad enabled (the step itself records nothing)."""
@@ -217,6 +224,15 @@ def check_nonnegative(group, labels):
             raise ValueError(f"Invalid {label}: {group[key]} (expected {key} >= 0)")
 
 
+def check_adam_hyperparameters(optimizer, group, extra=None):
+    """The checks of the Adam family: lr, eps and weight_decay (and the ``extra`` keys, as in
+    ``check_nonnegative``) >= 0, betas in [0, 1), the step flags."""
+    check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value", "weight_decay": "weight_decay value",
+                              **(extra or {})})
+    check_betas(group)
+    check_step_flags(optimizer, group)
+
+
 def check_betas(group):
     """Raise 'Invalid beta parameter at index i: <value>' unless each of the two betas is in [0, 1)."""
     betas = group["betas"]
@@ -249,6 +265,53 @@ def on_param_device(params):
                 yield p
 
 
+def each_update(optimizer, group, buffers=(), scalars=None):
+    """The per-parameter prologue the adaptive optimizers share. For each parameter of ``group``
+    that has a gradient, in order and with its device current, yields ``(state, param, g, xp, t)``:
+
+    - ``state``: its state, made on first use as PyTorch orders it: the ``"step"`` counter, a
+      CPU float32 scalar per ``scalars`` entry (name: initial value), then a zero buffer like
+      the parameter per name in ``buffers``;
+    - ``param``: its array, to update in place;
+    - ``g``: the gradient the update uses (``effective_grad`` with the group's ``weight_decay``
+      and ``maximize``); with ``decoupled_weight_decay`` the decay is applied to the weights
+      instead, ``p *= 1 - lr * weight_decay``, before the caller's update;
+    - ``xp``: the array module of ``param``;
+    - ``t``: the step number, this step counted.
+    """
+    weight_decay, maximize = group["weight_decay"], group["maximize"]
+    decoupled = group.get("decoupled_weight_decay", False)
+    coupled_decay = 0 if decoupled else weight_decay
+    shrink = 1 - group["lr"] * weight_decay if decoupled and weight_decay else None
+    for p in on_param_device(group["params"]):
+        if p.grad is None:
+            continue
+        state = optimizer.state[p]
+        if not state:
+            state["step"] = step_tensor()
+            for name, value in (scalars or {}).items():
+                state[name] = step_tensor(value)
+            for name in buffers:
+                state[name] = state_like(p)
+        param = p.array
+        g = effective_grad(param, p.grad.array, coupled_decay, maximize)
+        if shrink is not None:
+            param *= shrink
+        step = state["step"].array
+        step += 1
+        yield state, param, g, backend.get_array_module(param), float(step)
+
+
+def average_square(xp, g, avg, rate, out=None):
+    """The running average of squares in place, ``avg = rate avg + (1 - rate) g^2``. Returns the
+    temporary it used (``out`` if given), free for the caller's next step."""
+    tmp = xp.multiply(g, g, out=out)
+    tmp *= 1 - rate
+    avg *= rate
+    avg += tmp
+    return tmp
+
+
 def update_moments(xp, g, m, v, beta1, beta2):
     """Adam's moment averages in place: ``m = b1 m + (1 - b1) g`` and, unless ``v`` is None,
     ``v = b2 v + (1 - b2) g^2``. Returns the one temporary it used (g's shape), free for the
@@ -257,8 +320,5 @@ def update_moments(xp, g, m, v, beta1, beta2):
     m *= beta1
     m += tmp
     if v is not None:
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1 - beta2
-        v *= beta2
-        v += tmp
+        average_square(xp, g, v, beta2, out=tmp)
     return tmp

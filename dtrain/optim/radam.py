@@ -1,7 +1,5 @@
 """RAdam: Adam whose adaptive step is rectified while the second moment's variance is high."""
-from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_betas, check_nonnegative, check_step_flags, effective_grad, on_param_device,
-                        state_like, step_tensor, update_moments)
+from .optimizer import Optimizer, check_adam_hyperparameters, each_update, update_moments
 
 
 class RAdam(Optimizer):
@@ -38,44 +36,21 @@ class RAdam(Optimizer):
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group):
-        check_nonnegative(group, {"lr": "learning rate", "eps": "epsilon value",
-                                  "weight_decay": "weight_decay value"})
-        check_betas(group)
-        check_step_flags(self, group)
+        check_adam_hyperparameters(self, group)
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
-            rho_inf = 2 / (1 - beta2) - 1
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = step_tensor()
-                    state["exp_avg"] = state_like(p)
-                    state["exp_avg_sq"] = state_like(p)
-                param = p.array
-                xp = get_array_module(param)
-                g = effective_grad(param, p.grad.array, 0 if decoupled else weight_decay, group["maximize"])
-                if decoupled and weight_decay:
-                    param *= 1 - lr * weight_decay
-                state["step"].array += 1
-                t = float(state["step"].array)
-                m, v = state["exp_avg"].array, state["exp_avg_sq"].array
-
-                tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
-                bias_correction2 = 1 - beta2 ** t
-                rho_t = rho_inf - 2 * t * beta2 ** t / bias_correction2
-                step = xp.multiply(m, lr / (1 - beta1 ** t), out=tmp)
-                if rho_t > 5.0:
-                    rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-                    denom = xp.sqrt(v)
-                    denom += eps
-                    step /= denom
-                    step *= bias_correction2 ** 0.5 * rect
-                param -= step
-        return loss
+    def _update_group(self, group):
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        rho_inf = 2 / (1 - beta2) - 1
+        for state, param, g, xp, t in each_update(self, group, ("exp_avg", "exp_avg_sq")):
+            m, v = state["exp_avg"].array, state["exp_avg_sq"].array
+            tmp = update_moments(xp, g, m, v, beta1, beta2)  # tmp: a free temporary
+            bias_correction2 = 1 - beta2 ** t
+            rho_t = rho_inf - 2 * t * beta2 ** t / bias_correction2
+            step = xp.multiply(m, lr / (1 - beta1 ** t), out=tmp)
+            if rho_t > 5.0:
+                rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+                denom = xp.sqrt(v)
+                denom += eps
+                step /= denom
+                step *= bias_correction2 ** 0.5 * rect
+            param -= step

@@ -1,7 +1,5 @@
 """RMSprop: divide the gradient by a running root mean square of recent gradients."""
-from ..tensor.backend import get_array_module
-from .optimizer import (Optimizer, check_nonnegative, check_step_flags, effective_grad, on_param_device, state_like,
-                        step_tensor)
+from .optimizer import Optimizer, average_square, check_nonnegative, check_step_flags, each_update
 
 
 class RMSprop(Optimizer):
@@ -40,50 +38,29 @@ class RMSprop(Optimizer):
                                   "weight_decay": "weight_decay value", "alpha": "alpha value"})
         check_step_flags(self, group)
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
-            centered = group["centered"]
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = step_tensor()
-                    state["square_avg"] = state_like(p)
-                    if momentum > 0:
-                        state["momentum_buffer"] = state_like(p)
-                    if centered:
-                        state["grad_avg"] = state_like(p)
-                param = p.array
-                xp = get_array_module(param)
-                g = effective_grad(param, p.grad.array, group["weight_decay"], group["maximize"])
-                state["step"].array += 1
-                square_avg = state["square_avg"].array
-
-                tmp = xp.multiply(g, g)  # the one temporary, reused below
-                tmp *= 1 - alpha
-                square_avg *= alpha
-                square_avg += tmp
-                if centered:
-                    grad_avg = state["grad_avg"].array
-                    grad_avg *= alpha
-                    grad_avg += xp.multiply(g, 1 - alpha, out=tmp)
-                    xp.multiply(grad_avg, grad_avg, out=tmp)
-                    avg = xp.subtract(square_avg, tmp, out=tmp)
-                    xp.sqrt(avg, out=avg)
-                else:
-                    avg = xp.sqrt(square_avg, out=tmp)
-                avg += eps
-                ratio = xp.divide(g, avg, out=tmp)
-                if momentum > 0:
-                    buf = state["momentum_buffer"].array
-                    buf *= momentum
-                    buf += ratio
-                    ratio = xp.multiply(buf, lr, out=tmp)
-                else:
-                    ratio *= lr
-                param -= ratio
-        return loss
+    def _update_group(self, group):
+        lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
+        centered = group["centered"]
+        buffers = ("square_avg",) + (("momentum_buffer",) if momentum > 0 else ()) + (("grad_avg",) if centered else ())
+        for state, param, g, xp, _ in each_update(self, group, buffers):
+            square_avg = state["square_avg"].array
+            tmp = average_square(xp, g, square_avg, alpha)  # the one temporary, reused below
+            if centered:
+                grad_avg = state["grad_avg"].array
+                grad_avg *= alpha
+                grad_avg += xp.multiply(g, 1 - alpha, out=tmp)
+                xp.multiply(grad_avg, grad_avg, out=tmp)
+                avg = xp.subtract(square_avg, tmp, out=tmp)
+                xp.sqrt(avg, out=avg)
+            else:
+                avg = xp.sqrt(square_avg, out=tmp)
+            avg += eps
+            ratio = xp.divide(g, avg, out=tmp)
+            if momentum > 0:
+                buf = state["momentum_buffer"].array
+                buf *= momentum
+                buf += ratio
+                ratio = xp.multiply(buf, lr, out=tmp)
+            else:
+                ratio *= lr
+            param -= ratio

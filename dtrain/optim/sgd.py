@@ -40,33 +40,29 @@ class SGD(Optimizer):
             raise ValueError(f"Nesterov momentum requires a momentum and zero dampening, but got "
                              f"momentum={group['momentum']} and dampening={group['dampening']}")
 
-    def step(self, closure=None):
-        """Perform one update; ``closure`` (optional) re-evaluates the model and returns the loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-            weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
-            for p in on_param_device(group["params"]):
-                if p.grad is None:
-                    continue
-                param = p.array
-                g = effective_grad(param, p.grad.array, weight_decay, maximize)
-                update = g
-                if momentum != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = _own(g, p.grad.array)
-                    else:
-                        b = buf.array
-                        b *= momentum
-                        b += g if dampening == 0 else (1 - dampening) * g
-                    update = buf.array
-                    if nesterov:
-                        update = update * momentum
-                        update += g
-                param -= lr * update
-        return loss
+    def _update_group(self, group):
+        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+        weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
+        for p in on_param_device(group["params"]):
+            if p.grad is None:
+                continue
+            param = p.array
+            g = effective_grad(param, p.grad.array, weight_decay, maximize)
+            update = g
+            if momentum != 0:
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = _own(g, p.grad.array)
+                else:
+                    b = buf.array
+                    b *= momentum
+                    b += g if dampening == 0 else (1 - dampening) * g
+                update = buf.array
+                if nesterov:
+                    update = update * momentum
+                    update += g
+            param -= lr * update
 
 
 def _own(g, grad):
