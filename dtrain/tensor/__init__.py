@@ -11,7 +11,7 @@ from .ops import *  # noqa: F401,F403
 from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state  # noqa: F401
 from .tensor import Size, Tensor  # noqa: F401
 from .tensor import is_tensor, numel  # noqa: F401
-from .tensor import reachable_leaves  # noqa: F401  (the graph query DDP's unused-parameter search uses)
+from .engine import reachable_leaves  # noqa: F401  (the graph query DDP's unused-parameter search uses)
 from .grad_mode import inference_mode, is_inference_mode_enabled  # noqa: F401
 
 device = Device
