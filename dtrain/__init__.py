@@ -2,6 +2,8 @@
 
 The public API follows PyTorch: ``import dtrain as torch`` ports most scripts.
 """
+import sys as _sys
+
 from . import autograd, cuda  # noqa: F401
 from .tensor import *  # noqa: F401,F403
 from .tensor import Device as _Device
@@ -19,6 +21,14 @@ from . import accelerator, backends, distributed  # noqa: E402,F401  (torch.acce
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402,F401
 from .compiler import compile  # noqa: E402,F401,A004  (torch.compile: returns the model)
 from . import compiler  # noqa: E402,F401
+
+# Names across layers that may not import upward (tests/test_layering.py), wired here on top:
+# torch.nn's names for dtrain.parallel's wrappers (parallel imports nn, so nn cannot import it),
+# and the process group DistributedSampler takes its defaults from (comm sits above data).
+from . import comm, parallel  # noqa: E402
+nn.parallel = _sys.modules[f"{__name__}.nn.parallel"] = parallel  # also `from dtrain.nn.parallel import ...`
+nn.DataParallel, nn.SyncBatchNorm = parallel.DataParallel, parallel.SyncBatchNorm
+data.sampler.set_process_group_source(comm)
 
 
 def __getattr__(name):  # torch.multiprocessing's path, imported on first use: its spawned ranks

@@ -171,18 +171,26 @@ class BatchSampler(Sampler):
         return -(-len(self.sampler) // self.batch_size)
 
 
+# The distributed layer (dtrain.comm) sits above data, so data never imports it: the top
+# package registers it here as the source of DistributedSampler's rank and world size.
+_process_group_source = [None]
+
+
+def set_process_group_source(source):
+    """Take DistributedSampler's default ``num_replicas``/``rank`` from ``source``: a module or
+    object with ``is_initialized()``, ``get_world_size()`` and ``get_rank()`` (dtrain.comm,
+    registered by ``import dtrain``), or None for none."""
+    _process_group_source[0] = source
+
+
 def _process_group_default(what, getter):
     """``num_replicas``/``rank`` from the default process group, or PyTorch's error."""
-    try:  # dtrain.comm sits above data: imported only when a default is asked for
-        from .. import comm
-        initialized = comm.is_initialized()
-    except ImportError:
-        initialized = False
-    if not initialized:
+    source = _process_group_source[0]
+    if source is None or not source.is_initialized():
         raise RuntimeError(f"DistributedSampler: {what}=None requires distributed package to be available and "
                            f"the default process group to be initialized: pass num_replicas and rank "
                            f"explicitly, or call dtrain.comm.init_process_group() first")
-    return getattr(comm, getter)()
+    return getattr(source, getter)()
 
 
 class DistributedSampler(Sampler):
