@@ -95,6 +95,18 @@ class Gather(Function):
         return out, None
 
 
+def _check_index_shape(x, axis, index, op, name):
+    """gather's and scatter's rule, in PyTorch's words (``name``: what they call x): the index
+    has x's number of dims and is no larger than x along each dim but ``axis``."""
+    if index.ndim != x.ndim:
+        raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as {name} tensor "
+                           f"({x.ndim}), got index of shape {list(index.shape)}")
+    for d in range(x.ndim):
+        if d != axis and index.shape[d] > x.shape[d]:
+            raise RuntimeError(f"{op}(): Expected index {list(index.shape)} to be smaller than {name} "
+                               f"{list(x.shape)} apart from dimension {axis}")
+
+
 @on_input_device
 def gather(x, dim, index):
     """``out[i][j] = x[index[i][j]][j]`` for dim 0, as torch.gather. An index out of range
@@ -104,13 +116,7 @@ def gather(x, dim, index):
         raise RuntimeError(f"gather(): expected an int64 index tensor, got "
                            f"{index.dtype if isinstance(index, Tensor) else type(index).__name__}")
     axis = _check_dim(dim, x.ndim, "gather")
-    if index.ndim != x.ndim:
-        raise RuntimeError(f"gather(): index tensor must have the same number of dimensions as input "
-                           f"({x.ndim}), got shape {list(index.shape)}")
-    for d in range(x.ndim):
-        if d != axis and index.shape[d] > x.shape[d]:
-            raise RuntimeError(f"gather(): size of index {list(index.shape)} does not fit input "
-                               f"{list(x.shape)} at dimension {d}")
+    _check_index_shape(x, axis, index, "gather", "input")
     n = x.shape[axis]
     if index.numel():  # on a GPU: raised at the next host synchronisation (device_checks)
         device_checks.check_range(index.array, -n, n, ("gather", axis, n), lambda lo, hi: IndexError(
@@ -224,13 +230,7 @@ def _scatter_args(x, dim, index, src, op):
     if not isinstance(index, Tensor) or index.dtype != dtypes.int64:
         raise RuntimeError(f"{op}(): Expected dtype int64 for index, got "
                            f"{index.dtype if isinstance(index, Tensor) else type(index).__name__}")
-    if index.ndim != x.ndim:
-        raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as self tensor "
-                           f"({x.ndim}), got index of shape {list(index.shape)}")
-    for d in range(x.ndim):
-        if d != axis and index.shape[d] > x.shape[d]:
-            raise RuntimeError(f"{op}(): Expected index {list(index.shape)} to be smaller than self "
-                               f"{list(x.shape)} apart from dimension {axis}")
+    _check_index_shape(x, axis, index, op, "self")
     if isinstance(src, Tensor):
         if src.ndim != x.ndim:
             raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as src tensor "

@@ -306,21 +306,38 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """
     op = "binary_cross_entropy_with_logits"
     reduction = _reduction(reduction, size_average, reduce, op)
+    target = _binary_target(input, target, op, lambda shape: (
+        f"{op}: target size ({shape}) must be the same as input size ({list(input.shape)})"))
+    consts = _binary_weights(input, op, False, weight=weight, pos_weight=pos_weight)
+    return _reduce(BCEWithLogits.apply(input, target, **consts), reduction)
+
+
+def _binary_target(input, target, op, mismatch):
+    """The target in the input's dtype, for the binary cross-entropies: the input must be
+    floating and the target a Tensor of its shape, else ValueError ``mismatch(target's shape)``
+    (PyTorch words it differently for the two losses)."""
     check_float(input, op)
     if not isinstance(target, Tensor) or target.shape != input.shape:
-        shape = list(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"{op}: target size ({shape}) must be the same as input size ({list(input.shape)})")
-    target = target.to(input.dtype)
+        raise ValueError(mismatch(list(target.shape) if isinstance(target, Tensor) else type(target).__name__))
+    return target.to(input.dtype)
+
+
+def _binary_weights(input, op, exact, **weights):
+    """The given weights (None: not given) as arrays of the input's dtype, each checked to
+    broadcast with the input's shape (``exact``: to broadcast to that very shape)."""
     consts = {}
-    for name, w in (("weight", weight), ("pos_weight", pos_weight)):
-        if w is not None:
-            try:
-                backend.broadcast_shapes(tuple(w.shape), tuple(input.shape))
-            except ValueError:
-                raise ValueError(f"{op}: {name} of shape {list(w.shape)} does not broadcast to the input's "
-                                 f"shape {list(input.shape)}") from None
-            consts[name] = w.array.astype(input.dtype, copy=False)
-    return _reduce(BCEWithLogits.apply(input, target, **consts), reduction)
+    for name, w in weights.items():
+        if w is None:
+            continue
+        try:
+            shape = backend.broadcast_shapes(tuple(w.shape), tuple(input.shape))
+        except ValueError:
+            shape = None
+        if shape is None or (exact and shape != tuple(input.shape)):
+            raise ValueError(f"{op}: {name} of shape {list(w.shape)} does not broadcast to the input's "
+                             f"shape {list(input.shape)}")
+        consts[name] = w.array.astype(input.dtype, copy=False)
+    return consts
 
 
 def _clamped_log(v, positive):
@@ -370,12 +387,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """
     op = "binary_cross_entropy"
     reduction = _reduction(reduction, size_average, reduce, op)
-    check_float(input, op)
-    if not isinstance(target, Tensor) or target.shape != input.shape:
-        shape = list(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"{op}: Using a target size ({shape}) that is different to the input size "
-                         f"({list(input.shape)}) is deprecated. Please ensure they have the same size.")
-    target = target.to(input.dtype)
+    target = _binary_target(input, target, op, lambda shape: (
+        f"{op}: Using a target size ({shape}) that is different to the input size ({list(input.shape)}) is "
+        f"deprecated. Please ensure they have the same size."))
     for name, t in (("input", input), ("target", target)):
         a = t.array
         if not a.size:
@@ -388,15 +402,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
             device_checks.defer(get_array_module(a), ~inside, [a.min(), a.max()], (op, name), make_error)
         elif not inside:
             raise make_error(float(a.min()), float(a.max()))
-    consts = {}
-    if weight is not None:
-        try:
-            if backend.broadcast_shapes(tuple(weight.shape), tuple(input.shape)) != tuple(input.shape):
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{op}: weight of shape {list(weight.shape)} does not broadcast to the input's "
-                             f"shape {list(input.shape)}") from None
-        consts["weight"] = weight.array.astype(input.dtype, copy=False)
+    consts = _binary_weights(input, op, True, weight=weight)
     return _reduce(BinaryCrossEntropy.apply(input, target, **consts), reduction)
 
 

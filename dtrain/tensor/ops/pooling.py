@@ -180,18 +180,23 @@ def _adaptive_bins(xp, n, o):
     return xp.minimum(start + xp.arange(k), end - 1)
 
 
-def _output_size(op, input, x, output_size, dims):
-    """(H_out, W_out) from an int, a pair or a 1-tuple; None keeps that input size."""
+def _adaptive_args(op, input, output_size, dims):
+    """(x, unbatched, (H_out, W_out)) for an adaptive pool: x is the input batched and, for a
+    1-D pool, with a height of 1; output_size an int, a pair or a 1-tuple, where None keeps
+    that input size."""
+    x, unbatched = _batched(input, op, dims=dims)
+    if dims == 1:
+        x = x.unsqueeze(2)
     given = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * dims
     if len(given) == dims:
         given = tuple(n if o is None else o for n, o in zip(x.shape[-dims:], given))
     size = (1,) + _tuple(given, 1, "output_size", op, 1) if dims == 1 else _pair(given, "output_size", op, 1)
     if min(x.shape[2:]) < 1:
         raise ValueError(f"{op}: input of shape {list(input.shape)} has an empty spatial dimension")
-    return size
+    return x, unbatched, size
 
 
-def _adaptive_max(op, input, x, unbatched, size, return_indices, dims):
+def _adaptive_max(op, x, unbatched, size, return_indices, dims):
     xp = get_array_module(x.array)
     n, c, h, w = x.shape
     rows, cols = _adaptive_bins(xp, h, size[0]), _adaptive_bins(xp, w, size[1])
@@ -221,8 +226,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
         tensor([[[[15.]]]])
     """
     op = "adaptive_max_pool2d"
-    x, unbatched = _batched(input, op)
-    return _adaptive_max(op, input, x, unbatched, _output_size(op, input, x, output_size, 2), return_indices, 2)
+    return _adaptive_max(op, *_adaptive_args(op, input, output_size, 2), return_indices, 2)
 
 
 def adaptive_max_pool1d(input, output_size, return_indices=False):
@@ -233,9 +237,7 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
         tensor([[[5., 4.]]])
     """
     op = "adaptive_max_pool1d"
-    x, unbatched = _batched(input, op, dims=1)
-    x = x.unsqueeze(2)
-    return _adaptive_max(op, input, x, unbatched, _output_size(op, input, x, output_size, 1), return_indices, 1)
+    return _adaptive_max(op, *_adaptive_args(op, input, output_size, 1), return_indices, 1)
 
 
 # ---- average ----------------------------------------------------------------------------
@@ -364,8 +366,7 @@ def adaptive_avg_pool2d(input, output_size):
         dtrain.Size([2, 3, 1, 1])
     """
     op = "adaptive_avg_pool2d"
-    x, unbatched = _batched(input, op)
-    return _adaptive_avg(op, x, unbatched, _output_size(op, input, x, output_size, 2), 2)
+    return _adaptive_avg(op, *_adaptive_args(op, input, output_size, 2), 2)
 
 
 def adaptive_avg_pool1d(input, output_size):
@@ -376,6 +377,4 @@ def adaptive_avg_pool1d(input, output_size):
         tensor([[[2., 3.]]])
     """
     op = "adaptive_avg_pool1d"
-    x, unbatched = _batched(input, op, dims=1)
-    x = x.unsqueeze(2)
-    return _adaptive_avg(op, x, unbatched, _output_size(op, input, x, output_size, 1), 1)
+    return _adaptive_avg(op, *_adaptive_args(op, input, output_size, 1), 1)

@@ -47,28 +47,28 @@ def _along(x, axis, i0, i1, w0, w1):
     return a * Tensor._wrap(w0.reshape(shape)) + b * Tensor._wrap(w1.reshape(shape))
 
 
+def _per_dim(op, x, dims, name, value, kind, kind_name):
+    """``value`` as a list with one entry per spatial dim of ``x`` (a single value serves
+    them all), each a positive instance of ``kind``."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value] * dims
+    if len(values) != dims:
+        raise ValueError(f"{op}: input of shape {list(x.shape)} has {dims} spatial dims {list(x.shape[2:])}, but "
+                         f"{name}={value} has {len(values)}")
+    if not all(isinstance(v, kind) and v > 0 for v in values):
+        raise ValueError(f"{op}: {name} must hold positive {kind_name}, got {value!r}")
+    return values
+
+
 def _sizes(op, x, size, scale_factor, dims):
     """The output sizes, and the scales to resample with (None: in / out)."""
     if size is not None and scale_factor is not None:
         raise ValueError(f"{op}: only one of size or scale_factor should be defined")
     if size is None and scale_factor is None:
         raise ValueError(f"{op}: either size or scale_factor should be defined")
-    spatial = list(x.shape[2:])
     if size is not None:
-        given = list(size) if isinstance(size, (tuple, list)) else [size] * dims
-        if len(given) != dims:
-            raise ValueError(f"{op}: input of shape {list(x.shape)} has {dims} spatial dims {spatial}, but size={size} "
-                             f"has {len(given)}")
-        if not all(isinstance(s, numbers.Integral) and s > 0 for s in given):
-            raise ValueError(f"{op}: size must hold positive ints, got {size!r}")
-        return [int(s) for s in given], [None] * dims
-    scales = list(scale_factor) if isinstance(scale_factor, (tuple, list)) else [scale_factor] * dims
-    if len(scales) != dims:
-        raise ValueError(f"{op}: input of shape {list(x.shape)} has {dims} spatial dims {spatial}, but "
-                         f"scale_factor={scale_factor} has {len(scales)}")
-    if not all(isinstance(s, numbers.Real) and s > 0 for s in scales):
-        raise ValueError(f"{op}: scale_factor must hold positive numbers, got {scale_factor!r}")
-    out = [math.floor(float(n * s)) for n, s in zip(spatial, scales)]
+        return [int(s) for s in _per_dim(op, x, dims, "size", size, numbers.Integral, "ints")], [None] * dims
+    scales = _per_dim(op, x, dims, "scale_factor", scale_factor, numbers.Real, "numbers")
+    out = [math.floor(float(n * s)) for n, s in zip(x.shape[2:], scales)]
     if min(out) < 1:
         raise ValueError(f"{op}: input of shape {list(x.shape)} with scale_factor={scale_factor} gives an empty "
                          f"output {out}")
