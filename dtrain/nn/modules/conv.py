@@ -5,18 +5,9 @@ from .. import functional as F
 from ..module import Module
 from ..parameter import Parameter
 from .linear import init_weight_and_bias
-from ._checks import check_int
+from ._checks import check_int, int_tuple
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-def _ntuple(x, n, layer, name):
-    """``x`` as an n-tuple: ``3 -> (3, 3)``, ``(1, 2) -> (1, 2)``."""
-    if isinstance(x, (tuple, list)):
-        if len(x) != n:
-            raise ValueError(f"{layer}: {name} must be an int or {n} ints, got {x!r}")
-        return tuple(x)
-    return (x,) * n
 
 
 class _ConvNd(Module):
@@ -35,23 +26,16 @@ class _ConvNd(Module):
         if out_channels % groups != 0:
             raise ValueError(f"out_channels must be divisible by groups (out_channels={out_channels}, "
                              f"groups={groups})")
-        kernel_size, stride, dilation = (_ntuple(v, dims, layer, name) for v, name in
-                                         ((kernel_size, "kernel_size"), (stride, "stride"), (dilation, "dilation")))
-        for name, v in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
-            for x in v:
-                check_int(layer, name, x, minimum=1)
+        kernel_size, stride, dilation = (int_tuple(layer, name, v, dims, minimum=1) for name, v in
+                                         (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)))
         if isinstance(padding, str):
             if padding not in ("valid", "same"):
                 raise ValueError(f"Invalid padding string {padding!r}, should be one of ('valid', 'same')")
             if padding == "same" and any(s != 1 for s in stride):
                 raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride})")
         else:
-            padding = _ntuple(padding, dims, layer, "padding")
-            for x in padding:
-                check_int(layer, "padding", x)
-        output_padding = _ntuple(output_padding, dims, layer, "output_padding")
-        for x in output_padding:
-            check_int(layer, "output_padding", x)
+            padding = int_tuple(layer, "padding", padding, dims)
+        output_padding = int_tuple(layer, "output_padding", output_padding, dims)
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, but got padding_mode='{padding_mode}'")
         if transposed and padding_mode != "zeros":
@@ -100,7 +84,29 @@ def _reversed_padding(padding, kernel_size, dilation):
     return tuple(p for p in reversed(padding) for _ in range(2))
 
 
-class Conv1d(_ConvNd):
+class _Conv(_ConvNd):
+    """Conv1d and Conv2d (``dims`` of them): the convolution, after F.pad for a padding_mode
+    other than "zeros"."""
+
+    dims = None
+    _functional = None  # F.conv1d or F.conv2d
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, groups, bias,
+                         padding_mode, device, dtype, self.dims)
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return self._functional(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return self._functional(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, input):
+        return self._conv_forward(input, self.weight, self.bias)
+
+
+class Conv1d(_Conv):
     """1-D convolution (cross-correlation, as in PyTorch) over (N, C, L) input.
 
     Args:
@@ -119,19 +125,10 @@ class Conv1d(_ConvNd):
         dtrain.Size([4, 8, 20])
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, groups, bias,
-                         padding_mode, device, dtype, 1)
-
-    def forward(self, input):
-        if self.padding_mode != "zeros":
-            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv1d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+    dims, _functional = 1, staticmethod(F.conv1d)
 
 
-class Conv2d(_ConvNd):
+class Conv2d(_Conv):
     """2-D convolution (cross-correlation, as in PyTorch).
 
     Args:
@@ -151,16 +148,7 @@ class Conv2d(_ConvNd):
         dtrain.Size([8, 16, 32, 32])
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, groups, bias,
-                         padding_mode, device, dtype, 2)
-
-    def forward(self, input):
-        if self.padding_mode != "zeros":
-            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(padded, self.weight, self.bias, self.stride, (0, 0), self.dilation, self.groups)
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+    dims, _functional = 2, staticmethod(F.conv2d)
 
 
 class ConvTranspose2d(_ConvNd):

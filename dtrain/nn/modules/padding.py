@@ -1,10 +1,8 @@
 """Padding layers, 1-D and 2-D: zero, constant, reflection, replication and circular (as
 torch.nn), each a fixed call of F.pad."""
-import numbers
-
 from .. import functional as F
 from ..module import Module
-from ._checks import check_int
+from ._checks import int_tuple
 
 
 class _PadNd(Module):
@@ -14,15 +12,10 @@ class _PadNd(Module):
 
     def __init__(self, padding, value=0.0):
         super().__init__()
-        layer = type(self).__name__
-        sides = (padding,) * (2 * self.dims) if isinstance(padding, numbers.Integral) else padding
-        if not isinstance(sides, (tuple, list)) or len(sides) != 2 * self.dims or \
-                not all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in sides):
-            raise ValueError(f"{layer}: padding must be an int or {2 * self.dims} ints, got {padding!r}")
-        if self.mode != "constant":  # constant padding may be negative (it crops)
-            for p in sides:
-                check_int(layer, "padding", p)
-        self.padding, self.value = tuple(int(p) for p in sides), value
+        # constant padding may be negative (it crops)
+        self.padding = int_tuple(type(self).__name__, "padding", padding, 2 * self.dims,
+                                 None if self.mode == "constant" else 0)
+        self.value = value
 
     def forward(self, input):
         if input.ndim not in (self.dims + 1, self.dims + 2):

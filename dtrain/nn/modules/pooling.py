@@ -1,23 +1,15 @@
 """Pooling layers, 1-D and 2-D: max, average, adaptive max and adaptive average (as torch.nn)."""
 from .. import functional as F
 from ..module import Module
-from ._checks import check_int, pair
+from ._checks import int_tuple
 
 
 def _check_window(layer, kernel_size, stride, padding, dilation=1, dims=2):
     """Early, clear errors for window arguments (the ops check the input against them)."""
-    def each(v):
-        if dims == 2:
-            return pair(v)
-        t = tuple(v) if isinstance(v, (tuple, list)) else (v,)
-        if len(t) != 1:
-            raise ValueError(f"{layer}: expected an int, got {v!r}")
-        return t
-    for name, value, minimum in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
-                                 ("dilation", dilation, 1)):
-        for v in each(value):
-            check_int(layer, name, v, minimum)
-    for k, p, d in zip(each(kernel_size), each(padding), each(dilation)):
+    kernel, _, pads, dilations = (int_tuple(layer, name, value, dims, minimum) for name, value, minimum in
+                                  (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                                   ("dilation", dilation, 1)))
+    for k, p, d in zip(kernel, pads, dilations):
         if p > (d * (k - 1) + 1) // 2:
             raise ValueError(f"{layer}: pad should be at most half of effective kernel size, but got "
                              f"padding={padding}, kernel_size={kernel_size} and dilation={dilation}")
