@@ -1,13 +1,18 @@
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))  # tests import their shared helpers as plain modules
+# The tests import their shared modules (helpers, comm_helpers, emulation) as top-level
+# modules: tests/ is on sys.path through pyproject's [tool.pytest.ini_options] pythonpath.
+# The processes they start (rank scripts, tests/emulation/rank_nccl.py) find them the same
+# way, through PYTHONPATH (comm_helpers.clean_env sets its own, which has tests/ too).
+TESTS = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [TESTS, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != TESTS)])
 
 if os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0"):
     # N emulated GPUs (tests/emulation): installed before anything imports dtrain, and in
-    # every process the tests start, through PYTHONPATH (comm_helpers sets its own: kept first)
+    # every process the tests start, through PYTHONPATH
     import emulation
     emulation.install(emulation.requested())
     os.environ["PYTHONPATH"] = emulation.child_env(os.environ)["PYTHONPATH"]

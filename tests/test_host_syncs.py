@@ -5,7 +5,6 @@ the device there, still raise their error (dtrain.tensor.device_checks).
 The sync counts run on the CuPy emulation (tests/emulation, ``DTRAIN_CUPY_EMULATION=2``),
 whose counter sees every device-to-host read; the error checks run on a real GPU too; the
 CPU's eager errors are checked without a GPU."""
-import os
 import sys
 
 import numpy as np
@@ -13,9 +12,8 @@ import pytest
 
 import dtrain
 import dtrain.nn.functional as F
+from comm_helpers import output, require_mpi, run
 from dtrain import nn
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def counter():
@@ -45,8 +43,7 @@ def cnn_step():
 
 
 def gpt_step():
-    sys.path.insert(0, ROOT)
-    from examples.gpt import GPT, configure_optimizer
+    from dtrain.examples.gpt import GPT, configure_optimizer
     model = GPT(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8).cuda(0)
     opt = configure_optimizer(model, 1e-3, 0.1)
     x, y = dtrain.randint(0, 11, (2, 8), device="cuda:0"), dtrain.randint(0, 11, (2, 8), device="cuda:0")
@@ -250,8 +247,6 @@ def test_gpu_valid_indices_raise_nothing_and_cost_one_read():
 def test_ddp_broadcasts_buffers_coalesced_per_dtype(backend):
     """At 2 ranks, a forward of a model with 2 BatchNorm layers (6 buffers of 2 dtypes) gives
     every rank rank 0's buffers in 2 backend broadcasts (one per dtype), not 6."""
-    sys.path.insert(0, os.path.join(ROOT, "tests", "comm"))
-    from comm_helpers import output, require_mpi, run
     mpiexec = require_mpi()
     if backend == "nccl" and dtrain.cuda.device_count() < 2:
         pytest.skip("NCCL needs a GPU per rank: 2 GPUs")
@@ -270,8 +265,6 @@ def test_ddp_step_over_nccl_does_not_sync_the_host():
     counter()
     if dtrain.cuda.device_count() < 2:
         pytest.skip("NCCL needs a GPU per rank: 2 GPUs")
-    sys.path.insert(0, os.path.join(ROOT, "tests", "comm"))
-    from comm_helpers import output, require_mpi, run
     result = run([require_mpi(), "-n", "2", sys.executable, "tests/comm/rank_ddp_host_syncs.py"], timeout=300)
     assert result.returncode == 0, output(result)
     for rank in range(2):

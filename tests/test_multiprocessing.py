@@ -2,16 +2,12 @@
 script.py``, N ranks run ``fn(rank, *args)`` in one MPI job; failures come back as
 torch.multiprocessing's exceptions, naming the rank."""
 import json
-import os
 import pickle
-import sys
 
 import pytest
 
 import dtrain.multiprocessing as mp
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "comm"))
-from comm_helpers import output, python, require_mpi  # noqa: E402
+from comm_helpers import output, python, require_mpi
 
 JOBS = "tests/comm/spawn_jobs.py"
 

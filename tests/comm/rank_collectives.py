@@ -3,14 +3,11 @@ as ``mpiexec -n N python tests/comm/rank_collectives.py`` for N = 1, 2, 4, and b
 test_comm_api.py as a lone process without MPI (the world-size-1 group).
 
 Every rank can compute every rank's input (``make(rank, ...)`` is seeded by rank), so each
-checks its own result against a NumPy computation of the expected one. Failures are
-collected, printed with the rank, and make the exit code 1; success prints
-``rank R: all N checks passed``.
+checks its own result against a NumPy computation of the expected one. The checks run and
+report through tests/rank_harness.py (``rank R: all N checks passed``, N counted by
+comm_helpers.collective_checks).
 """
-import os
-import sys
 import time
-import traceback
 import warnings
 
 import numpy as np
@@ -19,26 +16,16 @@ import dtrain
 import dtrain.comm as dist
 from dtrain.comm import ReduceOp, process_group
 from dtrain.comm.env import discover
+from rank_harness import RankChecks
 
-dist.init_process_group(backend="mpi")
-RANK, N = dist.get_rank(), dist.get_world_size()
+checks = RankChecks(backend="mpi")
+RANK, N = checks.rank, checks.world_size
 DTYPES = (np.float16, np.float32, np.float64, np.int64)  # Open MPI 4 has no MPI type for float16
 RTOL = {np.float16: 4e-3, np.float32: 1e-5, np.float64: 1e-12}
 SIZES = (0, 1, 7, 300_001)  # 300_001 float32 > 1 MiB
 OPS = (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT, ReduceOp.MIN, ReduceOp.MAX)
 REDUCE = {ReduceOp.SUM: np.sum, ReduceOp.PRODUCT: np.prod, ReduceOp.MIN: np.min, ReduceOp.MAX: np.max,
           ReduceOp.AVG: lambda a, axis: np.sum(a, axis=axis) / N}
-failures, passed = [], [0]
-
-
-def check(name, fn):
-    try:
-        fn()
-        passed[0] += 1
-    except Exception:
-        failures.append(f"{name}:\n{traceback.format_exc()}")
-
-
 def make(rank, size, dtype, op=ReduceOp.SUM, salt=0):
     """Rank ``rank``'s input: small integers, or values near 1 for PRODUCT (no overflow)."""
     rng = np.random.default_rng(1000 * rank + 7 * size + salt)
@@ -95,13 +82,11 @@ def reductions():
                     dist.reduce_scatter_tensor(out, inp, op=op)
                     close(out, expected(size * N, dtype, op)[RANK * size:(RANK + 1) * size], dtype)
 
-                check(f"all_reduce {case}", all_reduce)
-                check(f"all_reduce async {case}", all_reduce_async)
-                check(f"reduce {case}", reduce)
-                check(f"reduce_scatter_tensor {case}", reduce_scatter_tensor)
-    check("all_reduce of a non-contiguous view writes back", non_contiguous)
-    check("reduce_scatter of a list", reduce_scatter_list)
-    check("bool SUM is or, PRODUCT is and", bool_reduce)
+                for fn in (all_reduce, all_reduce_async, reduce, reduce_scatter_tensor):
+                    checks.run(f"{fn.__name__} {case}", fn)
+    checks.run("all_reduce of a non-contiguous view writes back", non_contiguous)
+    checks.run("reduce_scatter of a list", reduce_scatter_list)
+    checks.run("bool SUM is or, PRODUCT is and", bool_reduce)
 
 
 def non_contiguous():
@@ -166,12 +151,10 @@ def data_movement():
                                  src=root)
                     close(got, make(root, size, dtype, salt=RANK), dtype)
 
-            check(f"broadcast {case}", broadcast)
-            check(f"all_gather {case}", all_gather)
-            check(f"all_gather_into_tensor {case}", all_gather_into_tensor)
-            check(f"gather/scatter {case}", gather_scatter)
-    check("all_to_all with a different size per pair", all_to_all)
-    check("all_to_all_single with splits", all_to_all_single)
+            for fn in (broadcast, all_gather, all_gather_into_tensor, gather_scatter):
+                checks.run(f"{fn.__name__} {case}", fn)
+    checks.run("all_to_all with a different size per pair", all_to_all)
+    checks.run("all_to_all_single with splits", all_to_all_single)
 
 
 def all_to_all():
@@ -367,19 +350,13 @@ def environment():
 
 reductions()
 data_movement()
-check("environment", environment)
-check("async work overlaps with computation", overlap)
-check("object collectives", objects)
-check("sub-groups", subgroups)
+checks.run("environment", environment)
+checks.run("async work overlaps with computation", overlap)
+checks.run("object collectives", objects)
+checks.run("sub-groups", subgroups)
 if N > 1:
-    check("point to point", point_to_point)
-check("chunked messages", chunked)
-check("misuse errors", misuse)
-check("NaN propagates through SUM", nan)
-dist.barrier()
-dist.destroy_process_group()
-assert not dist.is_initialized()
-if failures:
-    print(f"rank {RANK}: {len(failures)} FAILED checks\n" + "\n".join(failures), flush=True)
-    sys.exit(1)
-print(f"rank {RANK}: all {passed[0]} checks passed", flush=True)
+    checks.run("point to point", point_to_point)
+checks.run("chunked messages", chunked)
+checks.run("misuse errors", misuse)
+checks.run("NaN propagates through SUM", nan)
+checks.finish()

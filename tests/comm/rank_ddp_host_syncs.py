@@ -2,17 +2,12 @@
 training step over NCCL (rank r on GPU r) of a model with BatchNorm and cross-entropy.
 Prints ``rank R: host syncs per step N`` (the step: forward, backward with the gradient
 all-reduce, optimizer step; the user's ``loss.item()`` after it is not counted) and the
-events, if any."""
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emulation import syncs  # noqa: E402
-
-import dtrain  # noqa: E402
-import dtrain.distributed as dist  # noqa: E402
-import dtrain.nn.functional as F  # noqa: E402
-from dtrain import nn  # noqa: E402
+events, if any. (``emulation`` comes from tests/, on the PYTHONPATH comm_helpers.clean_env gives.)"""
+import dtrain
+import dtrain.distributed as dist
+import dtrain.nn.functional as F
+from dtrain import nn
+from emulation import syncs
 
 dist.init_process_group(backend="nccl")
 rank = dist.get_rank()

@@ -1,9 +1,8 @@
 """Rank script for test_comm_gpu.py: collectives on CuPy arrays against NumPy, with the
 NCCL backend (``--backend nccl``) or the MPI backend moving GPU memory (``--backend mpi``).
-Prints ``rank R: all N checks passed`` or the failures (exit code 1)."""
+The checks run and report through tests/rank_harness.py (``rank R: all N checks passed``)."""
 import os
 import sys
-import traceback
 
 import cupy
 import numpy as np
@@ -11,28 +10,20 @@ import numpy as np
 import dtrain
 import dtrain.comm as dist
 from dtrain.comm import ReduceOp
+from rank_harness import RankChecks
 
 backend = sys.argv[sys.argv.index("--backend") + 1]
-dist.init_process_group(backend=backend)
-RANK, N = dist.get_rank(), dist.get_world_size()
+checks = RankChecks(backend=backend)
+RANK, N = checks.rank, checks.world_size
 if backend == "mpi":  # rank r on GPU r % n: async results are written back on the comm thread, on this device
     dtrain.cuda.set_device(RANK % dtrain.cuda.device_count())
 OPS = {ReduceOp.SUM: np.sum, ReduceOp.PRODUCT: np.prod, ReduceOp.MIN: np.min, ReduceOp.MAX: np.max,
        ReduceOp.AVG: lambda a, axis: np.sum(a, axis=axis) / N}
-failures, passed = [], [0]
 
 
 def make(rank, size, dtype, salt=0):
     values = np.random.default_rng(1000 * rank + size + salt).integers(1, 3, size)
     return values.astype(dtype)
-
-
-def check(name, fn):
-    try:
-        fn()
-        passed[0] += 1
-    except Exception:
-        failures.append(f"{name}:\n{traceback.format_exc()}")
 
 
 def reductions():
@@ -123,21 +114,21 @@ def host_and_objects():
     dist.barrier()
 
 
-check("reductions", reductions)
-check("data movement", movement)
+def backend_and_device():
+    assert dist.get_backend() == backend, dist.get_backend()
+    if backend == "nccl":  # each rank on GPU cuda:local_rank
+        assert cupy.cuda.Device().id == dist.get_local_rank(), (cupy.cuda.Device().id, dist.get_local_rank())
+
+
+checks.run("reductions", reductions)
+checks.run("data movement", movement)
 if N > 1:
-    check("point to point", point_to_point)
-check("host arrays and objects", host_and_objects)
+    checks.run("point to point", point_to_point)
+checks.run("host arrays and objects", host_and_objects)
 # the emulated ncclAvg sums in float16 before dividing (real NCCL pre-multiplies floats): checked on real GPUs
 if backend == "mpi" or not os.environ.get("DTRAIN_CUPY_EMULATION"):
-    check("float16 average", float16_average)
+    checks.run("float16 average", float16_average)
 if backend == "nccl" and cupy.cuda.runtime.getDeviceCount() > 1:
-    check("a tensor on another GPU", wrong_device)
-assert dist.get_backend() == backend
-if backend == "nccl":  # each rank on GPU cuda:local_rank
-    assert cupy.cuda.Device().id == dist.get_local_rank()
-dist.destroy_process_group()
-if failures:
-    print(f"rank {RANK}: {len(failures)} FAILED checks\n" + "\n".join(failures), flush=True)
-    sys.exit(1)
-print(f"rank {RANK}: all {passed[0]} checks passed", flush=True)
+    checks.run("a tensor on another GPU", wrong_device)
+checks.run("the group's backend and device", backend_and_device)
+checks.finish()

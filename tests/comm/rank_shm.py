@@ -4,27 +4,17 @@ with DTRAIN_SHM_MIN_BYTES=0, so that every all-reduce takes the shared-memory pa
 
 Checked against NumPy: messages whose length and dtype change from one call to the next
 (back to back, sync and async interleaved), lists whose pieces straddle the shards, the
-per-rank ``scale``, and that every rank ends with the same bits. Prints
-``rank R: all N checks passed`` or the failures (exit code 1).
+per-rank ``scale``, and that every rank ends with the same bits. The checks run and report
+through tests/rank_harness.py (``rank R: all 7 checks passed``).
 """
-import traceback
-
 import numpy as np
 
 import dtrain.comm as dist
 from dtrain.comm import ReduceOp, api
+from rank_harness import RankChecks
 
-dist.init_process_group(backend="mpi")
-RANK, N = dist.get_rank(), dist.get_world_size()
-failures, passed = [], [0]
-
-
-def check(name, fn):
-    try:
-        fn()
-        passed[0] += 1
-    except Exception:
-        failures.append(f"{name}:\n{traceback.format_exc()}")
+checks = RankChecks(backend="mpi")
+RANK, N = checks.rank, checks.world_size
 
 
 def make(rank, size, dtype, salt=0):
@@ -117,13 +107,7 @@ def coalesced_bad_input():
         raise AssertionError("no ValueError for scale with MAX")
 
 
-for name, fn in list(globals().items()):
-    if name in ("shm_is_used", "changing_layouts", "sync_and_async_interleaved", "ops_and_window_growth",
-                "coalesced_pieces_straddle_shards", "coalesced_async_equals_concatenated", "coalesced_bad_input"):
-        check(name, fn)
-dist.barrier()
-if failures:
-    print(f"rank {RANK}: {len(failures)} failed\n" + "\n".join(failures), flush=True)
-    raise SystemExit(1)
-print(f"rank {RANK}: all {passed[0]} checks passed", flush=True)
-dist.destroy_process_group()
+for fn in (shm_is_used, changing_layouts, sync_and_async_interleaved, ops_and_window_growth,
+           coalesced_pieces_straddle_shards, coalesced_async_equals_concatenated, coalesced_bad_input):
+    checks.run(fn.__name__, fn)
+checks.finish()

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from comm_helpers import clean_env, output, require_mpi, run
+from comm_helpers import assert_all_checks_passed, clean_env, collective_checks, output, require_mpi, run
 
 
 @pytest.mark.parametrize("n", [1, 2, 4])
@@ -12,9 +12,7 @@ def test_collectives_match_numpy(n):
     """Every rank of an n-rank job finds every collective's result equal to NumPy's."""
     mpiexec = require_mpi()
     result = run([mpiexec, "-n", str(n), sys.executable, "tests/comm/rank_collectives.py"], timeout=120)
-    assert result.returncode == 0, output(result)
-    for rank in range(n):
-        assert f"rank {rank}: all " in result.stdout, output(result)
+    assert_all_checks_passed(result, n, collective_checks(n))
 
 
 @pytest.mark.parametrize("n", [2, 4])
@@ -24,9 +22,7 @@ def test_collectives_match_numpy_through_shared_memory(n):
     mpiexec = require_mpi()
     result = run([mpiexec, "-n", str(n), sys.executable, "tests/comm/rank_collectives.py"], timeout=120,
                  env=clean_env(DTRAIN_SHM_MIN_BYTES="0"))
-    assert result.returncode == 0, output(result)
-    for rank in range(n):
-        assert f"rank {rank}: all " in result.stdout, output(result)
+    assert_all_checks_passed(result, n, collective_checks(n))
 
 
 @pytest.mark.parametrize("n", [2, 4])
@@ -37,9 +33,7 @@ def test_shared_memory_all_reduce_and_coalesced(n):
     mpiexec = require_mpi()
     result = run([mpiexec, "-n", str(n), sys.executable, "tests/comm/rank_shm.py"], timeout=120,
                  env=clean_env(DTRAIN_SHM_MIN_BYTES="0"))
-    assert result.returncode == 0, output(result)
-    for rank in range(n):
-        assert f"rank {rank}: all 7 checks passed" in result.stdout, output(result)
+    assert_all_checks_passed(result, n, 7)
 
 
 def test_debug_mode_names_disagreeing_ranks():

@@ -2,14 +2,11 @@
 uses emulated device r; every collective and a grouped send/recv pair, against NumPy; CuPy
 14's refusals (a tuple id, a buffer on another device). Prints "rank R: ok" when all hold."""
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import emulation  # noqa: E402
-
-from mpi4py import MPI  # noqa: E402
+import emulation  # the package around this script: tests/ is on PYTHONPATH (tests/conftest.py puts it there)
+from mpi4py import MPI
 
 world = MPI.COMM_WORLD
 rank, n = world.Get_rank(), world.Get_size()

@@ -1,13 +1,13 @@
 """Render docs/faults.md from the fault-injection suite's SCENARIOS lists.
 
-    python tests/faults/table.py > docs/faults.md
+    PYTHONPATH=tests python -m faults.table > docs/faults.md
 
 Each module in MODULES defines ``SCENARIOS``: dicts with "scenario", "launcher",
-"exit_code", "max_seconds" and "message", the values its tests check. A module that does
-not exist (yet) is left out; tests/faults/test_table.py checks the doc is up to date.
+"exit_code", "max_seconds" and "message", the values its tests check (the modules import
+the tests' shared helpers, hence tests/ on PYTHONPATH); tests/faults/test_table.py checks
+the doc is up to date.
 """
 import importlib
-import os
 import re
 import sys
 
@@ -21,7 +21,7 @@ Generated from the fault-injection tests in `tests/faults/` (each row is one sce
 test injects and checks: the exit code, the time from the fault to the exit, and the
 message). Do not edit by hand: regenerate with
 
-    python tests/faults/table.py > docs/faults.md
+    PYTHONPATH=tests python -m faults.table > docs/faults.md
 
 `tests/faults/test_table.py` fails when this file and the suite disagree.
 
@@ -35,20 +35,8 @@ of the failing rank.
 
 
 def scenarios():
-    """``[(module name, scenario dict), ...]`` from every module of MODULES that exists."""
-    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
-    found = []
-    for name in MODULES:
-        try:
-            module = importlib.import_module(f"faults.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"faults.{name}":
-                raise
-            continue
-        found += [(name, s) for s in module.SCENARIOS]
-    return found
+    """``[(module name, scenario dict), ...]`` from every module of MODULES."""
+    return [(name, s) for name in MODULES for s in importlib.import_module(f"faults.{name}").SCENARIOS]
 
 
 def cell(value):

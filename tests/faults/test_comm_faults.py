@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from comm_helpers import ROOT, clean_env, require_mpi
+
 NPROC = "python -m dtrain.launch --nproc 2"
 MPIEXEC = "mpiexec -n 2 python -m dtrain.launch"
 TIMEOUT = "2"  # DTRAIN_TIMEOUT for the scenarios that time out
@@ -62,9 +64,6 @@ MODES = {"rank raises": ("raise", {}), "rank calls sys.exit(3)": ("exit3", {}),
          "async collective times out in Work.wait (DTRAIN_TIMEOUT=2)": ("timeout", {"DTRAIN_TIMEOUT": TIMEOUT}),
          "blocking recv never matched (DTRAIN_TIMEOUT=2)": ("recv", {"DTRAIN_TIMEOUT": TIMEOUT})}
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tests", "comm"))
-from comm_helpers import clean_env  # noqa: E402
 SCRIPT = os.path.join("tests", "faults", "comm_scripts", "rank_fault.py")
 
 
@@ -77,11 +76,7 @@ def _env(extra):
 
 
 def _command(launcher, mode):
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install dtrain[mpi])")
-    from dtrain.launch import find_mpiexec
-    mpiexec = find_mpiexec()
-    if mpiexec is None:
-        pytest.skip("no mpiexec on PATH or beside the Python executable (pip install dtrain[mpi])")
+    mpiexec = require_mpi()
     launch = [sys.executable, "-m", "dtrain.launch"]
     if launcher == NPROC:
         return [*launch, "--nproc", "2", SCRIPT, mode]

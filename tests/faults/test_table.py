@@ -18,6 +18,7 @@ def test_scenarios_are_well_formed():
 
 
 def test_doc_is_the_rendered_table():
-    """docs/faults.md equals `python tests/faults/table.py` output (regenerate it if not)."""
+    """docs/faults.md equals `PYTHONPATH=tests python -m faults.table` output (regenerate it if not)."""
     with open(DOC) as f:
-        assert f.read() == table.render(), "docs/faults.md is stale: run python tests/faults/table.py > docs/faults.md"
+        assert f.read() == table.render(), \
+            "docs/faults.md is stale: run PYTHONPATH=tests python -m faults.table > docs/faults.md"

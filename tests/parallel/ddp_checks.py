@@ -4,16 +4,16 @@ With ``--backend nccl`` each rank trains on its GPU (``cuda:local_rank % device_
 real, or the tests' CuPy emulation) and only the checks in ``NCCL_CHECKS`` run: the
 single-process equivalences, on the same GPU, and the hooks; plus ``wait_s`` measured.
 
-Each check runs on all ranks; rank 0 writes ``{check: {rank: "ok" | error}}`` (and the
-measured overlap under "info") to RESULTS.json for test_ddp.py to assert on. Every rank
-computes its single-process references itself from the same seeded data, so no reference
-travels between ranks. Checks run in a fixed order: a check that fails on one rank can
-leave the others waiting, which the caller's timeout turns into a failure.
+Each check runs on all ranks through tests/rank_harness.py, which prints each rank's
+report (``rank R: all N checks passed``); rank 0 also writes ``{check: {rank: "ok" | error}}``
+(and the measured overlap under "info") to RESULTS.json for test_ddp.py to assert on, check
+by check. Every rank computes its single-process references itself from the same seeded
+data, so no reference travels between ranks. Checks run in a fixed order: a check that
+fails on one rank can leave the others waiting, which the caller's timeout turns into a failure.
 """
 import json
 import os
 import sys
-import traceback
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
@@ -25,6 +25,7 @@ import dtrain.nn.functional as F  # noqa: E402
 from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
 from dtrain.parallel import SyncBatchNorm  # noqa: E402
 from dtrain.parallel.comm_hooks import bf16_compress_hook, fp16_compress_hook  # noqa: E402
+from rank_harness import RankChecks  # noqa: E402
 
 D, H, K, B = 6, 16, 4, 4  # input, hidden and class sizes; per-rank batch
 DEVICE = "cpu"  # where models and batches live: "cuda:N" under --backend nccl
@@ -360,28 +361,23 @@ def measure_overlap():
 
 def main(path, backend=None):
     global DEVICE
-    dist.init_process_group(backend)
-    checks = [(name, fn) for name, fn in globals().items() if name.startswith("check_")]
+    checks = RankChecks(backend)
+    selected = [(name, fn) for name, fn in globals().items() if name.startswith("check_")]
     if backend == "nccl":
         DEVICE = f"cuda:{dist.get_local_rank() % dtrain.cuda.device_count()}"
-        checks = [(name, fn) for name, fn in checks if name in NCCL_CHECKS]
-    results = {}
-    for name, fn in checks:
-        try:
-            fn()
-            results[name] = "ok"
-        except Exception as e:  # reported by the test, with the traceback
-            results[name] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        selected = [(name, fn) for name, fn in selected if name in NCCL_CHECKS]
+    for name, fn in selected:
+        checks.run(name, fn)
     info = measure_overlap()
-    everyone = gathered((results, info))
-    if dist.get_rank() == 0:
-        merged = {name: {r: res[name] for r, (res, _) in enumerate(everyone)} for name, _ in checks}
+    everyone = gathered((checks.results, info))
+    if checks.rank == 0:
+        merged = {name: {r: res[name] for r, (res, _) in enumerate(everyone)} for name, _ in selected}
         merged["info"] = {r: inf for r, (_, inf) in enumerate(everyone)}
         # from the last rank's end of backward to the last rank's averages (one machine: one clock)
         merged["exposed_ms"] = 1e3 * (max(i["done"] for _, i in everyone) - max(i["end"] for _, i in everyone))
         with open(path, "w") as f:
             json.dump(merged, f, indent=1)
-    dist.destroy_process_group()
+    checks.finish()
 
 
 if __name__ == "__main__":

@@ -1,35 +1,35 @@
 """DistributedDataParallel and SyncBatchNorm across processes: ddp_checks.py runs every check
 once per world size under ``mpiexec -n {2, 4}`` (with a hard timeout); each test below
-asserts that one check passed on every rank."""
-import json
-import os
+asserts that one check passed on every rank, and test_every_rank_ran_every_check that each
+rank ran all of them."""
 import sys
 
 import pytest
 
-pytest.importorskip("dtrain.comm", reason="dtrain.comm is not available")
-pytest.importorskip("dtrain.parallel", reason="dtrain.parallel is not available")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "comm"))
-from comm_helpers import clean_env, output, require_mpi, run  # noqa: E402
+from comm_helpers import assert_all_checks_passed, clean_env, output, require_mpi, run
+from ddp_jobs import passed, run_checks
+
+CHECKS = 16  # the check_* functions of ddp_checks.py
 
 
 @pytest.fixture(scope="module", params=[(2, None), (4, None), (2, "0"), (4, "0")],
                 ids=lambda p: f"{p[0]}ranks" + ("-shm" if p[1] else ""))
-def results(request, tmp_path_factory):
+def job(request, tmp_path_factory):
     """Every check at 2 and 4 ranks; "-shm": with DTRAIN_SHM_MIN_BYTES=0, every bucket goes
     through the shared-memory all-reduce (the test models' buckets are below its default 256 KiB)."""
-    mpiexec = require_mpi()
     n, shm = request.param
-    path = tmp_path_factory.mktemp("ddp") / f"results{n}.json"
-    result = run([mpiexec, "-n", str(n), sys.executable, "tests/parallel/ddp_checks.py", str(path)],
-                 timeout=90, env=clean_env(DTRAIN_SHM_MIN_BYTES=shm) if shm else None)
-    assert result.returncode == 0 and path.exists(), output(result)
-    return json.loads(path.read_text())
+    return run_checks(n, tmp_path_factory.mktemp("ddp"), timeout=90,
+                      env=clean_env(DTRAIN_SHM_MIN_BYTES=shm) if shm else None)
 
 
-def passed(results, check):
-    failures = {rank: msg for rank, msg in results[check].items() if msg != "ok"}
-    assert not failures, "\n".join(f"rank {r}: {m}" for r, m in failures.items())
+@pytest.fixture(scope="module")
+def results(job):
+    return job.results
+
+
+def test_every_rank_ran_every_check(job):
+    """Each rank ran all 16 checks of ddp_checks.py, and all passed."""
+    assert_all_checks_passed(job.process, job.world_size, CHECKS)
 
 
 def test_sgd_momentum_float32_equals_single_process(results):

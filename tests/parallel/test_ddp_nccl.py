@@ -3,37 +3,44 @@ equivalences (SGD, Adam, bucket views, fp16/bf16 hooks) under ``mpiexec -n {2, 4
 ``--backend nccl``, each rank on GPU ``local_rank % device_count``. On a CPU they run on
 the tests' CuPy emulation (``DTRAIN_CUPY_EMULATION``; one emulated GPU per rank); on real
 GPUs with as many GPUs as ranks."""
-import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "comm"))
-from comm_helpers import clean_env, output, require_mpi, run  # noqa: E402
+import dtrain
+from comm_helpers import assert_all_checks_passed, clean_env, require_mpi
+from ddp_jobs import passed, run_checks
 
 pytestmark = pytest.mark.gpu
 EMULATED = os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0")
+CHECKS = 5  # ddp_checks.NCCL_CHECKS
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=lambda n: f"{n}ranks")
-def results(request, tmp_path_factory):
-    import dtrain
-    mpiexec = require_mpi()
+def job(request, tmp_path_factory):
+    require_mpi()
     n = request.param
     if not EMULATED and dtrain.cuda.device_count() < n:
         pytest.skip(f"NCCL needs one GPU per rank: {n} ranks, {dtrain.cuda.device_count()} GPU(s)")
-    path = tmp_path_factory.mktemp("ddp_nccl") / f"results{n}.json"
     env = clean_env(DTRAIN_CUPY_EMULATION=str(n)) if EMULATED else None
-    result = run([mpiexec, "-n", str(n), sys.executable, "tests/parallel/ddp_checks.py", str(path), "--backend",
-                  "nccl"], timeout=120, env=env)
-    assert result.returncode == 0 and path.exists(), output(result)
-    return json.loads(path.read_text())
+    return run_checks(n, tmp_path_factory.mktemp("ddp_nccl"), timeout=120, env=env, backend="nccl")
 
 
-def passed(results, check):
-    failures = {rank: msg for rank, msg in results[check].items() if msg != "ok"}
-    assert not failures, "\n".join(f"rank {r}: {m}" for r, m in failures.items())
+@pytest.fixture(scope="module")
+def results(job):
+    return job.results
+
+
+def without_ml_dtypes(results):
+    """Skips if the emulation could not reduce NCCL_BFLOAT16 (ml_dtypes missing: the bf16 extra)."""
+    if EMULATED and any("No module named 'ml_dtypes'" in m for m in results["check_bf16_hook"].values()):
+        pytest.skip("the CuPy emulation reduces NCCL_BFLOAT16 with ml_dtypes, which is not installed")
+
+
+def test_every_rank_ran_every_check(job):
+    """Each rank ran the 5 checks of ddp_checks.NCCL_CHECKS, and all passed."""
+    without_ml_dtypes(job.results)
+    assert_all_checks_passed(job.process, job.world_size, CHECKS)
 
 
 def test_sgd_equals_single_process_over_nccl(results):
@@ -52,8 +59,7 @@ def test_compression_hooks_over_nccl(results):
     """fp16_compress_hook (float16 on the wire) and bf16_compress_hook (NCCL_BFLOAT16 on the
     wire) train within 1e-2 and 5e-2 of the full-precision reference."""
     passed(results, "check_fp16_hook")
-    if EMULATED and any("No module named 'ml_dtypes'" in m for m in results["check_bf16_hook"].values()):
-        pytest.skip("the CuPy emulation reduces NCCL_BFLOAT16 with ml_dtypes, which is not installed")
+    without_ml_dtypes(results)
     passed(results, "check_bf16_hook")
 
 

@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 
 import dtrain
+import dtrain.comm as dist
 import dtrain.nn as nn
 import dtrain.nn.functional as F
-
-dist = pytest.importorskip("dtrain.comm", reason="dtrain.comm is not available")
-from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
-from dtrain.parallel import SyncBatchNorm  # noqa: E402
-from dtrain.parallel.comm_hooks import fp16_compress_hook, to_bfloat16_precision  # noqa: E402
-from dtrain.parallel.reducer import assign_buckets  # noqa: E402
+from dtrain.parallel import DistributedDataParallel as DDP
+from dtrain.parallel import SyncBatchNorm
+from dtrain.parallel.comm_hooks import fp16_compress_hook, to_bfloat16_precision
+from dtrain.parallel.reducer import assign_buckets
 
 
 @pytest.fixture
