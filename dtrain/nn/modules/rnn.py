@@ -23,6 +23,20 @@ def _nonlinearity_mode(layer, nonlinearity):
     raise ValueError(f"{layer}: Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
 
 
+def _check_input_tensor(name, input, min_ndim, input_size, weight, size_message):
+    """The input checks the layers and the cells share: a Tensor of ``min_ndim`` (unbatched) or
+    one more dims, ``input_size`` features (``size_message`` formats ``got`` and ``expected``)
+    and ``weight``'s dtype."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim not in (min_ndim, min_ndim + 1):
+        raise ValueError(f"{name}: Expected input to be {min_ndim}D or {min_ndim + 1}D, got {input.ndim}D instead")
+    if input.shape[-1] != input_size:
+        raise RuntimeError(f"{name}: {size_message.format(got=input.shape[-1], expected=input_size)}")
+    if input.dtype != weight.dtype:
+        raise ValueError(f"{name}: input must have the type {weight.dtype}, got type {input.dtype}")
+
+
 def _reset_uniform(module):
     """PyTorch's init for every recurrent weight and bias: U(-1/sqrt(hidden), 1/sqrt(hidden))."""
     stdv = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0
@@ -102,16 +116,8 @@ class RNNBase(Module):
 
     def _check_input(self, input):
         name = self._layer_name()
-        if not isinstance(input, Tensor):
-            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
-        if input.ndim not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.ndim}D instead")
-        if input.shape[-1] != self.input_size:
-            raise RuntimeError(f"{name}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                               f"got {input.shape[-1]}")
-        w = self.weight_ih_l0
-        if input.dtype != w.dtype:
-            raise ValueError(f"{name}: input must have the type {w.dtype}, got type {input.dtype}")
+        _check_input_tensor(name, input, 2, self.input_size, self.weight_ih_l0,
+                            "input.size(-1) must be equal to input_size. Expected {expected}, got {got}")
         steps = input.shape[0 if input.ndim == 2 or not self.batch_first else 1]
         if steps == 0:
             raise RuntimeError(f"{name}: Expected sequence length to be larger than 0, got input of shape "
@@ -336,15 +342,8 @@ class RNNCellBase(Module):
         """One step: input (N, input_size) or unbatched (input_size,); hx (N, hidden_size)
         (for LSTMCell a tuple (h, c)), zeros when omitted. Returns h' (LSTMCell: (h', c'))."""
         name = type(self).__name__
-        if not isinstance(input, Tensor):
-            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
-        if input.ndim not in (1, 2):
-            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.ndim}D instead")
-        if input.shape[-1] != self.input_size:
-            raise RuntimeError(f"{name}: input has inconsistent input_size: got {input.shape[-1]}, "
-                               f"expected {self.input_size}")
-        if input.dtype != self.weight_ih.dtype:
-            raise ValueError(f"{name}: input must have the type {self.weight_ih.dtype}, got type {input.dtype}")
+        _check_input_tensor(name, input, 1, self.input_size, self.weight_ih,
+                            "input has inconsistent input_size: got {got}, expected {expected}")
         batched = input.ndim == 2
         batch = input.shape[0] if batched else 1
         lstm = self.mode == "LSTM"
