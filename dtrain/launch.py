@@ -39,10 +39,9 @@ values already set are kept).
 Under an external ``mpiexec -n N python -m dtrain.launch script.py`` there is no supervisor:
 a rank that raises or exits non-zero reports itself (``rank N failed: ...``, ``rank N exited
 with code C``) and aborts the job; a rank killed by a signal is handled by the process
-manager (measured: MPICH's Hydra ends the job in under 1 s with exit code 9 for SIGKILL and
-its own "BAD TERMINATION ... Killed (signal 9)" banner, which names the PID, not the rank;
-Open MPI 4's mpirun in about 1.5 s with exit code 137 and "process rank 1 ... exited on
-signal 9 (Killed)"), and the collective timeout (``DTRAIN_TIMEOUT``) ends the job if it does not.
+manager (MPICH's Hydra and Open MPI's mpirun end the job within seconds, with banners of their
+own: measured in benchmarks/RESULTS.md, "Measurements moved from docstrings"), and the collective timeout (``DTRAIN_TIMEOUT``) ends the job if it
+does not.
 """
 import argparse
 import ctypes
@@ -56,12 +55,10 @@ import sys
 import tempfile
 import time
 
-from .comm.api import LAUNCHED_ENV
-from .comm.errors import STATUS_ENV, read_failure, record_failure
+from .comm.launch_status import (STATUS_ENV, mark_preempted, read_failure, record_failure, register_supervisor,
+                                 supervisor_pids, was_preempted)
+from .comm.lifecycle import LAUNCHED_ENV
 from .preemption import EXIT_PREEMPTED
-
-PREEMPTED_FILE = "preempted"  # a rank left it in the status folder: it exited EXIT_PREEMPTED
-SUPERVISOR_PREFIX = "supervisor."  # + its pid: a rank's supervisor is running (in the status folder)
 
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
 FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
@@ -206,8 +203,7 @@ def spawn(nproc, argv):
              f"to exit before SIGKILL ({TERM_GRACE_ENV})")
         # straight to the supervisors: Open MPI's mpirun would not pass SIGTERM on but end the job
         # (SIGTERM 1 s later, SIGKILL 1 s after that; it cannot be told to forward SIGTERM)
-        supervisors = [int(name[len(SUPERVISOR_PREFIX):]) for name in os.listdir(status)
-                       if name.startswith(SUPERVISOR_PREFIX)]
+        supervisors = supervisor_pids(status)
         if len(supervisors) < nproc:  # still starting: mpiexec passes the signal on or ends the job
             proc.send_signal(signum)
             return
@@ -225,7 +221,7 @@ def spawn(nproc, argv):
         for s, handler in previous.items():
             signal.signal(s, handler)
         failure = read_failure(status)
-        preempted = os.path.exists(os.path.join(status, PREEMPTED_FILE))
+        preempted = was_preempted(status)
         shutil.rmtree(status, ignore_errors=True)
     if failure is not None:  # the first failing rank's report, once, after mpiexec's own output
         sys.stderr.write(failure[1])
@@ -335,14 +331,13 @@ def supervise(argv, rank):
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, forward)
-    registered = os.path.join(os.environ[STATUS_ENV], f"{SUPERVISOR_PREFIX}{os.getpid()}")
-    open(registered, "w").close()  # the launcher signals us directly (see spawn)
+    registered = register_supervisor(os.environ[STATUS_ENV])  # the launcher signals us directly (see spawn)
     code = child.wait()
     os.remove(registered)
     if stopping and code == -stopping[0]:
         code = 0  # ended by the signal we passed on: not a failure Hydra should kill the job for
     if code == EXIT_PREEMPTED:  # stopped on request with its checkpoint saved: not a failure
-        _mark_preempted()
+        mark_preempted()
         code = 0  # nor one Hydra should kill the other ranks (still saving) for
     if code != 0 and not stopping:
         line = (f"rank {rank} exited with code {code}" if code > 0 else
@@ -352,15 +347,6 @@ def supervise(argv, rank):
     for fd in pmi_fds:
         os.close(fd)
     return code if code >= 0 else 128 - code
-
-
-def _mark_preempted():
-    folder = os.environ.get(STATUS_ENV)
-    if folder:
-        try:
-            open(os.path.join(folder, PREEMPTED_FILE), "w").close()
-        except OSError:
-            pass
 
 
 def _die_with_parent():
@@ -379,10 +365,10 @@ def _prctl(option, value):
 def run_rank(args):
     """This rank's part: join the group, pick the device, run the script or the built-in job."""
     from . import cuda
-    from .comm import api as dist
+    from . import comm as dist
 
     dist.init_process_group(backend=args.backend)
-    dist._state.by_launcher = True
+    dist.mark_launched()
     os.environ.update(torchrun_env(dist))
     if cuda.is_available():
         cuda.set_device(dist.get_local_rank() % cuda.device_count())
@@ -396,7 +382,7 @@ def run_rank(args):
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code and dist.is_initialized():  # peers may be waiting in a collective: end them too
-            dist._abort_job(f"rank {dist.get_rank()} exited with code {code}", code)
+            dist.abort_job(f"rank {dist.get_rank()} exited with code {code}", code)
         raise
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,55 +1,15 @@
 """Errors of the comm layer, and the hook that stops a whole job when one rank fails."""
-import os
 import sys
 import threading
 import time
 import traceback
 
-# Set by ``python -m dtrain.launch --nproc N``: a folder where the first failing rank (or its
-# supervisor) leaves its exit code and report; the launcher prints that report once, after
-# the job has ended. Printing it from the rank instead loses it now and then: on MPI_Abort,
-# Hydra may kill its I/O forwarding before a rank's last lines reach the terminal.
-STATUS_ENV = "DTRAIN_LAUNCH_STATUS"
-# Outside the launcher, the pause between printing a report and MPI_Abort, for the same reason.
+from .launch_status import record_failure
+from .launch_status import STATUS_ENV  # noqa: F401  (dtrain/multiprocessing.py imports it from here)
+
+# Outside the launcher (see launch_status), the pause between printing a report and
+# MPI_Abort: Hydra may kill its I/O forwarding before a rank's last lines reach the terminal.
 FLUSH_DELAY = 0.3
-
-
-def record_failure(text, code):
-    """Leave ``text`` and ``code`` for the launcher as the job's failure, unless a rank did first.
-
-    Returns:
-        True if the caller must print ``text`` itself: outside ``dtrain.launch --nproc``, or
-        if the launcher's folder is gone.
-    """
-    folder = os.environ.get(STATUS_ENV)
-    if not folder:
-        return True
-    path = os.path.join(folder, "failure")
-    draft = f"{path}.{os.getpid()}.{threading.get_ident()}"
-    try:
-        with open(draft, "w") as f:
-            f.write(f"{code}\n{text}")
-        os.link(draft, path)  # atomic, and the content is complete: a rank killed mid-write claims nothing
-    except FileExistsError:
-        pass
-    except OSError:
-        return True
-    finally:
-        try:
-            os.unlink(draft)
-        except OSError:
-            pass
-    return False
-
-
-def read_failure(folder):
-    """``(code, text)`` recorded in ``folder``, or None."""
-    try:
-        with open(os.path.join(folder, "failure")) as f:
-            code, text = f.read().split("\n", 1)
-        return int(code), text
-    except (OSError, ValueError):
-        return None
 
 
 class DistError(RuntimeError):

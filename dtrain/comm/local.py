@@ -2,8 +2,10 @@
 
 It lets a script written for several ranks run unchanged as ``python script.py``.
 """
-from .process_group import ProcessGroup
+from .process_group import ProcessGroup, refused
 from .work import CompletedWork
+
+NO_PEER = "a group of one rank has no other rank to exchange messages with"
 
 
 class LocalProcessGroup(ProcessGroup):
@@ -48,6 +50,13 @@ class LocalProcessGroup(ProcessGroup):
 
     def _barrier(self):
         pass
+
+    # Point to point needs another rank, and a group of one has none: send/recv refuse every
+    # peer before these (the peer must be in [0, 0] and not this rank), which say why if reached.
+    _send = refused("_send", NO_PEER)
+    _recv = refused("_recv", NO_PEER)
+    _isend = refused("_isend", NO_PEER)
+    _irecv = refused("_irecv", NO_PEER)
 
     def new_subgroup(self, ranks, timeout):
         return LocalProcessGroup(self.backend, self.ranks[0], timeout)

@@ -10,8 +10,8 @@
   unless the library has MPI-4 large counts).
 * Async collectives (``async_op=True``) run on one communication thread, on a duplicate of
   the group's communicator: the MPI library only advances nonblocking collectives inside
-  MPI calls, so ``Iallreduce`` barely overlaps with computation while a thread does (the
-  measurement is in :mod:`.work`). The thread needs ``MPI_THREAD_MULTIPLE`` (mpi4py asks
+  MPI calls, so ``Iallreduce`` barely overlaps with computation while a thread does
+  (``benchmarks/allreduce.py``'s overlap table, in benchmarks/RESULTS.md). The thread needs ``MPI_THREAD_MULTIPLE`` (mpi4py asks
   for it by default): the caller may be in a blocking collective or point-to-point call on
   the group's own communicator at the same time. Collectives on one communicator are still
   issued from one thread only, in program order, as MPI requires. If the library grants a
@@ -35,8 +35,9 @@ import numpy
 from ..tensor.backend import cupy, is_cuda_array
 from .env import check_agrees
 from .errors import DistBackendError
-from . import process_group
-from .process_group import ProcessGroup, ReduceOp, chunks, in_rounds
+from . import chunking
+from .chunking import chunks, in_rounds
+from .process_group import ProcessGroup, ReduceOp
 from .shm import UFUNCS as SHM_OPS, SharedMemoryAllReduce
 from .watchdog import Op, Watchdog, describe, next_group_id
 from .work import CommThread, CompletedWork, PollWork
@@ -187,7 +188,9 @@ class MPIProcessGroup(ProcessGroup):
         self.async_comm = comm.Dup() if thread is not None else None
         self.cuda_aware = None  # asked on the first CuPy buffer
         self.seq, self.last_op = 0, "nothing"  # collectives called so far, and the last one
-        self.checking, self.precounted = None, False
+        # debug mode: (number, label) of the call whose cross-rank check is running, and whether
+        # the next call's number was already taken by that check (see checking_call)
+        self.checked_call, self.next_call_counted = None, False
         self.shm, self.shm_min_bytes = {}, None  # shared-memory all-reduce per communicator
         shm_off = os.environ.get("DTRAIN_SHM_ALLREDUCE", "1").strip().lower() in ("0", "false", "no", "off")
         if self.size() > 1 and not shm_off:
@@ -255,11 +258,11 @@ class MPIProcessGroup(ProcessGroup):
         closures cost ~8 us more a call (``benchmarks/allreduce.py``, 2 ranks, 4 KiB: 16.6 us
         through it against 5.5 us raw; 6.9 against 4.3 us this way)."""
         mop = _OPS.get(op) if type(tensor) is numpy.ndarray and not async_op else None
-        if (mop is not None and tensor.dtype.kind in "fiu" and tensor.size <= process_group.MAX_COUNT
+        if (mop is not None and tensor.dtype.kind in "fiu" and tensor.size <= chunking.MAX_COUNT
                 and not _as_uint16(tensor.dtype)):
             flags = tensor.flags
             if flags.c_contiguous and flags.writeable:
-                with self._call("all_reduce", (tensor,), False):
+                with self._numbered_op("all_reduce", (tensor,), False):
                     try:
                         shm = self._shm((tensor,), op)
                         if shm is not None:
@@ -275,7 +278,7 @@ class MPIProcessGroup(ProcessGroup):
     def _run(self, name, fn, arrays, async_op):
         ready = _ready_event(arrays)
         on_thread = async_op and self.thread is not None
-        op = self._call(name, arrays, on_thread)
+        op = self._numbered_op(name, arrays, on_thread)
         device = next((_device(a) for a in arrays if is_cuda_array(a)), None)
 
         def task():
@@ -298,13 +301,13 @@ class MPIProcessGroup(ProcessGroup):
         """The DistBackendError for an MPI error raised by operation ``name``."""
         return DistBackendError(f"{name} failed on rank {self.ranks[self._rank]}: {error.Get_error_string()}")
 
-    def _call(self, name, arrays, async_op):
+    def _numbered_op(self, name, arrays, async_op):
         """The :class:`~.watchdog.Op` of a collective called now, numbered in program order."""
-        if self.checking is not None:  # an exchange of the debug check, named after the call it checks
-            seq, label = self.checking
+        if self.checked_call is not None:  # an exchange of the debug check, named after the call it checks
+            seq, label = self.checked_call
             return Op(self, name, arrays, seq, async_op, f"{label} (its debug-mode check)")
-        if self.precounted:
-            self.precounted = False
+        if self.next_call_counted:  # its number was taken by its debug check (checking_call)
+            self.next_call_counted = False
         else:
             self.seq += 1
         op = self.last_op = Op(self, name, arrays, self.seq, async_op)
@@ -317,11 +320,11 @@ class MPIProcessGroup(ProcessGroup):
     @contextlib.contextmanager
     def checking_call(self, label):
         self.seq += 1
-        self.last_op, self.checking = label, (self.seq, label)
+        self.last_op, self.checked_call = label, (self.seq, label)
         try:
             yield
         finally:
-            self.checking, self.precounted = None, True
+            self.checked_call, self.next_call_counted = None, True
 
     def _comm(self):
         """The async communicator on the comm thread, the group's own elsewhere."""
@@ -378,7 +381,7 @@ class MPIProcessGroup(ProcessGroup):
             return shm.all_reduce([buf], op.value)
         comm, mop, in_place = self._comm(), _mpi_op(op, buf), mpi().IN_PLACE
         with self._buffers(buf, out=(0,)) as (b,):
-            if b.size <= process_group.MAX_COUNT:  # the common case, without slicing
+            if b.size <= chunking.MAX_COUNT:  # the common case, without slicing
                 if comm is self.async_comm and self.thread.poll_s:  # on the comm thread: without spinning
                     return self.thread.complete(comm.Iallreduce(in_place, b, op=mop))
                 return comm.Allreduce(in_place, b, op=mop)

@@ -25,7 +25,8 @@ import time
 
 from ..tensor.backend import cuda_device_count, cupy, device_of, is_cuda_array
 from .errors import DistBackendError
-from .process_group import ProcessGroup, ReduceOp, chunks, in_rounds
+from .chunking import chunks, in_rounds
+from .process_group import ProcessGroup, ReduceOp
 from .watchdog import Op
 from .work import Work
 
@@ -175,10 +176,10 @@ class NCCLProcessGroup(ProcessGroup):
         self.comm.destroy()
         self.host_group.destroy()
 
-    def _impl(self, array):
+    def _group_for(self, array):
         return self if is_cuda_array(array) else self.host_group
 
-    def _host(self):
+    def _group_for_host(self):
         return self.host_group
 
     def barrier(self, async_op=False):

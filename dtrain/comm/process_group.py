@@ -6,20 +6,20 @@ call the backend's primitives (``_allreduce``, ``_allgather``, ...), which a bac
 (:mod:`.local`, :mod:`.mpi`, :mod:`.nccl`) implements on buffers of one dtype. The
 backend's ``_run`` decides how an operation runs: inline, on the comm thread, or on a
 CUDA stream, and returns its :class:`~.work.Work` handle when ``async_op=True``.
+
+The primitives are the backend contract: each is declared here (:func:`backend_primitive`),
+and a backend implements it or refuses it explicitly (:func:`refused`); a call that reaches
+one a backend lacks raises ``NotImplementedError`` naming the backend and the primitive.
 """
 import contextlib
 import enum
+import functools
 import pickle
 
 import numpy
 
 from ..tensor.backend import device_of, get_array_module, is_cuda_array
 from ..tensor.tensor import Tensor
-
-# MPI and NCCL take element counts as C ints in their classic calls: longer messages are
-# sent in pieces of at most this many elements (tests lower it to exercise the splitting).
-MAX_COUNT = 2**31 - 1
-
 
 class ReduceOp(enum.Enum):
     """How ``all_reduce``, ``reduce`` and ``reduce_scatter`` combine the ranks' values.
@@ -35,35 +35,6 @@ class ReduceOp(enum.Enum):
 
     def __repr__(self):
         return f"ReduceOp.{self.name}"
-
-
-def chunks(n):
-    """Slices of ``[0, n)`` of at most :data:`MAX_COUNT` elements (one empty slice for n = 0)."""
-    step = MAX_COUNT
-    return [slice(i, min(i + step, n)) for i in range(0, n, step)] or [slice(0, 0)]
-
-
-def in_rounds(fn, send, recv, k, n, send_blocks, recv_blocks):
-    """Run a block collective ``fn(send, recv)`` in rounds when a block exceeds MAX_COUNT.
-
-    The buffers hold ``n`` blocks of ``k`` elements (``send_blocks``/``recv_blocks``) or one
-    block; each round sends one column slice of every block. ``send``/``recv`` may be None
-    (a non-root rank of gather/scatter).
-    """
-    if k <= MAX_COUNT:
-        return fn(send, recv)
-    xp = get_array_module(send if send is not None else recv)
-    dtype = (send if send is not None else recv).dtype
-    for s in chunks(k):
-        part = None if send is None else (
-            xp.ascontiguousarray(send.reshape(n, k)[:, s]).reshape(-1) if send_blocks else send[s])
-        out = None if recv is None else xp.empty((n if recv_blocks else 1) * (s.stop - s.start), dtype)
-        fn(part, out)
-        if recv is not None:
-            if recv_blocks:
-                recv.reshape(n, k)[:, s] = out.reshape(n, -1)
-            else:
-                recv[s] = out
 
 
 def reduce_view(name, buf, op):
@@ -120,7 +91,7 @@ def flat_out(array):
     return copy, lambda: array.__setitem__(Ellipsis, copy.reshape(array.shape))
 
 
-def _list(xs, name, arg, n, like=None, output=False):
+def _list_of_arrays(xs, name, arg, n, like=None, output=False):
     """The arrays of a list argument of length ``n`` (written into when ``output``); with
     ``like``, each must match its shape and dtype."""
     if not isinstance(xs, (list, tuple)) or len(xs) != n:
@@ -150,10 +121,50 @@ def _sizes_match(name, out, inp, n, out_arg, in_arg):
                          f"world size {n} x {in_arg} of shape {tuple(inp.shape)} ({inp.size} elements)")
 
 
-def _then(*steps):
+def _in_sequence(*steps):
     """One function that runs the given steps (None entries are skipped) in order."""
     steps = [s for s in steps if s is not None]
     return lambda: [s() for s in steps]
+
+
+def invalid_ranks(ranks, n):
+    """The entries of ``ranks`` that are not ranks of a group of ``n``: integers in [0, n - 1]."""
+    return [r for r in ranks if not isinstance(r, (int, numpy.integer)) or not 0 <= r < n]
+
+
+def check_rank(name, arg, rank, n):
+    """Raise ValueError, quoting ``rank`` and the interval, unless it is a rank of a group of ``n``.
+
+    Example:
+        >>> check_rank("broadcast", "src", 5, 4)
+        ValueError: broadcast: invalid src rank 5: it should be in the interval [0, 3]
+    """
+    if invalid_ranks([rank], n):
+        raise ValueError(f"{name}: invalid {arg} rank {rank!r}: it should be in the interval [0, {n - 1}]")
+
+
+def backend_primitive(declaration):
+    """Declare a backend primitive on :class:`ProcessGroup`: its signature and docstring are
+    the contract; called on a backend that does not implement it, it raises NotImplementedError
+    naming the backend class and the primitive."""
+    name = declaration.__name__
+
+    @functools.wraps(declaration)
+    def missing(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not implement the backend primitive "
+                                  f"{name}: {declaration.__doc__}")
+    missing.backend_primitive = True
+    return missing
+
+
+def refused(name, reason):
+    """A backend's explicit refusal of the primitive ``name``: calling it raises
+    NotImplementedError naming the backend class, the primitive and ``reason``."""
+    def refuse(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} refuses the backend primitive {name}: {reason}")
+    refuse.__name__ = refuse.__qualname__ = name
+    refuse.refused = True
+    return refuse
 
 
 class ProcessGroup:
@@ -186,9 +197,9 @@ class ProcessGroup:
         array = as_output(tensor, "all_reduce", "tensor")
         buf, writeback = flat_out(array)
         rbuf, rop = reduce_view("all_reduce", buf, op)
-        impl = self._impl(array)
+        impl = self._group_for(array)
         before, after, rop = impl._averaging(buf, op, rop, before_ok=True)
-        return impl._run("all_reduce", _then(before, lambda: impl._allreduce(rbuf, rop), after, writeback),
+        return impl._run("all_reduce", _in_sequence(before, lambda: impl._allreduce(rbuf, rop), after, writeback),
                          [array], async_op)
 
     def all_reduce_coalesced(self, tensors, op=ReduceOp.SUM, async_op=False, scale=None):
@@ -209,7 +220,7 @@ class ProcessGroup:
             raise ValueError(f"{name}: scale goes with ReduceOp.SUM or AVG, got {op!r}")
         if scale is not None and arrays[0].dtype.kind not in "fc":
             raise TypeError(f"{name}: scale needs floating-point tensors, got dtype {arrays[0].dtype}")
-        impl = self._impl(arrays[0])
+        impl = self._group_for(arrays[0])
         return impl._run(name, impl._coalesced(arrays, op, scale), arrays, async_op)
 
     def _coalesced(self, arrays, op, scale):
@@ -219,38 +230,32 @@ class ProcessGroup:
         if scale is not None:
             flat *= scale
 
-        def run():
-            self._allreduce(flat, op)
-            start = 0
-            for a in arrays:
-                a[...] = flat[start:start + a.size].reshape(a.shape)
-                start += a.size
-        return run
+        return _in_sequence(lambda: self._allreduce(flat, op), self._split_into(flat, arrays))
 
     def broadcast(self, tensor, src=0, async_op=False):
         self._check_rank("broadcast", "src", src)
         array = as_output(tensor, "broadcast", "tensor")
         buf, writeback = flat_out(array)
-        impl = self._impl(array)
-        return impl._run("broadcast", _then(lambda: impl._broadcast(buf, src), writeback), [array], async_op)
+        impl = self._group_for(array)
+        return impl._run("broadcast", _in_sequence(lambda: impl._broadcast(buf, src), writeback), [array], async_op)
 
     def reduce(self, tensor, dst=0, op=ReduceOp.SUM, async_op=False):
         self._check_rank("reduce", "dst", dst)
         array = as_output(tensor, "reduce", "tensor")
         buf, writeback = flat_out(array)
         rbuf, rop = reduce_view("reduce", buf, op)
-        impl = self._impl(array)
+        impl = self._group_for(array)
         _, average, rop = impl._averaging(buf, op, rop)
         average = average if self._rank == dst else None
-        return impl._run("reduce", _then(lambda: impl._reduce(rbuf, rop, dst), average, writeback), [array], async_op)
+        return impl._run("reduce", _in_sequence(lambda: impl._reduce(rbuf, rop, dst), average, writeback), [array], async_op)
 
     def all_gather(self, tensor_list, tensor, async_op=False):
         n, send = self.size(), as_array(tensor, "all_gather", "tensor")
-        outs = _list(tensor_list, "all_gather", "tensor_list", n, like=send, output=True)
+        outs = _list_of_arrays(tensor_list, "all_gather", "tensor_list", n, like=send, output=True)
         _same_kind("all_gather", outs + [send])
         recv = get_array_module(send).empty(n * send.size, send.dtype)
-        impl = self._impl(send)
-        return impl._run("all_gather", _then(lambda: impl._allgather(flat_in(send), recv),
+        impl = self._group_for(send)
+        return impl._run("all_gather", _in_sequence(lambda: impl._allgather(flat_in(send), recv),
                                              self._split_into(recv, outs)), outs + [send], async_op)
 
     def all_gather_into_tensor(self, output_tensor, input_tensor, async_op=False):
@@ -258,12 +263,12 @@ class ProcessGroup:
         out, send = as_output(output_tensor, name, "output_tensor"), as_array(input_tensor, name, "input_tensor")
         _sizes_match(name, out, send, self.size(), "output_tensor", "input_tensor")
         recv, writeback = flat_out(out)
-        impl = self._impl(send)
-        return impl._run(name, _then(lambda: impl._allgather(flat_in(send), recv), writeback), [out, send], async_op)
+        impl = self._group_for(send)
+        return impl._run(name, _in_sequence(lambda: impl._allgather(flat_in(send), recv), writeback), [out, send], async_op)
 
     def reduce_scatter(self, output, input_list, op=ReduceOp.SUM, async_op=False):
         out = as_output(output, "reduce_scatter", "output")
-        ins = _list(input_list, "reduce_scatter", "input_list", self.size(), like=out)
+        ins = _list_of_arrays(input_list, "reduce_scatter", "input_list", self.size(), like=out)
         _same_kind("reduce_scatter", ins + [out])
         send = get_array_module(out).concatenate([flat_in(a) for a in ins])
         return self._reduce_scatter_flat("reduce_scatter", out, send, op, async_op)
@@ -278,9 +283,9 @@ class ProcessGroup:
         self._check_rank("gather", "dst", dst)
         send = as_array(tensor, "gather", "tensor")
         outs, recv = self._root_list("gather", "gather_list", gather_list, dst, send, output=True)
-        impl = self._impl(send)
+        impl = self._group_for(send)
         fill = self._split_into(recv, outs) if recv is not None else None
-        return impl._run("gather", _then(lambda: impl._gather(flat_in(send), recv, dst), fill), outs + [send], async_op)
+        return impl._run("gather", _in_sequence(lambda: impl._gather(flat_in(send), recv, dst), fill), outs + [send], async_op)
 
     def scatter(self, tensor, scatter_list=None, src=0, async_op=False):
         self._check_rank("scatter", "src", src)
@@ -288,19 +293,19 @@ class ProcessGroup:
         ins, _ = self._root_list("scatter", "scatter_list", scatter_list, src, out, output=False)
         send = get_array_module(out).concatenate([flat_in(a) for a in ins]) if ins else None
         recv, writeback = flat_out(out)
-        impl = self._impl(out)
-        return impl._run("scatter", _then(lambda: impl._scatter(send, recv, src), writeback), ins + [out], async_op)
+        impl = self._group_for(out)
+        return impl._run("scatter", _in_sequence(lambda: impl._scatter(send, recv, src), writeback), ins + [out], async_op)
 
     def all_to_all(self, output_tensor_list, input_tensor_list, async_op=False):
         n = self.size()
-        ins = _list(input_tensor_list, "all_to_all", "input_tensor_list", n)
-        outs = _list(output_tensor_list, "all_to_all", "output_tensor_list", n, output=True)
+        ins = _list_of_arrays(input_tensor_list, "all_to_all", "input_tensor_list", n)
+        outs = _list_of_arrays(output_tensor_list, "all_to_all", "output_tensor_list", n, output=True)
         _same_kind("all_to_all", ins + outs)
         xp = get_array_module(ins[0])
         send = xp.concatenate([flat_in(a) for a in ins])
         recv = xp.empty(sum(o.size for o in outs), ins[0].dtype)
-        impl = self._impl(ins[0])
-        run = _then(lambda: impl._alltoallv(send, [a.size for a in ins], recv, [o.size for o in outs]),
+        impl = self._group_for(ins[0])
+        run = _in_sequence(lambda: impl._alltoallv(send, [a.size for a in ins], recv, [o.size for o in outs]),
                     self._split_into(recv, outs))
         return impl._run("all_to_all", run, ins + outs, async_op)
 
@@ -311,8 +316,8 @@ class ProcessGroup:
         send_counts = self._split_counts(name, "input", send, input_split_sizes)
         recv_counts = self._split_counts(name, "output", out, output_split_sizes)
         recv, writeback = flat_out(out)
-        impl = self._impl(send)
-        run = _then(lambda: impl._alltoallv(flat_in(send), send_counts, recv, recv_counts), writeback)
+        impl = self._group_for(send)
+        run = _in_sequence(lambda: impl._alltoallv(flat_in(send), send_counts, recv, recv_counts), writeback)
         return impl._run(name, run, [out, send], async_op)
 
     def barrier(self, async_op=False):
@@ -322,7 +327,7 @@ class ProcessGroup:
     def send(self, tensor, dst, tag=0):
         self._check_peer("send", "dst", dst)
         array = as_array(tensor, "send", "tensor")
-        self._impl(array)._send(flat_in(array), dst, tag)
+        self._group_for(array)._send(flat_in(array), dst, tag)
 
     def recv(self, tensor, src=None, tag=0):
         """Receive into ``tensor`` from group rank ``src`` (None: any); returns the sender's group rank."""
@@ -330,7 +335,7 @@ class ProcessGroup:
             self._check_peer("recv", "src", src)
         array = as_output(tensor, "recv", "tensor")
         buf, writeback = flat_out(array)
-        sender = self._impl(array)._recv(buf, src, tag)
+        sender = self._group_for(array)._recv(buf, src, tag)
         if writeback is not None:
             writeback()
         return sender
@@ -338,19 +343,19 @@ class ProcessGroup:
     def isend(self, tensor, dst, tag=0):
         self._check_peer("isend", "dst", dst)
         array = as_array(tensor, "isend", "tensor")
-        return self._impl(array)._isend(flat_in(array), dst, tag)
+        return self._group_for(array)._isend(flat_in(array), dst, tag)
 
     def irecv(self, tensor, src=None, tag=0):
         if src is not None:
             self._check_peer("irecv", "src", src)
         array = as_output(tensor, "irecv", "tensor")
         buf, writeback = flat_out(array)
-        return self._impl(array)._irecv(buf, src, tag, writeback)
+        return self._group_for(array)._irecv(buf, src, tag, writeback)
 
     # ---- objects (pickled: only between trusted peers) -----------------------------------
     def broadcast_object_list(self, object_list, src=0):
         self._check_rank("broadcast_object_list", "src", src)
-        host = self._host()
+        host = self._group_for_host()
         is_src = self._rank == src
         payloads = [pickle.dumps(o) for o in object_list] if is_src else []
         sizes = numpy.array([len(p) for p in payloads] if is_src else [0] * len(object_list), numpy.int64)
@@ -381,7 +386,7 @@ class ProcessGroup:
 
     def scatter_object_list(self, scatter_object_output_list, scatter_object_input_list=None, src=0):
         self._check_rank("scatter_object_list", "src", src)
-        n, host, is_src = self.size(), self._host(), self._rank == src
+        n, host, is_src = self.size(), self._group_for_host(), self._rank == src
         if not isinstance(scatter_object_output_list, list) or len(scatter_object_output_list) < 1:
             raise ValueError("scatter_object_list: scatter_object_output_list must be a non-empty list; "
                              "element 0 receives this rank's object")
@@ -402,7 +407,7 @@ class ProcessGroup:
     # ---- helpers ----------------------------------------------------------------------
     def _gather_objects(self, obj, dst):
         """Every rank's ``obj`` on ``dst`` (None: on every rank); None elsewhere."""
-        n, host = self.size(), self._host()
+        n, host = self.size(), self._group_for_host()
         payload = numpy.frombuffer(pickle.dumps(obj), numpy.uint8)
         sizes = numpy.zeros(n, numpy.int64)
         host.all_gather_into_tensor(sizes, numpy.array([payload.size], numpy.int64))
@@ -423,9 +428,9 @@ class ProcessGroup:
         recv, writeback = flat_out(out)
         rsend, rop = reduce_view(name, send, op)
         rrecv, _ = reduce_view(name, recv, op)
-        impl = self._impl(out)
+        impl = self._group_for(out)
         _, average, rop = impl._averaging(recv, op, rop)
-        return impl._run(name, _then(lambda: impl._reduce_scatter(rsend, rrecv, rop), average, writeback),
+        return impl._run(name, _in_sequence(lambda: impl._reduce_scatter(rsend, rrecv, rop), average, writeback),
                          [out], async_op)
 
     def _root_list(self, name, arg, xs, root, like, output):
@@ -438,7 +443,7 @@ class ProcessGroup:
             return [], None
         if xs is None:
             raise ValueError(f"{name}: {arg} must be given on the root rank {root}")
-        arrays = _list(xs, name, arg, self.size(), like=like, output=output)
+        arrays = _list_of_arrays(xs, name, arg, self.size(), like=like, output=output)
         _same_kind(name, arrays + [like])
         recv = get_array_module(like).empty(self.size() * like.size, like.dtype) if output else None
         return arrays, recv
@@ -486,9 +491,7 @@ class ProcessGroup:
         return False
 
     def _check_rank(self, name, arg, rank):
-        n = self.size()
-        if not isinstance(rank, (int, numpy.integer)) or not 0 <= rank < n:
-            raise ValueError(f"{name}: invalid {arg} rank {rank!r}: it should be in the interval [0, {n - 1}]")
+        check_rank(name, arg, rank, self.size())
 
     def _check_peer(self, name, arg, peer):
         self._check_rank(name, arg, peer)
@@ -496,22 +499,22 @@ class ProcessGroup:
             raise ValueError(f"{name}: {arg} rank {peer} is this process's own rank; "
                              f"point-to-point operations need another rank")
 
-    def _impl(self, array):
+    def _group_for(self, array):
         """The group whose primitives handle ``array`` (a backend may hand host arrays to another)."""
         return self
 
-    def _host(self):
+    def _group_for_host(self):
         """The group that moves host (NumPy) buffers: pickled objects travel through it."""
         return self
 
     # ---- what a backend provides ---------------------------------------------------------
     def _run(self, name, fn, arrays, async_op):
         """Run ``fn()`` (the whole operation); return a Work when ``async_op`` else None."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement _run (how its operations run)")
 
     def new_subgroup(self, ranks, timeout):
         """A group of ``ranks`` (global, sorted); collective over this group. Non-members get None."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement new_subgroup")
 
     def destroy(self):
         """Free the backend's resources of this group."""
@@ -521,3 +524,58 @@ class ProcessGroup:
         """Around the exchanges of the debug check of the call ``label`` (a backend that
         numbers its collectives counts them as that call)."""
         yield
+
+    # ---- the primitives: flat contiguous buffers of one dtype, ranks within the group ---------
+    # Reductions get SUM, PRODUCT, MIN or MAX (AVG only where _native_avg says so); the
+    # caller has checked the arguments, so every rank reaches them with the same sizes.
+    @backend_primitive
+    def _allreduce(self, buf, op):
+        """Reduce ``buf`` over the group with ``op``, in place, on every rank."""
+
+    @backend_primitive
+    def _broadcast(self, buf, root):
+        """Copy ``buf`` of rank ``root`` into ``buf`` on every rank."""
+
+    @backend_primitive
+    def _reduce(self, buf, op, root):
+        """Reduce ``buf`` over the group with ``op`` into ``buf`` of rank ``root``."""
+
+    @backend_primitive
+    def _allgather(self, send, recv):
+        """Fill ``recv`` with every rank's ``send``, in rank order, on every rank."""
+
+    @backend_primitive
+    def _reduce_scatter(self, send, recv, op):
+        """Reduce ``send`` (one block per rank) with ``op``; rank i receives block i in ``recv``."""
+
+    @backend_primitive
+    def _gather(self, send, recv, root):
+        """Collect every rank's ``send`` in rank order into ``recv`` of ``root`` (None elsewhere)."""
+
+    @backend_primitive
+    def _scatter(self, send, recv, root):
+        """Copy block i of ``send`` of ``root`` (None elsewhere) into ``recv`` of rank i."""
+
+    @backend_primitive
+    def _alltoallv(self, send, send_counts, recv, recv_counts):
+        """Send ``send_counts[i]`` elements of ``send`` to rank i, receive ``recv_counts[i]`` from it."""
+
+    @backend_primitive
+    def _barrier(self):
+        """Return once every rank of the group has called it."""
+
+    @backend_primitive
+    def _send(self, buf, dst, tag):
+        """Send ``buf`` to rank ``dst``; return once ``buf`` may be reused."""
+
+    @backend_primitive
+    def _recv(self, buf, src, tag):
+        """Receive into ``buf`` from rank ``src`` (None: any); return the sender's rank."""
+
+    @backend_primitive
+    def _isend(self, buf, dst, tag):
+        """Start sending ``buf`` to rank ``dst``; return its Work."""
+
+    @backend_primitive
+    def _irecv(self, buf, src, tag, writeback):
+        """Start receiving into ``buf`` from rank ``src``; return a Work that calls ``writeback`` when done."""

@@ -1,16 +1,17 @@
 """Deadlines for MPI collectives, and the answer to "which ranks have not arrived?".
 
 A blocking MPI call cannot be interrupted, and running every collective on the comm thread
-so that the caller can wait with a deadline costs a thread hand-off per call (measured with
-2 ranks, float32[4]: 13 us inline, 44 us through the thread). So collectives run where they
-always did (inline, or on the comm thread for ``async_op=True``) and register an :class:`Op`
-with the process's :class:`Watchdog`: one small object, a set insert and a clock read per
-call (0.7 us measured, against 10-13 us for the 2-rank float32[4] all_reduce itself). The
-watchdog thread wakes every ``tick`` (0.1 s); a blocking collective or send/recv past its
-deadline ends the job at once through the abort hook, with the stack of the thread stuck in
-it; an async one is first reported by ``Work.wait()`` as a ``DistTimeoutError`` in the
-waiting thread, and the watchdog ends the job ``ASYNC_GRACE`` seconds later even if that
-error was caught (the communicator is stuck for good; MPI cannot cancel a collective).
+so that the caller can wait with a deadline costs a thread hand-off per call, several times
+a small all-reduce itself. So collectives run where they always did (inline, or on the comm
+thread for ``async_op=True``) and register an :class:`Op` with the process's
+:class:`Watchdog`: one small object, a set insert and a clock read per call, a small part
+of the cheapest collective (both measured: benchmarks/RESULTS.md, "Measurements moved from
+docstrings"). The watchdog thread wakes every ``tick`` (0.1 s); a blocking collective or
+send/recv past its deadline ends the job at once through the abort hook, with the stack of
+the thread stuck in it; an async one is first reported by ``Work.wait()`` as a
+``DistTimeoutError`` in the waiting thread, and the watchdog ends the job ``ASYNC_GRACE``
+seconds later even if that error was caught (the communicator is stuck for good; MPI cannot
+cancel a collective).
 
 Arrival costs nothing until a timeout: every rank counts the collectives it has called on
 each group (program order, the same on every rank). The rank that timed out asks every

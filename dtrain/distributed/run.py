@@ -5,7 +5,13 @@ Example:
 """
 import sys
 
-from ..launch import main
+
+def main(argv=None):
+    """The launcher's ``main``; imported on the call: the launcher sits above the comm layer
+    that ``dtrain.distributed`` gives torch.distributed's names to."""
+    from ..launch import main as launch_main
+    return launch_main(argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

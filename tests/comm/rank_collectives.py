@@ -14,7 +14,7 @@ import numpy as np
 
 import dtrain
 import dtrain.comm as dist
-from dtrain.comm import ReduceOp, process_group
+from dtrain.comm import ReduceOp, chunking
 from dtrain.comm.env import discover
 from rank_harness import RankChecks
 
@@ -264,7 +264,7 @@ def point_to_point():
 
 def chunked():
     """Messages longer than MAX_COUNT elements go in pieces (MAX_COUNT lowered to 1000)."""
-    saved, process_group.MAX_COUNT = process_group.MAX_COUNT, 1000
+    saved, chunking.MAX_COUNT = chunking.MAX_COUNT, 1000
     try:
         size = 2_501
         a = make(RANK, size, np.float64)
@@ -299,7 +299,7 @@ def chunked():
                 dist.recv(msg, src=0)
                 close(msg, make(0, size, np.float64), np.float64)
     finally:
-        process_group.MAX_COUNT = saved
+        chunking.MAX_COUNT = saved
 
 
 def misuse():

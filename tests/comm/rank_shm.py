@@ -10,7 +10,7 @@ through tests/rank_harness.py (``rank R: all 7 checks passed``).
 import numpy as np
 
 import dtrain.comm as dist
-from dtrain.comm import ReduceOp, api
+from dtrain.comm import ReduceOp, lifecycle
 from rank_harness import RankChecks
 
 checks = RankChecks(backend="mpi")
@@ -29,7 +29,7 @@ def same_everywhere(a):
 
 
 def shm_is_used():
-    world = api._state.world
+    world = lifecycle._state.world
     assert world.shm_min_bytes == 0, f"the shared-memory path is off: {world.shm_min_bytes!r}"
 
 

@@ -10,7 +10,8 @@ import dtrain
 import dtrain.comm as dist
 from comm_helpers import assert_all_checks_passed, clean_env, collective_checks, python
 from dtrain.comm import nccl
-from dtrain.comm.errors import STATUS_ENV, AbortOnError, read_failure
+from dtrain.comm.errors import AbortOnError
+from dtrain.comm.launch_status import STATUS_ENV, read_failure
 from dtrain.comm.watchdog import describe
 from dtrain.comm.work import CommThread
 

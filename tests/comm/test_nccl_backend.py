@@ -12,7 +12,7 @@ import pytest
 
 import dtrain.comm as dist
 from comm_helpers import clean_env
-from dtrain.comm import api, nccl
+from dtrain.comm import lifecycle, nccl
 from dtrain.comm.process_group import ProcessGroup, ReduceOp
 from dtrain.comm.watchdog import Op, Watchdog
 
@@ -23,7 +23,7 @@ def lone(monkeypatch):
     if dist.is_initialized():
         dist.destroy_process_group()
     monkeypatch.setattr("os.environ", clean_env())
-    monkeypatch.setattr(api, "_state_notes", {})
+    monkeypatch.setattr(lifecycle, "_state_notes", {})
     yield
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -143,9 +143,9 @@ def test_default_backend_falls_back_to_mpi_with_one_note(lone, monkeypatch, capl
     """With GPUs but no NCCL, the default backend is "mpi", with one warning that says why
     (once per process, however many groups are made)."""
     without_nccl(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="dtrain.comm.api"):
-        assert api._resolve_backend(None) == "mpi"
-        assert api._resolve_backend(None) == "mpi"
+    with caplog.at_level(logging.WARNING, logger="dtrain.comm.lifecycle"):
+        assert lifecycle._resolve_backend(None) == "mpi"
+        assert lifecycle._resolve_backend(None) == "mpi"
     notes = [r.getMessage() for r in caplog.records if "using backend 'mpi'" in r.getMessage()]
     assert len(notes) == 1 and "CuPy cannot load NCCL" in notes[0], notes
 
@@ -164,8 +164,8 @@ def test_no_gpu_default_is_mpi_without_a_note(lone, monkeypatch, caplog):
     """Without a GPU the default backend is "mpi" and nothing is logged (nothing to explain)."""
     monkeypatch.setattr(nccl, "cuda_device_count", lambda: 0)
     monkeypatch.setattr(sys.modules["dtrain.tensor.backend"], "cuda_device_count", lambda: 0)
-    with caplog.at_level(logging.WARNING, logger="dtrain.comm.api"):
-        assert api._resolve_backend(None) == "mpi"
+    with caplog.at_level(logging.WARNING, logger="dtrain.comm.lifecycle"):
+        assert lifecycle._resolve_backend(None) == "mpi"
     assert not [r for r in caplog.records if "using backend 'mpi'" in r.getMessage()]
 
 

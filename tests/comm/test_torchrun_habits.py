@@ -103,8 +103,8 @@ def test_init_variants_under_plain_mpiexec():
 
 def test_gloo_selects_mpi_and_says_so_once(lone, caplog):
     """'gloo' (and Backend.GLOO, any case) is dtrain's CPU backend, 'mpi'; the log says so once."""
-    with caplog.at_level(logging.INFO, logger="dtrain.comm.api"):
-        comm.api._state_notes.clear()
+    with caplog.at_level(logging.INFO, logger="dtrain.comm.lifecycle"):
+        comm.lifecycle._state_notes.clear()
         dist.init_process_group("GLOO")
         assert dist.get_backend() == "mpi"
         dist.init_process_group(dist.Backend.GLOO)
@@ -122,10 +122,10 @@ def test_second_init(lone, first, second, differs):
     """A second init_process_group with the same settings is a no-op; with others, an error
     naming each setting that differs, both values."""
     dist.init_process_group(**first)
-    group = dist.api._state.world
+    group = dist.lifecycle._state.world
     if differs is None:
         dist.init_process_group(**second)
-        assert dist.api._state.world is group
+        assert dist.lifecycle._state.world is group
     else:
         with pytest.raises(dist.DistError, match=f"already initialized with other settings \\({differs}\\)"):
             dist.init_process_group(**second)
@@ -157,16 +157,16 @@ def test_script_init_under_the_launcher_adopts_or_remakes_its_group(lone):
     the launcher's group; another backend makes the group again with the script's; a world
     size the group contradicts is refused."""
     dist.init_process_group("mpi")  # what the launcher chooses without a GPU ("gloo" selects it too)
-    dist.api._state.by_launcher = True
-    launcher_group = dist.api._state.world
+    dist.mark_launched()
+    launcher_group = dist.lifecycle._state.world
     with pytest.raises(ValueError, match=re.escape("world_size=2 but the process group says 1 (made by dtrain.launch)")):
         dist.init_process_group("gloo", world_size=2)
     dist.init_process_group("gloo", timeout=42)
-    assert dist.api._state.world is launcher_group and launcher_group.timeout == 42
-    dist.api._state.by_launcher = True
+    assert dist.lifecycle._state.world is launcher_group and launcher_group.timeout == 42
+    dist.mark_launched()
     launcher_group.backend = "nccl"  # as if the launcher had chosen NCCL on a GPU
     dist.init_process_group("gloo")
-    assert dist.api._state.world is not launcher_group and dist.get_backend() == "mpi"
+    assert dist.lifecycle._state.world is not launcher_group and dist.get_backend() == "mpi"
 
 
 def test_distributed_is_the_comm_api():
@@ -211,7 +211,7 @@ def test_world_group_and_node_local_rank(lone, monkeypatch):
     for name in ("MPI_LOCALRANKID", "PMI_RANK", "PMI_SIZE"):
         monkeypatch.delenv(name)
     dist.init_process_group()
-    assert dist.group.WORLD is dist.api._state.world and dist.get_node_local_rank() == 0
+    assert dist.group.WORLD is dist.lifecycle._state.world and dist.get_node_local_rank() == 0
     t = dtrain.ones(2)
     dist.all_reduce(t, group=dist.group.WORLD)
     dist.monitored_barrier()
