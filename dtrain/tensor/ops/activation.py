@@ -29,7 +29,7 @@ class ReLU(Function):
         return g * (self.out > 0)
 
 
-def _blocks(a, elements, axis=None):
+def _cache_blocks(a, elements, axis=None):
     """Slices of ``a`` along dim 0 of about ``elements`` elements each, for loops whose
     temporaries then stay in the CPU's L2 cache (NumPy makes one pass over memory per op);
     one slice for the whole array on a GPU, or when the op reduces along dim 0 (``axis``)."""
@@ -48,7 +48,7 @@ def _gelu_float32(a, grad):
     flat = a.reshape(-1)
     out = xp.empty_like(flat)
     deriv = xp.empty_like(flat) if grad else None
-    blocks = _blocks(flat, 32768)  # a block's half-dozen temporaries: 32768 float32 each
+    blocks = _cache_blocks(flat, 32768)  # a block's half-dozen temporaries: 32768 float32 each
     t, q, gauss = (xp.empty_like(flat[blocks[0]]) for _ in range(3))
     with backend.quiet_float_errors():  # x * x overflows to inf for huge x: exp(-inf) = 0 is meant
         for s in blocks:
@@ -431,7 +431,7 @@ def _log_softmax(a, axis):
     if a.size == 0:
         return a.copy()
     z = xp.empty_like(a)
-    blocks = _blocks(a, _SOFTMAX_BLOCK, axis)
+    blocks = _cache_blocks(a, _SOFTMAX_BLOCK, axis)
     e = xp.empty_like(a[blocks[0]])  # exp's temporary, reused block after block
     for s in blocks:
         x, zs = a[s], z[s]
@@ -471,7 +471,7 @@ class LogSoftmax(Function):
         xp = get_array_module(g)
         total = g.sum(axis=self.axis, keepdims=True)
         gx = xp.empty_like(self.out)
-        for s in _blocks(gx, _SOFTMAX_BLOCK, self.axis):  # g - exp(out) * total, block by block
+        for s in _cache_blocks(gx, _SOFTMAX_BLOCK, self.axis):  # g - exp(out) * total, block by block
             xp.exp(self.out[s], out=gx[s])
             gx[s] *= total[s]
             xp.subtract(g[s], gx[s], out=gx[s])

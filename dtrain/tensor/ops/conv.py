@@ -130,12 +130,12 @@ def _put(xp, a, out):
     return out
 
 
-def _refs(pool, i):
+def _refcount(pool, i):
     return sys.getrefcount(pool[i])
 
 
 _POOL, _POOL_LOCK, _POOL_SIZE = [], threading.Lock(), 8
-_FREE = _refs([object()], 0)  # what a buffer held by the pool alone shows (interpreters differ)
+_UNHELD_REFCOUNT = _refcount([object()], 0)  # what a buffer held by the pool alone shows (interpreters differ)
 
 
 def _workspace(like, shape):
@@ -148,11 +148,11 @@ def _workspace(like, shape):
         return xp.empty(shape, dtype=like.dtype)
     with _POOL_LOCK:
         for i in range(len(_POOL)):
-            if _POOL[i].shape == shape and _POOL[i].dtype == like.dtype and _refs(_POOL, i) == _FREE:
+            if _POOL[i].shape == shape and _POOL[i].dtype == like.dtype and _refcount(_POOL, i) == _UNHELD_REFCOUNT:
                 return _POOL[i]
         _POOL.append(xp.empty(shape, dtype=like.dtype))
         if len(_POOL) > _POOL_SIZE:
-            free = [i for i in range(len(_POOL) - 1) if _refs(_POOL, i) == _FREE]
+            free = [i for i in range(len(_POOL) - 1) if _refcount(_POOL, i) == _UNHELD_REFCOUNT]
             if free:
                 del _POOL[free[0]]
         return _POOL[-1]

@@ -24,7 +24,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
         >>> F.dropout(dtrain.ones(4), p=0.5)   # e.g. tensor([2., 0., 2., 2.])
     """
     _check_dropout(input, p, "dropout")
-    return _masked(input, p, input.shape) if training else input
+    return _apply_mask(input, p, input.shape) if training else input
 
 
 def _check_dropout(input, p, op):
@@ -33,7 +33,7 @@ def _check_dropout(input, p, op):
     check_float(input, op)
 
 
-def _masked(input, p, mask_shape):
+def _apply_mask(input, p, mask_shape):
     """``input`` times a 0 / (1 / (1 - p)) mask of ``mask_shape`` (broadcast over the rest)."""
     if p == 0 or input.numel() == 0:
         return input
@@ -52,7 +52,7 @@ def _channel_dropout(input, p, training, batched, op):
         raise RuntimeError(f"{op}: expected an input with channels, got shape {list(input.shape)}")
     if not training:
         return input
-    return _masked(input, p, tuple(input.shape[:lead]) + (1,) * (input.ndim - lead))
+    return _apply_mask(input, p, tuple(input.shape[:lead]) + (1,) * (input.ndim - lead))
 
 
 def _warn_rank(input, spatial, op):

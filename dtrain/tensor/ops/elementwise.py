@@ -1,4 +1,5 @@
-"""Elementwise ops: arithmetic, unary math, clamp, where, comparisons."""
+"""Elementwise ops: arithmetic, unary math, clamp, where; and, without gradient, comparisons,
+logic, bitwise ops, remainder, floor_divide and rounding."""
 import math
 import numbers
 
@@ -169,7 +170,7 @@ def div(a, b, rounding_mode=None):
         return _no_grad_unary(q, "trunc").to((a if isinstance(a, Tensor) else b).dtype)
     if rounding_mode is not None:
         raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
-    if not _floating(a) and not _floating(b):  # true division of integers gives floats
+    if not _is_float(a) and not _is_float(b):  # true division of integers gives floats
         a = a.to(dtypes.get_default_dtype()) if isinstance(a, Tensor) else a
         b = b.to(dtypes.get_default_dtype()) if isinstance(b, Tensor) else b
     return apply_broadcast(Div, "div", a, b)
@@ -179,7 +180,7 @@ def pow(a, b):
     return binary(Pow, a, b, "pow")
 
 
-def _floating(x):
+def _is_float(x):
     return isinstance(x, float) or (isinstance(x, Tensor) and x.dtype.kind == "f")
 
 
@@ -379,39 +380,39 @@ def abs(x):  # noqa: A001  (PyTorch's name)
 
 
 def exp(x):
-    return Exp.apply(_float(x))
+    return Exp.apply(_as_float(x))
 
 
 def log(x):
-    return Log.apply(_float(x))
+    return Log.apply(_as_float(x))
 
 
 def log1p(x):
-    return Log1p.apply(_float(x))
+    return Log1p.apply(_as_float(x))
 
 
 def sqrt(x):
-    return Sqrt.apply(_float(x))
+    return Sqrt.apply(_as_float(x))
 
 
 def rsqrt(x):
-    return Rsqrt.apply(_float(x))
+    return Rsqrt.apply(_as_float(x))
 
 
 def sin(x):
-    return Sin.apply(_float(x))
+    return Sin.apply(_as_float(x))
 
 
 def cos(x):
-    return Cos.apply(_float(x))
+    return Cos.apply(_as_float(x))
 
 
 def tanh(x):
-    return Tanh.apply(_float(x))
+    return Tanh.apply(_as_float(x))
 
 
 def sigmoid(x):
-    return Sigmoid.apply(_float(x))
+    return Sigmoid.apply(_as_float(x))
 
 
 def erf(x):
@@ -421,17 +422,17 @@ def erf(x):
         >>> dtrain.erf(dtrain.tensor([0.0, 1.0]))
         tensor([0.0000, 0.8427])
     """
-    return Erf.apply(_float(x))
+    return Erf.apply(_as_float(x))
 
 
 def sinh(x):
     """Hyperbolic sine, elementwise (integer tensors give the default float dtype)."""
-    return Sinh.apply(_float(x))
+    return Sinh.apply(_as_float(x))
 
 
 def cosh(x):
     """Hyperbolic cosine, elementwise (integer tensors give the default float dtype)."""
-    return Cosh.apply(_float(x))
+    return Cosh.apply(_as_float(x))
 
 
 def square(x):
@@ -457,7 +458,7 @@ def lerp(input, end, weight):  # noqa: A002
     return add(input, mul(weight, sub(end, input)))
 
 
-def _float(x):
+def _as_float(x):
     """Unary float math on an integer tensor gives the default float dtype (as PyTorch)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"expected a Tensor, got {type(x).__name__}")
@@ -500,9 +501,11 @@ def where(cond, a, b):
     return apply_broadcast(Where, "where", cond.detach(), a, b)
 
 
-# ---- comparisons and logic (no gradient) --------------------------------------------
+# ---- no gradient: comparisons, logic, bitwise, remainder, floor_divide, rounding -----
 
-class _NoGrad(Function):
+class _NoGradUfunc(Function):
+    """``xp.<ufunc>`` of the arrays, with no gradient (subclassed per ufunc)."""
+
     differentiable = False
     ufunc = None
 
@@ -510,26 +513,28 @@ class _NoGrad(Function):
         return getattr(get_array_module(*[a for a in arrays if hasattr(a, "shape")]), self.ufunc)(*arrays)
 
 
-_ufunc_classes = {}
+_no_grad_ufunc_classes = {}
 
 
-def _ufunc_op(ufunc):
+def _no_grad_ufunc(ufunc):
     """The no-grad Function running ``xp.<ufunc>`` (one class per ufunc, made on first use)."""
-    cls = _ufunc_classes.get(ufunc)
+    cls = _no_grad_ufunc_classes.get(ufunc)
     if cls is None:
-        cls = _ufunc_classes[ufunc] = type(ufunc, (_NoGrad,), {"ufunc": ufunc})
+        cls = _no_grad_ufunc_classes[ufunc] = type(ufunc, (_NoGradUfunc,), {"ufunc": ufunc})
     return cls
 
 
 def _no_grad_binary(a, b, ufunc, op):
-    return apply_broadcast(_ufunc_op(ufunc), op, a, b)
+    return apply_broadcast(_no_grad_ufunc(ufunc), op, a, b)
 
 
 def _no_grad_unary(a, ufunc):
-    return _ufunc_op(ufunc).apply(a)
+    return _no_grad_ufunc(ufunc).apply(a)
 
 
-def _compare(ufunc, op):
+def _no_grad_binary_op(ufunc, op):
+    """The public op ``op(a, b)`` (a comparison, logical, bitwise, remainder or floor_divide):
+    ``xp.<ufunc>`` of the operands promoted as PyTorch, with no gradient."""
     def fn(a, b):
         a, b = operands(a, b, op)
         return _no_grad_binary(a, b, ufunc, op)
@@ -537,20 +542,20 @@ def _compare(ufunc, op):
     return fn
 
 
-eq = _compare("equal", "eq")
-ne = _compare("not_equal", "ne")
-lt = _compare("less", "lt")
-le = _compare("less_equal", "le")
-gt = _compare("greater", "gt")
-ge = _compare("greater_equal", "ge")
-logical_and = _compare("logical_and", "logical_and")
-logical_or = _compare("logical_or", "logical_or")
-logical_xor = _compare("logical_xor", "logical_xor")
-bitwise_and = _compare("bitwise_and", "bitwise_and")
-bitwise_or = _compare("bitwise_or", "bitwise_or")
-bitwise_xor = _compare("bitwise_xor", "bitwise_xor")
-remainder = _compare("remainder", "remainder")
-floor_divide = _compare("floor_divide", "floor_divide")
+eq = _no_grad_binary_op("equal", "eq")
+ne = _no_grad_binary_op("not_equal", "ne")
+lt = _no_grad_binary_op("less", "lt")
+le = _no_grad_binary_op("less_equal", "le")
+gt = _no_grad_binary_op("greater", "gt")
+ge = _no_grad_binary_op("greater_equal", "ge")
+logical_and = _no_grad_binary_op("logical_and", "logical_and")
+logical_or = _no_grad_binary_op("logical_or", "logical_or")
+logical_xor = _no_grad_binary_op("logical_xor", "logical_xor")
+bitwise_and = _no_grad_binary_op("bitwise_and", "bitwise_and")
+bitwise_or = _no_grad_binary_op("bitwise_or", "bitwise_or")
+bitwise_xor = _no_grad_binary_op("bitwise_xor", "bitwise_xor")
+remainder = _no_grad_binary_op("remainder", "remainder")
+floor_divide = _no_grad_binary_op("floor_divide", "floor_divide")
 
 
 def logical_not(x):

@@ -49,7 +49,8 @@ class Index(Function):
             check_index_bounds(a.shape, index)  # CuPy would wrap an out-of-range index around
             return a[index]
         except IndexError as e:
-            raise IndexError(f"index {_show(index)} is invalid for a tensor of shape {list(a.shape)}: {e}") from None
+            raise IndexError(f"index {_describe_index(index)} is invalid for a tensor of shape {list(a.shape)}: "
+                             f"{e}") from None
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -61,7 +62,8 @@ class Index(Function):
         return out
 
 
-def _show(index):
+def _describe_index(index):
+    """An index tuple for an error message, arrays by their shape."""
     return "[" + ", ".join("..." if i is Ellipsis else f"array of shape {list(i.shape)}" if hasattr(i, "shape")
                            else str(i) for i in index) + "]"
 

@@ -15,7 +15,7 @@ from .elementwise import clamp, minimum, where
 from .shape import unsqueeze
 
 
-def _reduction(reduction, size_average, reduce, op):
+def _resolve_reduction(reduction, size_average, reduce, op):
     if size_average is not None or reduce is not None:  # the legacy pair, mapped as PyTorch does
         warnings.warn("size_average and reduce args will be deprecated, please use reduction= instead.",
                       UserWarning, stacklevel=3)
@@ -27,7 +27,7 @@ def _reduction(reduction, size_average, reduce, op):
     return reduction
 
 
-def _reduce(loss, reduction):
+def _apply_reduction(loss, reduction):
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
 
 
@@ -175,7 +175,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         >>> F.cross_entropy(dtrain.tensor([[2.0, 0.5]]), dtrain.tensor([0]))
         tensor(0.2014)
     """
-    reduction = _reduction(reduction, size_average, reduce, "cross_entropy")
+    reduction = _resolve_reduction(reduction, size_average, reduce, "cross_entropy")
     check_float(input, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
@@ -192,7 +192,7 @@ def _soft_cross_entropy(input, target, weight, reduction, smoothing):
     prod = log_softmax(input, axis) * target
     if _class_weight(weight, c, input, "cross_entropy") is not None:
         prod = prod * weight.reshape((c,) + (1,) * (input.ndim - axis - 1))
-    return _reduce(-prod.sum(axis), reduction)
+    return _apply_reduction(-prod.sum(axis), reduction)
 
 
 @on_input_device
@@ -208,7 +208,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
         >>> F.nll_loss(dtrain.tensor([[-0.1, -2.3]]), dtrain.tensor([1]))
         tensor(2.3000)
     """
-    reduction = _reduction(reduction, size_average, reduce, "nll_loss")
+    reduction = _resolve_reduction(reduction, size_average, reduce, "nll_loss")
     check_float(input, "nll_loss")
     return _class_nll(input, target, weight, ignore_index, reduction, 0.0, False, "nll_loss")
 
@@ -225,7 +225,7 @@ def _pair_loss_args(input, target, op):
 def _pointwise_loss(loss, weight, reduction, input, op):
     """Reduce an elementwise loss; with ``weight`` (the input's shape) 'mean' is the weighted mean."""
     if weight is None:
-        return _reduce(loss, reduction)
+        return _apply_reduction(loss, reduction)
     if not isinstance(weight, Tensor) or tuple(weight.shape) != tuple(input.shape):
         got = list(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(f"{op}: weight must have the input's shape {list(input.shape)}, got {got}")
@@ -246,7 +246,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         >>> F.mse_loss(dtrain.tensor([1.0, 3.0]), dtrain.tensor([0.0, 0.0]))
         tensor(5.)
     """
-    reduction = _reduction(reduction, size_average, reduce, "mse_loss")
+    reduction = _resolve_reduction(reduction, size_average, reduce, "mse_loss")
     _pair_loss_args(input, target, "mse_loss")
     diff = input - target
     return _pointwise_loss(diff * diff, weight, reduction, input, "mse_loss")
@@ -259,7 +259,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
         >>> F.l1_loss(dtrain.tensor([1.0, -3.0]), dtrain.tensor([0.0, 0.0]))
         tensor(2.)
     """
-    reduction = _reduction(reduction, size_average, reduce, "l1_loss")
+    reduction = _resolve_reduction(reduction, size_average, reduce, "l1_loss")
     _pair_loss_args(input, target, "l1_loss")
     return _pointwise_loss((input - target).abs(), weight, reduction, input, "l1_loss")
 
@@ -305,11 +305,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         tensor(0.6931)
     """
     op = "binary_cross_entropy_with_logits"
-    reduction = _reduction(reduction, size_average, reduce, op)
+    reduction = _resolve_reduction(reduction, size_average, reduce, op)
     target = _binary_target(input, target, op, lambda shape: (
         f"{op}: target size ({shape}) must be the same as input size ({list(input.shape)})"))
     consts = _binary_weights(input, op, False, weight=weight, pos_weight=pos_weight)
-    return _reduce(BCEWithLogits.apply(input, target, **consts), reduction)
+    return _apply_reduction(BCEWithLogits.apply(input, target, **consts), reduction)
 
 
 def _binary_target(input, target, op, mismatch):
@@ -386,7 +386,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         tensor(0.3993)
     """
     op = "binary_cross_entropy"
-    reduction = _reduction(reduction, size_average, reduce, op)
+    reduction = _resolve_reduction(reduction, size_average, reduce, op)
     target = _binary_target(input, target, op, lambda shape: (
         f"{op}: Using a target size ({shape}) that is different to the input size ({list(input.shape)}) is "
         f"deprecated. Please ensure they have the same size."))
@@ -403,7 +403,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         elif not inside:
             raise make_error(float(a.min()), float(a.max()))
     consts = _binary_weights(input, op, True, weight=weight)
-    return _reduce(BinaryCrossEntropy.apply(input, target, **consts), reduction)
+    return _apply_reduction(BinaryCrossEntropy.apply(input, target, **consts), reduction)
 
 
 class Huber(Function):
@@ -433,13 +433,13 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
         tensor(1.3125)
     """
     op = "smooth_l1_loss"
-    reduction = _reduction(reduction, size_average, reduce, op)
+    reduction = _resolve_reduction(reduction, size_average, reduce, op)
     if beta < 0:
         raise RuntimeError(f"{op}: beta must be non-negative, got {beta}")
     check_float(input, op)
     _pair_loss_args(input, target, op)
     d = input - target
-    return _reduce(d.abs() if beta == 0 else Huber.apply(d, delta=beta, scale=1.0 / beta), reduction)
+    return _apply_reduction(d.abs() if beta == 0 else Huber.apply(d, delta=beta, scale=1.0 / beta), reduction)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
@@ -457,7 +457,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         tensor(2.0625)
     """
     op = "huber_loss"
-    reduction = _reduction(reduction, None, None, op)
+    reduction = _resolve_reduction(reduction, None, None, op)
     if not delta > 0:
         raise RuntimeError(f"{op}: delta must be positive, got {delta}")
     check_float(input, op)
@@ -468,7 +468,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
             got = list(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
             raise ValueError(f"{op}: weight must have the input's shape {list(input.shape)}, got {got}")
         loss = loss * weight
-    return _reduce(loss, reduction)
+    return _apply_reduction(loss, reduction)
 
 
 class KLDiv(Function):
@@ -516,7 +516,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     """
     op = "kl_div"
     if size_average is not None or reduce is not None or reduction != "batchmean":
-        reduction = _reduction(reduction, size_average, reduce, op)
+        reduction = _resolve_reduction(reduction, size_average, reduce, op)
         if reduction == "mean" and size_average is None and reduce is None:
             warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
                           "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
@@ -533,7 +533,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     loss = KLDiv.apply(input, target.to(input.dtype), log_target=log_target)
     if reduction == "batchmean":
         return loss.sum() / input.shape[0] if input.ndim else loss.sum()
-    return _reduce(loss, reduction)
+    return _apply_reduction(loss, reduction)
 
 
 def _check_targets(op, target):
@@ -558,7 +558,7 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
         tensor(0.)
     """
     op = "cosine_embedding_loss"
-    reduction = _reduction(reduction, size_average, reduce, op)
+    reduction = _resolve_reduction(reduction, size_average, reduce, op)
     _check_targets(op, target)
     if target.ndim not in (0, 1):
         raise RuntimeError(f"{op}: expected a 0-D or 1-D target (multi-target not supported), got shape "
@@ -574,7 +574,7 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     cos = prod / denom
     t = target.array
     loss = where(Tensor._wrap(t == 1), 1 - cos, 0.0) + where(Tensor._wrap(t == -1), clamp(cos - margin, min=0), 0.0)
-    return _reduce(loss, reduction)
+    return _apply_reduction(loss, reduction)
 
 
 def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
@@ -591,13 +591,13 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
         tensor(1.)
     """
     op = "margin_ranking_loss"
-    reduction = _reduction(reduction, size_average, reduce, op)
+    reduction = _resolve_reduction(reduction, size_average, reduce, op)
     _check_targets(op, target)
     if not input1.ndim == input2.ndim == target.ndim:
         raise RuntimeError(f"{op}: all input tensors should have the same number of dimensions, but got sizes: "
                            f"input1: {list(input1.shape)}, input2: {list(input2.shape)}, target: "
                            f"{list(target.shape)}")
-    return _reduce(clamp(-target * (input1 - input2) + margin, min=0), reduction)
+    return _apply_reduction(clamp(-target * (input1 - input2) + margin, min=0), reduction)
 
 
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None,
@@ -619,7 +619,7 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
         tensor(0.)
     """
     op = "triplet_margin_loss"
-    reduction = _reduction(reduction, size_average, reduce, op)
+    reduction = _resolve_reduction(reduction, size_average, reduce, op)
     for name, t in (("anchor", anchor), ("positive", positive), ("negative", negative)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
@@ -631,4 +631,4 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     d_neg = pairwise_distance(anchor, negative, p, eps)
     if swap:
         d_neg = minimum(d_neg, pairwise_distance(positive, negative, p, eps))
-    return _reduce(clamp(margin + d_pos - d_neg, min=0), reduction)
+    return _apply_reduction(clamp(margin + d_pos - d_neg, min=0), reduction)

@@ -12,7 +12,7 @@ from .conv import _batched, _disjoint, _geometry, _offsets, _pad, _pair, _put, _
 from .linalg import matmul
 
 
-def _show(v, dims):
+def _as_given(v, dims):
     """An argument as the caller gave its shape: 1-D ops run on a height of 1."""
     return v[1] if dims == 1 else v
 
@@ -22,8 +22,8 @@ def _pool_args(op, input, x, kernel, stride, padding, dilation, ceil_mode, dims)
     for p, k, d in zip(padding, kernel, dilation):
         if 2 * p > d * (k - 1) + 1:
             raise ValueError(f"{op}: pad should be at most half of effective kernel size, but got "
-                             f"padding={_show(padding, dims)}, kernel_size={_show(kernel, dims)} and "
-                             f"dilation={_show(dilation, dims)}")
+                             f"padding={_as_given(padding, dims)}, kernel_size={_as_given(kernel, dims)} and "
+                             f"dilation={_as_given(dilation, dims)}")
     pads = tuple((p, p) for p in padding)
     return _geometry(op, x.shape, kernel, stride, pads, dilation, ceil_mode, shown=input.shape, dims=dims)
 
