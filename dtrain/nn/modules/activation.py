@@ -101,7 +101,23 @@ class Sigmoid(Module):
         return elementwise.sigmoid(input)
 
 
-class Softmax(Module):
+class _AlongDim(Module):
+    """Softmax and LogSoftmax: ``_functional`` along ``dim``."""
+
+    _functional = None
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return self._functional(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class Softmax(_AlongDim):
     """exp(x) / sum(exp(x)) along ``dim``.
 
     Example:
@@ -109,29 +125,13 @@ class Softmax(Module):
         tensor([1., 1.])
     """
 
-    def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return F.softmax(input, self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
+    _functional = staticmethod(F.softmax)
 
 
-class LogSoftmax(Module):
+class LogSoftmax(_AlongDim):
     """log(softmax(x)) along ``dim``, computed stably."""
 
-    def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return F.log_softmax(input, self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
+    _functional = staticmethod(F.log_softmax)
 
 
 class Hardtanh(Module):
