@@ -9,9 +9,9 @@ import numbers
 from collections import OrderedDict, namedtuple
 
 from ..tensor import Tensor, no_grad
-from ..tensor import backend, dtypes
+from ..tensor import backend
 from ..tensor.function import input_switch
-from ..tensor.tensor import RemovableHandle, Size, parse_to_args, zero_grads
+from ..tensor.tensor import DeviceDtypeShortcuts, RemovableHandle, Size, parse_to_args, zero_grads
 from .parameter import Parameter
 
 
@@ -55,7 +55,7 @@ def _cuda_index(a):
     return a
 
 
-class Module:
+class Module(DeviceDtypeShortcuts):  # cpu(), cuda(), float(), double(), half(): self.to(...)
     """Base class for all neural network modules; subclass it and define ``forward``.
 
     Example:
@@ -299,10 +299,7 @@ class Module:
 
     def get_parameter(self, target):
         """The parameter at dotted path ``target``, e.g. ``"fc.weight"``."""
-        module_path, _, name = target.rpartition(".")
-        mod = self.get_submodule(module_path)
-        if not hasattr(mod, name):
-            raise AttributeError(f"{mod._get_name()} has no attribute `{name}`")
+        mod, name = self._owner_of(target)
         param = getattr(mod, name)
         if not isinstance(param, Parameter):
             raise AttributeError(f"`{name}` is not an nn.Parameter")
@@ -310,13 +307,18 @@ class Module:
 
     def get_buffer(self, target):
         """The buffer at dotted path ``target``, e.g. ``"bn.running_mean"``."""
+        mod, name = self._owner_of(target)
+        if name not in mod._buffers:
+            raise AttributeError(f"`{name}` is not a buffer")
+        return mod._buffers[name]
+
+    def _owner_of(self, target):
+        """(submodule, attribute name) for the dotted path ``target``; the attribute must exist."""
         module_path, _, name = target.rpartition(".")
         mod = self.get_submodule(module_path)
         if not hasattr(mod, name):
             raise AttributeError(f"{mod._get_name()} has no attribute `{name}`")
-        if name not in mod._buffers:
-            raise AttributeError(f"`{name}` is not a buffer")
-        return mod._buffers[name]
+        return mod, name
 
     def apply(self, fn):
         """Call ``fn(module)`` on every child (recursively), then on self; returns self."""
@@ -384,23 +386,6 @@ class Module:
         def convert(t):
             return t.to(device=device, dtype=dtype if t.dtype.kind in "fc" else None)
         return self._apply(convert)
-
-    def cuda(self, device=None):
-        """Move parameters and buffers to CUDA device ``device`` (an index, "cuda:N" or a
-        Device; default the current one, as ``dtrain.cuda.set_device`` chose), in place."""
-        return self.to("cuda" if device is None else device)
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def float(self):
-        return self.to(dtypes.float32)
-
-    def double(self):
-        return self.to(dtypes.float64)
-
-    def half(self):
-        return self.to(dtypes.float16)
 
     def type(self, dst_type):
         """Cast all parameters and buffers (not only floating ones) to ``dst_type``."""

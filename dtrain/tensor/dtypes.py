@@ -43,10 +43,6 @@ def as_dtype(d):
         raise TypeError(f"not a dtype: {d!r}") from None
 
 
-def is_floating(d):
-    return d.kind == "f"
-
-
 def promote(a, b):
     """Result dtype of a binary op on two tensors, following PyTorch: a floating
     dtype wins over any integer/bool dtype (NumPy would give float64 for int64+float32)."""

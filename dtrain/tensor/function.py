@@ -4,8 +4,8 @@ import itertools
 import numbers
 
 from . import anomaly, backend
-from .backend import get_array_module
 from .grad_mode import is_grad_enabled
+from .tensor import Tensor
 
 _seq = itertools.count()
 
@@ -14,7 +14,9 @@ class Function:
     """Base of every differentiable op.
 
     A subclass writes ``forward(self, *arrays, **params)`` returning one array, and
-    ``backward(self, grad)`` returning one gradient array (or None) per positional input.
+    ``backward(self, grad)`` returning one gradient array (or None) per positional input,
+    in that input's shape (the backward walk sums a gradient of a shape the input broadcasts
+    to down to it, refuses any other shape, and casts to the input's dtype, as PyTorch's).
     Anything backward needs is saved as an attribute of ``self`` in forward; it is freed
     after backward unless ``retain_graph=True``. ``self.needs_input_grad`` says which
     inputs want a gradient (forward may skip saving what no gradient needs).
@@ -119,9 +121,3 @@ def unbroadcast(grad, shape):
         grad = grad.reshape(shape)
     return grad
 
-
-def xp_of(*arrays):
-    return get_array_module(*arrays)
-
-
-from .tensor import Tensor  # noqa: E402  (tensor.py imports this module too)

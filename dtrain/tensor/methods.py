@@ -51,7 +51,6 @@ for name in ("add sub mul div pow neg abs exp log log1p sqrt rsqrt sin cos tanh 
 for name, fn in _methods.items():
     setattr(Tensor, name, fn)
 
-Tensor.__hash__ = object.__hash__  # __eq__ is elementwise; identity hashing keeps tensors usable as keys
 Tensor.absolute = Tensor.abs
 Tensor.multiply = Tensor.mul
 Tensor.divide = Tensor.div

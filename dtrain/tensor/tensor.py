@@ -23,7 +23,36 @@ def _on_own_device(method):
     return run
 
 
-class Tensor:
+def dtype_shortcut(name, dtype):
+    """The method ``name(self)``: ``self.to(dtype)`` (as ``Tensor.float``, ``Module.half``)."""
+    def convert(self):
+        return self.to(dtype)
+    convert.__name__ = convert.__qualname__ = name
+    convert.__doc__ = f"``self.to(dtrain.{dtype.name})``."
+    return convert
+
+
+class DeviceDtypeShortcuts:
+    """``cpu()``, ``cuda()``, ``float()``, ``double()``, ``half()``: shortcuts for ``self.to(...)``,
+    shared by Tensor (``to`` returns a converted copy, or self) and nn.Module (``to`` converts
+    its parameters and buffers in place and returns self)."""
+
+    __slots__ = ()
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        """To a CUDA device: the current one (as ``dtrain.cuda.set_device`` chose), or ``device``
+        (an index, "cuda:N" or a Device)."""
+        return self.to("cuda" if device is None else device)
+
+    float = dtype_shortcut("float", dtypes.float32)
+    double = dtype_shortcut("double", dtypes.float64)
+    half = dtype_shortcut("half", dtypes.float16)
+
+
+class Tensor(DeviceDtypeShortcuts):
     """An n-dimensional array that records the operations applied to it.
 
     The raw NumPy (CPU) or CuPy (GPU) array is the attribute ``array``; ``data`` is, as
@@ -183,30 +212,9 @@ class Tensor:
                 out = Cast.apply(out if dtype.kind in "fc" else out.detach(), dtype=dtype)
         return out
 
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self, device=None):
-        """A copy on a CUDA device: the current one, or ``device`` (an index, "cuda:N" or a Device)."""
-        return self.to("cuda" if device is None else device)
-
-    def float(self):
-        return self.to(dtypes.float32)
-
-    def double(self):
-        return self.to(dtypes.float64)
-
-    def half(self):
-        return self.to(dtypes.float16)
-
-    def long(self):
-        return self.to(dtypes.int64)
-
-    def int(self):
-        return self.to(dtypes.int32)
-
-    def bool(self):
-        return self.to(dtypes.bool_)
+    long = dtype_shortcut("long", dtypes.int64)
+    int = dtype_shortcut("int", dtypes.int32)
+    bool = dtype_shortcut("bool", dtypes.bool_)
 
     def type(self, dtype=None):
         if dtype is None:
@@ -479,7 +487,7 @@ class Tensor:
             extra.append("requires_grad=True")
         return f"tensor({body}{''.join(', ' + e for e in extra)})"
 
-    __hash__ = object.__hash__
+    __hash__ = object.__hash__  # __eq__ (methods.py) is elementwise; identity hashing keeps tensors usable as keys
 
 
 def is_tensor(obj):
