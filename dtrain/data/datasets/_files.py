@@ -38,6 +38,16 @@ def read_bytes(dataset, path):
         raise ValueError(f"{dataset} file {path} is corrupted: not a complete gzip file ({e})") from None
 
 
+def transformed(dataset, image, target):
+    """The sample ``(image, target)`` after ``dataset``'s ``transform`` and ``target_transform``
+    (each where it is not None)."""
+    if dataset.transform is not None:
+        image = dataset.transform(image)
+    if dataset.target_transform is not None:
+        target = dataset.target_transform(target)
+    return image, target
+
+
 class ImageDataset(Dataset):
     """(image, label) samples: the image a float32 CHW tensor in [0, 1], the label an int.
 
@@ -52,13 +62,7 @@ class ImageDataset(Dataset):
         return Tensor._wrap(image.astype(dtypes.float32) / numpy.float32(255))
 
     def __getitem__(self, index):
-        image = self._convert(self._image(index))
-        target = int(self.targets[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
+        return transformed(self, self._convert(self._image(index)), int(self.targets[index]))
 
     def __len__(self):
         return len(self.targets)

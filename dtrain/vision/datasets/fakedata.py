@@ -2,6 +2,7 @@
 import numbers
 
 from ...data.dataset import Dataset
+from ...data.datasets._files import transformed
 from ...tensor import Generator, dtypes, randint, randn
 from ..transforms.functional import _to_uint8, image_of
 
@@ -50,12 +51,7 @@ class FakeData(Dataset):
         generator = Generator().manual_seed((index + self.random_offset) % 2 ** 64)
         image = randn(*self.image_size, generator=generator)
         target = randint(0, self.num_classes, size=(1,), dtype=dtypes.int64, generator=generator)[0]
-        image = image_of(_to_uint8(image.array).transpose(1, 2, 0))
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
+        return transformed(self, image_of(_to_uint8(image.array).transpose(1, 2, 0)), target)
 
     def __len__(self):
         return self.size
