@@ -175,6 +175,10 @@ def _conform(fn, i, grad, input):  # noqa: A002
     PyTorch's engine does: a gradient of a shape the input broadcasts to is summed down to the
     input's shape, any other shape is an error; the dtype is cast to the input's, except that a
     complex gradient for a real input (or an integer one for a complex input) is an error."""
+    switch = backend.switch_to((grad,)) if backend.cupy is not None else None
+    if switch is not None:
+        with switch:  # the sum and the cast run on the gradient's device (the call below finds it current)
+            return _conform(fn, i, grad, input)
     if grad.shape != input.shape:
         if not _broadcasts_to(input.shape, grad.shape):
             raise RuntimeError(f"{fn.name}Backward returned a gradient of shape {tuple(grad.shape)} for input {i} "
