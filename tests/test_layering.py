@@ -24,8 +24,12 @@ reading the autograd graph's internals (``fn.inputs``, ``fn.needs_input_grad``: 
 """
 import ast
 import pathlib
+import sys
+
+import pytest
 
 import dtrain
+from dtrain.data import sampler
 
 ROOT = pathlib.Path(dtrain.__file__).parent
 
@@ -153,6 +157,19 @@ def test_every_top_level_unit_is_placed():
     units = {p.stem if p.is_file() else p.name for p in ROOT.iterdir()
              if (p.suffix == ".py" or (p / "__init__.py").is_file())}
     assert units == set(RANK), f"in no layer: {sorted(units - set(RANK))}; gone: {sorted(set(RANK) - units)}"
+
+
+def test_top_package_wires_what_lower_layers_may_not_import(monkeypatch):
+    """``import dtrain`` hands data the process group (comm) DistributedSampler takes its
+    defaults from, and gives nn torch.nn's names for parallel's wrappers; without a
+    registered source the defaults are PyTorch's error, not an import of comm."""
+    assert sampler._process_group_source[0] is dtrain.comm
+    assert dtrain.nn.parallel is sys.modules["dtrain.nn.parallel"] is dtrain.parallel
+    assert (dtrain.nn.DataParallel, dtrain.nn.SyncBatchNorm) == (dtrain.parallel.DataParallel,
+                                                                 dtrain.parallel.SyncBatchNorm)
+    monkeypatch.setattr(sampler, "_process_group_source", [None])
+    with pytest.raises(RuntimeError, match="num_replicas=None requires distributed package"):
+        sampler.DistributedSampler(range(4))
 
 
 def _write(root, files):
