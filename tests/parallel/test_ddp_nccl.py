@@ -31,7 +31,7 @@ def results(job):
     return job.results
 
 
-def without_ml_dtypes(results):
+def skip_without_ml_dtypes(results):
     """Skips if the emulation could not reduce NCCL_BFLOAT16 (ml_dtypes missing: the bf16 extra)."""
     if EMULATED and any("No module named 'ml_dtypes'" in m for m in results["check_bf16_hook"].values()):
         pytest.skip("the CuPy emulation reduces NCCL_BFLOAT16 with ml_dtypes, which is not installed")
@@ -39,7 +39,7 @@ def without_ml_dtypes(results):
 
 def test_every_rank_ran_every_check(job):
     """Each rank ran the 5 checks of ddp_checks.NCCL_CHECKS, and all passed."""
-    without_ml_dtypes(job.results)
+    skip_without_ml_dtypes(job.results)
     assert_all_checks_passed(job.process, job.world_size, CHECKS)
 
 
@@ -59,7 +59,7 @@ def test_compression_hooks_over_nccl(results):
     """fp16_compress_hook (float16 on the wire) and bf16_compress_hook (NCCL_BFLOAT16 on the
     wire) train within 1e-2 and 5e-2 of the full-precision reference."""
     passed(results, "check_fp16_hook")
-    without_ml_dtypes(results)
+    skip_without_ml_dtypes(results)
     passed(results, "check_bf16_hook")
 
 
