@@ -27,19 +27,25 @@ def make(rank, size, dtype, salt=0):
 
 
 def reductions():
+    """One check per dtype, size and op (53): an async all_reduce of a CuPy array, then a
+    blocking one of a dtrain tensor on this rank's GPU."""
     for dtype in (np.float32, np.float64, np.int64):
         for size in (0, 1, 7, 300_001):
             for op, ref in OPS.items():
                 if op is ReduceOp.AVG and dtype == np.int64 or op is ReduceOp.PRODUCT and size > 100:
                     continue
-                want = ref(np.stack([make(r, size, dtype) for r in range(N)]), axis=0)
-                a = cupy.asarray(make(RANK, size, dtype))
-                work = dist.all_reduce(a, op=op, async_op=True)
-                work.wait()
-                np.testing.assert_allclose(cupy.asnumpy(a), want, rtol=1e-6)
-                t = dtrain.tensor(make(RANK, size, dtype), device=f"cuda:{cupy.cuda.Device().id}")
-                dist.all_reduce(t, op=op)
-                np.testing.assert_allclose(t.cpu().numpy(), want, rtol=1e-6)
+
+                def all_reduce(dtype=dtype, size=size, op=op, ref=ref):
+                    want = ref(np.stack([make(r, size, dtype) for r in range(N)]), axis=0)
+                    a = cupy.asarray(make(RANK, size, dtype))
+                    work = dist.all_reduce(a, op=op, async_op=True)
+                    work.wait()
+                    np.testing.assert_allclose(cupy.asnumpy(a), want, rtol=1e-6)
+                    t = dtrain.tensor(make(RANK, size, dtype), device=f"cuda:{cupy.cuda.Device().id}")
+                    dist.all_reduce(t, op=op)
+                    np.testing.assert_allclose(t.cpu().numpy(), want, rtol=1e-6)
+
+                checks.run(f"all_reduce {np.dtype(dtype).name} size {size} {op!r}", all_reduce)
 
 
 def movement():
@@ -120,7 +126,7 @@ def backend_and_device():
         assert cupy.cuda.Device().id == dist.get_local_rank(), (cupy.cuda.Device().id, dist.get_local_rank())
 
 
-checks.run("reductions", reductions)
+reductions()
 checks.run("data movement", movement)
 if N > 1:
     checks.run("point to point", point_to_point)
