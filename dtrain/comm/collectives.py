@@ -29,7 +29,7 @@ def _collective(group, what, tensor=None, **args):
     if g is not None and _state.debug:
         mine = describe(what, None if tensor is None else _array(tensor), **args)
         host = g._group_for_host()
-        with host.checking_call(mine):
+        with host.debug_check(mine):
             calls = g._gather_objects(mine, None)
         if len(set(calls)) > 1:
             by_call = {}

@@ -189,7 +189,7 @@ class MPIProcessGroup(ProcessGroup):
         self.cuda_aware = None  # asked on the first CuPy buffer
         self.seq, self.last_op = 0, "nothing"  # collectives called so far, and the last one
         # debug mode: (number, label) of the call whose cross-rank check is running, and whether
-        # the next call's number was already taken by that check (see checking_call)
+        # the next call's number was already taken by that check (see debug_check)
         self.checked_call, self.next_call_counted = None, False
         self.shm, self.shm_min_bytes = {}, None  # shared-memory all-reduce per communicator
         shm_off = os.environ.get("DTRAIN_SHM_ALLREDUCE", "1").strip().lower() in ("0", "false", "no", "off")
@@ -254,21 +254,15 @@ class MPIProcessGroup(ProcessGroup):
     # ---- the hot path ---------------------------------------------------------------------
     def all_reduce(self, tensor, op=ReduceOp.SUM, async_op=False):
         """A synchronous in-place reduction of a contiguous NumPy array (what training loops
-        call) goes straight to ``Allreduce``; anything else takes the general path, whose
-        closures cost ~8 us more a call (``benchmarks/allreduce.py``, 2 ranks, 4 KiB: 16.6 us
-        through it against 5.5 us raw; 6.9 against 4.3 us this way)."""
-        mop = _OPS.get(op) if type(tensor) is numpy.ndarray and not async_op else None
-        if (mop is not None and tensor.dtype.kind in "fiu" and tensor.size <= chunking.MAX_COUNT
-                and not _as_uint16(tensor.dtype)):
+        call) goes straight to the ``_allreduce`` primitive, without the general path's checks
+        and closures, which cost about as much again as a small all-reduce itself (measured:
+        benchmarks/allreduce_paths.py, in benchmarks/RESULTS.md); anything else takes that path."""
+        if type(tensor) is numpy.ndarray and not async_op and op in _OPS and tensor.dtype.kind in "fiu":
             flags = tensor.flags
             if flags.c_contiguous and flags.writeable:
                 with self._numbered_op("all_reduce", (tensor,), False):
                     try:
-                        shm = self._shm((tensor,), op)
-                        if shm is not None:
-                            shm.all_reduce([tensor.reshape(-1)], op.value)
-                        else:
-                            self._comm().Allreduce(_MPI.IN_PLACE, tensor, op=mop)
+                        self._allreduce(tensor.reshape(-1), op)
                     except _MPI.Exception as e:
                         raise self._failed("all_reduce", e) from e
                 return None
@@ -306,7 +300,7 @@ class MPIProcessGroup(ProcessGroup):
         if self.checked_call is not None:  # an exchange of the debug check, named after the call it checks
             seq, label = self.checked_call
             return Op(self, name, arrays, seq, async_op, f"{label} (its debug-mode check)")
-        if self.next_call_counted:  # its number was taken by its debug check (checking_call)
+        if self.next_call_counted:  # its number was taken by its debug check
             self.next_call_counted = False
         else:
             self.seq += 1
@@ -318,7 +312,7 @@ class MPIProcessGroup(ProcessGroup):
         return Op(self, name, [buf], None, False, describe(name, buf, **peer))
 
     @contextlib.contextmanager
-    def checking_call(self, label):
+    def debug_check(self, label):
         self.seq += 1
         self.last_op, self.checked_call = label, (self.seq, label)
         try:
@@ -379,14 +373,21 @@ class MPIProcessGroup(ProcessGroup):
         shm = self._shm((buf,), op)
         if shm is not None:
             return shm.all_reduce([buf], op.value)
-        comm, mop, in_place = self._comm(), _mpi_op(op, buf), mpi().IN_PLACE
+        mop = _mpi_op(op, buf)
+        if not is_cuda_array(buf):  # host data goes as it is (the hot path's case)
+            return self._allreduce_mpi(_mpi_view(buf), mop)
         with self._buffers(buf, out=(0,)) as (b,):
-            if b.size <= chunking.MAX_COUNT:  # the common case, without slicing
-                if comm is self.async_comm and self.thread.poll_s:  # on the comm thread: without spinning
-                    return self.thread.complete(comm.Iallreduce(in_place, b, op=mop))
-                return comm.Allreduce(in_place, b, op=mop)
-            for s in chunks(b.size):
-                comm.Allreduce(in_place, b[s], op=mop)
+            self._allreduce_mpi(b, mop)
+
+    def _allreduce_mpi(self, b, mop):
+        """MPI's in-place all-reduce of a buffer MPI can read, with the MPI op ``mop``."""
+        comm, in_place = self._comm(), _MPI.IN_PLACE
+        if b.size <= chunking.MAX_COUNT:  # the common case, without slicing
+            if comm is self.async_comm and self.thread.poll_s:  # on the comm thread: without spinning
+                return self.thread.complete(comm.Iallreduce(in_place, b, op=mop))
+            return comm.Allreduce(in_place, b, op=mop)
+        for s in chunks(b.size):
+            comm.Allreduce(in_place, b[s], op=mop)
 
     def _broadcast(self, buf, root):
         with self._buffers(buf, out=(0,)) as (b,):

@@ -520,7 +520,7 @@ class ProcessGroup:
         """Free the backend's resources of this group."""
 
     @contextlib.contextmanager
-    def checking_call(self, label):
+    def debug_check(self, label):
         """Around the exchanges of the debug check of the call ``label`` (a backend that
         numbers its collectives counts them as that call)."""
         yield
