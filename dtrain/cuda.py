@@ -113,29 +113,24 @@ def _seed_device(index, seed):
     default_generator(Device("cuda", index)).manual_seed(int(seed) + 1 + index)  # dtrain.manual_seed's offset
 
 
-def _pool(device, what):
-    """CuPy's default memory pool and the device index, or (None, None) without a GPU."""
+def _on_pool(device, what, use):
+    """``use(pool)`` with ``device`` current, on CuPy's default memory pool; 0 without a GPU
+    (``what``: the caller's name, for a bad ``device``)."""
     if not is_available():
-        return None, None
-    return backend.cupy.get_default_memory_pool(), _index(device, what)
+        return 0
+    index = _index(device, what)
+    with backend.cupy.cuda.Device(index):
+        return use(backend.cupy.get_default_memory_pool())
 
 
 def memory_allocated(device=None):
     """Bytes of tensors in use on ``device`` (CuPy's memory pool; 0 without a GPU)."""
-    pool, index = _pool(device, "memory_allocated")
-    if pool is None:
-        return 0
-    with backend.cupy.cuda.Device(index):
-        return pool.used_bytes()
+    return _on_pool(device, "memory_allocated", lambda pool: pool.used_bytes())
 
 
 def memory_reserved(device=None):
     """Bytes CuPy's memory pool holds on ``device`` (in use plus cached; 0 without a GPU)."""
-    pool, index = _pool(device, "memory_reserved")
-    if pool is None:
-        return 0
-    with backend.cupy.cuda.Device(index):
-        return pool.total_bytes()
+    return _on_pool(device, "memory_reserved", lambda pool: pool.total_bytes())
 
 
 def max_memory_allocated(device=None):
@@ -150,10 +145,7 @@ def max_memory_reserved(device=None):
 
 def reset_peak_memory_stats(device=None):
     """Restart the peaks from the bytes in use now (frees CuPy's cached blocks on ``device``)."""
-    pool, index = _pool(device, "reset_peak_memory_stats")
-    if pool is not None:
-        with backend.cupy.cuda.Device(index):
-            pool.free_all_blocks()
+    _on_pool(device, "reset_peak_memory_stats", lambda pool: pool.free_all_blocks())
 
 
 def empty_cache():

@@ -89,24 +89,24 @@ def _float(dtype):
     return dtype
 
 
-def normal_array(shape, mean, std, dtype, device, generator=None):
+def _scaled_floats(draw, shape, scale, shift, dtype, device, generator):
+    """``rng.<draw>(shape) * scale + shift`` as floating ``dtype`` on ``device`` (float16 is
+    drawn as float32 and cast: the generators draw no float16)."""
     dtype = _float(dtype)
     rng = _rng(device, generator)
     with backend.device_guard(device):
-        a = rng.standard_normal(tuple(shape), dtype=dtype if dtype != dtypes.float16 else dtypes.float32)
-        if mean != 0.0 or std != 1.0:
-            a = a * std + mean
+        a = getattr(rng, draw)(tuple(shape), dtype=dtype if dtype != dtypes.float16 else dtypes.float32)
+        if scale != 1.0 or shift != 0.0:
+            a = a * scale + shift
         return a.astype(dtype, copy=False)
+
+
+def normal_array(shape, mean, std, dtype, device, generator=None):
+    return _scaled_floats("standard_normal", shape, std, mean, dtype, device, generator)
 
 
 def uniform_array(shape, low, high, dtype, device, generator=None):
-    dtype = _float(dtype)
-    rng = _rng(device, generator)
-    with backend.device_guard(device):
-        a = rng.random(tuple(shape), dtype=dtype if dtype != dtypes.float16 else dtypes.float32)
-        if low != 0.0 or high != 1.0:
-            a = a * (high - low) + low
-        return a.astype(dtype, copy=False)
+    return _scaled_floats("random", shape, high - low, low, dtype, device, generator)
 
 
 def integers_array(low, high, shape, dtype, device, generator=None):
