@@ -1,8 +1,10 @@
 """Optimizer: parameter groups, per-parameter state, zero_grad, state_dict.
 
-Subclasses implement ``step`` on the raw arrays (``p.array``, ``p.grad.array``) with
+Subclasses implement ``_update_group`` (one parameter group's update; ``step`` runs the
+closure and calls it per group) on the raw arrays (``p.array``, ``p.grad.array``) with
 in-place ufuncs written once against ``xp``, so a step allocates no more than a temporary
-or two per parameter and runs unchanged on CuPy.
+or two per parameter and runs unchanged on CuPy. ``each_update`` is the per-parameter
+prologue they share (state on first use, weight decay, the step count).
 """
 import copy
 from collections import defaultdict
