@@ -85,16 +85,16 @@ def _reversed_padding(padding, kernel_size, dilation):
 
 
 class _Conv(_ConvNd):
-    """Conv1d and Conv2d (``dims`` of them): the convolution, after F.pad for a padding_mode
+    """Conv1d and Conv2d (``_dims`` of them): the convolution, after F.pad for a padding_mode
     other than "zeros"."""
 
-    dims = None
+    _dims = None
     _functional = None  # F.conv1d or F.conv2d
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, groups, bias,
-                         padding_mode, device, dtype, self.dims)
+                         padding_mode, device, dtype, self._dims)
 
     def _conv_forward(self, input, weight, bias):
         if self.padding_mode != "zeros":
@@ -125,7 +125,7 @@ class Conv1d(_Conv):
         dtrain.Size([4, 8, 20])
     """
 
-    dims, _functional = 1, staticmethod(F.conv1d)
+    _dims, _functional = 1, staticmethod(F.conv1d)
 
 
 class Conv2d(_Conv):
@@ -148,7 +148,7 @@ class Conv2d(_Conv):
         dtrain.Size([8, 16, 32, 32])
     """
 
-    dims, _functional = 2, staticmethod(F.conv2d)
+    _dims, _functional = 2, staticmethod(F.conv2d)
 
 
 class ConvTranspose2d(_ConvNd):

@@ -16,16 +16,16 @@ def _check_window(layer, kernel_size, stride, padding, dilation=1, dims=2):
 
 
 class _MaxPoolNd(Module):
-    """MaxPool1d and MaxPool2d: ``_functional`` over ``dims`` spatial dims."""
+    """MaxPool1d and MaxPool2d: ``_functional`` over ``_dims`` spatial dims."""
 
-    dims, _functional = None, None
+    _dims, _functional = None, None
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.dilation = padding, dilation
-        _check_window(type(self).__name__, kernel_size, self.stride, padding, dilation, dims=self.dims)
+        _check_window(type(self).__name__, kernel_size, self.stride, padding, dilation, dims=self._dims)
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input):
@@ -53,7 +53,7 @@ class MaxPool2d(_MaxPoolNd):
         dtrain.Size([1, 3, 4, 4])
     """
 
-    dims, _functional = 2, staticmethod(F.max_pool2d)
+    _dims, _functional = 2, staticmethod(F.max_pool2d)
 
 
 class AvgPool2d(Module):
@@ -174,7 +174,7 @@ class MaxPool1d(_MaxPoolNd):
         dtrain.Size([1, 3, 4])
     """
 
-    dims, _functional = 1, staticmethod(F.max_pool1d)
+    _dims, _functional = 1, staticmethod(F.max_pool1d)
 
 
 class AvgPool1d(Module):
