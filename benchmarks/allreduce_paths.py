@@ -64,7 +64,8 @@ def main():
     if comm.rank == 0:
         print(f"blocking all_reduce, float32, {comm.size} ranks, each call from a barrier, {args.rounds} rounds, "
               f"MPI: {MPI.Get_library_version().splitlines()[0]}")
-        print(f"{'bytes':>8} {'fast us':>9} {'general us':>11} {'mpi4py us':>10} {'general/fast':>13} {'middle half':>12}")
+        print(f"{'bytes':>8} {'fast us':>9} {'general us':>11} {'mpi4py us':>10} {'general/fast':>13} "
+              f"{'middle half':>12}")
         for row in rows:
             t = row["time_us"]
             print(f"{row['bytes']:>8} {t['fast']:9.1f} {t['general']:11.1f} {t['mpi4py']:10.1f} "

@@ -39,9 +39,9 @@ values already set are kept).
 Under an external ``mpiexec -n N python -m dtrain.launch script.py`` there is no supervisor:
 a rank that raises or exits non-zero reports itself (``rank N failed: ...``, ``rank N exited
 with code C``) and aborts the job; a rank killed by a signal is handled by the process
-manager (MPICH's Hydra and Open MPI's mpirun end the job within seconds, with banners of their
-own: measured in benchmarks/RESULTS.md, "Measurements moved from docstrings"), and the collective timeout (``DTRAIN_TIMEOUT``) ends the job if it
-does not.
+manager (MPICH's Hydra and Open MPI's mpirun end the job within seconds, with banners of
+their own: measured in benchmarks/RESULTS.md, "Measurements moved from docstrings"), and
+the collective timeout (``DTRAIN_TIMEOUT``) ends the job if it does not.
 """
 import argparse
 import ctypes

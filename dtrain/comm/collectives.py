@@ -81,7 +81,9 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
         >>> t = dtrain.ones(3) * (dist.get_rank() + 1)
         >>> dist.all_reduce(t)   # with 2 ranks: t == [3., 3., 3.]
     """
-    if group is None and _state.world is not None and not _state.debug:  # the hot path (measured: benchmarks/RESULTS.md, "Measurements moved from docstrings")
+    # the hot path: no membership or debug check for the world group (measured: benchmarks/RESULTS.md,
+    # "Measurements moved from docstrings")
+    if group is None and _state.world is not None and not _state.debug:
         return _state.world.all_reduce(tensor, op, async_op)
     g = _collective(group, "all_reduce", tensor, op=_op_name(op))
     return g and g.all_reduce(tensor, op, async_op)

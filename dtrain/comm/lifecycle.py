@@ -469,7 +469,7 @@ def new_group(ranks=None, timeout=None, backend=None):
         raise ValueError(f"new_group: invalid ranks {bad}: ranks should be in the interval [0, {n - 1}]")
     if len(set(ranks)) != len(ranks):
         raise ValueError(f"new_group: ranks {ranks} contain duplicates")
-    ranks = sorted(ranks)
+    ranks = sorted(int(r) for r in ranks)  # NumPy integers become ints: the group quotes its ranks
     group = world.new_subgroup(ranks, world.timeout if timeout is None else seconds(timeout))
     if group is None:
         return _NonMember(world.backend, ranks)

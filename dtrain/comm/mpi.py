@@ -11,9 +11,10 @@
 * Async collectives (``async_op=True``) run on one communication thread, on a duplicate of
   the group's communicator: the MPI library only advances nonblocking collectives inside
   MPI calls, so ``Iallreduce`` barely overlaps with computation while a thread does
-  (``benchmarks/allreduce.py``'s overlap table, in benchmarks/RESULTS.md). The thread needs ``MPI_THREAD_MULTIPLE`` (mpi4py asks
-  for it by default): the caller may be in a blocking collective or point-to-point call on
-  the group's own communicator at the same time. Collectives on one communicator are still
+  (``benchmarks/allreduce.py``'s overlap table, in benchmarks/RESULTS.md). The thread
+  needs ``MPI_THREAD_MULTIPLE`` (mpi4py asks for it by default): the caller may be in a
+  blocking collective or point-to-point call on the group's own communicator at the same
+  time. Collectives on one communicator are still
   issued from one thread only, in program order, as MPI requires. If the library grants a
   lower thread level, async collectives run to completion before they return.
 * ``isend``/``irecv`` are MPI nonblocking requests (a send and a receive posted by two

@@ -21,6 +21,7 @@ import numpy
 from ..tensor.backend import device_of, get_array_module, is_cuda_array
 from ..tensor.tensor import Tensor
 
+
 class ReduceOp(enum.Enum):
     """How ``all_reduce``, ``reduce`` and ``reduce_scatter`` combine the ranks' values.
 
@@ -247,7 +248,8 @@ class ProcessGroup:
         impl = self._group_for(array)
         _, average, rop = impl._averaging(buf, op, rop)
         average = average if self._rank == dst else None
-        return impl._run("reduce", _in_sequence(lambda: impl._reduce(rbuf, rop, dst), average, writeback), [array], async_op)
+        run = _in_sequence(lambda: impl._reduce(rbuf, rop, dst), average, writeback)
+        return impl._run("reduce", run, [array], async_op)
 
     def all_gather(self, tensor_list, tensor, async_op=False):
         n, send = self.size(), as_array(tensor, "all_gather", "tensor")
@@ -264,7 +266,8 @@ class ProcessGroup:
         _sizes_match(name, out, send, self.size(), "output_tensor", "input_tensor")
         recv, writeback = flat_out(out)
         impl = self._group_for(send)
-        return impl._run(name, _in_sequence(lambda: impl._allgather(flat_in(send), recv), writeback), [out, send], async_op)
+        run = _in_sequence(lambda: impl._allgather(flat_in(send), recv), writeback)
+        return impl._run(name, run, [out, send], async_op)
 
     def reduce_scatter(self, output, input_list, op=ReduceOp.SUM, async_op=False):
         out = as_output(output, "reduce_scatter", "output")
@@ -285,7 +288,8 @@ class ProcessGroup:
         outs, recv = self._root_list("gather", "gather_list", gather_list, dst, send, output=True)
         impl = self._group_for(send)
         fill = self._split_into(recv, outs) if recv is not None else None
-        return impl._run("gather", _in_sequence(lambda: impl._gather(flat_in(send), recv, dst), fill), outs + [send], async_op)
+        run = _in_sequence(lambda: impl._gather(flat_in(send), recv, dst), fill)
+        return impl._run("gather", run, outs + [send], async_op)
 
     def scatter(self, tensor, scatter_list=None, src=0, async_op=False):
         self._check_rank("scatter", "src", src)
@@ -294,7 +298,8 @@ class ProcessGroup:
         send = get_array_module(out).concatenate([flat_in(a) for a in ins]) if ins else None
         recv, writeback = flat_out(out)
         impl = self._group_for(out)
-        return impl._run("scatter", _in_sequence(lambda: impl._scatter(send, recv, src), writeback), ins + [out], async_op)
+        run = _in_sequence(lambda: impl._scatter(send, recv, src), writeback)
+        return impl._run("scatter", run, ins + [out], async_op)
 
     def all_to_all(self, output_tensor_list, input_tensor_list, async_op=False):
         n = self.size()

@@ -7,10 +7,12 @@ import inspect
 import numpy as np
 import pytest
 
+import dtrain.comm as dist
+from comm_helpers import clean_env
 from dtrain.comm.local import LocalProcessGroup
 from dtrain.comm.mpi import MPIProcessGroup
 from dtrain.comm.nccl import NCCLProcessGroup
-from dtrain.comm.process_group import ProcessGroup, ReduceOp
+from dtrain.comm.process_group import ProcessGroup, ReduceOp, check_rank, invalid_ranks
 
 PRIMITIVES = ["_allreduce", "_broadcast", "_reduce", "_allgather", "_reduce_scatter", "_gather", "_scatter",
               "_alltoallv", "_barrier", "_send", "_recv", "_isend", "_irecv"]
@@ -87,3 +89,27 @@ def test_the_local_group_implements_the_collectives():
         recv[...] = -1
         call()
         np.testing.assert_array_equal(recv, send)
+
+
+def test_rank_checks_share_one_rule(monkeypatch):
+    """Group methods, new_group and get_global_rank validate ranks by one rule (Python or NumPy
+    integers in [0, n - 1]) and quote the bad value and the interval."""
+    assert invalid_ranks([0, np.int64(1), 2, -1, 1.0, "0"], 2) == [2, -1, 1.0, "0"]
+    with pytest.raises(ValueError, match=r"^broadcast: invalid src rank 2: it should be in the interval \[0, 1\]$"):
+        check_rank("broadcast", "src", 2, 2)
+    monkeypatch.setattr("os.environ", clean_env())  # no launcher: a world of one rank
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    dist.init_process_group()
+    try:
+        with pytest.raises(ValueError, match=r"^get_global_rank: invalid group rank 1: it should be in the "
+                                             r"interval \[0, 0\]$"):
+            dist.get_global_rank(dist.group.WORLD, 1)
+        with pytest.raises(ValueError, match=r"^new_group: invalid ranks \[1\]: ranks should be in the interval"):
+            dist.new_group([0, 1])
+        with pytest.raises(ValueError, match=r"^broadcast: invalid src rank 1: it should be in the interval \[0, 0\]$"):
+            dist.group.WORLD.broadcast(np.zeros(1), src=1)
+        ranks = dist.get_process_group_ranks(dist.new_group([np.int64(0)]))
+        assert ranks == [0] and type(ranks[0]) is int
+    finally:
+        dist.destroy_process_group()
