@@ -74,7 +74,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
 
     NaN: SUM, AVG and PRODUCT propagate a NaN of any rank to every rank (IEEE arithmetic).
     MAX and MIN leave it to the MPI library: MPICH ignores NaNs as ``numpy.fmax``/``fmin``
-    do (max(NaN, 1) = 1, measured), unlike ``torch.maximum``. To detect a NaN on any rank,
+    do (max(NaN, 1) = 1), unlike ``torch.maximum``. To detect a NaN on any rank,
     all_reduce a flag (``isnan(x).any()``) with MAX, or the values with SUM.
 
     Example:
