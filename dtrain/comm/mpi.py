@@ -14,9 +14,9 @@
   (``benchmarks/allreduce.py``'s overlap table, in benchmarks/RESULTS.md). The thread
   needs ``MPI_THREAD_MULTIPLE`` (mpi4py asks for it by default): the caller may be in a
   blocking collective or point-to-point call on the group's own communicator at the same
-  time. Collectives on one communicator are still
-  issued from one thread only, in program order, as MPI requires. If the library grants a
-  lower thread level, async collectives run to completion before they return.
+  time. Collectives on one communicator are still issued from one thread only, in program
+  order, as MPI requires. If the library grants a lower thread level, async collectives run
+  to completion before they return.
 * ``isend``/``irecv`` are MPI nonblocking requests (a send and a receive posted by two
   ranks toward each other must not run one after the other on a thread).
 * An all-reduce of at least ``DTRAIN_SHM_MIN_BYTES`` (256 KiB) of NumPy data, in a group
