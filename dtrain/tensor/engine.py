@@ -5,7 +5,7 @@ import heapq
 import numpy
 
 from . import anomaly, backend
-from .function import unbroadcast
+from .function import SliceGrad, unbroadcast
 from .grad_mode import no_grad
 from .tensor import Tensor, _raw
 
@@ -113,12 +113,18 @@ def _walk(root_fn, grad, external, retain_graph):
     buffers = {root_fn: grad}
     routed = {id(grad): 2 if external else 1}  # an array routed twice must be copied before it is kept
     leaf_bufs = {}
+    # ids of the sums this walk allocated and holds in buffers/leaf_bufs: only these are added
+    # into in place (an array a backward returned may be held elsewhere: its input, a saved value)
+    sums = set()
     heap = [(-root_fn.seq, root_fn)]
     cuda = backend.cupy is not None
     while heap:
         fn = heapq.heappop(heap)[1]
         g = buffers.pop(fn, None)
         if g is not None:
+            sums.discard(id(g))
+            if type(g) is SliceGrad:
+                g = _dense(g)
             # each node runs on its gradient's device (DataParallel's replicas live on other devices)
             switch = backend.switch_to((g,)) if cuda else None
             if switch is not None:
@@ -135,7 +141,7 @@ def _walk(root_fn, grad, external, retain_graph):
                     raise RuntimeError(f"{fn.name}Backward returned {len(grads)} gradients for "
                                        f"{len(fn.inputs)} inputs: backward returns one per input (None for none)")
                 if anomaly._enabled[0]:
-                    anomaly.check_backward(fn, grads)
+                    anomaly.check_backward(fn, tuple(_dense(gi) if type(gi) is SliceGrad else gi for gi in grads))
             finally:
                 if switch is not None:
                     switch.__exit__(None, None, None)
@@ -146,22 +152,25 @@ def _walk(root_fn, grad, external, retain_graph):
                 continue
             if gi is not None:
                 if gi.shape != t.array.shape or gi.dtype != t.array.dtype:  # the per-edge cost: two compares
-                    gi = _conform(fn, i, gi, t.array)
+                    gi = _conform(fn, i, _dense(gi) if type(gi) is SliceGrad else gi, t.array)
                 routed[id(gi)] = routed.get(id(gi), 0) + 1
             child = t.grad_fn
             if child is None:
                 if gi is not None:
                     prev = leaf_bufs.get(id(t))
-                    leaf_bufs[id(t)] = gi if prev is None else _add(prev, gi)
+                    leaf_bufs[id(t)] = gi if prev is None else _sum(prev, gi, sums)
                 leaf_deps[id(t)] -= 1
                 if leaf_deps[id(t)] == 0:
                     b = leaf_bufs.pop(id(t), None)
                     if b is not None:
+                        sums.discard(id(b))
+                        if type(b) is SliceGrad:
+                            b = _dense(b)
                         _accumulate(t, b, owned=routed.get(id(b), 0) <= 1 and b.base is None)
             else:
                 if gi is not None:
                     prev = buffers.get(child)
-                    buffers[child] = gi if prev is None else _add(prev, gi)
+                    buffers[child] = gi if prev is None else _sum(prev, gi, sums)
                 deps[child] -= 1
                 if deps[child] == 0:
                     heapq.heappush(heap, (-child.seq, child))
@@ -200,13 +209,42 @@ def _broadcasts_to(shape, target):
         return False
 
 
-def _add(a, b):
-    """``a + b`` on their device (the gradients summed for one tensor live where it does)."""
-    switch = backend.switch_to((b,)) if backend.cupy is not None else None
+def _sum(prev, grad, sums):
+    """``prev + grad``, two gradients for one tensor, either of them possibly a SliceGrad, on
+    their device (where the tensor lives). The first sum is a fresh array, recorded in
+    ``sums``; later gradients are added into it in place."""
+    switch = backend.switch_to((grad.values if type(grad) is SliceGrad else grad,)) \
+        if backend.cupy is not None else None
     if switch is None:
-        return a + b
+        return _sum_here(prev, grad, sums)
     with switch:
-        return a + b
+        return _sum_here(prev, grad, sums)
+
+
+def _sum_here(prev, grad, sums):
+    if id(prev) not in sums:
+        if type(prev) is SliceGrad:
+            prev = prev.dense()
+        elif type(grad) is SliceGrad:
+            prev = prev.copy()
+        else:
+            out = prev + grad
+            sums.add(id(out))
+            return out
+        sums.add(id(prev))
+    if type(grad) is SliceGrad:
+        return grad.add_to(prev)
+    prev += grad
+    return prev
+
+
+def _dense(grad):
+    """A SliceGrad as a full array, made on its values' device."""
+    switch = backend.switch_to((grad.values,)) if backend.cupy is not None else None
+    if switch is None:
+        return grad.dense()
+    with switch:
+        return grad.dense()
 
 
 def _run_hooks(hooks, g):

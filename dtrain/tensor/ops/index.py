@@ -4,7 +4,7 @@ import numbers
 
 from .. import device_checks, dtypes
 from ..backend import broadcast_shapes, check_index_bounds, get_array_module, scatter_add as add_at
-from ..function import Function, on_input_device
+from ..function import Function, SliceGrad, on_input_device
 from ..tensor import Tensor, _check_dim
 
 
@@ -53,12 +53,10 @@ class Index(Function):
                              f"{e}") from None
 
     def backward(self, g):
-        xp = get_array_module(g)
-        out = xp.zeros(self.shape, dtype=g.dtype)
         if _is_basic(self.index):
-            out[self.index] = g
-        else:
-            add_at(out, self.index, g)  # repeated indices accumulate
+            return SliceGrad(self.shape, self.index, g)  # dense only when the walk needs it
+        out = get_array_module(g).zeros(self.shape, dtype=g.dtype)
+        add_at(out, self.index, g)  # repeated indices accumulate
         return out
 
 
