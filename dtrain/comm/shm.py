@@ -1,9 +1,8 @@
-"""All-reduce through an MPI-3 shared-memory window, for a group whose ranks share one node.
+"""All-reduce through MPI-3 shared-memory windows, for a group whose ranks share one node.
 
 MPICH's own all-reduce of a few MiB between two processes of one machine copies the data
-through its shared-memory cells several times (2.5 ms for 7.1 MiB here, where one pass of
-NumPy over the same bytes takes 0.3 ms). Here every rank owns a window slot as large as
-the message, and the flat message is cut into one shard per rank:
+through its shared-memory cells several times (benchmarks/RESULTS.md). Here every rank owns
+a window slot as large as the message, and the flat message is cut into one shard per rank:
 
 1. every rank writes its values of the *other* ranks' shards into its slot;
 2. barrier; rank r reduces shard r: its own values (still in its arrays) combined with
@@ -11,19 +10,39 @@ the message, and the flat message is cut into one shard per rank:
 3. barrier; every rank copies the finished shards of the others out of their slots.
 
 Each rank moves about twice its message instead of MPICH's several times; every shard is
-reduced once, by its owner, so all ranks end with the same bits. No third barrier is
-needed while the layout stays the same: a slot's region written in step 1 of the next call
-was last read before the previous call's second barrier, and the region written in step 2
-is read (step 3) before its reader enters the next call's first barrier. A call whose
-length or dtype differs from the previous one starts with a barrier.
+reduced once, by its owner, so all ranks end with the same bits.
 
-The window and the barriers belong to one communicator, used by one thread: the group
+No third barrier is needed while a window serves one layout (length and dtype): a slot's
+region written in step 1 of the next call was last read before the previous call's second
+barrier, and the region written in step 2 is read (step 3) before its reader enters any
+later barrier. So each of the first few layouts gets a window of its own (DDP's buckets
+come back every step with the same layouts), up to ``DEDICATED_BYTES`` in all; any other
+layout shares one more window, and a call there whose layout differs from that window's
+previous call starts with a barrier.
+
+The barriers are counters in a small shared window: a rank bumps its own, wakes whoever
+waits on it, then sleeps on each peer's counter until it moves (a Linux futex: the kernel
+wakes the sleeper, nobody spins). An MPI barrier spins; where the ranks and their comm
+threads outnumber the cores (DDP on a small CPU node) the spinning took the core of the
+computation the peer was waiting for (benchmarks/RESULTS.md). Without futexes (another OS or
+CPU) the wait polls, yielding the core between looks.
+
+The windows and the counters belong to one communicator, used by one thread: the group
 keeps one instance for the caller's communicator and one for the comm thread's.
 """
+import ctypes
+import os
+import platform
+import sys
+
 import numpy
 
 CHUNK_BYTES = 256 * 1024  # step 2 works in pieces that stay in the core's cache
+DEDICATED_BYTES = 64 << 20  # per rank: the windows of the first layouts, each its own
+COUNTER_STRIDE = 64  # bytes between two ranks' barrier counters: one cache line each
 UFUNCS = {"sum": numpy.add, "product": numpy.multiply, "min": numpy.fmin, "max": numpy.fmax}
+FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine()) if sys.platform == "linux" else None
+FUTEX_WAIT, FUTEX_WAKE = 0, 1  # not FUTEX_PRIVATE_FLAG: the waiters are in other processes
 
 
 def _pieces(arrays, lo, hi):
@@ -34,6 +53,24 @@ def _pieces(arrays, lo, hi):
         if s0 < s1:
             yield a[s0 - start:s1 - start], s0
         start += a.size
+
+
+class _Window:
+    """A shared window of one slot of ``nbytes`` per rank (a collective to create and free).
+
+    ``layout`` is the (length, dtype) of the last call that used it."""
+
+    def __init__(self, comm, MPI, nbytes):
+        self.win = MPI.Win.Allocate_shared(nbytes, 1, comm=comm)
+        self.win.Lock_all(MPI.MODE_NOCHECK)
+        self.slots = [numpy.frombuffer(self.win.Shared_query(j)[0], numpy.uint8, nbytes)
+                      for j in range(comm.Get_size())]
+        self.nbytes, self.layout = nbytes, None
+
+    def free(self):
+        self.slots = None
+        self.win.Unlock_all()
+        self.win.Free()
 
 
 class SharedMemoryAllReduce:
@@ -47,7 +84,9 @@ class SharedMemoryAllReduce:
     def __init__(self, comm, MPI):
         self.comm, self.MPI = comm, MPI
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
-        self.win, self.capacity, self.slots, self.layout = None, 0, None, None
+        self.dedicated, self.dedicated_bytes = {}, 0  # layout -> its own _Window
+        self.shared = None  # the _Window of every other layout
+        self.barrier = None  # a _CountingBarrier, made on first use
 
     def all_reduce(self, arrays, op="sum", scale=None):
         """Reduce the concatenation of ``arrays`` (1-D, contiguous, one dtype; the same sizes on
@@ -58,10 +97,11 @@ class SharedMemoryAllReduce:
         if n == 0:
             return
         ufunc, me = UFUNCS[op], self.rank
-        slots = self._slots(n * dtype.itemsize)
-        if self.layout != (n, dtype):
-            self.comm.Barrier()  # the previous call's readers are done with every region
-            self.layout = (n, dtype)
+        window = self._window((n, dtype), n * dtype.itemsize)
+        if window.layout != (n, dtype):
+            self._barrier()  # the previous call's readers are done with every region
+            window.layout = (n, dtype)
+        slots = window.slots
         mine = slots[me].view(dtype)
         bounds = [n * j // self.size for j in range(self.size + 1)]
         for j in range(self.size):
@@ -98,27 +138,81 @@ class SharedMemoryAllReduce:
                     ufunc(first if i == 0 else out, other[lo:lo + src.size], out=out)
                 numpy.copyto(src, out)
 
-    def _barrier(self):
-        self.win.Sync()  # the unified memory model: make this rank's stores visible, then see others'
-        self.comm.Barrier()
-        self.win.Sync()
+    def _window(self, layout, nbytes):
+        """The window of ``layout`` (a collective when one must be made or grown: every rank
+        sees the same layouts in the same order, so every rank makes the same choice)."""
+        window = self.dedicated.get(layout)
+        if window is not None:
+            return window
+        if self.dedicated_bytes + nbytes <= DEDICATED_BYTES:
+            window = self.dedicated[layout] = _Window(self.comm, self.MPI, nbytes)
+            window.layout = layout  # new: no earlier call has readers in it
+            self.dedicated_bytes += nbytes
+            return window
+        if self.shared is None or self.shared.nbytes < nbytes:
+            if self.shared is not None:
+                self.shared.free()
+            self.shared = _Window(self.comm, self.MPI, -(-nbytes // (1 << 20)) << 20)  # whole MiB: fewer regrowths
+        return self.shared
 
-    def _slots(self, nbytes):
-        """Every rank's slot as a byte array (a collective when the window must grow)."""
-        if nbytes > self.capacity:
-            self.free()
-            capacity = -(-nbytes // (1 << 20)) << 20  # whole MiB: fewer regrowths
-            self.win = self.MPI.Win.Allocate_shared(capacity, 1, comm=self.comm)
-            self.win.Lock_all(self.MPI.MODE_NOCHECK)
-            self.slots = [numpy.frombuffer(self.win.Shared_query(j)[0], numpy.uint8, capacity)
-                          for j in range(self.size)]
-            self.capacity, self.layout = capacity, None
-        return self.slots
+    def _barrier(self):
+        """Wait until every rank has reached this barrier (see the module docstring)."""
+        if self.barrier is None:
+            self.barrier = _CountingBarrier(self.comm, self.MPI)
+        self.barrier.wait()
 
     def free(self):
-        """Release the window (a collective over the communicator)."""
-        if self.win is not None:
-            self.slots = None
-            self.win.Unlock_all()
-            self.win.Free()
-            self.win, self.capacity = None, 0
+        """Release the windows (a collective over the communicator)."""
+        for window in [*self.dedicated.values(), self.shared, self.barrier and self.barrier.window]:
+            if window is not None:
+                window.free()
+        self.dedicated, self.dedicated_bytes, self.shared, self.barrier = {}, 0, None, None
+
+
+class _CountingBarrier:
+    """A barrier over the ranks of ``comm`` (which share one node) that sleeps instead of spinning.
+
+    Every rank owns a 32-bit counter in a shared window: the number of barriers it has
+    entered, modulo 2**32. A rank bumps its counter, wakes the ranks sleeping on it, then
+    waits until every other counter has left the value it had before this barrier (a peer
+    may already be one barrier further, never two: it cannot pass this one without us).
+    """
+
+    def __init__(self, comm, MPI):
+        self.window = _Window(comm, MPI, COUNTER_STRIDE)
+        self.counts = [slot[:4].view(numpy.uint32) for slot in self.window.slots]
+        self.addresses = [count.ctypes.data for count in self.counts]
+        self.me = comm.Get_rank()
+        self.mine = self.counts[self.me]
+        self.mine[0] = 0  # shared memory is not promised to start zeroed
+        self.window.win.Sync()
+        comm.Barrier()
+        self.entered = 0
+        self.futex = _futex_call() if FUTEX_SYSCALL is not None else None
+
+    def wait(self):
+        before, self.entered = self.entered, (self.entered + 1) & 0xFFFFFFFF
+        self.window.win.Sync()  # this rank's stores to the slots are visible before its count
+        self.mine[0] = self.entered
+        if self.futex is not None:
+            self.futex(self.addresses[self.me], FUTEX_WAKE, 2**31 - 1)
+        for count, address in zip(self.counts, self.addresses):
+            while count[0] == before:
+                if self.futex is not None:  # sleeps only while the count is still `before`
+                    self.futex(address, FUTEX_WAIT, before)
+                else:
+                    os.sched_yield()
+        self.window.win.Sync()  # and the others' stores are seen after their counts
+
+
+def _futex_call():
+    """``futex(address, op, value)`` through libc's ``syscall`` (ctypes releases the GIL
+    while the thread sleeps); a wait gives up after 10 ms and the caller looks again."""
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    timeout = (ctypes.c_long * 2)(0, 10_000_000)  # struct timespec: 10 ms
+
+    def futex(address, op, value):
+        syscall(ctypes.c_long(FUTEX_SYSCALL), ctypes.c_void_p(address), ctypes.c_int(op), ctypes.c_uint(value),
+                timeout, None, ctypes.c_int(0))
+    return futex
