@@ -6,22 +6,28 @@ MLP: 784-1024-1024-10, batch 256; CNN: conv(32)-pool-conv(64)-pool-linear(4096->
 * weak scaling: every rank keeps the reference batch (the global batch grows with N);
 * strong scaling: the reference batch is split across the N ranks.
 
-Efficiency = throughput(N) / (N x throughput(1)). "hidden" is the share of the all-reduce
-time that backward hides: 1 - exposed / alone, where exposed is the time from the moment the
-last rank finishes backward to the moment the last rank has its averaged gradients (so a
-rank waiting for a slower one does not count as communication), and alone the time the
-same buckets take to all-reduce with nothing else running. The plain module (no DDP, no
-communication) runs on the same ranks at the same time, interleaved with DDP step by step:
-"plain eff." is its efficiency,
-the ceiling this machine allows (N processes slow each other down even without talking),
-and "vs plain" the median of DDP step / plain step (at 1 rank: DDP's own overhead).
-Where PyTorch is installed the same runs are made with torch DDP over gloo.
+Efficiency = throughput(N) / (N x throughput(1)), against the framework's DDP at 1 rank.
+
+The no-communication ceiling: the plain module (no DDP, no gradient averaging) runs in the
+same processes on the same data, interleaved with DDP step by step; its row, "dtrain, no
+comm", shows what N processes reach on this machine without talking (they slow each other
+down even so: shared cores, caches, memory bandwidth). "of ceiling" is DDP's throughput
+over the ceiling's: the median over the steps of plain step / DDP step (at 1 rank: DDP's
+own overhead).
+
+"hidden" is the share of the all-reduce time that backward hides: 1 - exposed / alone,
+where exposed is the time from the moment the last rank finishes backward to the moment
+the last rank has its averaged gradients (so a rank waiting for a slower one does not count
+as communication), and alone the time the same buckets take to all-reduce with nothing else
+running. Where PyTorch is installed the same runs are made with torch DDP over gloo.
+``--baseline DIR`` runs dtrain from another checkout too (e.g. ``git worktree add
+/tmp/before HEAD~3``), in the same rounds, as the rows "before" and "before, no comm".
 
 Every configuration runs ``--repeat`` times, interleaved round after round (this machine is
 shared and noisy); the table shows medians.
 
-Usage: python benchmarks/scaling.py [--workload mlp cnn] [--ranks 1 2] [--steps 20] [--repeat 3]
-           [--json scaling.json] [--plot scaling.png] [--no-torch]
+Usage: python benchmarks/scaling.py [--workload mlp cnn] [--mode weak strong] [--ranks 1 2] [--steps 20]
+           [--repeat 3] [--json scaling.json] [--plot scaling.png] [--no-torch] [--baseline DIR]
 (the JSON and the plot are written by default, to the current folder)
 """
 import os
@@ -101,7 +107,8 @@ def worker(args):
     dist.all_gather_object(everyone, (times, ends, comm))
     if rank == 0:
         # a step lasts as long as its slowest rank
-        step_s = {k: statistics.median(max(e[0][k][i] for e in everyone) for i in range(args.steps)) for k in times}
+        slowest = {k: [max(e[0][k][i] for e in everyone) for i in range(args.steps)] for k in times}
+        step_s = {k: statistics.median(v) for k, v in slowest.items()}
         # exposed: from the last rank's end of backward to the last rank's averages (perf_counter
         # is the system's monotonic clock, so ranks on one machine compare their readings)
         exposed = statistics.median(max(e[1][i][1] for e in everyone) - max(e[1][i][0] for e in everyone)
@@ -113,7 +120,7 @@ def worker(args):
                   "comm_ms": 1e3 * comm, "exposed_ms": 1e3 * exposed,
                   "hidden": max(0.0, 1 - exposed / comm) if comm > 0 else None,
                   "plain_step_ms": 1e3 * step_s["plain"],
-                  "vs_plain": statistics.median(d / p for d, p in zip(times["ddp"], times["plain"]))}
+                  "vs_plain": statistics.median(d / p for d, p in zip(slowest["ddp"], slowest["plain"]))}
         with open(args.out, "w") as f:
             json.dump(result, f)
     dist.destroy_process_group()
@@ -174,7 +181,9 @@ def torch_worker(args):
 
 # ---- the driver -------------------------------------------------------------------------------
 
-def launch(framework, workload, mode, ranks, steps, port, ddp_args=()):
+def launch(framework, workload, mode, ranks, steps, port, ddp_args=(), tree=None):
+    """One configuration under mpiexec; its result (None if it failed). ``tree``: a checkout
+    whose dtrain the ranks import instead of this one."""
     from dtrain.launch import find_mpiexec
     mpiexec = find_mpiexec()
     if mpiexec is None:
@@ -184,7 +193,8 @@ def launch(framework, workload, mode, ranks, steps, port, ddp_args=()):
         cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", framework,
                "--workload", workload, "--mode", mode, "--steps", str(steps), "--out", out, "--port", str(port),
                *ddp_args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        env = None if tree is None else {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         if done.returncode != 0 or not os.path.exists(out):  # reported; the other runs go on
             print(f"run failed (exit code {done.returncode}): {' '.join(cmd)}\n{done.stdout[-2000:]}"
                   f"\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -200,29 +210,37 @@ def median_row(runs):
         values = [r[key] for r in runs if r.get(key) is not None]
         row[key] = statistics.median(values) if values else None
     row["samples_per_s"] = 1e3 * row["per_rank_batch"] * row["ranks"] / row["step_ms"]
+    row["of_ceiling"] = 1 / row["vs_plain"] if row.get("vs_plain") else None
     return row
 
 
+def ceiling_row(row):
+    """The no-communication row measured alongside a DDP row (same processes, same data)."""
+    return {**row, "framework": f"{row['framework']}, no comm", "step_ms": row["plain_step_ms"],
+            "samples_per_s": 1e3 * row["per_rank_batch"] * row["ranks"] / row["plain_step_ms"],
+            "buckets": None, "comm_ms": None, "exposed_ms": None, "hidden": None, "vs_plain": None,
+            "of_ceiling": None, "plain_step_ms": None}
+
+
 def add_efficiency(rows):
-    """Efficiency = throughput(N) / (N x throughput(1)), against the same framework's DDP at 1 rank."""
+    """Efficiency = throughput(N) / (N x throughput(1)), against the same framework's DDP at 1 rank
+    (the no-communication rows too: their efficiency is the ceiling of DDP's)."""
     base = {(r["framework"], r["workload"], r["mode"]): r["samples_per_s"] for r in rows if r["ranks"] == 1}
     for r in rows:
-        one = base.get((r["framework"], r["workload"], r["mode"]))
+        ddp = r["framework"].split(",")[0]
+        one = base.get((ddp, r["workload"], r["mode"]))
         r["efficiency"] = r["samples_per_s"] / (r["ranks"] * one) if one else None
-        plain = 1e3 * r["per_rank_batch"] * r["ranks"] / r["plain_step_ms"] if r.get("plain_step_ms") else None
-        r["plain_efficiency"] = plain / (r["ranks"] * one) if one and plain else None
 
 
 def table(rows):
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
-    lines = [f"{'framework':9} {'workload':8} {'scaling':7} {'ranks':>5} {'batch/rank':>10} {'step ms':>8} "
-             f"{'samples/s':>10} {'efficiency':>10} {'hidden':>7} {'plain eff.':>10} {'vs plain':>8}"]
+    lines = [f"{'framework':17} {'workload':8} {'scaling':7} {'ranks':>5} {'batch/rank':>10} {'step ms':>8} "
+             f"{'samples/s':>10} {'efficiency':>10} {'of ceiling':>10} {'hidden':>7}"]
     for r in rows:
-        vs = r.get("vs_plain")
-        lines.append(f"{r['framework']:9} {r['workload']:8} {r['mode']:7} {r['ranks']:5d} {r['per_rank_batch']:10d} "
+        lines.append(f"{r['framework']:17} {r['workload']:8} {r['mode']:7} {r['ranks']:5d} {r['per_rank_batch']:10d} "
                      f"{r['step_ms']:8.2f} {r['samples_per_s']:10.0f} {fmt(r['efficiency'], '10.3f')} "
-                     f"{fmt(r['hidden'], '7.2f')} {fmt(r['plain_efficiency'], '10.3f')} {fmt(vs, '8.3f')}")
+                     f"{fmt(r.get('of_ceiling'), '10.3f')} {fmt(r['hidden'], '7.2f')}")
     return "\n".join(lines)
 
 
@@ -240,13 +258,13 @@ def plot(rows, path):
         for fw in sorted({r["framework"] for r in rows}):
             sel = sorted((r for r in rows if (r["workload"], r["mode"], r["framework"]) == (workload, mode, fw)),
                          key=lambda r: r["ranks"])
-            ax.plot([r["ranks"] for r in sel], [r["samples_per_s"] for r in sel], "o-", label=fw)
+            ceiling = fw.endswith("no comm")
+            ax.plot([r["ranks"] for r in sel], [r["samples_per_s"] for r in sel], "--" if ceiling else "o-",
+                    color="gray" if ceiling and fw.startswith("dtrain") else None, label=fw)
             one = next((r["samples_per_s"] for r in sel if r["ranks"] == 1), None)
             if one and fw == "dtrain":
                 ax.plot([r["ranks"] for r in sel], [one * r["ranks"] for r in sel], ":", color="gray",
                         label="dtrain, ideal")
-                ax.plot([r["ranks"] for r in sel], [1e3 * r["per_rank_batch"] * r["ranks"] / r["plain_step_ms"]
-                                                    for r in sel], "--", color="gray", label="no DDP, same ranks")
         ax.set_xticks(sorted({r["ranks"] for r in rows}))
         ax.set_title(f"{workload}, {mode} scaling")
         ax.set_xlabel("ranks")
@@ -267,6 +285,7 @@ def main(argv=None):
     ap.add_argument("--json", default="scaling.json", help="write the rows here ('' for no file)")
     ap.add_argument("--plot", default="scaling.png", help="save a PNG plot here (needs matplotlib; '' for none)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--baseline", help="also run dtrain from this checkout (rows 'before'), in the same rounds")
     ap.add_argument("--bucket-cap-mb", type=float, default=25, help="DDP's bucket_cap_mb (both frameworks)")
     ap.add_argument("--gradient-as-bucket-view", action="store_true", help="DDP's gradient_as_bucket_view")
     ap.add_argument("--worker", choices=["dtrain", "torch"], help=argparse.SUPPRESS)
@@ -276,7 +295,7 @@ def main(argv=None):
     if args.worker:
         args.mode, args.workload = args.mode[0], args.workload[0]
         return (worker if args.worker == "dtrain" else torch_worker)(args)
-    frameworks = ["dtrain"]
+    frameworks = ["dtrain"] + (["before"] if args.baseline else [])
     if not args.no_torch:
         try:
             import torch.distributed  # noqa: F401
@@ -291,10 +310,17 @@ def main(argv=None):
     for _ in range(args.repeat):  # configurations interleaved, round after round: noise hits all alike
         for c in configs:
             port += 1
-            result = launch(*c, args.steps, port, ddp_args)
+            worker_kind = "torch" if c[0] == "torch" else "dtrain"
+            result = launch(worker_kind, *c[1:], args.steps, port, ddp_args,
+                            tree=args.baseline if c[0] == "before" else None)
             if result is not None:
-                runs[c].append(result)
-    rows = [median_row(runs[c]) for c in configs if runs[c]]
+                runs[c].append({**result, "framework": c[0]})
+    rows = []
+    for c in configs:
+        if runs[c]:
+            rows.append(median_row(runs[c]))
+            if rows[-1].get("plain_step_ms"):
+                rows.append(ceiling_row(rows[-1]))
     add_efficiency(rows)
     print(f"command: python benchmarks/scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(table(rows))
