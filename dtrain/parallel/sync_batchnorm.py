@@ -1,18 +1,21 @@
 """SyncBatchNorm: batch normalization whose statistics span the batches of all ranks."""
 from .. import comm as dist
-from ..nn.modules.normalization import _BatchNorm
-from ..tensor import Function, no_grad
+from ..nn.modules.normalization import BatchNormBase
+from ..tensor import no_grad
 from ..tensor.backend import get_array_module
+from ..tensor.ops.normalization import Normalize
 
 
-class SyncBatchNormFunction(Function):
-    """Batch norm over dim 1 with the mean and variance of the global batch (all ranks).
+class SyncBatchNormFunction(Normalize):
+    """Batch norm over dim 1 with the mean and variance of the global batch (all ranks): the
+    normalization and its gradient are batch_norm's (:class:`Normalize`), with the batch
+    means taken over every rank.
 
     Forward all-reduces, per channel, the local sum, the sum of squares about the local
     mean (combined in float64, so no precision is lost to cancellation) and the count;
     backward all-reduces the two per-channel sums its input gradient needs,
-    ``sum(dy)`` and ``sum(dy * xhat)``. The weight and bias gradients stay local: DDP
-    averages them with the other gradients.
+    ``sum(dy * w)`` and ``sum(dy * w * xhat)``. The weight and bias gradients stay local:
+    DDP averages them with the other gradients.
     """
 
     def forward(self, x, weight, bias, group=None, eps=1e-5, running_mean=None, running_var=None, momentum=0.1):
@@ -34,33 +37,20 @@ class SyncBatchNormFunction(Function):
             with no_grad():
                 running_mean.lerp_(gmean.astype(running_mean.dtype), momentum)
                 running_var.lerp_((gvar * (total / xp.maximum(total - 1, 1))).astype(running_var.dtype), momentum)
-        invstd = (1 / xp.sqrt(gvar + eps)).astype(x.dtype)
-        xhat = x - gmean.astype(x.dtype).reshape(pshape)
-        xhat *= invstd.reshape(pshape)
-        self.xhat, self.invstd, self.axes, self.pshape = xhat, invstd, axes, pshape
         self.group, self.total = group, total
-        self.w = weight.reshape(pshape) if hasattr(weight, "shape") else weight
-        return xhat * self.w + (bias.reshape(pshape) if hasattr(bias, "shape") else bias)
+        return super().forward(x, weight, bias, mean=gmean.astype(x.dtype).reshape(pshape),
+                               var=gvar.astype(x.dtype).reshape(pshape), axes=axes, pshape=pshape, eps=eps)
 
-    def backward(self, g):
-        xp = get_array_module(g)
-        nx, nw, nb = self.needs_input_grad
-        xhat, axes, pshape, c = self.xhat, self.axes, self.pshape, self.pshape[0]
-        sum_dy = g.sum(axis=axes)
-        sum_dy_xhat = (g * xhat).sum(axis=axes)
-        gw = sum_dy_xhat.reshape(self.inputs[1].shape) if nw else None
-        gb = sum_dy.reshape(self.inputs[2].shape) if nb else None
-        gx = None
-        if nx:
-            sums = xp.concatenate([sum_dy, sum_dy_xhat])
-            dist.all_reduce(sums, group=self.group)
-            mean_dy = (sums[:c] / self.total).reshape(pshape)
-            mean_dy_xhat = (sums[c:] / self.total).reshape(pshape)
-            gx = (g - mean_dy - xhat * mean_dy_xhat) * (self.w * self.invstd.reshape(pshape))
-        return gx, gw, gb
+    def batch_means(self, *arrays):
+        xp = get_array_module(arrays[0])
+        c = self.pshape[0]
+        sums = xp.concatenate([a.sum(axis=self.axes) for a in arrays])
+        dist.all_reduce(sums, group=self.group)
+        return [(sums[k * c:(k + 1) * c] / self.total).astype(arrays[0].dtype).reshape(self.pshape)
+                for k in range(len(arrays))]
 
 
-class SyncBatchNorm(_BatchNorm):
+class SyncBatchNorm(BatchNormBase):
     """Batch norm whose batch statistics are those of the global batch (as
     ``torch.nn.SyncBatchNorm``): training on N ranks with per-rank batches of B normalizes
     exactly as BatchNorm on the concatenated batch of N x B, running statistics included.
@@ -121,7 +111,7 @@ class SyncBatchNorm(_BatchNorm):
             'SyncBatchNorm'
         """
         out = module
-        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+        if isinstance(module, BatchNormBase) and not isinstance(module, SyncBatchNorm):
             out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
                       process_group)
             out._parameters["weight"], out._parameters["bias"] = module.weight, module.bias

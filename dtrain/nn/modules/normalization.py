@@ -28,8 +28,9 @@ def _reset_affine_parameters(module):
         init.zeros_(module.bias)
 
 
-class _BatchNorm(Module):
-    """Batch normalization over the channel dim (dim 1), with running statistics.
+class BatchNormBase(Module):
+    """Batch normalization over the channel dim (dim 1), with running statistics: the base of
+    BatchNorm1d/2d and of dtrain.parallel.SyncBatchNorm (``_BatchNorm`` in PyTorch).
 
     In training mode it normalizes by the batch's mean and (biased) variance and updates
     ``running_mean``/``running_var`` (unbiased variance) with ``momentum``, or with a
@@ -107,7 +108,10 @@ class _BatchNorm(Module):
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
-class BatchNorm1d(_BatchNorm):
+_BatchNorm = BatchNormBase  # PyTorch's (private) name, which PyTorch programs use in isinstance checks
+
+
+class BatchNorm1d(BatchNormBase):
     """Batch norm over ``(N, C)`` or ``(N, C, L)`` input, per channel C.
 
     Args:
@@ -127,7 +131,7 @@ class BatchNorm1d(_BatchNorm):
     _expected_dims = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     """Batch norm over ``(N, C, H, W)`` input, per channel C (arguments as BatchNorm1d).
 
     Example:

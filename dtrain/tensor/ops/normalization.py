@@ -29,13 +29,13 @@ class Normalize(Function):
 
     def backward(self, g):
         nx, nw, nb = self.needs_input_grad
-        xhat, axes = self.xhat, self.axes
+        xhat = self.xhat
         gx = gw = gb = None
         if nx:
             gxhat = g * self.w
             if self.batch_stats:  # mean and var depend on x too
-                proj = (gxhat * xhat).mean(axis=axes, keepdims=True)
-                gxhat = gxhat - gxhat.mean(axis=axes, keepdims=True)
+                mean, proj = self.batch_means(gxhat, gxhat * xhat)
+                gxhat = gxhat - mean
                 gxhat = gxhat - xhat * proj
             gx = gxhat * self.invstd
         if nw:
@@ -43,6 +43,11 @@ class Normalize(Function):
         if nb:
             gb = unbroadcast(g, self.pshape).reshape(self.inputs[2].shape)
         return gx, gw, gb
+
+    def batch_means(self, *arrays):
+        """The means of ``arrays`` over the batch's ``axes``, kept as dims (SyncBatchNorm's
+        subclass takes them over every rank's batch)."""
+        return [a.mean(axis=self.axes, keepdims=True) for a in arrays]
 
 
 def _moments(a, axes):
