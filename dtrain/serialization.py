@@ -3,8 +3,17 @@
 The file is a NumPy ``.npz`` archive (a zip of ``.npy`` members): one member per array,
 plus the member ``__dtrain__`` holding JSON metadata: a format tag and version, the
 container structure, and a SHA-256 over the structure and every array's dtype, shape and
-bytes. Loading never unpickles anything (``allow_pickle=False``), so a file from an
-untrusted source can at worst fail to load. ``numpy.load(path)`` also reads the arrays.
+bytes. ``numpy.load(path)`` also reads the arrays.
+
+Loading never unpickles anything, and it checks everything before trusting it: members
+must be stored uncompressed (dtrain never compresses, and a small deflated member could
+expand to any size), each array's declared dtype and shape must match the bytes it stores
+(so nothing is allocated beyond the file's real size), dtypes are only those ``save``
+writes, and the structure must be one ``save`` writes, at most ``MAX_DEPTH`` containers
+deep. Any file that breaks a rule raises :class:`CheckpointError` naming the file and the
+rule. The SHA-256 detects corruption (a flipped bit, a truncated copy), not tampering:
+whoever can edit the file can recompute it. What makes a hand-crafted file safe to load
+is the checking above, which holds whatever the checksum says.
 
 What is saved:
   - dict (str or int keys), OrderedDict (key order kept), list, tuple, None, bool, int,
@@ -26,8 +35,10 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
+import reprlib  # messages quote values of crafted files: bounded in length and depth
 import uuid
 import zipfile
 
@@ -44,6 +55,8 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _ZIP_END = b"PK\x05\x06"  # end-of-central-directory record: numpy writes no zip comment, so it is the last 22 bytes
 _ZIP_LOCAL_HEADER = 30  # bytes before the member name in a zip local header
 _DTYPE_KINDS = "biufc"  # bool, int, uint, float, complex: what .npy stores without pickle
+_READ_CHUNK = 1 << 22
+MAX_DEPTH = 100  # containers nested in containers; save refuses deeper objects, so load can too
 _PICKLE_MAGIC = b"DTRAIN-PICKLE\n"  # the first line of a whole-object (pickled) file
 _PICKLE_FORMAT = "dtrain-pickle"
 
@@ -75,6 +88,9 @@ def save(obj, f, pickle_module=pickle, pickle_protocol=2):
 
     Raises:
         TypeError: a whole object cannot be pickled (e.g. it holds a lambda).
+        ValueError: containers nest deeper than ``MAX_DEPTH`` (or one contains itself).
+        OSError: writing failed (e.g. the disk is full); the message names the file.
+        Nothing is written when save raises: an existing file is left as it was.
 
     Example:
         >>> dtrain.save({"w": dtrain.randn(3, 2), "step": 10}, "state.pt")
@@ -145,8 +161,10 @@ def load(f, map_location=None, pickle_module=pickle, *, weights_only=None):
 
     Raises:
         WeightsOnlyError: the file holds a pickled whole object and weights_only is not False.
-        CheckpointError: the file is truncated, corrupted (checksum mismatch), not a
-            dtrain file, or of an unknown format version; the message names the file.
+        CheckpointError: the file is truncated, corrupted (checksum mismatch), breaks a
+            rule of the format (a compressed member, an array whose header disagrees with
+            its size, a dtype or structure save never writes), is not a dtrain file, or is
+            of an unknown format version; the message names the file and the reason.
 
     Example:
         >>> state = dtrain.load("state.pt", map_location="cpu")
@@ -172,10 +190,7 @@ def _load_from(fobj, name, place, weights_only, pickle_module):
         return _load_pickled(fobj, name, place, weights_only, pickle_module)
     fobj.seek(0)
     structure, arrays = _read(fobj, name)
-    try:
-        return _decode(structure, arrays, place)
-    except (KeyError, IndexError, ValueError) as e:  # only a hand-made file with a valid checksum gets here
-        raise CheckpointError(f"{name}: file is corrupted: bad structure entry ({e!r})") from e
+    return _decode(structure, arrays, place)
 
 
 def stored_checksum(path):
@@ -196,7 +211,7 @@ def stored_checksum(path):
         with zf:
             if f"{_META}.npy" not in zf.namelist():
                 raise CheckpointError(f"{name}: not a dtrain checkpoint (an .npz archive without dtrain metadata)")
-            return _read_meta(zf, name).get("sha256")
+            return _read_meta(_Archive(zf, fobj, name)).get("sha256")
 
 
 def file_name(f):
@@ -221,6 +236,9 @@ def _array_node(kind, array, path, arrays):
 
 
 def _encode(obj, path, arrays):
+    if isinstance(obj, (dict, list, tuple)) and len(path) >= MAX_DEPTH:
+        raise ValueError(f"cannot save containers nested deeper than {MAX_DEPTH} levels (at "
+                         f"{_path_str(path[:4])}... {len(path)} levels down; does a container contain itself?)")
     if isinstance(obj, Tensor):
         node = _array_node("tensor", backend.asnumpy(obj.array), path, arrays)
         node["device"] = str(obj.device)
@@ -257,11 +275,57 @@ def _decode(node, arrays, place):
         return arrays[node["numpy_scalar"]][()]
     for kind, make in (("dict", dict), ("OrderedDict", collections.OrderedDict)):
         if kind in node:
-            return make((k, _decode(v, arrays, place)) for k, v in node[kind])
-    for kind, make in (("list", list), ("tuple", tuple)):
-        if kind in node:
-            return make(_decode(v, arrays, place) for v in node[kind])
-    raise ValueError(f"unknown entry {node!r}")
+            return make([(k, _decode(v, arrays, place)) for k, v in node[kind]])
+    kind, items = next(iter(node.items()))  # _check_node let only a list or a tuple get here
+    return (tuple if kind == "tuple" else list)([_decode(v, arrays, place) for v in items])
+
+
+_ARRAY_NODES = {"tensor": {"tensor", "device"}, "ndarray": {"ndarray"}, "numpy_scalar": {"numpy_scalar"}}
+_CONTAINER_NODES = ("dict", "OrderedDict", "list", "tuple")
+
+
+def _check_node(node, path, arrays, used):
+    """Raise ValueError unless ``node`` is a structure entry that ``_encode`` writes, with its
+    arrays at ``arrays`` (each used once: their indices go into the set ``used``)."""
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return
+    kinds = [k for k in node if k in _ARRAY_NODES or k in _CONTAINER_NODES] if isinstance(node, dict) else []
+    if len(kinds) != 1:
+        raise ValueError(f"at {_path_str(path)}: {type(node).__name__} {reprlib.repr(node)} is no entry dtrain writes")
+    kind = kinds[0]
+    if set(node) != _ARRAY_NODES.get(kind, {kind}):
+        raise ValueError(f"at {_path_str(path)}: a {kind} entry has the keys {reprlib.repr(sorted(node))}, "
+                         f"expected {sorted(_ARRAY_NODES.get(kind, {kind}))}")
+    if kind in _ARRAY_NODES:
+        index = node[kind]
+        if type(index) is not int or not 0 <= index < len(arrays) or index in used:
+            raise ValueError(f"at {_path_str(path)}: {kind} index {reprlib.repr(index)} is not an unused array "
+                             f"index in [0, {len(arrays) - 1}]")
+        used.add(index)
+        if kind == "tensor" and not isinstance(node["device"], str):
+            raise ValueError(f"at {_path_str(path)}: the device {reprlib.repr(node['device'])} is not a string")
+        if kind == "numpy_scalar" and arrays[index].ndim != 0:
+            raise ValueError(f"at {_path_str(path)}: a numpy scalar's array has shape {arrays[index].shape}")
+        return
+    if len(path) >= MAX_DEPTH:
+        raise ValueError(f"containers nest deeper than {MAX_DEPTH} levels (save refuses such objects)")
+    items = node[kind]
+    if not isinstance(items, list):
+        raise ValueError(f"at {_path_str(path)}: a {kind} holds {type(items).__name__} {reprlib.repr(items)}, "
+                         "not a list")
+    if kind in ("list", "tuple"):
+        for i, item in enumerate(items):
+            _check_node(item, path + [i], arrays, used)
+        return
+    keys = set()
+    for pair in items:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (str, int))):
+            raise ValueError(f"at {_path_str(path)}: a {kind} item {reprlib.repr(pair)} is not a "
+                             "[str or int key, value] pair")
+        if pair[0] in keys:
+            raise ValueError(f"at {_path_str(path)}: a {kind} has the key {pair[0]!r} twice")
+        keys.add(pair[0])
+        _check_node(pair[1], path + [pair[0]], arrays, used)
 
 
 def _placer(map_location):
@@ -325,9 +389,11 @@ def _load_pickled(fobj, name, place, weights_only, pickle_module):
     line = fobj.readline()
     try:
         header = json.loads(line)
-        assert isinstance(header, dict) and header.get("format") == _PICKLE_FORMAT
-    except (ValueError, AssertionError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
         raise CheckpointError(f"{name}: file is corrupted: unreadable header of a pickled dtrain file") from e
+    if not isinstance(header, dict) or header.get("format") != _PICKLE_FORMAT:
+        raise CheckpointError(f"{name}: file is corrupted: unreadable header of a pickled dtrain file "
+                              f"(no '{_PICKLE_FORMAT}' format tag)")
     if weights_only:
         raise WeightsOnlyError(
             f"{name}: weights-only load refused: the file holds a whole pickled {header.get('type')}, and "
@@ -380,9 +446,12 @@ def _atomic_write(path, write):
             fobj.flush()
             os.fsync(fobj.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # write() on a full disk names no file
+            raise (OSError(e.errno, e.strerror, path) if e.errno is not None
+                   else OSError(f"cannot save {path}: {e}")) from e
         raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX only)
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -412,36 +481,115 @@ def _read(fobj, name):
             if head[_ZIP_LOCAL_HEADER:] == f"{_META}.npy".encode():
                 raise CheckpointError(f"{name}: file is corrupted: the archive directory lost the metadata entry")
             raise CheckpointError(f"{name}: not a dtrain checkpoint (an .npz archive without dtrain metadata)")
-        meta = _read_meta(zf, name)
-        arrays = [_read_member(zf, n, name) for n in meta["arrays"]]
-    if _checksum(meta["structure"], zip(meta["arrays"], arrays)) != meta.get("sha256"):
-        raise CheckpointError(f"{name}: checksum mismatch: file is corrupted")
-    return meta["structure"], arrays
-
-
-def _read_member(zf, member, name):
+        archive = _Archive(zf, fobj, name)
+        meta = _read_meta(archive)
+        arrays = [archive.array(n) for n in meta["arrays"]]
+    structure, used = meta["structure"], set()
     try:
-        with zf.open(f"{member}.npy") as m:
-            return npy_format.read_array(m, allow_pickle=False)
-    except zipfile.BadZipFile as e:
-        if "CRC" in str(e):
-            raise CheckpointError(f"{name}: checksum mismatch: file is corrupted (zip CRC of {member})") from e
-        raise CheckpointError(f"{name}: file is corrupted: array {member} unreadable ({e})") from e
-    except Exception as e:  # a corrupted .npy header can fail in many ways (even MemoryError)
-        raise CheckpointError(f"{name}: file is corrupted: array {member} unreadable ({type(e).__name__}: {e})") from e
+        _check_node(structure, [], arrays, used)
+    except ValueError as e:
+        raise CheckpointError(f"{name}: file is corrupted: bad structure {e}") from e
+    if len(used) != len(arrays):
+        unused = [n for i, n in enumerate(meta["arrays"]) if i not in used]
+        raise CheckpointError(f"{name}: file is corrupted: arrays {reprlib.repr(unused)} are not in the structure")
+    if _checksum(structure, zip(meta["arrays"], arrays)) != meta.get("sha256"):
+        raise CheckpointError(f"{name}: checksum mismatch: file is corrupted")
+    return structure, arrays
 
 
-def _read_meta(zf, name):
-    raw = _read_member(zf, _META, name)
+class _Archive:
+    """The ``.npy`` members of an open dtrain archive, read so that no allocation exceeds the
+    file's real size: a member must be stored (not compressed), lie inside the file, hold
+    exactly the bytes its header declares, and all members together fit in the file."""
+
+    def __init__(self, zf, fobj, name):
+        self.zf, self.name = zf, name
+        self.file_size = fobj.seek(0, io.SEEK_END)
+        self.unread = self.file_size  # what the members read so far leave of the file
+
+    def array(self, member):
+        """The array of the member ``<member>.npy``."""
+        try:
+            info = self.zf.getinfo(f"{member}.npy")
+        except KeyError:
+            raise CheckpointError(f"{self.name}: file is corrupted: array {member} is missing") from None
+        self._check_stored(info, member)
+        try:
+            with self.zf.open(info) as m:
+                shape, fortran_order, dtype = self._header(m, member)
+                size = math.prod(shape) * dtype.itemsize
+                if size != info.file_size - m.tell():
+                    raise CheckpointError(
+                        f"{self.name}: file is corrupted: array {member} declares {dtype}{list(shape)} "
+                        f"({size} bytes) but stores {info.file_size - m.tell()} bytes")
+                data = self._data(m, size, member)
+        except CheckpointError:
+            raise
+        except zipfile.BadZipFile as e:
+            if "CRC" in str(e):
+                raise CheckpointError(f"{self.name}: checksum mismatch: file is corrupted (zip CRC of {member})") from e
+            raise CheckpointError(f"{self.name}: file is corrupted: array {member} unreadable ({e})") from e
+        except Exception as e:  # a damaged member fails in many ways (EOFError, zlib's, struct's)
+            raise CheckpointError(f"{self.name}: file is corrupted: array {member} unreadable "
+                                  f"({type(e).__name__}: {e})") from e
+        return numpy.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+
+    def _data(self, m, size, member):
+        """The next ``size`` bytes of ``m`` in one buffer of that size (bounded: ``size`` is what
+        the member stores, inside the file), read in chunks to hold no second copy."""
+        data = bytearray(size)
+        view, done = memoryview(data), 0
+        while done < size:
+            chunk = m.read(min(size - done, _READ_CHUNK))
+            if not chunk:
+                raise CheckpointError(f"{self.name}: file is truncated (array {member})")
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        return data
+
+    def _check_stored(self, info, member):
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{self.name}: array {member} is compressed (zip method {info.compress_type}): dtrain never "
+                f"writes compressed members and refuses them, as a small one can expand to any size")
+        if info.file_size != info.compress_size or info.header_offset + info.compress_size > self.file_size \
+                or info.file_size > self.unread:
+            raise CheckpointError(
+                f"{self.name}: file is corrupted: array {member} claims {info.file_size} bytes at offset "
+                f"{info.header_offset}, more than the file ({self.file_size} bytes, {self.unread} not yet read) holds")
+        self.unread -= info.file_size
+
+    def _header(self, m, member):
+        """``(shape, fortran_order, dtype)`` from a member's .npy header, refusing dtypes save never writes."""
+        version = npy_format.read_magic(m)
+        if version not in ((1, 0), (2, 0)):  # numpy.savez writes 1.0, or 2.0 for a header over 64 KiB
+            raise CheckpointError(f"{self.name}: file is corrupted: array {member} has .npy version {version}")
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(m)
+        if dtype.kind not in _DTYPE_KINDS or any(n < 0 for n in shape):
+            raise CheckpointError(
+                f"{self.name}: file is corrupted: array {member} unreadable ({dtype}{list(shape)}: dtrain saves "
+                f"only bool, integer, floating-point and complex arrays)")
+        return shape, fortran_order, dtype
+
+
+def _read_meta(archive):
+    name = archive.name
+    raw = archive.array(_META)
     try:
         meta = json.loads(raw.tobytes().decode())
-    except ValueError as e:
-        raise CheckpointError(f"{name}: file is corrupted: metadata is not valid JSON ({e})") from e
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        raise CheckpointError(f"{name}: file is corrupted: metadata is not valid JSON "
+                              f"({type(e).__name__}: {reprlib.repr(str(e))})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{name}: not a dtrain checkpoint (metadata has no '{FORMAT}' format tag)")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{name}: unknown format version {meta.get('version')!r}: this dtrain reads "
-                              f"version {VERSION} (was the file written by a newer dtrain?)")
-    if not isinstance(meta.get("arrays"), list) or "structure" not in meta:
+        raise CheckpointError(f"{name}: unknown format version {reprlib.repr(meta.get('version'))}: this dtrain "
+                              f"reads version {VERSION} (was the file written by a newer dtrain?)")
+    names = meta.get("arrays")
+    if not isinstance(names, list) or "structure" not in meta:
         raise CheckpointError(f"{name}: file is corrupted: metadata lacks 'arrays' or 'structure'")
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise CheckpointError(f"{name}: file is corrupted: the array names {reprlib.repr(names)} are not "
+                              "distinct strings")
     return meta
