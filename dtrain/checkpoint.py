@@ -17,6 +17,7 @@ import glob
 import os
 import random
 import re
+import reprlib
 import warnings
 
 import numpy
@@ -130,14 +131,44 @@ def latest_checkpoint(directory, pattern="*.ckpt"):
 
 
 def _load(path, map_location):
+    """The checkpoint dict in ``path``, checked to have what save_checkpoint writes (every key;
+    states that are dicts or None; RNG states that restore): CheckpointError if it has not."""
     ckpt = load(path, map_location=map_location)
     if not isinstance(ckpt, dict) or _MARKER not in ckpt:
         raise CheckpointError(f"{file_name(path)}: not a checkpoint written by save_checkpoint "
                               "(a plain dtrain.save file? load it with dtrain.load)")
-    if ckpt[_MARKER] != _VERSION:
-        raise CheckpointError(f"{file_name(path)}: unknown checkpoint version {ckpt[_MARKER]!r}: this dtrain "
-                              f"reads version {_VERSION} (was it written by a newer dtrain?)")
+    if type(ckpt[_MARKER]) is not int or ckpt[_MARKER] != _VERSION:  # not an array: != must give a bool
+        raise CheckpointError(f"{file_name(path)}: unknown checkpoint version {reprlib.repr(ckpt[_MARKER])}: "
+                              f"this dtrain reads version {_VERSION} (was it written by a newer dtrain?)")
+    problem = _malformed(ckpt)
+    if problem is not None:
+        raise CheckpointError(f"{file_name(path)}: file is corrupted: {problem}")
     return ckpt
+
+
+# each RNG state is tried on a scratch generator of its kind: what that one takes, restoring takes
+_RNG_KINDS = {"dtrain": lambda state: dtrain_random.Generator("cpu").set_state(state),
+              "numpy": lambda state: numpy.random.RandomState().set_state(state),
+              "python": lambda state: random.Random().setstate(state)}
+
+
+def _malformed(ckpt):
+    """What makes a loaded checkpoint dict other than save_checkpoint writes it, or None."""
+    missing = sorted({"model", "optimizer", "scheduler", "epoch", "step", "extra", "rng"} - set(ckpt))
+    if missing:
+        return f"the checkpoint lacks {missing}"
+    for key in ("model", "optimizer", "scheduler"):
+        if ckpt[key] is not None and not isinstance(ckpt[key], dict):
+            return f"the {key} state is {type(ckpt[key]).__name__} {reprlib.repr(ckpt[key])}, not a dict or None"
+    rng = ckpt["rng"]
+    if not isinstance(rng, dict) or set(rng) != set(_RNG_KINDS):
+        return f"the RNG states are {reprlib.repr(rng)}, not a dict with the keys {sorted(_RNG_KINDS)}"
+    for kind, restore in _RNG_KINDS.items():
+        try:
+            restore(rng[kind])
+        except Exception as e:  # a generator refuses a bad state in many ways (TypeError, ValueError, KeyError, ...)
+            return f"the {kind} RNG state {reprlib.repr(rng[kind])} does not restore ({type(e).__name__}: {e})"
+    return None
 
 
 class CheckpointManager:

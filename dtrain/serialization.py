@@ -294,7 +294,7 @@ def _check_node(node, path, arrays, used):
         raise ValueError(f"at {_path_str(path)}: {type(node).__name__} {reprlib.repr(node)} is no entry dtrain writes")
     kind = kinds[0]
     if set(node) != _ARRAY_NODES.get(kind, {kind}):
-        raise ValueError(f"at {_path_str(path)}: a {kind} entry has the keys {reprlib.repr(sorted(node))}, "
+        raise ValueError(f"at {_path_str(path)}: the {kind} entry has the keys {reprlib.repr(sorted(node))}, "
                          f"expected {sorted(_ARRAY_NODES.get(kind, {kind}))}")
     if kind in _ARRAY_NODES:
         index = node[kind]
@@ -311,8 +311,8 @@ def _check_node(node, path, arrays, used):
         raise ValueError(f"containers nest deeper than {MAX_DEPTH} levels (save refuses such objects)")
     items = node[kind]
     if not isinstance(items, list):
-        raise ValueError(f"at {_path_str(path)}: a {kind} holds {type(items).__name__} {reprlib.repr(items)}, "
-                         "not a list")
+        raise ValueError(f"at {_path_str(path)}: the {kind} entry holds {type(items).__name__} "
+                         f"{reprlib.repr(items)}, not a list")
     if kind in ("list", "tuple"):
         for i, item in enumerate(items):
             _check_node(item, path + [i], arrays, used)
@@ -320,10 +320,10 @@ def _check_node(node, path, arrays, used):
     keys = set()
     for pair in items:
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (str, int))):
-            raise ValueError(f"at {_path_str(path)}: a {kind} item {reprlib.repr(pair)} is not a "
+            raise ValueError(f"at {_path_str(path)}: the {kind} item {reprlib.repr(pair)} is not a "
                              "[str or int key, value] pair")
         if pair[0] in keys:
-            raise ValueError(f"at {_path_str(path)}: a {kind} has the key {pair[0]!r} twice")
+            raise ValueError(f"at {_path_str(path)}: the {kind} has the key {reprlib.repr(pair[0])} twice")
         keys.add(pair[0])
         _check_node(pair[1], path + [pair[0]], arrays, used)
 
@@ -499,13 +499,13 @@ def _read(fobj, name):
 
 class _Archive:
     """The ``.npy`` members of an open dtrain archive, read so that no allocation exceeds the
-    file's real size: a member must be stored (not compressed), lie inside the file, hold
-    exactly the bytes its header declares, and all members together fit in the file."""
+    file's real size: a member must be stored (not compressed), lie inside the file, and
+    hold exactly the bytes its header declares. (Members cannot overlap: zipfile checks
+    that each one's local header carries its name.)"""
 
     def __init__(self, zf, fobj, name):
         self.zf, self.name = zf, name
         self.file_size = fobj.seek(0, io.SEEK_END)
-        self.unread = self.file_size  # what the members read so far leave of the file
 
     def array(self, member):
         """The array of the member ``<member>.npy``."""
@@ -552,12 +552,13 @@ class _Archive:
             raise CheckpointError(
                 f"{self.name}: array {member} is compressed (zip method {info.compress_type}): dtrain never "
                 f"writes compressed members and refuses them, as a small one can expand to any size")
-        if info.file_size != info.compress_size or info.header_offset + info.compress_size > self.file_size \
-                or info.file_size > self.unread:
+        if info.file_size != info.compress_size:  # the same for a stored member
+            raise CheckpointError(f"{self.name}: file is corrupted: array {member} is stored with "
+                                  f"{info.compress_size} bytes but claims {info.file_size}")
+        if info.header_offset + info.compress_size > self.file_size:
             raise CheckpointError(
-                f"{self.name}: file is corrupted: array {member} claims {info.file_size} bytes at offset "
-                f"{info.header_offset}, more than the file ({self.file_size} bytes, {self.unread} not yet read) holds")
-        self.unread -= info.file_size
+                f"{self.name}: file is corrupted: array {member} claims {info.compress_size} bytes at offset "
+                f"{info.header_offset}, beyond the end of the file ({self.file_size} bytes)")
 
     def _header(self, m, member):
         """``(shape, fortran_order, dtype)`` from a member's .npy header, refusing dtypes save never writes."""
@@ -566,10 +567,11 @@ class _Archive:
             raise CheckpointError(f"{self.name}: file is corrupted: array {member} has .npy version {version}")
         read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
         shape, fortran_order, dtype = read_header(m)
-        if dtype.kind not in _DTYPE_KINDS or any(n < 0 for n in shape):
-            raise CheckpointError(
-                f"{self.name}: file is corrupted: array {member} unreadable ({dtype}{list(shape)}: dtrain saves "
-                f"only bool, integer, floating-point and complex arrays)")
+        if dtype.kind not in _DTYPE_KINDS:
+            raise CheckpointError(f"{self.name}: file is corrupted: array {member} unreadable (dtype {dtype}: "
+                                  f"dtrain saves only bool, integer, floating-point and complex arrays)")
+        if any(n < 0 for n in shape):
+            raise CheckpointError(f"{self.name}: file is corrupted: array {member} has a negative dimension: {shape}")
         return shape, fortran_order, dtype
 
 
@@ -579,8 +581,7 @@ def _read_meta(archive):
     try:
         meta = json.loads(raw.tobytes().decode())
     except (ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
-        raise CheckpointError(f"{name}: file is corrupted: metadata is not valid JSON "
-                              f"({type(e).__name__}: {reprlib.repr(str(e))})") from e
+        raise CheckpointError(f"{name}: file is corrupted: metadata is not valid JSON ({type(e).__name__}: {e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{name}: not a dtrain checkpoint (metadata has no '{FORMAT}' format tag)")
     if meta.get("version") != VERSION:
@@ -588,7 +589,7 @@ def _read_meta(archive):
                               f"reads version {VERSION} (was the file written by a newer dtrain?)")
     names = meta.get("arrays")
     if not isinstance(names, list) or "structure" not in meta:
-        raise CheckpointError(f"{name}: file is corrupted: metadata lacks 'arrays' or 'structure'")
+        raise CheckpointError(f"{name}: file is corrupted: metadata lacks 'arrays' (a list) or 'structure'")
     if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise CheckpointError(f"{name}: file is corrupted: the array names {reprlib.repr(names)} are not "
                               "distinct strings")

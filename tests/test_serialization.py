@@ -1,16 +1,18 @@
 """dtrain.save / dtrain.load: round trips, file handling, atomic writes, corruption errors."""
 import collections
+import errno
 import io
 import json
 import os
 import pathlib
 import pickle
+import re
 
 import numpy as np
 import pytest
 
 import dtrain
-from dtrain.serialization import CheckpointError, load, save, save_state
+from dtrain.serialization import MAX_DEPTH, CheckpointError, load, save, save_state
 
 DTYPES = [dtrain.bool, dtrain.uint8, dtrain.int8, dtrain.int16, dtrain.int32, dtrain.int64,
           dtrain.float16, dtrain.float32, dtrain.float64]
@@ -286,6 +288,117 @@ def test_save_replaces_existing_file(tmp_path):
     save({"v": 1}, path)
     save({"v": 2}, path)
     assert load(path) == {"v": 2} and os.listdir(tmp_path) == ["m.pt"]
+
+
+class FullDisk:
+    """A file that accepts ``room`` bytes, then fails as a full disk does: OSError(ENOSPC)
+    without a file name."""
+
+    def __init__(self, fobj, room):
+        self.fobj, self.room = fobj, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.fobj.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.fobj, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fobj.close()
+
+
+def test_disk_full_names_the_file(tmp_path, monkeypatch):
+    """A write that fails with ENOSPC (which names no file) is an OSError with that errno
+    naming the file being saved; the old file is intact and nothing else is left."""
+    path = tmp_path / "m.pt"
+    save({"v": 1}, path)
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode), room=100))
+    with pytest.raises(OSError, match=re.escape(f"[Errno {errno.ENOSPC}] No space left on device: '{path}'")) as info:
+        save({"v": dtrain.zeros(1000)}, path)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.pt"]
+
+
+def deep(levels, make=lambda inner: {"k": inner}):
+    obj = 1
+    for _ in range(levels):
+        obj = make(obj)
+    return obj
+
+
+def self_containing():
+    loop = [1]
+    loop.append({"again": loop})
+    return loop
+
+
+def write_fails(monkeypatch, error):
+    """Make the next save's first write raise ``error``."""
+    class Failing(FullDisk):
+        def write(self, data):
+            raise error
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Failing(real_fdopen(fd, mode), room=0))
+
+
+def fsync_fails(monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+SAVE_ERRORS = [
+    ("fsync fails", fsync_fails, save, {"w": dtrain.ones(3)}, OSError, "Input/output error: '.*m.pt'"),
+    ("interrupted", lambda mp: write_fails(mp, KeyboardInterrupt()), save, {"w": dtrain.ones(3)},
+     KeyboardInterrupt, None),
+    ("too deep", None, save, deep(MAX_DEPTH + 1), ValueError, f"nested deeper than {MAX_DEPTH} levels"),
+    ("too deep, lists", None, save_state, deep(MAX_DEPTH + 1, lambda inner: [inner]), ValueError,
+     rf"nested deeper than {MAX_DEPTH} levels \(at \[0\]\[0\]\[0\]\[0\]\.\.\. {MAX_DEPTH} levels down"),
+    ("contains itself", None, save, self_containing(), ValueError, "does a container contain itself"),
+    ("string array", None, save_state, {"s": np.array(["a"])}, TypeError, "cannot save array of dtype <U1"),
+    ("datetime array", None, save_state, {"d": np.array(["2024-01-01"], "M8[D]")}, TypeError,
+     r"cannot save array of dtype datetime64\[D\]"),
+    ("unpicklable", None, save, {"f": lambda: 0}, TypeError, "pickling it failed"),
+]
+
+
+@pytest.mark.parametrize("setup, saver, obj, error, match", [case[1:] for case in SAVE_ERRORS],
+                         ids=[case[0] for case in SAVE_ERRORS])
+def test_a_failed_save_leaves_the_directory_as_it_was(tmp_path, monkeypatch, setup, saver, obj, error, match):
+    """Whatever makes a save fail (fsync, an interrupt, an object save refuses; a full disk:
+    test_disk_full_names_the_file), the error says why and the directory listing and the
+    existing file are as before."""
+    path = tmp_path / "m.pt"
+    save({"v": 1}, path)
+    before = (sorted(os.listdir(tmp_path)), path.read_bytes())
+    if setup is not None:
+        setup(monkeypatch)
+    with pytest.raises(error, match=match):
+        saver(obj, path)
+    monkeypatch.undo()
+    assert (sorted(os.listdir(tmp_path)), path.read_bytes()) == before
+
+
+@pytest.mark.parametrize("make, containers", [(lambda inner: {"k": inner}, 1), (lambda inner: [inner], 1),
+                                              (lambda inner: collections.OrderedDict(k=(inner,)), 2)],
+                         ids=["dict", "list", "OrderedDict of tuple"])
+def test_nesting_save_writes_is_nesting_load_reads(make, containers):
+    """MAX_DEPTH nested containers save and load back equal (dicts nest deepest in the JSON
+    metadata); one level more is refused by save, before writing (and a crafted one by
+    load: see test_checkpoint_untrusted.py)."""
+    obj = deep(MAX_DEPTH // containers, make)
+    assert roundtrip(obj) == obj
+    with pytest.raises(ValueError, match=f"nested deeper than {MAX_DEPTH} levels"):
+        saved_bytes(deep(MAX_DEPTH // containers + 1, make))
 
 
 # ---- corrupted and foreign files -------------------------------------------------------------
