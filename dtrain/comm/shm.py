@@ -21,11 +21,11 @@ layout shares one more window, and a call there whose layout differs from that w
 previous call starts with a barrier.
 
 The barriers are counters in a small shared window: a rank bumps its own, wakes whoever
-waits on it, then sleeps on each peer's counter until it moves (a Linux futex: the kernel
-wakes the sleeper, nobody spins). An MPI barrier spins; where the ranks and their comm
-threads outnumber the cores (DDP on a small CPU node) the spinning took the core of the
-computation the peer was waiting for (benchmarks/RESULTS.md). Without futexes (another OS or
-CPU) the wait polls, yielding the core between looks.
+waits on it, then, after a few looks, sleeps on each peer's counter until it moves (a Linux
+futex: the kernel wakes the sleeper). An MPI barrier spins for as long as it waits; where
+the ranks and their comm threads outnumber the cores (DDP on a small CPU node, a loaded
+machine) that spinning burnt the CPU time the peer's computation needed (benchmarks/RESULTS.md,
+"DDP speed"). Without futexes (another OS or CPU) the wait polls, yielding between looks.
 
 The windows and the counters belong to one communicator, used by one thread: the group
 keeps one instance for the caller's communicator and one for the comm thread's.
@@ -43,6 +43,7 @@ COUNTER_STRIDE = 64  # bytes between two ranks' barrier counters: one cache line
 UFUNCS = {"sum": numpy.add, "product": numpy.multiply, "min": numpy.fmin, "max": numpy.fmax}
 FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine()) if sys.platform == "linux" else None
 FUTEX_WAIT, FUTEX_WAKE = 0, 1  # not FUTEX_PRIVATE_FLAG: the waiters are in other processes
+SPIN_LOOKS = 200  # looks (~30 us) before sleeping: a peer that is about to arrive costs no sleep and wake-up
 
 
 def _pieces(arrays, lo, hi):
@@ -197,7 +198,11 @@ class _CountingBarrier:
         if self.futex is not None:
             self.futex(self.addresses[self.me], FUTEX_WAKE, 2**31 - 1)
         for count, address in zip(self.counts, self.addresses):
+            looks = 0
             while count[0] == before:
+                looks += 1
+                if looks <= SPIN_LOOKS:
+                    continue
                 if self.futex is not None:  # sleeps only while the count is still `before`
                     self.futex(address, FUTEX_WAIT, before)
                 else:
