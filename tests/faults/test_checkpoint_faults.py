@@ -23,6 +23,7 @@ import pytest
 
 from dtrain.checkpoint import CheckpointManager, load_checkpoint
 from dtrain.preemption import EXIT_PREEMPTED
+from test_checkpoint_untrusted import add_deflate_bomb, tamper_structure
 
 # the digits data set comes with scikit-learn (the children import it; this module need not)
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="needs scikit-learn")
@@ -38,6 +39,11 @@ SIGTERM_RANK = "SIGTERM to rank 1 only, mid-training"
 SIGTERM_PLAIN = "SIGTERM to a single-process run mid-training"
 CORRUPT = "newest checkpoint bit-flipped, then --resume auto"
 KILL_IN_SAVE = "SIGKILL inside a checkpoint save, then --resume auto"
+CRAFTED = ("two newest checkpoints crafted, checksums recomputed (a 1 GiB deflate bomb in 1 MB; a malformed "
+           "structure), then --resume auto")
+DISK_FULL = "disk full (ENOSPC) inside a checkpoint save, then --resume auto"
+BOMB_BYTES = 1 << 30
+PEAK_RSS_LIMIT = 512 << 20  # the resumed run's peak memory: far below the bomb, so it never expanded
 
 SCENARIOS = [
     # every rank exits EXIT_PREEMPTED, and so does the launcher
@@ -53,6 +59,14 @@ SCENARIOS = [
      "message": "RuntimeWarning: skipping checkpoint .../ckpt-N.ckpt: ...: checksum mismatch: file is corrupted"},
     {"scenario": KILL_IN_SAVE, "launcher": PLAIN, "exit_code": 128 + signal.SIGKILL, "max_seconds": 10,
      "message": "none (killed); the resumed run prints: resumed from .../ckpt-N.ckpt (the previous one)"},
+    {"scenario": CRAFTED, "launcher": PLAIN, "exit_code": 0, "max_seconds": 30,
+     "message": "RuntimeWarning: skipping checkpoint .../ckpt-N.ckpt: ...: array aN is compressed (zip method 8): "
+                "dtrain never writes compressed members ...; RuntimeWarning: skipping checkpoint .../ckpt-N.ckpt: "
+                "...: file is corrupted: bad structure at [...]: tensor index 'N' is not an unused array index ...; "
+                "resumed from the third newest, peak memory < 512 MiB"},
+    {"scenario": DISK_FULL, "launcher": PLAIN, "exit_code": 1, "max_seconds": 10,
+     "message": "OSError: [Errno 28] No space left on device: '.../ckpt-N.ckpt' (no temporary file left); the "
+                "resumed run prints: resumed from .../ckpt-N.ckpt (the previous one)"},
 ]
 EXPECTED = {s["scenario"]: s for s in SCENARIOS}
 
@@ -71,6 +85,44 @@ os.replace = replace
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+# the child's second save meets a full disk: its writes fail with ENOSPC (naming no file,
+# as the kernel's does) after 4 kB
+FULL_DISK_SAVE = """
+import errno, os, runpy, sys
+import numpy
+real, calls = numpy.savez, [0]
+class FullDisk:
+    def __init__(self, f):
+        self.f, self.room = f, 4096
+    def write(self, data):
+        if len(data) > self.room:
+            print("DISK FULL", flush=True)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+def savez(f, *args, **kwargs):
+    calls[0] += 1
+    return real(FullDisk(f) if calls[0] == 2 else f, *args, **kwargs)
+numpy.savez = savez
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+# reports the child's peak resident memory on stderr as it exits
+PEAK_RSS = """
+import atexit, resource, runpy, sys
+atexit.register(lambda: print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} kB", file=sys.stderr))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def wrapped(wrapper, cmd):
+    """``cmd`` (a plain python run) run through the Python source ``wrapper``."""
+    return [sys.executable, "-c", wrapper, *cmd[1:]]
 
 
 def command(launcher, *args):
@@ -167,11 +219,12 @@ def preempt(tmp_path, kill, launcher=LAUNCH):
             proc.wait(timeout=RUN_TIMEOUT)
 
 
-def check_resume_continues(tmp_path, launcher, epochs, reference, from_step):
-    """--resume auto exits 0, says where it resumed, and the concatenated per-step losses
-    equal the uninterrupted run's, step for step."""
-    proc, _ = run(command(launcher, "--epochs", epochs, "--checkpoint-dir", str(tmp_path), "--loss-log",
-                          str(tmp_path / "loss.log"), "--resume", "auto"))
+def check_resume_continues(tmp_path, launcher, epochs, reference, from_step, wrapper=None):
+    """--resume auto (run through ``wrapper`` if given) exits 0, says where it resumed, and
+    the concatenated per-step losses equal the uninterrupted run's, step for step."""
+    cmd = command(launcher, "--epochs", epochs, "--checkpoint-dir", str(tmp_path), "--loss-log",
+                  str(tmp_path / "loss.log"), "--resume", "auto")
+    proc, _ = run(cmd if wrapper is None else wrapped(wrapper, cmd))
     assert proc.returncode == 0, proc.stderr
     assert f"resumed from {tmp_path / f'ckpt-{from_step}.ckpt'}" in proc.stdout
     assert losses(tmp_path / "loss.log") == reference  # exact: same state, same arithmetic
@@ -234,15 +287,20 @@ def test_sigterm_to_single_process_saves_and_resumes(tmp_path, reference):
     check_preempted(tmp_path, proc, err, seconds, SIGTERM_PLAIN, reference[PLAIN], PLAIN)
 
 
-def test_corrupted_newest_checkpoint_is_skipped(tmp_path, reference):
-    """A bit flipped in the newest checkpoint: --resume auto warns, naming it, loads the
-    previous one, and continues the uninterrupted run's losses from there."""
+def three_checkpoints(tmp_path):
+    """Run 2 of 3 epochs of the plain run, keeping the checkpoints of steps 60, 80 and 90."""
     proc, _ = run(command(PLAIN, "--epochs", EPOCHS[PLAIN], "--stop-after", "2", "--save-every", "20",
                           "--keep-last", "3", "--checkpoint-dir", str(tmp_path), "--loss-log",
                           str(tmp_path / "loss.log")))
     assert proc.returncode == 0, proc.stderr
     steps = [s for s, _ in CheckpointManager(tmp_path).checkpoints()]
     assert steps == [60, 80, 90]
+
+
+def test_corrupted_newest_checkpoint_is_skipped(tmp_path, reference):
+    """A bit flipped in the newest checkpoint: --resume auto warns, naming it, loads the
+    previous one, and continues the uninterrupted run's losses from there."""
+    three_checkpoints(tmp_path)
     newest = tmp_path / "ckpt-90.ckpt"
     data = bytearray(newest.read_bytes())
     data[random.Random(0).randrange(len(data) // 4, len(data) - 100)] ^= 0x04
@@ -255,6 +313,54 @@ def test_corrupted_newest_checkpoint_is_skipped(tmp_path, reference):
     assert proc.returncode == expected["exit_code"]
     assert "RuntimeWarning: skipping checkpoint" in proc.stderr and "ckpt-90.ckpt" in proc.stderr, proc.stderr
     assert "corrupted" in proc.stderr or "truncated" in proc.stderr, proc.stderr
+
+
+def test_crafted_checkpoints_are_skipped_without_expanding(tmp_path, reference):
+    """The newest checkpoint made a deflate bomb (a member that expands to 1 GiB from 1 MB)
+    and the next one given a malformed structure, both with recomputed checksums: --resume
+    auto warns for each, naming it and the reason, loads the third newest without ever
+    expanding the bomb (peak memory < PEAK_RSS_LIMIT), and continues the losses exactly."""
+    three_checkpoints(tmp_path)
+    bomb, tampered = tmp_path / "ckpt-90.ckpt", tmp_path / "ckpt-80.ckpt"
+    bomb.write_bytes(add_deflate_bomb(bomb.read_bytes(), nbytes=BOMB_BYTES))
+    assert bomb.stat().st_size < BOMB_BYTES // 500
+    tampered.write_bytes(tamper_structure(tampered.read_bytes()))
+    keep_log(tmp_path / "loss.log", 60)
+    expected = EXPECTED[CRAFTED]
+    started = time.monotonic()
+    proc = check_resume_continues(tmp_path, PLAIN, EPOCHS[PLAIN], reference[PLAIN], from_step=60, wrapper=PEAK_RSS)
+    assert time.monotonic() - started < expected["max_seconds"] and proc.returncode == expected["exit_code"]
+    assert re.search(rf"RuntimeWarning: skipping checkpoint {re.escape(str(bomb))}: .*: array a\d+ is compressed "
+                     r"\(zip method 8\): dtrain never writes compressed members", proc.stderr), proc.stderr
+    assert re.search(rf"RuntimeWarning: skipping checkpoint {re.escape(str(tampered))}: .*: file is corrupted: "
+                     r"bad structure at \[.*\]: tensor index '\d+' is not an unused array index", proc.stderr), \
+        proc.stderr
+    peak_kb = int(re.search(r"peak RSS (\d+) kB", proc.stderr).group(1))
+    assert peak_kb * 1024 < PEAK_RSS_LIMIT, f"the resumed run peaked at {peak_kb} kB"
+
+
+def test_disk_full_inside_save_names_the_file_and_keeps_previous_checkpoint(tmp_path, reference):
+    """The second checkpoint save meets a full disk (writes fail with ENOSPC): the run
+    exits 1 within max_seconds naming the file it was saving, leaves no temporary file,
+    and --resume auto continues exactly from the previous checkpoint."""
+    expected = EXPECTED[DISK_FULL]
+    cmd = wrapped(FULL_DISK_SAVE, command(PLAIN, "--epochs", EPOCHS[PLAIN], "--save-every", "10", "--checkpoint-dir",
+                                          str(tmp_path), "--loss-log", str(tmp_path / "loss.log")))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT)
+    try:
+        read_line(proc, "DISK FULL")
+        failed = time.monotonic()
+        _, err = proc.communicate(timeout=RUN_TIMEOUT)
+        seconds = time.monotonic() - failed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=RUN_TIMEOUT)
+    assert proc.returncode == expected["exit_code"] and seconds < expected["max_seconds"], err
+    assert f"OSError: [Errno 28] No space left on device: '{tmp_path / 'ckpt-20.ckpt'}'" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-10.ckpt", "loss.log"]
+    keep_log(tmp_path / "loss.log", 10)
+    check_resume_continues(tmp_path, PLAIN, EPOCHS[PLAIN], reference[PLAIN], from_step=10)
 
 
 def test_sigkill_inside_save_keeps_previous_checkpoint(tmp_path, reference):
