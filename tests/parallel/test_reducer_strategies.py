@@ -8,23 +8,12 @@ import numpy as np
 import pytest
 
 import dtrain
-import dtrain.comm as dist
 import dtrain.nn as nn
 from comm_helpers import clean_env, output, require_mpi, run
 from dtrain.parallel import DistributedDataParallel as DDP
 from dtrain.parallel.bucket_reduction import Bucket, BucketCopy, InPlaceCoalesced, SingleRank, choose_strategy
 from dtrain.parallel.comm_hooks import Future, allreduce_hook, fp16_compress_hook
-
-
-@pytest.fixture
-def world():
-    """A world of one process for the test (the previous state is restored)."""
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group()
-    yield
-    if started:
-        dist.destroy_process_group()
+from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
 
 def reducer_like(world_size, hook=allreduce_hook, as_view=False):
