@@ -7,15 +7,15 @@ post-accumulate-grad hook per parameter marks its gradient final; when a bucket 
 is reduced asynchronously while backward goes on with earlier layers.
 
 How a bucket is reduced (in place from the ``.grad`` arrays, through a bucket copy and a comm
-hook, or not at all on one rank) is a strategy of :mod:`.bucket_reduction`, chosen at the start
-of every synchronized backward.
+hook, or not at all on one rank) is a strategy of :mod:`.bucket_reduction`, chosen at the
+start of every synchronized backward; the Reducer only tells it when a gradient is final
+(``stage``), when a bucket is complete (``launch``) and when the pass is over (``finish``
+and ``write_back`` for every bucket, from the last hook of the pass).
+
 Buckets are launched in index order on every rank (a bucket that fills early waits for its
-predecessors), so the ranks' collectives always match. The last hook of the pass waits for
-all buckets and writes the averages back into ``.grad``.
-
-After the first synchronized iteration the buckets are rebuilt once, in the order the
-gradients actually became ready (rank 0's order where ranks differ).
-
+predecessors), so the ranks' collectives always match. After the first synchronized
+iteration the buckets are rebuilt once, in the order the gradients actually became ready
+(rank 0's order where ranks differ).
 """
 import time
 import weakref
