@@ -1,12 +1,10 @@
 """Work handles of asynchronous operations, and the thread that runs MPI collectives.
 
 Why a thread: the MPI library here (MPICH, and Open MPI by default) only advances a
-nonblocking collective (``Iallreduce``) while the caller is inside an MPI call. Measured
-with 2 ranks on 16 MiB float32: a blocking Allreduce took 5.9 ms; an Iallreduce started
-before 100 ms of NumPy work still needed 4.2 ms in ``Wait()`` (almost no overlap); the same
-Allreduce run on a second thread needed 0.0 ms after the work (full overlap). NumPy and
-MPI release the GIL, so the thread runs while the caller computes.
-The overlap table of ``benchmarks/allreduce.py`` repeats the measurement.
+nonblocking collective (``Iallreduce``) while the caller is inside an MPI call, so an
+``Iallreduce`` started before a long NumPy computation barely overlaps with it, while the
+same all-reduce run on a second thread does (NumPy and MPI release the GIL). The overlap
+table of ``benchmarks/allreduce.py`` measures it; the figures are in benchmarks/RESULTS.md.
 """
 import os
 import queue
@@ -148,9 +146,8 @@ class CommThread:
 
     A blocking MPI call spins until the peers' threads arrive; while the callers compute on
     every core (DDP's backward on a CPU node) those threads get a core late and the spinning
-    one holds its own, so the operation finishes late (``benchmarks/comm_progress.py``, 2
-    ranks: a 4 MiB all-reduce during 50 ms of matmuls was done after 15 ms blocking, after
-    6 ms tested every 50 us, with the same CPU time). So the thread starts an all-reduce
+    one holds its own, so the operation finishes late (``benchmarks/comm_progress.py``;
+    figures in benchmarks/RESULTS.md). So the thread starts an all-reduce
     nonblocking and tests it every ``poll_s`` seconds (:meth:`complete`) until somebody waits
     for a result; from then on it blocks in MPI, at full speed. ``DTRAIN_COMM_POLL_US`` sets
     the pause in microseconds; 0 turns this off (blocking calls on the thread).
