@@ -90,7 +90,8 @@ def save(obj, f, pickle_module=pickle, pickle_protocol=2):
         TypeError: a whole object cannot be pickled (e.g. it holds a lambda).
         ValueError: containers nest deeper than ``MAX_DEPTH`` (or one contains itself).
         OSError: writing failed (e.g. the disk is full); the message names the file.
-        Nothing is written when save raises: an existing file is left as it was.
+        When a save to a path raises, the directory is left as it was (an existing file
+        unchanged, no temporary file).
 
     Example:
         >>> dtrain.save({"w": dtrain.randn(3, 2), "step": 10}, "state.pt")
