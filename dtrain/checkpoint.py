@@ -179,8 +179,9 @@ class CheckpointManager:
       any moment leaves at least the previous checkpoint intact. It also removes the
       temporary files a killed save left behind.
     * :meth:`load` with ``resume="auto"`` loads the newest checkpoint (by step) that reads
-      back intact, skipping truncated or corrupted ones with a warning; with no checkpoint
-      at all it returns None, so a fresh run and a restarted one share the same command.
+      back intact, skipping with a warning (naming the file and the reason) every one that
+      raises CheckpointError: truncated, corrupted, or crafted; with no checkpoint at all
+      it returns None, so a fresh run and a restarted one share the same command.
     * Under a process group of more than one rank (``dtrain.comm``), every rank calls
       :meth:`save` and :meth:`load` together: only rank 0 writes (the directory must be
       shared by the ranks that load); it then broadcasts the path and checksum of what it
