@@ -395,6 +395,9 @@ def _load_pickled(fobj, name, place, weights_only, pickle_module):
     if not isinstance(header, dict) or header.get("format") != _PICKLE_FORMAT:
         raise CheckpointError(f"{name}: file is corrupted: unreadable header of a pickled dtrain file "
                               f"(no '{_PICKLE_FORMAT}' format tag)")
+    if not (isinstance(header.get("type"), str) and isinstance(header.get("reason"), str)):
+        raise CheckpointError(f"{name}: file is corrupted: unreadable header of a pickled dtrain file "
+                              f"(its 'type' and 'reason' are not strings)")
     if weights_only:
         raise WeightsOnlyError(
             f"{name}: weights-only load refused: the file holds a whole pickled {header.get('type')}, and "
@@ -403,8 +406,8 @@ def _load_pickled(fobj, name, place, weights_only, pickle_module):
             f"If you got the file from a trusted source, load it with dtrain.load(f, weights_only=False); to "
             f"get a file that loads safely, save model.state_dict() instead of the model.")
     if header.get("version") != VERSION:
-        raise CheckpointError(f"{name}: unknown format version {header.get('version')!r}: this dtrain reads "
-                              f"version {VERSION} (was the file written by a newer dtrain?)")
+        raise CheckpointError(f"{name}: unknown format version {reprlib.repr(header.get('version'))}: this dtrain "
+                              f"reads version {VERSION} (was the file written by a newer dtrain?)")
     payload = fobj.read()
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CheckpointError(f"{name}: checksum mismatch: file is corrupted")

@@ -394,3 +394,24 @@ def test_resume_auto_skips_crafted_files_and_uses_the_newest_good_one(tmp_path):
         assert len(messages) == 3 and all(w.category is RuntimeWarning for w in caught), messages
         for message, (path, reason) in zip(messages, reversed(reasons.items())):  # newest first
             assert re.match(f"skipping checkpoint {re.escape(path)}: {re.escape(path)}: .*{reason}", message), message
+
+
+# ---- the pickled format's header ------------------------------------------------------------
+
+@pytest.mark.parametrize("header, match", [
+    (b"[" * 100_000, "unreadable header of a pickled dtrain file$"),
+    (b"null", r"unreadable header of a pickled dtrain file \(no 'dtrain-pickle' format tag\)"),
+    (b'["dtrain-pickle"]', r"unreadable header of a pickled dtrain file \(no 'dtrain-pickle' format tag\)"),
+    (b'{"format": "dtrain-pickle", "version": 1, "type": [[[1]]], "reason": "x"}',
+     r"unreadable header of a pickled dtrain file \(its 'type' and 'reason' are not strings\)"),
+], ids=["deep JSON", "null", "list", "type not a string"])
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_crafted_pickled_header_is_a_checkpoint_error(header, match, weights_only):
+    """A whole-object file whose header line is JSON nested 100000 deep, not an object, or
+    has a non-string type is 'corrupted' (not RecursionError, nor a message quoting the
+    crafted value), whether or not the caller opted in to unpickling."""
+    buf = io.BytesIO(b"DTRAIN-PICKLE\n" + header + b"\n" + bytes(8))
+    buf.name = "whole.pt"
+    with pytest.raises(CheckpointError, match=f"^whole.pt: file is corrupted: {match}") as info:
+        load(buf, weights_only=weights_only)
+    assert type(info.value) is CheckpointError
