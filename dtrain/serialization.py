@@ -527,6 +527,8 @@ class _Archive:
                         f"{self.name}: file is corrupted: array {member} declares {dtype}{list(shape)} "
                         f"({size} bytes) but stores {info.file_size - m.tell()} bytes")
                 data = self._data(m, size, member)
+            # inside the try: a header can declare what no ndarray can be (e.g. over 64 dimensions)
+            return numpy.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
         except CheckpointError:
             raise
         except zipfile.BadZipFile as e:
@@ -536,7 +538,6 @@ class _Archive:
         except Exception as e:  # a damaged member fails in many ways (EOFError, zlib's, struct's)
             raise CheckpointError(f"{self.name}: file is corrupted: array {member} unreadable "
                                   f"({type(e).__name__}: {e})") from e
-        return numpy.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
 
     def _data(self, m, size, member):
         """The next ``size`` bytes of ``m`` in one buffer of that size (bounded: ``size`` is what

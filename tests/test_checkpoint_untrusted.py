@@ -167,10 +167,12 @@ def test_any_compressed_member_is_refused():
     ((1 << 40,), bytes(16), r"array a0 declares float32\[1099511627776\] \(4398046511104 bytes\) but stores 16 bytes"),
     ((2,), bytes(16), r"array a0 declares float32\[2\] \(8 bytes\) but stores 16 bytes"),
     ((-4, 0), b"", r"array a0 has a negative dimension: \(-4, 0\)"),
-], ids=["more", "less", "negative"])
+    ((1,) * 100, bytes(4), r"array a0 unreadable \(ValueError: maximum supported dimension .* 64, found 100\)"),
+], ids=["more", "less", "negative", "100 dimensions"])
 def test_header_that_disagrees_with_the_stored_bytes_is_refused(shape, payload, match):
     """An array whose .npy header declares other than the bytes it stores (4 TiB in 16
-    bytes, or a negative dimension) is refused before allocating."""
+    bytes, or a negative dimension), or a shape no ndarray can have, is refused before
+    allocating."""
     meta, arrays = unpack(saved_bytes({"w": dtrain.zeros(4)}))
     arrays["a0"] = npy_member(shape, np.float32, payload)
     assert_refused(repack(meta, arrays, rehash=False), f"file is corrupted: {match}")
@@ -272,11 +274,13 @@ def fuzz_case(rng, family, data):
     if family == "raw metadata":
         raw = rng.choice(RAW_METADATA)
         return repack(meta, arrays, raw_meta=raw), f"metadata bytes {raw[:30]!r}"
-    name = rng.choice(names)  # "array member": a refused dtype, or a header that disagrees with the bytes
-    shape = arrays[name].shape
+    # "array member": a refused dtype, a header that disagrees with the bytes, or too many dimensions
+    name = rng.choice(names)
+    array = arrays[name]
     arrays[name] = rng.choice([REFUSED_DTYPES[rng.randrange(len(REFUSED_DTYPES))],
-                               npy_member(shape + (rng.randrange(2, 1 << 20),), arrays[name].dtype, b""),
-                               npy_member((1 << 40,), np.float64, arrays[name].tobytes())])
+                               npy_member(array.shape + (rng.randrange(2, 1 << 20),), array.dtype, b""),
+                               npy_member((1 << 40,), np.float64, array.tobytes()),
+                               npy_member((1,) * 65, array.dtype, array.tobytes()[:array.itemsize])])
     return repack(meta, arrays), f"member {name}"
 
 
@@ -304,6 +308,58 @@ def test_fuzzed_metadata_is_always_a_checkpoint_error():
         counts[family] += 1
     assert counts == {family: FUZZ_CASES // len(FUZZ_FAMILIES) for family in FUZZ_FAMILIES}
     assert load(io.BytesIO(data)).keys() == SAMPLE.keys()  # the unchanged file loads
+
+
+JSON_CHARACTERS = '[]{}",:0123456789-.eEtrufalsnNI '
+TEXT_EDITS = 400
+
+
+def edited_text(rng, text):
+    """``text`` with one random edit: a span deleted, a character inserted or replaced, or a
+    span repeated."""
+    at, length = rng.randrange(len(text)), rng.randrange(1, 6)
+    edit = rng.randrange(4)
+    if edit == 0:
+        return text[:at] + text[at + length:]
+    if edit == 1:
+        return text[:at] + rng.choice(JSON_CHARACTERS) + text[at:]
+    if edit == 2:
+        return text[:at] + rng.choice(JSON_CHARACTERS) + text[at + 1:]
+    return text[:at + length] + text[at:]
+
+
+def as_saved(structure):
+    """``structure`` as JSON with every tensor's device left out (load does not restore it)."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "device"}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+    return json.dumps(strip(structure), sort_keys=True)
+
+
+def test_random_metadata_edits_load_only_what_save_writes():
+    """TEXT_EDITS random edits of SAMPLE's metadata text (checksum recomputed whenever the
+    result parses): each either raises CheckpointError or loads an object that saves back
+    to the same structure, i.e. a file save could have written; never anything else."""
+    rng, data = random.Random(1515), saved_bytes(SAMPLE)
+    meta, arrays = unpack(data)
+    text, outcomes = json.dumps(meta), collections.Counter()
+    for i in range(TEXT_EDITS):
+        edited = edited_text(rng, text)
+        try:
+            changed = json.loads(edited)
+        except ValueError:
+            bad = repack(meta, arrays, raw_meta=edited.encode(), rehash=False)
+        else:
+            bad = repack(changed, arrays) if isinstance(changed, dict) else repack(meta, arrays, edited.encode())
+        try:
+            got = load(io.BytesIO(bad))
+        except CheckpointError:
+            outcomes["CheckpointError"] += 1
+            continue
+        assert as_saved(unpack(saved_bytes(got))[0]["structure"]) == as_saved(changed["structure"]), edited
+        outcomes["loaded what save writes"] += 1
+    assert sum(outcomes.values()) == TEXT_EDITS and outcomes["CheckpointError"] > TEXT_EDITS // 2, outcomes
 
 
 def test_structure_deeper_than_max_depth_is_refused_at_load():
