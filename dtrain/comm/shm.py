@@ -1,4 +1,4 @@
-"""All-reduce through MPI-3 shared-memory windows, for a group whose ranks share one node.
+"""All-reduce through an MPI-3 shared-memory window, for a group whose ranks share one node.
 
 MPICH's own all-reduce of a few MiB between two processes of one machine copies the data
 through its shared-memory cells several times (benchmarks/RESULTS.md). Here every rank owns
@@ -12,13 +12,12 @@ a window slot as large as the message, and the flat message is cut into one shar
 Each rank moves about twice its message instead of MPICH's several times; every shard is
 reduced once, by its owner, so all ranks end with the same bits.
 
-No third barrier is needed while a window serves one layout (length and dtype): a slot's
+No third barrier is needed while the layout (length and dtype) stays the same: a slot's
 region written in step 1 of the next call was last read before the previous call's second
-barrier, and the region written in step 2 is read (step 3) before its reader enters any
-later barrier. So each of the first few layouts gets a window of its own (DDP's buckets
-come back every step with the same layouts), up to ``DEDICATED_BYTES`` in all; any other
-layout shares one more window, and a call there whose layout differs from that window's
-previous call starts with a barrier.
+barrier, and the region written in step 2 is read (step 3) before its reader enters the next
+call's first barrier. A call whose layout differs from the previous one starts with a
+barrier. (A window per layout would drop that barrier for DDP's alternating buckets; measured,
+it saved no time and cost ~1% more CPU for the larger footprint: benchmarks/RESULTS.md.)
 
 The barriers are counters in a small shared window: a rank bumps its own, wakes whoever
 waits on it, then, after a few looks, sleeps on each peer's counter until it moves (a Linux
@@ -27,7 +26,7 @@ the ranks and their comm threads outnumber the cores (DDP on a small CPU node, a
 machine) that spinning burnt the CPU time the peer's computation needed (benchmarks/RESULTS.md,
 "DDP speed"). Without futexes (another OS or CPU) the wait polls, yielding between looks.
 
-The windows and the counters belong to one communicator, used by one thread: the group
+The window and the counters belong to one communicator, used by one thread: the group
 keeps one instance for the caller's communicator and one for the comm thread's.
 """
 import ctypes
@@ -38,7 +37,6 @@ import sys
 import numpy
 
 CHUNK_BYTES = 256 * 1024  # step 2 works in pieces that stay in the core's cache
-DEDICATED_BYTES = 64 << 20  # per rank: the windows of the first layouts, each its own
 COUNTER_STRIDE = 64  # bytes between two ranks' barrier counters: one cache line each
 UFUNCS = {"sum": numpy.add, "product": numpy.multiply, "min": numpy.fmin, "max": numpy.fmax}
 FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine()) if sys.platform == "linux" else None
@@ -85,8 +83,7 @@ class SharedMemoryAllReduce:
     def __init__(self, comm, MPI):
         self.comm, self.MPI = comm, MPI
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
-        self.dedicated, self.dedicated_bytes = {}, 0  # layout -> its own _Window
-        self.shared = None  # the _Window of every other layout
+        self.window = None  # the _Window, grown when a message needs more
         self.barrier = None  # a _CountingBarrier, made on first use
 
     def all_reduce(self, arrays, op="sum", scale=None):
@@ -98,7 +95,7 @@ class SharedMemoryAllReduce:
         if n == 0:
             return
         ufunc, me = UFUNCS[op], self.rank
-        window = self._window((n, dtype), n * dtype.itemsize)
+        window = self._window(n * dtype.itemsize)
         if window.layout != (n, dtype):
             self._barrier()  # the previous call's readers are done with every region
             window.layout = (n, dtype)
@@ -139,22 +136,14 @@ class SharedMemoryAllReduce:
                     ufunc(first if i == 0 else out, other[lo:lo + src.size], out=out)
                 numpy.copyto(src, out)
 
-    def _window(self, layout, nbytes):
-        """The window of ``layout`` (a collective when one must be made or grown: every rank
-        sees the same layouts in the same order, so every rank makes the same choice)."""
-        window = self.dedicated.get(layout)
-        if window is not None:
-            return window
-        if self.dedicated_bytes + nbytes <= DEDICATED_BYTES:
-            window = self.dedicated[layout] = _Window(self.comm, self.MPI, nbytes)
-            window.layout = layout  # new: no earlier call has readers in it
-            self.dedicated_bytes += nbytes
-            return window
-        if self.shared is None or self.shared.nbytes < nbytes:
-            if self.shared is not None:
-                self.shared.free()
-            self.shared = _Window(self.comm, self.MPI, -(-nbytes // (1 << 20)) << 20)  # whole MiB: fewer regrowths
-        return self.shared
+    def _window(self, nbytes):
+        """The window, with slots of at least ``nbytes`` (a collective when it must grow: every
+        rank sees the same message sizes in the same order, so every rank grows it alike)."""
+        if self.window is None or self.window.nbytes < nbytes:
+            if self.window is not None:
+                self.window.free()
+            self.window = _Window(self.comm, self.MPI, -(-nbytes // (1 << 20)) << 20)  # whole MiB: fewer regrowths
+        return self.window
 
     def _barrier(self):
         """Wait until every rank has reached this barrier (see the module docstring)."""
@@ -164,10 +153,10 @@ class SharedMemoryAllReduce:
 
     def free(self):
         """Release the windows (a collective over the communicator)."""
-        for window in [*self.dedicated.values(), self.shared, self.barrier and self.barrier.window]:
+        for window in (self.window, self.barrier and self.barrier.window):
             if window is not None:
                 window.free()
-        self.dedicated, self.dedicated_bytes, self.shared, self.barrier = {}, 0, None, None
+        self.window = self.barrier = None
 
 
 class _CountingBarrier:

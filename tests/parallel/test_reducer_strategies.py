@@ -1,5 +1,5 @@
-"""The Reducer's strategies (dtrain/parallel/bucket_reduction.py) one by one, and the
-shared-memory all-reduce's shared window (layouts beyond the dedicated windows) under DDP."""
+"""The Reducer's strategies (dtrain/parallel/bucket_reduction.py) one by one, and DDP's
+buckets of different sizes taking turns in the shared-memory all-reduce's window."""
 import re
 import sys
 from types import SimpleNamespace
@@ -94,14 +94,12 @@ def test_bucket_copy_with_hook_and_bucket_view(world):
         assert sum(np.shares_memory(p.grad.array, buf) for buf in buffers) == 1
 
 
-# Two ranks, every all-reduce through shared memory and no layout given a window of its own:
-# DDP's buckets take turns in one shared window (a barrier at every change of layout).
+# Every all-reduce through shared memory (DTRAIN_SHM_MIN_BYTES=0): DDP's buckets of different
+# sizes take turns in one window (a barrier at every change of layout keeps the calls apart).
 SHARED_WINDOW_JOB = """
 import numpy as np
 import dtrain, dtrain.comm as dist, dtrain.nn as nn
-from dtrain.comm import shm
 from dtrain.parallel import DistributedDataParallel as DDP
-shm.DEDICATED_BYTES = 0
 dist.init_process_group()
 rank, n = dist.get_rank(), dist.get_world_size()
 dtrain.manual_seed(0)
@@ -124,9 +122,9 @@ dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("n", [2, 4])
-def test_ddp_through_the_shared_window(n):
-    """With no dedicated windows, DDP's gradients still equal the single-process average over
-    4 steps at 2 and 4 ranks (the shared window's layout-change barrier keeps the calls apart)."""
+def test_ddp_buckets_take_turns_in_the_shared_memory_window(n):
+    """DDP's gradients equal the single-process average over 4 steps at 2 and 4 ranks while
+    buckets of 2 or 3 sizes alternate in the shared-memory all-reduce's one window."""
     mpiexec = require_mpi()
     result = run([mpiexec, "-n", str(n), sys.executable, "-c", SHARED_WINDOW_JOB], timeout=120,
                  env=clean_env(DTRAIN_SHM_MIN_BYTES="0"))
