@@ -252,9 +252,9 @@ def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method
 def _child_environment(folder):
     """This environment without any launcher's rank variables (a spawned job is a new job),
     with the launcher's failure report going to ``folder``."""
-    from .comm.api import LAUNCHED_ENV
     from .comm.env import SOURCES
-    from .comm.errors import STATUS_ENV
+    from .comm.launch_status import STATUS_ENV
+    from .comm.lifecycle import LAUNCHED_ENV
     from .launch import CHILD_ENV, REPORT_ENV
     rank_vars = {v for _, rank, sizes, local, local_sizes in SOURCES for v in (rank, *sizes, local, *local_sizes)}
     rank_vars |= {STATUS_ENV, LAUNCHED_ENV, CHILD_ENV}
@@ -293,7 +293,7 @@ def _run_child(folder):
     """One spawned rank (run by the launcher as ``-m dtrain.multiprocessing folder``): import
     the caller's ``__main__`` as ``__mp_main__``, then call ``fn(rank, *args)``."""
     from . import distributed as dist
-    from .comm.api import LAUNCHED_ENV
+    from .comm.lifecycle import LAUNCHED_ENV
     rank = dist.get_rank()
     os.environ.pop(LAUNCHED_ENV, None)  # spawned, not launched: as under torch.multiprocessing
     _write(os.path.join(folder, f"{STARTED}{rank}"), str(os.getpid()))
@@ -314,7 +314,7 @@ def _run_child(folder):
     except Exception as e:
         _write(os.path.join(folder, f"{ERROR}{rank}"), traceback.format_exc())
         if dist.is_initialized():  # end the ranks waiting for this one; the caller gets the traceback
-            dist.api._abort_job(f"rank {rank} failed: {type(e).__name__}: {e}", 1)
+            dist.abort_job(f"rank {rank} failed: {type(e).__name__}: {e}", 1)
         sys.exit(1)
 
 

@@ -5,7 +5,6 @@ import time
 import traceback
 
 from .launch_status import record_failure
-from .launch_status import STATUS_ENV  # noqa: F401  (dtrain/multiprocessing.py imports it from here)
 
 # Outside the launcher (see launch_status), the pause between printing a report and
 # MPI_Abort: Hydra may kill its I/O forwarding before a rank's last lines reach the terminal.
