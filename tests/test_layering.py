@@ -49,8 +49,6 @@ GRAPH_INTERNALS = {"inputs", "needs_input_grad"}  # a Function's own (self.needs
 # An entry that no longer occurs fails the test, so the list only shrinks.
 KNOWN = {
     ("dtrain/multiprocessing.py", "multiprocessing imports the private dtrain.launch._prctl"),
-    ("dtrain/vision/datasets/fakedata.py",  # since 249c15f: data could make `transformed` public
-     "vision imports the private dtrain.data.datasets._files.transformed"),
 }
 
 

@@ -2,7 +2,7 @@
 import numbers
 
 from ...data.dataset import Dataset
-from ...data.datasets._files import transformed
+from ...data.datasets import transformed
 from ...tensor import Generator, dtypes, randint, randn
 from ..transforms.functional import _to_uint8, image_of
 
