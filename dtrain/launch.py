@@ -55,12 +55,13 @@ import sys
 import tempfile
 import time
 
-from .comm.launch_status import (STATUS_ENV, mark_preempted, read_failure, record_failure, register_supervisor,
-                                 supervisor_pids, was_preempted)
+from .comm.launch_status import (STATUS_ENV, exit_report, left_preempted, mark_preempted, read_failure, record_failure,
+                                 register_supervisor, supervisor_pids, was_preempted)
 from .comm.lifecycle import LAUNCHED_ENV
 from .preemption import EXIT_PREEMPTED
 
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
+MPIEXEC_ENV = "DTRAIN_MPIEXEC"
 FAILURE_GRACE = 10.0  # seconds mpiexec gets to end the other ranks after one failed
 CHILD_ENV = "DTRAIN_LAUNCH_CHILD"  # set in a supervised rank: it must not supervise again
 # a file where --nproc leaves the first failure ("code\nrank N ...") for the program that
@@ -150,12 +151,41 @@ def make_parser():
 
 def find_mpiexec():
     """``$DTRAIN_MPIEXEC``, else the mpiexec beside this Python (the mpich wheel's, which
-    matches mpi4py's MPI library), else the one on PATH; None if there is none."""
+    matches mpi4py's MPI library), else the one on PATH; None if there is none.
+
+    Raises:
+        RuntimeError: ``$DTRAIN_MPIEXEC`` is set but is not an executable (no fallback to
+        another mpiexec: the one asked for may be the only one that matches the MPI library).
+    """
+    chosen = os.environ.get(MPIEXEC_ENV)
+    if chosen:
+        found = shutil.which(chosen)
+        if found is None:
+            raise RuntimeError(f"{MPIEXEC_ENV}={chosen!r} is not an executable file (nor a command on PATH); "
+                               f"point it at an mpiexec, or unset it to use the one beside {sys.executable} "
+                               f"or on PATH")
+        return found
     beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    for candidate in (os.environ.get("DTRAIN_MPIEXEC"), beside, shutil.which("mpiexec")):
+    for candidate in (beside, shutil.which("mpiexec")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def nproc_limit():
+    """The most ranks ``--nproc`` (and ``spawn``) start on this machine: 64 per CPU core. A
+    rank is a whole Python process with its own copy of the model; far beyond the cores,
+    a number like 1000 is a typo, and starting it would exhaust memory or process limits
+    before any rank reports."""
+    return 64 * (os.cpu_count() or 1)
+
+
+def check_nproc(n, what="--nproc"):
+    """Raise ValueError, naming ``n`` and the bound, if ``n`` ranks exceed :func:`nproc_limit`."""
+    if n > nproc_limit():
+        raise ValueError(f"{what} {n}: more than {nproc_limit()} ranks (64 per CPU core; this machine has "
+                         f"{os.cpu_count()}) would start {n} Python processes on this machine; for more ranks, "
+                         f"start them with mpirun --hostfile or srun over several nodes")
 
 
 def open_mpi_env():
@@ -174,7 +204,10 @@ def spawn(nproc, argv):
         128 + S if the launcher got signal S, else the exit code of the first rank that
         failed, else mpiexec's.
     """
-    mpiexec = find_mpiexec()
+    try:
+        mpiexec = find_mpiexec()
+    except RuntimeError as e:
+        sys.exit(f"dtrain.launch: {e}")
     if mpiexec is None:
         sys.exit("dtrain.launch: --nproc needs mpiexec, found neither on PATH nor beside "
                  f"{sys.executable}: pip install dtrain[mpi] (mpi4py + the mpich wheel)")
@@ -336,12 +369,13 @@ def supervise(argv, rank):
     os.remove(registered)
     if stopping and code == -stopping[0]:
         code = 0  # ended by the signal we passed on: not a failure Hydra should kill the job for
-    if code == EXIT_PREEMPTED:  # stopped on request with its checkpoint saved: not a failure
+    preempted = code == EXIT_PREEMPTED and left_preempted(os.environ[STATUS_ENV], child.pid)
+    if preempted:  # stopped on request with its checkpoint saved: not a failure
         mark_preempted()
         code = 0  # nor one Hydra should kill the other ranks (still saving) for
     if code != 0 and not stopping:
-        line = (f"rank {rank} exited with code {code}" if code > 0 else
-                f"rank {rank} was killed by {signal.Signals(-code).name}")
+        line, code = exit_report(rank, code) if code > 0 else (f"rank {rank} was killed by "
+                                                              f"{signal.Signals(-code).name}", code)
         if record_failure(f"{line}\n", code if code > 0 else 128 - code):
             _say(line)
     for fd in pmi_fds:
@@ -382,7 +416,7 @@ def run_rank(args):
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code and dist.is_initialized():  # peers may be waiting in a collective: end them too
-            dist.abort_job(f"rank {dist.get_rank()} exited with code {code}", code)
+            dist.abort_job(*exit_report(dist.get_rank(), code))
         raise
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -462,6 +496,10 @@ def main(argv=None):
     info = env.discover()
     if info is None:
         if args.nproc is not None and args.nproc > 1:
+            try:
+                check_nproc(args.nproc)
+            except ValueError as e:
+                parser.error(str(e))
             return spawn(args.nproc, argv)
     elif args.nproc is not None and args.nproc != info.world_size:
         parser.error(f"--nproc {args.nproc} but {info.source} started {info.world_size} ranks: "

@@ -213,9 +213,10 @@ def spawn(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
 def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
     """:func:`spawn` (PyTorch's general form; every start method starts fresh processes here)."""
     from .comm import env
-    from .launch import find_mpiexec
+    from .launch import check_nproc, find_mpiexec
     if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
         raise ValueError(f"spawn: nprocs must be an integer >= 1, got {nprocs!r}")
+    check_nproc(nprocs, "spawn: nprocs")
     if not isinstance(args, tuple):
         raise TypeError(f"spawn: args must be a tuple (fn is called as fn(rank, *args)), got {type(args).__name__}")
     info = env.discover()

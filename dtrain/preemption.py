@@ -23,13 +23,14 @@ Example:
     ...             manager.save(step, model=model, optimizer=opt)
     ...             dtrain.preemption.exit_preempted(f"preempted after step {step}")
 """
+import os
 import signal
 import sys
 import threading
 
 import numpy
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: distinct from 1 (an error) and from 128 + N (killed by signal N)
+from .comm.launch_status import EXIT_PREEMPTED, mark_preempted
 
 
 class PreemptionHandler:
@@ -131,6 +132,7 @@ def exit_preempted(message="preempted: checkpoint saved, exiting"):
         >>> dtrain.preemption.exit_preempted(f"preempted at step {step}; resume with --resume auto")
     """
     from . import comm
+    mark_preempted(os.getpid())  # the launcher counts exit code 75 as a preemption only from this path
     if message:
         sys.stdout.flush()
         sys.stderr.write(f"{message}\n")  # one write: lines of several ranks relayed by mpiexec stay whole

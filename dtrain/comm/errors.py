@@ -1,4 +1,5 @@
 """Errors of the comm layer, and the hook that stops a whole job when one rank fails."""
+import os
 import sys
 import threading
 import time
@@ -39,11 +40,16 @@ class AbortOnError:
     def __init__(self, rank, abort):
         self.rank, self.abort = rank, abort
         self.previous = None
+        self.pid = os.getpid()  # the rank's own process (see in_rank)
         self.fired = False
         self.lock = threading.Lock()
 
     def install(self):
         self.previous, sys.excepthook = sys.excepthook, self
+
+    def in_rank(self):
+        """False in a child the rank forked (``os.fork``): its errors and exits are its own, not the job's."""
+        return os.getpid() == self.pid
 
     def uninstall(self):
         if sys.excepthook is self:
@@ -58,6 +64,8 @@ class AbortOnError:
 
         Under ``dtrain.launch --nproc`` the launcher prints the report of the first failing
         rank (see :func:`record_failure`); elsewhere it goes to stderr."""
+        if not self.in_rank():
+            return
         with self.lock:
             if self.fired:
                 return
@@ -70,4 +78,6 @@ class AbortOnError:
         self.abort(code)
 
     def __call__(self, exc_type, exc, tb):
+        if not self.in_rank():
+            return self.previous(exc_type, exc, tb)
         self.report(f"{exc_type.__name__}: {exc}", "".join(traceback.format_exception(exc_type, exc, tb)))

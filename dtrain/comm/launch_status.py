@@ -7,13 +7,17 @@ The launcher makes the folder and names it in ``DTRAIN_LAUNCH_STATUS`` for every
   launcher prints it once, after the job has ended. Printing it from the rank instead loses
   it now and then: on MPI_Abort, Hydra may kill its I/O forwarding before a rank's last
   lines reach the terminal.
-* ``preempted``: a rank exited ``EXIT_PREEMPTED`` (it saved a checkpoint and left on request).
+* ``preempted.<pid>``: the rank process ``pid`` is leaving through
+  ``dtrain.preemption.exit_preempted`` (it saved a checkpoint and leaves on request); its
+  supervisor counts its exit code 75 as a preemption only then.
+* ``preempted``: a rank exited that way (the job was preempted).
 * ``supervisor.<pid>``: a rank's supervisor is running; the launcher signals it directly.
 """
 import os
 import threading
 
 STATUS_ENV = "DTRAIN_LAUNCH_STATUS"
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: distinct from 1 (an error) and from 128 + N (killed by signal N)
 FAILURE_FILE = "failure"
 PREEMPTED_FILE = "preempted"
 SUPERVISOR_PREFIX = "supervisor."  # + its pid
@@ -57,14 +61,20 @@ def read_failure(folder):
         return None
 
 
-def mark_preempted():
-    """Record that this job's ranks were preempted (best effort: outside the launcher, nothing)."""
+def mark_preempted(pid=None):
+    """Record that this job's ranks were preempted, or with ``pid``, that the rank process
+    ``pid`` leaves through the preemption path (best effort: outside the launcher, nothing)."""
     folder = os.environ.get(STATUS_ENV)
     if folder:
         try:
-            open(os.path.join(folder, PREEMPTED_FILE), "w").close()
+            open(os.path.join(folder, PREEMPTED_FILE if pid is None else f"{PREEMPTED_FILE}.{pid}"), "w").close()
         except OSError:
             pass
+
+
+def left_preempted(folder, pid):
+    """Whether the rank process ``pid`` marked its exit as a preemption (see mark_preempted)."""
+    return os.path.exists(os.path.join(folder, f"{PREEMPTED_FILE}.{pid}"))
 
 
 def was_preempted(folder):
@@ -82,3 +92,15 @@ def register_supervisor(folder):
 def supervisor_pids(folder):
     """The pids of the supervisors running in the job of ``folder``."""
     return [int(name[len(SUPERVISOR_PREFIX):]) for name in os.listdir(folder) if name.startswith(SUPERVISOR_PREFIX)]
+
+
+def exit_report(rank, code):
+    """``(line, the job's exit code)`` for rank ``rank`` exiting with non-zero ``code`` while
+    its group is still initialized. 75 there is no preemption (``exit_preempted`` leaves the
+    group first and marks its exit, see mark_preempted): a restart script must not take the
+    job for one and resume from a checkpoint nobody saved, so the job exits 1."""
+    line = f"rank {rank} exited with code {code}"
+    if code != EXIT_PREEMPTED:
+        return line, code
+    return (f"{line} ({EXIT_PREEMPTED} is the code of a preemption, but the rank did not leave through "
+            f"dtrain.preemption.exit_preempted, so no checkpoint is known to be saved: the job exits 1)"), 1

@@ -8,12 +8,14 @@ import atexit
 import logging
 import os
 import sys
+import threading
 from datetime import timedelta
 
 from . import env
+from .launch_status import exit_report
 from .errors import AbortOnError, DistBackendError, DistError
 from .local import LocalProcessGroup
-from .process_group import check_rank, invalid_ranks
+from .process_group import ProcessGroup, check_rank, invalid_ranks
 from .work import seconds
 
 BACKENDS = ("mpi", "nccl")
@@ -156,16 +158,52 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     if info is None or (info.world_size == 1 and not is_mpi_available()):
         _state.world = LocalProcessGroup(backend, timeout=timeout)
         return
-    from . import mpi
-    world, _state.local_rank, _state.local_world_size = mpi.MPIProcessGroup.world(
-        info, timeout, on_timeout=lambda line, detail: _state.hook.report(line, detail))
-    _state.hook = AbortOnError(world.rank(), mpi.abort)
-    _state.hook.install()
-    _install_exit_hook()
-    if backend == "nccl":
-        from . import nccl
-        world = nccl.NCCLProcessGroup(world, _state.local_rank, timeout)
+    with _InitDeadline(info, timeout):
+        from . import mpi
+        world, _state.local_rank, _state.local_world_size = mpi.MPIProcessGroup.world(
+            info, timeout, on_timeout=lambda line, detail: _state.hook.report(line, detail))
+        _state.hook = AbortOnError(world.rank(), mpi.abort)
+        _state.hook.install()
+        _install_exit_hook()
+        if backend == "nccl":
+            from . import nccl
+            world = nccl.NCCLProcessGroup(world, _state.local_rank, timeout)
     _state.world = world
+
+
+class _InitDeadline:
+    """Ends the job if joining the group (MPI_Init, which waits for every rank, then the
+    world's own communicators) takes longer than the collective timeout: a peer that never
+    calls init_process_group, or is stuck before it, would keep this rank waiting forever.
+
+    Before MPI is up nobody can say which peer is missing, and every waiting rank times out
+    at once: a rank waits ``STAGGER`` s per rank (at most ``MAX_STAGGER``) longer than the
+    one before it, so that under a plain mpiexec the first report ends the job (the process
+    manager kills the others) before a second is printed."""
+    STAGGER, MAX_STAGGER = 0.5, 2.0
+
+    def __init__(self, info, timeout):
+        self.info, self.timeout = info, timeout
+        self.done = threading.Event()
+        delay = timeout + min(info.rank * self.STAGGER, self.MAX_STAGGER)
+        self.timer = threading.Timer(delay, self._expire)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.timer.start()
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.timer.cancel()
+
+    def _expire(self):
+        if self.done.is_set():
+            return
+        rank, size = self.info.rank, self.info.world_size
+        AbortOnError(rank, os._exit).report(  # MPI may not be up: no MPI_Abort; the process manager ends the job
+            f"DistTimeoutError: init_process_group did not finish within {self.timeout:g} s on rank {rank} of "
+            f"{size}: a rank has not called it (it may be stuck before it, or dead); which one is unknown "
+            f"before MPI is up ({TIMEOUT_ENV} or timeout= sets the limit)")
 
 
 class Backend(str):
@@ -257,6 +295,24 @@ def _install_exit_hook():
     exit.dtrain_records_code = True
     sys.exit = exit
     atexit.register(_at_exit)
+    os.register_at_fork(after_in_child=lambda: atexit.register(_leave_forked_child))
+
+
+def _leave_forked_child():
+    """In a child the rank forked (``os.fork``), the last thing at exit: leave without
+    MPI_Finalize, which would wait forever for the MPI peers of the parent (a plain mpi4py
+    child hangs there too). The exit code: that of ``sys.exit``, 1 after an uncaught
+    exception, else 0 (a ``raise SystemExit(n)`` that bypasses ``sys.exit`` exits 0)."""
+    code = _state.exit_code
+    code = code if isinstance(code, int) else (0 if code is None else 1)
+    if getattr(sys, "last_type", None) is not None and not code:  # set when Python printed an uncaught exception
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
 
 
 def _at_exit():
@@ -264,12 +320,12 @@ def _at_exit():
     still queued finish (the watchdog still enforces their deadlines) and stop the
     watchdog before MPI finalizes."""
     world, hook = _state.world, _state.hook
-    if world is None or hook is None:
+    if world is None or hook is None or not hook.in_rank():  # not in a child the rank forked: its exit is its own
         return
     code = _state.exit_code
     code = code if isinstance(code, int) or code is None else 1
     if code:
-        abort_job(f"rank {world.ranks[world.rank()]} exited with code {code}", code)
+        abort_job(*exit_report(world.ranks[world.rank()], code))
     host = world._group_for_host()
     if host.thread is not None:
         host.thread.submit("drain", lambda: None).wait()
@@ -340,7 +396,12 @@ def default_group(what):
 def group_or_default(group, what):
     """``group``, or the world group for None (either way, only once the world exists)."""
     world = default_group(what)
-    return world if group is None else group
+    if group is None:
+        return world
+    if not isinstance(group, (ProcessGroup, _NonMember)):
+        raise TypeError(f"{what}: group must be a process group (dist.group.WORLD, or one new_group returned) "
+                        f"or None for the default group, got {type(group).__name__} {group!r:.80}")
+    return group
 
 
 def get_rank(group=None):

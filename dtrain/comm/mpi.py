@@ -30,6 +30,7 @@
 import contextlib
 import ctypes
 import os
+import sys
 
 import numpy
 
@@ -57,9 +58,27 @@ def mpi():
             raise DistBackendError("the MPI backend needs mpi4py and an MPI library: "
                                    "pip install dtrain[mpi] (mpi4py + the mpich wheel)") from None
         mpi4py.rc.thread_level = "multiple"  # effective only if MPI is not initialized yet
+        if "mpi4py.MPI" not in sys.modules:  # initialized below instead (see _initialize); finalized at exit
+            mpi4py.rc.initialize, mpi4py.rc.finalize = False, True
         from mpi4py import MPI
+        if not MPI.Is_initialized():
+            _initialize(MPI)
         _MPI = MPI
     return _MPI
+
+
+def _initialize(MPI):
+    """MPI_Init_thread(MPI_THREAD_MULTIPLE) through ctypes, which releases the GIL: MPI_Init
+    waits for every rank (MPICH's PMI fence), and while a late or stuck peer keeps it
+    waiting, init_process_group's deadline thread must be able to run. mpi4py's own
+    MPI_Init holds the GIL."""
+    provided = ctypes.c_int(-1)
+    code = ctypes.CDLL(MPI.__file__).MPI_Init_thread(None, None, ctypes.c_int(MPI.THREAD_MULTIPLE),
+                                                     ctypes.byref(provided))
+    if code != 0:
+        raise DistBackendError(f"MPI_Init_thread failed with MPI error code {code}")
+    for comm in (MPI.COMM_SELF, MPI.COMM_WORLD):  # MPI errors as exceptions: what mpi4py sets when it initializes
+        comm.Set_errhandler(MPI.ERRORS_RETURN)
 
 
 def is_available():

@@ -22,6 +22,9 @@ from ..tensor.backend import device_of, get_array_module, is_cuda_array
 from ..tensor.tensor import Tensor
 
 
+NUMERIC_KINDS = "biufc"  # the dtype kinds collectives move: bool, int, uint, float, complex
+
+
 class ReduceOp(enum.Enum):
     """How ``all_reduce``, ``reduce`` and ``reduce_scatter`` combine the ranks' values.
 
@@ -60,12 +63,20 @@ def reduce_view(name, buf, op):
 
 
 def as_array(x, name, arg):
-    """The raw array of a Tensor, NumPy array or CuPy array; TypeError for anything else."""
+    """The raw array of a Tensor, NumPy array or CuPy array of numbers; TypeError for anything
+    else (an object or string array would reach MPI as a datatype it cannot map)."""
     if isinstance(x, Tensor):
-        return x.array
-    if isinstance(x, numpy.ndarray) or is_cuda_array(x):
-        return x
-    raise TypeError(f"{name}: {arg} must be a dtrain Tensor, a NumPy array or a CuPy array, got {type(x).__name__}")
+        array = x.array
+    elif isinstance(x, numpy.ndarray) or is_cuda_array(x):
+        array = x
+    else:
+        raise TypeError(f"{name}: {arg} must be a dtrain Tensor, a NumPy array or a CuPy array, "
+                        f"got {type(x).__name__}")
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise TypeError(f"{name}: {arg} has dtype {array.dtype}, which collectives cannot move: they take "
+                        f"bool, integer, floating-point or complex tensors; send Python objects with "
+                        f"broadcast_object_list / all_gather_object")
+    return array
 
 
 def as_output(x, name, arg):
@@ -360,6 +371,10 @@ class ProcessGroup:
     # ---- objects (pickled: only between trusted peers) -----------------------------------
     def broadcast_object_list(self, object_list, src=0):
         self._check_rank("broadcast_object_list", "src", src)
+        if not isinstance(object_list, list):
+            raise TypeError(f"broadcast_object_list: object_list must be a list (its items are replaced by "
+                            f"those of rank {src}, the same length on every rank), got "
+                            f"{type(object_list).__name__} {object_list!r:.80}")
         host = self._group_for_host()
         is_src = self._rank == src
         payloads = [pickle.dumps(o) for o in object_list] if is_src else []
