@@ -6,6 +6,9 @@ import numpy
 from . import backend, dtypes
 from .grad_mode import is_grad_enabled
 
+# memory.py's counter while tracking is on: called with each array a Tensor wraps (and its grad_fn)
+memory_hook = None
+
 
 def _on_own_device(method):
     """Run an in-place method with its tensor's CUDA device current (CuPy allocates and
@@ -86,6 +89,8 @@ class Tensor(DeviceDtypeShortcuts):
             self.requires_grad_(True)
         elif grad_fn is not None:
             self.requires_grad = True
+        if memory_hook is not None:
+            memory_hook(array, grad_fn)
 
     @classmethod
     def _wrap(cls, array, grad_fn=None):
@@ -127,6 +132,8 @@ class Tensor(DeviceDtypeShortcuts):
     @data.setter
     def data(self, value):
         self.array = value.array if isinstance(value, Tensor) else value
+        if memory_hook is not None:
+            memory_hook(self.array, None)
 
     @property
     def T(self):

@@ -1,2 +1,3 @@
-"""``torch.utils``'s path: ``dtrain.utils.data`` is :mod:`dtrain.data` under torch's name."""
-from . import data  # noqa: F401
+"""``torch.utils``'s path: ``dtrain.utils.data`` is :mod:`dtrain.data` under torch's name;
+``dtrain.utils.checkpoint`` is activation checkpointing."""
+from . import checkpoint, data  # noqa: F401
