@@ -1,0 +1,218 @@
+"""Activation checkpointing (dtrain.utils.checkpoint): the recomputed backward gives exactly the
+gradients of the plain one (float64, dropout included: the random state is replayed), equals
+PyTorch's from the same weights, and refuses what PyTorch refuses."""
+import warnings
+
+import numpy as np
+import pytest
+
+import dtrain
+import dtrain.nn as nn
+from dtrain.tensor import memory
+from dtrain.utils.checkpoint import checkpoint, checkpoint_sequential
+
+REENTRANT = [False, True]
+
+
+def _mlp():
+    dtrain.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+
+
+def _block(dropout=0.2):
+    dtrain.manual_seed(0)
+    return nn.TransformerEncoderLayer(d_model=16, nhead=4, dim_feedforward=32, dropout=dropout,
+                                      batch_first=True, norm_first=True).double()
+
+
+def _grads(model, x, run, seed=7):
+    """Output, input gradient and parameter gradients of ``run(model, x)`` under ``seed``."""
+    model.zero_grad()
+    x = x.detach().requires_grad_(True)
+    dtrain.manual_seed(seed)
+    out = run(model, x)
+    (out * dtrain.arange(out.numel(), dtype=dtrain.float64).view(out.shape)).sum().backward()
+    return [out.detach().numpy(), x.grad.numpy()] + [p.grad.numpy().copy() for p in model.parameters()]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for i, (u, v) in enumerate(zip(a, b)):
+        np.testing.assert_array_equal(u, v, err_msg=f"entry {i} (0: output, 1: input grad, then parameters)")
+
+
+def _plain(model, x):
+    return model(x)
+
+
+@pytest.mark.parametrize("reentrant", REENTRANT)
+def test_mlp_gradients_equal_plain(reentrant):
+    """An MLP checkpointed whole: output, input and parameter gradients bit-equal the plain run's."""
+    model, x = _mlp(), dtrain.randn(5, 6, dtype=dtrain.float64)
+    _assert_same(_grads(model, x, _plain), _grads(model, x, lambda m, x: checkpoint(m, x, use_reentrant=reentrant)))
+
+
+@pytest.mark.parametrize("reentrant", REENTRANT)
+def test_transformer_block_with_dropout_recomputes_the_same_masks(reentrant):
+    """A pre-norm transformer block with dropout 0.2: the recomputation replays the random state,
+    so the gradients bit-equal the plain run's under the same seed (and differ under another seed)."""
+    model, x = _block(), dtrain.randn(2, 5, 16, dtype=dtrain.float64)
+    model.train()
+    plain = _grads(model, x, _plain)
+    _assert_same(plain, _grads(model, x, lambda m, x: checkpoint(m, x, use_reentrant=reentrant)))
+    other = _grads(model, x, _plain, seed=8)
+    assert not np.array_equal(plain[0], other[0]), "dropout drew the same masks under another seed"
+
+
+def test_random_state_after_checkpoint_is_the_plain_runs():
+    """Recomputing in backward leaves the generator where the plain run leaves it."""
+    model, x = _block(), dtrain.randn(2, 5, 16, dtype=dtrain.float64)
+    _grads(model, x, _plain)
+    after_plain = dtrain.rand(4).numpy()
+    _grads(model, x, lambda m, x: checkpoint(m, x, use_reentrant=False))
+    np.testing.assert_array_equal(dtrain.rand(4).numpy(), after_plain)
+
+
+def test_without_preserve_rng_state_dropout_masks_differ():
+    """preserve_rng_state=False: the recomputation draws new masks, so the gradients differ."""
+    model, x = _block(dropout=0.5), dtrain.randn(2, 5, 16, dtype=dtrain.float64)
+    plain = _grads(model, x, _plain)
+    free = _grads(model, x, lambda m, x: checkpoint(m, x, use_reentrant=False, preserve_rng_state=False))
+    np.testing.assert_array_equal(plain[0], free[0])  # the forward itself is the plain one
+    assert not np.array_equal(plain[2], free[2])
+
+
+@pytest.mark.parametrize("reentrant", REENTRANT)
+def test_checkpoint_sequential_over_12_blocks(reentrant):
+    """checkpoint_sequential over nn.Sequential of 12 blocks in 4 segments equals the plain run."""
+    dtrain.manual_seed(0)
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Dropout(0.1)) for _ in range(12)]).double()
+    x = dtrain.randn(3, 8, dtype=dtrain.float64)
+    _assert_same(_grads(model, x, _plain),
+                 _grads(model, x, lambda m, x: checkpoint_sequential(m, 4, x, use_reentrant=reentrant)))
+
+
+def test_tuple_outputs_and_keyword_tensor():
+    """A function of a positional and a keyword tensor returning (Tensor, int, Tensor): the
+    int passes through, both tensors' gradients and the parameter's equal the plain run's (to
+    rounding: each output backpropagates separately, so the contributions add in another order)."""
+    w = dtrain.randn(4, 4, dtype=dtrain.float64, requires_grad=True)
+
+    def f(a, b=None):
+        h = (a @ w).tanh()
+        return h * b, 3, (h + b).sin()
+
+    def run(fn):
+        w.grad = None
+        a = dtrain.randn(2, 4, dtype=dtrain.float64, generator=dtrain.Generator().manual_seed(1)).requires_grad_()
+        b = dtrain.randn(2, 4, dtype=dtrain.float64, generator=dtrain.Generator().manual_seed(2)).requires_grad_()
+        y, n, z = fn(a, b=b)
+        assert n == 3
+        (y.sum() + (z * z).sum()).backward()
+        return [y.detach().numpy(), z.detach().numpy(), a.grad.numpy(), b.grad.numpy(), w.grad.numpy()]
+
+    plain, ckpt = run(f), run(lambda a, b: checkpoint(f, a, b=b, use_reentrant=False))
+    np.testing.assert_array_equal(plain[0], ckpt[0])
+    for u, v in zip(plain, ckpt):
+        np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-15)
+
+
+def test_matches_torch_from_the_same_weights():
+    """A checkpointed MLP (no dropout) gives PyTorch's checkpointed gradients from torch's weights."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.checkpoint import checkpoint as torch_checkpoint
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.GELU(), torch.nn.Linear(16, 3)).double()
+    ours = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3)).double()
+    ours.load_state_dict({k: dtrain.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((5, 6))
+    xt, xd = torch.tensor(x, requires_grad=True), dtrain.tensor(x, requires_grad=True)
+    (torch_checkpoint(theirs, xt, use_reentrant=False) ** 2).sum().backward()
+    (checkpoint(ours, xd, use_reentrant=False) ** 2).sum().backward()
+    np.testing.assert_allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_input_without_grad():
+    """No input requiring grad: reentrant warns as PyTorch and the parameters get no gradient;
+    non-reentrant records the node anyway and the parameters get the plain run's gradients."""
+    model, x = _mlp(), dtrain.randn(5, 6, dtype=dtrain.float64)
+    with pytest.warns(UserWarning, match="None of the inputs have requires_grad=True"):
+        out = checkpoint(model, x, use_reentrant=True)
+    assert not out.requires_grad
+    model(x).sum().backward()
+    plain = [p.grad.numpy().copy() for p in model.parameters()]
+    model.zero_grad()
+    checkpoint(model, x, use_reentrant=False).sum().backward()
+    _assert_same(plain, [p.grad.numpy() for p in model.parameters()])
+
+
+def test_bad_input_is_a_clear_error():
+    """A function returning no Tensor, keywords with use_reentrant=True, a bad segment count,
+    and a missing use_reentrant (a warning, as PyTorch's) are each reported."""
+    x = dtrain.ones(3, requires_grad=True)
+    with pytest.raises(TypeError, match="returned int: it must return a Tensor"):
+        checkpoint(lambda t: 3, x, use_reentrant=False)
+    with pytest.raises(ValueError, match="Unexpected keyword arguments: scale"):
+        checkpoint(lambda t, scale: t * scale, x, scale=2.0, use_reentrant=True)
+    with pytest.raises(ValueError, match="segments must be a positive int, got 0"):
+        checkpoint_sequential([lambda t: t], 0, x, use_reentrant=False)
+    with pytest.warns(UserWarning, match="use_reentrant parameter should be passed explicitly"):
+        checkpoint(lambda t: t * 2, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert checkpoint(lambda t: t * 2, x, use_reentrant=False).requires_grad
+
+
+def test_no_grad_mode_records_nothing():
+    """Under no_grad the checkpointed call is the plain call: no node, no recomputation."""
+    calls = []
+
+    def f(t):
+        calls.append(1)
+        return t * 2
+
+    with dtrain.no_grad():
+        out = checkpoint(f, dtrain.ones(3, requires_grad=True), use_reentrant=False)
+    assert out.grad_fn is None and len(calls) == 1
+
+
+def test_backward_runs_the_function_again_once():
+    """Backward reruns the function exactly once per backward pass (twice with retain_graph)."""
+    calls = []
+
+    def f(t):
+        calls.append(1)
+        return (t * t).sum()
+
+    x = dtrain.ones(3, requires_grad=True)
+    y = checkpoint(f, x, use_reentrant=False)
+    assert len(calls) == 1
+    y.backward(retain_graph=True)
+    y.backward()
+    assert len(calls) == 3
+    np.testing.assert_array_equal(x.grad.numpy(), [4.0, 4.0, 4.0])
+
+
+def test_checkpointing_keeps_fewer_activation_bytes():
+    """Per-block checkpointing of 8 blocks keeps only the block inputs alive after forward:
+    the tracked bytes after forward drop by more than 3x."""
+    dtrain.manual_seed(0)
+    blocks = [nn.Sequential(nn.Linear(32, 128), nn.GELU(), nn.Linear(128, 32)) for _ in range(8)]
+    params = [p for b in blocks for p in b.parameters()]
+    x = dtrain.randn(64, 32, requires_grad=True)
+
+    def alive_after_forward(run):
+        with memory.track(params + [x]):
+            base = memory.memory_allocated()
+            h = x
+            for b in blocks:
+                h = run(b, h)
+            alive = memory.memory_allocated() - base
+            h.sum().backward()
+        return alive
+
+    plain = alive_after_forward(lambda b, h: b(h))
+    ckpt = alive_after_forward(lambda b, h: checkpoint(b, h, use_reentrant=False))
+    assert ckpt * 3 < plain, (ckpt, plain)
