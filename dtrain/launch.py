@@ -55,9 +55,9 @@ import sys
 import tempfile
 import time
 
-from .comm.launch_status import (STATUS_ENV, exit_report, left_preempted, mark_preempted, read_failure, record_failure,
-                                 register_supervisor, supervisor_pids, was_preempted)
-from .comm.lifecycle import LAUNCHED_ENV
+from .comm.launch_status import (STATUS_ENV, exit_report, has_left, left_preempted, mark_preempted, read_failure,
+                                 record_failure, register_supervisor, supervisor_pids, was_preempted)
+from .comm.lifecycle import LAUNCHED_ENV, finish
 from .preemption import EXIT_PREEMPTED
 
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
@@ -373,7 +373,13 @@ def supervise(argv, rank):
     if preempted:  # stopped on request with its checkpoint saved: not a failure
         mark_preempted()
         code = 0  # nor one Hydra should kill the other ranks (still saving) for
-    if code != 0 and not stopping:
+    if code == 0 and not stopping and not has_left(os.environ[STATUS_ENV], child.pid):
+        line = (f"rank {rank} exited (code 0) without leaving its process group (os._exit(0), or its "
+                f"interpreter was ended): the other ranks would wait for it in their next collective")
+        if record_failure(f"{line}\n", 1):
+            _say(line)
+        code = 1
+    elif code != 0 and not stopping:
         line, code = exit_report(rank, code) if code > 0 else (f"rank {rank} was killed by "
                                                               f"{signal.Signals(-code).name}", code)
         if record_failure(f"{line}\n", code if code > 0 else 128 - code):
@@ -419,7 +425,7 @@ def run_rank(args):
             dist.abort_job(*exit_report(dist.get_rank(), code))
         raise
     if dist.is_initialized():
-        dist.destroy_process_group()
+        finish()  # the peers learn this rank exited: one still in a collective reports it
     return 0
 
 

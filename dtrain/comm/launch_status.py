@@ -11,6 +11,7 @@ The launcher makes the folder and names it in ``DTRAIN_LAUNCH_STATUS`` for every
   ``dtrain.preemption.exit_preempted`` (it saved a checkpoint and leaves on request); its
   supervisor counts its exit code 75 as a preemption only then.
 * ``preempted``: a rank exited that way (the job was preempted).
+* ``left.<pid>``: the rank process ``pid`` left its process group (its exit 0 is clean).
 * ``supervisor.<pid>``: a rank's supervisor is running; the launcher signals it directly.
 """
 import os
@@ -21,6 +22,7 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: distinct from 1 (an error) and from 128 + N 
 FAILURE_FILE = "failure"
 PREEMPTED_FILE = "preempted"
 SUPERVISOR_PREFIX = "supervisor."  # + its pid
+LEFT_PREFIX = "left."  # + a rank process's pid
 
 
 def record_failure(text, code):
@@ -70,6 +72,22 @@ def mark_preempted(pid=None):
             open(os.path.join(folder, PREEMPTED_FILE if pid is None else f"{PREEMPTED_FILE}.{pid}"), "w").close()
         except OSError:
             pass
+
+
+def mark_left(pid):
+    """Record that the rank process ``pid`` left its process group (best effort): its exit
+    code 0 is then a clean end, not an ``os._exit(0)`` out from under its peers."""
+    folder = os.environ.get(STATUS_ENV)
+    if folder:
+        try:
+            open(os.path.join(folder, f"{LEFT_PREFIX}{pid}"), "w").close()
+        except OSError:
+            pass
+
+
+def has_left(folder, pid):
+    """Whether the rank process ``pid`` left its group before exiting (see mark_left)."""
+    return os.path.exists(os.path.join(folder, f"{LEFT_PREFIX}{pid}"))
 
 
 def left_preempted(folder, pid):

@@ -12,7 +12,7 @@ import threading
 from datetime import timedelta
 
 from . import env
-from .launch_status import exit_report
+from .launch_status import exit_report, mark_left
 from .errors import AbortOnError, DistBackendError, DistError
 from .local import LocalProcessGroup
 from .process_group import ProcessGroup, check_rank, invalid_ranks
@@ -36,6 +36,7 @@ class _State:
         self.by_launcher = False  # made by `python -m dtrain.launch`; the script's first init adopts it
         self.debug = False  # DTRAIN_DEBUG=1: check collectives agree across ranks
         self.exit_code = None  # the code given to sys.exit, read at exit
+        self.announced = False  # the peers were told this rank leaves (see _announce_leaving)
 
 
 _state = _State()
@@ -317,8 +318,9 @@ def _leave_forked_child():
 
 def _at_exit():
     """End the job on a non-zero ``sys.exit`` code; otherwise let the async collectives
-    still queued finish (the watchdog still enforces their deadlines) and stop the
-    watchdog before MPI finalizes."""
+    still queued finish (the watchdog still enforces their deadlines), tell the peers this
+    rank exited (one still waiting in a collective it never called reports it), and stop
+    the watchdog before MPI finalizes."""
     world, hook = _state.world, _state.hook
     if world is None or hook is None or not hook.in_rank():  # not in a child the rank forked: its exit is its own
         return
@@ -329,6 +331,7 @@ def _at_exit():
     host = world._group_for_host()
     if host.thread is not None:
         host.thread.submit("drain", lambda: None).wait()
+    _announce_leaving("exited (code 0)")
     if host.watchdog is not None:
         host.watchdog.stop()
 
@@ -376,13 +379,33 @@ def destroy_process_group(group=None):
             _state.groups.remove(group)
             group.destroy()
         return
-    default_group("destroy_process_group")
+    _announce_leaving("destroyed its process group (destroy_process_group)")
     for g in _state.groups:
         g.destroy()
     _state.world.destroy()
     if _state.hook is not None:
         _state.hook.uninstall()
     _state.__init__()
+
+
+def finish():
+    """Leave the job at the end of this rank's script (what ``python -m dtrain.launch`` does
+    when the script returns): tell the peers this rank exited, then destroy the group. A
+    peer still waiting in a collective this rank never called then reports it at once."""
+    _announce_leaving("exited (code 0)")
+    destroy_process_group()
+
+
+def _announce_leaving(how):
+    """Tell the peers' watchdogs this rank leaves the group (once: the first ``how`` counts)."""
+    world = default_group("destroy_process_group")
+    host = world._group_for_host()
+    if _state.announced:
+        return
+    _state.announced = True
+    mark_left(os.getpid())  # for the supervisor of dtrain.launch --nproc: this exit 0 is a clean one
+    if getattr(host, "watchdog", None) is not None:
+        host.watchdog.announce_exit(how)
 
 
 def default_group(what):

@@ -17,7 +17,17 @@ Arrival costs nothing until a timeout: every rank counts the collectives it has 
 each group (program order, the same on every rank). The rank that timed out asks every
 peer's watchdog, over a private duplicate of COMM_WORLD, which collective it called last,
 and the message names the ranks that have not called this one. A peer that does not answer
-within ``QUERY_WAIT`` seconds is reported as dead or stuck.
+within ``QUERY_WAIT`` seconds is reported as dead or stuck; a rank answers its peers' queries
+while it asks its own (with 3 or more ranks, the ranks waiting in the same collective time
+out and ask at the same moment). Of the ranks waiting in it, the lowest reports: the others
+leave the report to it (one per job) and report themselves only if the job has not ended
+``DEFER_WAIT`` seconds later.
+
+A rank that leaves the job (exits with code 0, or destroys its group) tells every peer's
+watchdog how many collectives it called on each group (:meth:`Watchdog.announce_exit`): a
+peer waiting in a later collective of such a group, or calling one, ends the job at once
+("rank 1 exited (code 0) while ranks [0] were still in all_reduce (#17 ...)") instead of
+waiting out the timeout.
 
 NCCL operations run on a CUDA stream: the host never blocks in them, so their :class:`Op`
 carries the CUDA event that marks their end and stays watched until the event has passed
@@ -33,9 +43,12 @@ import time
 import traceback
 from typing import NamedTuple
 
-QUERY, REPLY = 7001, 7002
+QUERY, REPLY, LEFT = 7001, 7002, 7003
 ASYNC_GRACE = 1.0  # seconds between Work.wait()'s DistTimeoutError and the end of the job
 QUERY_WAIT = 1.0
+# a rank that sees a lower rank waiting in the same stuck collective leaves the report to it
+# (one report per job) and reports itself only if the job has not ended this long after
+DEFER_WAIT = 3.0
 _group_ids = itertools.count()
 
 
@@ -116,7 +129,9 @@ class Op:
         text = f"{self.where()} did not finish within {limit:g} s on rank {g.ranks[g.rank()]}"
         if g.watchdog is None:
             return f"{text}; which ranks have not called it is unknown (MPI lacks MPI_THREAD_MULTIPLE)"
-        return f"{text}; {g.watchdog.arrivals(g, self.seq)}"
+        text = f"{text}; {g.watchdog.arrivals(g, self.seq)}"
+        g.watchdog.defer_to_lower(g, g.watchdog.waiting)  # one report per job (blocking and Work.wait() alike)
+        return text
 
 
 class Watchdog:
@@ -134,8 +149,11 @@ class Watchdog:
         self.groups = {}
         self.ops = set()
         self.fired = False
+        self.departed = {}  # global rank -> (how it left, {group id: collectives it had called})
+        self.waiting = []  # the ranks found waiting in the collective of the last arrivals() query
         self.sends = []
         self.sends_lock = threading.Lock()  # the watchdog thread and a timed-out Work.wait() both send
+        self.serve_lock = threading.Lock()  # ... and both answer queries while they ask (see _ask)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="dtrain-watchdog", daemon=True)
         self.thread.start()
@@ -152,14 +170,13 @@ class Watchdog:
     # ---- the thread ---------------------------------------------------------------------
     def _loop(self):
         while not self.stopping.wait(self.tick):
-            try:
-                self._serve()
-            except Exception:  # a peer died mid-query (MPI error): answering is best effort
-                pass
+            self._serve_quietly()
             now = time.monotonic()
             for op in list(self.ops):
                 if op.backend is not None and self._device_done(op):
                     continue
+                if self.departed and self._report_departure(op):
+                    return
                 timeout = op.group.timeout
                 if timeout is None or op.start is None:
                     continue
@@ -195,6 +212,52 @@ class Watchdog:
             where = "the comm thread (async_op=True)" if op.async_op else "this thread"
         self.on_timeout(f"DistTimeoutError: {op.timeout_message(timeout)}", self._stack(op, where))
 
+    def _report_departure(self, op):
+        """End the job if a member of ``op``'s group left (exited, or destroyed its group)
+        before calling ``op``: the collective can never complete. True if it did."""
+        g = op.group
+        if op.seq is None or op.start is None:  # point to point; or not started
+            return False
+        gone = [(r, self.departed[r]) for r in g.ranks if r in self.departed
+                and self.departed[r][1].get(g.gid, 0) < op.seq]
+        if not gone:
+            return False
+        self.fired = True
+        rank, (how, calls) = gone[0]
+        try:
+            answers, _ = self._ask(g)
+        except Exception:  # e.g. MPI reports another dead peer: report what is known
+            answers = {}
+        waiting = _waiting(g, answers, op.seq)
+        self.defer_to_lower(g, waiting)
+        called = calls.get(g.gid, 0)
+        self.on_timeout(f"DistError: rank {rank} {how} while ranks {waiting} were still in {op.name} (#{op.seq} "
+                        f"on ranks {g.ranks}: {op}); rank {rank} had called "
+                        f"{f'collectives up to #{called}' if called else 'no collective'} on this group",
+                        self._stack(op, "the thread waiting in it"))
+        return True
+
+    def defer_to_lower(self, group, waiting):
+        """If a lower rank than this one waits in the same collective, it reports: answer
+        queries and wait (the job ends meanwhile), reporting here only after DEFER_WAIT s."""
+        me = group.ranks[group.rank()]
+        if not waiting or min(waiting) >= me:
+            return
+        deadline = time.monotonic() + DEFER_WAIT
+        while time.monotonic() < deadline:
+            self._serve_quietly()
+            time.sleep(self.tick)
+
+    def announce_exit(self, how):
+        """Tell every peer that this rank leaves the job (``how``: "exited (code 0)"), and
+        how many collectives it called on each group: a peer still waiting in a later one
+        reports it at once instead of waiting out the timeout."""
+        calls = {gid: g.seq for gid, g in self.groups.items()}
+        me, size = self.ctl.Get_rank(), self.ctl.Get_size()
+        for r in range(size):
+            if r != me:
+                self._send((how, calls), r, LEFT)
+
     @staticmethod
     def _stack(op, where):
         frame = sys._current_frames().get(op.thread)
@@ -202,18 +265,34 @@ class Watchdog:
         return f"stack of {where}, {'now' if op.backend is not None else 'waiting'} in {op.name}:\n{stack}"
 
     def _serve(self):
-        """Answer every pending query: (calls so far, last call) of the asked group.
+        """Answer every pending query: (calls so far, last call) of the asked group; record
+        every peer's notice that it left (see announce_exit).
 
         Probed rather than posted as a receive: nothing is left to cancel when the watchdog
-        stops, and a query from a rank that has died leaves no request behind."""
-        MPI = self._mpi()
-        status = MPI.Status()
-        while self.ctl.iprobe(source=MPI.ANY_SOURCE, tag=QUERY, status=status):
-            source = status.Get_source()
-            gid = self.ctl.recv(source=source, tag=QUERY)
-            group = self.groups.get(gid)
-            answer = None if group is None else (group.seq, str(group.last_op))
-            self._send(answer, source, REPLY)
+        stops, and a query from a rank that has died leaves no request behind. One thread
+        at a time (a probed message is received once)."""
+        if not self.serve_lock.acquire(blocking=False):
+            return
+        try:
+            MPI = self._mpi()
+            status = MPI.Status()
+            while self.ctl.iprobe(source=MPI.ANY_SOURCE, tag=LEFT, status=status):
+                source = status.Get_source()
+                self.departed[source] = self.ctl.recv(source=source, tag=LEFT)
+            while self.ctl.iprobe(source=MPI.ANY_SOURCE, tag=QUERY, status=status):
+                source = status.Get_source()
+                gid = self.ctl.recv(source=source, tag=QUERY)
+                group = self.groups.get(gid)
+                answer = None if group is None else (group.seq, str(group.last_op))
+                self._send(answer, source, REPLY)
+        finally:
+            self.serve_lock.release()
+
+    def _serve_quietly(self):
+        try:
+            self._serve()
+        except Exception:  # a peer died mid-query (MPI error): answering is best effort
+            pass
 
     def _send(self, obj, dest, tag):
         with self.sends_lock:
@@ -223,20 +302,26 @@ class Watchdog:
     # ---- the asking side ------------------------------------------------------------------
     def arrivals(self, group, seq):
         """Which ranks of ``group`` have not called its collective #``seq``, as a phrase."""
+        self.waiting = []
         try:
             return self._arrivals(group, seq)
         except Exception as e:  # e.g. MPI reports a dead peer: the timeout must still be reported
             return f"which ranks have not called it is unknown ({type(e).__name__}: {e})"
 
-    def _arrivals(self, group, seq):
+    def _ask(self, group):
+        """Ask every live peer of ``group`` (not those that left) for (calls so far, last
+        call) on it. Answers the peers' own queries meanwhile: with 3 or more ranks, the
+        others that wait in the same collective ask at the same moment, and a rank busy
+        asking must not look dead to them. Returns ``(answers by rank, ranks that did not answer)``."""
         me = group.ranks[group.rank()]
-        peers = [r for r in group.ranks if r != me]
+        peers = [r for r in group.ranks if r != me and r not in self.departed]
         for r in peers:
             self._send(group.gid, r, QUERY)
         pending = {r: self.ctl.irecv(source=r, tag=REPLY) for r in peers}
         answers = {}
         deadline = time.monotonic() + QUERY_WAIT
         while pending and time.monotonic() < deadline:
+            self._serve_quietly()
             for r, request in list(pending.items()):
                 done, answer = request.test()
                 if done:
@@ -245,6 +330,11 @@ class Watchdog:
             time.sleep(0.005)
         for request in pending.values():
             request.Cancel()
+        return answers, sorted(pending)
+
+    def _arrivals(self, group, seq):
+        answers, pending = self._ask(group)
+        self.waiting = _waiting(group, answers, seq)
         behind = {r: a for r, a in answers.items() if a is None or a[0] < seq}
         parts = []
         if behind:
@@ -263,6 +353,13 @@ class Watchdog:
     def _mpi(self):
         from .mpi import mpi
         return mpi()
+
+
+def _waiting(group, answers, seq):
+    """The ranks of ``group`` waiting in its collective #``seq``: this one, and the peers whose
+    answer (calls so far, last call) says they have called it."""
+    me = group.ranks[group.rank()]
+    return sorted({me} | {r for r, a in answers.items() if a is not None and a[0] >= seq})
 
 
 def _abort_quietly(communicator):
