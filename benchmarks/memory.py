@@ -37,6 +37,7 @@ from dtrain.utils.checkpoint import checkpoint  # noqa: E402
 from examples.gpt import GPT  # noqa: E402
 
 MIB = 2 ** 20
+CHECKPOINTED = " + checkpoint per block"
 
 
 class CheckpointedBlock(nn.Module):
@@ -118,9 +119,9 @@ def main():
     rank, world = (dist.get_rank(), dist.get_world_size()) if launched else (0, 1)
     if args.batch_size % world:
         ap.error(f"--batch-size {args.batch_size} must be divisible by the {world} ranks")
-    configs = [("adam", False, False), ("adam + checkpoint per block", True, False)]
+    configs = [("adam", False, False), (f"adam{CHECKPOINTED}", True, False)]
     if world > 1 and _zero_class() is not None:
-        configs += [("ZeRO-1 adam", False, True), ("ZeRO-1 adam + checkpoint per block", True, True)]
+        configs += [("ZeRO-1 adam", False, True), (f"ZeRO-1 adam{CHECKPOINTED}", True, True)]
     results = []
     for name, ckpt, zero in configs:
         r = measure(args, ckpt, zero, rank, world)
@@ -128,6 +129,7 @@ def main():
             gathered = [None] * world
             dist.all_gather_object(gathered, r)
             r = {k: max(g[k] for g in gathered) for k in r}
+            r["loss"] = sum(g["loss"] for g in gathered) / world  # the global batch's loss
         r.update(config=name, ranks=world)
         results.append(r)
     if rank == 0:
@@ -140,9 +142,15 @@ def main():
             total = sum(r[c] for c in cols)
             print(f"| {r['config']:36s} | {world:5d} | " + " | ".join(f"{r[c] / MIB:11.1f}" for c in cols)
                   + f" | {total / MIB:11.1f} | {r['loss']:.4f} |")
-        base = results[0]["activations"]
-        for r in results[1:]:
-            print(f"{r['config']}: peak activations {base / r['activations']:.2f}x smaller than plain adam's")
+        by_name = {r["config"]: r for r in results}
+        for r in results:
+            plain = by_name.get(r["config"].replace(CHECKPOINTED, ""))
+            if plain is not r:
+                print(f"{r['config']}: peak activations {plain['activations'] / r['activations']:.2f}x smaller "
+                      f"than {plain['config']}'s")
+            if r["config"].startswith("ZeRO"):
+                print(f"{r['config']}: optimizer state {r['optimizer'] / results[0]['optimizer']:.3f} of adam's "
+                      f"(1/{world} = {1 / world:.3f})")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "ranks": world, "results": results}, f, indent=2)
