@@ -21,6 +21,8 @@ from . import accelerator, backends, distributed  # noqa: E402,F401  (torch.acce
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402,F401
 from .compiler import compile  # noqa: E402,F401,A004  (torch.compile: returns the model)
 from . import compiler  # noqa: E402,F401
+from . import amp  # noqa: E402,F401  (torch.amp)
+from .amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402,F401
 
 # Names across layers that may not import upward (tests/test_layering.py), wired here on top:
 # torch.nn's names for dtrain.parallel's wrappers (parallel imports nn, so nn cannot import it),
@@ -35,4 +37,6 @@ def __getattr__(name):  # torch.multiprocessing's path, imported on first use: i
     if name == "multiprocessing":  # run it with -m, which must find it not yet imported
         import importlib
         return importlib.import_module(".multiprocessing", __name__)
+    if name == "bfloat16":  # ml_dtypes' dtype, an optional extra: a missing one is an ImportError naming it
+        return amp.bfloat16_dtype()
     raise AttributeError(f"module 'dtrain' has no attribute {name!r}")

@@ -40,7 +40,7 @@ LAYERS = [
     ("comm", {"comm"}),
     ("parallel", {"parallel"}),
     ("launch", {"launch", "preemption"}),
-    ("facades", {"__init__", "distributed", "multiprocessing", "utils", "compiler", "vision", "checkpoint"}),
+    ("facades", {"__init__", "distributed", "multiprocessing", "utils", "compiler", "vision", "checkpoint", "amp"}),
 ]
 RANK = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 GRAPH_INTERNALS = {"inputs", "needs_input_grad"}  # a Function's own (self.needs_input_grad) are its API

@@ -6,5 +6,10 @@ def check_float(x, op):
     """TypeError unless ``x`` is a Tensor, RuntimeError unless it is floating-point (``op`` names the caller)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{op}: expected a Tensor input, got {type(x).__name__}")
-    if x.dtype.kind != "f":
+    if not is_floating(x.dtype):
         raise RuntimeError(f"{op}: expected a floating-point input, got dtype {x.dtype}; convert it with .float()")
+
+
+def is_floating(dtype):
+    """A floating dtype, bfloat16 included (ml_dtypes' bfloat16 has NumPy's kind "V", not "f")."""
+    return dtype.kind == "f" or dtype.name == "bfloat16"

@@ -13,6 +13,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor, _check_dim
+from .autocast import autocast_op
 from ._checks import check_float
 from .elementwise import Scale
 
@@ -94,9 +95,11 @@ class GELU(Function):
                 inner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a * a)
                 self.deriv = 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner
             return 0.5 * a * (1 + t)
-        if a.dtype.name == "float32" and not backend.is_cuda_array(a):
-            out, self.deriv = _gelu_float32(a, grad)
-            return out
+        if a.dtype.itemsize <= 4 and not backend.is_cuda_array(a):
+            # float16/bfloat16 through float32, as PyTorch's CPU kernel (SciPy's erf of a bfloat16 is float64)
+            out, deriv = _gelu_float32(a.astype(xp.float32, copy=False), grad)
+            self.deriv = deriv if deriv is None or a.dtype.name == "float32" else deriv.astype(a.dtype)
+            return out if a.dtype.name == "float32" else out.astype(a.dtype)
         cdf = 0.5 * (1 + backend.erf(a * (1 / math.sqrt(2))))
         if grad:
             self.deriv = xp.exp(-0.5 * a * a)
@@ -200,6 +203,7 @@ def silu(input, inplace=False):
     return SiLU.apply(input)
 
 
+@autocast_op("softplus")
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (as PyTorch).
 
@@ -398,6 +402,7 @@ def hardsigmoid(input, inplace=False):
     return Hardsigmoid.apply(input)
 
 
+@autocast_op("prelu")
 def prelu(input, weight):
     """x where x > 0, else weight * x, with a learned slope per channel (dim 1) or one shared.
 
@@ -491,6 +496,7 @@ def _softmax_args(input, dim, dtype, op):
     return input, _check_dim(dim, input.ndim, op)
 
 
+@autocast_op("softmax")
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
     """exp(x) / sum(exp(x)) along ``dim``, computed with the max subtracted (no overflow).
 
@@ -509,6 +515,7 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
     return Softmax.apply(input, axis=axis)
 
 
+@autocast_op("log_softmax")
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """log(softmax(x)) along ``dim``, computed as x - max - log(sum(exp(x - max))) (stable).
 

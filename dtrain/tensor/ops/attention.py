@@ -15,6 +15,7 @@ from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..random import uniform_array
 from ..tensor import Tensor
+from .autocast import autocast_op
 from .linalg import linear, matmul
 from .activation import softmax
 from .dropout import dropout
@@ -133,6 +134,7 @@ def _attention_shape_error(msg, query, key, value):
                         f"{list(key.shape)}, value {list(value.shape)}")
 
 
+@autocast_op("scaled_dot_product_attention")
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     """softmax(query @ key^T * scale + mask) @ value, as ``torch.nn.functional.scaled_dot_product_attention``.

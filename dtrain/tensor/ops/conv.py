@@ -14,6 +14,7 @@ import threading
 from ..backend import get_array_module, is_cuda_array, sliding_window_view
 from ..function import Function
 from ..tensor import Tensor
+from .autocast import autocast_op
 from .shape import unsqueeze
 
 _LAYOUT = {1: ("2-D (C, L)", "3-D (N, C, L)"), 2: ("3-D (C, H, W)", "4-D (N, C, H, W)")}
@@ -327,6 +328,7 @@ def _conv(op, input, x, weight, bias, stride, pads, dilation, groups, dims=2):
     return Conv2d.apply(*args, stride=stride, dilation=dilation, pads=pads, out=out, groups=groups)
 
 
+@autocast_op("conv2d")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as PyTorch) of an NCHW input.
 
@@ -357,6 +359,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return y.squeeze(0) if unbatched else y
 
 
+@autocast_op("conv1d")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution (cross-correlation, as PyTorch) of an NCL input.
 
@@ -387,6 +390,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return y.squeeze(0) if unbatched else y
 
 
+@autocast_op("conv_transpose2d")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """2-D transposed convolution ("deconvolution"): the gradient of conv2d with respect to
     its input, as a layer. Note the argument order: groups comes before dilation (as PyTorch).

@@ -6,6 +6,7 @@ from .. import dtypes
 from ..backend import broadcast_shapes
 from ..grad_mode import no_grad
 from ..tensor import Tensor, _check_dim
+from .autocast import autocast_op
 from .elementwise import clamp
 from .reduce import vector_norm
 from .shape import broadcast_to
@@ -80,6 +81,7 @@ def _clamped_norm(x, dim, eps, op):
     return n + lift
 
 
+@autocast_op("cosine_similarity")
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """sum(x1 * x2) / (max(||x1||, eps) * max(||x2||, eps)) along ``dim``; x1 and x2 broadcast.
 

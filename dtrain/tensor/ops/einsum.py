@@ -4,6 +4,7 @@ Built from differentiable ops (diagonal, sum, permute, reshape, matmul), so the 
 of each operand is the same contraction of the others and needs no backward of its own.
 """
 from ..tensor import Tensor
+from .autocast import autocast_op
 from .diag import Diagonal
 from .linalg import matmul
 from .shape import permute
@@ -129,6 +130,7 @@ def _contract(a, la, b, lb, keep):
     return out.reshape(shape), batch + left + right
 
 
+@autocast_op("einsum")
 def einsum(equation, *operands):
     """Sum of products over the subscripts that the output omits, as torch.einsum: "ij,jk->ik"
     is a matrix product, "bhqd,bhkd->bhqk" a batched one, "ii->" a trace; "..." stands for

@@ -7,6 +7,7 @@ from .. import dtypes
 from ..backend import broadcast_shapes, erf as erf_array, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
+from .autocast import autocast_op
 
 
 def _shape(a):
@@ -176,6 +177,7 @@ def div(a, b, rounding_mode=None):
     return apply_broadcast(Div, "div", a, b)
 
 
+@autocast_op("pow")
 def pow(a, b):
     return binary(Pow, a, b, "pow")
 
@@ -379,14 +381,17 @@ def abs(x):  # noqa: A001  (PyTorch's name)
     return Abs.apply(x)
 
 
+@autocast_op("exp")
 def exp(x):
     return Exp.apply(_as_float(x))
 
 
+@autocast_op("log")
 def log(x):
     return Log.apply(_as_float(x))
 
 
+@autocast_op("log1p")
 def log1p(x):
     return Log1p.apply(_as_float(x))
 
@@ -395,6 +400,7 @@ def sqrt(x):
     return Sqrt.apply(_as_float(x))
 
 
+@autocast_op("rsqrt")
 def rsqrt(x):
     return Rsqrt.apply(_as_float(x))
 
@@ -425,11 +431,13 @@ def erf(x):
     return Erf.apply(_as_float(x))
 
 
+@autocast_op("sinh")
 def sinh(x):
     """Hyperbolic sine, elementwise (integer tensors give the default float dtype)."""
     return Sinh.apply(_as_float(x))
 
 
+@autocast_op("cosh")
 def cosh(x):
     """Hyperbolic cosine, elementwise (integer tensors give the default float dtype)."""
     return Cosh.apply(_as_float(x))

@@ -4,11 +4,14 @@ from .. import dtypes
 from ..backend import broadcast_shapes
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
+from .autocast import autocast_op
 
 
 class MatMul(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
+        if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 @ has no BLAS and returns float32
+            return (a.astype(dtypes.float32) @ b.astype(dtypes.float32)).astype(a.dtype)
         return a @ b
 
     def backward(self, g):
@@ -29,8 +32,13 @@ class MatMul(Function):
         return ga, gb
 
 
+@autocast_op("matmul")
 def matmul(a, b):
     """Matrix product with NumPy's rules: 1-D operands are vectors, leading dims broadcast."""
+    return _matmul(a, b)
+
+
+def _matmul(a, b):  # dot and outer, which autocast leaves alone, call it past the autocast hook
     for x in (a, b):
         if not isinstance(x, Tensor):
             raise TypeError(f"matmul: expected Tensors, got {type(x).__name__}")
@@ -77,6 +85,7 @@ class Linear(Function):
         return gx, gw, g2.sum(axis=0) if self.needs_input_grad[2] else None
 
 
+@autocast_op("linear")
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias``; weight has shape (out_features, in_features) as in PyTorch."""
     if weight.ndim != 2:
@@ -95,12 +104,14 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight, bias)
 
 
+@autocast_op("mm")
 def mm(a, b):
     if a.ndim != 2 or b.ndim != 2:
         raise RuntimeError(f"mm: expected 2-D tensors, got shapes {list(a.shape)} and {list(b.shape)}")
     return matmul(a, b)
 
 
+@autocast_op("bmm")
 def bmm(a, b):
     if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
         raise RuntimeError(f"bmm: expected 3-D tensors with equal batch size, got shapes "
@@ -111,7 +122,7 @@ def bmm(a, b):
 def dot(a, b):
     if a.ndim != 1 or b.ndim != 1:
         raise RuntimeError(f"dot: 1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
-    return matmul(a, b)
+    return _matmul(a, b)
 
 
 def outer(a, b):
@@ -119,7 +130,7 @@ def outer(a, b):
     for name, v in (("self", a), ("vec2", b)):
         if v.ndim != 1:
             raise RuntimeError(f"outer: expected 1-D argument {name}, but got {v.ndim}-D (shape {list(v.shape)})")
-    return matmul(a.reshape(-1, 1), b.reshape(1, -1))
+    return _matmul(a.reshape(-1, 1), b.reshape(1, -1))
 
 
 class AddMatMul(Function):
@@ -167,6 +178,7 @@ def _add_matmul(input, a, b, beta, alpha, nd, op):  # noqa: A002
     return AddMatMul.apply(input, a, b, beta=beta, alpha=alpha)
 
 
+@autocast_op("addmm")
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):  # noqa: A002
     """``beta * input + alpha * (mat1 @ mat2)`` for 2-D mat1 (n, m) and mat2 (m, p);
     ``input`` broadcasts to (n, p).
@@ -179,6 +191,7 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):  # noqa: A002
     return _add_matmul(input, mat1, mat2, beta, alpha, 2, "addmm")
 
 
+@autocast_op("baddbmm")
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):  # noqa: A002
     """``beta * input + alpha * (batch1 @ batch2)`` for batches (b, n, m) and (b, m, p);
     ``input`` broadcasts to (b, n, p).

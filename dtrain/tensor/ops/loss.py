@@ -8,6 +8,7 @@ from .. import backend, device_checks
 from ..backend import get_array_module
 from ..function import Function, on_input_device, unbroadcast
 from ..tensor import Tensor
+from .autocast import autocast_op
 from ._checks import check_float
 from .activation import _log_softmax, log_softmax
 from .distance import pairwise_distance
@@ -152,6 +153,7 @@ def _class_nll(input, target, weight, ignore_index, reduction, smoothing, logits
 
 
 @on_input_device
+@autocast_op("cross_entropy")
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """Cross-entropy between logits and targets: log_softmax and nll_loss fused in one op.
@@ -196,6 +198,7 @@ def _soft_cross_entropy(input, target, weight, reduction, smoothing):
 
 
 @on_input_device
+@autocast_op("nll_loss")
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of class indices, for log-probabilities ``input``.
 
@@ -233,6 +236,7 @@ def _pointwise_loss(loss, weight, reduction, input, op):
     return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / weight.sum()
 
 
+@autocast_op("mse_loss")
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean squared error (input - target)^2, reduced.
 
@@ -252,6 +256,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     return _pointwise_loss(diff * diff, weight, reduction, input, "mse_loss")
 
 
+@autocast_op("l1_loss")
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean absolute error |input - target|, reduced; arguments as :func:`mse_loss`.
 
@@ -288,6 +293,7 @@ class BCEWithLogits(Function):
         return gx, gt
 
 
+@autocast_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """Binary cross-entropy of sigmoid(input) against ``target``, stable for any logit.
@@ -368,6 +374,7 @@ class BinaryCrossEntropy(Function):
         return gx, gt
 
 
+@autocast_op("binary_cross_entropy")
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Binary cross-entropy between probabilities ``input`` and ``target``, both in [0, 1].
 
@@ -420,6 +427,7 @@ class Huber(Function):
         return g * (get_array_module(g).clip(self.d, -self.delta, self.delta) * self.scale)
 
 
+@autocast_op("smooth_l1_loss")
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target); beta = 0 is L1.
 
@@ -442,6 +450,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _apply_reduction(d.abs() if beta == 0 else Huber.apply(d, delta=beta, scale=1.0 / beta), reduction)
 
 
+@autocast_op("huber_loss")
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (d = input - target).
 
@@ -497,6 +506,7 @@ class KLDiv(Function):
                 None if gt is None else unbroadcast(gt, t.shape))
 
 
+@autocast_op("kl_div")
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """KL divergence loss: ``input`` holds log-probabilities, ``target`` probabilities (or
     log-probabilities with ``log_target=True``); pointwise target * (log(target) - input).
@@ -541,6 +551,7 @@ def _check_targets(op, target):
         raise TypeError(f"{op}: target must be a Tensor of 1 and -1, got {type(target).__name__}")
 
 
+@autocast_op("cosine_embedding_loss")
 def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
     """1 - cos(x1, x2) where target is 1, max(0, cos(x1, x2) - margin) where it is -1.
 
@@ -577,6 +588,7 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     return _apply_reduction(loss, reduction)
 
 
+@autocast_op("margin_ranking_loss")
 def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
     """max(0, -target * (input1 - input2) + margin): target 1 asks input1 to rank higher.
 
@@ -600,6 +612,7 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
     return _apply_reduction(clamp(-target * (input1 - input2) + margin, min=0), reduction)
 
 
+@autocast_op("triplet_margin_loss")
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None,
                         reduce=None, reduction="mean"):
     """max(0, d(a, p) - d(a, n) + margin), d the p-norm pairwise distance; with ``swap``,

@@ -9,6 +9,7 @@ from ..backend import get_array_module
 from ..function import Function, on_input_device, unbroadcast
 from ..grad_mode import no_grad
 from ..tensor import Tensor
+from .autocast import autocast_op
 from ._checks import check_float
 
 
@@ -69,6 +70,7 @@ def _param(t, shape, name, op, input):
 
 
 @on_input_device
+@autocast_op("batch_norm")
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Batch normalization over dim 1 (channels) of an (N, C, ...) input.
 
@@ -120,6 +122,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                            var=var, axes=axes, pshape=pshape, eps=eps, batch_stats=training)
 
 
+@autocast_op("group_norm")
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalize each sample's channels in ``num_groups`` groups, then scale and shift per channel.
 
@@ -228,6 +231,7 @@ def normalize_rows(input, shape, weight, bias, eps, center):
     return out if rows is input else out.reshape(input.shape)
 
 
+@autocast_op("layer_norm")
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the last dims ``normalized_shape``, then scale by weight and add bias.
 

@@ -8,6 +8,7 @@ from .. import dtypes
 from ..backend import get_array_module, quiet_float_errors
 from ..function import Function
 from ..tensor import Tensor
+from .autocast import autocast_op
 from .elementwise import maximum, minimum, sqrt
 from .index import take_along_dim
 from .shape import clone
@@ -118,6 +119,7 @@ def _reduce(cls, x, dim, keepdim, op, **kw):
     return cls.apply(x, axes=axes, keepdim=keepdim, **kw)
 
 
+@autocast_op("sum")
 def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001
     """Sum over ``dim`` (int, tuple, or all); bool/int tensors sum to int64 as in PyTorch."""
     if dtype is None and x.dtype.kind in "bi" and x.dtype != dtypes.int64:
@@ -127,6 +129,7 @@ def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001
     return _reduce(Sum, x, dim, keepdim, "sum")
 
 
+@autocast_op("mean")
 def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
@@ -159,6 +162,7 @@ def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
     return sqrt(var(x, dim=dim, unbiased=unbiased, keepdim=keepdim, correction=correction))
 
 
+@autocast_op("prod")
 def prod(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
@@ -175,6 +179,7 @@ def amin(x, dim=None, keepdim=False):
     return _reduce(Amin, x, dim, keepdim, "amin")
 
 
+@autocast_op("logsumexp")
 def logsumexp(x, dim=None, keepdim=False):
     if x.dtype.kind != "f":
         x = x.to(dtypes.get_default_dtype())
@@ -255,6 +260,7 @@ def _cumulative(cls, x, dim, dtype, op):
     return cls.apply(x, axis=axis)
 
 
+@autocast_op("cumsum")
 def cumsum(x, dim, *, dtype=None):
     """Running sums along ``dim``.
 
@@ -265,6 +271,7 @@ def cumsum(x, dim, *, dtype=None):
     return _cumulative(CumSum, x, dim, dtype, "cumsum")
 
 
+@autocast_op("cumprod")
 def cumprod(x, dim, *, dtype=None):
     """Running products along ``dim``; the gradient is exact where the input has zeros.
 
@@ -392,6 +399,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):  # noqa: A002
     return VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim)
 
 
+@autocast_op("norm")
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):  # noqa: A002
     """As torch.norm: the vector ``p``-norm over ``dim`` (all elements when None); "fro"
     is the 2-norm of the elements.

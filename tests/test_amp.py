@@ -1,0 +1,405 @@
+"""Mixed precision (dtrain.amp): autocast casts by PyTorch's op lists and gives PyTorch's
+dtypes, values and gradients (torch's CPU autocast from the same inputs); training under
+bfloat16 autocast tracks float32; GradScaler skips exactly the steps with an inf or a NaN,
+adapts its scale as torch's GradScaler does, agrees across ranks, and refuses misuse."""
+import sys
+import warnings
+
+import numpy
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import dtrain
+import dtrain.nn.functional as F
+from comm_helpers import assert_all_checks_passed, clean_env, require_mpi, run
+
+pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes (pip install dtrain[bf16])")
+
+BF16 = dtrain.bfloat16
+# one bfloat16 rounding is 2**-9 relative; a product's output and its operands are each rounded
+RTOL = 2 ** -5
+
+
+def _arrays(shapes, seed):
+    rng = numpy.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(numpy.float32) for s in shapes]
+
+
+def _both(arrays, low_inputs, grad):
+    """The same values as dtrain and torch tensors: float32 leaves, or bfloat16 copies."""
+    d = [dtrain.tensor(a, requires_grad=grad) for a in arrays]
+    t = [torch.tensor(a, requires_grad=grad) for a in arrays]
+    if low_inputs:
+        d, t = [x.to(BF16) for x in d], [x.bfloat16() for x in t]
+    return d, t
+
+
+def _close(ours, theirs, rtol=RTOL):
+    theirs = theirs.detach().float().numpy()
+    ours = numpy.asarray(ours.detach().float().numpy())
+    numpy.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol * max(1.0, float(numpy.abs(theirs).max())))
+
+
+T6 = numpy.array([0, 2, 5, 1])
+# name: (dtrain op, torch op, input shapes); both ops take the tensors positionally
+OPS = {
+    "linear": (F.linear, TF.linear, [(4, 8), (6, 8), (6,)]),
+    "matmul": (dtrain.matmul, torch.matmul, [(2, 4, 8), (8, 5)]),
+    "mm": (dtrain.mm, torch.mm, [(4, 8), (8, 5)]),
+    "bmm": (dtrain.bmm, torch.bmm, [(2, 4, 8), (2, 8, 3)]),
+    "addmm": (dtrain.addmm, torch.addmm, [(4, 5), (4, 8), (8, 5)]),
+    "baddbmm": (dtrain.baddbmm, torch.baddbmm, [(2, 4, 3), (2, 4, 8), (2, 8, 3)]),
+    "einsum": (lambda a, b: dtrain.einsum("bij,bjk->bik", a, b), lambda a, b: torch.einsum("bij,bjk->bik", a, b),
+               [(2, 4, 8), (2, 8, 3)]),
+    "conv1d": (F.conv1d, TF.conv1d, [(2, 3, 10), (4, 3, 3), (4,)]),
+    "conv2d": (F.conv2d, TF.conv2d, [(2, 3, 6, 6), (4, 3, 3, 3), (4,)]),
+    "conv_transpose2d": (F.conv_transpose2d, TF.conv_transpose2d, [(2, 3, 5, 5), (3, 4, 3, 3), (4,)]),
+    "scaled_dot_product_attention": (F.scaled_dot_product_attention, TF.scaled_dot_product_attention,
+                                     [(2, 2, 5, 4)] * 3),
+    "prelu": (F.prelu, TF.prelu, [(4, 8), (1,)]),
+    "dot": (dtrain.dot, torch.dot, [(8,), (8,)]),
+    "outer": (dtrain.outer, torch.outer, [(4,), (5,)]),
+    "mse_loss": (F.mse_loss, TF.mse_loss, [(4, 6), (4, 6)]),
+    "l1_loss": (F.l1_loss, TF.l1_loss, [(4, 6), (4, 6)]),
+    "smooth_l1_loss": (F.smooth_l1_loss, TF.smooth_l1_loss, [(4, 6), (4, 6)]),
+    "huber_loss": (F.huber_loss, TF.huber_loss, [(4, 6), (4, 6)]),
+    "cross_entropy": (lambda x: F.cross_entropy(x, dtrain.tensor(T6)), lambda x: TF.cross_entropy(x, torch.tensor(T6)),
+                      [(4, 6)]),
+    "nll_loss": (lambda x: F.nll_loss(x, dtrain.tensor(T6)), lambda x: TF.nll_loss(x, torch.tensor(T6)), [(4, 6)]),
+    "kl_div": (lambda a, b: F.kl_div(a, b.abs(), reduction="batchmean"),
+               lambda a, b: TF.kl_div(a, b.abs(), reduction="batchmean"), [(4, 6), (4, 6)]),
+    "binary_cross_entropy_with_logits": (F.binary_cross_entropy_with_logits, TF.binary_cross_entropy_with_logits,
+                                         [(4, 6), (4, 6)]),
+    "binary_cross_entropy": (lambda a, b: F.binary_cross_entropy(a.sigmoid(), b.sigmoid()),
+                             lambda a, b: TF.binary_cross_entropy(a.sigmoid(), b.sigmoid()), [(4, 6), (4, 6)]),
+    "cosine_embedding_loss": (lambda a, b: F.cosine_embedding_loss(a, b, dtrain.tensor([1.0, -1.0, 1.0, -1.0])),
+                              lambda a, b: TF.cosine_embedding_loss(a, b, torch.tensor([1.0, -1.0, 1.0, -1.0])),
+                              [(4, 6), (4, 6)]),
+    "margin_ranking_loss": (lambda a, b: F.margin_ranking_loss(a, b, dtrain.tensor([1.0, -1.0, 1.0, -1.0])),
+                            lambda a, b: TF.margin_ranking_loss(a, b, torch.tensor([1.0, -1.0, 1.0, -1.0])),
+                            [(4,), (4,)]),
+    "triplet_margin_loss": (F.triplet_margin_loss, TF.triplet_margin_loss, [(4, 6)] * 3),
+    "prod": (lambda x: x.prod(dim=1), lambda x: x.prod(dim=1), [(4, 3)]),
+    "softmax": (lambda x: F.softmax(x, dim=-1), lambda x: TF.softmax(x, dim=-1), [(4, 6)]),
+    "log_softmax": (lambda x: F.log_softmax(x, dim=-1), lambda x: TF.log_softmax(x, dim=-1), [(4, 6)]),
+    "layer_norm": (lambda x: F.layer_norm(x, (6,)), lambda x: TF.layer_norm(x, (6,)), [(4, 6)]),
+    "group_norm": (lambda x: F.group_norm(x, 2), lambda x: TF.group_norm(x, 2), [(4, 6, 3)]),
+    "batch_norm": (lambda x: F.batch_norm(x, None, None, training=True),
+                   lambda x: TF.batch_norm(x, None, None, training=True), [(8, 6)]),
+    "sum": (lambda x: x.sum(), lambda x: x.sum(), [(64, 64)]),
+    "mean": (lambda x: x.mean(dim=0), lambda x: x.mean(dim=0), [(64, 8)]),
+}
+
+
+@pytest.mark.parametrize("low_inputs", [False, True], ids=["float32_inputs", "bfloat16_inputs"])
+@pytest.mark.parametrize("name", list(OPS))
+def test_op_dtype_and_values_match_torch_cpu_autocast(name, low_inputs):
+    """Under autocast("cpu", bfloat16), each op's output dtype is torch's for the same inputs,
+    and its values agree within bfloat16's rounding."""
+    ours_op, torch_op, shapes = OPS[name]
+    d, t = _both(_arrays(shapes, seed=len(name)), low_inputs, grad=False)
+    with dtrain.autocast("cpu", dtype=BF16), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, theirs = ours_op(*d), torch_op(*t)
+    assert ours.dtype.name == str(theirs.dtype).split(".")[1], (name, ours.dtype, theirs.dtype)
+    _close(ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["linear", "matmul", "bmm", "addmm", "einsum", "conv2d", "conv_transpose2d",
+                                  "scaled_dot_product_attention", "layer_norm", "cross_entropy", "mse_loss"])
+def test_gradients_are_float32_and_match_torch(name):
+    """The casts are differentiable: float32 leaves get float32 gradients, torch's within
+    bfloat16's rounding (the weighted sum makes every output element matter)."""
+    ours_op, torch_op, shapes = OPS[name]
+    d, t = _both(_arrays(shapes, seed=7), low_inputs=False, grad=True)
+    with dtrain.autocast("cpu"), torch.autocast("cpu"):
+        ours, theirs = ours_op(*d), torch_op(*t)
+    weights = _arrays([tuple(theirs.shape)], seed=8)[0]
+    (ours.float() * dtrain.tensor(weights)).sum().backward()
+    (theirs.float() * torch.tensor(weights)).sum().backward()
+    for a, b in zip(d, t):
+        assert a.grad.dtype == dtrain.float32
+        _close(a.grad, b.grad, rtol=2 ** -4)
+
+
+def test_float16_on_the_cpu_matches_torch():
+    """autocast("cpu", dtype=float16) runs linear in float16, as torch's does."""
+    d, t = _both(_arrays([(4, 8), (6, 8)], seed=3), low_inputs=False, grad=False)
+    with dtrain.autocast("cpu", dtype=dtrain.float16), torch.autocast("cpu", dtype=torch.float16):
+        ours, theirs = F.linear(*d), TF.linear(*t)
+    assert ours.dtype == dtrain.float16 and theirs.dtype == torch.float16
+    _close(ours, theirs, rtol=2 ** -9)
+
+
+def test_default_dtypes_nesting_decorator_and_exceptions():
+    """Default dtype bfloat16 on "cpu"; a nested enabled=False region runs in float32; the
+    decorator form opens the region per call; an exception closes it."""
+    x, w = dtrain.randn(3, 4), dtrain.randn(5, 4)
+    assert dtrain.get_autocast_dtype("cpu") == BF16 and dtrain.get_autocast_dtype("cuda") == dtrain.float16
+    with dtrain.autocast("cpu"):
+        assert dtrain.is_autocast_enabled("cpu") and F.linear(x, w).dtype == BF16
+        with dtrain.autocast("cpu", enabled=False):
+            assert F.linear(x, w).dtype == dtrain.float32 and not dtrain.is_autocast_enabled("cpu")
+        assert F.linear(x, w).dtype == BF16
+    assert F.linear(x, w).dtype == dtrain.float32 and not dtrain.is_autocast_enabled("cpu")
+
+    @dtrain.amp.autocast("cpu")
+    def forward(a):
+        return F.linear(a, w)
+    assert forward(x).dtype == BF16 and not dtrain.is_autocast_enabled("cpu")
+    with pytest.raises(ZeroDivisionError):
+        with dtrain.autocast("cpu"):
+            1 / 0
+    assert not dtrain.is_autocast_enabled("cpu") and F.linear(x, w).dtype == dtrain.float32
+
+
+def test_float64_is_never_cast():
+    """As torch: float64 tensors are not autocast-eligible."""
+    x, w = dtrain.randn(3, 4, dtype=dtrain.float64), dtrain.randn(5, 4, dtype=dtrain.float64)
+    with dtrain.autocast("cpu"):
+        assert F.linear(x, w).dtype == dtrain.float64
+
+
+def test_cast_cache_reuses_a_weight_cast_and_survives_backward():
+    """A weight used twice in a region is cast once; a second forward + backward in the same
+    region (after the first backward freed its graph) gives the same gradient as the first."""
+    w = dtrain.randn(4, 4, requires_grad=True)
+    x = dtrain.randn(2, 4)
+    grads = []
+    with dtrain.autocast("cpu"):
+        for _ in range(2):
+            a, b = F.linear(x, w), F.linear(x, w)
+            assert a.grad_fn.inputs[0].grad_fn.inputs[1] is b.grad_fn.inputs[0].grad_fn.inputs[1]
+            (a.float().sum() + b.float().sum()).backward()
+            grads.append(w.grad.numpy().copy())
+            w.grad = None
+    numpy.testing.assert_array_equal(grads[0], grads[1])
+
+
+def _mlp_losses(use_autocast, steps=50):
+    dtrain.manual_seed(0)
+    model = dtrain.nn.Sequential(dtrain.nn.Linear(20, 64), dtrain.nn.ReLU(), dtrain.nn.Linear(64, 64),
+                                 dtrain.nn.GELU(), dtrain.nn.Linear(64, 5))
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    rng = numpy.random.default_rng(0)
+    x = dtrain.tensor(rng.standard_normal((64, 20)).astype(numpy.float32))
+    y = dtrain.tensor(rng.integers(0, 5, 64))
+    losses = []
+    for _ in range(steps):
+        with dtrain.autocast("cpu", enabled=use_autocast):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return numpy.array(losses)
+
+
+def _gpt_losses(use_autocast, steps=50):
+    sys.path.insert(0, "examples")
+    try:
+        from gpt import GPT
+    finally:
+        sys.path.remove("examples")
+    dtrain.manual_seed(0)
+    model = GPT(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    opt = dtrain.optim.AdamW(model.parameters(), lr=3e-3)
+    g = dtrain.Generator().manual_seed(1)
+    losses = []
+    for _ in range(steps):
+        idx = dtrain.randint(0, 20, (4, 16), generator=g)
+        with dtrain.autocast("cpu", enabled=use_autocast):
+            logits, loss = model(idx, (idx + 1) % 20)
+        assert logits.dtype == (BF16 if use_autocast else dtrain.float32)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return numpy.array(losses)
+
+
+@pytest.mark.parametrize("losses", [_mlp_losses, _gpt_losses], ids=["mlp", "gpt"])
+def test_50_steps_under_bfloat16_stay_within_1e_2_of_float32(losses):
+    """The loss trajectory of 50 training steps under autocast bfloat16 stays within 1e-2
+    relative of float32's (and training does reduce the loss)."""
+    full, mixed = losses(False), losses(True)
+    assert full[-1] < 0.7 * full[0]
+    numpy.testing.assert_allclose(mixed, full, rtol=1e-2)
+
+
+# ---- GradScaler ------------------------------------------------------------------------------
+
+BAD_STEPS = {3: float("inf"), 4: float("inf"), 9: float("nan"), 15: float("-inf")}
+
+
+def _scaler_run(make_scaler, framework, steps=20, scaler=None):
+    """Train a Linear(4, 3) (same weights in both frameworks) with a scaler; at the steps of
+    BAD_STEPS plant that value in one gradient. Returns (scales after each update, weights
+    after each step, the scaler)."""
+    nn, optim = (dtrain.nn, dtrain.optim) if framework is dtrain else (torch.nn, torch.optim)
+    w0, b0, x, y = _arrays([(3, 4), (3,), (8, 4), (8, 3)], seed=11)
+    model = nn.Linear(4, 3)
+    with framework.no_grad():
+        model.weight.copy_(framework.tensor(w0))
+        model.bias.copy_(framework.tensor(b0))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    scaler = scaler or make_scaler()
+    scales, weights = [], []
+    for i in range(steps):
+        loss = ((model(framework.tensor(x)) - framework.tensor(y)) ** 2).mean()
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        if i in BAD_STEPS:
+            with framework.no_grad():
+                model.weight.grad[1, 2] = BAD_STEPS[i]
+        scaler.step(opt)
+        scaler.update()
+        scales.append(scaler.get_scale())
+        weights.append(model.weight.detach().numpy().copy())
+    return scales, weights, scaler
+
+
+@pytest.mark.parametrize("factors", [(2.0, 0.5, 3), (1.7, 0.3, 2)], ids=["default_factors", "odd_factors"])
+def test_grad_scaler_skips_the_bad_steps_and_follows_torchs_scale(factors):
+    """The step is skipped exactly at the planted inf/NaN (weights unchanged there, changed
+    elsewhere); the scale after every update equals torch.amp.GradScaler's, and the weights
+    torch's, for the same sequence."""
+    growth, backoff, interval = factors
+    kw = dict(init_scale=2.0 ** 10, growth_factor=growth, backoff_factor=backoff, growth_interval=interval)
+    scales, weights, _ = _scaler_run(lambda: dtrain.amp.GradScaler("cpu", **kw), dtrain)
+    t_scales, t_weights, _ = _scaler_run(lambda: torch.amp.GradScaler("cpu", **kw), torch)
+    assert scales == t_scales
+    before = [_arrays([(3, 4)], seed=11)[0], *weights[:-1]]
+    skipped = [i for i, (w, prev) in enumerate(zip(weights, before)) if numpy.array_equal(w, prev)]
+    assert skipped == sorted(BAD_STEPS)
+    numpy.testing.assert_allclose(numpy.array(weights), numpy.array(t_weights), rtol=1e-5, atol=1e-6)
+
+
+def test_grad_scaler_state_dict_round_trip():
+    """state_dict has torch's keys and values; a new scaler loading it continues the same
+    trajectory as the one that saved it."""
+    kw = dict(init_scale=2.0 ** 8, growth_interval=3)
+    _, _, ours = _scaler_run(lambda: dtrain.amp.GradScaler("cpu", **kw), dtrain, steps=8)
+    _, _, theirs = _scaler_run(lambda: torch.amp.GradScaler("cpu", **kw), torch, steps=8)
+    sd = ours.state_dict()
+    assert sd == theirs.state_dict()
+    loaded = dtrain.amp.GradScaler("cpu")
+    loaded.load_state_dict(sd)
+    assert loaded.state_dict() == sd
+    scales_a, _, _ = _scaler_run(None, dtrain, steps=6, scaler=ours)
+    scales_b, _, _ = _scaler_run(None, dtrain, steps=6, scaler=loaded)
+    assert scales_a == scales_b
+
+
+def _tiny(dtype=dtrain.float32):
+    model = dtrain.nn.Linear(2, 1).to(dtype)
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
+    model(dtrain.ones(1, 2, dtype=dtype)).sum().backward()
+    return model, opt
+
+
+def test_grad_scaler_misuse_is_a_clear_error():
+    """unscale_ twice, unscale_ or step after step, a closure, update with nothing checked, an
+    empty state dict, float16 parameters, bad factors: each raises saying what is wrong."""
+    scaler = dtrain.amp.GradScaler("cpu")
+    model, opt = _tiny()
+    scaler.unscale_(opt)
+    with pytest.raises(RuntimeError, match="already been called on this optimizer"):
+        scaler.unscale_(opt)
+    scaler.step(opt)
+    with pytest.raises(RuntimeError, match="step\\(\\) has already been called"):
+        scaler.step(opt)
+    with pytest.raises(RuntimeError, match="after step"):
+        scaler.unscale_(opt)
+    with pytest.raises(RuntimeError, match="Closure"):
+        scaler.step(opt, closure=lambda: 0)
+    scaler.update()
+    with pytest.raises(RuntimeError, match="No inf checks were recorded prior to update"):
+        scaler.update()
+    with pytest.raises(RuntimeError, match="state dict is empty"):
+        scaler.load_state_dict({})
+    half_model, half_opt = _tiny(dtrain.float16)
+    with pytest.raises(ValueError, match="FP16 gradients"):
+        dtrain.amp.GradScaler("cpu").step(half_opt)
+    for bad in (dict(growth_factor=1.0), dict(backoff_factor=1.5), dict(growth_interval=0), dict(device="tpu")):
+        with pytest.raises(ValueError):
+            dtrain.amp.GradScaler(**{"device": "cpu", **bad})
+
+
+def test_disabled_grad_scaler_is_transparent():
+    """enabled=False: scale returns its input, step steps, state_dict is {} (as torch)."""
+    scaler = dtrain.amp.GradScaler("cpu", enabled=False)
+    model, opt = _tiny()
+    before = model.weight.detach().numpy().copy()
+    loss = dtrain.ones(())
+    assert scaler.scale(loss) is loss and scaler.get_scale() == 1.0 and scaler.state_dict() == {}
+    scaler.step(opt)
+    scaler.update()
+    assert not numpy.array_equal(before, model.weight.detach().numpy())
+
+
+@pytest.mark.skipif(dtrain.cuda.is_available(), reason="checks the no-CUDA fallback")
+def test_cuda_without_a_gpu_warns_and_disables_as_torch():
+    """autocast("cuda") and GradScaler() (device "cuda") without CUDA warn and do nothing."""
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        region = dtrain.autocast("cuda")
+    with region:
+        assert not dtrain.is_autocast_enabled("cuda")
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        assert not dtrain.amp.GradScaler().is_enabled()
+
+
+def test_autocast_bad_arguments():
+    """An unknown device type is an error; a dtype autocast does not support warns and
+    disables the region (torch's behaviour); bfloat16 without ml_dtypes names the extra."""
+    with pytest.raises(RuntimeError, match="unsupported autocast device_type 'tpu'"):
+        dtrain.autocast("tpu")
+    with pytest.raises(ValueError, match="device_type"):
+        dtrain.autocast(dtrain.device("cpu"))
+    with pytest.warns(UserWarning, match="not supported. Disabling"):
+        region = dtrain.autocast("cpu", dtype=dtrain.float32)
+    with region, warnings.catch_warnings():
+        assert F.linear(dtrain.ones(1, 2), dtrain.ones(3, 2)).dtype == dtrain.float32
+
+
+def test_bfloat16_without_ml_dtypes_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    for use in (lambda: dtrain.bfloat16, lambda: dtrain.autocast("cpu"), lambda: dtrain.autocast("cpu", dtype="bfloat16")):
+        with pytest.raises(ImportError, match=r"pip install dtrain\[bf16\]"):
+            use()
+
+
+RANK_SCRIPT = """
+import numpy, dtrain, dtrain.comm as dist
+from rank_harness import RankChecks
+
+def all_ranks_skip_when_one_has_inf():
+    model = dtrain.nn.Linear(2, 1)
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
+    scaler = dtrain.amp.GradScaler("cpu", init_scale=4.0)
+    for step in range(3):
+        opt.zero_grad()
+        scaler.scale(model(dtrain.ones(1, 2)).sum()).backward()
+        if step == 1 and checks.rank == 1:
+            model.weight.grad.numpy()[0, 0] = numpy.inf
+        before = model.weight.detach().numpy().copy()
+        scaler.step(opt)
+        scaler.update()
+        changed = not numpy.array_equal(before, model.weight.detach().numpy())
+        assert changed == (step != 1), (checks.rank, step, changed)
+    assert scaler.get_scale() == 2.0, scaler.get_scale()
+
+checks = RankChecks("mpi")
+checks.run("all ranks skip when one has inf", all_ranks_skip_when_one_has_inf)
+checks.finish()
+"""
+
+
+def test_grad_scaler_ranks_agree_on_skipping(tmp_path):
+    """With 2 ranks, an inf in rank 1's gradients alone makes both ranks skip that step and
+    back off their scale (the found-inf flag is all-reduced with MAX)."""
+    mpiexec = require_mpi()
+    script = tmp_path / "rank_scaler.py"
+    script.write_text(RANK_SCRIPT)
+    result = run([mpiexec, "-n", "2", sys.executable, str(script)], timeout=120, env=clean_env())
+    assert_all_checks_passed(result, 2, 1)
