@@ -9,7 +9,9 @@ Memory is CuPy's default memory pool on the current device: ``memory_allocated``
 in use, ``memory_reserved`` the bytes the pool holds. CuPy keeps no peak of allocated bytes:
 ``max_memory_allocated``/``max_memory_reserved`` are the pool's size, which only grows until
 ``empty_cache()`` or ``reset_peak_memory_stats()`` (which frees the cached blocks so that the
-size restarts from the bytes in use): an upper bound of the peak since then.
+size restarts from the bytes in use): an upper bound of the peak since then. The exact peak of
+tensor bytes, on any device (the CPU included), is ``dtrain.tensor.memory``'s (opt-in:
+``with dtrain.tensor.memory.track(): ...`` then ``memory.max_memory_allocated(device)``).
 """
 from .tensor import backend, device_checks
 from .tensor.backend import Device, cuda_device_count, cuda_is_available
