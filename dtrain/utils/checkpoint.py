@@ -21,7 +21,9 @@ two variants differ visibly:
 Known difference from PyTorch's non-reentrant variant: a parameter used by several checkpointed
 segments has its ``.grad`` accumulated (and its post-accumulate-grad hooks run) once per
 segment, not once per backward: DistributedDataParallel then needs such parameters to be used
-by one segment only. On a CUDA device CuPy's generator has no state to save: the checkpointed
+by one segment only. The parameters used inside a segment are not in the recorded graph, so a
+graph query (``reachable_leaves``, DDP's ``find_unused_parameters=True``) does not find them:
+use DDP with ``find_unused_parameters=False`` (its default). On a CUDA device CuPy's generator has no state to save: the checkpointed
 forward draws one seed from the device's generator and runs on a generator seeded with it, and
 the recomputation reruns on a fresh one from the same seed (exact recomputation; the masks
 differ from an uncheckpointed run's). The CPU generator's state is saved and restored exactly.
