@@ -22,7 +22,9 @@ from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .compiler import compile  # noqa: E402,F401,A004  (torch.compile: returns the model)
 from . import compiler  # noqa: E402,F401
 from . import amp  # noqa: E402,F401  (torch.amp)
-from .amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402,F401
+from .amp import autocast, get_autocast_dtype, is_autocast_cache_enabled, is_autocast_enabled  # noqa: E402,F401
+from .amp import cuda_amp as _cuda_amp  # noqa: E402  (torch.cuda.amp's path: cuda sits below amp)
+cuda.amp = _sys.modules[f"{__name__}.cuda.amp"] = _cuda_amp
 
 # Names across layers that may not import upward (tests/test_layering.py), wired here on top:
 # torch.nn's names for dtrain.parallel's wrappers (parallel imports nn, so nn cannot import it),

@@ -403,3 +403,74 @@ def test_grad_scaler_ranks_agree_on_skipping(tmp_path):
     script.write_text(RANK_SCRIPT)
     result = run([mpiexec, "-n", "2", sys.executable, str(script)], timeout=120, env=clean_env())
     assert_all_checks_passed(result, 2, 1)
+
+
+def test_torch_cuda_amp_spellings():
+    """``dtrain.cuda.amp.autocast``/``GradScaler`` (torch.cuda.amp's deprecated path) are the
+    "cuda" autocast and scaler, with PyTorch's FutureWarning."""
+    from dtrain.cuda.amp import GradScaler, autocast
+    with pytest.warns(FutureWarning, match="dtrain.amp.autocast\\('cuda'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # no CUDA here: also "Disabling"
+        region = autocast(dtype=dtrain.float16)
+    assert region.device == "cuda" and region.fast_dtype == dtrain.float16
+    with pytest.warns(FutureWarning, match="dtrain.amp.GradScaler\\('cuda'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scaler = GradScaler(init_scale=8.0)
+    assert isinstance(scaler, dtrain.amp.GradScaler) and scaler._device == "cuda"
+
+
+# PyTorch's CUDA lists (torch.amp docs, "CUDA Ops that can autocast to float16 / float32"): the
+# dtype each op returns for float16 inputs
+CUDA_LIST_OUTPUTS = {
+    "linear": (lambda a, b: F.linear(a, b), "float16"), "bmm": (lambda a, b: dtrain.bmm(a[None], b[None]), "float16"),
+    "softmax": (lambda a, b: F.softmax(a, dim=-1), "float32"),
+    "softmax_dtype": (lambda a, b: F.softmax(a, dim=-1, dtype=dtrain.float16), "float16"),
+    "log_softmax": (lambda a, b: F.log_softmax(a, dim=-1), "float32"),
+    "layer_norm": (lambda a, b: F.layer_norm(a, (4,)), "float32"), "sum": (lambda a, b: a.sum(), "float32"),
+    "exp": (lambda a, b: a.exp(), "float32"), "pow": (lambda a, b: a ** 2, "float32"),
+    "cumsum": (lambda a, b: a.cumsum(0), "float32"), "mse_loss": (lambda a, b: F.mse_loss(a, b), "float32"),
+    "relu": (lambda a, b: F.relu(a), "float16"), "mean": (lambda a, b: a.mean(), "float16"),
+}
+
+
+@pytest.mark.parametrize("name", list(CUDA_LIST_OUTPUTS))
+def test_cuda_lists_on_float16_inputs(name, monkeypatch):
+    """With the "cuda" policies (the device type patched for CPU tensors, float16 being native
+    to NumPy), each op returns the dtype PyTorch's CUDA autocast gives for float16 inputs;
+    binary_cross_entropy is refused, as PyTorch's CUDA autocast refuses it."""
+    from dtrain.tensor.ops import autocast as policy
+    monkeypatch.setattr(policy, "_device_type", lambda args: "cuda")
+    fn, expected = CUDA_LIST_OUTPUTS[name]
+    a, b = (dtrain.tensor(x).to(dtrain.float16) for x in _arrays([(4, 4), (4, 4)], seed=5))
+    saved = policy.enter("cuda", True, dtrain.float16, True)
+    try:
+        assert fn(a, b).dtype.name == expected
+        with pytest.raises(RuntimeError, match="unsafe to autocast"):
+            F.binary_cross_entropy(a.float().sigmoid(), b.float().sigmoid())
+    finally:
+        policy.exit(saved)
+
+
+@pytest.mark.gpu
+def test_cuda_float16_autocast_and_scaler_on_the_device():
+    """On 'cuda', autocast computes linear in float16 natively (float16 arrays on the device),
+    gradients come back float32, and GradScaler("cuda") steps and skips as on the CPU."""
+    model = dtrain.nn.Linear(8, 4).to("cuda")
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
+    scaler = dtrain.amp.GradScaler("cuda", init_scale=2.0 ** 8)
+    x = dtrain.randn(16, 8, device="cuda")
+    for step in range(2):
+        with dtrain.autocast("cuda"):
+            out = model(x)
+            loss = F.mse_loss(out, dtrain.zeros(16, 4, device="cuda"))
+        assert out.dtype == dtrain.float16 and out.is_cuda and loss.dtype == dtrain.float32
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        assert model.weight.grad.dtype == dtrain.float32
+        if step == 1:
+            model.weight.grad.fill_(float("inf"))
+        before = model.weight.detach().cpu().numpy().copy()
+        scaler.step(opt)
+        scaler.update()
+        assert numpy.array_equal(before, model.weight.detach().cpu().numpy()) == (step == 1)
+    assert scaler.get_scale() == 2.0 ** 7

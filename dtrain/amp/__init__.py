@@ -13,6 +13,8 @@ Example:
     >>> scaler.step(optimizer)
     >>> scaler.update()
 """
-from .autocast_mode import autocast, get_autocast_dtype, is_autocast_available, is_autocast_enabled  # noqa: F401
+from .autocast_mode import (autocast, get_autocast_dtype, is_autocast_available, is_autocast_cache_enabled,  # noqa: F401
+                            is_autocast_enabled)
+from . import cuda_amp  # noqa: F401  (dtrain.cuda.amp, wired by dtrain/__init__.py)
 from .bfloat16 import bfloat16_dtype  # noqa: F401
 from .grad_scaler import GradScaler, OptState  # noqa: F401

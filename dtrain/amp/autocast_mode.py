@@ -40,6 +40,11 @@ def is_autocast_enabled(device_type="cuda"):
     return state.is_enabled(device_type)
 
 
+def is_autocast_cache_enabled():
+    """Whether the regions opened in this thread reuse the casts of float32 parameters."""
+    return state.is_cache_enabled()
+
+
 class autocast:  # noqa: N801  (PyTorch's name)
     """Run the ops of a region in mixed precision, as ``torch.autocast``.
 
@@ -74,7 +79,7 @@ class autocast:  # noqa: N801  (PyTorch's name)
             raise TypeError(f"autocast: enabled must be a bool, got {enabled!r}")
         self.device = device_type
         self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else self._resolve(dtype)
-        self._cache_enabled = state.is_cache_enabled() if cache_enabled is None else bool(cache_enabled)
+        self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else bool(cache_enabled)
         if enabled and self.fast_dtype.name not in LOW_DTYPES:
             warnings.warn(f"In {device_type.upper()} autocast, but the target dtype {self.fast_dtype} is not "
                           f"supported. Disabling autocast. Autocast supports float16 and bfloat16.", stacklevel=2)

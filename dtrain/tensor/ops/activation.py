@@ -13,7 +13,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor, _check_dim
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from ._checks import check_float
 from .elementwise import Scale
 
@@ -203,7 +203,6 @@ def silu(input, inplace=False):
     return SiLU.apply(input)
 
 
-@autocast_op("softplus")
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (as PyTorch).
 
@@ -211,6 +210,8 @@ def softplus(input, beta=1.0, threshold=20.0):
         >>> F.softplus(dtrain.tensor([0.0]))
         tensor([0.6931])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(softplus, "softplus", **locals())
     check_float(input, "softplus")
     return Softplus.apply(input, beta=beta, threshold=threshold)
 
@@ -402,7 +403,6 @@ def hardsigmoid(input, inplace=False):
     return Hardsigmoid.apply(input)
 
 
-@autocast_op("prelu")
 def prelu(input, weight):
     """x where x > 0, else weight * x, with a learned slope per channel (dim 1) or one shared.
 
@@ -415,6 +415,8 @@ def prelu(input, weight):
         >>> F.prelu(dtrain.tensor([[-2.0, 1.0]]), dtrain.tensor([0.25]))
         tensor([[-0.5000,  1.0000]])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(prelu, "prelu", **locals())
     op = "prelu"
     check_float(input, op)
     if not isinstance(weight, Tensor) or weight.ndim > 1:
@@ -496,7 +498,6 @@ def _softmax_args(input, dim, dtype, op):
     return input, _check_dim(dim, input.ndim, op)
 
 
-@autocast_op("softmax")
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
     """exp(x) / sum(exp(x)) along ``dim``, computed with the max subtracted (no overflow).
 
@@ -509,13 +510,14 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
         >>> F.softmax(dtrain.tensor([[0.0, 0.0]]), dim=1)
         tensor([[0.5000, 0.5000]])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(softmax, "softmax", **locals())
     input, axis = _softmax_args(input, dim, dtype, "softmax")
     if input.ndim == 0:  # the ops work in place on arrays; NumPy gives a 0-d input's results as scalars
         return Softmax.apply(input.reshape(1), axis=0).reshape(())
     return Softmax.apply(input, axis=axis)
 
 
-@autocast_op("log_softmax")
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """log(softmax(x)) along ``dim``, computed as x - max - log(sum(exp(x - max))) (stable).
 
@@ -523,6 +525,8 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
         >>> F.log_softmax(dtrain.tensor([[0.0, 0.0]]), dim=1)
         tensor([[-0.6931, -0.6931]])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(log_softmax, "log_softmax", **locals())
     input, axis = _softmax_args(input, dim, dtype, "log_softmax")
     if input.ndim == 0:  # as softmax
         return LogSoftmax.apply(input.reshape(1), axis=0).reshape(())

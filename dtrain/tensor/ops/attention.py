@@ -15,7 +15,7 @@ from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..random import uniform_array
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from .linalg import linear, matmul
 from .activation import softmax
 from .dropout import dropout
@@ -134,7 +134,6 @@ def _attention_shape_error(msg, query, key, value):
                         f"{list(key.shape)}, value {list(value.shape)}")
 
 
-@autocast_op("scaled_dot_product_attention")
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     """softmax(query @ key^T * scale + mask) @ value, as ``torch.nn.functional.scaled_dot_product_attention``.
@@ -160,6 +159,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         >>> F.scaled_dot_product_attention(q, q, q, is_causal=True).shape
         dtrain.Size([2, 4, 8, 16])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(scaled_dot_product_attention, "scaled_dot_product_attention", **locals())
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
             raise TypeError(f"scaled_dot_product_attention: {name} must be a Tensor, got {type(t).__name__}")

@@ -2,8 +2,15 @@
 float32, per device type, as PyTorch's autocast lists (aten/src/ATen/autocast_mode.cpp); the
 state that ``dtrain.autocast`` sets; the casts, differentiable, with PyTorch's cast cache.
 
-An op takes part by the decorator :func:`autocast_op` under its PyTorch name. With no autocast
-region open anywhere, the decorated op costs one list lookup more than the plain function.
+An op takes part by two lines at the top of its public function, under its PyTorch name::
+
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(linear, "linear", **locals())   # locals(): just the arguments here
+
+With no autocast region open anywhere that is one list lookup per call: no wrapper frame (a
+decorator's ``*args, **kwargs`` forwarding costs ~5x a plain call, measured). ``autocast_call``
+re-enters the op with ``thread_state.running`` set, so the body runs, and so do the hooked ops
+it calls, as they are (PyTorch's autocast redispatches below itself the same way).
 
 How a low-precision op runs:
   * CUDA (CuPy): its floating inputs are cast to the low dtype and the op runs there (cuBLAS
@@ -15,7 +22,6 @@ How a low-precision op runs:
     rounded inputs are rounded too, as a low-precision backward's are. Saved activations stay
     float32 there, so autocast saves no memory on the CPU.
 """
-import functools
 import threading
 import weakref
 
@@ -61,8 +67,8 @@ BANNED_MESSAGE = (
     "binary_cross_entropy_with_logits / BCEWithLogitsLoss, which are safe under autocast, or run it outside "
     "the autocast region on float32 inputs (e.g. input.float()).")
 
-# open autocast regions in any thread: the one check a decorated op makes when there is none
-_open_regions = [0]
+# open autocast regions in any thread: the one check a hooked op makes when there is none
+open_regions = [0]
 
 
 class _ThreadState(threading.local):
@@ -77,43 +83,43 @@ class _ThreadState(threading.local):
         self.cache = {}
 
 
-_state = _ThreadState()
+thread_state = _ThreadState()
 
 
 def is_enabled(device_type):
-    return _state.enabled[device_type]
+    return thread_state.enabled[device_type]
 
 
 def get_dtype(device_type):
-    return _state.dtype[device_type]
+    return thread_state.dtype[device_type]
 
 
 def is_cache_enabled():
-    return _state.cache_enabled
+    return thread_state.cache_enabled
 
 
 def enter(device_type, enabled, dtype, cache_enabled):
     """Open a region; returns what :func:`exit` restores."""
-    s = _state
+    s = thread_state
     saved = (device_type, s.enabled[device_type], s.dtype[device_type], s.cache_enabled)
     s.enabled[device_type], s.dtype[device_type], s.cache_enabled = enabled, dtype, cache_enabled
     s.nesting += 1
-    _open_regions[0] += 1
+    open_regions[0] += 1
     return saved
 
 
 def exit(saved):  # noqa: A001
     device_type, enabled, dtype, cache_enabled = saved
-    s = _state
+    s = thread_state
     s.enabled[device_type], s.dtype[device_type], s.cache_enabled = enabled, dtype, cache_enabled
     s.nesting -= 1
-    _open_regions[0] -= 1
+    open_regions[0] -= 1
     if s.nesting == 0:  # PyTorch clears the cast cache when the outermost region exits
         s.cache.clear()
 
 
 def clear_cache():
-    _state.cache.clear()
+    thread_state.cache.clear()
 
 
 class RoundTo(Function):
@@ -140,15 +146,15 @@ def _eligible(t):
 def _cached(t, make):
     """``make(t)``, reused for a float32 leaf that requires grad while the region is open and
     the cast's graph is alive (dtrain frees a graph in backward, PyTorch's cast keeps none)."""
-    if not (_state.cache_enabled and t.requires_grad and t.grad_fn is None and is_grad_enabled()):
+    if not (thread_state.cache_enabled and t.requires_grad and t.grad_fn is None and is_grad_enabled()):
         return make(t)
-    hit = _state.cache.get(id(t))
+    hit = thread_state.cache.get(id(t))
     if hit is not None:
         ref, version, out = hit
         if ref() is t and version == t._version and out.grad_fn is not None and out.grad_fn.inputs is not None:
             return out
     out = make(t)
-    _state.cache[id(t)] = (weakref.ref(t), t._version, out)
+    thread_state.cache[id(t)] = (weakref.ref(t), t._version, out)
     return out
 
 
@@ -186,50 +192,34 @@ def _device_type(args):
     return None
 
 
-def _run(op, name, args, kwargs):
-    s = _state
-    device_type = None if s.running else _device_type(args)
+def autocast_call(op, name, *args, **kwargs):
+    """Run ``op`` (the hooked public function of op ``name``, PyTorch's name) under the
+    policy of ``name`` for its inputs' device type, if autocast is on for that device type
+    in this thread; otherwise as called."""
+    s = thread_state
+    device_type = _device_type((*args, *kwargs.values()))
     policy = POLICIES[device_type].get(name) if device_type and s.enabled[device_type] else None
     if policy is None or (policy == FP32_UNLESS_DTYPE and kwargs.get("dtype") is not None):
-        return op(*args, **kwargs)
+        return _plain(op, args, kwargs)
     if policy == BANNED:
         raise RuntimeError(f"{name}: {BANNED_MESSAGE}")
-    s.running = True
+    if policy == KEEP_DTYPE_FP32_MATH:
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
+        if first is None or not _is_low(first.dtype) or kwargs.get("dtype") is not None:
+            return _plain(op, args, kwargs)
+        out = _plain(op, *_map(_to_float32, args, kwargs))
+        return Cast.apply(out, dtype=first.dtype) if isinstance(out, Tensor) and out.dtype.kind == "f" else out
+    if policy == LOWER:
+        low, native = s.dtype[device_type], device_type == "cuda"
+        out = _plain(op, *_map(lambda t: _to_low(t, low, native), args, kwargs))
+        return out if native or not _eligible(out) else Cast.apply(out, dtype=low)
+    return _plain(op, *_map(_to_float32, args, kwargs))  # FP32, FP32_UNLESS_DTYPE
+
+
+def _plain(op, args, kwargs):
+    """``op(*args, **kwargs)`` past its autocast hook."""
+    thread_state.running = True
     try:
-        if policy == LOWER:
-            low, native = s.dtype[device_type], device_type == "cuda"
-            args, kwargs = _map(lambda t: _to_low(t, low, native), args, kwargs)
-            out = op(*args, **kwargs)
-            return out if native or not _eligible(out) else Cast.apply(out, dtype=low)
-        if policy == KEEP_DTYPE_FP32_MATH:
-            first = next((a for a in args if isinstance(a, Tensor)), None)
-            if first is None or not _is_low(first.dtype) or kwargs.get("dtype") is not None:
-                return op(*args, **kwargs)
-            args, kwargs = _map(_to_float32, args, kwargs)
-            out = op(*args, **kwargs)
-            return Cast.apply(out, dtype=first.dtype) if isinstance(out, Tensor) and out.dtype.kind == "f" else out
-        args, kwargs = _map(_to_float32, args, kwargs)  # FP32, FP32_UNLESS_DTYPE
         return op(*args, **kwargs)
     finally:
-        s.running = False
-
-
-def autocast_op(name):
-    """Decorate the public function of op ``name`` (PyTorch's name) so that autocast casts its
-    inputs by the op's policy for its inputs' device type.
-
-    Example:
-        >>> @autocast_op("linear")
-        ... def linear(x, weight, bias=None): ...
-    """
-    if not any(name in p for p in POLICIES.values()):
-        raise ValueError(f"autocast_op: {name!r} is on no autocast list (POLICIES)")
-
-    def decorate(op):
-        @functools.wraps(op)
-        def run(*args, **kwargs):
-            if not _open_regions[0]:
-                return op(*args, **kwargs)
-            return _run(op, name, args, kwargs)
-        return run
-    return decorate
+        thread_state.running = False

@@ -14,7 +14,7 @@ import threading
 from ..backend import get_array_module, is_cuda_array, sliding_window_view
 from ..function import Function
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from .shape import unsqueeze
 
 _LAYOUT = {1: ("2-D (C, L)", "3-D (N, C, L)"), 2: ("3-D (C, H, W)", "4-D (N, C, H, W)")}
@@ -328,7 +328,6 @@ def _conv(op, input, x, weight, bias, stride, pads, dilation, groups, dims=2):
     return Conv2d.apply(*args, stride=stride, dilation=dilation, pads=pads, out=out, groups=groups)
 
 
-@autocast_op("conv2d")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as PyTorch) of an NCHW input.
 
@@ -349,6 +348,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         >>> F.conv2d(x, w, padding=1).shape
         dtrain.Size([1, 4, 8, 8])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(conv2d, "conv2d", **locals())
     op = "conv2d"
     x, unbatched = _batched(input, op)
     _check_conv(op, input, x, weight, bias, groups, 2)
@@ -359,7 +360,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return y.squeeze(0) if unbatched else y
 
 
-@autocast_op("conv1d")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution (cross-correlation, as PyTorch) of an NCL input.
 
@@ -378,6 +378,8 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         >>> F.conv1d(dtrain.randn(2, 3, 10), dtrain.randn(4, 3, 3), padding="same").shape
         dtrain.Size([2, 4, 10])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(conv1d, "conv1d", **locals())
     op = "conv1d"
     x, unbatched = _batched(input, op, dims=1)
     _check_conv(op, input, x, weight, bias, groups, 1)
@@ -390,7 +392,6 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return y.squeeze(0) if unbatched else y
 
 
-@autocast_op("conv_transpose2d")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """2-D transposed convolution ("deconvolution"): the gradient of conv2d with respect to
     its input, as a layer. Note the argument order: groups comes before dilation (as PyTorch).
@@ -413,6 +414,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         >>> F.conv_transpose2d(dtrain.randn(1, 4, 5, 5), dtrain.randn(4, 2, 3, 3), stride=2).shape
         dtrain.Size([1, 2, 11, 11])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(conv_transpose2d, "conv_transpose2d", **locals())
     op = "conv_transpose2d"
     x, unbatched = _batched(input, op)
     o = _check_conv(op, input, x, weight, bias, groups, 2, transposed=True)

@@ -6,7 +6,7 @@ from .. import dtypes
 from ..backend import broadcast_shapes
 from ..grad_mode import no_grad
 from ..tensor import Tensor, _check_dim
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from .elementwise import clamp
 from .reduce import vector_norm
 from .shape import broadcast_to
@@ -81,7 +81,6 @@ def _clamped_norm(x, dim, eps, op):
     return n + lift
 
 
-@autocast_op("cosine_similarity")
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """sum(x1 * x2) / (max(||x1||, eps) * max(||x2||, eps)) along ``dim``; x1 and x2 broadcast.
 
@@ -96,6 +95,8 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
         >>> F.cosine_similarity(dtrain.tensor([[1.0, 0.0]]), dtrain.tensor([[1.0, 1.0]]))
         tensor([0.7071])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(cosine_similarity, "cosine_similarity", **locals())
     op = "cosine_similarity"
     for name, t in (("x1", x1), ("x2", x2)):
         if not isinstance(t, Tensor):

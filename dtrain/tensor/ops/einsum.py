@@ -4,7 +4,7 @@ Built from differentiable ops (diagonal, sum, permute, reshape, matmul), so the 
 of each operand is the same contraction of the others and needs no backward of its own.
 """
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from .diag import Diagonal
 from .linalg import matmul
 from .shape import permute
@@ -130,7 +130,6 @@ def _contract(a, la, b, lb, keep):
     return out.reshape(shape), batch + left + right
 
 
-@autocast_op("einsum")
 def einsum(equation, *operands):
     """Sum of products over the subscripts that the output omits, as torch.einsum: "ij,jk->ik"
     is a matrix product, "bhqd,bhkd->bhqk" a batched one, "ii->" a trace; "..." stands for
@@ -144,6 +143,8 @@ def einsum(equation, *operands):
         >>> dtrain.einsum("ij,jk->ik", dtrain.ones(2, 3), dtrain.ones(3, 4)).shape
         dtrain.Size([2, 4])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(einsum, "einsum", equation, *operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     if not isinstance(equation, str):

@@ -7,7 +7,7 @@ from .. import dtypes
 from ..backend import broadcast_shapes, erf as erf_array, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 
 
 def _shape(a):
@@ -177,8 +177,9 @@ def div(a, b, rounding_mode=None):
     return apply_broadcast(Div, "div", a, b)
 
 
-@autocast_op("pow")
 def pow(a, b):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(pow, "pow", **locals())
     return binary(Pow, a, b, "pow")
 
 
@@ -381,18 +382,21 @@ def abs(x):  # noqa: A001  (PyTorch's name)
     return Abs.apply(x)
 
 
-@autocast_op("exp")
 def exp(x):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(exp, "exp", **locals())
     return Exp.apply(_as_float(x))
 
 
-@autocast_op("log")
 def log(x):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(log, "log", **locals())
     return Log.apply(_as_float(x))
 
 
-@autocast_op("log1p")
 def log1p(x):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(log1p, "log1p", **locals())
     return Log1p.apply(_as_float(x))
 
 
@@ -400,8 +404,9 @@ def sqrt(x):
     return Sqrt.apply(_as_float(x))
 
 
-@autocast_op("rsqrt")
 def rsqrt(x):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(rsqrt, "rsqrt", **locals())
     return Rsqrt.apply(_as_float(x))
 
 
@@ -431,15 +436,17 @@ def erf(x):
     return Erf.apply(_as_float(x))
 
 
-@autocast_op("sinh")
 def sinh(x):
     """Hyperbolic sine, elementwise (integer tensors give the default float dtype)."""
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(sinh, "sinh", **locals())
     return Sinh.apply(_as_float(x))
 
 
-@autocast_op("cosh")
 def cosh(x):
     """Hyperbolic cosine, elementwise (integer tensors give the default float dtype)."""
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(cosh, "cosh", **locals())
     return Cosh.apply(_as_float(x))
 
 

@@ -4,7 +4,7 @@ from .. import dtypes
 from ..backend import broadcast_shapes
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 
 
 class MatMul(Function):
@@ -32,9 +32,10 @@ class MatMul(Function):
         return ga, gb
 
 
-@autocast_op("matmul")
 def matmul(a, b):
     """Matrix product with NumPy's rules: 1-D operands are vectors, leading dims broadcast."""
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(matmul, "matmul", **locals())
     return _matmul(a, b)
 
 
@@ -85,9 +86,10 @@ class Linear(Function):
         return gx, gw, g2.sum(axis=0) if self.needs_input_grad[2] else None
 
 
-@autocast_op("linear")
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias``; weight has shape (out_features, in_features) as in PyTorch."""
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(linear, "linear", **locals())
     if weight.ndim != 2:
         raise RuntimeError(f"linear: weight must be 2-D (out_features, in_features), got shape {list(weight.shape)}")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
@@ -104,15 +106,17 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight, bias)
 
 
-@autocast_op("mm")
 def mm(a, b):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(mm, "mm", **locals())
     if a.ndim != 2 or b.ndim != 2:
         raise RuntimeError(f"mm: expected 2-D tensors, got shapes {list(a.shape)} and {list(b.shape)}")
     return matmul(a, b)
 
 
-@autocast_op("bmm")
 def bmm(a, b):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(bmm, "bmm", **locals())
     if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
         raise RuntimeError(f"bmm: expected 3-D tensors with equal batch size, got shapes "
                            f"{list(a.shape)} and {list(b.shape)}")
@@ -178,7 +182,6 @@ def _add_matmul(input, a, b, beta, alpha, nd, op):  # noqa: A002
     return AddMatMul.apply(input, a, b, beta=beta, alpha=alpha)
 
 
-@autocast_op("addmm")
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):  # noqa: A002
     """``beta * input + alpha * (mat1 @ mat2)`` for 2-D mat1 (n, m) and mat2 (m, p);
     ``input`` broadcasts to (n, p).
@@ -188,10 +191,11 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):  # noqa: A002
         tensor([[3., 3.],
                 [3., 3.]])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(addmm, "addmm", **locals())
     return _add_matmul(input, mat1, mat2, beta, alpha, 2, "addmm")
 
 
-@autocast_op("baddbmm")
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):  # noqa: A002
     """``beta * input + alpha * (batch1 @ batch2)`` for batches (b, n, m) and (b, m, p);
     ``input`` broadcasts to (b, n, p).
@@ -200,6 +204,8 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):  # noqa: A002
         >>> dtrain.baddbmm(dtrain.zeros(1, 2, 2), dtrain.ones(1, 2, 3), dtrain.ones(1, 3, 2)).shape
         dtrain.Size([1, 2, 2])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(baddbmm, "baddbmm", **locals())
     return _add_matmul(input, batch1, batch2, beta, alpha, 3, "baddbmm")
 
 

@@ -8,7 +8,7 @@ from .. import backend, device_checks
 from ..backend import get_array_module
 from ..function import Function, on_input_device, unbroadcast
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from ._checks import check_float
 from .activation import _log_softmax, log_softmax
 from .distance import pairwise_distance
@@ -153,7 +153,6 @@ def _class_nll(input, target, weight, ignore_index, reduction, smoothing, logits
 
 
 @on_input_device
-@autocast_op("cross_entropy")
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """Cross-entropy between logits and targets: log_softmax and nll_loss fused in one op.
@@ -177,6 +176,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         >>> F.cross_entropy(dtrain.tensor([[2.0, 0.5]]), dtrain.tensor([0]))
         tensor(0.2014)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(cross_entropy, "cross_entropy", **locals())
     reduction = _resolve_reduction(reduction, size_average, reduce, "cross_entropy")
     check_float(input, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -198,7 +199,6 @@ def _soft_cross_entropy(input, target, weight, reduction, smoothing):
 
 
 @on_input_device
-@autocast_op("nll_loss")
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of class indices, for log-probabilities ``input``.
 
@@ -211,6 +211,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
         >>> F.nll_loss(dtrain.tensor([[-0.1, -2.3]]), dtrain.tensor([1]))
         tensor(2.3000)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(nll_loss, "nll_loss", **locals())
     reduction = _resolve_reduction(reduction, size_average, reduce, "nll_loss")
     check_float(input, "nll_loss")
     return _class_nll(input, target, weight, ignore_index, reduction, 0.0, False, "nll_loss")
@@ -236,7 +238,6 @@ def _pointwise_loss(loss, weight, reduction, input, op):
     return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / weight.sum()
 
 
-@autocast_op("mse_loss")
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean squared error (input - target)^2, reduced.
 
@@ -250,13 +251,14 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         >>> F.mse_loss(dtrain.tensor([1.0, 3.0]), dtrain.tensor([0.0, 0.0]))
         tensor(5.)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(mse_loss, "mse_loss", **locals())
     reduction = _resolve_reduction(reduction, size_average, reduce, "mse_loss")
     _pair_loss_args(input, target, "mse_loss")
     diff = input - target
     return _pointwise_loss(diff * diff, weight, reduction, input, "mse_loss")
 
 
-@autocast_op("l1_loss")
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean absolute error |input - target|, reduced; arguments as :func:`mse_loss`.
 
@@ -264,6 +266,8 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
         >>> F.l1_loss(dtrain.tensor([1.0, -3.0]), dtrain.tensor([0.0, 0.0]))
         tensor(2.)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(l1_loss, "l1_loss", **locals())
     reduction = _resolve_reduction(reduction, size_average, reduce, "l1_loss")
     _pair_loss_args(input, target, "l1_loss")
     return _pointwise_loss((input - target).abs(), weight, reduction, input, "l1_loss")
@@ -293,7 +297,6 @@ class BCEWithLogits(Function):
         return gx, gt
 
 
-@autocast_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """Binary cross-entropy of sigmoid(input) against ``target``, stable for any logit.
@@ -310,6 +313,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         >>> F.binary_cross_entropy_with_logits(dtrain.tensor([0.0]), dtrain.tensor([1.0]))
         tensor(0.6931)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(binary_cross_entropy_with_logits, "binary_cross_entropy_with_logits", **locals())
     op = "binary_cross_entropy_with_logits"
     reduction = _resolve_reduction(reduction, size_average, reduce, op)
     target = _binary_target(input, target, op, lambda shape: (
@@ -374,7 +379,6 @@ class BinaryCrossEntropy(Function):
         return gx, gt
 
 
-@autocast_op("binary_cross_entropy")
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Binary cross-entropy between probabilities ``input`` and ``target``, both in [0, 1].
 
@@ -392,6 +396,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         >>> F.binary_cross_entropy(dtrain.tensor([0.5, 0.9]), dtrain.tensor([1.0, 1.0]))
         tensor(0.3993)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(binary_cross_entropy, "binary_cross_entropy", **locals())
     op = "binary_cross_entropy"
     reduction = _resolve_reduction(reduction, size_average, reduce, op)
     target = _binary_target(input, target, op, lambda shape: (
@@ -427,7 +433,6 @@ class Huber(Function):
         return g * (get_array_module(g).clip(self.d, -self.delta, self.delta) * self.scale)
 
 
-@autocast_op("smooth_l1_loss")
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target); beta = 0 is L1.
 
@@ -440,6 +445,8 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
         >>> F.smooth_l1_loss(dtrain.tensor([0.5, 3.0]), dtrain.tensor([0.0, 0.0]))
         tensor(1.3125)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(smooth_l1_loss, "smooth_l1_loss", **locals())
     op = "smooth_l1_loss"
     reduction = _resolve_reduction(reduction, size_average, reduce, op)
     if beta < 0:
@@ -450,7 +457,6 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _apply_reduction(d.abs() if beta == 0 else Huber.apply(d, delta=beta, scale=1.0 / beta), reduction)
 
 
-@autocast_op("huber_loss")
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (d = input - target).
 
@@ -465,6 +471,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         >>> F.huber_loss(dtrain.tensor([0.5, 3.0]), dtrain.tensor([0.0, 0.0]), delta=2.0)
         tensor(2.0625)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(huber_loss, "huber_loss", **locals())
     op = "huber_loss"
     reduction = _resolve_reduction(reduction, None, None, op)
     if not delta > 0:
@@ -506,7 +514,6 @@ class KLDiv(Function):
                 None if gt is None else unbroadcast(gt, t.shape))
 
 
-@autocast_op("kl_div")
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """KL divergence loss: ``input`` holds log-probabilities, ``target`` probabilities (or
     log-probabilities with ``log_target=True``); pointwise target * (log(target) - input).
@@ -524,6 +531,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
         >>> F.kl_div(dtrain.tensor([[0.25, 0.75]]).log(), p, reduction="batchmean")
         tensor(0.1438)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(kl_div, "kl_div", **locals())
     op = "kl_div"
     if size_average is not None or reduce is not None or reduction != "batchmean":
         reduction = _resolve_reduction(reduction, size_average, reduce, op)
@@ -551,7 +560,6 @@ def _check_targets(op, target):
         raise TypeError(f"{op}: target must be a Tensor of 1 and -1, got {type(target).__name__}")
 
 
-@autocast_op("cosine_embedding_loss")
 def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
     """1 - cos(x1, x2) where target is 1, max(0, cos(x1, x2) - margin) where it is -1.
 
@@ -568,6 +576,8 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
         >>> F.cosine_embedding_loss(x, x, dtrain.tensor([1.0]))
         tensor(0.)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(cosine_embedding_loss, "cosine_embedding_loss", **locals())
     op = "cosine_embedding_loss"
     reduction = _resolve_reduction(reduction, size_average, reduce, op)
     _check_targets(op, target)
@@ -588,7 +598,6 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     return _apply_reduction(loss, reduction)
 
 
-@autocast_op("margin_ranking_loss")
 def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
     """max(0, -target * (input1 - input2) + margin): target 1 asks input1 to rank higher.
 
@@ -602,6 +611,8 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
         >>> F.margin_ranking_loss(dtrain.tensor([1.0]), dtrain.tensor([2.0]), dtrain.tensor([1.0]))
         tensor(1.)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(margin_ranking_loss, "margin_ranking_loss", **locals())
     op = "margin_ranking_loss"
     reduction = _resolve_reduction(reduction, size_average, reduce, op)
     _check_targets(op, target)
@@ -612,7 +623,6 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
     return _apply_reduction(clamp(-target * (input1 - input2) + margin, min=0), reduction)
 
 
-@autocast_op("triplet_margin_loss")
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None,
                         reduce=None, reduction="mean"):
     """max(0, d(a, p) - d(a, n) + margin), d the p-norm pairwise distance; with ``swap``,
@@ -631,6 +641,8 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
         >>> F.triplet_margin_loss(a, a, a + 3.0, eps=0.0)
         tensor(0.)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(triplet_margin_loss, "triplet_margin_loss", **locals())
     op = "triplet_margin_loss"
     reduction = _resolve_reduction(reduction, size_average, reduce, op)
     for name, t in (("anchor", anchor), ("positive", positive), ("negative", negative)):

@@ -9,7 +9,7 @@ from ..backend import get_array_module
 from ..function import Function, on_input_device, unbroadcast
 from ..grad_mode import no_grad
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from ._checks import check_float
 
 
@@ -70,7 +70,6 @@ def _param(t, shape, name, op, input):
 
 
 @on_input_device
-@autocast_op("batch_norm")
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Batch normalization over dim 1 (channels) of an (N, C, ...) input.
 
@@ -91,6 +90,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         >>> F.batch_norm(x, dtrain.zeros(3), dtrain.ones(3), training=True).shape
         dtrain.Size([8, 3, 4, 4])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(batch_norm, "batch_norm", **locals())
     op = "batch_norm"
     check_float(input, op)
     if input.ndim < 2:
@@ -122,7 +123,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                            var=var, axes=axes, pshape=pshape, eps=eps, batch_stats=training)
 
 
-@autocast_op("group_norm")
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalize each sample's channels in ``num_groups`` groups, then scale and shift per channel.
 
@@ -136,6 +136,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         >>> F.group_norm(dtrain.randn(2, 6, 4), 3).shape
         dtrain.Size([2, 6, 4])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(group_norm, "group_norm", **locals())
     op = "group_norm"
     check_float(input, op)
     if input.ndim < 2:
@@ -231,7 +233,6 @@ def normalize_rows(input, shape, weight, bias, eps, center):
     return out if rows is input else out.reshape(input.shape)
 
 
-@autocast_op("layer_norm")
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the last dims ``normalized_shape``, then scale by weight and add bias.
 
@@ -245,6 +246,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         >>> F.layer_norm(dtrain.tensor([[1.0, 3.0]]), (2,))
         tensor([[-1.0000,  1.0000]])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(layer_norm, "layer_norm", **locals())
     op = "layer_norm"
     shape, _ = trailing_axes(input, normalized_shape, op)
     weight, bias = _param(weight, shape, "weight", op, input), _param(bias, shape, "bias", op, input)

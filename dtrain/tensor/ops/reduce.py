@@ -8,7 +8,7 @@ from .. import dtypes
 from ..backend import get_array_module, quiet_float_errors
 from ..function import Function
 from ..tensor import Tensor
-from .autocast import autocast_op
+from .autocast import autocast_call, open_regions, thread_state
 from .elementwise import maximum, minimum, sqrt
 from .index import take_along_dim
 from .shape import clone
@@ -119,9 +119,10 @@ def _reduce(cls, x, dim, keepdim, op, **kw):
     return cls.apply(x, axes=axes, keepdim=keepdim, **kw)
 
 
-@autocast_op("sum")
 def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001
     """Sum over ``dim`` (int, tuple, or all); bool/int tensors sum to int64 as in PyTorch."""
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(sum, "sum", **locals())
     if dtype is None and x.dtype.kind in "bi" and x.dtype != dtypes.int64:
         dtype = dtypes.int64
     if dtype is not None:
@@ -129,8 +130,9 @@ def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001
     return _reduce(Sum, x, dim, keepdim, "sum")
 
 
-@autocast_op("mean")
 def mean(x, dim=None, keepdim=False, dtype=None):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(mean, "mean", **locals())
     if dtype is not None:
         x = x.to(dtype)
     if x.dtype.kind != "f":
@@ -162,8 +164,9 @@ def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
     return sqrt(var(x, dim=dim, unbiased=unbiased, keepdim=keepdim, correction=correction))
 
 
-@autocast_op("prod")
 def prod(x, dim=None, keepdim=False, dtype=None):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(prod, "prod", **locals())
     if dtype is not None:
         x = x.to(dtype)
     elif x.dtype.kind in "bi" and x.dtype != dtypes.int64:
@@ -179,8 +182,9 @@ def amin(x, dim=None, keepdim=False):
     return _reduce(Amin, x, dim, keepdim, "amin")
 
 
-@autocast_op("logsumexp")
 def logsumexp(x, dim=None, keepdim=False):
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(logsumexp, "logsumexp", **locals())
     if x.dtype.kind != "f":
         x = x.to(dtypes.get_default_dtype())
     return _reduce(LogSumExp, x, dim, keepdim, "logsumexp")
@@ -260,7 +264,6 @@ def _cumulative(cls, x, dim, dtype, op):
     return cls.apply(x, axis=axis)
 
 
-@autocast_op("cumsum")
 def cumsum(x, dim, *, dtype=None):
     """Running sums along ``dim``.
 
@@ -268,10 +271,11 @@ def cumsum(x, dim, *, dtype=None):
         >>> dtrain.cumsum(dtrain.tensor([1, 2, 3]), 0)
         tensor([1, 3, 6])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(cumsum, "cumsum", **locals())
     return _cumulative(CumSum, x, dim, dtype, "cumsum")
 
 
-@autocast_op("cumprod")
 def cumprod(x, dim, *, dtype=None):
     """Running products along ``dim``; the gradient is exact where the input has zeros.
 
@@ -279,6 +283,8 @@ def cumprod(x, dim, *, dtype=None):
         >>> dtrain.cumprod(dtrain.tensor([1., 2., 3.]), 0)
         tensor([1., 2., 6.])
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(cumprod, "cumprod", **locals())
     return _cumulative(CumProd, x, dim, dtype, "cumprod")
 
 
@@ -399,7 +405,6 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):  # noqa: A002
     return VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim)
 
 
-@autocast_op("norm")
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):  # noqa: A002
     """As torch.norm: the vector ``p``-norm over ``dim`` (all elements when None); "fro"
     is the 2-norm of the elements.
@@ -408,6 +413,8 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):  # noqa: A002
         >>> dtrain.tensor([[3., 4.]]).norm()
         tensor(5.)
     """
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(norm, "norm", **locals())
     if p is None or p == "fro":
         p = 2
     elif isinstance(p, str):
