@@ -13,6 +13,7 @@ class SyncBatchNormFunction(Normalize):
 
     Forward all-reduces, per channel, the local sum, the sum of squares about the local
     mean (combined in float64, so no precision is lost to cancellation) and the count;
+    a rank with an empty batch contributes zeros (as PyTorch's), still joining every collective;
     backward all-reduces the two per-channel sums its input gradient needs,
     ``sum(dy * w)`` and ``sum(dy * w * xhat)``. The weight and bias gradients stay local:
     DDP averages them with the other gradients.
@@ -24,10 +25,13 @@ class SyncBatchNormFunction(Normalize):
         axes = (0,) + tuple(range(2, x.ndim))
         pshape = (c,) + (1,) * (x.ndim - 2)
         n = x.size // c
-        mean = x.mean(axis=axes)
-        centered = x - mean.reshape(pshape)
-        m2 = (centered * centered).sum(axis=axes)
-        mean64 = mean.astype(xp.float64)
+        if n == 0:  # an empty batch adds a zero count (and zero sums): the others' samples make the statistics
+            mean64 = m2 = xp.zeros(c, xp.float64)
+        else:  # the mean of an empty batch is NaN, and 0 * NaN would poison every rank's sums
+            mean = x.mean(axis=axes)
+            centered = x - mean.reshape(pshape)
+            m2 = (centered * centered).sum(axis=axes)
+            mean64 = mean.astype(xp.float64)
         stats = xp.concatenate([mean64 * n, m2.astype(xp.float64) + n * mean64 * mean64, xp.array([n], xp.float64)])
         dist.all_reduce(stats, group=group)
         total = stats[-1]  # stays on the device: float() would synchronise the host every forward
