@@ -216,3 +216,15 @@ def test_checkpointing_keeps_fewer_activation_bytes():
     plain = alive_after_forward(lambda b, h: b(h))
     ckpt = alive_after_forward(lambda b, h: checkpoint(b, h, use_reentrant=False))
     assert ckpt * 3 < plain, (ckpt, plain)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_recomputed_dropout_mask_is_the_forward_one(device):
+    """Dropout checkpointed alone on ones: the input's gradient is the mask of the recomputation
+    and must equal the forward's output (its mask); on CUDA through the forked generator."""
+    x = dtrain.ones(4000, dtype=dtrain.float64, device=device, requires_grad=True)
+    y = checkpoint(lambda t: nn.functional.dropout(t, 0.5), x, use_reentrant=False)
+    y.sum().backward()
+    got, want = x.grad.cpu().numpy(), y.detach().cpu().numpy()
+    np.testing.assert_array_equal(got, want)
+    assert 0 < (want == 0).sum() < want.size  # the mask drops some elements, not all
