@@ -474,3 +474,13 @@ def test_cuda_float16_autocast_and_scaler_on_the_device():
         scaler.update()
         assert numpy.array_equal(before, model.weight.detach().cpu().numpy()) == (step == 1)
     assert scaler.get_scale() == 2.0 ** 7
+
+
+def test_scaled_loss_keeps_its_dtype_as_torch():
+    """scale() keeps the loss's dtype, as torch's (its scale is a 0-d float32 tensor): a
+    float16 loss times 2**16 overflows there too, and the step after it is skipped."""
+    for value in (3.0, 3000.0):
+        ours = dtrain.amp.GradScaler("cpu").scale(dtrain.tensor([value]).to(dtrain.float16))
+        theirs = torch.amp.GradScaler("cpu").scale(torch.tensor([value]).half())
+        assert ours.dtype == dtrain.float16 and theirs.dtype == torch.float16
+        assert ours.item() == theirs.item()

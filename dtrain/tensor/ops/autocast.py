@@ -7,8 +7,8 @@ An op takes part by two lines at the top of its public function, under its PyTor
     if open_regions[0] and not thread_state.running:
         return autocast_call(linear, "linear", **locals())   # locals(): just the arguments here
 
-With no autocast region open anywhere that is one list lookup per call: no wrapper frame (a
-decorator's ``*args, **kwargs`` forwarding costs ~5x a plain call, measured). ``autocast_call``
+With no autocast region open anywhere that is one list lookup per call (~0.02 us measured),
+no wrapper frame (a decorator's ``*args, **kwargs`` forwarding measured ~0.2 us). ``autocast_call``
 re-enters the op with ``thread_state.running`` set, so the body runs, and so do the hooked ops
 it calls, as they are (PyTorch's autocast redispatches below itself the same way).
 
@@ -54,8 +54,8 @@ POLICIES = {
     "cpu": {
         **dict.fromkeys(_LOWER_OPS, LOWER),
         **dict.fromkeys(_LOSSES + ("binary_cross_entropy", "prod"), FP32),
-        # PyTorch's CPU kernels take a bfloat16 input here, accumulate in float32 and return
-        # bfloat16; NumPy would accumulate in the low dtype (a sum of 10000 bfloat16 ones is 256)
+        # PyTorch's CPU kernels take a low-precision input here, accumulate in float32 and return
+        # the input's dtype; NumPy would accumulate in bfloat16 (a sum of 10000 bfloat16 ones is 256)
         **dict.fromkeys(("softmax", "log_softmax", "layer_norm", "group_norm", "batch_norm", "sum", "mean"),
                         KEEP_DTYPE_FP32_MATH),
     },
@@ -116,10 +116,6 @@ def exit(saved):  # noqa: A001
     open_regions[0] -= 1
     if s.nesting == 0:  # PyTorch clears the cast cache when the outermost region exits
         s.cache.clear()
-
-
-def clear_cache():
-    thread_state.cache.clear()
 
 
 class RoundTo(Function):
