@@ -20,6 +20,7 @@ dtrain.distributed.optim.ZeroRedundancyOptimizer imports. Figures are per rank (
 Usage: python benchmarks/memory.py [--n-layer 12 --n-embd 512 --n-head 8 --block-size 64
        --batch-size 8] [--json out.json]
        mpiexec -n 2 python benchmarks/memory.py --json out.json
+       python benchmarks/memory.py --plot r1.json r2.json --png memory.png   (stacked bars, matplotlib)
 """
 import argparse
 import gc
@@ -101,6 +102,29 @@ def measure(args, checkpointing, zero, rank, world):
             "loss": float(loss.item())}
 
 
+def plot(paths, png):
+    """Stacked bars (MiB per rank) of the results in the JSON files ``paths``, saved to ``png``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for path in paths for r in json.load(open(path))["results"]]
+    cols = ("params", "grads", "optimizer", "activations")
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 5))
+    bottom = [0.0] * len(rows)
+    for c in cols:
+        heights = [r[c] / MIB for r in rows]
+        ax.bar(range(len(rows)), heights, bottom=bottom, label=c)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{r['config'].replace(CHECKPOINTED, ' + ckpt')}\n{r['ranks']} rank(s)" for r in rows],
+                       fontsize=8)
+    ax.set_ylabel("MiB per rank")
+    ax.set_title("GPT memory per rank, measured (dtrain.tensor.memory)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-layer", type=int, default=12)
@@ -112,7 +136,12 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
+    ap.add_argument("--plot", nargs="+", default=None, metavar="JSON", help="plot these results, run nothing")
+    ap.add_argument("--png", default="memory.png", help="where --plot saves its chart")
     args = ap.parse_args()
+    if args.plot:
+        plot(args.plot, args.png)
+        return
     launched = any(v in os.environ for v in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "RANK"))
     if launched:
         dist.init_process_group()
