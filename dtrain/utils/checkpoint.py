@@ -71,13 +71,13 @@ def checkpoint(function, *args, use_reentrant=None, preserve_rng_state=True, **k
     any_requires_grad = any(t.requires_grad for t in tensors)
     if use_reentrant and not any_requires_grad:
         warnings.warn("None of the inputs have requires_grad=True. Gradients will be None", stacklevel=2)
-    segment = _Segment(function, args, kwargs, preserve_rng_state, tensors)
-    outputs = segment.run_forward()
     if not is_grad_enabled() or (use_reentrant and not any_requires_grad):
-        return outputs
+        with no_grad():  # nothing to record: the plain call (and no random state saved)
+            return function(*args, **kwargs)
     if not any_requires_grad:  # non-reentrant: record the node anyway, for the parameters inside
         tensors.append(tensor(0.0, requires_grad=True, device=tensors[0].device if tensors else "cpu"))
-    segment.tensors = tensors
+    segment = _Segment(function, args, kwargs, preserve_rng_state, tensors)
+    outputs = segment.run_forward()
     if isinstance(outputs, Tensor):
         return _SegmentOutput.apply(*tensors, segment=segment, index=0)
     return type(outputs)(_SegmentOutput.apply(*tensors, segment=segment, index=i) if isinstance(o, Tensor) else o
