@@ -2,8 +2,8 @@
 
 ``import dtrain.distributed as dist`` gives every public name of ``dtrain.comm`` (the same
 objects): ``dist.init_process_group("gloo")``, ``dist.all_reduce``, ``dist.ReduceOp``, ... so
-a PyTorch script ports by renaming ``torch`` to ``dtrain``. ``dtrain.distributed.optim`` is
-reserved for ZeroRedundancyOptimizer; ``python -m dtrain.distributed.run`` is torchrun (the
+a PyTorch script ports by renaming ``torch`` to ``dtrain``. ``dtrain.distributed.optim`` has
+ZeroRedundancyOptimizer; ``python -m dtrain.distributed.run`` is torchrun (the
 launcher, :mod:`dtrain.launch`).
 
 Example:

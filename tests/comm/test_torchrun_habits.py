@@ -179,12 +179,12 @@ def test_distributed_is_the_comm_api():
     assert dist.Backend("NCCL") == dist.Backend.NCCL == "nccl" and dist.is_gloo_available()
 
 
-def test_distributed_optim_is_reserved():
-    """dtrain.distributed.optim imports; ZeroRedundancyOptimizer says it is not built yet; other
-    names are plain AttributeErrors."""
+def test_distributed_optim_has_zero_redundancy_optimizer():
+    """dtrain.distributed.optim imports and has ZeroRedundancyOptimizer (tests/parallel/test_zero.py
+    tests it); other names are plain AttributeErrors."""
     import dtrain.distributed.optim as dist_optim
-    with pytest.raises(NotImplementedError, match="ZeroRedundancyOptimizer is not available yet"):
-        from dtrain.distributed.optim import ZeroRedundancyOptimizer  # noqa: F401
+    from dtrain.distributed.optim import ZeroRedundancyOptimizer
+    assert issubclass(ZeroRedundancyOptimizer, dtrain.optim.Optimizer)
     with pytest.raises(AttributeError, match="has no attribute 'Adam'"):
         dist_optim.Adam
 
