@@ -74,7 +74,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         self.parameters_as_bucket_view = parameters_as_bucket_view
         self._owners = [dist.get_global_rank(process_group, r) if process_group is not None else r
                         for r in range(self.world_size)]
-        self._check_one_device()
+        self._device = self._check_one_device()
         self._partition = self._partition_parameters()
         self.optim = optimizer_class([self._local_group(g) for g in range(len(self.param_groups))], **defaults)
         _copy_hyperparameters(self.optim.param_groups, self.param_groups)
@@ -112,6 +112,7 @@ class ZeroRedundancyOptimizer(Optimizer):
             found = ", ".join(f"{d} (first at parameter {i})" for d, i in devices.items())
             raise ValueError(f"ZeroRedundancyOptimizer needs all parameters on one device, got parameters on "
                              f"{found}: move the model to one device first")
+        return self.param_groups[0]["params"][0].device
 
     def add_param_group(self, param_group):
         """Add a parameter group (as ``Optimizer.add_param_group``); its parameters are
@@ -134,17 +135,12 @@ class ZeroRedundancyOptimizer(Optimizer):
         rank order (each rank's in partition order), each one's offset in the flat buffer, and
         each rank's segment ``(begin, end)``; with ``parameters_as_bucket_view``, also the
         buffer itself, which the parameters' data then views."""
-        by_dtype = {}
-        for rank_groups in self._partition:
-            for params in rank_groups:
-                for p in params:
-                    by_dtype.setdefault(p.dtype, [[] for _ in range(self.world_size)])
+        by_dtype = {}  # dtype -> the parameters of that dtype each rank owns
         for rank, rank_groups in enumerate(self._partition):
-            for params in rank_groups:
-                for p in params:
-                    by_dtype[p.dtype][rank].append(p)
+            for p in (p for params in rank_groups for p in params):
+                by_dtype.setdefault(p.dtype, [[] for _ in range(self.world_size)])[rank].append(p)
         buckets = []
-        for dtype, per_rank in by_dtype.items():
+        for per_rank in by_dtype.values():
             params, starts, bounds, offset = [], [], [], 0
             for owned in per_rank:
                 begin = offset
@@ -153,38 +149,35 @@ class ZeroRedundancyOptimizer(Optimizer):
                     starts.append(offset)
                     offset += p.numel()
                 bounds.append((begin, offset))
-            buffer = self._new_buffer(params, offset) if self.parameters_as_bucket_view else None
+            buffer = _new_buffer(params, offset) if self.parameters_as_bucket_view else None
             if buffer is not None:
-                for p, start in zip(params, starts):
-                    buffer[start:start + p.numel()] = p.array.reshape(-1)
-                    p.data = buffer[start:start + p.numel()].reshape(p.shape)
+                with backend.device_guard(self._device):
+                    for p, start in zip(params, starts):
+                        buffer[start:start + p.numel()] = p.array.reshape(-1)
+                        p.data = buffer[start:start + p.numel()].reshape(p.shape)
             buckets.append(_Bucket(params, starts, bounds, buffer))
         return buckets
-
-    @staticmethod
-    def _new_buffer(params, size):
-        first = params[0].array
-        with backend.switch_to((first,)) or contextlib.nullcontext():
-            return get_array_module(first).empty(size, first.dtype)
 
     def _sync_params(self):
         """Every rank's updated parameters to every rank: one broadcast per rank per dtype,
         all in flight together, from each segment's owner."""
         if self.world_size == 1:
             return
-        flats = [b.buffer if b.buffer is not None else self._pack(b) for b in self._buckets]
-        works = [dist.broadcast(flat[begin:end], src=self._owners[rank], group=self.process_group, async_op=True)
-                 for b, flat in zip(self._buckets, flats) for rank, (begin, end) in enumerate(b.bounds)
-                 if end > begin]
-        for work in works:
-            work.wait()
-        for b, flat in zip(self._buckets, flats):
-            if b.buffer is None:
-                self._unpack(b, flat)
+        with backend.device_guard(self._device):  # CuPy copies run on the current device
+            flats = [b.buffer if b.buffer is not None else self._pack(b) for b in self._buckets]
+            works = [dist.broadcast(flat[begin:end], src=self._owners[rank], group=self.process_group,
+                                    async_op=True)
+                     for b, flat in zip(self._buckets, flats) for rank, (begin, end) in enumerate(b.bounds)
+                     if end > begin]
+            for work in works:
+                work.wait()
+            for b, flat in zip(self._buckets, flats):
+                if b.buffer is None:
+                    self._unpack(b, flat)
 
     def _pack(self, bucket):
         """A temporary flat buffer holding this rank's own parameters in its segment."""
-        flat = self._new_buffer(bucket.params, bucket.bounds[-1][1])
+        flat = _new_buffer(bucket.params, bucket.bounds[-1][1])
         begin, end = bucket.bounds[self.rank]
         for p, start in zip(bucket.params, bucket.starts):
             if begin <= start < end:
@@ -277,6 +270,13 @@ class _Bucket:
 
     def __init__(self, params, starts, bounds, buffer):
         self.params, self.starts, self.bounds, self.buffer = params, starts, bounds, buffer
+
+
+def _new_buffer(params, size):
+    """An uninitialized flat array of ``size`` elements of ``params``' dtype, on their device."""
+    first = params[0].array
+    with backend.switch_to((first,)) or contextlib.nullcontext():
+        return get_array_module(first).empty(size, first.dtype)
 
 
 def _nonempty(params):
