@@ -81,7 +81,7 @@ class CompletedWork(Work):
 
 class FutureWork(Work):
     """The handle of a task run by :class:`CommThread`; completion is a threading.Event.
-    While a caller waits in ``wait()`` the thread knows somebody is idle (see ``CommThread.complete``)."""
+    While a caller waits in ``wait()`` its lane's thread knows somebody is idle (see ``CommThread.complete``)."""
 
     def __init__(self, name, timeout=None, explain=None, thread=None):
         super().__init__(name, timeout, explain)
@@ -139,53 +139,99 @@ class PollWork(Work):
 
 
 class CommThread:
-    """One background thread that runs submitted tasks in submission order.
+    """The process's communication threads: one per lane, each running its lane's tasks in
+    submission order. A lane is a process group (its key: the group's id), and its thread
+    is made on the group's first async collective and ended by :meth:`close_lane` (the
+    group's destroy) or :meth:`stop` (the world's); tasks given no lane share one.
 
-    Submission order is the same on every rank (collectives are issued in program order),
-    so the thread issues MPI collectives in the same order everywhere, as MPI requires.
+    Submission order within a group is the same on every rank (collectives are issued in
+    program order), so each thread issues its group's MPI collectives in the same order
+    everywhere, as MPI requires. Groups do not wait for each other: with one thread for
+    every group, rank 1 of groups {0, 1} and {1, 2} could not start {0, 1}'s all-reduce
+    before {1, 2}'s had ended, so a program in which rank 2 reaches {1, 2}'s only after
+    rank 0's {0, 1} has finished (a barrier, a message) deadlocked where PyTorch's
+    per-group threads finish it. Each lane's group has its own communicator (the group's
+    async duplicate), so the threads' MPI calls never share one.
 
     A blocking MPI call spins until the peers' threads arrive; while the callers compute on
     every core (DDP's backward on a CPU node) those threads get a core late and the spinning
     one holds its own, so the operation finishes late (``benchmarks/comm_progress.py``;
-    figures in benchmarks/RESULTS.md). So the thread starts an all-reduce
-    nonblocking and tests it every ``poll_s`` seconds (:meth:`complete`) until somebody waits
-    for a result; from then on it blocks in MPI, at full speed. ``DTRAIN_COMM_POLL_US`` sets
+    figures in benchmarks/RESULTS.md). So a thread starts an all-reduce nonblocking and
+    tests it every ``poll_s`` seconds (:meth:`complete`) until somebody waits for a result
+    of its lane; from then on it blocks in MPI, at full speed. ``DTRAIN_COMM_POLL_US`` sets
     the pause in microseconds; 0 turns this off (blocking calls on the thread).
     """
 
     poll_s = float(os.environ.get("DTRAIN_COMM_POLL_US", "50")) * 1e-6
 
     def __init__(self):
-        self.tasks = queue.SimpleQueue()
-        self.waiting = set()  # a token per caller blocked in FutureWork.wait()
-        self.thread = threading.Thread(target=self._loop, name="dtrain-comm", daemon=True)
-        self.thread.start()
+        self.lanes = {}  # lane key -> _Lane
+        self.lock = threading.Lock()  # callers on several threads may open lanes at once
+        self.current = threading.local()  # .lane: the _Lane whose thread this is
 
-    def submit(self, name, fn, timeout=None, explain=None):
-        """Run ``fn()`` on the thread; returns its :class:`FutureWork` (``explain(limit)``: its
-        timeout message)."""
-        work = FutureWork(name, timeout, explain, self)
-        self.tasks.put((fn, work))
+    def submit(self, name, fn, timeout=None, explain=None, lane=None):
+        """Run ``fn()`` on ``lane``'s thread (made now if it has none) after the lane's earlier
+        tasks; returns its :class:`FutureWork` (``explain(limit)``: its timeout message)."""
+        with self.lock:
+            runner = self.lanes.get(lane)
+            if runner is None:
+                runner = self.lanes[lane] = _Lane(lane, self.current)
+        work = FutureWork(name, timeout, explain, runner)
+        runner.tasks.put((fn, work))
         return work
 
+    @property
+    def waiting(self):
+        """Tokens of the callers blocked in ``FutureWork.wait()``, on any lane."""
+        return set().union(*(runner.waiting for runner in list(self.lanes.values())))
+
     def complete(self, request):
-        """Finish an MPI request started on this thread: test it every ``poll_s`` seconds
-        while no caller waits (the caller's computation keeps the CPU), then block in Wait."""
+        """Finish an MPI request started on one of these threads: test it every ``poll_s``
+        seconds while no caller waits for this lane's work (the caller's computation keeps
+        the CPU), then block in Wait."""
+        waiting = self.current.lane.waiting
         while not request.Test():
-            if self.waiting:
+            if waiting:
                 request.Wait()
                 return
             time.sleep(self.poll_s)
 
     def is_current(self):
-        return threading.current_thread() is self.thread
+        """Whether the calling thread is one of these (then it uses the async communicators)."""
+        return getattr(self.current, "lane", None) is not None
+
+    def close_lane(self, lane):
+        """Finish ``lane``'s queued tasks, then end its thread (no-op for a lane never used)."""
+        with self.lock:
+            runner = self.lanes.pop(lane, None)
+        if runner is not None:
+            runner.stop()
 
     def stop(self):
-        """Finish the queued tasks, then end the thread."""
+        """Finish every lane's queued tasks, then end the threads."""
+        with self.lock:
+            runners, self.lanes = list(self.lanes.values()), {}
+        for runner in runners:
+            runner.stop()
+
+
+class _Lane:
+    """One thread and its queue: the tasks of one lane, run in submission order."""
+
+    def __init__(self, key, current):
+        self.tasks = queue.SimpleQueue()
+        self.waiting = set()  # a token per caller blocked in FutureWork.wait()
+        self.current = current
+        name = "dtrain-comm" if key is None else f"dtrain-comm-{key}"
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def stop(self):
         self.tasks.put(None)
         self.thread.join()
 
     def _loop(self):
+        self.current.lane = self
         while True:
             item = self.tasks.get()
             if item is None:
