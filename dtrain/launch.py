@@ -20,12 +20,19 @@ values already set are kept).
   knows how it ended, so a rank killed by a signal is reported too. The first failure is
   printed once (``rank 1 failed: ValueError: boom``, ``rank 1 exited with code 3``,
   ``rank 1 was killed by SIGKILL``) and the launcher exits with that rank's code (128 + S
-  for signal S); if mpiexec has not ended the other ranks 10 s later, it kills them.
+  for signal S); if mpiexec has not ended the other ranks 10 s later, it kills them. A
+  rank that exits 0 while its peers still wait in a collective it never called is a
+  failure too (``rank 1 exited (code 0) while ranks [0] were still in all_reduce (#17 ...)``,
+  exit code 1; see :mod:`dtrain.comm.watchdog`), as is one that exits 0 without leaving its
+  process group at all (native code calling ``_exit``). ``--nproc`` above 64 ranks per CPU
+  core is refused (a typo, not a job), and ``$DTRAIN_MPIEXEC``, if set, must name an
+  executable (no silent fallback to another mpiexec).
 * SIGTERM or SIGINT to the launcher is forwarded to every rank, which may finish its
   step (e.g. save a checkpoint) and exit: after ``DTRAIN_TERM_GRACE`` seconds (default
   30) the ranks still running are killed. Ranks that saved a checkpoint and left through
   ``dtrain.preemption.exit_preempted`` make the launcher exit 75 (``EXIT_PREEMPTED``: resume
-  with ``--resume auto``); otherwise it exits 128 + the signal (143 for SIGTERM) even if the
+  with ``--resume auto``; a rank that exits 75 any other way is a failure, exit code 1: nothing
+  says it saved); otherwise it exits 128 + the signal (143 for SIGTERM) even if the
   ranks exited 0, so a caller can tell a stopped job from a finished one. A second signal kills
   the ranks at once. When the launcher returns, no rank of the job is left running.
 * With no script it runs a built-in job (``--job``, installed with dtrain as the package

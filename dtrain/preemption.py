@@ -123,7 +123,9 @@ def exit_preempted(message="preempted: checkpoint saved, exiting"):
 
     Prints ``message`` to stderr, leaves the process group if one is initialized (so the
     launcher does not take the exit for a failed rank and abort the job), then raises
-    ``SystemExit(EXIT_PREEMPTED)``. Call it on every rank, after the checkpoint is saved.
+    ``SystemExit(EXIT_PREEMPTED)``. Call it on every rank, after the checkpoint is saved:
+    ``python -m dtrain.launch --nproc N`` counts exit code 75 as a preemption only from a
+    rank that left through here (any other exit with 75 is a failure).
 
     Args:
         message: what to print (None: nothing).

@@ -295,8 +295,31 @@ def _install_exit_hook():
         original(code)
     exit.dtrain_records_code = True
     sys.exit = exit
+    original_os_exit = os._exit
+
+    def os_exit(code):
+        if code == 0:
+            _check_peers_before_exit()
+        original_os_exit(code)
+    os._exit = os_exit
     atexit.register(_at_exit)
     os.register_at_fork(after_in_child=lambda: atexit.register(_leave_forked_child))
+
+
+def _check_peers_before_exit():
+    """For ``os._exit(0)``, which skips every exit hook and MPI_Finalize (a process manager
+    may then end the whole job at once, with exit code 0): ask the peers whether one waits in
+    a collective this rank never called, and if so end the job with that report (exit code
+    1); else tell them this rank leaves."""
+    world, hook = _state.world, _state.hook
+    if world is None or hook is None or not hook.in_rank() or _state.announced:
+        return
+    dog = world._group_for_host().watchdog
+    if dog is not None:
+        ahead = dog.peers_ahead()
+        if ahead is not None:
+            abort_job(ahead, 1)
+    _announce_leaving("exited (code 0)")
 
 
 def _leave_forked_child():

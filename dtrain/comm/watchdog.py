@@ -230,12 +230,25 @@ class Watchdog:
             answers = {}
         waiting = _waiting(g, answers, op.seq)
         self.defer_to_lower(g, waiting)
-        called = calls.get(g.gid, 0)
-        self.on_timeout(f"DistError: rank {rank} {how} while ranks {waiting} were still in {op.name} (#{op.seq} "
-                        f"on ranks {g.ranks}: {op}); rank {rank} had called "
-                        f"{f'collectives up to #{called}' if called else 'no collective'} on this group",
+        self.on_timeout(f"DistError: {_left_while_waiting(rank, how, waiting, op.seq, g, str(op), calls.get(g.gid, 0))}",
                         self._stack(op, "the thread waiting in it"))
         return True
+
+    def peers_ahead(self):
+        """For a rank about to leave: the report of the peers that wait in a collective it
+        never called (asked on each of its groups), or None if no peer does."""
+        me = self.ctl.Get_rank()
+        for g in list(self.groups.values()):
+            try:
+                answers, _ = self._ask(g)
+            except Exception:  # a peer that died or left: it waits in nothing
+                continue
+            ahead = {r: a for r, a in answers.items() if a is not None and a[0] > g.seq}
+            if ahead:
+                seq, label = min(a for a in ahead.values())
+                waiting = sorted(r for r, a in ahead.items() if a[0] == seq)
+                return _left_while_waiting(me, "exited (code 0)", waiting, seq, g, label, g.seq)
+        return None
 
     def defer_to_lower(self, group, waiting):
         """If a lower rank than this one waits in the same collective, it reports: answer
@@ -353,6 +366,15 @@ class Watchdog:
     def _mpi(self):
         from .mpi import mpi
         return mpi()
+
+
+def _left_while_waiting(rank, how, waiting, seq, group, label, called):
+    """``rank 1 exited (code 0) while ranks [0] were still in all_reduce (#2 on ranks [0, 1]:
+    all_reduce(float32[4])); rank 1 had called collectives up to #1 on this group``."""
+    name = label.split("(", 1)[0]
+    return (f"rank {rank} {how} while ranks {waiting} were still in {name} (#{seq} on ranks {group.ranks}: "
+            f"{label}); rank {rank} had called {f'collectives up to #{called}' if called else 'no collective'} "
+            f"on this group")
 
 
 def _waiting(group, answers, seq):

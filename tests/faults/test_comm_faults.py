@@ -1,6 +1,6 @@
 """Faults of the comm layer end the whole job, fast, with one message naming the rank and
 the reason: a rank that raises, exits 3 or is killed; a rank that exits 0 (sys.exit, its
-script's end, os._exit) while its peers wait in a collective; exit code 75 without the
+script's end, os._exit, libc's _exit) while its peers wait in a collective; exit code 75 without the
 preemption path; a collective one rank never calls (blocking) or calls late (async, DDP's
 Work.wait path), at 2 and 3 ranks (one report, from the lowest waiting rank, calling no
 healthy rank dead); a peer stuck before init_process_group; a recv never matched;
@@ -79,7 +79,8 @@ SCENARIOS = [
     *_each("rank's script ends while others wait", (NPROC, MPIEXEC, PLAIN), "1", LEFT_WHILE_WAITING),
     *_each("rank's script ends while others wait", (NPROC3,), "1",
            LEFT_WHILE_WAITING.replace(r"\[0\]", r"\[0, 2\]")),
-    *_each("rank calls os._exit(0) while others wait", (NPROC,), "1",
+    *_each("rank calls os._exit(0) while others wait", (NPROC, MPIEXEC, PLAIN), "1", LEFT_WHILE_WAITING),
+    *_each("rank's native code calls _exit(0) while others wait", (NPROC,), "1",
            r"rank 1 exited \(code 0\) without leaving its process group"),
     *_each("rank calls os._exit(75), not through exit_preempted", (NPROC,), "1", NOT_PREEMPTED),
     *_each("rank calls sys.exit(75), not through exit_preempted", (MPIEXEC,), "1", NOT_PREEMPTED),
@@ -107,6 +108,7 @@ MODES = {"rank raises": ("raise", {}), "rank calls sys.exit(3)": ("exit3", {}),
          "rank calls sys.exit(0) while others wait": ("exit0", {}),
          "rank's script ends while others wait": ("end", {}),
          "rank calls os._exit(0) while others wait": ("osexit0", {}),
+         "rank's native code calls _exit(0) while others wait": ("cexit0", {}),
          "rank calls os._exit(75), not through exit_preempted": ("osexit75", {}),
          "rank calls sys.exit(75), not through exit_preempted": ("exit75", {}),
          "a rank's forked child raises": ("fork", {}),

@@ -7,6 +7,7 @@ the way argv[1] names while the other ranks wait in an all_reduce that cannot co
     exit75    rank 1 calls sys.exit(75) (see osexit75)
     end       rank 1's script ends
     osexit0   rank 1 calls os._exit(0)
+    cexit0    rank 1's native code ends it: libc's _exit(0), past every Python hook
     osexit75  rank 1 calls os._exit(75), the preemption code, without dtrain.preemption.exit_preempted
     sigkill   rank 1 is killed by SIGKILL
     missing   rank 1 never calls the all_reduce (it sleeps): the others' blocking all_reduce times out
@@ -16,6 +17,7 @@ the way argv[1] names while the other ranks wait in an all_reduce that cannot co
     fork      rank 1 forks a child that raises: the job goes on (rank 0 prints the child's exit code)
     init      rank 1 sleeps before init_process_group (a plain mpiexec, no launcher): init times out
 """
+import ctypes
 import os
 import signal
 import sys
@@ -55,7 +57,10 @@ def main():
         if mode == "end":
             return
         if mode in ("osexit0", "osexit75"):
+            time.sleep(0.5)  # rank 0 waits in the all_reduce by then
             os._exit(int(mode[6:]))
+        if mode == "cexit0":
+            ctypes.CDLL(None)._exit(0)
         if mode == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)
         if mode == "mismatch":
