@@ -75,8 +75,7 @@ class autocast:  # noqa: N801  (PyTorch's name)
 
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
         _check_device_type(device_type)
-        if not isinstance(enabled, bool):
-            raise TypeError(f"autocast: enabled must be a bool, got {enabled!r}")
+        enabled = bool(enabled)  # scripts pass enabled=args.amp (0/1) as often as a bool
         self.device = device_type
         self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else self._resolve(dtype)
         self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else bool(cache_enabled)
