@@ -484,3 +484,22 @@ def test_scaled_loss_keeps_its_dtype_as_torch():
         theirs = torch.amp.GradScaler("cpu").scale(torch.tensor([value]).half())
         assert ours.dtype == dtrain.float16 and theirs.dtype == torch.float16
         assert ours.item() == theirs.item()
+
+
+def test_autocast_is_per_thread():
+    """As in PyTorch, a region is the opening thread's: a thread started inside it runs its
+    ops in float32, and may open its own region."""
+    import threading
+    x, w = dtrain.randn(2, 3), dtrain.randn(4, 3)
+    seen = []
+
+    def worker():
+        seen.append(F.linear(x, w).dtype)
+        with dtrain.autocast("cpu"):
+            seen.append(F.linear(x, w).dtype)
+    with dtrain.autocast("cpu"):
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        seen.append(F.linear(x, w).dtype)
+    assert seen == [dtrain.float32, BF16, BF16]

@@ -188,7 +188,7 @@ def _device_type(args):
     return None
 
 
-def autocast_call(op, name, *args, **kwargs):
+def autocast_call(op, name, /, *args, **kwargs):  # positional-only: an op may take "name"
     """Run ``op`` (the hooked public function of op ``name``, PyTorch's name) under the
     policy of ``name`` for its inputs' device type, if autocast is on for that device type
     in this thread; otherwise as called."""
