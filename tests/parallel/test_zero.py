@@ -1,7 +1,7 @@
 """ZeroRedundancyOptimizer: zero_checks.py runs every check under ``mpiexec -n {4, 2, 1}``
 (the 4-rank job first: the 2- and 1-rank jobs resume from its checkpoint); each test below
-asserts one check on every rank of every job. Argument errors are checked in this process,
-on a world of one."""
+asserts one check on every rank of every job. The comparison with PyTorch's own runs at 2
+ranks, where torch is installed; argument errors are checked in this process, on a world of one."""
 import json
 import sys
 
@@ -77,6 +77,17 @@ def test_checkpoint_saved_at_4_ranks_resumes_at_2_and_1(jobs):
 def test_add_param_group_scheduler_and_closure(jobs):
     """A group added mid-run, an LR scheduler and step(closure) behave as with plain Adam."""
     each_job(jobs, "check_add_param_group_scheduler_closure")
+
+
+def test_equals_pytorchs_zero_redundancy_optimizer(tmp_path):
+    """At 2 ranks, against PyTorch's ZeroRedundancyOptimizer on gloo (where torch is
+    installed): the same partition, parameters (1e-10) and consolidated state_dict."""
+    pytest.importorskip("torch")
+    path = tmp_path / "results.json"
+    result = run([require_mpi(), "-n", "2", sys.executable, "tests/parallel/zero_checks.py", str(path), "--pytorch"],
+                 timeout=120)
+    assert_all_checks_passed(result, 2, 1)
+    passed(json.loads(path.read_text()), "pytorch_equals_dtrain")
 
 
 # ---- argument errors, in this process -------------------------------------------------
