@@ -503,3 +503,41 @@ def test_autocast_is_per_thread():
         t.join()
         seen.append(F.linear(x, w).dtype)
     assert seen == [dtrain.float32, BF16, BF16]
+
+
+def _scaled_mlp_run(dtype, planted, steps=50):
+    """An MLP trained with GradScaler (autocast in ``dtype``, or none for None), an inf planted
+    in a gradient at the steps of ``planted``. Returns (losses, steps whose update was skipped)."""
+    dtrain.manual_seed(0)
+    model = dtrain.nn.Sequential(dtrain.nn.Linear(20, 64), dtrain.nn.ReLU(), dtrain.nn.Linear(64, 5))
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scaler = dtrain.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=10)
+    rng = numpy.random.default_rng(1)
+    x = dtrain.tensor(rng.standard_normal((64, 20)).astype(numpy.float32))
+    y = dtrain.tensor(rng.integers(0, 5, 64))
+    losses, skipped = [], []
+    for step in range(steps):
+        with dtrain.autocast("cpu", dtype=dtype or dtrain.float16, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        if step in planted:
+            model[0].weight.grad.numpy()[0, 0] = numpy.inf
+        before = model[2].weight.detach().numpy().copy()
+        scaler.step(opt)
+        scaler.update()
+        if numpy.array_equal(before, model[2].weight.detach().numpy()):
+            skipped.append(step)
+        losses.append(loss.item())
+    return numpy.array(losses), skipped
+
+
+def test_float16_autocast_with_grad_scaler_trains_like_float32():
+    """50 steps under autocast float16 with GradScaler: exactly the planted steps are skipped,
+    and the loss trajectory stays within 1e-2 relative of the same run in float32."""
+    planted = {5, 6, 30}
+    full, full_skipped = _scaled_mlp_run(None, planted)
+    mixed, mixed_skipped = _scaled_mlp_run(dtrain.float16, planted)
+    assert full_skipped == mixed_skipped == sorted(planted)
+    assert full[-1] < 0.7 * full[0]
+    numpy.testing.assert_allclose(mixed, full, rtol=1e-2)
