@@ -130,7 +130,8 @@ def test_overlap_with_ddp_is_not_supported(world):
 
 def test_state_dict_before_consolidation_and_wrong_layout(world):
     """state_dict needs consolidate_state_dict first; a state of other groups is refused
-    naming both layouts; a bad target rank is named."""
+    naming both layouts, and one with state for a parameter no group lists; a bad target
+    rank is named."""
     model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     opt = ZeroRedundancyOptimizer(model.parameters(), dtrain.optim.Adam, lr=0.1)
     with pytest.raises(RuntimeError, match=r"consolidate_state_dict\(to=0\)"):
@@ -140,6 +141,9 @@ def test_state_dict_before_consolidation_and_wrong_layout(world):
     other = dtrain.optim.Adam(model[0].parameters()).state_dict()
     with pytest.raises(ValueError, match=r"1 parameter groups of \[2\] parameters, but the optimizer has 1 of \[4\]"):
         opt.load_state_dict(other)
+    stray = {"state": {7: {}}, "param_groups": [{"lr": 0.1, "params": [0, 1, 2, 3]}]}
+    with pytest.raises(ValueError, match=r"state for parameters \[7\], which none of its parameter groups lists"):
+        opt.load_state_dict(stray)
 
 
 def test_bad_hyperparameter_is_the_local_optimizers_error(world):

@@ -209,7 +209,11 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     def consolidate_state_dict(self, to=0):
         """Gather every rank's optimizer state on rank ``to`` of the group (CPU copies), for
-        ``state_dict`` there. Call it on every rank."""
+        ``state_dict`` there. Call it on every rank.
+
+        A checkpoint is then one file, rank ``to``'s ``dtrain.save(opt.state_dict(), path)``
+        (atomic and checksummed), in a plain optimizer's layout rather than one file per rank:
+        ``load_state_dict`` re-shards it at any world size (or a plain optimizer loads it)."""
         if not 0 <= to < self.world_size:
             raise ValueError(f"consolidate_state_dict: to={to} is not a rank of the group (0 to "
                              f"{self.world_size - 1})")
@@ -249,6 +253,10 @@ class ZeroRedundancyOptimizer(Optimizer):
             raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups of {shapes} parameters, "
                              f"but the optimizer has {len(self.param_groups)} of "
                              f"{[len(g['params']) for g in self.param_groups]}")
+        unlisted = set(state_dict["state"]) - {k for saved in saved_groups for k in saved["params"]}
+        if unlisted:
+            raise ValueError(f"loaded state dict has state for parameters {sorted(unlisted)}, which none of its "
+                             f"parameter groups lists")
         mine = {id(p): i for i, p in enumerate(p for params in self._partition[self.rank] for p in params)}
         local_state = {}
         for group, saved in zip(self.param_groups, saved_groups):
