@@ -151,6 +151,18 @@ def test_bad_hyperparameter_is_the_local_optimizers_error(world):
         ZeroRedundancyOptimizer(nn.Linear(2, 2).parameters(), dtrain.optim.Adam, lr=-1.0)
 
 
+def test_an_empty_group_is_allowed(world):
+    """Only no parameter at all is an error: an empty first group is kept, with its settings."""
+    model = nn.Linear(3, 2)
+    opt = ZeroRedundancyOptimizer([{"params": []}, {"params": model.parameters(), "lr": 0.2}], dtrain.optim.SGD,
+                                  lr=0.1)
+    model(dtrain.randn(2, 3)).sum().backward()
+    before = model.bias.detach().numpy().copy()
+    opt.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2]
+    assert abs(before - 0.2 * 2 - model.bias.detach().numpy()).max() < 1e-6  # the bias gradient: 2 rows
+
+
 def test_world_of_one_is_plain_adam(world):
     """On one rank the optimizer is the local one: same steps, same state_dict, and loading
     it back restores the state."""

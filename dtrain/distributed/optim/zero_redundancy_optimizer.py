@@ -105,14 +105,15 @@ class ZeroRedundancyOptimizer(Optimizer):
         return group
 
     def _check_one_device(self):
-        devices = {}
+        """The one device of all the parameters; ValueError naming each device if there are more."""
+        devices = {}  # device -> (the position of its first parameter, that parameter's device)
         for i, p in enumerate(p for group in self.param_groups for p in group["params"]):
-            devices.setdefault(str(p.device), i)
+            devices.setdefault(str(p.device), (i, p.device))
         if len(devices) > 1:
-            found = ", ".join(f"{d} (first at parameter {i})" for d, i in devices.items())
+            found = ", ".join(f"{d} (first at parameter {i})" for d, (i, _) in devices.items())
             raise ValueError(f"ZeroRedundancyOptimizer needs all parameters on one device, got parameters on "
                              f"{found}: move the model to one device first")
-        return self.param_groups[0]["params"][0].device
+        return next(iter(devices.values()))[1]
 
     def add_param_group(self, param_group):
         """Add a parameter group (as ``Optimizer.add_param_group``); its parameters are
