@@ -7,13 +7,13 @@ import warnings
 
 import numpy
 import pytest
-import torch
-import torch.nn.functional as TF
 
 import dtrain
 import dtrain.nn.functional as F
 from comm_helpers import assert_all_checks_passed, clean_env, require_mpi, run
 
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
 pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes (pip install dtrain[bf16])")
 
 BF16 = dtrain.bfloat16
@@ -541,3 +541,19 @@ def test_float16_autocast_with_grad_scaler_trains_like_float32():
     assert full_skipped == mixed_skipped == sorted(planted)
     assert full[-1] < 0.7 * full[0]
     numpy.testing.assert_allclose(mixed, full, rtol=1e-2)
+
+
+def test_bfloat16_tensors_are_floating_point_outside_autocast():
+    """A bfloat16 tensor is a float to the core: is_floating_point, requires_grad, a cast to
+    it stays in the graph, and it wins over integers and Python floats as in PyTorch."""
+    x = dtrain.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    low = x.to(dtrain.bfloat16)
+    assert low.is_floating_point() and low.requires_grad and low.grad_fn is not None
+    (low * 2.0).float().sum().backward()
+    numpy.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+    assert dtrain.ones(2, dtype=dtrain.bfloat16).requires_grad_().requires_grad
+    assert (dtrain.tensor([1, 2]).to(dtrain.bfloat16) * 1.5).dtype == dtrain.bfloat16
+    assert (dtrain.tensor([1, 2]) * dtrain.ones(2, dtype=dtrain.bfloat16)).dtype == dtrain.bfloat16
+    assert (dtrain.ones(2, dtype=dtrain.bfloat16) * dtrain.ones(2)).dtype == dtrain.float32
+    theirs = (torch.tensor([1, 2]) * torch.ones(2, dtype=torch.bfloat16)).dtype
+    assert str(theirs).replace("torch.", "") == "bfloat16"

@@ -43,12 +43,22 @@ def as_dtype(d):
         raise TypeError(f"not a dtype: {d!r}") from None
 
 
+def is_floating(d):
+    """A floating dtype, bfloat16 included (ml_dtypes' bfloat16 has NumPy's kind "V", not "f")."""
+    return d.kind == "f" or d.name == "bfloat16"
+
+
+def is_differentiable(d):
+    """A dtype a gradient can flow through: floating (bfloat16 included) or complex."""
+    return d.kind in "fc" or d.name == "bfloat16"
+
+
 def promote(a, b):
     """Result dtype of a binary op on two tensors, following PyTorch: a floating
     dtype wins over any integer/bool dtype (NumPy would give float64 for int64+float32)."""
     if a == b:
         return a
-    fa, fb = a.kind == "f", b.kind == "f"
+    fa, fb = is_floating(a), is_floating(b)
     if fa != fb:
         return a if fa else b
     return numpy.result_type(a, b)
@@ -62,5 +72,5 @@ def promote_scalar(d, value):
     if isinstance(value, _b.int):
         return int64 if d == bool_ else d
     if isinstance(value, _b.float):
-        return d if d.kind == "f" else get_default_dtype()
+        return d if is_floating(d) else get_default_dtype()
     raise TypeError(f"unsupported scalar operand of type {type(value).__name__}")

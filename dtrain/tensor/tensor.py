@@ -159,7 +159,7 @@ class Tensor(DeviceDtypeShortcuts):
         return self.array.shape[0]
 
     def is_floating_point(self):
-        return self.dtype.kind == "f"
+        return dtypes.is_floating(self.dtype)
 
     def is_contiguous(self):
         return bool(self.array.flags.c_contiguous)
@@ -216,7 +216,7 @@ class Tensor(DeviceDtypeShortcuts):
         if dtype is not None:
             if dtype != out.dtype:
                 # a cast to an integer or bool dtype leaves the graph, as in PyTorch
-                out = Cast.apply(out if dtype.kind in "fc" else out.detach(), dtype=dtype)
+                out = Cast.apply(out if dtypes.is_differentiable(dtype) else out.detach(), dtype=dtype)
         return out
 
     long = dtype_shortcut("long", dtypes.int64)
@@ -278,7 +278,7 @@ class Tensor(DeviceDtypeShortcuts):
             if not requires_grad:
                 raise RuntimeError("you can only change requires_grad flags of leaf variables: use detach() instead")
             return self
-        if requires_grad and self.dtype.kind not in "fc":
+        if requires_grad and not dtypes.is_differentiable(self.dtype):
             raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {self.dtype}")
         self.requires_grad = bool(requires_grad)
         return self

@@ -1,4 +1,5 @@
 """Argument checks shared by the nn ops: activations, losses, dropout, normalization."""
+from ..dtypes import is_floating
 from ..tensor import Tensor
 
 
@@ -8,8 +9,3 @@ def check_float(x, op):
         raise TypeError(f"{op}: expected a Tensor input, got {type(x).__name__}")
     if not is_floating(x.dtype):
         raise RuntimeError(f"{op}: expected a floating-point input, got dtype {x.dtype}; convert it with .float()")
-
-
-def is_floating(dtype):
-    """A floating dtype, bfloat16 included (ml_dtypes' bfloat16 has NumPy's kind "V", not "f")."""
-    return dtype.kind == "f" or dtype.name == "bfloat16"
