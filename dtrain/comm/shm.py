@@ -12,12 +12,17 @@ a window slot as large as the message, and the flat message is cut into one shar
 Each rank moves about twice its message instead of MPICH's several times; every shard is
 reduced once, by its owner, so all ranks end with the same bits.
 
-No third barrier is needed while the layout (length and dtype) stays the same: a slot's
-region written in step 1 of the next call was last read before the previous call's second
-barrier, and the region written in step 2 is read (step 3) before its reader enters the next
-call's first barrier. A call whose layout differs from the previous one starts with a
-barrier. (A window per layout would drop that barrier for DDP's alternating buckets; measured,
-it saved no time and cost ~1% more CPU for the larger footprint: benchmarks/RESULTS.md.)
+Before step 1 every rank writes its call's header (call number, length, dtype, op) to a small
+shared window and meets the others at a barrier; then each compares every header with its
+own. Ranks that called all_reduce with different lengths, dtypes or ops (a bug in the
+program) would otherwise read past the end of a shorter slot (a segfault) or combine bytes
+of different types (silently wrong); instead every rank raises the same :class:`DistError`,
+naming each rank's call. A rank whose message is below the threshold takes MPI's own
+all-reduce (dtrain/comm/mpi.py): :meth:`SharedMemoryAllReduce.announce` writes its header
+all the same, and a rank waiting for it at the header barrier raises the error instead of
+waiting for the timeout. The header barrier is also what makes step 1's writes safe: every
+rank has finished the previous call's step 3, its last read of the slots. (It costs one
+barrier per call, a few microseconds against the ~100 us of copying a 256 KiB message.)
 
 The barriers are counters in a small shared window: a rank bumps its own, wakes whoever
 waits on it, then, after a few looks, sleeps on each peer's counter until it moves (a Linux
@@ -36,8 +41,13 @@ import sys
 
 import numpy
 
+from .errors import DistError
+
 CHUNK_BYTES = 256 * 1024  # step 2 works in pieces that stay in the core's cache
-COUNTER_STRIDE = 64  # bytes between two ranks' barrier counters: one cache line each
+CONTROL_BYTES = 128  # a rank's control slot: its barrier counter (first cache line), its call's header (second)
+HEADER = slice(64, 104)  # the header, 5 int64: call number, length, dtype (its char code), op, path
+HEADER_CALL, HEADER_PATHS = 0, ("this shared-memory all-reduce", "MPI's all-reduce (below the shared-memory threshold)")
+OPS = ("sum", "product", "min", "max", "avg")  # the header's op codes
 UFUNCS = {"sum": numpy.add, "product": numpy.multiply, "min": numpy.fmin, "max": numpy.fmax}
 FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine()) if sys.platform == "linux" else None
 FUTEX_WAIT, FUTEX_WAKE = 0, 1  # not FUTEX_PRIVATE_FLAG: the waiters are in other processes
@@ -55,16 +65,14 @@ def _pieces(arrays, lo, hi):
 
 
 class _Window:
-    """A shared window of one slot of ``nbytes`` per rank (a collective to create and free).
-
-    ``layout`` is the (length, dtype) of the last call that used it."""
+    """A shared window of one slot of ``nbytes`` per rank (a collective to create and free)."""
 
     def __init__(self, comm, MPI, nbytes):
         self.win = MPI.Win.Allocate_shared(nbytes, 1, comm=comm)
         self.win.Lock_all(MPI.MODE_NOCHECK)
         self.slots = [numpy.frombuffer(self.win.Shared_query(j)[0], numpy.uint8, nbytes)
                       for j in range(comm.Get_size())]
-        self.nbytes, self.layout = nbytes, None
+        self.nbytes = nbytes
 
     def free(self):
         self.slots = None
@@ -75,6 +83,9 @@ class _Window:
 class SharedMemoryAllReduce:
     """In-place all-reduces over the flat concatenation of 1-D NumPy arrays.
 
+    Constructing one is a collective over ``comm`` (it allocates the barrier's and the
+    headers' window): every rank constructs it at the same point.
+
     Args:
         comm: an mpi4py intra-communicator whose ranks all share this node's memory.
         MPI: the ``mpi4py.MPI`` module.
@@ -83,22 +94,34 @@ class SharedMemoryAllReduce:
     def __init__(self, comm, MPI):
         self.comm, self.MPI = comm, MPI
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
+        # the global ranks, for messages
+        group, world = comm.Get_group(), MPI.COMM_WORLD.Get_group()
+        self.ranks = group.Translate_ranks(list(range(self.size)), world)
+        group.Free()
+        world.Free()
         self.window = None  # the _Window, grown when a message needs more
-        self.barrier = None  # a _CountingBarrier, made on first use
+        self.barrier = _CountingBarrier(comm, MPI)
+        self.headers = [slot[HEADER].view(numpy.int64) for slot in self.barrier.window.slots]
+        self.calls = 0  # all-reduces on this communicator: the shared-memory ones and the announced ones
 
     def all_reduce(self, arrays, op="sum", scale=None):
-        """Reduce the concatenation of ``arrays`` (1-D, contiguous, one dtype; the same sizes on
-        every rank) across the ranks, in place. ``scale``: with op "sum", this rank's values
-        are multiplied by it first (how DDP averages: divide, then sum)."""
+        """Reduce the concatenation of ``arrays`` (1-D, contiguous, one dtype) across the ranks,
+        in place. ``scale``: with op "sum", this rank's values are multiplied by it first (how
+        DDP averages: divide, then sum).
+
+        Raises:
+            DistError: the ranks' calls differ in length, dtype or op (on every rank), or a
+                peer took MPI's all-reduce for this call (:meth:`announce`).
+        """
         dtype = arrays[0].dtype
         n = sum(a.size for a in arrays)
+        self._publish(n, dtype, op, path=0)
+        self.barrier.wait(self._peer_took_mpi)  # also: every rank has done the previous call's reads
+        self._check_headers()
         if n == 0:
             return
         ufunc, me = UFUNCS[op], self.rank
         window = self._window(n * dtype.itemsize)
-        if window.layout != (n, dtype):
-            self._barrier()  # the previous call's readers are done with every region
-            window.layout = (n, dtype)
         slots = window.slots
         mine = slots[me].view(dtype)
         bounds = [n * j // self.size for j in range(self.size + 1)]
@@ -120,6 +143,59 @@ class SharedMemoryAllReduce:
                 theirs = slots[j].view(dtype)
                 for a, s in _pieces(arrays, bounds[j], bounds[j + 1]):
                     numpy.copyto(a, theirs[s:s + a.size])
+
+    def announce(self, n, dtype, op):
+        """Record that this rank's next all-reduce on the communicator, of ``n`` elements of
+        ``dtype`` with ``op``, goes through MPI's all-reduce instead (below the threshold): a
+        peer that takes this class's path for it raises the mismatch error instead of waiting."""
+        self._publish(n, numpy.dtype(dtype), op, path=1)
+
+    def _publish(self, n, dtype, op, path):
+        """This rank's header for its next call; the call number is written last (a peer that
+        reads it sees the rest), and ``Sync`` makes it visible."""
+        self.calls += 1
+        header = self.headers[self.rank]
+        header[1:] = n, ord(dtype.char), OPS.index(op) if op in OPS else -1, path
+        header[HEADER_CALL] = self.calls
+        self.barrier.window.win.Sync()
+
+    def _peer_took_mpi(self):
+        """Between looks at the header barrier: raise if a peer announced this call on MPI's path."""
+        if any(h[HEADER_CALL] == self.calls and h[4] == 1 for h in self.headers):
+            raise DistError(self._mismatch())
+
+    def _check_headers(self):
+        """After the header barrier: every rank's header equals this one's, or every rank raises
+        (after one more barrier, so that no rank's next header overwrites one still being read)."""
+        mine = self._call(self.rank)
+        if any(self._call(j) != mine for j in range(self.size)):
+            message = self._mismatch()
+            self.barrier.wait()
+            raise DistError(message)
+
+    def _call(self, j):
+        """Rank ``j``'s header as (call number, length, dtype, op, path)."""
+        call, n, char, op, path = (int(v) for v in self.headers[j])
+        try:
+            dtype = numpy.dtype(chr(char))
+        except (TypeError, ValueError):  # a type NumPy has no char code for: compared by code
+            dtype = f"dtype code {char}"
+        return call, n, dtype, op, path
+
+    def _mismatch(self):
+        """The error message: each rank's call, as far as the headers tell."""
+        calls = [self._call(j) for j in range(self.size)]
+        paths_differ = len({path for *_, path in calls}) > 1
+        lines = []
+        for j, (call, n, dtype, op, path) in enumerate(calls):
+            if call != self.calls:
+                lines.append(f"rank {self.ranks[j]}: not at this call (its all-reduce #{call} on this group)")
+                continue
+            name = OPS[op] if 0 <= op < len(OPS) else "another op"
+            through = f", through {HEADER_PATHS[path]}" if paths_differ else ""
+            lines.append(f"rank {self.ranks[j]}: {n} elements of {dtype}, op {name}{through}")
+        return (f"all_reduce #{self.calls} on ranks {self.ranks}: the ranks called it with different messages "
+                f"(every rank must pass the same number of elements, dtype and op): " + "; ".join(lines))
 
     def _reduce_shard(self, arrays, bounds, mine, others, ufunc, scale, step):
         """Step 2: this rank's shard, combined in pieces of ``step`` elements."""
@@ -147,8 +223,6 @@ class SharedMemoryAllReduce:
 
     def _barrier(self):
         """Wait until every rank has reached this barrier (see the module docstring)."""
-        if self.barrier is None:
-            self.barrier = _CountingBarrier(self.comm, self.MPI)
         self.barrier.wait()
 
     def free(self):
@@ -169,18 +243,19 @@ class _CountingBarrier:
     """
 
     def __init__(self, comm, MPI):
-        self.window = _Window(comm, MPI, COUNTER_STRIDE)
+        self.window = _Window(comm, MPI, CONTROL_BYTES)
         self.counts = [slot[:4].view(numpy.uint32) for slot in self.window.slots]
         self.addresses = [count.ctypes.data for count in self.counts]
         self.me = comm.Get_rank()
         self.mine = self.counts[self.me]
-        self.mine[0] = 0  # shared memory is not promised to start zeroed
+        self.window.slots[self.me][:] = 0  # shared memory is not promised to start zeroed
         self.window.win.Sync()
         comm.Barrier()
         self.entered = 0
         self.futex = _futex_call() if FUTEX_SYSCALL is not None else None
 
-    def wait(self):
+    def wait(self, look=None):
+        """``look()``: called before each sleep while a peer is awaited; what it raises ends the wait."""
         before, self.entered = self.entered, (self.entered + 1) & 0xFFFFFFFF
         self.window.win.Sync()  # this rank's stores to the slots are visible before its count
         self.mine[0] = self.entered
@@ -192,6 +267,8 @@ class _CountingBarrier:
                 looks += 1
                 if looks <= SPIN_LOOKS:
                     continue
+                if look is not None:
+                    look()
                 if self.futex is not None:  # sleeps only while the count is still `before`
                     self.futex(address, FUTEX_WAIT, before)
                 else:
