@@ -14,7 +14,7 @@ from comm_helpers import assert_all_checks_passed, output, require_mpi, run
 from ddp_jobs import Job, passed
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 
-CHECKS = 6  # the check_* functions of zero_checks.py
+CHECKS = 7  # the check_* functions of zero_checks.py
 WORLD_SIZES = (4, 2, 1)  # in this order: 4 writes the checkpoint the others resume from
 
 
@@ -39,7 +39,7 @@ def each_job(jobs, check):
 
 
 def test_every_rank_ran_every_check(jobs):
-    """Each rank of the 4-, 2- and 1-rank jobs ran all 6 checks of zero_checks.py, and all passed."""
+    """Each rank of the 4-, 2- and 1-rank jobs ran all 7 checks of zero_checks.py, and all passed."""
     for n in WORLD_SIZES:
         assert_all_checks_passed(jobs[n].process, n, CHECKS)
 
@@ -88,6 +88,12 @@ def test_equals_pytorchs_zero_redundancy_optimizer(tmp_path):
                  timeout=120)
     assert_all_checks_passed(result, 2, 1)
     passed(json.loads(path.read_text()), "pytorch_equals_dtrain")
+
+
+def test_one_broadcast_per_rank_per_dtype(jobs):
+    """With float32 and float64 parameters, in both layouts, a step broadcasts once per rank
+    per dtype it owns, and the parameters equal plain Adam's."""
+    each_job(jobs, "check_one_broadcast_per_rank_per_dtype")
 
 
 # ---- argument errors, in this process -------------------------------------------------

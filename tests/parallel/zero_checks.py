@@ -296,6 +296,44 @@ def torch_as_dtrain(state_dict):
     return {"state": state, "param_groups": [{**g, "betas": tuple(g["betas"])} for g in state_dict["param_groups"]]}
 
 
+def check_one_broadcast_per_rank_per_dtype():
+    """A model with float32 and float64 layers, without DDP (the same gradients on every
+    rank), in both parameter layouts: each step broadcasts once per rank per dtype it owns
+    (not once per parameter), and the parameters equal plain Adam's (exactly: the same
+    arithmetic, only moved)."""
+    def mixed():
+        dtrain.manual_seed(4)
+        return nn.ModuleList([nn.Linear(6, 8), nn.Linear(8, 5).double(), nn.Linear(5, 3)])
+
+    def loss(model, x):
+        return model[2](model[1](model[0](x).tanh().double()).tanh().float()).pow(2).sum()
+
+    x = dtrain.randn(4, 6)
+    for bucket_view in (False, True):
+        a, b = mixed(), mixed()
+        zero = zero_adam(a.parameters(), parameters_as_bucket_view=bucket_view)
+        plain = adam(b.parameters())
+        calls, broadcast = [], dist.broadcast
+
+        def counted(*args, **kw):
+            calls.append(args)
+            return broadcast(*args, **kw)
+        dist.broadcast = counted
+        try:
+            for _ in range(3):
+                for model, opt in ((a, zero), (b, plain)):
+                    opt.zero_grad()
+                    loss(model, x).backward()
+                    opt.step()
+        finally:
+            dist.broadcast = broadcast
+        owned = gathered({str(p.dtype) for g in zero.optim.param_groups for p in g["params"]})
+        per_step = sum(len(dtypes) for dtypes in owned) if dist.get_world_size() > 1 else 0
+        assert len(calls) == 3 * per_step, f"{len(calls)} broadcasts in 3 steps, expected 3 x {per_step} ({owned})"
+        for p, q in zip(a.parameters(), b.parameters()):
+            np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+
+
 def main(path, folder, resume_from):
     checks = RankChecks()
     selected = [(name, fn) for name, fn in globals().items() if name.startswith("check_")]
