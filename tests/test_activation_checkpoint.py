@@ -1,6 +1,7 @@
 """Activation checkpointing (dtrain.utils.checkpoint): the recomputed backward gives exactly the
 gradients of the plain one (float64, dropout included: the random state is replayed), equals
 PyTorch's from the same weights, and refuses what PyTorch refuses."""
+import sys
 import warnings
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 import dtrain
 import dtrain.nn as nn
+from comm_helpers import assert_all_checks_passed, clean_env, require_mpi, run
 from dtrain.tensor import memory
 from dtrain.utils.checkpoint import checkpoint, checkpoint_sequential
 
@@ -242,3 +244,53 @@ def test_recomputed_dropout_mask_is_the_forward_one(device):
     got, want = x.grad.cpu().numpy(), y.detach().cpu().numpy()
     np.testing.assert_array_equal(got, want)
     assert 0 < (want == 0).sum() < want.size  # the mask drops some elements, not all
+
+
+DDP_SCRIPT = """
+import numpy, dtrain, dtrain.nn as nn
+from dtrain.nn.parallel import DistributedDataParallel
+from dtrain.utils.checkpoint import checkpoint
+from rank_harness import RankChecks
+
+
+class Checkpointed(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return checkpoint(self.block, x, use_reentrant=False)
+
+
+def grads(checkpointed):
+    dtrain.manual_seed(0)
+    blocks = [nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Dropout(0.2), nn.Linear(16, 8)) for _ in range(4)]
+    model = nn.Sequential(*[Checkpointed(b) if checkpointed else b for b in blocks]).double()
+    ddp = DistributedDataParallel(model)
+    x = dtrain.randn(3, 8, dtype=dtrain.float64, generator=dtrain.Generator().manual_seed(10 + checks.rank))
+    dtrain.manual_seed(1)
+    ddp(x).pow(2).sum().backward()
+    return [p.grad.numpy().copy() for p in model.parameters()]
+
+
+def ddp_gradients_equal_plain():
+    plain, ckpt = grads(False), grads(True)
+    assert len(plain) == len(ckpt) == 16
+    for i, (a, b) in enumerate(zip(plain, ckpt)):
+        assert numpy.array_equal(a, b), (checks.rank, i, float(abs(a - b).max()))
+
+checks = RankChecks("mpi")
+checks.run("DDP over checkpointed blocks equals DDP over plain blocks", ddp_gradients_equal_plain)
+checks.finish()
+"""
+
+
+def test_ddp_over_checkpointed_blocks_equals_plain(tmp_path):
+    """2 ranks: DDP over 4 blocks (with dropout) checkpointed one by one averages exactly the
+    gradients DDP over the plain blocks averages (each parameter's hook fires once, from the
+    recomputation's nested backward)."""
+    mpiexec = require_mpi()
+    script = tmp_path / "rank_checkpoint_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    result = run([mpiexec, "-n", "2", sys.executable, str(script)], timeout=120, env=clean_env())
+    assert_all_checks_passed(result, 2, 1)
