@@ -557,3 +557,15 @@ def test_bfloat16_tensors_are_floating_point_outside_autocast():
     assert (dtrain.ones(2, dtype=dtrain.bfloat16) * dtrain.ones(2)).dtype == dtrain.float32
     theirs = (torch.tensor([1, 2]) * torch.ones(2, dtype=torch.bfloat16)).dtype
     assert str(theirs).replace("torch.", "") == "bfloat16"
+
+
+def test_data_parallel_replicas_run_in_the_callers_autocast_region():
+    """parallel_apply's worker threads re-open the caller's autocast region (autocast is per
+    thread), so every replica's Linear runs in bfloat16, as in PyTorch."""
+    from dtrain.parallel.data_parallel import parallel_apply
+    replicas = [dtrain.nn.Linear(4, 3) for _ in range(3)]
+    inputs = [dtrain.randn(2, 4) for _ in range(3)]
+    with dtrain.autocast("cpu", dtype=dtrain.bfloat16):
+        outs = parallel_apply(replicas, inputs, devices=["cpu"] * 3)
+    assert [o.dtype for o in outs] == [dtrain.bfloat16] * 3
+    assert parallel_apply(replicas, inputs, devices=["cpu"] * 3)[2].dtype == dtrain.float32

@@ -16,6 +16,7 @@ import warnings
 from ..nn.module import Module  # not ..nn: dtrain.nn re-exports DataParallel
 from ..tensor import Tensor, backend, cat, chunk, clone
 from ..tensor.grad_mode import is_grad_enabled, set_grad_enabled
+from ..tensor.ops import autocast
 
 
 def _device(spec, what):
@@ -160,11 +161,12 @@ def parallel_apply(modules, inputs, kwargs_tup=None, devices=None):
                          f"{len(devices)} devices: one of each per module is needed")
     devices = [_device(d, "device") for d in devices]
     grad_enabled = is_grad_enabled()  # the mode is per thread: each worker takes the caller's
+    autocast_regions = autocast.carried_over()  # so is autocast
     results, failures = [None] * n, [None] * n
 
     def worker(i):
         try:
-            with set_grad_enabled(grad_enabled), backend.device_guard(devices[i]):
+            with set_grad_enabled(grad_enabled), autocast_regions(), backend.device_guard(devices[i]):
                 args = inputs[i] if isinstance(inputs[i], (list, tuple)) else (inputs[i],)
                 results[i] = modules[i](*args, **kwargs_tup[i])
         except Exception as e:

@@ -22,6 +22,7 @@ How a low-precision op runs:
     rounded inputs are rounded too, as a low-precision backward's are. Saved activations stay
     float32 there, so autocast saves no memory on the CPU.
 """
+import contextlib
 import threading
 import weakref
 
@@ -116,6 +117,25 @@ def exit(saved):  # noqa: A001
     open_regions[0] -= 1
     if s.nesting == 0:  # PyTorch clears the cast cache when the outermost region exits
         s.cache.clear()
+
+
+def carried_over():
+    """The calling thread's open autocast settings, as a context-manager factory that opens
+    them again in another thread: autocast is per thread, and DataParallel's replicas run in
+    worker threads (PyTorch re-enters autocast in each the same way)."""
+    s = thread_state
+    opened = [(d, s.dtype[d]) for d in ("cpu", "cuda") if s.enabled[d]]
+    cache_enabled = s.cache_enabled
+
+    @contextlib.contextmanager
+    def reopen():
+        saved = [enter(d, True, dtype, cache_enabled) for d, dtype in opened]
+        try:
+            yield
+        finally:
+            for each in reversed(saved):
+                exit(each)
+    return reopen
 
 
 class RoundTo(Function):
