@@ -167,3 +167,4 @@ def test_fault_ends_the_job(case):
     assert len(re.findall(case["message"], text)) == 1, report
     assert "unreachable" not in text, report
     assert "no answer from ranks" not in text, report
+    assert len(re.findall(r"rank \d+ failed: ", text)) <= 1, report  # one report per job, from one rank
