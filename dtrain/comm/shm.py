@@ -21,8 +21,9 @@ naming each rank's call. A rank whose message is below the threshold takes MPI's
 all-reduce (dtrain/comm/mpi.py): :meth:`SharedMemoryAllReduce.announce` writes its header
 all the same, and a rank waiting for it at the header barrier raises the error instead of
 waiting for the timeout. The header barrier is also what makes step 1's writes safe: every
-rank has finished the previous call's step 3, its last read of the slots. (It costs one
-barrier per call, a few microseconds against the ~100 us of copying a 256 KiB message.)
+rank has finished the previous call's step 3, its last read of the slots. (Before the
+headers, a call whose length and dtype repeated the previous call's needed no such barrier;
+now every call has three.)
 
 The barriers are counters in a small shared window: a rank bumps its own, wakes whoever
 waits on it, then, after a few looks, sleeps on each peer's counter until it moves (a Linux
@@ -45,9 +46,11 @@ from .errors import DistError
 
 CHUNK_BYTES = 256 * 1024  # step 2 works in pieces that stay in the core's cache
 CONTROL_BYTES = 128  # a rank's control slot: its barrier counter (first cache line), its call's header (second)
-HEADER = slice(64, 104)  # the header, 5 int64: call number, length, dtype (its char code), op, path
-HEADER_CALL, HEADER_PATHS = 0, ("this shared-memory all-reduce", "MPI's all-reduce (below the shared-memory threshold)")
-OPS = ("sum", "product", "min", "max", "avg")  # the header's op codes
+HEADER = slice(64, 104)  # the header: 5 int64, indexed as below
+CALL, LENGTH, DTYPE, OP, PATH = range(5)  # DTYPE: the dtype's char code; OP: its index in OPS
+OPS = ("sum", "product", "min", "max", "avg")
+SHM_PATH, MPI_PATH = 0, 1  # PATH: this class's all-reduce, or MPI's (announce)
+PATH_NAMES = ("this shared-memory all-reduce", "MPI's all-reduce (below the shared-memory threshold)")
 UFUNCS = {"sum": numpy.add, "product": numpy.multiply, "min": numpy.fmin, "max": numpy.fmax}
 FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}.get(platform.machine()) if sys.platform == "linux" else None
 FUTEX_WAIT, FUTEX_WAKE = 0, 1  # not FUTEX_PRIVATE_FLAG: the waiters are in other processes
@@ -115,7 +118,7 @@ class SharedMemoryAllReduce:
         """
         dtype = arrays[0].dtype
         n = sum(a.size for a in arrays)
-        self._publish(n, dtype, op, path=0)
+        self._publish(n, dtype, op, SHM_PATH)
         self.barrier.wait(self._peer_took_mpi)  # also: every rank has done the previous call's reads
         self._check_headers()
         if n == 0:
@@ -148,20 +151,23 @@ class SharedMemoryAllReduce:
         """Record that this rank's next all-reduce on the communicator, of ``n`` elements of
         ``dtype`` with ``op``, goes through MPI's all-reduce instead (below the threshold): a
         peer that takes this class's path for it raises the mismatch error instead of waiting."""
-        self._publish(n, numpy.dtype(dtype), op, path=1)
+        self._publish(n, numpy.dtype(dtype), op, MPI_PATH)
 
     def _publish(self, n, dtype, op, path):
         """This rank's header for its next call; the call number is written last (a peer that
         reads it sees the rest), and ``Sync`` makes it visible."""
         self.calls += 1
         header = self.headers[self.rank]
-        header[1:] = n, ord(dtype.char), OPS.index(op) if op in OPS else -1, path
-        header[HEADER_CALL] = self.calls
+        op_code = OPS.index(op) if op in OPS else -1
+        header[LENGTH], header[DTYPE], header[OP], header[PATH] = n, ord(dtype.char), op_code, path
+        header[CALL] = self.calls
         self.barrier.window.win.Sync()
 
     def _peer_took_mpi(self):
-        """Between looks at the header barrier: raise if a peer announced this call on MPI's path."""
-        if any(h[HEADER_CALL] == self.calls and h[4] == 1 for h in self.headers):
+        """Between looks at the header barrier: raise if a peer announced this call on MPI's path.
+        (This rank's barrier count is then ahead of the others': the job cannot go on, the
+        peer waits in MPI's all-reduce for a call that never comes.)"""
+        if any(h[CALL] == self.calls and h[PATH] == MPI_PATH for h in self.headers):
             raise DistError(self._mismatch())
 
     def _check_headers(self):
@@ -175,7 +181,7 @@ class SharedMemoryAllReduce:
 
     def _call(self, j):
         """Rank ``j``'s header as (call number, length, dtype, op, path)."""
-        call, n, char, op, path = (int(v) for v in self.headers[j])
+        call, n, char, op, path = (int(self.headers[j][field]) for field in (CALL, LENGTH, DTYPE, OP, PATH))
         try:
             dtype = numpy.dtype(chr(char))
         except (TypeError, ValueError):  # a type NumPy has no char code for: compared by code
@@ -192,7 +198,7 @@ class SharedMemoryAllReduce:
                 lines.append(f"rank {self.ranks[j]}: not at this call (its all-reduce #{call} on this group)")
                 continue
             name = OPS[op] if 0 <= op < len(OPS) else "another op"
-            through = f", through {HEADER_PATHS[path]}" if paths_differ else ""
+            through = f", through {PATH_NAMES[path]}" if paths_differ else ""
             lines.append(f"rank {self.ranks[j]}: {n} elements of {dtype}, op {name}{through}")
         return (f"all_reduce #{self.calls} on ranks {self.ranks}: the ranks called it with different messages "
                 f"(every rank must pass the same number of elements, dtype and op): " + "; ".join(lines))
