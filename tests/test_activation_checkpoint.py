@@ -294,3 +294,23 @@ def test_ddp_over_checkpointed_blocks_equals_plain(tmp_path):
     script.write_text(DDP_SCRIPT)
     result = run([mpiexec, "-n", "2", sys.executable, str(script)], timeout=120, env=clean_env())
     assert_all_checks_passed(result, 2, 1)
+
+
+def test_recomputation_runs_under_the_forwards_autocast():
+    """An MLP checkpointed inside autocast("cpu", float16) and backpropagated outside it: the
+    recomputation casts as the forward did, so the gradients equal the plain autocast run's."""
+    dtrain.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3))
+    x = dtrain.randn(5, 6)
+
+    def run(fn):
+        model.zero_grad()
+        with dtrain.autocast("cpu", dtype=dtrain.float16):
+            out = fn(x)
+        assert out.dtype == dtrain.float16
+        out.float().pow(2).sum().backward()
+        return [out.detach().float().numpy()] + [p.grad.numpy().copy() for p in model.parameters()]
+
+    plain = run(model)
+    _assert_same(plain, run(lambda x: checkpoint(model, x, use_reentrant=False)))
+    assert not dtrain.amp.is_autocast_enabled("cpu")  # the region reopened for the recomputation is closed

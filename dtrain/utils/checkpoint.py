@@ -1,7 +1,8 @@
 """``dtrain.utils.checkpoint``: activation checkpointing, as ``torch.utils.checkpoint``.
 
 The checkpointed forward runs under ``no_grad`` and keeps only its inputs; backward reruns it
-with grad enabled, from the same random state (dropout draws the same masks), and
+with grad enabled, from the same random state (dropout draws the same masks) and under the
+autocast regions that were open at the forward (backward usually runs outside them), and
 backpropagates through the recomputed graph: the inputs' gradients go back to the outer graph,
 the parameters used inside (not explicit inputs) get theirs accumulated into ``.grad``.
 
@@ -28,8 +29,10 @@ forward draws one seed from the device's generator and runs on a generator seede
 the recomputation reruns on a fresh one from the same seed (exact recomputation; the masks
 differ from an uncheckpointed run's). The CPU generator's state is saved and restored exactly.
 """
+import contextlib
 import warnings
 
+from ..amp import autocast, get_autocast_dtype, is_autocast_cache_enabled, is_autocast_enabled
 from ..nn import Sequential
 from ..tensor import Tensor, enable_grad, get_rng_state, is_grad_enabled, no_grad, set_rng_state, tensor
 from ..tensor.backend import make_rng
@@ -39,6 +42,7 @@ from ..tensor.random import default_generator
 __all__ = ["checkpoint", "checkpoint_sequential"]
 
 _SEED_BOUND = 2 ** 63 - 1
+_AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
 def checkpoint(function, *args, use_reentrant=None, preserve_rng_state=True, **kwargs):
@@ -134,6 +138,7 @@ class _Segment:
     def __init__(self, function, args, kwargs, preserve_rng_state, tensors):
         self.function, self.args, self.kwargs = function, args, kwargs
         self.rng = _RandomState(tensors) if preserve_rng_state else None
+        self.autocast = _AutocastState()
         self.tensors = tensors  # the recorded node's inputs
         self.outputs = None
         self.recomputed = None  # (outputs, detached inputs) until every output's node has run
@@ -182,7 +187,7 @@ class _Segment:
         detached = {id(t): _detached(t) for t in self.tensors}
         args = tuple(detached[id(a)] if isinstance(a, Tensor) else a for a in self.args)
         kwargs = {k: detached[id(v)] if isinstance(v, Tensor) else v for k, v in self.kwargs.items()}
-        with enable_grad():
+        with enable_grad(), self.autocast.reopened():
             outputs = self._call(args, kwargs) if self.rng is None else self.rng.replay(lambda: self._call(args, kwargs))
         if isinstance(outputs, Tensor):
             outputs = (outputs,)
@@ -241,3 +246,22 @@ class _RandomState:
         finally:
             for device, g in generators.items():
                 g.rng = kept[device]
+
+
+class _AutocastState:
+    """The autocast regions open at the checkpointed forward, reopened for the recomputation
+    (backward usually runs outside them), and those open at backward but not at forward closed:
+    the recomputation then casts as the forward did, as PyTorch's checkpoint does."""
+
+    def __init__(self):
+        self.dtypes = {d: get_autocast_dtype(d) for d in _AUTOCAST_DEVICES if is_autocast_enabled(d)}
+        self.cache_enabled = is_autocast_cache_enabled()
+
+    def reopened(self):
+        regions = contextlib.ExitStack()
+        for device in _AUTOCAST_DEVICES:
+            if device in self.dtypes:
+                regions.enter_context(autocast(device, dtype=self.dtypes[device], cache_enabled=self.cache_enabled))
+            elif is_autocast_enabled(device):
+                regions.enter_context(autocast(device, dtype=get_autocast_dtype(device), enabled=False))
+        return regions
