@@ -249,23 +249,19 @@ def test_recomputed_dropout_mask_is_the_forward_one(device):
 DDP_SCRIPT = """
 import numpy, dtrain, dtrain.nn as nn
 from dtrain.nn.parallel import DistributedDataParallel
-from dtrain.utils.checkpoint import checkpoint
+from dtrain.utils.checkpoint import checkpoint_sequential
 from rank_harness import RankChecks
 
 
-class Checkpointed(nn.Module):
-    def __init__(self, block):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x):
-        return checkpoint(self.block, x, use_reentrant=False)
+class CheckpointedSequential(nn.Sequential):
+    def forward(self, x):  # 4 segments: the first 3 checkpointed, the last run plainly
+        return checkpoint_sequential(self, 4, x, use_reentrant=False)
 
 
 def grads(checkpointed):
     dtrain.manual_seed(0)
     blocks = [nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Dropout(0.2), nn.Linear(16, 8)) for _ in range(4)]
-    model = nn.Sequential(*[Checkpointed(b) if checkpointed else b for b in blocks]).double()
+    model = (CheckpointedSequential if checkpointed else nn.Sequential)(*blocks).double()
     ddp = DistributedDataParallel(model)
     x = dtrain.randn(3, 8, dtype=dtrain.float64, generator=dtrain.Generator().manual_seed(10 + checks.rank))
     dtrain.manual_seed(1)
@@ -285,14 +281,11 @@ checks.finish()
 """
 
 
-def test_ddp_over_checkpointed_blocks_equals_plain(tmp_path):
-    """2 ranks: DDP over 4 blocks (with dropout) checkpointed one by one averages exactly the
-    gradients DDP over the plain blocks averages (each parameter's hook fires once, from the
-    recomputation's nested backward)."""
-    mpiexec = require_mpi()
-    script = tmp_path / "rank_checkpoint_ddp.py"
-    script.write_text(DDP_SCRIPT)
-    result = run([mpiexec, "-n", "2", sys.executable, str(script)], timeout=120, env=clean_env())
+def test_ddp_over_checkpointed_blocks_equals_plain():
+    """2 ranks: DDP over 4 blocks (with dropout) run by checkpoint_sequential averages exactly
+    the gradients DDP over the plain blocks averages (each parameter's hook fires once, from
+    the recomputation's nested backward)."""
+    result = run([require_mpi(), "-n", "2", sys.executable, "-c", DDP_SCRIPT], timeout=120, env=clean_env())
     assert_all_checks_passed(result, 2, 1)
 
 
