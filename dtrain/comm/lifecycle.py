@@ -345,7 +345,7 @@ def _at_exit():
     rank exited (one still waiting in a collective it never called reports it), and stop
     the watchdog before MPI finalizes."""
     world, hook = _state.world, _state.hook
-    if world is None or hook is None or not hook.in_rank():  # not in a child the rank forked: its exit is its own
+    if world is None or hook is None or not hook.in_rank():  # a child the rank forked: its exit is its own
         return
     code = _state.exit_code
     code = code if isinstance(code, int) or code is None else 1
