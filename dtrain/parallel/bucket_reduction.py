@@ -18,7 +18,9 @@ The strategies:
   all-reduced where they are, as one message, no copies;
 * :class:`BucketCopy` (a comm hook, or ``gradient_as_bucket_view``): the gradients are
   copied into the bucket buffer, the buffer is reduced, the averages are copied back;
-* :class:`SingleRank` (one rank, the default hook): a gradient is its own average.
+* :class:`SingleRank` (one rank, the default hook): a gradient is its own average;
+* :class:`ShardedReduceScatter` (``gradient_sharding``, ZeRO-2, on several ranks): each
+  bucket is reduce-scattered, so a rank receives the averages of its own parameters only.
 """
 import math
 
@@ -35,14 +37,18 @@ class Bucket:
         index: the bucket's position in launch order.
         indices: the indices of its parameters, in the order of their slots.
         params: all the reducer's parameters.
+        allocate: whether to allocate the flat buffer (False: ``buffer`` and ``views`` are
+            None; :class:`ShardedReduceScatter` sends from a buffer of its own layout).
     """
 
-    def __init__(self, index, indices, params):
+    def __init__(self, index, indices, params, allocate=True):
         self.index, self.indices = index, indices
         first = params[indices[0]].array
         self.shapes = [params[i].shape for i in indices]
-        self.buffer = get_array_module(first).zeros(sum(params[i].numel() for i in indices), first.dtype)
-        self.views = self.split(self.buffer)  # views[k]: the slot of parameter indices[k], shaped like it
+        self.buffer = self.views = None
+        if allocate:
+            self.buffer = get_array_module(first).zeros(sum(params[i].numel() for i in indices), first.dtype)
+            self.views = self.split(self.buffer)  # views[k]: the slot of parameter indices[k], shaped like it
         self.pending = len(indices)  # gradients not yet final in this pass
 
     def split(self, flat):
@@ -218,3 +224,84 @@ class BucketCopy:
                 p.grad = Tensor._wrap(result.copy())
             elif p.grad.array is not result:
                 p.grad.array[...] = result
+
+
+def shard_layout(bucket, owners, world_size):
+    """Where a bucket's gradients go in the send buffer of its reduce-scatter: grouped by
+    owner (``owners[i]``: the group rank that keeps parameter i's gradient), rank 0's first,
+    each owner's segment padded to the largest (a reduce-scatter gives every rank a piece
+    of one size). Returns ``(offsets, piece)``: per slot, its offset in the send buffer, and
+    the piece's size in elements (the send buffer holds ``world_size * piece``).
+
+    Example:
+        >>> shard_layout(bucket_of_sizes_3_2_4, owners=[1, 0, 1], world_size=2)
+        ([7, 0, 10], 7)
+    """
+    filled, local = [0] * world_size, []
+    for i, shape in zip(bucket.indices, bucket.shapes):
+        local.append(filled[owners[i]])
+        filled[owners[i]] += math.prod(shape)
+    piece = max(filled)
+    return [owners[i] * piece + offset for i, offset in zip(bucket.indices, local)], piece
+
+
+class ShardedReduceScatter:
+    """``gradient_sharding`` (ZeRO-2) on several ranks: each bucket is reduce-scattered
+    instead of all-reduced, so each rank receives the averages of the parameters it owns
+    (``reducer.owners``, the ZeroRedundancyOptimizer's partition) and no others.
+
+    A bucket's send buffer (laid out by :func:`shard_layout`) exists from its first
+    gradient to the end of its reduction; each gradient is divided by the world size while
+    being copied in (as :class:`BucketCopy` does) and its ``.grad`` is dropped at once, so
+    the full gradients are never all alive together. After the pass the owned parameters'
+    ``.grad`` hold the averages (copies, or with ``gradient_as_bucket_view`` views of the
+    received piece, which then also keeps the piece's padding alive); every other
+    ``.grad`` is None.
+
+    Args:
+        reducer: the :class:`~.reducer.Reducer` (group, parameters, owners, layouts, options).
+    """
+
+    def __init__(self, reducer):
+        self.params, self.group, self.as_view = reducer.params, reducer.group, reducer.as_view
+        self.owners, self.layouts = reducer.owners, reducer.layouts  # layouts: bucket index -> shard_layout
+        self.world_size, self.rank = reducer.world_size, dist.get_rank(reducer.group)
+        self.scale = 1.0 / reducer.div_factor
+        self.sends, self.pieces, self.works = {}, {}, {}  # bucket index -> its send buffer, piece, Work
+
+    def layout(self, bucket):
+        if bucket.index not in self.layouts:
+            self.layouts[bucket.index] = shard_layout(bucket, self.owners, self.world_size)
+        return self.layouts[bucket.index]
+
+    def stage(self, bucket, slot, grad):
+        offsets, piece = self.layout(bucket)
+        p = self.params[bucket.indices[slot]]
+        send = self.sends.get(bucket.index)
+        if send is None:  # zeros: the padding and a missing gradient contribute nothing
+            send = self.sends[bucket.index] = get_array_module(p.array).zeros(piece * self.world_size, p.dtype)
+        view = send[offsets[slot]:offsets[slot] + p.numel()].reshape(p.shape)
+        if grad is not None:
+            get_array_module(view).multiply(grad.array, self.scale, out=view)
+        p.grad = None  # the full gradient is in the send buffer now
+
+    def launch(self, bucket):
+        send = self.sends[bucket.index]
+        piece = self.pieces[bucket.index] = get_array_module(send).empty(send.size // self.world_size, send.dtype)
+        self.works[bucket.index] = dist.reduce_scatter_tensor(piece, send, group=self.group, async_op=True)
+
+    def finish(self, bucket):
+        self.works.pop(bucket.index).wait()
+        del self.sends[bucket.index]
+        return self.pieces.pop(bucket.index)
+
+    def write_back(self, bucket, piece, used):
+        offsets, size = self.layout(bucket)
+        begin = self.rank * size  # where this rank's piece starts in the send buffer
+        for i, offset in zip(bucket.indices, offsets):
+            p = self.params[i]
+            if self.owners[i] != self.rank:
+                p.grad = None
+                continue
+            average = piece[offset - begin:offset - begin + p.numel()].reshape(p.shape)
+            p.grad = Tensor._wrap(average if self.as_view else average.copy())

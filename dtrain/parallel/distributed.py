@@ -46,17 +46,34 @@ class DistributedDataParallel(Module):
         gradient_as_bucket_view: make ``.grad`` views into the buckets (saves memory and a
             copy; ``.grad`` then must not be replaced by a tensor of another layout).
         static_graph: accepted for compatibility; buckets are rebuilt once in either case.
+        gradient_sharding: (dtrain; ZeRO-2) reduce-scatter each bucket instead of all-reducing
+            it: after backward a rank holds the averaged gradients of the parameters it owns
+            and ``.grad`` is None on all others, about 1/N of the gradient memory. The owners
+            are the partition of a ``ZeroRedundancyOptimizer`` built over this wrapper's
+            parameters (after wrapping, before the first backward), so each rank steps exactly
+            the gradients it holds; the optimizer tells the wrapper its partition itself.
+            Call ``zero_grad()`` between steps: a rank no longer holds the others' gradients,
+            so accumulating onto the averages of an earlier backward is not DDP's sum
+            (accumulating under ``no_sync()`` is). Not with a comm hook,
+            ``find_unused_parameters`` or :meth:`join`.
+
+    PyTorch's DDP has no gradient-sharding option; its nearest spellings are FSDP's
+    ``ShardingStrategy.SHARD_GRAD_OP``, which also shards parameters between steps (another
+    contract), and the boolean options beside it here (``gradient_as_bucket_view``): hence a
+    boolean, named for what it shards.
 
     Example:
         >>> dist.init_process_group()               # under mpiexec -n 4 python train.py
         >>> model = DistributedDataParallel(Net())
         >>> loss_fn(model(x), y).backward()         # .grad is now the average over ranks
         >>> opt.step()
+        >>> sharded = DistributedDataParallel(Net(), gradient_sharding=True)             # ZeRO-2
+        >>> opt = ZeroRedundancyOptimizer(sharded.parameters(), dtrain.optim.Adam, lr=1e-3)
     """
 
     def __init__(self, module, device_ids=None, output_device=None, broadcast_buffers=True, process_group=None,
                  bucket_cap_mb=25, find_unused_parameters=False, gradient_as_bucket_view=False,
-                 static_graph=False):
+                 static_graph=False, gradient_sharding=False):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel: module must be a dtrain.nn.Module, got {type(module).__name__}")
@@ -72,12 +89,17 @@ class DistributedDataParallel(Module):
         if not bucket_cap_mb > 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got {bucket_cap_mb}")
         _check_device_ids(device_ids, named[0][1])
+        if gradient_sharding and find_unused_parameters:
+            raise ValueError("DistributedDataParallel: gradient_sharding=True does not support "
+                             "find_unused_parameters=True (the owners of unused parameters would get no "
+                             "gradient); make every parameter take part in the loss, or shard no gradients")
         self.module = module
         self.device_ids, self.output_device = device_ids, output_device
         self.process_group = process_group
         self.broadcast_buffers = broadcast_buffers
         self.find_unused_parameters = find_unused_parameters
         self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
+        self.gradient_sharding = gradient_sharding
         self.require_backward_grad_sync = True
         self._join = None
         self._hook_registered = False
@@ -88,7 +110,7 @@ class DistributedDataParallel(Module):
                 dist.broadcast(t, src=self._global_rank(0), group=process_group)
         names, params = [n for n, _ in named], [p for _, p in named]
         self.reducer = Reducer(params, names, process_group, bucket_cap_mb, find_unused_parameters,
-                               gradient_as_bucket_view)
+                               gradient_as_bucket_view, gradient_sharding)
 
     def _global_rank(self, group_rank):
         group = self.process_group
@@ -191,6 +213,10 @@ class DistributedDataParallel(Module):
             ...     for x, y in loader:          # ranks may have different numbers of batches
             ...         opt.zero_grad(); loss_fn(ddp(x), y).backward(); opt.step()
         """
+        if self.gradient_sharding:
+            raise NotImplementedError("DistributedDataParallel.join is not supported with gradient_sharding=True "
+                                      "(a joined rank cannot mirror the reduce-scatters); give every rank the same "
+                                      "number of batches")
         if throw_on_early_termination:
             raise NotImplementedError("DistributedDataParallel.join: throw_on_early_termination=True is not "
                                       "supported; use the default (joined ranks shadow the others)")
@@ -204,6 +230,9 @@ class DistributedDataParallel(Module):
             >>> from dtrain.parallel.comm_hooks import fp16_compress_hook
             >>> ddp.register_comm_hook(None, fp16_compress_hook)
         """
+        if self.gradient_sharding:
+            raise RuntimeError("register_comm_hook: a comm hook cannot be combined with gradient_sharding=True (the "
+                               "buckets are reduce-scattered, not given to a hook); drop one of the two")
         if self._hook_registered:
             raise RuntimeError("register_comm_hook can only be called once")
         if self.reducer.iterations or self.reducer.in_backward:

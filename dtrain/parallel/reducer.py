@@ -22,7 +22,7 @@ import weakref
 
 from .. import comm as dist
 from ..tensor.backend import asnumpy, cupy, device_of, get_array_module, is_cuda_array
-from .bucket_reduction import Bucket, GradBucket, choose_strategy
+from .bucket_reduction import Bucket, GradBucket, ShardedReduceScatter, choose_strategy
 from .comm_hooks import allreduce_hook
 
 FIRST_BUCKET_BYTES = 1024 * 1024
@@ -76,15 +76,20 @@ class Reducer:
         bucket_cap_mb: the size limit of every bucket after the first.
         find_unused_parameters: parameters absent from forward's graph are reduced as zeros.
         gradient_as_bucket_view: leave ``.grad`` as views into the buckets (saves a copy).
+        gradient_sharding: reduce-scatter the buckets (ZeRO-2): each rank keeps the averaged
+            gradients of the parameters :meth:`set_gradient_owners` gives it, no others.
     """
 
     def __init__(self, params, names, process_group=None, bucket_cap_mb=25, find_unused_parameters=False,
-                 gradient_as_bucket_view=False):
+                 gradient_as_bucket_view=False, gradient_sharding=False):
         self.params, self.names, self.group = params, names, process_group
         self.world_size = dist.get_world_size(process_group)
         self.cap = int(bucket_cap_mb * 1024 * 1024)
         self.find_unused = find_unused_parameters
         self.as_view = gradient_as_bucket_view
+        self.sharding = gradient_sharding
+        self.owners = None  # with gradient_sharding: per parameter, the group rank keeping its gradient
+        self.layouts = {}  # with gradient_sharding: bucket index -> its shard_layout (for these owners)
         self.strategy = None  # how the current backward reduces the buckets (see bucket_reduction)
         self.hook_state, self.hook = process_group, allreduce_hook
         self.div_factor = self.world_size
@@ -105,7 +110,10 @@ class Reducer:
     # ---- buckets ----------------------------------------------------------------------
     def _build(self, order):
         caps = [min(FIRST_BUCKET_BYTES, self.cap), self.cap]
-        self.buckets = [Bucket(k, idx, self.params) for k, idx in enumerate(assign_buckets(self.params, order, caps))]
+        # gradient sharding sends from buffers of its own layout, alive only while a bucket is reduced
+        self.buckets = [Bucket(k, idx, self.params, allocate=not self.sharding)
+                        for k, idx in enumerate(assign_buckets(self.params, order, caps))]
+        self.layouts = {}
         self.slot_of = {}  # parameter index -> (its bucket, its slot there)
         for b in self.buckets:
             for k, i in enumerate(b.indices):
@@ -182,9 +190,13 @@ class Reducer:
         return hook
 
     def _begin(self):
+        if self.sharding and self.world_size > 1:
+            self._check_owners()
+            self.strategy = ShardedReduceScatter(self)
+        else:
+            self.strategy = choose_strategy(self)  # per backward: join may change the divisor
         self.in_backward = True
         self.t_begin = time.perf_counter()
-        self.strategy = choose_strategy(self)  # per backward: join may change the divisor
         if self.find_unused:
             # a parameter forward did not use still has a gradient to share if one was
             # accumulated before (under no_sync): it counts as used, its .grad goes in as it is
@@ -220,7 +232,7 @@ class Reducer:
     def _finalize(self):
         t_end = time.perf_counter()
         # on a GPU the waits below only make the stream wait: the stream's own clock measures it
-        timed = self._device_mark() if self.buckets and is_cuda_array(self.buckets[0].buffer) else None
+        timed = self._device_mark() if self.buckets and is_cuda_array(self.params[0].array) else None
         used = None
         if self.used_work is not None:
             used, work = self.used_work
@@ -243,7 +255,7 @@ class Reducer:
 
     def _device_mark(self):
         """A timing event recorded now on the current stream of the buckets' device."""
-        with cupy.cuda.Device(self.buckets[0].buffer.device.id):
+        with cupy.cuda.Device(self.params[0].array.device.id):
             event = cupy.cuda.Event()
             event.record()
         return event
@@ -257,6 +269,33 @@ class Reducer:
         start, end = self.device_wait
         end.synchronize()
         return cupy.cuda.get_elapsed_time(start, end) / 1e3
+
+    # ---- gradient sharding (ZeRO-2) ------------------------------------------------------
+    def set_gradient_owners(self, owner_of, process_group=None):
+        """With ``gradient_sharding``: which group rank keeps each parameter's averaged
+        gradient. ``owner_of`` maps ``id(parameter)`` to a rank of ``process_group``, which
+        must be this reducer's group (the same ranks); parameters it does not list have no
+        owner, and a backward then raises naming them. ZeroRedundancyOptimizer calls it with
+        its partition, so the gradient shards are the ones its ranks step."""
+        if _global_ranks(process_group) != _global_ranks(self.group):
+            raise ValueError(f"DistributedDataParallel(gradient_sharding=True): the optimizer's process group "
+                             f"(global ranks {_global_ranks(process_group)}) must be the DDP's (global ranks "
+                             f"{_global_ranks(self.group)})")
+        self.owners = [owner_of.get(id(p)) for p in self.params]
+        self.layouts = {}
+
+    def _check_owners(self):
+        if self.owners is None:
+            raise RuntimeError(
+                "DistributedDataParallel(gradient_sharding=True) needs a ZeroRedundancyOptimizer over its "
+                "parameters before the first backward: it decides which rank keeps each gradient. Build it "
+                "after wrapping, e.g. ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=Adam, lr=...)")
+        missing = [self.names[i] for i, rank in enumerate(self.owners) if rank is None]
+        if missing:
+            raise RuntimeError(
+                f"DistributedDataParallel(gradient_sharding=True): {len(missing)} parameters belong to no "
+                f"ZeroRedundancyOptimizer, so no rank would keep their gradients: {', '.join(missing)}. Give the "
+                f"optimizer every parameter of the module that requires grad")
 
     # ---- join: a rank without data mirrors the others' reduction ----------------------
     def shadow_backward(self):
@@ -281,3 +320,17 @@ class Reducer:
         for h in self.handles:
             h.remove()
         _live.discard(self)
+
+
+def _global_ranks(group):
+    """The global ranks of ``group`` (None: the world), in group-rank order."""
+    n = dist.get_world_size(group)
+    return list(range(n)) if group is None else [dist.get_global_rank(group, r) for r in range(n)]
+
+
+def gradient_sharding_reducers(params):
+    """The live reducers with ``gradient_sharding`` that reduce any of ``params``: those a
+    ZeroRedundancyOptimizer over ``params`` tells its partition (see
+    :meth:`Reducer.set_gradient_owners`)."""
+    ids = {id(p) for p in params}
+    return [r for r in list(_live) if r.sharding and any(id(p) in ids for p in r.params)]

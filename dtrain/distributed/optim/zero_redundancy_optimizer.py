@@ -7,12 +7,17 @@ rank keeps the optimizer state of its own parameters only, in a local instance o
 owners: the parameters of one dtype are laid out in one flat buffer, rank 0's first, then
 rank 1's, ..., and each rank's segment is one broadcast from that rank (not one per
 parameter, whichever ``parameters_as_bucket_view`` says).
+
+With ``DistributedDataParallel(..., gradient_sharding=True)`` (ZeRO-2) the partition is also
+the wrapper's: the optimizer hands it over when built (and when a group is added), and each
+rank then receives the averaged gradients of its own parameters only.
 """
 import contextlib
 import math
 
 from ... import comm as dist
 from ...optim import Optimizer
+from ...parallel.reducer import gradient_sharding_reducers
 from ...tensor import Tensor, backend, from_numpy
 from ...tensor.backend import get_array_module
 
@@ -40,6 +45,10 @@ class ZeroRedundancyOptimizer(Optimizer):
         overlap_with_ddp: overlapping the step with DDP's gradient reduction is not
             supported: True raises NotImplementedError.
         **defaults: the local optimizer's hyperparameters (``lr=...``).
+
+    Over the parameters of a ``DistributedDataParallel(..., gradient_sharding=True)``, build
+    it after wrapping: it gives the wrapper its partition, so the gradients each rank keeps
+    after backward are those of the parameters it steps (the others' ``.grad`` are None).
 
     All parameters must be on one device. ``step``, ``add_param_group``,
     ``consolidate_state_dict`` and ``load_state_dict`` are collective-order sensitive: call
@@ -79,6 +88,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         self.optim = optimizer_class([self._local_group(g) for g in range(len(self.param_groups))], **defaults)
         _copy_hyperparameters(self.optim.param_groups, self.param_groups)
         self._buckets = self._build_buckets()
+        self._share_partition()
         self._consolidated = None  # {global index: state} on the rank that consolidate_state_dict sent it to
         self.initialized = True
 
@@ -129,6 +139,14 @@ class ZeroRedundancyOptimizer(Optimizer):
         # scheduler may have changed theirs here since the last step passed them on
         _copy_hyperparameters(self.optim.param_groups[-1:], self.param_groups[-1:])
         self._buckets = self._build_buckets()
+        self._share_partition()
+
+    def _share_partition(self):
+        """Tell the DDP wrappers with ``gradient_sharding`` over these parameters which rank
+        keeps each gradient: the rank that steps it."""
+        owner_of = {id(p): rank for rank, groups in enumerate(self._partition) for params in groups for p in params}
+        for reducer in gradient_sharding_reducers(p for group in self.param_groups for p in group["params"]):
+            reducer.set_gradient_owners(owner_of, self.process_group)
 
     # ---- the flat buffers and the broadcasts -----------------------------------------
     def _build_buckets(self):
