@@ -3,6 +3,7 @@ ZeroRedundancyOptimizer: zero2_checks.py runs every check under ``mpiexec -n {1,
 each test below asserts one check on every rank of every job. Argument errors are checked
 in this process, on a world of one."""
 import json
+import os
 import sys
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 import dtrain
 import dtrain.nn as nn
-from comm_helpers import assert_all_checks_passed, output, require_mpi, run
+from comm_helpers import assert_all_checks_passed, clean_env, output, require_mpi, run
 from ddp_jobs import Job, passed
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 from dtrain.parallel import DistributedDataParallel as DDP
@@ -18,6 +19,8 @@ from dtrain.parallel.bucket_reduction import Bucket, shard_layout
 from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
 CHECKS = 6  # the check_* functions of zero2_checks.py
+NCCL_CHECKS = 3  # zero2_checks.NCCL_CHECKS
+EMULATED = os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0")
 WORLD_SIZES = (1, 2, 4)
 
 
@@ -27,10 +30,10 @@ def jobs(tmp_path_factory):
     return {n: rank_job(n, root / f"results{n}.json") for n in WORLD_SIZES}
 
 
-def rank_job(world_size, path):
+def rank_job(world_size, path, *args, env=None):
     """zero2_checks.py run on ``world_size`` ranks, writing its results to ``path``."""
-    result = run([require_mpi(), "-n", str(world_size), sys.executable, "tests/parallel/zero2_checks.py", str(path)],
-                 timeout=180)
+    result = run([require_mpi(), "-n", str(world_size), sys.executable, "tests/parallel/zero2_checks.py", str(path),
+                  *args], timeout=180, env=env)
     assert path.exists(), output(result)  # a check that failed is reported by its own test
     return Job(world_size, result, json.loads(path.read_text()))
 
@@ -77,6 +80,22 @@ def test_gradient_bytes_are_sharded(jobs):
 def test_backward_without_zero_optimizer(jobs):
     """On several ranks, backward before any ZeroRedundancyOptimizer names what to build."""
     each_job(jobs, "check_backward_without_zero_optimizer")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_over_nccl(world_size, tmp_path):
+    """Over the NCCL backend, each rank on its GPU (on a CPU: the tests' CuPy emulation, one
+    emulated GPU per rank): the owned gradients are DDP's, 20 steps of Adam end within
+    1e-10 of DDP + Adam in float64, and the gradient bytes are sharded."""
+    require_mpi()
+    if not EMULATED and dtrain.cuda.device_count() < world_size:
+        pytest.skip(f"NCCL needs one GPU per rank: {world_size} ranks, {dtrain.cuda.device_count()} GPU(s)")
+    env = clean_env(DTRAIN_CUPY_EMULATION=str(world_size)) if EMULATED else None
+    job = rank_job(world_size, tmp_path / "results.json", "--backend", "nccl", env=env)
+    assert_all_checks_passed(job.process, world_size, NCCL_CHECKS)
+    assert sorted(job.results) == sorted(["check_gradients_equal_ddp_on_owned_parameters",
+                                          "check_adam_float64_equals_ddp_adam", "check_gradient_bytes_are_sharded"])
 
 
 # ---- the layout and argument errors, in this process -----------------------------------

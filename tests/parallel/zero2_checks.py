@@ -5,6 +5,8 @@ Each check runs on all ranks through tests/rank_harness.py (each rank prints its
 rank 0 writes ``{check: {rank: "ok" | error}}`` to RESULTS.json for test_zero2.py. The model
 and batches are zero_checks.py's (examples/gpt.py's GPT, small; one global batch split
 over the ranks, so 1, 2 and 4 ranks train on the same data); the reference is plain DDP.
+With ``--backend nccl`` each rank trains on its GPU (``cuda:local_rank % device_count``)
+and runs NCCL_CHECKS only.
 """
 import json
 import sys
@@ -12,15 +14,38 @@ from pathlib import Path
 
 import numpy as np
 
+import dtrain
 import dtrain.comm as dist
 from dtrain.parallel import DistributedDataParallel as DDP
 from rank_harness import RankChecks
-from zero_checks import adam, batches, flat, gathered, gpt, rel, train, zero_adam
+from zero_checks import adam, batches, gathered, gpt, rel, train, zero_adam
+
+DEVICE = "cpu"  # where models and batches live: "cuda:N" under --backend nccl
+NCCL_CHECKS = ("check_gradients_equal_ddp_on_owned_parameters", "check_adam_float64_equals_ddp_adam",
+               "check_gradient_bytes_are_sharded")
+
+
+def model_of(dtype, **size):
+    """zero_checks' GPT on this rank's device."""
+    return gpt(dtype, **size).to(DEVICE)
+
+
+def data(steps):
+    """zero_checks' batches on this rank's device."""
+    return [(x.to(DEVICE), y.to(DEVICE)) for x, y in batches(steps)]
+
+
+def host(t):
+    return t.detach().cpu().numpy()
+
+
+def flat(model):
+    return np.concatenate([host(p).ravel() for p in model.parameters()])
 
 
 def sharded(dtype, **kw):
     """The GPT under DDP with gradient_sharding, and a ZeroRedundancyOptimizer(Adam) over it."""
-    model = DDP(gpt(dtype, **{k: kw.pop(k) for k in ("n_layer", "n_embd") if k in kw}), gradient_sharding=True,
+    model = DDP(model_of(dtype, **{k: kw.pop(k) for k in ("n_layer", "n_embd") if k in kw}), gradient_sharding=True,
                 **{k: kw.pop(k) for k in ("gradient_as_bucket_view", "bucket_cap_mb") if k in kw})
     return model, zero_adam(model.parameters(), **kw)
 
@@ -45,10 +70,10 @@ def check_gradients_equal_ddp_on_owned_parameters():
 
 def owned_gradients_equal_ddp(dtype, tol):
     model, zero = sharded(dtype, bucket_cap_mb=0.002)
-    ref = DDP(gpt(dtype), bucket_cap_mb=0.002)
+    ref = DDP(model_of(dtype), bucket_cap_mb=0.002)
     assert len(model.reducer.buckets) > 3, f"only {len(model.reducer.buckets)} buckets: too few to test"
     mine = owned(zero)
-    for batch in batches(2):
+    for batch in data(2):
         zero.zero_grad()
         ref.zero_grad()
         backward(model, batch)
@@ -57,8 +82,8 @@ def owned_gradients_equal_ddp(dtype, tol):
             if id(p) not in mine:
                 assert p.grad is None, f"{name}: not owned here but has a .grad"
                 continue
-            want = q.grad.numpy()
-            err = np.abs(p.grad.numpy() - want).max() / max(np.abs(want).max(), 1e-30)
+            want = host(q.grad)
+            err = np.abs(host(p.grad) - want).max() / max(np.abs(want).max(), 1e-30)
             assert err <= tol, f"{name} ({dtype.__name__}): gradient {err:.3g} (relative) from DDP's"
     names = {id(p): n for n, p in model.module.named_parameters()}
     everyone = sorted(n for ids in gathered(sorted(names[i] for i in mine)) for n in ids)
@@ -69,9 +94,9 @@ def zero2_equals_ddp_adam(dtype, tol, **kw):
     """ZeRO-2 + ZeroRedundancyOptimizer(Adam) == DDP + Adam over 20 steps: parameters within
     ``tol`` and equal on every rank."""
     model, zero = sharded(dtype, **kw)
-    ref = DDP(gpt(dtype))
+    ref = DDP(model_of(dtype))
     plain = adam(ref.parameters())
-    for batch in batches(20):
+    for batch in data(20):
         train(model, zero, [batch])
         train(ref, plain, [batch])
     assert_close_and_replicated(flat(model.module), flat(ref.module), tol)
@@ -106,8 +131,8 @@ def check_adam_float32_bucket_views_equals_ddp_adam():
 def check_no_sync_accumulation_equals_ddp():
     """Two micro-batches, the first under no_sync(): the owned gradients equal DDP's (1e-12)."""
     model, zero = sharded(np.float64)
-    ref = DDP(gpt(np.float64))
-    first, second = batches(2)
+    ref = DDP(model_of(np.float64))
+    first, second = data(2)
     for ddp in (model, ref):
         with ddp.no_sync():
             backward(ddp, first)
@@ -115,8 +140,8 @@ def check_no_sync_accumulation_equals_ddp():
     mine = owned(zero)
     for p, q in zip(model.module.parameters(), ref.module.parameters()):
         if id(p) in mine:
-            want = q.grad.numpy()
-            np.testing.assert_allclose(p.grad.numpy(), want, rtol=0, atol=1e-12 * np.abs(want).max())
+            want = host(q.grad)
+            np.testing.assert_allclose(host(p.grad), want, rtol=0, atol=1e-12 * np.abs(want).max())
         else:
             assert p.grad is None
 
@@ -134,16 +159,18 @@ def grad_bytes(model):
 
 def check_gradient_bytes_are_sharded():
     """After backward, a rank holds at most 1/N of DDP's gradient bytes plus the largest
-    parameter's (measured on the .grad arrays), with .grad copies and with bucket views
-    (where a view keeps its bucket's received piece, padding included, alive)."""
+    parameter's (measured on the .grad arrays), with .grad copies and, on the CPU, with
+    bucket views (where a view keeps its bucket's received piece, padding included, alive)."""
     n = dist.get_world_size()
     size = dict(n_layer=4, n_embd=32)
-    ref = DDP(gpt(np.float32, **size))
-    batch = batches(1)[0]
+    ref = DDP(model_of(np.float32, **size))
+    batch = data(1)[0]
     backward(ref, batch)
     full = grad_bytes(ref)
     largest = max(p.numel() * p.element_size() for p in ref.parameters())
-    for as_view in (False, True):
+    # with bucket views, the memory a view keeps alive is its base array's: NumPy's (on the CuPy
+    # emulation every array is a view of its emulated device's arena, so there only the copies)
+    for as_view in (False, True) if DEVICE == "cpu" else (False,):
         model, zero = sharded(np.float32, gradient_as_bucket_view=as_view, **size)
         backward(model, batch)
         mine = grad_bytes(model)
@@ -157,8 +184,8 @@ def check_backward_without_zero_optimizer():
     """Without a ZeroRedundancyOptimizer the owners are unknown: on several ranks backward
     raises (on every rank alike, before any collective) saying what to build; on one rank
     every gradient is this rank's, so backward just works."""
-    model = DDP(gpt(np.float64), gradient_sharding=True)
-    batch = batches(1)[0]
+    model = DDP(model_of(np.float64), gradient_sharding=True)
+    batch = data(1)[0]
     if dist.get_world_size() == 1:
         backward(model, batch)
         assert all(p.grad is not None for p in model.parameters())
@@ -173,9 +200,14 @@ def check_backward_without_zero_optimizer():
     train(model, zero, [batch])
 
 
-def main(path):
-    checks = RankChecks()
-    for name in [n for n in globals() if n.startswith("check_")]:
+def main(path, backend=None):
+    global DEVICE
+    checks = RankChecks(backend)
+    names = [n for n in globals() if n.startswith("check_")]
+    if backend == "nccl":
+        DEVICE = f"cuda:{dist.get_local_rank() % dtrain.cuda.device_count()}"
+        names = [n for n in names if n in NCCL_CHECKS]
+    for name in names:
         checks.run(name, globals()[name])
     everyone = gathered(checks.results)  # rank 0 writes {check: {rank: its result}}
     if checks.rank == 0:
@@ -184,4 +216,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[sys.argv.index("--backend") + 1] if "--backend" in sys.argv else None)
