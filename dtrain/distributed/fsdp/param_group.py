@@ -1,0 +1,190 @@
+"""One fully_shard group: the parameters one ``fully_shard`` call owns, kept as this rank's
+1/N of one flat buffer, all-gathered into full tensors for forward and backward, and their
+gradients reduce-scattered back into the shards.
+
+Layout: the group's parameters (each once, however many modules register it) are laid end
+to end in one flat array of their one dtype, padded with zeros to a multiple of the world
+size N; rank r keeps elements ``r*s .. (r+1)*s`` (``s`` = padded size / N). Each original
+parameter is replaced, in every module that registers it, by a *shard parameter*: a 1-D
+Parameter viewing the part of this rank's shard that falls inside it (maybe no element).
+So ``model.parameters()`` yields the shards and any optimizer built over them steps 1/N of
+the model; elementwise optimizers (SGD, Adam, AdamW ...) then do exactly what they do on
+full tensors.
+
+For compute, every original parameter has one persistent *full parameter* (a leaf, so the
+autograd graph and the post-accumulate-grad hooks see one object per parameter across
+steps); ``unshard`` fills them with views of a freshly all-gathered flat buffer and
+registers them on the modules, ``reshard`` puts the shard parameters back and points the
+full ones at an empty array. Trap: NumPy has no storage resize, so the arrays an op saved
+for its backward stay alive in the graph until that backward runs; reshard after forward
+frees the module's own copy, and backward all-gathers again into new arrays.
+"""
+import contextlib
+
+from ... import comm as dist
+from ...nn import Parameter
+from ...tensor import Tensor, backend
+from ...tensor.backend import get_array_module
+
+SHARDED, UNSHARDED = "sharded", "unsharded"
+
+
+class ParamGroup:
+    """The parameters of one fully_shard call. ``registrations`` lists ``(module, name)``
+    for every place a parameter is registered, ``params`` the distinct parameters in order
+    of first registration; ``group`` is the process group (None: the world)."""
+
+    def __init__(self, registrations, group, mp_policy):
+        self.group, self.mp_policy = group, mp_policy
+        self.world_size, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        originals = {}  # id -> the parameter, in order of first registration
+        for module, name in registrations:
+            originals.setdefault(id(module._parameters[name]), module._parameters[name])
+        self.params = list(originals.values())
+        self.slots = [(module, name, list(originals).index(id(module._parameters[name])))
+                      for module, name in registrations]
+        self.dtype = self.params[0].dtype if self.params else None
+        self.sizes = [p.numel() for p in self.params]
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.params))]
+        total = sum(self.sizes)
+        self.shard_size = -(-total // self.world_size) if total else 0  # ceil: the padding is in the last shards
+        self.padded_size = self.shard_size * self.world_size
+        self.shard_flat = self._fill_shard()
+        self.shards = [self._shard_parameter(i) for i in range(len(self.params))]
+        self.full = [Parameter(Tensor._wrap(self._empty(0, p.dtype)), p.requires_grad) for p in self.params]
+        self.hooks = [f.register_post_accumulate_grad_hook(self._grad_ready) for f in self.full if f.requires_grad]
+        self.state = None
+        self.pending = set()  # ids of the full parameters whose gradients this backward still brings
+        self._gathering = None  # (work, flat, dtype) of an all-gather in flight
+        self._swap(self.shards)
+        self.state = SHARDED
+
+    # ---- the shards --------------------------------------------------------------------
+    def _empty(self, size, dtype):
+        first = self.params[0].array
+        with backend.switch_to((first,)) or contextlib.nullcontext():
+            return get_array_module(first).zeros(size, dtype)
+
+    def _fill_shard(self):
+        """This rank's piece of the padded flat layout, copied from the original parameters."""
+        shard = self._empty(self.shard_size, self.dtype)
+        begin = self.rank * self.shard_size
+        for p, offset, size in zip(self.params, self.offsets, self.sizes):
+            lo, hi = max(offset, begin), min(offset + size, begin + self.shard_size)
+            if lo < hi:
+                shard[lo - begin:hi - begin] = p.array.reshape(-1)[lo - offset:hi - offset]
+        return shard
+
+    def local_range(self, i):
+        """Parameter ``i``'s elements in this rank's shard: ``(lo, hi)`` in the shard, and
+        where they start inside the parameter."""
+        begin = self.rank * self.shard_size
+        lo = max(self.offsets[i], begin)
+        hi = max(lo, min(self.offsets[i] + self.sizes[i], begin + self.shard_size))
+        return lo - begin, hi - begin, lo - self.offsets[i]
+
+    def _shard_parameter(self, i):
+        lo, hi, _ = self.local_range(i)
+        shard = Parameter(Tensor._wrap(self.shard_flat[lo:hi]), self.params[i].requires_grad)
+        shard._fsdp_shard = True  # fully_shard refuses a module that holds one: apply it bottom-up
+        return shard
+
+    def _swap(self, tensors):
+        for module, name, i in self.slots:
+            module._parameters[name] = tensors[i]
+
+    # ---- all-gather ----------------------------------------------------------------------
+    def start_unshard(self, dtype=None):
+        """Launch the all-gather of the full parameters in ``dtype`` (default: the policy's
+        param_dtype, else the parameters' own); ``finish_unshard`` waits for it and installs
+        them. Nothing happens if they are installed already or on their way."""
+        if self.state == UNSHARDED or self._gathering is not None or not self.params:
+            return
+        dtype = dtype or self.mp_policy.param_dtype or self.dtype
+        source = self.shard_flat if dtype == self.dtype else self.shard_flat.astype(dtype)
+        flat = self._empty(self.padded_size, dtype)
+        work = dist.all_gather_into_tensor(flat, source, group=self.group, async_op=True) \
+            if self.world_size > 1 else None
+        if work is None:
+            flat[:] = source
+        self._gathering = (work, flat)
+
+    def finish_unshard(self):
+        if self._gathering is None:
+            return
+        work, flat = self._gathering
+        self._gathering = None
+        if work is not None:
+            work.wait()
+        for f, p, offset, size in zip(self.full, self.params, self.offsets, self.sizes):
+            f.array = flat[offset:offset + size].reshape(p.shape)
+        self._swap(self.full)
+        self.state = UNSHARDED
+
+    def drop_gathering(self):
+        """Wait for an all-gather in flight (every rank launched it) and forget its result."""
+        if self._gathering is not None:
+            work, _ = self._gathering
+            self._gathering = None
+            if work is not None:
+                work.wait()
+
+    def unshard(self, dtype=None):
+        self.start_unshard(dtype)
+        self.finish_unshard()
+
+    def reshard(self):
+        """Put the shard parameters back on the modules and drop the full arrays."""
+        if self.state == SHARDED:
+            return
+        self._swap(self.shards)
+        for f in self.full:
+            f.array = self._empty(0, f.dtype)
+        self.state = SHARDED
+
+    def write_back(self):
+        """The installed full parameters' values (e.g. just loaded) into this rank's shard."""
+        begin = self.rank * self.shard_size
+        for f, offset, size in zip(self.full, self.offsets, self.sizes):
+            lo, hi = max(offset, begin), min(offset + size, begin + self.shard_size)
+            if lo < hi:
+                self.shard_flat[lo - begin:hi - begin] = f.array.reshape(-1)[lo - offset:hi - offset]
+
+    # ---- gradients -------------------------------------------------------------------------
+    def expect(self, reachable_ids):
+        """The full parameters this backward brings a gradient to (those the output reaches)."""
+        self.pending = {id(f) for f in self.full if f.requires_grad and id(f) in reachable_ids}
+
+    def _grad_ready(self, full):
+        if id(full) not in self.pending:
+            raise RuntimeError("fully_shard: a parameter's gradient arrived after its group's gradients were "
+                               "reduce-scattered (or the forward's outputs did not reach it, e.g. activation "
+                               "checkpointing inside a fully_shard module, which is not supported)")
+        self.pending.discard(id(full))
+        if not self.pending:
+            self.reduce_scatter_grads()
+
+    def reduce_scatter_grads(self):
+        """Average the full gradients over the ranks into this rank's shard parameters' ``.grad``
+        (added to a gradient already there, as accumulation), then reshard."""
+        dtype = self.mp_policy.reduce_dtype or self.mp_policy.param_dtype or self.dtype
+        flat = self._empty(self.padded_size, dtype)
+        for f, offset, size in zip(self.full, self.offsets, self.sizes):
+            if f.grad is not None:
+                flat[offset:offset + size] = f.grad.array.reshape(-1)
+            f.grad = None
+        if self.world_size > 1:
+            out = self._empty(self.shard_size, dtype)
+            dist.reduce_scatter_tensor(out, flat, op=dist.ReduceOp.AVG, group=self.group)
+        else:
+            out = flat
+        for i, shard in enumerate(self.shards):
+            if not shard.requires_grad:
+                continue
+            lo, hi, _ = self.local_range(i)
+            piece = out[lo:hi].astype(self.dtype)  # a copy: .grad owns its array
+            if shard.grad is None:
+                shard.grad = Tensor._wrap(piece)
+            else:
+                shard.grad.array += piece
+        self.reshard()

@@ -1,0 +1,200 @@
+"""fully_shard checks run on every rank under ``mpiexec -n N python fsdp_checks.py RESULTS.json``.
+
+Each check runs on all ranks through tests/rank_harness.py (each rank prints its report);
+rank 0 writes ``{check: {rank: "ok" | error}}`` to RESULTS.json for test_fsdp.py. The model
+is examples/gpt.py's GPT, small, with fully_shard on each block and on the root. Every step
+trains on one global batch of G sequences; rank r of N takes rows r*G/N .. (r+1)*G/N, as
+DDP's reference does, so both see the same data at 1, 2 and 4 ranks.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+
+import dtrain  # noqa: E402
+import dtrain.comm as dist  # noqa: E402
+from dtrain.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard  # noqa: E402
+from dtrain.examples.gpt import GPT  # noqa: E402
+from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
+from rank_harness import RankChecks  # noqa: E402
+from zero_checks import batches, gathered, rel, state_bytes, train  # noqa: E402
+
+V, T = 24, 8  # zero_checks' vocabulary and sequence length (its batches() draws the tokens)
+STEPS = 20
+
+
+def gpt(dtype, n_layer=2, n_embd=16):
+    dtrain.manual_seed(0)
+    return GPT(V, T, n_layer, 2, n_embd).to(dtype)
+
+
+def sharded_gpt(dtype, n_layer=2, n_embd=16, **kw):
+    model = gpt(dtype, n_layer, n_embd)
+    for block in model.blocks:
+        fully_shard(block, **kw)
+    return fully_shard(model, **kw)
+
+
+def full_params(model):
+    """The model's full parameters in state_dict order (gathered for a fully_shard model)."""
+    return np.concatenate([v.numpy().ravel() for v in model.state_dict().values()])
+
+
+def adam(params):
+    return dtrain.optim.Adam(params, lr=0.01)
+
+
+def fsdp_equals_ddp_adam(dtype, tol, **kw):
+    """fully_shard (per block + root) + Adam == DDP + Adam over 20 steps: the full parameters
+    within ``tol`` (relative), equal on every rank. Returns both models and optimizers."""
+    model, ref = sharded_gpt(dtype, **kw), DDP(gpt(dtype))
+    opt, plain = adam(model.parameters()), adam(ref.parameters())
+    for batch in batches(STEPS):
+        train(model, opt, [batch])
+        train(ref, plain, [batch])
+    mine = full_params(model)
+    err = rel(mine, full_params(ref.module))
+    assert err <= tol, f"relative difference {err:.3g} from DDP + Adam > {tol:g}"
+    for rank, theirs in enumerate(gathered(mine)):
+        np.testing.assert_array_equal(theirs, mine, err_msg=f"rank {rank}'s full parameters differ from this rank's")
+    return model, opt, ref, plain
+
+
+def check_adam_float64_equals_ddp():
+    """Float64 within 1e-10; the model is still a GPT and an FSDPModule, and the parameters
+    the optimizer steps are this rank's 1-D shards: over all ranks they hold each element of
+    the model exactly once."""
+    model, _, ref, _ = fsdp_equals_ddp_adam(np.float64, 1e-10)
+    assert isinstance(model, GPT) and isinstance(model, FSDPModule) and isinstance(model.blocks[0], FSDPModule)
+    mine = sum(p.numel() for p in model.parameters())
+    assert all(p.dim() == 1 for p in model.parameters()), [tuple(p.shape) for p in model.parameters()]
+    total = sum(p.numel() for p in ref.module.parameters())
+    assert sum(gathered(mine)) == total, f"the shards hold {gathered(mine)} elements, the model {total}"
+
+
+def check_adam_float32_equals_ddp_keep_unsharded():
+    """Float32 within 1e-5 relative at 1 and 2 ranks, with reshard_after_forward=False (the
+    full parameters stay from forward to backward; after backward every group is sharded
+    again). At 4 ranks within 1e-4: MPI's reduce-scatter adds the 4 ranks' gradients in
+    another order than DDP's all-reduce, and Adam carries the float32 rounding (6e-9 after
+    step 1) to about 5e-5 after 20 steps; float64 (above) shows the arithmetic is the same."""
+    tol = 1e-5 if dist.get_world_size() <= 2 else 1e-4
+    model, _, _, _ = fsdp_equals_ddp_adam(np.float32, tol, reshard_after_forward=False)
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            assert m._fsdp_state.group.state == "sharded", m._fsdp_state.group.state
+
+
+def bytes_of(model, optimizer, params=None):
+    """Measured bytes of parameters + gradients + optimizer state (of ``params``, default all)."""
+    params = list(model.parameters()) if params is None else params
+    state = sum(v.array.nbytes for p in params for v in optimizer.state.get(p, {}).values() if hasattr(v, "array"))
+    return sum(p.array.nbytes + (p.grad.array.nbytes if p.grad is not None else 0) for p in params) + state
+
+
+def check_memory_is_sharded():
+    """After two steps, this rank's parameter + gradient + Adam-state bytes (measured on the
+    shards) <= 1.1/N of DDP's + the largest block's; no full parameter is left allocated."""
+    n = dist.get_world_size()
+    model, ref = sharded_gpt(np.float32, n_layer=4, n_embd=32), DDP(gpt(np.float32, n_layer=4, n_embd=32))
+    opt, plain = adam(model.parameters()), adam(ref.parameters())
+    data = batches(2)
+    train(model, opt, data)
+    train(ref, plain, data)
+    mine, full = bytes_of(model, opt), bytes_of(ref, plain)
+    largest = max(bytes_of(ref, plain, list(block.parameters())) for block in ref.module.blocks)
+    assert mine <= 1.1 * full / n + largest, f"{mine} bytes on this rank > 1.1 * {full} / {n} + {largest}"
+    left = sum(f.array.nbytes for m in model.modules() if isinstance(m, FSDPModule) for f in m._fsdp_state.group.full)
+    assert left == 0, f"{left} bytes of full parameters still allocated after the step"
+
+
+def check_collectives_and_prefetch():
+    """Per step each of the 3 groups (2 blocks + root) all-gathers twice (forward, backward)
+    and reduce-scatters once (at 1 rank: no collective); from the second step on, the
+    second block's all-gather is launched (prefetched) before the first block's forward."""
+    model = sharded_gpt(np.float64)
+    opt = adam(model.parameters())
+    calls, original = [], (dist.all_gather_into_tensor, dist.reduce_scatter_tensor)
+    before_block0 = []
+    model.blocks[0].register_forward_pre_hook(
+        lambda m, args: before_block0.append(sum(c == "gather" for c in calls)))
+
+    def gather(*args, **kw):
+        calls.append("gather")
+        return original[0](*args, **kw)
+
+    def scatter(*args, **kw):
+        calls.append("scatter")
+        return original[1](*args, **kw)
+    dist.all_gather_into_tensor, dist.reduce_scatter_tensor = gather, scatter
+    try:
+        for step, batch in enumerate(batches(3)):
+            before_block0.clear()
+            train(model, opt, [batch])
+            if dist.get_world_size() > 1:
+                assert calls.count("gather") == 6 and calls.count("scatter") == 3, (step, calls)
+                assert before_block0 == [2 if step == 0 else 3], (step, before_block0)
+            else:
+                assert calls == [], calls
+            calls.clear()
+    finally:
+        dist.all_gather_into_tensor, dist.reduce_scatter_tensor = original
+
+
+def check_mixed_precision():
+    """A float64 model under MixedPrecisionPolicy(param_dtype=float32, reduce_dtype=float64):
+    the blocks compute in float32, the shards, their gradients and Adam's state stay float64,
+    and 10 steps stay within 1e-4 (relative) of float64 DDP + Adam."""
+    policy = MixedPrecisionPolicy(param_dtype=dtrain.float32, reduce_dtype=dtrain.float64)
+    model, ref = sharded_gpt(np.float64, mp_policy=policy), DDP(gpt(np.float64))
+    seen = []
+    model.blocks[0].ln_1.register_forward_hook(lambda m, args, out: seen.append((m.weight.dtype, out.dtype)))
+    opt, plain = adam(model.parameters()), adam(ref.parameters())
+    data = batches(10)
+    train(model, opt, data)
+    train(ref, plain, data)
+    assert set(seen) == {(np.dtype(np.float32), np.dtype(np.float32))}, seen
+    assert {p.dtype for p in model.parameters()} == {np.dtype(np.float64)}
+    assert {p.grad.dtype for p in model.parameters() if p.grad is not None} == {np.dtype(np.float64)}
+    err = rel(full_params(model), full_params(ref.module))
+    assert err <= 1e-4, f"relative difference {err:.3g} from float64 DDP + Adam > 1e-4"
+
+
+def check_state_dict_round_trip():
+    """state_dict() is the unsharded model's (same keys, full tensors, equal values) on every
+    rank; a plain model's state_dict loaded into a fresh fully_shard model gives the plain
+    model's loss."""
+    plain = gpt(np.float64)
+    for p in plain.parameters():  # other weights than gpt()'s, so the load has to move them
+        p.data = p.array + 0.01 * np.random.default_rng(3).standard_normal(p.shape)
+    model = sharded_gpt(np.float64)
+    model.load_state_dict(plain.state_dict())
+    ours, theirs = model.state_dict(), plain.state_dict()
+    assert list(ours) == list(theirs), (list(ours), list(theirs))
+    for k in ours:
+        assert tuple(ours[k].shape) == tuple(theirs[k].shape), (k, ours[k].shape, theirs[k].shape)
+        np.testing.assert_array_equal(ours[k].numpy(), theirs[k].numpy(), err_msg=k)
+    x, y = batches(1)[0]
+    a, b = model(x, y)[1].item(), plain(x, y)[1].item()
+    assert abs(a - b) <= 1e-12 * abs(b), (a, b)
+
+
+def main(path):
+    """Run every check_* function on this rank; rank 0 writes each check's result per rank."""
+    checks = RankChecks()
+    for name in [name for name in globals() if name.startswith("check_")]:
+        checks.run(name, globals()[name])
+    report = {name: {} for name in checks.results}
+    for rank, results in enumerate(gathered(checks.results)):
+        for name, result in results.items():
+            report[name][rank] = result
+    if checks.rank == 0:
+        Path(path).write_text(json.dumps(report, indent=1))
+    checks.finish()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
