@@ -133,3 +133,34 @@ def test_world_of_one_is_the_plain_module(world):
             opt.step()
     for k, v in b.state_dict().items():
         assert (a.state_dict()[k].numpy() == v.numpy()).all(), k
+
+
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.unused, self.b = nn.Linear(3, 4), nn.Linear(2, 2), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.b(self.a(x).tanh())
+
+
+def test_parameterless_root_and_unused_parameters(world):
+    """A root whose blocks hold every parameter works; a parameter the forward does not use
+    keeps .grad None (as FSDP2), the used ones get the plain model's gradients, and every
+    group is sharded again after backward."""
+    dtrain.manual_seed(1)
+    plain = nn.Sequential(WithUnused(), WithUnused())
+    model = nn.Sequential(WithUnused(), WithUnused())
+    model.load_state_dict(plain.state_dict())
+    for block in model:
+        fully_shard(block)
+    fully_shard(model)
+    x = dtrain.randn(5, 3)
+    for m in (model, plain):
+        m(x).sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), model.parameters()):
+        if "unused" in name:
+            assert p.grad is None and q.grad is None, name
+        else:
+            assert (q.grad.numpy() == p.grad.numpy().ravel()).all(), name
+    assert [m._fsdp_state.group.state for m in (model, *model)] == ["sharded"] * 3

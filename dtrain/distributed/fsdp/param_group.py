@@ -49,7 +49,7 @@ class ParamGroup:
         total = sum(self.sizes)
         self.shard_size = -(-total // self.world_size) if total else 0  # ceil: the padding is in the last shards
         self.padded_size = self.shard_size * self.world_size
-        self.shard_flat = self._fill_shard()
+        self.shard_flat = self._fill_shard() if self.params else None  # a root whose blocks hold everything
         self.shards = [self._shard_parameter(i) for i in range(len(self.params))]
         self.full = [Parameter(Tensor._wrap(self._empty(0, p.dtype)), p.requires_grad) for p in self.params]
         self.hooks = [f.register_post_accumulate_grad_hook(self._grad_ready) for f in self.full if f.requires_grad]
@@ -166,9 +166,12 @@ class ParamGroup:
 
     def reduce_scatter_grads(self):
         """Average the full gradients over the ranks into this rank's shard parameters' ``.grad``
-        (added to a gradient already there, as accumulation), then reshard."""
+        (added to a gradient already there, as accumulation), then reshard. A parameter the
+        forward did not use keeps ``.grad`` None; like FSDP2, this expects every rank to use
+        the same parameters."""
         dtype = self.mp_policy.reduce_dtype or self.mp_policy.param_dtype or self.dtype
         flat = self._empty(self.padded_size, dtype)
+        got = [f.grad is not None for f in self.full]
         for f, offset, size in zip(self.full, self.offsets, self.sizes):
             if f.grad is not None:
                 flat[offset:offset + size] = f.grad.array.reshape(-1)
@@ -179,7 +182,7 @@ class ParamGroup:
         else:
             out = flat
         for i, shard in enumerate(self.shards):
-            if not shard.requires_grad:
+            if not got[i]:  # unused in this forward: .grad stays None, as FSDP2 (the same on every rank)
                 continue
             lo, hi, _ = self.local_range(i)
             piece = out[lo:hi].astype(self.dtype)  # a copy: .grad owns its array
