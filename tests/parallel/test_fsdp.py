@@ -164,3 +164,21 @@ def test_parameterless_root_and_unused_parameters(world):
         else:
             assert (q.grad.numpy() == p.grad.numpy().ravel()).all(), name
     assert [m._fsdp_state.group.state for m in (model, *model)] == ["sharded"] * 3
+
+
+def test_eval_forward_and_keep_vars_state_dict(world):
+    """A forward under no_grad leaves the module sharded even with reshard_after_forward=False
+    (the parameters an optimizer is built on stay the shards), and state_dict(keep_vars=True)
+    gives Parameters holding the full values after the call."""
+    dtrain.manual_seed(2)
+    plain = mlp()
+    model = mlp()
+    model.load_state_dict(plain.state_dict())
+    fully_shard(model, reshard_after_forward=False)
+    with dtrain.no_grad():
+        model(dtrain.randn(2, 3))
+    assert [p.dim() for p in model.parameters()] == [1, 1, 1, 1]
+    kept = model.state_dict(keep_vars=True)
+    assert all(isinstance(v, nn.Parameter) for v in kept.values())
+    for k, v in plain.state_dict().items():
+        assert (kept[k].detach().numpy() == v.numpy()).all(), k

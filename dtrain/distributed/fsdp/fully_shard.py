@@ -15,7 +15,7 @@ training step; from then on each group's pre-forward launches the next group's a
 (``async_op=True``, on the comm thread) before its own forward computes, and each group's
 pre-backward launches the all-gather of the group that ran before it in forward.
 """
-from ...nn import Module
+from ...nn import Module, Parameter
 from ...parallel import DistributedDataParallel
 from ...tensor import Tensor, is_grad_enabled, reachable_leaves
 from ... import comm as dist
@@ -47,12 +47,20 @@ class FSDPModule(Module):
 
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """The full (gathered) parameters and the buffers, in the module's own names, on every
-        rank: what the module without fully_shard returns, so a checkpoint loads anywhere."""
+        rank: what the module without fully_shard returns, so a checkpoint loads at any world
+        size. With ``keep_vars=True`` the values are Parameters of their own over the
+        gathered values (the module's full parameters are emptied when it returns)."""
         groups = [g for g in _groups(self) if g.state == SHARDED]
         for g in groups:
             g.unshard(g.dtype)  # in the shards' dtype, not the compute dtype
         try:
-            return super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+            result = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+            if keep_vars:
+                full = {id(f) for g in groups for f in g.full}
+                for k, v in result.items():
+                    if id(v) in full:
+                        result[k] = Parameter(Tensor._wrap(v.array), v.requires_grad)
+            return result
         finally:
             for g in groups:
                 g.reshard()
@@ -215,7 +223,7 @@ def _pre_forward(module, args):
 
 def _post_forward(module, args, output):
     state = module._fsdp_state
-    if state.reshard_after_forward:
+    if state.reshard_after_forward or not is_grad_enabled():  # no backward will need them
         state.group.reshard()
     outputs = [t for t in _tensors(output) if t.requires_grad]
     if is_grad_enabled() and outputs:
