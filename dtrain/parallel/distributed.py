@@ -53,8 +53,8 @@ class DistributedDataParallel(Module):
             parameters (after wrapping, before the first backward), so each rank steps exactly
             the gradients it holds; the optimizer tells the wrapper its partition itself.
             Call ``zero_grad()`` between steps: a rank no longer holds the others' gradients,
-            so accumulating onto the averages of an earlier backward is not DDP's sum
-            (accumulating under ``no_sync()`` is). Not with a comm hook,
+            so accumulating onto the averages of an earlier backward cannot be DDP's sum
+            (backward raises; accumulating under ``no_sync()`` is fine). Not with a comm hook,
             ``find_unused_parameters`` or :meth:`join`.
 
     PyTorch's DDP has no gradient-sharding option; its nearest spellings are FSDP's

@@ -90,6 +90,7 @@ class Reducer:
         self.sharding = gradient_sharding
         self.owners = None  # with gradient_sharding: per parameter, the group rank keeping its gradient
         self.layouts = {}  # with gradient_sharding: bucket index -> its shard_layout (for these owners)
+        self.written = {}  # with gradient_sharding: parameter index -> (the .grad written, its _version then)
         self.strategy = None  # how the current backward reduces the buckets (see bucket_reduction)
         self.hook_state, self.hook = process_group, allreduce_hook
         self.div_factor = self.world_size
@@ -192,6 +193,7 @@ class Reducer:
     def _begin(self):
         if self.sharding and self.world_size > 1:
             self._check_owners()
+            self._check_zeroed()
             self.strategy = ShardedReduceScatter(self)
         else:
             self.strategy = choose_strategy(self)  # per backward: join may change the divisor
@@ -296,6 +298,19 @@ class Reducer:
                 f"DistributedDataParallel(gradient_sharding=True): {len(missing)} parameters belong to no "
                 f"ZeroRedundancyOptimizer, so no rank would keep their gradients: {', '.join(missing)}. Give the "
                 f"optimizer every parameter of the module that requires grad")
+
+    def _check_zeroed(self):
+        """Refuse a backward that accumulates onto the averages of the previous one: DDP would
+        sum the ranks' gradients on top of them, but with sharded gradients the other ranks no
+        longer hold theirs (``zero_grad`` sets .grad to None or zeroes it, a new version)."""
+        kept = [self.names[i] for i, (grad, version) in self.written.items()
+                if self.params[i].grad is grad and grad._version == version]
+        if kept:
+            raise RuntimeError(
+                f"DistributedDataParallel(gradient_sharding=True): {', '.join(kept)} still hold the averaged "
+                f"gradients of the previous backward: call optimizer.zero_grad() before each backward. The other "
+                f"ranks no longer hold their shares, so accumulating onto averages across synchronized backwards "
+                f"cannot give DDP's sum; accumulate micro-batches under no_sync() instead")
 
     # ---- join: a rank without data mirrors the others' reduction ----------------------
     def shadow_backward(self):

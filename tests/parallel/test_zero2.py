@@ -18,7 +18,7 @@ from dtrain.parallel import DistributedDataParallel as DDP
 from dtrain.parallel.bucket_reduction import Bucket, shard_layout
 from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
-CHECKS = 6  # the check_* functions of zero2_checks.py
+CHECKS = 7  # the check_* functions of zero2_checks.py
 NCCL_CHECKS = 3  # zero2_checks.NCCL_CHECKS
 EMULATED = os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0")
 WORLD_SIZES = (1, 2, 4)
@@ -44,7 +44,7 @@ def each_job(jobs, check):
 
 
 def test_every_rank_ran_every_check(jobs):
-    """Each rank of the 1-, 2- and 4-rank jobs ran all 6 checks of zero2_checks.py, and all passed."""
+    """Each rank of the 1-, 2- and 4-rank jobs ran all 7 checks of zero2_checks.py, and all passed."""
     for n, job in jobs.items():
         assert_all_checks_passed(job.process, n, CHECKS)
 
@@ -78,8 +78,15 @@ def test_gradient_bytes_are_sharded(jobs):
 
 
 def test_backward_without_zero_optimizer(jobs):
-    """On several ranks, backward before any ZeroRedundancyOptimizer names what to build."""
+    """On several ranks, backward before any ZeroRedundancyOptimizer names what to build, and
+    with one over only some parameters names those without an owner."""
     each_job(jobs, "check_backward_without_zero_optimizer")
+
+
+def test_accumulating_onto_averages_is_refused(jobs):
+    """A second synchronized backward without zero_grad raises naming zero_grad; zeroing in
+    place is enough."""
+    each_job(jobs, "check_accumulating_onto_averages_is_refused")
 
 
 @pytest.mark.gpu

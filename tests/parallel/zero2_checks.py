@@ -78,16 +78,23 @@ def owned_gradients_equal_ddp(dtype, tol):
         ref.zero_grad()
         backward(model, batch)
         backward(ref, batch)
-        for (name, p), q in zip(model.module.named_parameters(), ref.module.parameters()):
-            if id(p) not in mine:
-                assert p.grad is None, f"{name}: not owned here but has a .grad"
-                continue
-            want = host(q.grad)
-            err = np.abs(host(p.grad) - want).max() / max(np.abs(want).max(), 1e-30)
-            assert err <= tol, f"{name} ({dtype.__name__}): gradient {err:.3g} (relative) from DDP's"
+        assert_owned_gradients_equal(model, ref, zero, tol)
     names = {id(p): n for n, p in model.module.named_parameters()}
     everyone = sorted(n for ids in gathered(sorted(names[i] for i in mine)) for n in ids)
     assert everyone == sorted(names.values()), f"owned over all ranks: {everyone}"
+
+
+def assert_owned_gradients_equal(model, ref, zero, tol):
+    """The .grad of the parameters ``zero`` steps here equal the reference DDP's within
+    ``tol`` (relative to each one's largest value); the others' are None."""
+    mine = owned(zero)
+    for (name, p), q in zip(model.module.named_parameters(), ref.module.parameters()):
+        if id(p) not in mine:
+            assert p.grad is None, f"{name}: not owned here but has a .grad"
+            continue
+        want = host(q.grad)
+        err = np.abs(host(p.grad) - want).max() / max(np.abs(want).max(), 1e-30)
+        assert err <= tol, f"{name} ({p.dtype}): gradient {err:.3g} (relative) from DDP's"
 
 
 def zero2_equals_ddp_adam(dtype, tol, **kw):
@@ -137,13 +144,7 @@ def check_no_sync_accumulation_equals_ddp():
         with ddp.no_sync():
             backward(ddp, first)
         backward(ddp, second)
-    mine = owned(zero)
-    for p, q in zip(model.module.parameters(), ref.module.parameters()):
-        if id(p) in mine:
-            want = host(q.grad)
-            np.testing.assert_allclose(host(p.grad), want, rtol=0, atol=1e-12 * np.abs(want).max())
-        else:
-            assert p.grad is None
+    assert_owned_gradients_equal(model, ref, zero, 1e-12)
 
 
 def grad_bytes(model):
@@ -190,14 +191,38 @@ def check_backward_without_zero_optimizer():
         backward(model, batch)
         assert all(p.grad is not None for p in model.parameters())
         return
+    assert_backward_raises(model, batch, "needs a ZeroRedundancyOptimizer over its parameters")
+    partial = zero_adam(list(model.parameters())[1:])  # the first parameter has no owner
+    assert_backward_raises(model, batch, "1 parameters belong to no ZeroRedundancyOptimizer", "wte.weight")
+    del partial
+    zero = zero_adam(model.parameters())  # built late: the next backward shards
+    train(model, zero, [batch])
+
+
+def assert_backward_raises(model, batch, *fragments):
+    """Backward raises a RuntimeError whose message holds each of ``fragments``."""
     try:
         backward(model, batch)
     except RuntimeError as e:
-        assert "needs a ZeroRedundancyOptimizer over its parameters" in str(e), e
-    else:
-        raise AssertionError("backward without a ZeroRedundancyOptimizer did not raise")
-    zero = zero_adam(model.parameters())  # built late: the next backward shards
-    train(model, zero, [batch])
+        assert all(f in str(e) for f in fragments), e
+        return
+    raise AssertionError(f"backward did not raise (expected an error saying {fragments[0]!r})")
+
+
+def check_accumulating_onto_averages_is_refused():
+    """Two synchronized backwards without zero_grad: on several ranks the second raises
+    (before any collective, on every rank) naming zero_grad; zeroing in place
+    (zero_grad(set_to_none=False)) is enough, and the next gradients are DDP's."""
+    model, zero = sharded(np.float64)
+    ref = DDP(model_of(np.float64))
+    first, second = data(2)
+    backward(model, first)
+    if dist.get_world_size() > 1:
+        assert_backward_raises(model, second, "call optimizer.zero_grad() before each backward")
+    zero.zero_grad(set_to_none=False)
+    backward(model, second)
+    backward(ref, second)
+    assert_owned_gradients_equal(model, ref, zero, 1e-12)
 
 
 def main(path, backend=None):
