@@ -112,9 +112,14 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, mp_policy=Mixe
         offload_policy: only None (no CPU offload).
 
     After it, ``module.parameters()`` are this rank's shards (1-D, 1/N of the flat group
-    padded to a multiple of N): build the optimizer after fully_shard. Forward and backward
-    are collective (every rank, same order); gradients arrive averaged over the ranks in the
-    shards' ``.grad``. ``state_dict()`` returns full tensors (collective).
+    padded to a multiple of N): build the optimizer after fully_shard. The shards are 1-D (no
+    DTensor): choose parameter groups by name (``named_parameters()`` keeps the names), not by
+    ``p.dim()``; gradient clipping by norm would need the norm summed over the ranks.
+    Forward and backward are collective (every rank, same order); gradients arrive averaged
+    over the ranks in the shards' ``.grad``. ``state_dict()`` returns full tensors
+    (collective); the optimizer's state_dict is this rank's shards' (it loads back at the
+    same world size only). Activation checkpointing inside a fully_shard module is not
+    supported (its parameters' gradients come after the group was reduced: a RuntimeError).
 
     Example:
         >>> for block in model.blocks:
