@@ -182,3 +182,22 @@ def test_eval_forward_and_keep_vars_state_dict(world):
     assert all(isinstance(v, nn.Parameter) for v in kept.values())
     for k, v in plain.state_dict().items():
         assert (kept[k].detach().numpy() == v.numpy()).all(), k
+
+
+def test_activation_checkpointing_inside_is_refused(world):
+    """Parameters used only inside utils.checkpoint are unseen by the forward's graph: their
+    gradients arrive after the group reduced, a RuntimeError that names the cause."""
+    from dtrain.utils.checkpoint import checkpoint
+
+    class Checkpointed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return checkpoint(self.inner, x, use_reentrant=False)
+    model = nn.Sequential(Checkpointed(), nn.Linear(3, 1))
+    fully_shard(model[0])
+    fully_shard(model)
+    with pytest.raises(RuntimeError, match="activation checkpointing inside a fully_shard module"):
+        model(dtrain.randn(2, 3)).sum().backward()

@@ -159,7 +159,8 @@ class ParamGroup:
         if id(full) not in self.pending:
             raise RuntimeError("fully_shard: a parameter's gradient arrived after its group's gradients were "
                                "reduce-scattered (or the forward's outputs did not reach it, e.g. activation "
-                               "checkpointing inside a fully_shard module, which is not supported)")
+                               "checkpointing inside a fully_shard module, or a second backward through one forward: "
+                               "neither is supported)")
         self.pending.discard(id(full))
         if not self.pending:
             self.reduce_scatter_grads()
