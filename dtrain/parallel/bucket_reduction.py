@@ -23,6 +23,7 @@ The strategies:
   bucket is reduce-scattered, so a rank receives the averages of its own parameters only.
 """
 import math
+import weakref
 
 from .. import comm as dist
 from ..tensor import Tensor
@@ -265,7 +266,7 @@ class ShardedReduceScatter:
     def __init__(self, reducer):
         self.params, self.group, self.as_view = reducer.params, reducer.group, reducer.as_view
         self.owners, self.layouts = reducer.owners, reducer.layouts  # layouts: bucket index -> shard_layout
-        self.written = reducer.written  # parameter index -> (the .grad written, its version): see the Reducer
+        self.written = reducer.written  # parameter index -> (the .grad written, weakly; its version): see the Reducer
         self.world_size, self.rank = reducer.world_size, dist.get_rank(reducer.group)
         self.scale = 1.0 / reducer.div_factor
         self.sends, self.pieces, self.works = {}, {}, {}  # bucket index -> its send buffer, piece, Work
@@ -307,4 +308,4 @@ class ShardedReduceScatter:
                 continue
             average = piece[offset - begin:offset - begin + p.numel()].reshape(p.shape)
             p.grad = Tensor._wrap(average if self.as_view else average.copy())
-            self.written[i] = (p.grad, p.grad._version)
+            self.written[i] = (weakref.ref(p.grad), p.grad._version)

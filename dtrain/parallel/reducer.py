@@ -90,7 +90,9 @@ class Reducer:
         self.sharding = gradient_sharding
         self.owners = None  # with gradient_sharding: per parameter, the group rank keeping its gradient
         self.layouts = {}  # with gradient_sharding: bucket index -> its shard_layout (for these owners)
-        self.written = {}  # with gradient_sharding: parameter index -> (the .grad written, its _version then)
+        # with gradient_sharding: parameter index -> (a weak reference to the .grad written, its
+        # _version then); weak: a .grad that zero_grad dropped must not stay alive here
+        self.written = {}
         self.strategy = None  # how the current backward reduces the buckets (see bucket_reduction)
         self.hook_state, self.hook = process_group, allreduce_hook
         self.div_factor = self.world_size
@@ -304,7 +306,7 @@ class Reducer:
         sum the ranks' gradients on top of them, but with sharded gradients the other ranks no
         longer hold theirs (``zero_grad`` sets .grad to None or zeroes it, a new version)."""
         kept = [self.names[i] for i, (grad, version) in self.written.items()
-                if self.params[i].grad is grad and grad._version == version]
+                if grad() is not None and self.params[i].grad is grad() and grad()._version == version]
         if kept:
             raise RuntimeError(
                 f"DistributedDataParallel(gradient_sharding=True): {', '.join(kept)} still hold the averaged "

@@ -10,6 +10,7 @@ and runs NCCL_CHECKS only.
 """
 import json
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,8 @@ def grad_bytes(model):
 def check_gradient_bytes_are_sharded():
     """After backward, a rank holds at most 1/N of DDP's gradient bytes plus the largest
     parameter's (measured on the .grad arrays), with .grad copies and, on the CPU, with
-    bucket views (where a view keeps its bucket's received piece, padding included, alive)."""
+    bucket views (where a view keeps its bucket's received piece, padding included, alive);
+    after zero_grad() nothing keeps them alive."""
     n = dist.get_world_size()
     size = dict(n_layer=4, n_embd=32)
     ref = DDP(model_of(np.float32, **size))
@@ -179,6 +181,10 @@ def check_gradient_bytes_are_sharded():
         assert mine <= limit, f"gradient_as_bucket_view={as_view}: {mine} gradient bytes > {full} / {n} + {largest}"
         if n > 1:
             assert mine < full, f"gradient_as_bucket_view={as_view}: {mine} bytes, DDP holds {full}"
+        grads = [weakref.ref(p.grad) for p in model.parameters() if p.grad is not None]
+        zero.zero_grad()
+        alive = sum(g() is not None for g in grads)
+        assert grads and not alive, f"{alive} of {len(grads)} gradients outlive zero_grad()"
 
 
 def check_backward_without_zero_optimizer():
