@@ -8,10 +8,11 @@
   MPICH has MPIX_C_FLOAT16): the same bytes on the wire either way.
 * Messages longer than ``MAX_COUNT`` (2^31 - 1) elements are split (MPI counts are C ints
   unless the library has MPI-4 large counts).
-* Async collectives (``async_op=True``) run on one communication thread, on a duplicate of
-  the group's communicator: the MPI library only advances nonblocking collectives inside
-  MPI calls, so ``Iallreduce`` barely overlaps with computation while a thread does
-  (``benchmarks/allreduce.py``'s overlap table, in benchmarks/RESULTS.md). The thread
+* Async collectives (``async_op=True``) run on the group's own communication thread (one
+  per group, :class:`~.work.CommThread`: groups never wait for each other's collectives),
+  on a duplicate of the group's communicator: the MPI library only advances nonblocking
+  collectives inside MPI calls, so ``Iallreduce`` barely overlaps with computation while a
+  thread does (``benchmarks/allreduce.py``'s overlap table, in benchmarks/RESULTS.md). The thread
   needs ``MPI_THREAD_MULTIPLE`` (mpi4py asks for it by default): the caller may be in a
   blocking collective or point-to-point call on the group's own communicator at the same
   time. Collectives on one communicator are still issued from one thread only, in program
@@ -23,7 +24,9 @@
   whose ranks all share one node, goes through an MPI-3 shared-memory window
   (:mod:`.shm`) instead of ``MPI_Allreduce``; ``DTRAIN_SHM_ALLREDUCE=0`` turns that off. The
   choice depends only on the group, the byte count, the dtype and the op, so every rank of
-  a collective makes the same one.
+  a collective makes the same one; where ranks disagree (a bug), every call's header (and
+  the announcement of a call below the threshold) makes it a DistError naming each
+  rank's call, not a crash.
 * Every collective is numbered per group (program order) and watched by the process's
   :class:`~.watchdog.Watchdog`, which ends the job when one outlives the group's timeout.
 """
@@ -217,6 +220,9 @@ class MPIProcessGroup(ProcessGroup):
             node = comm.Split_type(mpi().COMM_TYPE_SHARED)  # collective, as constructing a group is
             if node.Get_size() == comm.Get_size():
                 self.shm_min_bytes = int(os.environ.get("DTRAIN_SHM_MIN_BYTES", SHM_MIN_BYTES))
+                # made now, with the group (collectives): made at a first call above the threshold,
+                # they would meet a peer's MPI all-reduce of a message below it (a crash)
+                self.shm = {id(c): SharedMemoryAllReduce(c, mpi()) for c in (comm, self.async_comm) if c is not None}
             node.Free()
         if watchdog is not None:
             watchdog.groups[gid] = self
@@ -258,7 +264,7 @@ class MPIProcessGroup(ProcessGroup):
 
     def destroy(self):
         if self.thread is not None:
-            self.thread.stop() if self.owns_thread else self.thread.submit("drain", lambda: None).wait()
+            self.thread.stop() if self.owns_thread else self.thread.close_lane(self.gid)
         for shm in self.shm.values():
             shm.free()
         self.shm = {}
@@ -307,7 +313,7 @@ class MPIProcessGroup(ProcessGroup):
                     cupy.cuda.get_current_stream().synchronize()
 
         if on_thread:
-            return self.thread.submit(name, task, self.timeout, op.timeout_message)
+            return self.thread.submit(name, task, self.timeout, op.timeout_message, lane=self.gid)
         task()
         return CompletedWork(name) if async_op else None
 
@@ -347,14 +353,11 @@ class MPIProcessGroup(ProcessGroup):
     def _shm(self, arrays, op):
         """The shared-memory all-reduce of the current thread's communicator for the NumPy
         ``arrays`` (one message) reduced with ``op``, or None where MPI's own is used."""
+        shm = self.shm.get(id(self._comm()))  # None: not a group of one node
         first = arrays[0]
-        if (self.shm_min_bytes is None or type(first) is not numpy.ndarray or first.dtype.kind not in "fiu"
+        if (shm is None or type(first) is not numpy.ndarray or first.dtype.kind not in "fiu"
                 or op.value not in SHM_OPS or sum(a.nbytes for a in arrays) < self.shm_min_bytes):
             return None
-        comm = self._comm()
-        shm = self.shm.get(id(comm))
-        if shm is None:
-            shm = self.shm[id(comm)] = SharedMemoryAllReduce(comm, mpi())
         return shm
 
     def _coalesced(self, arrays, op, scale):
@@ -393,6 +396,9 @@ class MPIProcessGroup(ProcessGroup):
         shm = self._shm((buf,), op)
         if shm is not None:
             return shm.all_reduce([buf], op.value)
+        shm = self.shm.get(id(self._comm()))
+        if shm is not None:  # a peer that takes the shared-memory path for this call raises the mismatch error
+            shm.announce(buf.size, buf.dtype, op.value)
         mop = _mpi_op(op, buf)
         if not is_cuda_array(buf):  # host data goes as it is (the hot path's case)
             return self._allreduce_mpi(_mpi_view(buf), mop)

@@ -13,8 +13,6 @@ from dtrain.comm.work import CommThread
 CHECKS = 5  # the checks.run calls of rank_overlapping_groups.py
 
 
-@pytest.mark.xfail(strict=True, reason="needs dtrain/comm/mpi.py to submit each group's work to its own lane "
-                                       "(lane=self.gid; close_lane on destroy): /tmp/team/issue15-mpi-lanes-and-shm.patch")
 def test_overlapping_groups_at_three_ranks():
     """Groups {0, 1} and {1, 2}: async all-reduces on both finish in seconds whichever rank 1
     issues first, also when rank 2 reaches {1, 2} only after rank 0's {0, 1} has finished

@@ -13,9 +13,6 @@ from comm_helpers import ROOT, assert_all_checks_passed, clean_env, output, requ
 
 CHECKS = 4  # the checks.run calls of rank_shm_mismatch.py
 SCRIPT = "tests/comm/rank_shm_mismatch.py"
-NEEDS_MPI_PATCH = pytest.mark.xfail(
-    strict=True, reason="needs dtrain/comm/mpi.py to make the shared-memory state with the group and to announce "
-                        "calls below the threshold (shm.announce): /tmp/team/issue15-mpi-lanes-and-shm.patch")
 CALLS = {  # the error's description of each rank's call, per case of the rank script
     "size": r"rank 0: 70000 elements of float32, op sum; rank 1: 90000 elements of float32, op sum",
     "dtype": r"rank 0: 70000 elements of float32, op sum; rank 1: 70000 elements of int32, op sum",
@@ -35,8 +32,7 @@ def test_every_rank_raises_and_the_next_call_works():
     assert_all_checks_passed(result, 2, CHECKS)
 
 
-@pytest.mark.parametrize("case", ["size", "dtype", "op", "window",
-                                  pytest.param("threshold", marks=NEEDS_MPI_PATCH)])
+@pytest.mark.parametrize("case", ["size", "dtype", "op", "window", "threshold"])
 def test_uncaught_mismatch_ends_the_job(case):
     """Left uncaught, the mismatch ends the job under the launcher within seconds, exit code 1,
     its message naming both ranks' calls once; no segfault, no rank gets past the call."""
