@@ -22,6 +22,16 @@ def _float32(x):
     return float(numpy.float32(x))
 
 
+def _accessors(attribute):
+    """PyTorch's get_X/set_X pair of a GradScaler setting stored as ``attribute``."""
+    def get(self):
+        return getattr(self, attribute)
+
+    def set(self, value):
+        setattr(self, attribute, value)
+    return get, set
+
+
 class GradScaler:
     """Scale the loss so float16 gradients keep their small values, unscale the gradients
     before the step, skip the steps whose gradients hold an inf or a NaN, and adapt the
@@ -182,23 +192,9 @@ class GradScaler:
             successful = 0
         self._growth_tracker = successful
 
-    def get_growth_factor(self):
-        return self._growth_factor
-
-    def set_growth_factor(self, new_factor):
-        self._growth_factor = new_factor
-
-    def get_backoff_factor(self):
-        return self._backoff_factor
-
-    def set_backoff_factor(self, new_factor):
-        self._backoff_factor = new_factor
-
-    def get_growth_interval(self):
-        return self._growth_interval
-
-    def set_growth_interval(self, new_interval):
-        self._growth_interval = new_interval
+    get_growth_factor, set_growth_factor = _accessors("_growth_factor")
+    get_backoff_factor, set_backoff_factor = _accessors("_backoff_factor")
+    get_growth_interval, set_growth_interval = _accessors("_growth_interval")
 
     def state_dict(self):
         """scale, growth_factor, backoff_factor, growth_interval and _growth_tracker (PyTorch's

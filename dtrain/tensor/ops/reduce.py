@@ -255,7 +255,11 @@ def count_nonzero(x, dim=None):
     return Tensor._wrap((x.array != 0).sum(axis=axes).astype(dtypes.int64))
 
 
-def _cumulative(cls, x, dim, dtype, op):
+def _cumulative(fn, cls, x, dim, dtype):
+    """cumsum / cumprod (``fn``, the public function, for autocast) through Function ``cls``."""
+    op = fn.__name__
+    if open_regions[0] and not thread_state.running:
+        return autocast_call(fn, op, x, dim, dtype=dtype)
     if dtype is not None:
         x = x.to(dtype)
     elif x.dtype.kind in "bi" and x.dtype != dtypes.int64:  # as PyTorch: integers accumulate in int64
@@ -271,9 +275,7 @@ def cumsum(x, dim, *, dtype=None):
         >>> dtrain.cumsum(dtrain.tensor([1, 2, 3]), 0)
         tensor([1, 3, 6])
     """
-    if open_regions[0] and not thread_state.running:
-        return autocast_call(cumsum, "cumsum", **locals())
-    return _cumulative(CumSum, x, dim, dtype, "cumsum")
+    return _cumulative(cumsum, CumSum, x, dim, dtype)
 
 
 def cumprod(x, dim, *, dtype=None):
@@ -283,9 +285,7 @@ def cumprod(x, dim, *, dtype=None):
         >>> dtrain.cumprod(dtrain.tensor([1., 2., 3.]), 0)
         tensor([1., 2., 6.])
     """
-    if open_regions[0] and not thread_state.running:
-        return autocast_call(cumprod, "cumprod", **locals())
-    return _cumulative(CumProd, x, dim, dtype, "cumprod")
+    return _cumulative(cumprod, CumProd, x, dim, dtype)
 
 
 def _reverse_cumsum(g, axis):
