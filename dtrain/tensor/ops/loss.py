@@ -16,10 +16,10 @@ from .elementwise import clamp, minimum, where
 from .shape import unsqueeze
 
 
-def _resolve_reduction(reduction, size_average, reduce, op):
+def _resolve_reduction(reduction, size_average, reduce, op, stacklevel=3):
     if size_average is not None or reduce is not None:  # the legacy pair, mapped as PyTorch does
         warnings.warn("size_average and reduce args will be deprecated, please use reduction= instead.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=stacklevel)
         size_average = True if size_average is None else size_average
         reduce = True if reduce is None else reduce
         reduction = "none" if not reduce else "mean" if size_average else "sum"
@@ -316,11 +316,17 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if open_regions[0] and not thread_state.running:
         return autocast_call(binary_cross_entropy_with_logits, "binary_cross_entropy_with_logits", **locals())
     op = "binary_cross_entropy_with_logits"
-    reduction = _resolve_reduction(reduction, size_average, reduce, op)
-    target = _binary_target(input, target, op, lambda shape: (
+    reduction, target = _binary_args(input, target, op, (reduction, size_average, reduce), lambda shape: (
         f"{op}: target size ({shape}) must be the same as input size ({list(input.shape)})"))
     consts = _binary_weights(input, op, False, weight=weight, pos_weight=pos_weight)
     return _apply_reduction(BCEWithLogits.apply(input, target, **consts), reduction)
+
+
+def _binary_args(input, target, op, reduction_args, mismatch):  # noqa: A002
+    """The binary cross-entropies' resolved reduction (from ``(reduction, size_average,
+    reduce)``) and checked target (``mismatch(shape)``: the message for another shape)."""
+    # the warning about size_average/reduce points at the loss's caller, one frame further up
+    return _resolve_reduction(*reduction_args, op, stacklevel=4), _binary_target(input, target, op, mismatch)
 
 
 def _binary_target(input, target, op, mismatch):
@@ -399,8 +405,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if open_regions[0] and not thread_state.running:
         return autocast_call(binary_cross_entropy, "binary_cross_entropy", **locals())
     op = "binary_cross_entropy"
-    reduction = _resolve_reduction(reduction, size_average, reduce, op)
-    target = _binary_target(input, target, op, lambda shape: (
+    reduction, target = _binary_args(input, target, op, (reduction, size_average, reduce), lambda shape: (
         f"{op}: Using a target size ({shape}) that is different to the input size ({list(input.shape)}) is "
         f"deprecated. Please ensure they have the same size."))
     for name, t in (("input", input), ("target", target)):
