@@ -796,3 +796,18 @@ def test_base_step_is_abstract():
     """Optimizer itself has no update rule: step() raises NotImplementedError."""
     with pytest.raises(NotImplementedError):
         Optimizer([_w()], {"lr": 0.1}).step()
+
+
+def test_state_dict_of_a_model_with_other_shapes_is_refused_at_load():
+    """An optimizer state_dict saved for other shapes: a ValueError at load naming the
+    parameter, the state entry and both shapes, not a NumPy error in step()."""
+    for make in (lambda ps: dtrain.optim.Adam(ps, lr=0.1), lambda ps: dtrain.optim.SGD(ps, lr=0.1, momentum=0.9)):
+        small, big = dtrain.nn.Linear(3, 2), dtrain.nn.Linear(4, 2)
+        saved = make(small.parameters())
+        small(dtrain.randn(5, 3)).sum().backward()
+        saved.step()
+        opt = make(big.parameters())
+        with pytest.raises(ValueError, match=r"for parameter 0 has shape \(2, 3\), but that parameter has shape "
+                                             r"\(2, 4\)"):
+            opt.load_state_dict(saved.state_dict())
+        assert len(opt.state) == 0  # nothing half-loaded

@@ -131,6 +131,8 @@ class LBFGS(Optimizer):
         >>> opt.step(closure)
     """
 
+    state_shaped_like_params = False  # its state is flat vectors over all parameters
+
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
                  history_size=100, line_search_fn=None):
         if max_eval is None:

@@ -33,6 +33,9 @@ class Optimizer:
         >>> opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
     """
 
+    # a state tensor of one or more dims is shaped like its parameter (LBFGS keeps flat vectors)
+    state_shaped_like_params = True
+
     def __init__(self, params, defaults):
         self.defaults = defaults
         self._check_hyperparameters(defaults)
@@ -141,6 +144,8 @@ class Optimizer:
                 raise ValueError(f"loaded state dict has state for parameter {k!r}, which none of its "
                                  f"parameter groups lists")
             p = params[k]
+            if self.state_shaped_like_params:
+                _check_state_shapes(k, values, p)
             state[p] = {name: _cast_state(name, v, p) for name, v in values.items()}
         for group, saved in zip(self.param_groups, saved_groups):
             saved["params"] = group["params"]
@@ -181,6 +186,16 @@ def _check_unique(params, groups):
     for g, group in enumerate(groups):
         if any(id(p) in seen for p in group["params"]):
             raise ValueError(f"some parameters appear in more than one parameter group (already in group {g})")
+
+
+def _check_state_shapes(key, values, param):
+    """A saved state tensor of another shape than its parameter (a state_dict of another model)
+    is refused at load, naming the parameter and both shapes, not left to fail in step()."""
+    for name, value in values.items():
+        if isinstance(value, Tensor) and value.ndim > 0 and tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"loaded state dict's {name!r} for parameter {key!r} has shape {tuple(value.shape)}, "
+                             f"but that parameter has shape {tuple(param.shape)}: the state dict comes from a "
+                             f"model with other shapes")
 
 
 def _cast_state(name, value, param):
