@@ -26,8 +26,7 @@ import contextlib
 import threading
 import weakref
 
-import numpy
-
+from .. import dtypes
 from ..function import Function
 from ..grad_mode import is_grad_enabled
 from ..tensor import Tensor
@@ -62,7 +61,7 @@ POLICIES = {
     },
 }
 
-FLOAT32 = numpy.dtype("float32")
+FLOAT32 = dtypes.float32
 BANNED_MESSAGE = (
     "binary_cross_entropy and BCELoss are unsafe to autocast: their gradient is unstable in float16. Use "
     "binary_cross_entropy_with_logits / BCEWithLogitsLoss, which are safe under autocast, or run it outside "
