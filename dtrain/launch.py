@@ -229,7 +229,7 @@ def spawn(nproc, argv):
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", str(_free_port()))
     command = [mpiexec, "-n", str(nproc), sys.executable, "-m", "dtrain.launch", *argv]
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # ranks orphaned by Hydra's cleanup become our children, reaped below
+    prctl(PR_SET_CHILD_SUBREAPER, 1)  # ranks orphaned by Hydra's cleanup become our children, reaped below
     # its own session: a signal reaches mpiexec once, from us, and mpiexec passes it to every rank
     proc = subprocess.Popen(command, env=env, start_new_session=True)
     signalled = []  # (signal, time) of the signals we got
@@ -398,10 +398,10 @@ def supervise(argv, rank):
 
 def _die_with_parent():
     """Ask Linux to SIGKILL this process when its parent dies (no orphaned ranks)."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _prctl(option, value):
+def prctl(option, value):
     """Linux's prctl; elsewhere nothing (the process manager must clean up)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(option, int(value))

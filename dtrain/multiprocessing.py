@@ -271,8 +271,8 @@ def _child_environment(folder):
 
 def _end_with_caller():
     """In the launcher: SIGTERM when the caller dies (the launcher then stops the ranks)."""
-    from .launch import PR_SET_PDEATHSIG, _prctl
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    from .launch import PR_SET_PDEATHSIG, prctl
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _read(path):

@@ -47,9 +47,7 @@ GRAPH_INTERNALS = {"inputs", "needs_input_grad"}  # a Function's own (self.needs
 
 # Violations in files this test's author does not own, being fixed by others: (file, what).
 # An entry that no longer occurs fails the test, so the list only shrinks.
-KNOWN = {
-    ("dtrain/multiprocessing.py", "multiprocessing imports the private dtrain.launch._prctl"),
-}
+KNOWN = set()
 
 
 def _private(name):
