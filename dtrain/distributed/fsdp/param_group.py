@@ -31,8 +31,9 @@ SHARDED, UNSHARDED = "sharded", "unsharded"
 
 class ParamGroup:
     """The parameters of one fully_shard call. ``registrations`` lists ``(module, name)``
-    for every place a parameter is registered, ``params`` the distinct parameters in order
-    of first registration; ``group`` is the process group (None: the world)."""
+    for every place a parameter is registered; ``shapes``, ``shards`` and ``full`` are per
+    distinct parameter, in order of first registration; ``group`` is the process group
+    (None: the world)."""
 
     def __init__(self, registrations, group, mp_policy):
         self.group, self.mp_policy = group, mp_policy
@@ -40,18 +41,22 @@ class ParamGroup:
         originals = {}  # id -> the parameter, in order of first registration
         for module, name in registrations:
             originals.setdefault(id(module._parameters[name]), module._parameters[name])
-        self.params = list(originals.values())
-        self.slots = [(module, name, list(originals).index(id(module._parameters[name])))
+        originals = list(originals.values())
+        self.slots = [(module, name, [id(p) for p in originals].index(id(module._parameters[name])))
                       for module, name in registrations]
-        self.dtype = self.params[0].dtype if self.params else None
-        self.sizes = [p.numel() for p in self.params]
-        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.params))]
+        # only the originals' shapes are kept: holding the Parameters would keep every full
+        # array alive next to the shards (the memory fully_shard is there to save)
+        self.shapes = [tuple(p.shape) for p in originals]
+        self.dtype = originals[0].dtype if originals else None
+        self._template = self._zeros_like(originals[0].array) if originals else None  # device + array module
+        self.sizes = [p.numel() for p in originals]
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(originals))]
         total = sum(self.sizes)
         self.shard_size = -(-total // self.world_size) if total else 0  # ceil: the padding is in the last shards
         self.padded_size = self.shard_size * self.world_size
-        self.shard_flat = self._fill_shard() if self.params else None  # a root whose blocks hold everything
-        self.shards = [self._shard_parameter(i) for i in range(len(self.params))]
-        self.full = [Parameter(Tensor._wrap(self._empty(0, p.dtype)), p.requires_grad) for p in self.params]
+        self.shard_flat = self._fill_shard(originals) if originals else None  # a root whose blocks hold everything
+        self.shards = [self._shard_parameter(i, p.requires_grad) for i, p in enumerate(originals)]
+        self.full = [Parameter(Tensor._wrap(self._empty(0, p.dtype)), p.requires_grad) for p in originals]
         self.hooks = [f.register_post_accumulate_grad_hook(self._grad_ready) for f in self.full if f.requires_grad]
         self.state = None
         self.pending = set()  # ids of the full parameters whose gradients this backward still brings
@@ -60,16 +65,19 @@ class ParamGroup:
         self.state = SHARDED
 
     # ---- the shards --------------------------------------------------------------------
-    def _empty(self, size, dtype):
-        first = self.params[0].array
-        with backend.switch_to((first,)) or contextlib.nullcontext():
-            return get_array_module(first).zeros(size, dtype)
+    @staticmethod
+    def _zeros_like(array, size=0, dtype=None):
+        with backend.switch_to((array,)) or contextlib.nullcontext():
+            return get_array_module(array).zeros(size, dtype or array.dtype)
 
-    def _fill_shard(self):
+    def _empty(self, size, dtype):
+        return self._zeros_like(self._template, size, dtype)
+
+    def _fill_shard(self, originals):
         """This rank's piece of the padded flat layout, copied from the original parameters."""
         shard = self._empty(self.shard_size, self.dtype)
         begin = self.rank * self.shard_size
-        for p, offset, size in zip(self.params, self.offsets, self.sizes):
+        for p, offset, size in zip(originals, self.offsets, self.sizes):
             lo, hi = max(offset, begin), min(offset + size, begin + self.shard_size)
             if lo < hi:
                 shard[lo - begin:hi - begin] = p.array.reshape(-1)[lo - offset:hi - offset]
@@ -83,9 +91,9 @@ class ParamGroup:
         hi = max(lo, min(self.offsets[i] + self.sizes[i], begin + self.shard_size))
         return lo - begin, hi - begin, lo - self.offsets[i]
 
-    def _shard_parameter(self, i):
+    def _shard_parameter(self, i, requires_grad):
         lo, hi, _ = self.local_range(i)
-        shard = Parameter(Tensor._wrap(self.shard_flat[lo:hi]), self.params[i].requires_grad)
+        shard = Parameter(Tensor._wrap(self.shard_flat[lo:hi]), requires_grad)
         shard._fsdp_shard = True  # fully_shard refuses a module that holds one: apply it bottom-up
         return shard
 
@@ -98,7 +106,7 @@ class ParamGroup:
         """Launch the all-gather of the full parameters in ``dtype`` (default: the policy's
         param_dtype, else the parameters' own); ``finish_unshard`` waits for it and installs
         them. Nothing happens if they are installed already or on their way."""
-        if self.state == UNSHARDED or self._gathering is not None or not self.params:
+        if self.state == UNSHARDED or self._gathering is not None or not self.shapes:
             return
         dtype = dtype or self.mp_policy.param_dtype or self.dtype
         source = self.shard_flat if dtype == self.dtype else self.shard_flat.astype(dtype)
@@ -116,8 +124,8 @@ class ParamGroup:
         self._gathering = None
         if work is not None:
             work.wait()
-        for f, p, offset, size in zip(self.full, self.params, self.offsets, self.sizes):
-            f.array = flat[offset:offset + size].reshape(p.shape)
+        for f, shape, offset, size in zip(self.full, self.shapes, self.offsets, self.sizes):
+            f.array = flat[offset:offset + size].reshape(shape)
         self._swap(self.full)
         self.state = UNSHARDED
 
