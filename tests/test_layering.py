@@ -2,6 +2,7 @@
 
 The layers, bottom to top (a module may import its own layer and those below it):
 
+  timing          the phase timer and trace every layer records into (it imports nothing of dtrain)
   tensor          the autograd core: Tensor, Function, ops, the backward walk
   tensor facades  torch paths over the core alone: autograd, linalg, cuda, accelerator,
                   backends, serialization (the launcher asks cuda which GPUs there are, and
@@ -34,6 +35,7 @@ from dtrain.data import sampler
 ROOT = pathlib.Path(dtrain.__file__).parent
 
 LAYERS = [
+    ("timing", {"timing"}),
     ("tensor", {"tensor"}),
     ("tensor facades", {"autograd", "linalg", "cuda", "accelerator", "backends", "serialization"}),
     ("nn/optim/data", {"nn", "optim", "data"}),
