@@ -4,6 +4,7 @@ import heapq
 
 import numpy
 
+from ..timing import phase
 from . import anomaly, backend
 from .function import SliceGrad, unbroadcast
 from .grad_mode import no_grad
@@ -32,7 +33,7 @@ def run_backward(root, gradient, retain_graph):
             raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)} but the output has "
                                f"shape {tuple(root.shape)}")
         external = True
-    with no_grad():
+    with no_grad(), phase("backward"):
         if root.grad_fn is None:
             _accumulate(root, grad, owned=False)
         else:
