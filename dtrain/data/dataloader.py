@@ -13,6 +13,7 @@ import threading
 import weakref
 
 from ..tensor import backend
+from ..timing import phase
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, check_generator, draw_seed
@@ -191,7 +192,8 @@ class _SingleThreadIter(_BaseIter):
         self._fetcher = loader._fetcher_factory()()
 
     def __next__(self):
-        return self._fetcher.fetch(next(self._index_iter))
+        with phase("data-wait"):
+            return self._fetcher.fetch(next(self._index_iter))
 
 
 class _ThreadIter(_BaseIter):
@@ -249,7 +251,8 @@ class _ThreadIter(_BaseIter):
     def __next__(self):
         while self._rcvd_idx < self._send_idx:
             if self._rcvd_idx not in self._buffer:
-                self._receive()
+                with phase("data-wait"):
+                    self._receive()
                 continue
             idx = self._rcvd_idx
             data = self._buffer.pop(idx)

@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy
 
 from ..tensor import Tensor, backend, dtypes
+from ..timing import phase
 from ..tensor.grad_mode import enable_grad
 from ..tensor.tensor import zero_grads
 
@@ -93,8 +94,9 @@ class Optimizer:
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns ``closure()``'s loss (if given)."""
         loss = self._run_closure(closure)
-        for group in self.param_groups:
-            self._update_group(group)
+        with phase("optimizer"):
+            for group in self.param_groups:
+                self._update_group(group)
         return loss
 
     def _update_group(self, group):
