@@ -16,6 +16,7 @@ from .launch_status import exit_report, mark_left
 from .errors import AbortOnError, DistBackendError, DistError
 from .local import LocalProcessGroup
 from .process_group import ProcessGroup, check_rank, invalid_ranks
+from ..timing import set_rank
 from .work import seconds
 
 BACKENDS = ("mpi", "nccl")
@@ -170,6 +171,7 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
             from . import nccl
             world = nccl.NCCLProcessGroup(world, _state.local_rank, timeout)
     _state.world = world
+    set_rank(world.rank())  # the name of this rank's trace file (DTRAIN_TRACE)
 
 
 class _InitDeadline:

@@ -38,6 +38,7 @@ import sys
 import numpy
 
 from ..tensor.backend import cupy, is_cuda_array
+from ..timing import phase
 from .env import check_agrees
 from .errors import DistBackendError
 from . import chunking
@@ -314,7 +315,8 @@ class MPIProcessGroup(ProcessGroup):
 
         if on_thread:
             return self.thread.submit(name, task, self.timeout, op.timeout_message, lane=self.gid)
-        task()
+        with phase("comm-wait"):  # a blocking collective: this thread waits for the peers
+            task()
         return CompletedWork(name) if async_op else None
 
     def _failed(self, name, error):

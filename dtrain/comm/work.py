@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import timedelta
 
+from ..timing import phase, traced
 from .errors import DistError, DistTimeoutError
 
 
@@ -47,7 +48,9 @@ class Work:
             DistError: the operation failed (its error is the ``__cause__``).
         """
         limit = seconds(timeout) if timeout is not None else self.timeout
-        if not self._wait(limit):
+        with phase("comm-wait"):
+            finished = self._wait(limit)
+        if not finished:
             if self.explain is not None:  # names the collective, its number and the ranks not there
                 raise DistTimeoutError(self.explain(limit))
             raise DistTimeoutError(f"{self.name} did not finish within {limit} s (a rank may have failed or "
@@ -238,7 +241,8 @@ class _Lane:
                 return
             fn, work = item
             try:
-                fn()
+                with traced(work.name):  # the trace's comm track (DTRAIN_TRACE)
+                    fn()
             except BaseException as e:  # handed to the waiter: wait() re-raises it
                 work.error = e
             work.done.set()
