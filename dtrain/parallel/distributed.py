@@ -7,6 +7,7 @@ from .. import comm as dist
 from ..nn.module import Module
 from ..tensor import Tensor, backend, is_grad_enabled, no_grad, reachable_leaves
 from ..tensor.backend import get_array_module
+from ..timing import phase
 from .reducer import Reducer
 
 
@@ -141,7 +142,8 @@ class DistributedDataParallel(Module):
         self.reducer.maybe_rebuild()
         if self.broadcast_buffers:
             self._sync_buffers(src)
-        output = self.module(*inputs, **kwargs)
+        with phase("forward"):
+            output = self.module(*inputs, **kwargs)
         if is_grad_enabled():
             unused = self._unused_parameters(output) if self.find_unused_parameters and sync else ()
             self.reducer.prepare_for_backward(unused, sync)

@@ -24,6 +24,7 @@ from .. import comm as dist
 from ..tensor.backend import asnumpy, cupy, device_of, get_array_module, is_cuda_array
 from .bucket_reduction import Bucket, GradBucket, ShardedReduceScatter, choose_strategy
 from .comm_hooks import allreduce_hook
+from .stragglers import StragglerWatch
 
 FIRST_BUCKET_BYTES = 1024 * 1024
 
@@ -101,6 +102,7 @@ class Reducer:
         self.ready_order = None  # the order gradients became ready in the first synchronized pass
         self.unused = ()  # indices of parameters forward did not use
         self.stats, self.device_wait = {}, None
+        self.stragglers = StragglerWatch(process_group)  # every N passes: the ranks' phase times, with the buckets
         self._build(list(reversed(range(len(params)))))
         mine = {id(p) for p in params}
         for other in list(_live):
@@ -242,7 +244,9 @@ class Reducer:
             used, work = self.used_work
             work.wait()
             used = asnumpy(used)
+        self.stragglers.launch(self.params[0].array)
         averages = [self.strategy.finish(b) for b in self.buckets]  # where each bucket's averages are
+        self.stragglers.finish()
         t_done = time.perf_counter()
         if timed is not None:
             timed = (timed, self._device_mark())
@@ -323,10 +327,12 @@ class Reducer:
             b.buffer[...] = 0
             is_last = b.index == len(self.buckets) - 1
             futures.append(self.hook(self.hook_state, GradBucket(b, self.params, is_last, self.div_factor)))
+        self.stragglers.launch(self.params[0].array)  # as the ranks with data do
         if used is not None:
             used[1].wait()
         for future in futures:
             future.wait()
+        self.stragglers.finish()
         self.iterations += 1
         if not self.rebuilt:
             self.ready_order = None
