@@ -1,6 +1,8 @@
 """The autograd core: Tensor, Function, ops, creation, grad modes, gradcheck."""
 from . import methods  # noqa: F401  (binds operators and methods onto Tensor)
 from .backend import Device, get_array_module
+from .deterministic import (are_deterministic_algorithms_enabled,  # noqa: F401
+                            is_deterministic_algorithms_warn_only_enabled, use_deterministic_algorithms)
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace,  # noqa: F401
                        ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros,
                        zeros_like)

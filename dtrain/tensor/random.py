@@ -119,3 +119,10 @@ def permutation_array(n, dtype, device, generator=None):
     rng = _rng(device, generator)
     with backend.device_guard(device):
         return rng.permutation(n).astype(dtype, copy=False)
+
+
+def philox_generator(key):
+    """A host (NumPy) generator over Philox, counter-based, keyed by ``key`` (two 64-bit
+    words): the same key gives the same stream on every process, whatever drew before it
+    (deterministic mode's per-sample streams, :mod:`dtrain.tensor.deterministic`)."""
+    return numpy.random.Generator(numpy.random.Philox(key=key))

@@ -13,12 +13,11 @@ import warnings
 from .. import backend, dtypes
 from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
-from ..random import uniform_array
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
 from .linalg import linear, matmul
 from .activation import softmax
-from .dropout import dropout
+from .dropout import dropout, keep_mask
 from .padding import pad
 from .shape import cat
 
@@ -87,7 +86,7 @@ class ScaledDotProductAttention(Function):
         st /= total
         self.factor = None
         if dropout_p > 0:
-            keep = uniform_array(st.shape, 0.0, 1.0, st.dtype, backend.device_of(st)) >= dropout_p
+            keep = keep_mask(st.shape, dropout_p, st.dtype, backend.device_of(st))
             self.factor = keep.astype(st.dtype)
             self.factor *= 1 / (1 - dropout_p) if dropout_p < 1 else 0
         pt = st if self.factor is None else st * self.factor

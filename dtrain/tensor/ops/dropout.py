@@ -1,7 +1,10 @@
 """Dropout: elementwise (dropout) and of whole channels (dropout1d, dropout2d, dropout3d); the
-mask comes from dtrain's generator of the input's device and is applied as a constant factor."""
+mask comes from dtrain's generator of the input's device (in deterministic mode inside a
+per-sample scope: from each sample's own stream, see :mod:`dtrain.tensor.deterministic`) and
+is applied as a constant factor."""
 import warnings
 
+from ..deterministic import per_sample_uniform
 from ..function import on_input_device
 from ..random import uniform_array
 from ._checks import check_float
@@ -37,11 +40,20 @@ def _apply_mask(input, p, mask_shape):
     """``input`` times a 0 / (1 / (1 - p)) mask of ``mask_shape`` (broadcast over the rest)."""
     if p == 0 or input.numel() == 0:
         return input
-    keep = uniform_array(mask_shape, 0.0, 1.0, input.dtype, input.device) >= p
-    mask = keep.astype(input.dtype)
+    mask = keep_mask(mask_shape, p, input.dtype, input.device).astype(input.dtype)
     if p < 1:
         mask *= 1 / (1 - p)
     return Scale.apply(input, factor=mask)
+
+
+def keep_mask(shape, p, dtype, device):
+    """The boolean mask of the elements dropout keeps (each with probability 1 - p): drawn
+    per sample (row) in deterministic mode inside a per-sample scope, else from the
+    generator of ``device``. Attention's dropout draws through here too."""
+    u = per_sample_uniform(shape, dtype, device)
+    if u is None:
+        u = uniform_array(shape, 0.0, 1.0, dtype, device)
+    return u >= p
 
 
 def _channel_dropout(input, p, training, batched, op):
