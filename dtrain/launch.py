@@ -66,6 +66,8 @@ from .comm.launch_status import (STATUS_ENV, exit_report, has_left, left_preempt
                                  record_failure, register_supervisor, supervisor_pids, was_preempted)
 from .comm.lifecycle import LAUNCHED_ENV, finish
 from .preemption import EXIT_PREEMPTED
+from .timing import merge as merge_trace
+from .timing.phases import TRACE_ENV
 
 TERM_GRACE_ENV = "DTRAIN_TERM_GRACE"
 MPIEXEC_ENV = "DTRAIN_MPIEXEC"
@@ -219,6 +221,7 @@ def spawn(nproc, argv):
         sys.exit("dtrain.launch: --nproc needs mpiexec, found neither on PATH nor beside "
                  f"{sys.executable}: pip install dtrain[mpi] (mpi4py + the mpich wheel)")
     grace = _term_grace()
+    started = time.time()
     status = tempfile.mkdtemp(prefix="dtrain-launch-")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # N ranks x all-core BLAS threads would oversubscribe the CPUs
@@ -263,6 +266,8 @@ def spawn(nproc, argv):
         failure = read_failure(status)
         preempted = was_preempted(status)
         shutil.rmtree(status, ignore_errors=True)
+    if os.environ.get(TRACE_ENV):
+        _merge_trace(os.environ[TRACE_ENV], started)
     if failure is not None:  # the first failing rank's report, once, after mpiexec's own output
         sys.stderr.write(failure[1])
         sys.stderr.flush()
@@ -280,6 +285,14 @@ def spawn(nproc, argv):
         _say(f"mpiexec exited with code {code} without a rank reporting a failure "
              f"(a rank killed by a signal, or mpiexec itself failed)")
     return code
+
+
+def _merge_trace(directory, started):
+    """Merge the trace files the ranks wrote at exit (DTRAIN_TRACE) into one timeline."""
+    try:
+        _say(f"trace: {merge_trace(directory, since=started)} (one track per rank: open it in https://ui.perfetto.dev)")
+    except (OSError, ValueError) as e:  # a rank killed before writing its file, a full disk: the job's code stands
+        _say(f"trace: not merged: {e}")
 
 
 def _watch(proc, status, signalled, grace):

@@ -100,6 +100,8 @@ def merge(directory, since=None):
 
 
 def _write_at_exit():
+    if not phases.events:  # the launcher and its supervisors time nothing: they must not overwrite rank 0's file
+        return
     try:
         write_rank(os.environ[phases.TRACE_ENV])
     except OSError as e:  # the job's result matters more than its trace
