@@ -15,6 +15,7 @@ from ..tensor import Tensor, backend, dtypes
 from ..timing import phase
 from ..tensor.grad_mode import enable_grad
 from ..tensor.tensor import zero_grads
+from .step_hooks import register_optimizer_step_pre_hook, with_step_hooks  # noqa: F401 (torch.optim.optimizer's)
 
 
 class Optimizer:
@@ -36,6 +37,11 @@ class Optimizer:
 
     # a state tensor of one or more dims is shaped like its parameter (LBFGS keeps flat vectors)
     state_shaped_like_params = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in vars(cls):  # every step() runs the global pre-hooks first (step_hooks.py)
+            cls.step = with_step_hooks(vars(cls)["step"])
 
     def __init__(self, params, defaults):
         self.defaults = defaults
@@ -91,6 +97,7 @@ class Optimizer:
         ``set_to_none=False``."""
         zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
+    @with_step_hooks
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns ``closure()``'s loss (if given)."""
         loss = self._run_closure(closure)
