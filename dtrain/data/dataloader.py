@@ -5,10 +5,17 @@ NumPy kernels that do the work release the GIL. Each worker has its own task que
 all share one result queue; the main thread hands out batch indices round-robin, keeps at
 most ``prefetch_factor * num_workers`` batches in flight, and yields them in order.
 The workers run with the CUDA device that is current in the thread that starts them.
+
+``state_dict()`` / ``load_state_dict()`` (torchdata's StatefulDataLoader names) resume a
+pass in its middle. The loader counts the batches and samples it *yielded to its user*,
+not those its workers fetched ahead, and asks its sampler for the state after that many
+(see sampler.py): prefetched batches that were never yielded are loaded again, none is
+lost or repeated.
 """
 import functools
 import itertools
 import queue
+import reprlib
 import threading
 import weakref
 
@@ -16,7 +23,8 @@ from ..tensor import backend
 from ..timing import phase
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
-from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, check_generator, draw_seed
+from .sampler import (BatchSampler, RandomSampler, Sampler, SequentialSampler, _ResumableSampler, check_generator,
+                      draw_seed)
 
 _local = threading.local()
 
@@ -171,13 +179,42 @@ class _WorkerPool:
                 t.join(self.join_timeout)  # a worker stuck past the timeout is left behind (daemon)
 
 
+class _Progress:
+    """What one iterator of a loader has yielded to its user: batches, samples, and the pass
+    of the sampler those samples count in (its token, taken with the first index)."""
+
+    def __init__(self, base_seed, batches=0):
+        self.base_seed, self.batches, self.samples, self.token = base_seed, batches, 0, None
+
+    def add(self, index, auto_collation):
+        self.batches += 1
+        self.samples += len(index) if auto_collation and index is not None else 1
+
+
 class _BaseIter:
     def __init__(self, loader):
         self._loader = loader
-        self._index_iter = iter(loader._index_sampler)
+        source = loader._resumable_source
+        resumed = loader._resume_seed is not None and source is not None and source._resumes_next()
+        skip, loader._skip_batches = loader._skip_batches, 0
         # drawn whatever num_workers is, as PyTorch does, so a seeded shuffle gives the same
-        # order with and without workers (the sampler draws its own seed after this one)
-        self._base_seed = draw_seed(loader.generator)
+        # order with and without workers (the sampler draws its own seed after this one); a
+        # resumed pass takes the saved pass's seed instead, drawing nothing, as it drew nothing
+        self._base_seed = loader._resume_seed if resumed or skip else draw_seed(loader.generator)
+        loader._resume_seed = None
+        self._index_iter = iter(loader._index_sampler)
+        # a sampler without a state of its own is fast-forwarded: only indices are drawn, no data
+        for _ in itertools.islice(self._index_iter, skip):
+            pass
+        self._progress = loader._progress = _Progress(self._base_seed, skip)
+
+    def _next_index(self):
+        index = next(self._index_iter)
+        progress = self._progress
+        if progress.token is None:
+            source = self._loader._resumable_source
+            progress.token = source._pass_token if source is not None else False
+        return index
 
     def __iter__(self):
         return self
@@ -193,7 +230,11 @@ class _SingleThreadIter(_BaseIter):
 
     def __next__(self):
         with phase("data-wait"):
-            return self._fetcher.fetch(next(self._index_iter))
+            index = self._next_index()
+            try:
+                return self._fetcher.fetch(index)
+            finally:  # a batch that raised is passed too: the next call goes on with the next one
+                self._progress.add(index, self._loader._auto_collation)
 
 
 class _ThreadIter(_BaseIter):
@@ -214,6 +255,7 @@ class _ThreadIter(_BaseIter):
         self._active = [True] * loader.num_workers
         self._workers = itertools.cycle(range(loader.num_workers))
         self._task_worker = {}  # batch idx -> worker id
+        self._task_index = {}  # batch idx -> its indices, counted when the batch reaches the user
         self._buffer = {}  # results that arrived ahead of their turn
         self._send_idx = self._rcvd_idx = 0
         self._limit = loader.prefetch_factor * loader.num_workers
@@ -223,7 +265,7 @@ class _ThreadIter(_BaseIter):
     def _dispatch(self):
         while not self._sampler_done and self._send_idx - self._rcvd_idx < self._limit and any(self._active):
             try:
-                index = next(self._index_iter)
+                index = self._next_index()
             except StopIteration:
                 self._sampler_done = True
                 return
@@ -232,6 +274,7 @@ class _ThreadIter(_BaseIter):
                 w = next(self._workers)
             self._pool.tasks[w].put((self._epoch, self._send_idx, index))
             self._task_worker[self._send_idx] = w
+            self._task_index[self._send_idx] = index
             self._send_idx += 1
 
     def _receive(self):
@@ -257,9 +300,12 @@ class _ThreadIter(_BaseIter):
             idx = self._rcvd_idx
             data = self._buffer.pop(idx)
             worker = self._task_worker.pop(idx)
+            index = self._task_index.pop(idx)
             self._rcvd_idx += 1
             if data is _EXHAUSTED:
                 self._active[worker] = False
+            else:
+                self._progress.add(index, self._loader._auto_collation)
             self._dispatch()
             if isinstance(data, _Failure):
                 data.reraise(idx)  # the next call goes on with the next batch, as in PyTorch
@@ -348,6 +394,8 @@ class DataLoader:
         self.pin_memory, self.timeout, self.worker_init_fn = pin_memory, timeout, worker_init_fn
         self.generator, self.persistent_workers = generator, persistent_workers
         self._pool = None
+        self._progress = _Progress(None)  # the latest iterator's (what state_dict reports)
+        self._resume_seed, self._skip_batches = None, 0  # a loaded state, for the next iterator
         self._initialized = True
 
     def __setattr__(self, attr, value):
@@ -363,6 +411,73 @@ class DataLoader:
     @property
     def _index_sampler(self):
         return self.batch_sampler if self._auto_collation else self.sampler
+
+    @property
+    def _resumable_source(self):
+        """The sampler of indices whose state says where a pass is, or None (then a resume
+        fast-forwards the index sampler by batches)."""
+        if isinstance(self.batch_sampler, BatchSampler):
+            source = self.batch_sampler.sampler
+        else:
+            source = self.sampler if self.batch_sampler is None else None
+        return source if isinstance(source, _ResumableSampler) else None
+
+    def state_dict(self):
+        """Where the current pass is, counting the batches yielded to the caller (batches the
+        workers loaded ahead are not counted: after a resume they are loaded again).
+
+        Returns:
+            dict: ``batches_yielded``, ``samples_yielded`` (this process's, in the latest
+            pass), ``base_seed`` (the workers' base seed of that pass) and ``sampler``: the
+            sampler's state after those samples (a DistributedSampler's counts all ranks, so it
+            resumes on another world size), or None for a sampler without one.
+
+        Example:
+            >>> for i, batch in enumerate(loader):
+            ...     if i == 9:
+            ...         state = loader.state_dict()   # resumes at the 11th batch
+            ...         break
+        """
+        progress, source = self._progress, self._resumable_source
+        sampler_state = None
+        if source is not None:
+            # the count is of the sampler's current pass only: after set_epoch or another
+            # iter(sampler) the sampler's own count is the one that holds
+            sampler_state = (source._state_after(progress.samples) if progress.token is source._pass_token
+                             else source.state_dict())
+        return {"batches_yielded": progress.batches, "samples_yielded": progress.samples,
+                "base_seed": progress.base_seed, "sampler": sampler_state}
+
+    def load_state_dict(self, state_dict):
+        """Resume: the next ``iter(loader)`` yields the batch after the last one counted in
+        ``state_dict`` (a :meth:`state_dict` of a loader over the same data, in the same order).
+
+        A DistributedSampler's state resumes with any ``num_replicas`` (call this on every
+        rank); a SequentialSampler's or RandomSampler's replays the saved pass's order; any
+        other sampler or batch_sampler is fast-forwarded by ``batches_yielded`` batches of
+        indices (no data is loaded), which continues the pass only if it draws the same order
+        again.
+
+        Raises:
+            ValueError: the state is no such dict, or the sampler refuses its part (other
+                settings), or the dataset is an IterableDataset and the pass is under way.
+        """
+        keys = {"batches_yielded", "samples_yielded", "base_seed", "sampler"}
+        if not isinstance(state_dict, dict) or not keys <= set(state_dict):
+            raise ValueError(f"DataLoader.load_state_dict: expected a DataLoader.state_dict(), got "
+                             f"{type(state_dict).__name__} {reprlib.repr(state_dict)}")
+        batches, source = state_dict["batches_yielded"], self._resumable_source
+        if self._is_iterable and batches:
+            raise ValueError(f"DataLoader.load_state_dict: cannot resume an IterableDataset "
+                             f"({type(self.dataset).__name__}) {batches} batches into its stream: dtrain does not "
+                             f"know how to skip ahead in it; resume at a pass boundary, or use a map-style dataset")
+        if source is not None and state_dict["sampler"] is not None:
+            source.load_state_dict(state_dict["sampler"])
+            self._skip_batches = 0
+        else:
+            self._skip_batches = int(batches)
+        self._resume_seed = state_dict["base_seed"]
+        self._progress = _Progress(self._resume_seed, self._skip_batches)
 
     def _fetcher_factory(self):
         # a partial, not a bound method: worker threads must not keep the loader alive

@@ -3,7 +3,15 @@
 A sampler is an iterable of indices with ``__len__``; one whose order changes per epoch
 draws fresh randomness at each ``iter()`` (or, for rank-aware samplers, derives it from
 ``seed + epoch`` given by ``set_epoch``).
+
+SequentialSampler, RandomSampler and DistributedSampler are resumable mid-pass (torchdata's
+StatefulDataLoader protocol): ``state_dict()`` records where the current pass is, and after
+``load_state_dict(state)`` the next ``iter()`` continues with the next index. A DataLoader
+asks them for the state after the batches it *yielded* (not the ones its workers prefetched).
+DistributedSampler's state is global (samples consumed by all ranks together), so it resumes
+on any number of ranks.
 """
+import itertools
 import numbers
 import warnings
 
@@ -48,7 +56,53 @@ class Sampler:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__")
 
 
-class SequentialSampler(Sampler):
+def _check_state(owner, state, expected):
+    """``state`` as a dict holding ``expected``'s keys, each equal to the value given (None: any
+    int >= 0); ValueError naming the key and both values otherwise."""
+    if not isinstance(state, dict) or not set(expected) <= set(state):
+        missing = sorted(set(expected) - set(state)) if isinstance(state, dict) else sorted(expected)
+        raise ValueError(f"{owner}.load_state_dict: expected a state_dict() of {owner}, got "
+                         f"{type(state).__name__} lacking {missing}")
+    for key, value in expected.items():
+        got = state[key]
+        if value is None:
+            if not isinstance(got, numbers.Integral) or isinstance(got, bool) or got < 0:
+                raise ValueError(f"{owner}.load_state_dict: {key} must be an int >= 0, got {got!r}")
+        elif isinstance(got, bool) != isinstance(value, bool) or got != value:
+            raise ValueError(f"{owner}.load_state_dict: the state was saved with {key}={got!r}, this sampler has "
+                             f"{key}={value!r}: the resumed pass would not continue the saved order; build the "
+                             f"sampler with the saved settings")
+    return state
+
+
+class _ResumableSampler(Sampler):
+    """A sampler that knows where its current pass is: ``state_dict()`` / ``load_state_dict()``.
+
+    Subclasses call ``_begin_pass()`` in ``__iter__`` and wrap the pass in ``_counted``; they
+    define ``_state_after(yielded)``: the state to resume after ``yielded`` indices of the
+    current pass (a DataLoader passes the count of what it gave its user, which is behind
+    what the sampler produced when workers prefetch)."""
+
+    _yielded = 0
+    _pass_token = None  # a new object per pass: a DataLoader checks its count is of this pass
+
+    def _begin_pass(self, already=0):
+        self._pass_token, self._yielded = object(), int(already)
+        return self._pass_token
+
+    def _counted(self, indices, token):
+        for i in indices:
+            if self._pass_token is token:  # an older pass's iterator no longer counts
+                self._yielded += 1
+            yield i
+
+    def state_dict(self):
+        """Where the current pass is: ``load_state_dict`` of it makes the next ``iter()``
+        continue with the index after the last one this sampler produced."""
+        return self._state_after(self._yielded)
+
+
+class SequentialSampler(_ResumableSampler):
     """Indices 0, 1, ..., len(data_source) - 1 in order.
 
     Example:
@@ -58,15 +112,31 @@ class SequentialSampler(Sampler):
 
     def __init__(self, data_source):
         self.data_source = data_source
+        self._skip, self._resuming = 0, False  # a loaded state's position, for the next pass
 
     def __iter__(self):
-        return iter(range(len(self.data_source)))
+        skip, self._skip, self._resuming = self._skip, 0, False
+        return self._counted(range(skip, len(self.data_source)), self._begin_pass(skip))
+
+    def _state_after(self, yielded):
+        return {"samples_yielded": yielded, "dataset_len": len(self.data_source)}
+
+    def load_state_dict(self, state):
+        """Resume: the next ``iter()`` starts after the ``samples_yielded`` indices of the state."""
+        _check_state("SequentialSampler", state, {"samples_yielded": None, "dataset_len": len(self.data_source)})
+        skip = int(state["samples_yielded"])
+        self._resuming = skip < len(self.data_source)  # a finished pass: the next one is whole
+        self._skip = skip if self._resuming else 0
+        self._begin_pass(self._skip)
+
+    def _resumes_next(self):
+        return self._resuming
 
     def __len__(self):
         return len(self.data_source)
 
 
-class RandomSampler(Sampler):
+class RandomSampler(_ResumableSampler):
     """Indices in random order: a fresh permutation each epoch, or draws with replacement.
 
     Args:
@@ -90,6 +160,8 @@ class RandomSampler(Sampler):
         if not isinstance(replacement, bool):
             raise TypeError(f"replacement should be a boolean value, but got replacement={replacement}")
         _check_positive_int("num_samples", self.num_samples)
+        self._pass_rng = None  # the generator state the current pass began with
+        self._resume = None  # a loaded (generator state, indices to skip), for the next pass
 
     @property
     def num_samples(self):
@@ -97,14 +169,49 @@ class RandomSampler(Sampler):
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
     def __iter__(self):
+        generator = self.generator if self.generator is not None else random.Generator()
+        if self._resume is not None:  # replay the saved pass's draws (the default generator is not drawn from)
+            (rng, skip), self._resume = self._resume, None
+            generator.set_state(rng)
+        else:
+            skip = 0
+            if self.generator is None:
+                generator.manual_seed(draw_seed())
+        self._pass_rng = generator.get_state()
+        token = self._begin_pass(skip)
+        return self._counted(itertools.islice(self._draw(generator), skip, None), token)
+
+    def _draw(self, generator):
         n = len(self.data_source)
-        generator = self.generator if self.generator is not None else random.Generator().manual_seed(draw_seed())
         if self.replacement:
             yield from random.integers_array(0, n, (self.num_samples,), dtypes.int64, backend.CPU, generator).tolist()
             return
         for _ in range(self.num_samples // n):
             yield from randperm_list(n, generator)
         yield from randperm_list(n, generator)[:self.num_samples % n]
+
+    def _state_after(self, yielded):
+        # before any pass there is no order to replay: generator None resumes with a new pass
+        return {"generator": self._pass_rng, "samples_yielded": yielded, "num_samples": self.num_samples,
+                "replacement": self.replacement}
+
+    def load_state_dict(self, state):
+        """Resume: the next ``iter()`` redraws the saved pass's order (from the generator state
+        it began with) and continues after its ``samples_yielded`` indices."""
+        _check_state("RandomSampler", state, {"samples_yielded": None, "num_samples": self.num_samples,
+                                              "replacement": self.replacement})
+        if state.get("generator") is not None and not isinstance(state["generator"], dict):
+            raise ValueError(f"RandomSampler.load_state_dict: the generator state is "
+                             f"{type(state['generator']).__name__}, not a Generator.get_state() dict or None")
+        skip = int(state["samples_yielded"])
+        # a finished pass (or none begun): the next one draws a new order, as without the stop
+        fresh = skip >= self.num_samples or state["generator"] is None
+        self._resume = None if fresh else (state["generator"], skip)
+        self._pass_rng = state["generator"]
+        self._begin_pass(skip)
+
+    def _resumes_next(self):
+        return self._resume is not None
 
     def __len__(self):
         return self.num_samples
@@ -156,8 +263,13 @@ class BatchSampler(Sampler):
         self.drop_last = drop_last
 
     def __iter__(self):
+        # the sampler's pass begins at iter(), not at the first batch: a DataLoader's state
+        # taken before its first batch is then of this pass
+        return self._batches(iter(self.sampler))
+
+    def _batches(self, indices):
         batch = []
-        for index in self.sampler:
+        for index in indices:
             batch.append(index)
             if len(batch) == self.batch_size:
                 yield batch
@@ -193,7 +305,7 @@ def _process_group_default(what, getter):
     return getattr(source, getter)()
 
 
-class DistributedSampler(Sampler):
+class DistributedSampler(_ResumableSampler):
     """The share of the dataset's indices that one rank reads, as
     ``torch.utils.data.distributed.DistributedSampler``.
 
@@ -204,6 +316,16 @@ class DistributedSampler(Sampler):
     apart from the padding. Call ``set_epoch(epoch)`` at the start of every epoch: without it
     every epoch repeats the same order (a warning says so once, at the end of a second full
     pass at one epoch without set_epoch between).
+
+    Mid-epoch resume, on any number of ranks: ``state_dict()`` records the epoch, the seed
+    and how many samples of the epoch's order all ranks together consumed (the ranks move
+    in step, as under DDP: after each rank took k indices, positions 0 .. k*num_replicas - 1
+    of the order are done). After ``load_state_dict(state)`` (on every rank, with any
+    ``num_replicas``), the next ``iter()`` at that epoch deals out the rest of the order,
+    from the next global position, as a pass of its own: padded (or, with ``drop_last``,
+    cut) to a multiple of the new ``num_replicas``, and ``len()`` is that pass's length.
+    ``set_epoch`` to another epoch drops the loaded position; ``set_epoch`` to the loaded
+    epoch keeps it (so a loop that calls ``set_epoch(epoch)`` first resumes correctly).
 
     Args:
         dataset: a sized dataset.
@@ -220,6 +342,8 @@ class DistributedSampler(Sampler):
         >>> for epoch in range(epochs):
         ...     sampler.set_epoch(epoch)
         ...     for x, y in DataLoader(dataset, batch_size=32, sampler=sampler): ...
+        >>> state = sampler.state_dict()   # mid-epoch, at 4 ranks
+        >>> DistributedSampler(dataset, num_replicas=2, rank=r).load_state_dict(state)  # goes on at 2
     """
 
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
@@ -243,21 +367,40 @@ class DistributedSampler(Sampler):
         self.total_size = self.num_samples * self.num_replicas
         self._completed_epoch = None  # the epoch of the last full pass, for the set_epoch warning
         self._warned = False
+        self._resume_at = None  # (epoch, global position) of a loaded state, for the next pass at that epoch
+        self._pass_start = 0  # the global position the current pass began at
+
+    def _start(self):
+        """The global position the next pass at ``self.epoch`` begins at."""
+        return self._resume_at[1] if self._resume_at is not None and self._resume_at[0] == self.epoch else 0
+
+    def _pass_size(self, start):
+        """Indices per rank of a pass that begins at global position ``start``."""
+        rest = max(0, len(self.dataset) - start)
+        return rest // self.num_replicas if self.drop_last else -(-rest // self.num_replicas)
 
     def __iter__(self):
         n = len(self.dataset)
+        start = self._start()
+        self._resume_at = None
         if self.shuffle:
             # seed + epoch wraps modulo 2**64, as torch.Generator.manual_seed does
             indices = randperm_list(n, random.Generator().manual_seed((self.seed + self.epoch) % 2 ** 64))
         else:
             indices = list(range(n))
+        # from a resumed position the rest of the order is dealt out as a pass of its own (at
+        # start 0, PyTorch's pass exactly): positions consumed before the stop never come back
+        indices = indices[start:]
+        total = self._pass_size(start) * self.num_replicas
         if self.drop_last:
-            indices = indices[:self.total_size]
+            indices = indices[:total]
         elif indices:
-            padding = self.total_size - n
-            indices += (indices * -(-padding // n))[:padding]  # repeats the start, several times if n < replicas
-        assert len(indices) == self.total_size, f"{len(indices)} indices, expected total_size {self.total_size}"
-        return self._pass(indices[self.rank:self.total_size:self.num_replicas], self.epoch)
+            padding = total - len(indices)
+            indices += (indices * -(-padding // len(indices)))[:padding]  # repeats the start, several times if short
+        assert len(indices) == total, f"{len(indices)} indices, expected {total} ({self.num_replicas} x pass size)"
+        self._pass_start = start
+        token = self._begin_pass()
+        return self._pass(self._counted(indices[self.rank:total:self.num_replicas], token), self.epoch)
 
     def _pass(self, indices, epoch):
         yield from indices
@@ -272,7 +415,8 @@ class DistributedSampler(Sampler):
         self._completed_epoch = epoch
 
     def __len__(self):
-        return self.num_samples
+        # the current pass's (or, before it begins, the next one's): a resumed pass is shorter
+        return self._pass_size(self._pass_start)
 
     def set_epoch(self, epoch):
         """Set the epoch; with ``shuffle=True`` each epoch has its own order (``seed + epoch``).
@@ -282,3 +426,52 @@ class DistributedSampler(Sampler):
         """
         self.epoch = epoch
         self._completed_epoch = None
+        if self._resume_at is not None and self._resume_at[0] != epoch:
+            self._resume_at = None  # another epoch: the loaded position is of no use any more
+        self._pass_start = self._start()
+        self._begin_pass()
+
+    def _resumes_next(self):
+        return self._resume_at is not None and self._resume_at[0] == self.epoch
+
+    def _state_after(self, yielded):
+        # the ranks move in step: after each took `yielded`, the pass's first yielded x num_replicas
+        # positions are done (at the end, padding takes the count past the dataset: clamp)
+        consumed = min(len(self.dataset), self._pass_start + int(yielded) * self.num_replicas)
+        return {"epoch": self.epoch, "seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last,
+                "dataset_len": len(self.dataset), "num_replicas": self.num_replicas, "samples_consumed": consumed}
+
+    def state_dict(self):
+        """The epoch, the seed and ``samples_consumed``: how many positions of the epoch's order
+        all ranks together consumed (this rank's count of indices produced x ``num_replicas``).
+        Every rank returns the same dict while the ranks move in step.
+
+        Returns:
+            dict: ``epoch``, ``seed``, ``shuffle``, ``drop_last``, ``dataset_len``,
+            ``num_replicas`` (at save, for information) and ``samples_consumed``.
+        """
+        return super().state_dict()
+
+    def load_state_dict(self, state):
+        """Resume a saved pass, on any ``num_replicas``: the next ``iter()`` at the saved epoch
+        (which this sets) continues with the order's next global position.
+
+        Args:
+            state: a ``state_dict()`` of a DistributedSampler over the same dataset length
+                with the same ``seed``, ``shuffle`` and ``drop_last``.
+
+        Raises:
+            ValueError: the state is not such a dict (naming the key and both values).
+        """
+        n = len(self.dataset)
+        _check_state("DistributedSampler", state, {"seed": self.seed, "shuffle": self.shuffle,
+                                                   "drop_last": self.drop_last, "dataset_len": n,
+                                                   "epoch": None, "samples_consumed": None})
+        if state["samples_consumed"] > n:
+            raise ValueError(f"DistributedSampler.load_state_dict: samples_consumed={state['samples_consumed']} "
+                             f"is more than the dataset's {n} samples")
+        self.epoch = int(state["epoch"])
+        self._completed_epoch = None
+        self._resume_at = (self.epoch, int(state["samples_consumed"]))
+        self._pass_start = self._resume_at[1]
+        self._begin_pass()
