@@ -8,6 +8,7 @@ from ..nn.module import Module
 from ..tensor import Tensor, backend, is_grad_enabled, no_grad, reachable_leaves
 from ..tensor.backend import get_array_module
 from ..timing import phase
+from .micro_shards import micro_shards_for
 from .reducer import Reducer
 
 
@@ -57,6 +58,13 @@ class DistributedDataParallel(Module):
             so accumulating onto the averages of an earlier backward cannot be DDP's sum
             (backward raises; accumulating under ``no_sync()`` is fine). Not with a comm hook,
             ``find_unused_parameters`` or :meth:`join`.
+        micro_shard_size: (dtrain; deterministic training) cut each rank's batch into
+            micro-shards of this many rows, run the module once per micro-shard and sum the
+            micro-shard gradients exactly across ranks (fixed point): with the same global
+            batch and seed, the gradients are the same bits at 1, 2 or 4 ranks (see
+            :mod:`dtrain.parallel.micro_shards` and docs/reproducibility.md). Each rank's batch
+            must be a whole number of micro-shards; not with a comm hook, ``gradient_sharding``
+            or :meth:`join`.
 
     PyTorch's DDP has no gradient-sharding option; its nearest spellings are FSDP's
     ``ShardingStrategy.SHARD_GRAD_OP``, which also shards parameters between steps (another
@@ -74,7 +82,7 @@ class DistributedDataParallel(Module):
 
     def __init__(self, module, device_ids=None, output_device=None, broadcast_buffers=True, process_group=None,
                  bucket_cap_mb=25, find_unused_parameters=False, gradient_as_bucket_view=False,
-                 static_graph=False, gradient_sharding=False):
+                 static_graph=False, gradient_sharding=False, micro_shard_size=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel: module must be a dtrain.nn.Module, got {type(module).__name__}")
@@ -112,6 +120,7 @@ class DistributedDataParallel(Module):
         names, params = [n for n, _ in named], [p for _, p in named]
         self.reducer = Reducer(params, names, process_group, bucket_cap_mb, find_unused_parameters,
                                gradient_as_bucket_view, gradient_sharding)
+        self._micro = micro_shards_for(self, micro_shard_size, params, names)
 
     def _global_rank(self, group_rank):
         group = self.process_group
@@ -142,6 +151,9 @@ class DistributedDataParallel(Module):
         self.reducer.maybe_rebuild()
         if self.broadcast_buffers:
             self._sync_buffers(src)
+        if self._micro is not None and is_grad_enabled():
+            with phase("forward"):
+                return self._micro.run(self, inputs, kwargs, sync)
         with phase("forward"):
             output = self.module(*inputs, **kwargs)
         if is_grad_enabled():

@@ -1,0 +1,274 @@
+"""Micro-shards: DDP's forward and backward in fixed-size pieces, summed exactly across ranks.
+
+``DistributedDataParallel(module, micro_shard_size=m)`` cuts every rank's batch into
+micro-shards of m rows and runs the module once per micro-shard. The global batch of G rows
+is then always the same G/m micro-shards, computed with the same shapes (m rows) whatever
+the world size: micro-shard j gives the same gradient bits on 1, 2 or 4 ranks. The micro-shard
+gradients are then summed with :func:`~.exact_sum.exact_sum`, whose result does not depend on
+which rank holds which micro-shard, so the averaged gradient is the same bits at every world
+size (see docs/reproducibility.md for the conditions).
+
+How the user's ordinary ``loss.backward()`` gives one gradient per micro-shard: the forward
+of micro-shard c runs with *alias leaves* in place of the parameters (new leaf Parameters
+sharing the parameters' arrays, swapped into the modules for that call only), so backward
+accumulates micro-shard c's gradient on its own aliases. A post-accumulate-grad hook on each
+alias collects its gradient; at the last one of a synchronized backward the collected
+gradients (with those of the ``no_sync`` passes before it) are summed exactly, divided by the
+world size as DDP averages, and written to the parameters' ``.grad``.
+
+The outputs of the micro-shards are put back together as the module's output for the
+rank's batch: tensors with a batch dimension are concatenated along dim 0, 0-dim tensors
+(a loss computed inside the module) are averaged, anything else is the first micro-shard's.
+Buffers a training forward updates (BatchNorm's running statistics) are updated from the
+same starting values by every micro-shard and then set to the exact mean over all the
+global batch's micro-shards; integer buffers (counters) take the last micro-shard's value.
+"""
+import warnings
+
+from .. import comm as dist
+from ..nn.parameter import Parameter
+from ..tensor import Tensor, cat, no_grad, reachable_leaves, stack
+from ..tensor.backend import Device
+from ..tensor.deterministic import are_deterministic_algorithms_enabled, per_sample_random
+from ..tensor.random import integers_array
+from .comm_hooks import allreduce_hook
+from .exact_sum import exact_sum
+
+_CPU = Device("cpu")
+
+
+def micro_shards_for(ddp, size, params, names):
+    """The :class:`MicroShards` of a DistributedDataParallel built with ``micro_shard_size=size``
+    (None without one; in deterministic mode that is warned about: the gradients then depend on
+    the world size)."""
+    if size is None:
+        if are_deterministic_algorithms_enabled():
+            warnings.warn("DistributedDataParallel: deterministic mode is on but micro_shard_size is not set, so "
+                          "each rank's gradient is summed over its own batch and the result depends on the world "
+                          "size; pass micro_shard_size=m (rows per micro-shard) for the same bits at any world "
+                          "size", UserWarning, stacklevel=3)
+        return None
+    if ddp.gradient_sharding:
+        raise ValueError("DistributedDataParallel: micro_shard_size cannot be combined with gradient_sharding=True "
+                         "(micro-shard gradients are summed exactly with an all-reduce, not reduce-scattered); "
+                         "drop one of the two")
+    return MicroShards(ddp.module, params, names, size, ddp.process_group, ddp.find_unused_parameters)
+
+
+class MicroShards:
+    """Runs DDP's forward per micro-shard and reduces the micro-shard gradients exactly.
+
+    Args:
+        module: the wrapped module.
+        params: the parameters to reduce (those that require grad), in DDP's order.
+        names: their names, for messages.
+        size: the micro-shard size m (rows of dim 0).
+        process_group: the group (None: the default group).
+        find_unused_parameters: expect gradients only for the aliases forward's output
+            reaches (else every parameter must get one, as DDP).
+    """
+
+    def __init__(self, module, params, names, size, process_group=None, find_unused_parameters=False):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"DistributedDataParallel: micro_shard_size must be a positive int (rows per "
+                             f"micro-shard), got {size!r}")
+        self.module, self.params, self.names, self.size = module, params, names, size
+        self.group, self.find_unused = process_group, find_unused_parameters
+        self.world_size, self.rank = dist.get_world_size(process_group), dist.get_rank(process_group)
+        index = {id(p): i for i, p in enumerate(params)}
+        # where each parameter sits: (a module's _parameters dict, key); a tied weight sits twice
+        self.slots = [(m._parameters, k, index[id(p)]) for m in module.modules()
+                      for k, p in m._parameters.items() if p is not None and id(p) in index]
+        self.grads = []  # per micro-shard run since the last reduction: per parameter, its gradient array
+        self.passes = 0  # forwards since the last reduction (no_sync accumulation passes)
+        self.stream = 0  # the per-sample random stream of the current step
+        self.expected = None  # (run indices of the synchronized pass, aliases that must report) or None
+        self.reported = 0
+
+    # ---- forward ------------------------------------------------------------------------
+    def run(self, ddp, inputs, kwargs, sync):
+        """DDP's forward with grad enabled: the micro-shards reduce the gradients, not ``ddp``'s
+        buckets (its reducer is told to let this backward pass)."""
+        if ddp._join is not None:
+            raise RuntimeError("DistributedDataParallel.join() cannot be combined with micro_shard_size: every rank "
+                               "must hold the same number of micro-shards in each step")
+        if ddp.reducer.hook is not allreduce_hook:
+            raise RuntimeError("DistributedDataParallel(micro_shard_size=...) sums gradients exactly and cannot use a "
+                               "comm hook; register none, or drop micro_shard_size")
+        ddp.reducer.prepare_for_backward((), False)
+        return self.forward(inputs, kwargs, sync)
+
+    def forward(self, inputs, kwargs, sync):
+        """The module's output for this rank's batch, computed micro-shard by micro-shard."""
+        self._check_finished()
+        rows = _batch_rows(inputs, kwargs)
+        if rows % self.size:
+            raise ValueError(f"DistributedDataParallel(micro_shard_size={self.size}): this rank's batch has {rows} "
+                             f"rows (dim 0 of the first tensor argument), not a multiple of {self.size}; give "
+                             f"every rank a whole number of micro-shards")
+        if self.passes == 0 and are_deterministic_algorithms_enabled():
+            # one draw of the seeded default generator per step, alike on every rank (a
+            # checkpoint's RNG state restores it): the step's key for per-sample dropout
+            self.stream = int(integers_array(0, 2 ** 62, (), "int64", _CPU))
+        first_row = (self.passes * self.world_size + self.rank) * rows  # this batch's place in the global batch
+        buffers = [b for b in self.module.buffers()] if self.module.training else []
+        start = [b.array.copy() for b in buffers]
+        after, outputs, runs = [], [], []
+        for c in range(rows // self.size):
+            lo = c * self.size
+            if c:
+                with no_grad():
+                    for b, a in zip(buffers, start):
+                        b.array[...] = a
+            aliases = [Parameter(p.detach()) for p in self.params]
+            run = len(self.grads)
+            self.grads.append([None] * len(self.params))
+            for i, alias in enumerate(aliases):
+                alias.register_post_accumulate_grad_hook(self._make_hook(run, i))
+            runs.append((run, aliases))
+            with per_sample_random(range(first_row + lo, first_row + lo + self.size), self.stream), \
+                    _swapped(self.slots, aliases, self.params):
+                outputs.append(self.module(*_rows(inputs, lo, self.size, rows),
+                                           **_rows(kwargs, lo, self.size, rows)))
+            after.append([b.array.copy() for b in buffers])
+        self.passes += 1
+        if buffers:
+            self._combine_buffers(buffers, start, after, rows // self.size)
+        output = _combine(outputs)
+        if sync:
+            self._expect(runs, output)
+        return output
+
+    def _combine_buffers(self, buffers, start, after, chunks):
+        floating = [k for k, b in enumerate(buffers) if b.is_floating_point()]
+        means = exact_sum([[values[k] for values in after] for k in floating], [start[k] for k in floating],
+                          self.group, divisor=chunks * self.world_size)
+        with no_grad():
+            for k, b in enumerate(buffers):
+                b.array[...] = after[-1][k]
+            for k, mean in zip(floating, means):
+                buffers[k].array[...] = mean
+
+    # ---- backward -----------------------------------------------------------------------
+    def _expect(self, runs, output):
+        if self.find_unused:
+            reached = {id(t) for t in reachable_leaves(list(_tensors(output)))}
+            count = sum(id(a) in reached for _, aliases in runs for a in aliases)
+        else:
+            count = sum(len(aliases) for _, aliases in runs)
+        self.expected, self.reported = (runs, count), 0
+        if count == 0:
+            self._reduce()
+
+    def _make_hook(self, run, i):
+        def hook(alias):
+            self.grads[run][i] = alias.grad.array
+            alias.grad = None  # the array is kept above; the alias itself dies with the graph
+            if self.expected is not None:
+                self.reported += 1
+                if self.reported == self.expected[1]:
+                    self._reduce()
+        return hook
+
+    def _reduce(self):
+        """Sum every collected micro-shard gradient exactly over the ranks, average as DDP does
+        (divide by the world size), and add the result to ``.grad``."""
+        summands = [[g[i] for g in self.grads if g[i] is not None] for i in range(len(self.params))]
+        sums = exact_sum(summands, [p.array for p in self.params], self.group, divisor=self.world_size)
+        with no_grad():
+            for p, total in zip(self.params, sums):
+                if total is None:
+                    continue  # no rank computed a gradient for it: .grad stays as it was (as DDP)
+                if p.grad is None:
+                    p.grad = Tensor._wrap(total)
+                else:
+                    p.grad.array[...] += total
+        self.grads, self.passes, self.expected, self.reported = [], 0, None, 0
+
+    def _check_finished(self):
+        """Refuse a forward while the last synchronized backward is half done (some parameter
+        got no gradient), as DDP does; a synchronized forward with no backward is dropped."""
+        if self.expected is None:
+            return
+        runs, _ = self.expected
+        if self.reported == 0:  # no backward ran for it: forget its runs
+            first = runs[0][0]
+            del self.grads[first:]
+            self.passes -= 1
+            self.expected = None
+            return
+        missing = sorted({self.names[i] for run, _ in runs for i, g in enumerate(self.grads[run]) if g is None})
+        self.grads, self.passes, self.expected, self.reported = [], 0, None, 0
+        raise RuntimeError(
+            f"DistributedDataParallel(micro_shard_size={self.size}): expected to have finished reduction in the "
+            f"prior iteration before starting a new one: on rank {self.rank}, these parameters received no "
+            f"gradient in some micro-shard: {', '.join(missing)}. Make sure all forward outputs take part in the "
+            f"loss, or pass find_unused_parameters=True to DistributedDataParallel.")
+
+
+class _swapped:
+    """Put ``aliases`` in the parameters' places in the modules for the block."""
+
+    def __init__(self, slots, aliases, params):
+        self.slots, self.aliases, self.params = slots, aliases, params
+
+    def __enter__(self):
+        for registry, key, i in self.slots:
+            registry[key] = self.aliases[i]
+
+    def __exit__(self, *exc):
+        for registry, key, i in self.slots:
+            registry[key] = self.params[i]
+        return False
+
+
+def _batch_rows(inputs, kwargs):
+    for t in _tensors((inputs, kwargs)):
+        if t.dim() >= 1:
+            return t.shape[0]
+    raise ValueError("DistributedDataParallel(micro_shard_size=...): the forward got no tensor with a batch "
+                     "dimension to cut into micro-shards")
+
+
+def _rows(obj, lo, n, rows):
+    """``obj`` with every tensor of ``rows`` rows cut to rows lo .. lo + n (copied: a micro-shard's
+    arrays are then laid out alike at every world size)."""
+    if isinstance(obj, Tensor):
+        if obj.dim() == 0 or obj.shape[0] != rows:
+            return obj
+        return obj[lo:lo + n] if obj.requires_grad else obj.detach()[lo:lo + n].clone()
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_rows(o, lo, n, rows) for o in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_rows(o, lo, n, rows) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _rows(v, lo, n, rows) for k, v in obj.items()}
+    return obj
+
+
+def _combine(outputs):
+    """The micro-shards' outputs as one: tensors concatenated along dim 0, 0-dim tensors
+    averaged, containers element by element, anything else the first micro-shard's."""
+    first = outputs[0]
+    if isinstance(first, Tensor):
+        if len(outputs) == 1:
+            return first
+        return stack(outputs).mean() if first.dim() == 0 else cat(outputs, dim=0)
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(_combine(list(parts)) for parts in zip(*outputs)))
+    if isinstance(first, (list, tuple)):
+        return type(first)(_combine(list(parts)) for parts in zip(*outputs))
+    if isinstance(first, dict):
+        return {k: _combine([o[k] for o in outputs]) for k in first}
+    return first
+
+
+def _tensors(obj):
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
