@@ -3,6 +3,7 @@ from .. import comm as dist
 from ..nn.modules.normalization import BatchNormBase
 from ..tensor import no_grad
 from ..tensor.backend import get_array_module
+from ..tensor.deterministic import in_per_sample_scope
 from ..tensor.ops.normalization import Normalize
 
 
@@ -60,8 +61,11 @@ class SyncBatchNorm(BatchNormBase):
     exactly as BatchNorm on the concatenated batch of N x B, running statistics included.
 
     In eval mode, at world size 1 or without an initialized process group it is plain
-    BatchNorm. Forward and backward are collectives (every rank must run them); the
-    input is ``(N, C, ...)`` with any number of trailing dims.
+    BatchNorm; so it is inside a micro-shard of ``DistributedDataParallel(micro_shard_size=m)``
+    (each micro-shard is normalized by its own statistics, the same at every world size; the
+    running statistics become the exact mean over the global batch's micro-shards). Otherwise
+    forward and backward are collectives (every rank must run them); the input is
+    ``(N, C, ...)`` with any number of trailing dims.
 
     Args:
         num_features: C.
@@ -90,7 +94,10 @@ class SyncBatchNorm(BatchNormBase):
         return dist.get_world_size(self.process_group) if dist.is_initialized() else 1
 
     def forward(self, input):
-        if not self.training or self._world_size() == 1:
+        # in a micro-shard of DistributedDataParallel(micro_shard_size=m) the statistics are the
+        # micro-shard's own: the ranks hold different numbers of micro-shards at different world
+        # sizes, so statistics over "the same micro-shard index on every rank" would depend on it
+        if not self.training or self._world_size() == 1 or in_per_sample_scope():
             return super().forward(input)
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum

@@ -103,8 +103,9 @@ def per_sample_random(sample_ids, stream):
 
 
 def in_per_sample_scope():
-    """Whether deterministic mode is on and a :func:`per_sample_random` block is open here."""
-    return _mode["enabled"] and getattr(_local, "scope", None) is not None
+    """Whether a :func:`per_sample_random` block is open in this thread (DDP opens one around
+    each micro-shard's forward, in either mode: SyncBatchNorm then normalizes the micro-shard alone)."""
+    return getattr(_local, "scope", None) is not None
 
 
 def per_sample_uniform(shape, dtype, device):
