@@ -1,10 +1,13 @@
-"""fully_shard checks run on every rank under ``mpiexec -n N python fsdp_checks.py RESULTS.json``.
+"""fully_shard checks run on every rank under
+``mpiexec -n N python fsdp_checks.py RESULTS.json FOLDER RESUME_FROM [CHECK]``.
 
 Each check runs on all ranks through tests/rank_harness.py (each rank prints its report);
 rank 0 writes ``{check: {rank: "ok" | error}}`` to RESULTS.json for test_fsdp.py. The model
 is examples/gpt.py's GPT, small, with fully_shard on each block and on the root. Every step
 trains on one global batch of G sequences; rank r of N takes rows r*G/N .. (r+1)*G/N, as
 DDP's reference does, so both see the same data at 1, 2 and 4 ranks.
+check_checkpoint_resume saves a checkpoint (and the parameters the uninterrupted run ends
+with) to FOLDER and resumes from RESUME_FROM's, another job's; with CHECK, only that check runs.
 """
 import json
 import os
@@ -16,14 +19,17 @@ import numpy as np  # noqa: E402
 
 import dtrain  # noqa: E402
 import dtrain.comm as dist  # noqa: E402
+from dtrain.distributed.checkpoint import StateDictOptions, get_state_dict, set_state_dict  # noqa: E402
 from dtrain.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard  # noqa: E402
 from dtrain.examples.gpt import GPT  # noqa: E402
 from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
 from rank_harness import RankChecks  # noqa: E402
-from zero_checks import batches, gathered, rel, state_bytes, train  # noqa: E402
+from zero_checks import batches, gathered, on_rank0, rel, train  # noqa: E402
 
 V, T = 24, 8  # zero_checks' vocabulary and sequence length (its batches() draws the tokens)
 STEPS = 20
+SAVE_AT, RESUME_STEPS = 3, 6  # the checkpoint's step, and the steps of the run it is saved in
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0 only
 
 
 def gpt(dtype, n_layer=2, n_embd=16):
@@ -202,11 +208,103 @@ def check_state_dict_round_trip():
     assert abs(a - b) <= 1e-12 * abs(b), (a, b)
 
 
-def main(path):
-    """Run every check_* function on this rank; rank 0 writes each check's result per rank."""
+def same_state(ours, theirs):
+    """Two named state dicts (model, or optimizer's ``state``): the same names and entries,
+    equal values (whole tensors)."""
+    assert list(ours) == list(theirs), (list(ours), list(theirs))
+    for k, v in theirs.items():
+        if isinstance(v, dict):
+            same_state(ours[k], v)
+        elif hasattr(v, "numpy"):
+            assert tuple(ours[k].shape) == tuple(v.shape), (k, tuple(ours[k].shape), tuple(v.shape))
+            np.testing.assert_array_equal(ours[k].numpy(), v.numpy(), err_msg=k)
+        else:
+            assert ours[k] == v, (k, ours[k], v)
+
+
+def same_checkpoint(ours, theirs):
+    """``(model_sd, optim_sd)`` pairs: equal states, the same parameter groups."""
+    same_state(ours[0], theirs[0])
+    same_state(ours[1]["state"], theirs[1]["state"])
+    assert ours[1]["param_groups"] == theirs[1]["param_groups"], (ours[1]["param_groups"], theirs[1]["param_groups"])
+
+
+def check_checkpoint_resume(folder, resume_from):
+    """Saved at this world size after SAVE_AT steps of Adam: get_state_dict with whole tensors
+    (rank 0 only; the others get {}), one dtrain.save file from rank 0. The checkpoint of
+    ``resume_from`` (saved at another world size) loads here through set_state_dict with
+    broadcast_from_rank0 (only rank 0 reads it): the model's and Adam's state read back equal
+    to the file's exactly (Adam's moments whole, in the parameters' shapes), the next steps
+    end within 1e-10 of that run's uninterrupted ones, and a plain GPT + Adam (no
+    fully_shard) loads the same file to the same state."""
+    rank = dist.get_rank()
+    model = sharded_gpt(np.float64)
+    opt = adam(model.parameters())
+    train(model, opt, batches(SAVE_AT))
+    model_sd, optim_sd = get_state_dict(model, opt, options=FULL)
+    if rank == 0:
+        assert tuple(optim_sd["state"]["blocks.0.attn.c_attn.weight"]["exp_avg"].shape) == (48, 16), "not whole"
+        dtrain.save({"model": model_sd, "optim": optim_sd}, folder / "fsdp.dtr")
+    else:
+        assert model_sd == {} and optim_sd == {}, "a rank other than 0 got state with cpu_offload"
+    train(model, opt, batches(RESUME_STEPS, SAVE_AT))
+    final = full_params(model)
+    if rank == 0:
+        np.save(folder / "final.npy", final)
+    dist.barrier()  # the folder to resume from is complete (this job's own, in a job resuming from itself)
+
+    saved = dtrain.load(resume_from / "fsdp.dtr") if rank == 0 else {}
+    resumed = sharded_gpt(np.float64)
+    opt = adam(resumed.parameters())
+    set_state_dict(resumed, opt, model_state_dict=saved.get("model", {}), optim_state_dict=saved.get("optim", {}),
+                   options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    again = get_state_dict(resumed, opt, options=FULL)
+    on_rank0(same_checkpoint, again, (saved.get("model"), saved.get("optim")))
+    train(resumed, opt, batches(RESUME_STEPS, SAVE_AT))
+    err = rel(full_params(resumed), np.load(resume_from / "final.npy"))
+    assert err <= 1e-10, f"resumed run ends {err:.3g} (relative) from the uninterrupted one"
+
+    saved = dtrain.load(resume_from / "fsdp.dtr")
+    plain = gpt(np.float64)
+    plain_opt = adam(plain.parameters())
+    set_state_dict(plain, plain_opt, model_state_dict=saved["model"], optim_state_dict=saved["optim"],
+                   options=StateDictOptions(full_state_dict=True))
+    same_checkpoint(get_state_dict(plain, plain_opt, options=StateDictOptions(full_state_dict=True)),
+                    (saved["model"], saved["optim"]))
+
+
+def check_sharded_state_dict_round_trip():
+    """With PyTorch's default options (full_state_dict=False) each rank gets its own 1-D shards
+    and their Adam state, keyed by parameter name; loaded into a fresh fully_shard model at the
+    same world size, the next step equals the original model's exactly."""
+    model = sharded_gpt(np.float64)
+    opt = adam(model.parameters())
+    data = batches(SAVE_AT + 1)
+    train(model, opt, data[:SAVE_AT])
+    model_sd, optim_sd = get_state_dict(model, opt)
+    shards = dict(model.named_parameters())
+    assert {k: tuple(v.shape) for k, v in model_sd.items() if k in shards} == \
+        {k: tuple(p.shape) for k, p in shards.items()}, "not this rank's shards"
+    moments = {k: tuple(s["exp_avg"].shape) for k, s in optim_sd["state"].items()}
+    assert moments == {k: tuple(p.shape) for k, p in shards.items()}, moments
+    copies = ({k: v.numpy().copy() for k, v in model_sd.items()},
+              {"state": {k: {n: dtrain.tensor(v.numpy().copy()) for n, v in s.items()} for k, s in optim_sd["state"].items()},
+               "param_groups": optim_sd["param_groups"]})
+    other = sharded_gpt(np.float64)
+    other_opt = adam(other.parameters())
+    set_state_dict(other, other_opt, model_state_dict={k: dtrain.tensor(v) for k, v in copies[0].items()},
+                   optim_state_dict=copies[1])
+    train(model, opt, data[SAVE_AT:])
+    train(other, other_opt, data[SAVE_AT:])
+    np.testing.assert_array_equal(full_params(other), full_params(model))
+
+
+def main(path, folder, resume_from, only=None):
+    """Run every check_* function (or ``only``) on this rank; rank 0 writes each check's
+    result per rank."""
     checks = RankChecks()
-    for name in [name for name in globals() if name.startswith("check_")]:
-        checks.run(name, globals()[name])
+    for name in [name for name in globals() if name.startswith("check_") and only in (None, name)]:
+        checks.run(name, globals()[name], *((folder, resume_from) if name == "check_checkpoint_resume" else ()))
     report = {name: {} for name in checks.results}
     for rank, results in enumerate(gathered(checks.results)):
         for name, result in results.items():
@@ -217,4 +315,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:])

@@ -1,6 +1,8 @@
-"""fully_shard: fsdp_checks.py runs every check under ``mpiexec -n {1, 2, 4}``; each test
-below asserts one check on every rank of every job. Argument errors are checked in this
-process, on a world of one."""
+"""fully_shard: fsdp_checks.py runs every check under ``mpiexec -n {2, 4, 1}``, in that
+order: each job saves a checkpoint and resumes from the one before it (2 from its own, 4
+from 2's, 1 from 4's; a fourth, 2-rank job resumes from 4's). Each test below asserts one
+check on every rank of every job. Argument errors are checked in this process, on a world
+of one."""
 import json
 import sys
 
@@ -14,21 +16,35 @@ from ddp_jobs import Job, passed
 from dtrain.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from dtrain.parallel import DistributedDataParallel as DDP
 
-CHECKS = 6  # the check_* functions of fsdp_checks.py (PROPERTIES below)
-WORLD_SIZES = (1, 2, 4)
+CHECKS = 8  # the check_* functions of fsdp_checks.py (PROPERTIES below)
+WORLD_SIZES = (2, 4, 1)  # in this order: each job resumes from the checkpoint of the one before
 each_world_size = pytest.mark.parametrize("n", WORLD_SIZES)
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
-    """The finished 1-, 2- and 4-rank jobs, by world size."""
-    folder = tmp_path_factory.mktemp("fsdp")
-    return {n: launch(n, folder / f"results{n}.json") for n in WORLD_SIZES}
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("fsdp")
 
 
-def launch(n, path):
-    result = run([require_mpi(), "-n", str(n), sys.executable, "tests/parallel/fsdp_checks.py", str(path)],
-                 timeout=120)
+@pytest.fixture(scope="module")
+def jobs(folder):
+    """The finished 2-, 4- and 1-rank jobs, by world size."""
+    found, previous = {}, 2
+    for n in WORLD_SIZES:
+        found[n] = launch(n, folder, resume_from=previous)
+        previous = n
+    return found
+
+
+def launch(n, root, resume_from, *only):
+    """fsdp_checks.py on ``n`` ranks, saving into ``root/{n}ranks`` (a second job of one size:
+    ``{n}ranks-again``) and resuming from ``root/{resume_from}ranks``."""
+    folder = root / f"{n}ranks"
+    folder = folder.with_name(f"{folder.name}-again") if folder.exists() else folder
+    folder.mkdir()
+    path = folder / "results.json"
+    result = run([require_mpi(), "-n", str(n), sys.executable, "tests/parallel/fsdp_checks.py", str(path),
+                  str(folder), str(root / f"{resume_from}ranks"), *only], timeout=120)
     assert path.exists(), output(result)  # a check that failed is reported by its own test
     return Job(n, result, json.loads(path.read_text()))
 
@@ -51,6 +67,10 @@ PROPERTIES = {
                                       "block's all-gather launched before the current block's forward",
     "check_mixed_precision": "param_dtype=float32 computes in float32, shards, gradients and state stay float64",
     "check_state_dict_round_trip": "state_dict() is the unsharded model's; load_state_dict takes full tensors",
+    "check_checkpoint_resume": "get_state_dict(full_state_dict=True) saved at this world size; the previous job's "
+                               "checkpoint (2->2, 2->4, 4->1) resumes here with the same parameters and Adam state, "
+                               "and the next steps end where that run did (1e-10); a plain GPT + Adam loads it too",
+    "check_sharded_state_dict_round_trip": "the default (sharded) state dicts load back at the same world size",
 }
 
 
@@ -59,6 +79,14 @@ PROPERTIES = {
 def test_check(jobs, n, check):
     """The check passed on every rank of the job (PROPERTIES says what it shows)."""
     passed(jobs[n].results, check)
+
+
+def test_checkpoint_saved_at_4_ranks_resumes_at_2(jobs, folder):
+    """The 4-rank job's checkpoint resumes in a 2-rank job (4->2), as check_checkpoint_resume
+    says, on every rank."""
+    job = launch(2, folder, 4, "check_checkpoint_resume")
+    assert_all_checks_passed(job.process, 2, 1)
+    passed(job.results, "check_checkpoint_resume")
 
 
 # ---- argument errors, in this process -------------------------------------------------

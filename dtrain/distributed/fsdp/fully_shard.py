@@ -15,6 +15,8 @@ training step; from then on each group's pre-forward launches the next group's a
 (``async_op=True``, on the comm thread) before its own forward computes, and each group's
 pre-backward launches the all-gather of the group that ran before it in forward.
 """
+import contextlib
+
 from ...nn import Module, Parameter
 from ...parallel import DistributedDataParallel
 from ...tensor import Tensor, is_grad_enabled, reachable_leaves
@@ -50,10 +52,7 @@ class FSDPModule(Module):
         rank: what the module without fully_shard returns, so a checkpoint loads at any world
         size. With ``keep_vars=True`` the values are Parameters of their own over the
         gathered values (the module's full parameters are emptied when it returns)."""
-        groups = [g for g in _groups(self) if g.state == SHARDED]
-        for g in groups:
-            g.unshard(g.dtype)  # in the shards' dtype, not the compute dtype
-        try:
+        with gathered(self) as groups:
             result = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
             if keep_vars:
                 full = {id(f) for g in groups for f in g.full}
@@ -61,25 +60,51 @@ class FSDPModule(Module):
                     if id(v) in full:
                         result[k] = Parameter(Tensor._wrap(v.array), v.requires_grad)
             return result
-        finally:
-            for g in groups:
-                g.reshard()
 
     def load_state_dict(self, state_dict, strict=True):
         """Load full tensors (``state_dict()``'s, or the unsharded module's): each rank keeps
         its shard of them. The whole subtree is gathered once while loading."""
-        groups = _groups(self)
+        return load_full(self, lambda: super(FSDPModule, self).load_state_dict(state_dict, strict=strict))
+
+
+@contextlib.contextmanager
+def gathered(module):
+    """The full parameters of ``module``'s sharded fully_shard groups (its subtree's),
+    all-gathered in the shards' dtype (not the compute dtype) inside the block and freed
+    after it. Collective. Yields the groups it gathered."""
+    groups = [g for g in _groups(module) if g.state == SHARDED]
+    for g in groups:
+        g.unshard(g.dtype)
+    try:
+        yield groups
+    finally:
         for g in groups:
             g.reshard()
-            g.unshard(g.dtype)
-        try:
-            result = super().load_state_dict(state_dict, strict=strict)
-            for g in groups:
-                g.write_back()
-            return result
-        finally:
-            for g in groups:
-                g.reshard()
+
+
+def load_full(module, load):
+    """Run ``load()`` (a load_state_dict of full tensors into ``module``) with every fully_shard
+    group in ``module``'s subtree gathered in its shards' dtype, then keep each rank's shard
+    of what it loaded. Collective. Returns ``load()``'s result."""
+    groups = _groups(module)
+    for g in groups:
+        g.reshard()
+        g.unshard(g.dtype)
+    try:
+        result = load()
+        for g in groups:
+            g.write_back()
+        return result
+    finally:
+        for g in groups:
+            g.reshard()
+
+
+def shard_placements(module):
+    """``{id(shard parameter): (its ParamGroup, its index there)}`` for every fully_shard group
+    in ``module``'s subtree: where each shard's elements lie in the full parameter
+    (``group.local_range(i)``, ``group.shapes[i]``)."""
+    return {id(shard): (g, i) for g in _groups(module) for i, shard in enumerate(g.shards)}
 
 
 class _State:
@@ -117,8 +142,10 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, mp_policy=Mixe
     ``p.dim()``; gradient clipping by norm would need the norm summed over the ranks.
     Forward and backward are collective (every rank, same order); gradients arrive averaged
     over the ranks in the shards' ``.grad``. ``state_dict()`` returns full tensors
-    (collective); the optimizer's state_dict is this rank's shards' (it loads back at the
-    same world size only). Activation checkpointing inside a fully_shard module is not
+    (collective); the optimizer's own state_dict is this rank's shards' (it loads back at the
+    same world size only): for one that loads at any world size, use
+    ``dtrain.distributed.checkpoint.state_dict.get_optimizer_state_dict`` with
+    ``StateDictOptions(full_state_dict=True)``. Activation checkpointing inside a fully_shard module is not
     supported (its parameters' gradients come after the group was reduced: a RuntimeError).
 
     Example:
