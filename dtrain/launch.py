@@ -125,6 +125,13 @@ def _one_node(text):
     return text
 
 
+def _no_hostfile(text):
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: --nproc starts ranks on this machine only. To start them on the hosts of a hostfile, run "
+        f"launch/mpirun_hostfile.sh {text} script.py (or mpirun --hostfile {text} python -m dtrain.launch "
+        f"script.py); see docs/multinode.md")
+
+
 def make_parser():
     p = argparse.ArgumentParser(prog="python -m dtrain.launch", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -136,6 +143,8 @@ def make_parser():
     p.add_argument("--standalone", action="store_true", help="accepted for torchrun's habit (always standalone)")
     p.add_argument("--nnodes", type=_one_node, default="1",
                    help="torchrun's node count: only 1 (for more nodes, start the ranks with mpirun or srun)")
+    p.add_argument("--hostfile", "--machinefile", type=_no_hostfile, default=None,
+                   help="refused: this launcher is single-host (use launch/mpirun_hostfile.sh, docs/multinode.md)")
     p.add_argument("-m", "--module", action="store_true",
                    help="run the script argument as a module name, as python -m does")
     p.add_argument("--backend", choices=("mpi", "nccl"), default=None,
