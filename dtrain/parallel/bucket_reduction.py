@@ -21,6 +21,11 @@ The strategies:
 * :class:`SingleRank` (one rank, the default hook): a gradient is its own average;
 * :class:`ShardedReduceScatter` (``gradient_sharding``, ZeRO-2, on several ranks): each
   bucket is reduce-scattered, so a rank receives the averages of its own parameters only.
+
+Each strategy also carries the non-finite check of :mod:`.nonfinite` (``check``; None with
+``nonfinite="ignore"``): this rank's flag is computed when a bucket is launched and travels
+in the bucket's message (the trailing element of ``Bucket.message``; the last element of
+every rank's piece of a reduce-scatter); with a comm hook, the hook's averages are checked.
 """
 import math
 import weakref
@@ -38,17 +43,22 @@ class Bucket:
         index: the bucket's position in launch order.
         indices: the indices of its parameters, in the order of their slots.
         params: all the reducer's parameters.
-        allocate: whether to allocate the flat buffer (False: ``buffer`` and ``views`` are
-            None; :class:`ShardedReduceScatter` sends from a buffer of its own layout).
+        allocate: whether to allocate the flat buffer (False: ``buffer``, ``message``, ``flag``
+            and ``views`` are None; :class:`ShardedReduceScatter` sends from a buffer of its own layout).
+        flag: whether the message carries the non-finite flag: ``message`` is then ``buffer``
+            and one more element, ``flag`` (a view of it); else ``message`` is ``buffer``.
     """
 
-    def __init__(self, index, indices, params, allocate=True):
+    def __init__(self, index, indices, params, allocate=True, flag=False):
         self.index, self.indices = index, indices
         first = params[indices[0]].array
         self.shapes = [params[i].shape for i in indices]
-        self.buffer = self.views = None
+        self.buffer = self.message = self.flag = self.views = None
         if allocate:
-            self.buffer = get_array_module(first).zeros(sum(params[i].numel() for i in indices), first.dtype)
+            size = sum(params[i].numel() for i in indices)
+            self.message = get_array_module(first).zeros(size + bool(flag), first.dtype)
+            self.buffer = self.message[:size] if flag else self.message
+            self.flag = self.message[size:] if flag else None
             self.views = self.split(self.buffer)  # views[k]: the slot of parameter indices[k], shaped like it
         self.pending = len(indices)  # gradients not yet final in this pass
 
@@ -90,9 +100,9 @@ class GradBucket:
 def choose_strategy(reducer):
     """The strategy of the coming backward of ``reducer`` (its hook, world size, options)."""
     if reducer.hook is allreduce_hook and reducer.world_size == 1:
-        return SingleRank()
+        return SingleRank(reducer.nonfinite)
     if reducer.hook is allreduce_hook and not reducer.as_view:
-        return InPlaceCoalesced(reducer.group, reducer.params, 1.0 / reducer.div_factor)
+        return InPlaceCoalesced(reducer.group, reducer.params, 1.0 / reducer.div_factor, reducer.nonfinite)
     return BucketCopy(reducer)
 
 
@@ -108,13 +118,29 @@ def _can_reduce_in_place(grad, slot):
 
 class SingleRank:
     """One rank and the default hook: the average of a gradient is the gradient itself, so
-    nothing is copied or sent; the reducer's hooks only keep count."""
+    nothing is copied or sent; the reducer's hooks only keep count (and, with a non-finite
+    ``check``, the gradients are checked where they are).
+
+    Args:
+        check: the reducer's :class:`~.nonfinite.NonFiniteCheck`, or None.
+    """
+
+    def __init__(self, check=None):
+        self.check = check
+        self.grads = {}  # with a check: bucket index -> per slot, the .grad array (None: no gradient)
 
     def stage(self, bucket, slot, grad):
-        """Nothing to stage: ``.grad`` already holds the average."""
+        """Nothing to stage: ``.grad`` already holds the average (a check notes where it is)."""
+        if self.check is not None:
+            self.grads.setdefault(bucket.index, [None] * len(bucket.indices))[slot] = \
+                None if grad is None else grad.array
 
     def launch(self, bucket):
-        """Nothing to send."""
+        """Nothing to send (this rank's check is the verdict)."""
+        if self.check is not None:
+            grads = self.grads.pop(bucket.index)
+            if any(g is not None for g in grads):
+                self.check.reduced(bucket, self.check.local(bucket, grads, bucket.flag))
 
     def finish(self, bucket):
         """Nothing to wait for; the averages are in ``.grad``."""
@@ -135,10 +161,12 @@ class InPlaceCoalesced:
         group: the process group (None: the default group).
         params: the reducer's parameters.
         scale: what every rank's values are multiplied by before the sum.
+        check: the reducer's :class:`~.nonfinite.NonFiniteCheck` (the bucket's flag is sent
+            with it, as the message's last array), or None.
     """
 
-    def __init__(self, group, params, scale):
-        self.group, self.params, self.scale = group, params, scale
+    def __init__(self, group, params, scale, check=None):
+        self.group, self.params, self.scale, self.check = group, params, scale, check
         self.to_reduce = {}  # bucket index -> per slot, the array all-reduced: the .grad array or the slot
         self.works = {}  # bucket index -> the Work of its all-reduce
 
@@ -152,11 +180,16 @@ class InPlaceCoalesced:
             arrays[slot] = view
 
     def launch(self, bucket):
-        self.works[bucket.index] = dist.all_reduce_coalesced(self.to_reduce[bucket.index], group=self.group,
-                                                             async_op=True, scale=self.scale)
+        arrays = self.to_reduce[bucket.index]
+        if self.check is not None:
+            arrays = arrays + [self.check.local(bucket, arrays, bucket.flag)]
+        self.works[bucket.index] = dist.all_reduce_coalesced(arrays, group=self.group, async_op=True,
+                                                             scale=self.scale)
 
     def finish(self, bucket):
         self.works[bucket.index].wait()
+        if self.check is not None:
+            self.check.reduced(bucket, bucket.flag)
         return bucket.buffer  # the averages of the gradients that went through their slots
 
     def write_back(self, bucket, averages, used):
@@ -186,6 +219,7 @@ class BucketCopy:
         self.hook, self.hook_state = reducer.hook, reducer.hook_state
         self.div_factor, self.last = reducer.div_factor, len(reducer.buckets) - 1
         self.scale = 1.0 / reducer.div_factor if reducer.hook is allreduce_hook else None
+        self.check = reducer.nonfinite
         self.futures = {}  # bucket index -> the Future of its reduction
 
     def stage(self, bucket, slot, grad):
@@ -198,8 +232,10 @@ class BucketCopy:
             view[...] = grad.array
 
     def launch(self, bucket):
-        if self.scale is not None:  # divided on the way in: a plain all-reduce of the buffer
-            future = Future(dist.all_reduce(bucket.buffer, group=self.group, async_op=True), bucket.buffer)
+        if self.check is not None:  # with a comm hook: this rank's norms only, for the report
+            self.check.local(bucket, bucket.views, bucket.flag if self.scale is not None else None)
+        if self.scale is not None:  # divided on the way in: a plain all-reduce of the buffer (and flag)
+            future = Future(dist.all_reduce(bucket.message, group=self.group, async_op=True), bucket.buffer)
         else:
             future = self.hook(self.hook_state, GradBucket(bucket, self.params, bucket.index == self.last,
                                                            self.div_factor))
@@ -207,6 +243,11 @@ class BucketCopy:
 
     def finish(self, bucket):
         averages = self.futures[bucket.index].wait()
+        if self.check is not None:
+            if self.scale is not None:
+                self.check.reduced(bucket, bucket.flag)
+            else:  # the hook's message has no room for the flag: its averages decide
+                self.check.reduced_averages(bucket, bucket.split(averages))
         if averages is not bucket.buffer and self.as_view:
             bucket.buffer[...] = averages  # .grad will be views of the buffer
             return bucket.buffer
@@ -227,12 +268,13 @@ class BucketCopy:
                 p.grad.array[...] = result
 
 
-def shard_layout(bucket, owners, world_size):
+def shard_layout(bucket, owners, world_size, extra=0):
     """Where a bucket's gradients go in the send buffer of its reduce-scatter: grouped by
     owner (``owners[i]``: the group rank that keeps parameter i's gradient), rank 0's first,
     each owner's segment padded to the largest (a reduce-scatter gives every rank a piece
-    of one size). Returns ``(offsets, piece)``: per slot, its offset in the send buffer, and
-    the piece's size in elements (the send buffer holds ``world_size * piece``).
+    of one size) plus ``extra`` trailing elements (the non-finite flag). Returns
+    ``(offsets, piece)``: per slot, its offset in the send buffer, and the piece's size in
+    elements (the send buffer holds ``world_size * piece``).
 
     Example:
         >>> shard_layout(bucket_of_sizes_3_2_4, owners=[1, 0, 1], world_size=2)
@@ -242,7 +284,7 @@ def shard_layout(bucket, owners, world_size):
     for i, shape in zip(bucket.indices, bucket.shapes):
         local.append(filled[owners[i]])
         filled[owners[i]] += math.prod(shape)
-    piece = max(filled)
+    piece = max(filled) + extra
     return [owners[i] * piece + offset for i, offset in zip(bucket.indices, local)], piece
 
 
@@ -259,12 +301,16 @@ class ShardedReduceScatter:
     received piece, which then also keeps the piece's padding alive); every other
     ``.grad`` is None.
 
+    With a non-finite check, every piece ends with a flag slot each rank fills with its own
+    flag, so every rank receives the sum of the flags.
+
     Args:
         reducer: the :class:`~.reducer.Reducer` (group, parameters, owners, layouts, options).
     """
 
     def __init__(self, reducer):
         self.params, self.group, self.as_view = reducer.params, reducer.group, reducer.as_view
+        self.check = reducer.nonfinite
         self.owners, self.layouts = reducer.owners, reducer.layouts  # layouts: bucket index -> shard_layout
         self.written = reducer.written  # parameter index -> (the .grad written, weakly; its version): see the Reducer
         self.world_size, self.rank = reducer.world_size, dist.get_rank(reducer.group)
@@ -273,7 +319,8 @@ class ShardedReduceScatter:
 
     def layout(self, bucket):
         if bucket.index not in self.layouts:
-            self.layouts[bucket.index] = shard_layout(bucket, self.owners, self.world_size)
+            self.layouts[bucket.index] = shard_layout(bucket, self.owners, self.world_size,
+                                                      extra=self.check is not None)
         return self.layouts[bucket.index]
 
     def stage(self, bucket, slot, grad):
@@ -289,13 +336,20 @@ class ShardedReduceScatter:
 
     def launch(self, bucket):
         send = self.sends[bucket.index]
+        if self.check is not None:
+            offsets, size = self.layout(bucket)
+            slots = [send[o:o + math.prod(shape)] for o, shape in zip(offsets, bucket.shapes)]
+            self.check.local(bucket, slots, send[size - 1::size])  # the flag slot of every rank's piece
         piece = self.pieces[bucket.index] = get_array_module(send).empty(send.size // self.world_size, send.dtype)
         self.works[bucket.index] = dist.reduce_scatter_tensor(piece, send, group=self.group, async_op=True)
 
     def finish(self, bucket):
         self.works.pop(bucket.index).wait()
         del self.sends[bucket.index]
-        return self.pieces.pop(bucket.index)
+        piece = self.pieces.pop(bucket.index)
+        if self.check is not None:
+            self.check.reduced(bucket, piece[-1:])
+        return piece
 
     def write_back(self, bucket, piece, used):
         offsets, size = self.layout(bucket)

@@ -9,6 +9,7 @@ from ..tensor import Tensor, backend, is_grad_enabled, no_grad, reachable_leaves
 from ..tensor.backend import get_array_module
 from ..timing import phase
 from .micro_shards import micro_shards_for
+from .nonfinite import check_mode
 from .reducer import Reducer
 
 
@@ -65,6 +66,16 @@ class DistributedDataParallel(Module):
             :mod:`dtrain.parallel.micro_shards` and docs/reproducibility.md). Each rank's batch
             must be a whole number of micro-shards; not with a comm hook, ``gradient_sharding``
             or :meth:`join`.
+        nonfinite: (dtrain) what a NaN or inf gradient on any rank does, decided alike on
+            every rank from a flag each bucket's all-reduce carries (see
+            :mod:`dtrain.parallel.nonfinite`): ``"skip"`` (default) logs one line from rank 0
+            naming the step, the first rank and its parameter (``step 7: non-finite gradient
+            (nan) on rank 1 in 'fc.weight'; all ranks skip this step``) and makes the next
+            ``optimizer.step()`` update nothing (every ``.grad`` of an optimizer holding these
+            parameters is set to None first: parameters, momentum and Adam's step count stay as
+            they were), so the replicas never diverge; ``"raise"`` raises
+            ``NonFiniteGradientError`` with that message from ``backward()`` on every rank;
+            ``"ignore"``: no check (the step applies the non-finite averages, as PyTorch's DDP).
 
     PyTorch's DDP has no gradient-sharding option; its nearest spellings are FSDP's
     ``ShardingStrategy.SHARD_GRAD_OP``, which also shards parameters between steps (another
@@ -82,7 +93,7 @@ class DistributedDataParallel(Module):
 
     def __init__(self, module, device_ids=None, output_device=None, broadcast_buffers=True, process_group=None,
                  bucket_cap_mb=25, find_unused_parameters=False, gradient_as_bucket_view=False,
-                 static_graph=False, gradient_sharding=False, micro_shard_size=None):
+                 static_graph=False, gradient_sharding=False, nonfinite="skip", micro_shard_size=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel: module must be a dtrain.nn.Module, got {type(module).__name__}")
@@ -98,6 +109,7 @@ class DistributedDataParallel(Module):
         if not bucket_cap_mb > 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got {bucket_cap_mb}")
         _check_device_ids(device_ids, named[0][1])
+        check_mode(nonfinite)
         if gradient_sharding and find_unused_parameters:
             raise ValueError("DistributedDataParallel: gradient_sharding=True does not support "
                              "find_unused_parameters=True (the owners of unused parameters would get no "
@@ -119,7 +131,7 @@ class DistributedDataParallel(Module):
                 dist.broadcast(t, src=self._global_rank(0), group=process_group)
         names, params = [n for n, _ in named], [p for _, p in named]
         self.reducer = Reducer(params, names, process_group, bucket_cap_mb, find_unused_parameters,
-                               gradient_as_bucket_view, gradient_sharding)
+                               gradient_as_bucket_view, gradient_sharding, nonfinite)
         self._micro = micro_shards_for(self, micro_shard_size, params, names)
 
     def _global_rank(self, group_rank):

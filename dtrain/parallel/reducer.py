@@ -12,6 +12,10 @@ start of every synchronized backward; the Reducer only tells it when a gradient 
 (``stage``), when a bucket is complete (``launch``) and when the pass is over (``finish``
 and ``write_back`` for every bucket, from the last hook of the pass).
 
+With ``nonfinite`` other than "ignore", every bucket's message also carries a flag saying
+whether any rank's gradients in it were non-finite, and a non-finite backward is skipped or
+raised on every rank alike (:mod:`.nonfinite`).
+
 Buckets are launched in index order on every rank (a bucket that fills early waits for its
 predecessors), so the ranks' collectives always match. After the first synchronized
 iteration the buckets are rebuilt once, in the order the gradients actually became ready
@@ -23,7 +27,8 @@ import weakref
 from .. import comm as dist
 from ..tensor.backend import asnumpy, cupy, device_of, get_array_module, is_cuda_array
 from .bucket_reduction import Bucket, GradBucket, ShardedReduceScatter, choose_strategy
-from .comm_hooks import allreduce_hook
+from .comm_hooks import Future, allreduce_hook
+from .nonfinite import NonFiniteCheck
 from .stragglers import StragglerWatch
 
 FIRST_BUCKET_BYTES = 1024 * 1024
@@ -79,11 +84,14 @@ class Reducer:
         gradient_as_bucket_view: leave ``.grad`` as views into the buckets (saves a copy).
         gradient_sharding: reduce-scatter the buckets (ZeRO-2): each rank keeps the averaged
             gradients of the parameters :meth:`set_gradient_owners` gives it, no others.
+        nonfinite: "skip", "raise" or "ignore": what a non-finite averaged gradient does
+            (see :mod:`.nonfinite`).
     """
 
     def __init__(self, params, names, process_group=None, bucket_cap_mb=25, find_unused_parameters=False,
-                 gradient_as_bucket_view=False, gradient_sharding=False):
+                 gradient_as_bucket_view=False, gradient_sharding=False, nonfinite="skip"):
         self.params, self.names, self.group = params, names, process_group
+        self.nonfinite = None if nonfinite == "ignore" else NonFiniteCheck(self, nonfinite)
         self.world_size = dist.get_world_size(process_group)
         self.cap = int(bucket_cap_mb * 1024 * 1024)
         self.find_unused = find_unused_parameters
@@ -116,7 +124,7 @@ class Reducer:
     def _build(self, order):
         caps = [min(FIRST_BUCKET_BYTES, self.cap), self.cap]
         # gradient sharding sends from buffers of its own layout, alive only while a bucket is reduced
-        self.buckets = [Bucket(k, idx, self.params, allocate=not self.sharding)
+        self.buckets = [Bucket(k, idx, self.params, allocate=not self.sharding, flag=self.nonfinite is not None)
                         for k, idx in enumerate(assign_buckets(self.params, order, caps))]
         self.layouts = {}
         self.slot_of = {}  # parameter index -> (its bucket, its slot there)
@@ -201,6 +209,8 @@ class Reducer:
             self.strategy = ShardedReduceScatter(self)
         else:
             self.strategy = choose_strategy(self)  # per backward: join may change the divisor
+        if self.nonfinite is not None:
+            self.nonfinite.begin()
         self.in_backward = True
         self.t_begin = time.perf_counter()
         if self.find_unused:
@@ -258,8 +268,15 @@ class Reducer:
         self.device_wait = timed  # (event after backward, event after the waits): see wait_seconds
         if not self.rebuilt:
             self.ready_order = list(self.order)
+        self._end_iteration()
+
+    def _end_iteration(self):
+        """Count the iteration and reset for the next; a non-finite one is then skipped or raised."""
+        verdict = self.nonfinite.verdict(self.iterations) if self.nonfinite is not None else None
         self.iterations += 1
         self._reset()
+        if verdict is not None:
+            self.nonfinite.act(verdict)
 
     def _device_mark(self):
         """A timing event recorded now on the current stream of the buckets' device."""
@@ -322,21 +339,30 @@ class Reducer:
     def shadow_backward(self):
         """Take part in one iteration's reduction with zero gradients (a joined rank)."""
         used = self._launch_used_bitmap(range(len(self.params))) if self.find_unused else None
+        if self.nonfinite is not None:
+            self.nonfinite.begin()
         futures = []
         for b in self.buckets:
-            b.buffer[...] = 0
+            b.message[...] = 0
+            if self.hook is allreduce_hook:  # the whole message: the active ranks' flag slot too
+                futures.append(Future(dist.all_reduce(b.message, group=self.group, async_op=True), b.buffer))
+                continue
             is_last = b.index == len(self.buckets) - 1
             futures.append(self.hook(self.hook_state, GradBucket(b, self.params, is_last, self.div_factor)))
         self.stragglers.launch(self.params[0].array)  # as the ranks with data do
         if used is not None:
             used[1].wait()
-        for future in futures:
-            future.wait()
+        for b, future in zip(self.buckets, futures):
+            averages = future.wait()
+            if self.nonfinite is not None:  # as the active ranks see it: they may all-gather the culprit
+                if self.hook is allreduce_hook:
+                    self.nonfinite.reduced(b, b.flag)
+                else:
+                    self.nonfinite.reduced_averages(b, b.split(averages))
         self.stragglers.finish()
-        self.iterations += 1
         if not self.rebuilt:
             self.ready_order = None
-        self._reset()
+        self._end_iteration()
 
     def remove_hooks(self):
         """Detach from the parameters: their backward no longer reaches this reducer."""

@@ -18,7 +18,7 @@ from test_ddp_single import world  # noqa: F401  (the fixture: a world of one pr
 
 def reducer_like(world_size, hook=allreduce_hook, as_view=False):
     return SimpleNamespace(hook=hook, world_size=world_size, as_view=as_view, group=None, params=[],
-                           div_factor=world_size, hook_state=None, buckets=[])
+                           div_factor=world_size, hook_state=None, buckets=[], nonfinite=None)
 
 
 def test_strategy_follows_hook_world_size_and_bucket_view():

@@ -1,0 +1,198 @@
+"""Non-finite gradients under DDP: one flag per bucket, one decision on every rank, the culprit named.
+
+``DistributedDataParallel(nonfinite="skip" | "raise" | "ignore")``:
+
+* Each rank computes, when a bucket is launched, the squared L2 norm of every gradient in it
+  (one BLAS dot per gradient: the cheapest full read of the values; NaN and inf propagate
+  into it) and writes ``1`` into the bucket's flag slot if any is not finite, else ``0``.
+  The flag travels in the bucket's own message (one element appended to the all-reduce; one
+  per rank's piece of a reduce-scatter), so the reduced flag, the same on every rank, says
+  whether any rank had a non-finite gradient: no extra collective on the common path. A
+  gradient whose squared norm passes its dtype's range (float32: a norm above 1.8e19) counts
+  as non-finite too, as for ``clip_grad_norm_(error_if_nonfinite=True)``: such a step would
+  overflow the optimizer's statistics anyway.
+* Only when some flag is set (the rare path) the ranks all-gather three integers each (the
+  first non-finite parameter in the order its gradient became ready, how many, NaN or inf),
+  so every rank builds the same message naming the lowest such rank, e.g.
+  ``step 7: non-finite gradient (nan) on rank 1 in 'layers.0.weight'; all ranks skip this step``.
+  ``step`` counts the synchronized backward passes before this one (0 for the first, as a
+  loop's counter).
+* ``"skip"`` (default): group rank 0 logs that line (logger ``dtrain.parallel``, WARNING) and
+  the next ``optimizer.step()`` of every optimizer holding the wrapper's parameters updates
+  nothing: a global step pre-hook sets all of that optimizer's ``.grad`` to None first, so no
+  parameter, momentum buffer or Adam step count changes, exactly as if step() had not been
+  called (``.grad`` is None afterwards). Until then ``.grad`` holds the reduced, non-finite
+  averages, the same on every rank: a GradScaler sees them, skips the step itself and lowers
+  its scale as usual. The mark lasts until the next synchronized backward.
+* ``"raise"``: every rank raises :class:`NonFiniteGradientError` with that message from
+  ``backward()`` (uncaught, it ends the job, non-zero exit).
+* ``"ignore"``: no check at all (the optimizer then steps on the non-finite averages, as
+  PyTorch's DDP does).
+
+With a comm hook the flag cannot ride in the hook's message: the decision is taken on the
+hook's averages instead (one more pass over them; identical on every rank), so a hook whose
+own reduction overflows (e.g. float16 compression) is reported too.
+"""
+import logging
+import weakref
+
+import numpy
+
+from .. import comm as dist
+from ..optim.step_hooks import register_optimizer_step_pre_hook
+from ..tensor.backend import asnumpy, get_array_module
+
+MODES = ("skip", "raise", "ignore")
+log = logging.getLogger("dtrain.parallel")
+
+_pending = weakref.WeakSet()  # reducers whose last synchronized backward was non-finite, under "skip"
+_hook_handle = None
+_KINDS = ("", "nan", "inf")
+
+
+class NonFiniteGradientError(RuntimeError):
+    """A gradient averaged by DistributedDataParallel(nonfinite="raise") held a NaN or an inf."""
+
+
+def check_mode(nonfinite):
+    """ValueError unless ``nonfinite`` is one of MODES."""
+    if not isinstance(nonfinite, str) or nonfinite not in MODES:
+        raise ValueError(f"DistributedDataParallel: nonfinite must be one of 'skip', 'raise' or 'ignore', "
+                         f"got {nonfinite!r}")
+
+
+def _squared_norm(xp, a):
+    flat = a.reshape(-1)
+    if flat.dtype.itemsize < 4:  # float16's range (65504) is passed by the squares of ordinary gradients
+        flat = flat.astype(xp.float32)
+    return xp.vdot(flat, flat).real
+
+
+def _norm_dtype(xp, dtype):
+    return xp.float64 if dtype.itemsize >= 8 else xp.float32
+
+
+class NonFiniteCheck:
+    """The non-finite check of one :class:`~.reducer.Reducer` (mode "skip" or "raise").
+
+    The strategies of :mod:`.bucket_reduction` call :meth:`local` when a bucket is launched
+    and :meth:`reduced` (or :meth:`reduced_averages` for a comm hook) when its reduction is
+    in; the reducer calls :meth:`begin` at the start of each synchronized backward and
+    :meth:`verdict` / :meth:`act` after the last bucket.
+    """
+
+    def __init__(self, reducer, mode):
+        global _hook_handle
+        self.reducer, self.mode = reducer, mode
+        self.norms = {}  # bucket index -> per slot, this rank's squared gradient norm (before the reduction)
+        self.flags = {}  # bucket index -> the reduced flag (> 0: some rank's gradient there was not finite)
+        self.averaged = {}  # bucket index -> per slot, the squared norm of the averages (comm hooks only)
+        if _hook_handle is None:
+            _hook_handle = register_optimizer_step_pre_hook(_skip_marked_step)
+
+    def begin(self):
+        self.norms.clear()
+        self.flags.clear()
+        self.averaged.clear()
+        _pending.discard(self.reducer)
+
+    def local(self, bucket, arrays, flag=None):
+        """This rank's check of ``bucket`` (``arrays``: its values per slot, None for a slot
+        without any) into ``flag`` (an array of one element, or a strided view of one per
+        piece); returns the flag, a new one-element array where ``flag`` is None."""
+        first = next(a for a in arrays if a is not None)
+        xp = get_array_module(first)
+        norms = self.norms[bucket.index] = xp.zeros(len(arrays), _norm_dtype(xp, first.dtype))
+        for k, a in enumerate(arrays):
+            if a is not None:
+                norms[k] = _squared_norm(xp, a)  # on a GPU: device work only, no synchronization
+        if flag is None:
+            flag = xp.zeros(1, first.dtype)
+        flag[...] = ~xp.isfinite(norms.sum())
+        return flag
+
+    def reduced(self, bucket, flag):
+        """``flag`` (the array :meth:`local` filled) now holds the reduction over the ranks."""
+        self.flags[bucket.index] = flag
+
+    def reduced_averages(self, bucket, averages):
+        """A comm hook's averages for ``bucket`` (per slot): the decision is taken on them."""
+        xp = get_array_module(averages[0])
+        norms = self.averaged[bucket.index] = xp.zeros(len(averages), _norm_dtype(xp, averages[0].dtype))
+        for k, a in enumerate(averages):
+            norms[k] = _squared_norm(xp, a)
+        self.flags[bucket.index] = ~xp.isfinite(norms.sum()).reshape(1)
+
+    def verdict(self, step):
+        """None when every reduced flag is clear; else the message naming the step, the
+        lowest rank with a non-finite gradient and its first such parameter (the same on
+        every rank: on this rare path the ranks all-gather what each found)."""
+        if not self.flags:
+            return None
+        flags = list(self.flags.values())
+        xp = get_array_module(flags[0])
+        if not bool((xp.concatenate([f.reshape(-1) for f in flags]) != 0).any()):  # one host read per step
+            return None
+        reducer = self.reducer
+        n = reducer.world_size
+        found = numpy.array(self._first_nonfinite(self.norms), numpy.int64)
+        everyone = numpy.empty(3 * n, numpy.int64)
+        if n > 1:
+            dist.all_gather_into_tensor(everyone, found, group=reducer.group)
+        else:
+            everyone[:] = found
+        ranks = [r for r in range(n) if everyone[3 * r] >= 0]
+        if not ranks:  # only a comm hook's averages were non-finite
+            index, count, kind = self._first_nonfinite(self.averaged)
+            return (f"step {step}: non-finite averaged gradient ({_KINDS[kind]}) in '{reducer.names[index]}' "
+                    f"though every rank's own gradients were finite: the comm hook's reduction overflowed")
+        rank = ranks[0]
+        index, count, kind = (int(v) for v in everyone[3 * rank:3 * rank + 3])
+        more = f" and {count - 1} more of its parameters" if count > 1 else ""
+        others = [self._global(r) for r in ranks[1:]]
+        also = f" (also on ranks {others})" if others else ""
+        return (f"step {step}: non-finite gradient ({_KINDS[kind]}) on rank {self._global(rank)} in "
+                f"'{reducer.names[index]}'{more}{also}")
+
+    def act(self, message):
+        """Skip (mark, log once from group rank 0) or raise, per the mode."""
+        if self.mode == "raise":
+            raise NonFiniteGradientError(f"{message}; DistributedDataParallel(nonfinite='raise') ends the job")
+        _pending.add(self.reducer)
+        if dist.get_rank(self.reducer.group) == 0:
+            log.warning(f"{message}; all ranks skip this step")
+
+    def _first_nonfinite(self, norms_by_bucket):
+        """``(parameter index, how many, kind)`` of the non-finite entries of ``norms_by_bucket``
+        on this rank: the first in the order the gradients became ready; ``(-1, 0, 0)`` if none."""
+        reducer = self.reducer
+        bad = {}
+        for b in reducer.buckets:
+            norms = norms_by_bucket.get(b.index)
+            if norms is None:
+                continue
+            norms = asnumpy(norms)
+            for k in numpy.flatnonzero(~numpy.isfinite(norms)):
+                bad[b.indices[k]] = 1 if numpy.isnan(norms[k]) else 2
+        if not bad:
+            return -1, 0, 0
+        position = {i: k for k, i in enumerate(reducer.order)}
+        first = min(bad, key=lambda i: (position.get(i, len(position)), i))
+        return first, len(bad), bad[first]
+
+    def _global(self, group_rank):
+        group = self.reducer.group
+        return group_rank if group is None else dist.get_global_rank(group, group_rank)
+
+
+def _skip_marked_step(optimizer, args, kwargs):
+    """The global optimizer step pre-hook: an optimizer holding any parameter of a reducer
+    whose last backward was non-finite updates nothing (every .grad set to None first)."""
+    if not _pending:
+        return None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    held = {id(p) for p in params}
+    if any(id(p) in held for reducer in list(_pending) for p in reducer.params):
+        for p in params:
+            p.grad = None
+    return None

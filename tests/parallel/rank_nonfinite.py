@@ -1,0 +1,181 @@
+"""Rank script for test_nonfinite.py: a NaN (or inf) planted in one rank's gradient at one step.
+
+    mpiexec -n N python tests/parallel/rank_nonfinite.py checks   # every check, rank_harness report
+    python -m dtrain.launch --nproc 2 tests/parallel/rank_nonfinite.py raise   # nonfinite="raise"
+
+The NaN is planted by adding ``(weight * mask).sum()`` to the loss of rank 1 at step 7, with
+``mask`` zero but for one NaN: only that weight's gradient (one element) turns NaN, on that
+rank only. Each check trains a model so and a reference model that simply leaves step 7 out
+(no forward, no backward, no step), with the same reduction strategy, and compares them
+bitwise on every rank, and every rank's parameters with rank 0's.
+"""
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+
+import dtrain  # noqa: E402
+import dtrain.comm as dist  # noqa: E402
+import dtrain.nn as nn  # noqa: E402
+import dtrain.nn.functional as F  # noqa: E402
+from dtrain.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402
+from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
+from dtrain.parallel.comm_hooks import fp16_compress_hook  # noqa: E402
+
+D, H, K, B, STEPS, PLANT_STEP, PLANT_RANK = 6, 16, 4, 4, 10, 7, 1
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(D, H)
+        self.mid = nn.Linear(H, H)
+        self.out = nn.Linear(H, K)
+
+    def forward(self, x):
+        return self.out(F.tanh(self.mid(F.relu(self.inp(x)))))
+
+
+class Records(logging.Handler):
+    """The messages logged to dtrain.parallel on this rank."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+        logging.getLogger("dtrain.parallel").addHandler(self)
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def train(plant, skip_step=None, optimizer="sgd", value=float("nan"), where="mid.weight", plant_ranks=(PLANT_RANK,),
+          **ddp_options):
+    """STEPS steps of a DDP model; ``plant``: add the non-finite ``value`` to ``where``'s gradient on
+    ``plant_ranks`` at PLANT_STEP; ``skip_step``: leave that step out. Returns (model, optimizer)."""
+    dtrain.manual_seed(0)
+    hook = ddp_options.pop("hook", None)
+    model = DDP(Net(), **ddp_options)
+    if hook is not None:
+        model.register_comm_hook(None, hook)
+    make = {"sgd": lambda ps: dtrain.optim.SGD(ps, lr=0.1, momentum=0.9),
+            "adam": lambda ps: dtrain.optim.Adam(ps, lr=1e-2),
+            "zero": lambda ps: ZeroRedundancyOptimizer(ps, dtrain.optim.Adam, lr=1e-2)}[optimizer]
+    opt = make(model.parameters())
+    rank = dist.get_rank()
+    rng = np.random.default_rng(100 + rank)
+    xs, ys = rng.standard_normal((STEPS, B, D)).astype(np.float32), rng.integers(0, K, (STEPS, B))
+    weight = dict(model.module.named_parameters())[where]
+    for step in range(STEPS):
+        if step == skip_step:
+            continue
+        opt.zero_grad()
+        loss = F.cross_entropy(model(dtrain.from_numpy(xs[step])), dtrain.from_numpy(ys[step]))
+        if plant and step == PLANT_STEP and rank in plant_ranks:
+            mask = np.zeros(weight.shape, np.float32)
+            mask.reshape(-1)[0] = value
+            loss = loss + (weight * dtrain.from_numpy(mask)).sum()
+        loss.backward()
+        opt.step()
+    return model, opt
+
+
+def assert_same_everywhere(model, reference):
+    """model's parameters equal reference's bitwise on this rank, and equal rank 0's."""
+    mine = {n: p.detach().numpy().copy() for n, p in model.module.named_parameters()}
+    for n, p in reference.module.named_parameters():
+        assert np.isfinite(mine[n]).all(), f"{n} is not finite"
+        assert mine[n].tobytes() == p.detach().numpy().tobytes(), f"{n} differs from the run without step {PLANT_STEP}"
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, {n: a.tobytes() for n, a in mine.items()})
+    for r, theirs in enumerate(everyone):
+        assert theirs == everyone[0], f"rank {r}'s parameters differ from rank 0's"
+
+
+def assert_logged(records, expected):
+    """Exactly ``expected`` on group rank 0, nothing on the others (one line, one rank)."""
+    want = [expected] if dist.get_rank() == 0 else []
+    assert records.messages == want, f"logged {records.messages}, expected {want}"
+    records.messages.clear()
+
+
+EXPECTED = f"step {PLANT_STEP}: non-finite gradient (nan) on rank {PLANT_RANK} in 'mid.weight'; all ranks skip this step"
+
+
+def check_skip(records, optimizer="sgd", **options):
+    """The planted run logs the culprit once and ends bitwise equal to the run without step 7."""
+    model, _ = train(True, optimizer=optimizer, **options)
+    assert_logged(records, EXPECTED)
+    reference, _ = train(False, skip_step=PLANT_STEP, optimizer=optimizer, **options)
+    assert_same_everywhere(model, reference)
+
+
+def check_skip_in_place(records):
+    check_skip(records)
+
+
+def check_skip_bucket_view(records):
+    check_skip(records, gradient_as_bucket_view=True, bucket_cap_mb=0.0005)  # several buckets of copies
+
+
+def check_skip_comm_hook(records):
+    check_skip(records, hook=fp16_compress_hook)  # the hook's averages decide; rank 1's own norms name it
+
+
+def check_skip_zero2(records):
+    check_skip(records, optimizer="zero", gradient_sharding=True)
+
+
+def check_skip_adam_state(records):
+    """Adam's step count and moments are those of the run without step 7."""
+    model, opt = train(True, optimizer="adam")
+    assert_logged(records, EXPECTED)
+    reference, ref_opt = train(False, skip_step=PLANT_STEP, optimizer="adam")
+    assert_same_everywhere(model, reference)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        state, ref = opt.state[p], ref_opt.state[q]
+        assert float(state["step"]) == STEPS - 1, state["step"]
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert state[name].numpy().tobytes() == ref[name].numpy().tobytes(), name
+
+
+def check_inf_on_two_ranks(records):
+    """inf on the two last ranks in out.bias: the lower is named, the other listed."""
+    n = dist.get_world_size()
+    train(True, value=float("inf"), where="out.bias", plant_ranks=(n - 2, n - 1))
+    assert_logged(records, f"step {PLANT_STEP}: non-finite gradient (inf) on rank {n - 2} in 'out.bias' (also on "
+                           f"ranks [{n - 1}]); all ranks skip this step")
+
+
+def check_ignore(records):
+    """nonfinite="ignore": the old behaviour, the NaN reaches every rank's parameters; nothing logged."""
+    model, _ = train(True, nonfinite="ignore")
+    assert records.messages == [], records.messages
+    assert np.isnan(model.module.mid.weight.detach().numpy()).any()
+
+
+def main():
+    from rank_harness import RankChecks
+    checks = RankChecks()
+    records = Records()
+    checks.run("skip: in-place coalesced all-reduce, SGD momentum", check_skip_in_place, records)
+    checks.run("skip: Adam's state untouched", check_skip_adam_state, records)
+    checks.run("skip: bucket copy (gradient_as_bucket_view)", check_skip_bucket_view, records)
+    checks.run("skip: comm hook (fp16 compression)", check_skip_comm_hook, records)
+    checks.run("skip: ZeRO-2 reduce-scatter", check_skip_zero2, records)
+    checks.run("inf on two ranks", check_inf_on_two_ranks, records)
+    checks.run("ignore", check_ignore, records)
+    checks.finish()
+
+
+def raise_mode():
+    dist.init_process_group()
+    start = time.perf_counter()
+    train(True, nonfinite="raise")
+    print(f"rank {dist.get_rank()}: not raised after {time.perf_counter() - start:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    {"checks": main, "raise": raise_mode}[sys.argv[1]]()
