@@ -162,6 +162,20 @@ def make_parser():
     job.add_argument("--resume", choices=["auto"], default=None,
                      help="gpt: continue from the newest checkpoint in runs/gpt, if any")
     job.add_argument("--quiet", action="store_true", help="gpt: no progress bar")
+    check = p.add_argument_group("the pre-flight check (--preflight: measure every rank, then exit; see dtrain.preflight)")
+    check.add_argument("--preflight", action="store_true",
+                       help="measure GEMM GFLOP/s and DataLoader samples/s per rank and the all-reduce busbw of all "
+                            "ranks and of every pair, predict --model's step time; exit 1 naming any rank or pair "
+                            "below --threshold x the median")
+    check.add_argument("--model", default="mlp",
+                       help="the model whose step time is predicted: 'mlp' (the reference MLP), 'file.py:factory' "
+                            "or 'package.module:factory' (a callable returning a Module)")
+    check.add_argument("--flops-per-sample", type=float, default=None,
+                       help="the model's training FLOPs per sample (default: 6 x its parameters)")
+    check.add_argument("--model-batch", type=_positive("--model-batch"), default=None,
+                       help="samples per rank per step for the prediction (mlp: 256)")
+    check.add_argument("--threshold", type=float, default=0.5,
+                       help="an outlier is below this fraction of the median (default 0.5)")
     p.add_argument("script", nargs="?", help="the Python script every rank runs")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     return p
@@ -441,8 +455,12 @@ def run_rank(args):
     os.environ.update(torchrun_env(dist))
     if cuda.is_available():
         cuda.set_device(dist.get_local_rank() % cuda.device_count())
+    code = 0
     try:
-        if args.script and args.module:
+        if args.preflight:
+            from . import preflight
+            code = preflight.run(args.model, args.flops_per_sample, args.model_batch, args.threshold)
+        elif args.script and args.module:
             run_module(args.script, args.script_args)
         elif args.script:
             run_script(args.script, args.script_args)
@@ -455,7 +473,7 @@ def run_rank(args):
         raise
     if dist.is_initialized():
         finish()  # the peers learn this rank exited: one still in a collective reports it
-    return 0
+    return code
 
 
 def torchrun_env(dist):
@@ -480,6 +498,19 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+def _check_preflight(parser, args):
+    """--preflight's options, checked before any rank starts."""
+    if args.script is not None:
+        parser.error(f"--preflight runs the check, not a script: drop {args.script!r} (or --preflight)")
+    if not 0 < args.threshold < 1:
+        parser.error(f"--threshold must be between 0 and 1 (a fraction of the median), got {args.threshold:g}")
+    from . import preflight
+    try:
+        preflight.model_size(args.model)
+    except (ValueError, OSError, ImportError) as e:
+        parser.error(str(e))
 
 
 def run_module(name, module_args):
@@ -527,6 +558,8 @@ def main(argv=None):
     if args.script is not None and not args.module and not os.path.isfile(args.script):
         parser.error(f"script {args.script!r} does not exist (or is not a file)")
     job_argv(parser, args)  # a job option that does not apply is an error here, before any rank starts
+    if args.preflight:
+        _check_preflight(parser, args)
     from .comm import env
     info = env.discover()
     if info is None:

@@ -41,7 +41,7 @@ LAYERS = [
     ("nn/optim/data", {"nn", "optim", "data"}),
     ("comm", {"comm"}),
     ("parallel", {"parallel"}),
-    ("launch", {"launch", "preemption"}),
+    ("launch", {"launch", "preemption", "preflight"}),
     ("facades", {"__init__", "distributed", "multiprocessing", "utils", "compiler", "vision", "checkpoint", "amp"}),
 ]
 RANK = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
