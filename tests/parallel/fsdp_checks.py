@@ -10,6 +10,7 @@ check_checkpoint_resume saves a checkpoint (and the parameters the uninterrupted
 with) to FOLDER and resumes from RESUME_FROM's, another job's; with CHECK, only that check runs.
 """
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -206,6 +207,26 @@ def check_state_dict_round_trip():
     x, y = batches(1)[0]
     a, b = model(x, y)[1].item(), plain(x, y)[1].item()
     assert abs(a - b) <= 1e-12 * abs(b), (a, b)
+
+
+def check_clip_grad_norm_equals_ddp():
+    """nn.utils.clip_grad_norm_ over the shards returns DDP's total norm, the whole gradient's
+    (the 2-, inf- and 1-norm, 1e-12 relative), on every rank, and clips to DDP's gradients:
+    three clipped SGD steps end within 1e-12 of DDP's parameters."""
+    model, ref = sharded_gpt(np.float64), DDP(gpt(np.float64))
+    opt, plain = dtrain.optim.SGD(model.parameters(), lr=0.1), dtrain.optim.SGD(ref.parameters(), lr=0.1)
+    for norm_type, batch in zip((2.0, math.inf, 1.0), batches(3)):
+        for m, o in ((model, opt), (ref, plain)):
+            o.zero_grad()
+            m(*batch)[1].backward()
+        ours = dtrain.nn.utils.clip_grad_norm_(model.parameters(), 0.05, norm_type).item()
+        theirs = dtrain.nn.utils.clip_grad_norm_(ref.parameters(), 0.05, norm_type).item()
+        assert theirs > 0.05, f"the {norm_type}-norm {theirs} is not clipped at 0.05: choose a smaller max_norm"
+        assert abs(ours - theirs) <= 1e-12 * theirs, f"{norm_type}-norm {ours} over the shards, DDP's {theirs}"
+        opt.step()
+        plain.step()
+    err = rel(full_params(model), full_params(ref.module))
+    assert err <= 1e-12, f"relative difference {err:.3g} from DDP after clipped steps > 1e-12"
 
 
 def same_state(ours, theirs):

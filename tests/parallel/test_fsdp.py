@@ -16,7 +16,7 @@ from ddp_jobs import Job, passed
 from dtrain.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from dtrain.parallel import DistributedDataParallel as DDP
 
-CHECKS = 8  # the check_* functions of fsdp_checks.py (PROPERTIES below)
+CHECKS = 9  # the check_* functions of fsdp_checks.py (PROPERTIES below)
 WORLD_SIZES = (2, 4, 1)  # in this order: each job resumes from the checkpoint of the one before
 each_world_size = pytest.mark.parametrize("n", WORLD_SIZES)
 
@@ -70,6 +70,8 @@ PROPERTIES = {
     "check_checkpoint_resume": "get_state_dict(full_state_dict=True) saved at this world size; the previous job's "
                                "checkpoint (2->2, 2->4, 4->1) resumes here with the same parameters and Adam state, "
                                "and the next steps end where that run did (1e-10); a plain GPT + Adam loads it too",
+    "check_clip_grad_norm_equals_ddp": "clip_grad_norm_ over the shards is DDP's (the whole gradient's norm: 2, inf, "
+                                       "1), and the clipped steps DDP's",
     "check_sharded_state_dict_round_trip": "the default (sharded) state dicts load back at the same world size",
 }
 

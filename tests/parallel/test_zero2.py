@@ -18,7 +18,7 @@ from dtrain.parallel import DistributedDataParallel as DDP
 from dtrain.parallel.bucket_reduction import Bucket, shard_layout
 from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
-CHECKS = 7  # the check_* functions of zero2_checks.py
+CHECKS = 8  # the check_* functions of zero2_checks.py
 NCCL_CHECKS = 3  # zero2_checks.NCCL_CHECKS
 EMULATED = os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0")
 WORLD_SIZES = (1, 2, 4)
@@ -44,9 +44,15 @@ def each_job(jobs, check):
 
 
 def test_every_rank_ran_every_check(jobs):
-    """Each rank of the 1-, 2- and 4-rank jobs ran all 7 checks of zero2_checks.py, and all passed."""
+    """Each rank of the 1-, 2- and 4-rank jobs ran all 8 checks of zero2_checks.py, and all passed."""
     for n, job in jobs.items():
         assert_all_checks_passed(job.process, n, CHECKS)
+
+
+def test_clip_grad_norm_is_the_whole_gradients(jobs):
+    """clip_grad_norm_ under ZeRO-2 returns DDP's norm (all-reduced from the ranks' owned
+    gradients; 2, inf and 1) and clips the owned gradients to DDP's clipped ones (1e-12)."""
+    each_job(jobs, "check_clip_grad_norm_equals_ddp")
 
 
 def test_owned_gradients_equal_ddp(jobs):

@@ -9,6 +9,7 @@ With ``--backend nccl`` each rank trains on its GPU (``cuda:local_rank % device_
 and runs NCCL_CHECKS only.
 """
 import json
+import math
 import sys
 import weakref
 from pathlib import Path
@@ -255,6 +256,24 @@ def check_accumulating_onto_averages_is_refused():
     backward(model, second)
     backward(ref, second)
     assert_owned_gradients_equal(model, ref, zero, 1e-12)
+
+
+def check_clip_grad_norm_equals_ddp():
+    """nn.utils.clip_grad_norm_ over the model's parameters, each rank holding only its owned
+    gradients, returns DDP's total norm, the whole gradient's (the 2-, inf- and 1-norm, 1e-12
+    relative), on every rank, and clips the owned gradients to DDP's clipped ones."""
+    model, zero = sharded(np.float64)
+    ref = DDP(model_of(np.float64))
+    for norm_type, batch in zip((2.0, math.inf, 1.0), data(3)):
+        zero.zero_grad()
+        ref.zero_grad()
+        backward(model, batch)
+        backward(ref, batch)
+        ours = dtrain.nn.utils.clip_grad_norm_(model.parameters(), 0.05, norm_type).item()
+        theirs = dtrain.nn.utils.clip_grad_norm_(ref.parameters(), 0.05, norm_type).item()
+        assert theirs > 0.05, f"the {norm_type}-norm {theirs} is not clipped at 0.05: choose a smaller max_norm"
+        assert abs(ours - theirs) <= 1e-12 * theirs, f"{norm_type}-norm {ours} over the owned gradients, DDP's {theirs}"
+        assert_owned_gradients_equal(model, ref, zero, 1e-12)
 
 
 def main(path, backend=None):

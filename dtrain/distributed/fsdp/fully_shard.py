@@ -139,7 +139,8 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, mp_policy=Mixe
     After it, ``module.parameters()`` are this rank's shards (1-D, 1/N of the flat group
     padded to a multiple of N): build the optimizer after fully_shard. The shards are 1-D (no
     DTensor): choose parameter groups by name (``named_parameters()`` keeps the names), not by
-    ``p.dim()``; gradient clipping by norm would need the norm summed over the ranks.
+    ``p.dim()``; ``nn.utils.clip_grad_norm_`` over them gives the whole gradients' norm
+    (collective: the ranks' parts are summed).
     Forward and backward are collective (every rank, same order); gradients arrive averaged
     over the ranks in the shards' ``.grad``. ``state_dict()`` returns full tensors
     (collective); the optimizer's own state_dict is this rank's shards' (it loads back at the

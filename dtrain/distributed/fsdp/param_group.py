@@ -25,6 +25,7 @@ from ... import comm as dist
 from ...nn import Parameter
 from ...tensor import Tensor, backend
 from ...tensor.backend import get_array_module
+from ..sharded_grad import mark_partial
 
 SHARDED, UNSHARDED = "sharded", "unsharded"
 
@@ -56,6 +57,7 @@ class ParamGroup:
         self.padded_size = self.shard_size * self.world_size
         self.shard_flat = self._fill_shard(originals) if originals else None  # a root whose blocks hold everything
         self.shards = [self._shard_parameter(i, p.requires_grad) for i, p in enumerate(originals)]
+        mark_partial(self.shards, group)  # clip_grad_norm_ sums the ranks' parts of the norm
         self.full = [Parameter(Tensor._wrap(self._empty(0, p.dtype)), p.requires_grad) for p in originals]
         self.hooks = [f.register_post_accumulate_grad_hook(self._grad_ready) for f in self.full if f.requires_grad]
         self.state = None

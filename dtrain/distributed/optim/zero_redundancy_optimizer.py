@@ -20,6 +20,7 @@ from ...optim import Optimizer
 from ...parallel.reducer import gradient_sharding_reducers
 from ...tensor import Tensor, backend, from_numpy
 from ...tensor.backend import get_array_module
+from ..sharded_grad import mark_partial
 
 
 class ZeroRedundancyOptimizer(Optimizer):
@@ -147,6 +148,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         owner_of = {id(p): rank for rank, groups in enumerate(self._partition) for params in groups for p in params}
         for reducer in gradient_sharding_reducers(p for group in self.param_groups for p in group["params"]):
             reducer.set_gradient_owners(owner_of, self.process_group)
+            # each gradient is then on its owner only: clip_grad_norm_ sums the ranks' parts of the norm
+            mark_partial([p for p in reducer.params if id(p) in owner_of], self.process_group)
 
     # ---- the flat buffers and the broadcasts -----------------------------------------
     def _build_buckets(self):

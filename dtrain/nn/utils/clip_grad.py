@@ -12,6 +12,27 @@ def _grads(parameters):
     return [p.grad.array for p in parameters if p.grad is not None]
 
 
+def _split(parameters):
+    """The gradients whole on this rank, and those that are one rank's part of a gradient
+    spread over several ranks (fully_shard's shards, ZeRO-2's owned gradients: their
+    parameters carry ``_partial_grad``, see dtrain/distributed/sharded_grad.py), by the set of
+    ranks: ``{ranks: (the mark, [arrays])}`` in the parameters' order. Every parameter counts,
+    with a gradient or not: a rank that holds no part of a set still joins its all-reduce."""
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    whole, spread = [], {}
+    for p in parameters:
+        mark = getattr(p, "_partial_grad", None)
+        if mark is None:
+            if p.grad is not None:
+                whole.append(p.grad.array)
+            continue
+        parts = spread.setdefault(mark.ranks, (mark, []))[1]
+        if p.grad is not None:
+            parts.append(p.grad.array)
+    return whole, spread
+
+
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale gradients in place so that their total norm is at most ``max_norm``.
 
@@ -28,26 +49,49 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     Returns:
         The total norm before clipping, as a 0-d Tensor.
 
+    Under fully_shard or ZeRO-2 (``DistributedDataParallel(gradient_sharding=True)``), where
+    each rank holds only part of the gradients, the norm is that of the whole gradients (the
+    ranks' partial sums all-reduced, as FSDP2's): call it on every rank then.
+
     Example:
         >>> loss.backward()
         >>> nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
     """
-    grads = _grads(parameters)
+    whole, spread = _split(parameters)
     norm_type = float(norm_type)
-    if not grads:
+    grads = whole + [g for _, parts in spread.values() for g in parts]
+    if not grads and not spread:
         return Tensor._wrap(get_array_module().zeros(()))
     with switch_to(grads[:1]) or contextlib.nullcontext():  # the gradients' GPU, whichever is current
-        return _clip_norm(grads, float(max_norm), norm_type, error_if_nonfinite)
+        return _clip_norm(whole, spread, float(max_norm), norm_type, error_if_nonfinite)
 
 
-def _clip_norm(grads, max_norm, norm_type, error_if_nonfinite):
-    xp = get_array_module(*grads)
+def _norm(grads, norm_type, xp):
+    """The norm of ``grads`` together (0-d, their dtype)."""
     if norm_type == math.inf:
         norms = [xp.abs(g).max() if g.size else xp.zeros((), g.dtype) for g in grads]
-        total = xp.max(xp.stack(norms))
-    else:
-        norms = [xp.linalg.norm(g.ravel(), ord=norm_type) for g in grads]
-        total = xp.linalg.norm(xp.stack(norms), ord=norm_type)
+        return xp.max(xp.stack(norms))
+    norms = [xp.linalg.norm(g.ravel(), ord=norm_type) for g in grads]
+    return xp.linalg.norm(xp.stack(norms), ord=norm_type)
+
+
+def _spread_norm(mark, parts, norm_type, xp):
+    """The norm of a gradient spread over ``mark.ranks``, from this rank's ``parts``: the
+    p-th powers summed over the ranks (the largest magnitude for the inf-norm). Collective."""
+    local = float(_norm(parts, norm_type, xp)) if parts else 0.0
+    if norm_type == math.inf:
+        return mark.all_reduce(local, "max")
+    return mark.all_reduce(local ** norm_type, "sum") ** (1.0 / norm_type)
+
+
+def _clip_norm(whole, spread, max_norm, norm_type, error_if_nonfinite):
+    grads = whole + [g for _, parts in spread.values() for g in parts]
+    xp = get_array_module(*grads)
+    total = _norm(whole, norm_type, xp) if whole else None
+    if spread:  # the same value on every rank, so every rank scales by the same coefficient
+        dtype = grads[0].dtype if grads else "float32"
+        norms = [xp.asarray(_spread_norm(mark, parts, norm_type, xp), dtype) for mark, parts in spread.values()]
+        total = _norm([n.reshape(1) for n in norms + ([total] if total is not None else [])], norm_type, xp)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
                            f"({float(total)}), so it cannot be clipped. To disable this error and scale the "
