@@ -26,8 +26,15 @@ running. Where PyTorch is installed the same runs are made with torch DDP over g
 Every configuration runs ``--repeat`` times, interleaved round after round (this machine is
 shared and noisy); the table shows medians.
 
+``--trace PNG`` instead runs one configuration (the first workload and mode, the most ranks)
+once with ``DTRAIN_TRACE`` and draws its last DDP step from the ranks' merged trace: each
+rank's phases on its main thread and its bucket all-reduces on its comm thread, with the share
+of all-reduce time hidden under backward (benchmarks/overlap_plot.py); the merged trace is
+kept beside the PNG (``PNG`` with ``.json``: open it in https://ui.perfetto.dev).
+
 Usage: python benchmarks/scaling.py [--workload mlp cnn] [--mode weak strong] [--ranks 1 2] [--steps 20]
            [--repeat 3] [--json scaling.json] [--plot scaling.png] [--no-torch] [--baseline DIR]
+           [--trace overlap.png]
 (the JSON and the plot are written by default, to the current folder)
 """
 import os
@@ -181,9 +188,9 @@ def torch_worker(args):
 
 # ---- the driver -------------------------------------------------------------------------------
 
-def launch(framework, workload, mode, ranks, steps, port, ddp_args=(), tree=None):
+def launch(framework, workload, mode, ranks, steps, port, ddp_args=(), tree=None, env_extra=None):
     """One configuration under mpiexec; its result (None if it failed). ``tree``: a checkout
-    whose dtrain the ranks import instead of this one."""
+    whose dtrain the ranks import instead of this one; ``env_extra``: variables for the ranks."""
     from dtrain.launch import find_mpiexec
     mpiexec = find_mpiexec()
     if mpiexec is None:
@@ -193,7 +200,7 @@ def launch(framework, workload, mode, ranks, steps, port, ddp_args=(), tree=None
         cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", framework,
                "--workload", workload, "--mode", mode, "--steps", str(steps), "--out", out, "--port", str(port),
                *ddp_args]
-        env = None if tree is None else {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+        env = {**os.environ, **(env_extra or {}), **({} if tree is None else {"PYTHONPATH": os.path.abspath(tree)})}
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         if done.returncode != 0 or not os.path.exists(out):  # reported; the other runs go on
             print(f"run failed (exit code {done.returncode}): {' '.join(cmd)}\n{done.stdout[-2000:]}"
@@ -275,6 +282,30 @@ def plot(rows, path):
     print(f"plot: {path}")
 
 
+def trace_overlap(args, ddp_args):
+    """--trace: one traced run of the first workload and mode at the most ranks; the PNG of
+    its last DDP step and the merged trace beside it."""
+    import shutil
+
+    from dtrain.timing import merge
+    from overlap_plot import draw
+    workload, mode, n = args.workload[0], args.mode[0], max(args.ranks)
+    with tempfile.TemporaryDirectory() as tmp:
+        if launch("dtrain", workload, mode, n, args.steps, args.port, ddp_args, env_extra={"DTRAIN_TRACE": tmp}) is None:
+            sys.exit("the traced run failed")
+        merged = os.path.splitext(args.trace)[0] + ".json"
+        shutil.copy(merge(tmp), merged)
+    with open(merged) as f:
+        events = json.load(f)["traceEvents"]
+    hidden = draw(events, args.trace, f"dtrain DDP, {workload} {mode} scaling, {n} ranks, bucket_cap_mb "
+                                      f"{args.bucket_cap_mb:g}: the last of {args.steps} steps")
+    print(f"command: python benchmarks/scaling.py {' '.join(sys.argv[1:])}")
+    print("all-reduce time hidden under backward: " + ", ".join(
+        f"rank {r} {'-' if h is None else f'{100 * h:.0f}%'}" for r, h in hidden.items()))
+    print(f"plot: {args.trace}\ntrace: {merged} (open it in https://ui.perfetto.dev)")
+    return hidden
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workload", nargs="+", default=["mlp", "cnn"], choices=sorted(BATCH))
@@ -288,6 +319,8 @@ def main(argv=None):
     ap.add_argument("--baseline", help="also run dtrain from this checkout (rows 'before'), in the same rounds")
     ap.add_argument("--bucket-cap-mb", type=float, default=25, help="DDP's bucket_cap_mb (both frameworks)")
     ap.add_argument("--gradient-as-bucket-view", action="store_true", help="DDP's gradient_as_bucket_view")
+    ap.add_argument("--trace", metavar="PNG", help="trace one run instead and draw its last DDP step's overlap of "
+                                                    "all-reduce with backward here (needs matplotlib)")
     ap.add_argument("--worker", choices=["dtrain", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=29511, help=argparse.SUPPRESS)
@@ -295,6 +328,8 @@ def main(argv=None):
     if args.worker:
         args.mode, args.workload = args.mode[0], args.workload[0]
         return (worker if args.worker == "dtrain" else torch_worker)(args)
+    if args.trace:
+        return trace_overlap(args, ["--bucket-cap-mb", str(args.bucket_cap_mb)])
     frameworks = ["dtrain"] + (["before"] if args.baseline else [])
     if not args.no_torch:
         try:
