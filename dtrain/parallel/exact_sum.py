@@ -54,14 +54,12 @@ def exact_sum(summands, like, group=None, divisor=1):
     if len(summands) != len(like):
         raise ValueError(f"exact_sum: {len(summands)} lists of summands for {len(like)} tensors")
     xp = get_array_module(like[0]) if like else numpy
+    _check_headroom(max((len(s) for s in summands), default=0) * dist.get_world_size(group))  # before any work
     # one MAX all-reduce: each tensor's largest magnitude, and (last) the most summands of one rank
     peaks = numpy.array([_peak(xp, s) for s in summands] + [max((len(s) for s in summands), default=0)],
                         numpy.float64)
     dist.all_reduce(peaks, op=dist.ReduceOp.MAX, group=group)
-    most = int(peaks[-1]) * dist.get_world_size(group)
-    if most > 1 << HEADROOM_BITS:
-        raise ValueError(f"exact_sum: up to {most} summands per tensor over the ranks, more than the "
-                         f"2**{HEADROOM_BITS} the fixed-point sum has headroom for; use fewer, larger micro-shards")
+    _check_headroom(int(peaks[-1]) * dist.get_world_size(group))  # another rank may hold more
     scales = [_scale(peak) for peak in peaks[:-1]]
     live = [i for i, scale in enumerate(scales) if scale is not None]
     offsets, start = {}, 0
@@ -87,6 +85,12 @@ def exact_sum(summands, like, group=None, divisor=1):
                 total /= divisor
             out.append(total.astype(like[i].dtype).reshape(like[i].shape))
     return out
+
+
+def _check_headroom(most):
+    if most > 1 << HEADROOM_BITS:
+        raise ValueError(f"exact_sum: up to {most} summands per tensor over the ranks, more than the "
+                         f"2**{HEADROOM_BITS} the fixed-point sum has headroom for; use fewer, larger micro-shards")
 
 
 def _peak(xp, arrays):
