@@ -3,11 +3,13 @@
 
 Ranks given to these functions (``src``, ``dst``) are global ranks, as in PyTorch; a
 function called with a ``group`` this rank is not a member of warns and returns None. In
-debug mode (``DTRAIN_DEBUG=1``) each first checks that every rank calls the same one.
+debug mode (``DTRAIN_DEBUG=1``) each first checks that every rank calls the same one; with
+it off, MPI groups check a sample of the calls (:mod:`.call_check`).
 """
 import warnings
 
-from .errors import DistBackendError, DistError
+from .call_check import check_call
+from .errors import DistBackendError
 from .lifecycle import _state, group_or_default
 from .process_group import ReduceOp
 from .watchdog import describe
@@ -22,22 +24,14 @@ def _member(group, what):
     return g
 
 
-def _collective(group, what, tensor=None, **args):
-    """_member, plus (in debug mode) a check that every rank of the group calls the same
-    collective on the same shape and dtype (and root: ``args``)."""
+def _collective(group, what, tensor=None, async_op=False, **args):
+    """_member, plus (in debug mode, or when the sampled check is due) a check that every
+    rank of the group calls the same collective on the same shape and dtype (and root:
+    ``args``; a callable value is called only then)."""
     g = _member(group, what)
-    if g is not None and _state.debug:
-        mine = describe(what, None if tensor is None else _array(tensor), **args)
-        host = g._group_for_host()
-        with host.debug_check(mine):
-            calls = g._gather_objects(mine, None)
-        if len(set(calls)) > 1:
-            by_call = {}
-            for rank, call in zip(g.ranks, calls):
-                by_call.setdefault(call, []).append(rank)
-            sides = "; ".join(f"rank {ranks[0]} called {call}" if len(ranks) == 1 else
-                              f"ranks {', '.join(map(str, ranks))} called {call}" for call, ranks in by_call.items())
-            raise DistError(f"collective mismatch (debug mode): {sides}")
+    if g is not None and (_state.debug or g.check_due()):
+        args = {k: v() if callable(v) else v for k, v in args.items()}
+        check_call(g, describe(what, None if tensor is None else _array(tensor), **args), _state.debug, async_op)
     return g
 
 
@@ -81,11 +75,12 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
         >>> t = dtrain.ones(3) * (dist.get_rank() + 1)
         >>> dist.all_reduce(t)   # with 2 ranks: t == [3., 3., 3.]
     """
-    # the hot path: no membership or debug check for the world group (measured: benchmarks/RESULTS.md,
-    # "Measurements moved from docstrings")
-    if group is None and _state.world is not None and not _state.debug:
-        return _state.world.all_reduce(tensor, op, async_op)
-    g = _collective(group, "all_reduce", tensor, op=_op_name(op))
+    # the hot path: no membership or debug check for the world group, and no sampled check unless
+    # due (measured: benchmarks/RESULTS.md, "Measurements moved from docstrings")
+    world = _state.world
+    if group is None and world is not None and not _state.debug and not world.check_due():
+        return world.all_reduce(tensor, op, async_op)
+    g = _collective(group, "all_reduce", tensor, op=_op_name(op), async_op=async_op)
     return g and g.all_reduce(tensor, op, async_op)
 
 
@@ -113,7 +108,7 @@ def all_reduce_bfloat16(bits, group=None, async_op=False):
         >>> bits = (x.view(cupy.uint32) >> 16).astype(cupy.uint16)   # x: float32, rounded to bfloat16
         >>> dist.all_reduce_bfloat16(bits)
     """
-    g = _collective(group, "all_reduce_bfloat16", bits)
+    g = _collective(group, "all_reduce_bfloat16", bits, async_op=async_op)
     if g is None:
         return None
     impl = g._group_for(bits)
@@ -140,10 +135,11 @@ def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, s
     Example:
         >>> dist.all_reduce_coalesced([w.grad, b.grad], op=dist.ReduceOp.AVG)
     """
-    shapes = None  # debug mode compares them across ranks; not built on the hot path
-    if _state.debug and isinstance(tensors, (list, tuple)):
-        shapes = " ".join(describe("", _array(t))[1:-1] for t in tensors)
-    g = _collective(group, "all_reduce_coalesced", None, op=_op_name(op), tensors=shapes)
+    def shapes():  # the checks compare them across ranks; not built unless one runs
+        if isinstance(tensors, (list, tuple)):
+            return " ".join(describe("", _array(t))[1:-1] for t in tensors)
+        return None
+    g = _collective(group, "all_reduce_coalesced", None, op=_op_name(op), tensors=shapes, async_op=async_op)
     return g and g.all_reduce_coalesced(tensors, op, async_op, scale)
 
 
@@ -153,7 +149,7 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     Example:
         >>> dist.broadcast(weights, src=0)
     """
-    g = _collective(group, "broadcast", tensor, src=src)
+    g = _collective(group, "broadcast", tensor, src=src, async_op=async_op)
     return g and g.broadcast(tensor, _group_rank(g, "broadcast", "src", src), async_op)
 
 
@@ -163,7 +159,7 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False):
     Example:
         >>> dist.reduce(loss_sum, dst=0)
     """
-    g = _collective(group, "reduce", tensor, dst=dst, op=_op_name(op))
+    g = _collective(group, "reduce", tensor, dst=dst, op=_op_name(op), async_op=async_op)
     return g and g.reduce(tensor, _group_rank(g, "reduce", "dst", dst), op, async_op)
 
 
@@ -174,7 +170,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
         >>> out = [dtrain.zeros(2) for _ in range(dist.get_world_size())]
         >>> dist.all_gather(out, dtrain.ones(2) * dist.get_rank())
     """
-    g = _collective(group, "all_gather", tensor)
+    g = _collective(group, "all_gather", tensor, async_op=async_op)
     return g and g.all_gather(tensor_list, tensor, async_op)
 
 
@@ -186,7 +182,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
         >>> out = dtrain.zeros(2 * dist.get_world_size())
         >>> dist.all_gather_into_tensor(out, dtrain.ones(2))
     """
-    g = _collective(group, "all_gather_into_tensor", input_tensor)
+    g = _collective(group, "all_gather_into_tensor", input_tensor, async_op=async_op)
     return g and g.all_gather_into_tensor(output_tensor, input_tensor, async_op)
 
 
@@ -196,7 +192,7 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     Example:
         >>> dist.reduce_scatter(out, [dtrain.ones(2) for _ in range(dist.get_world_size())])
     """
-    g = _collective(group, "reduce_scatter", output)
+    g = _collective(group, "reduce_scatter", output, async_op=async_op)
     return g and g.reduce_scatter(output, input_list, op, async_op)
 
 
@@ -207,7 +203,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     Example:
         >>> dist.reduce_scatter_tensor(shard, full_gradient)
     """
-    g = _collective(group, "reduce_scatter_tensor", output)
+    g = _collective(group, "reduce_scatter_tensor", output, async_op=async_op)
     return g and g.reduce_scatter_tensor(output, input, op, async_op)
 
 
@@ -218,7 +214,7 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
         >>> out = [dtrain.zeros(2) for _ in range(n)] if dist.get_rank() == 0 else None
         >>> dist.gather(t, out, dst=0)
     """
-    g = _collective(group, "gather", tensor, dst=dst)
+    g = _collective(group, "gather", tensor, dst=dst, async_op=async_op)
     return g and g.gather(tensor, gather_list, _group_rank(g, "gather", "dst", dst), async_op)
 
 
@@ -228,7 +224,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
     Example:
         >>> dist.scatter(t, [dtrain.ones(2) * i for i in range(n)] if dist.get_rank() == 0 else None)
     """
-    g = _collective(group, "scatter", tensor, src=src)
+    g = _collective(group, "scatter", tensor, src=src, async_op=async_op)
     return g and g.scatter(tensor, scatter_list, _group_rank(g, "scatter", "src", src), async_op)
 
 
@@ -239,7 +235,7 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
     Example:
         >>> dist.all_to_all(outs, ins)
     """
-    g = _collective(group, "all_to_all")
+    g = _collective(group, "all_to_all", async_op=async_op)
     return g and g.all_to_all(output_tensor_list, input_tensor_list, async_op)
 
 
@@ -250,7 +246,7 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
     Example:
         >>> dist.all_to_all_single(out, inp)  # inp and out have n * k rows
     """
-    g = _collective(group, "all_to_all_single")
+    g = _collective(group, "all_to_all_single", async_op=async_op)
     return g and g.all_to_all_single(output, input, output_split_sizes, input_split_sizes, async_op)
 
 
@@ -260,7 +256,7 @@ def barrier(group=None, async_op=False):
     Example:
         >>> dist.barrier()
     """
-    g = _collective(group, "barrier")
+    g = _collective(group, "barrier", async_op=async_op)
     return g and g.barrier(async_op)
 
 

@@ -11,7 +11,6 @@ The primitives are the backend contract: each is declared here (:func:`backend_p
 and a backend implements it or refuses it explicitly (:func:`refused`); a call that reaches
 one a backend lacks raises ``NotImplementedError`` naming the backend and the primitive.
 """
-import contextlib
 import enum
 import functools
 import pickle
@@ -20,6 +19,7 @@ import numpy
 
 from ..tensor.backend import device_of, get_array_module, is_cuda_array
 from ..tensor.tensor import Tensor
+from . import forensics
 
 
 NUMERIC_KINDS = "biufc"  # the dtype kinds collectives move: bool, int, uint, float, complex
@@ -539,11 +539,21 @@ class ProcessGroup:
     def destroy(self):
         """Free the backend's resources of this group."""
 
-    @contextlib.contextmanager
-    def debug_check(self, label):
-        """Around the exchanges of the debug check of the call ``label`` (a backend that
-        numbers its collectives counts them as that call)."""
-        yield
+    def cross_check(self, label, site, every_call, async_op=False):
+        """Every rank's ``(call, call site)`` (group-rank order) if some rank of the group is
+        making another call than ``label`` now (called from ``site``, a forensics.call_site),
+        else None (:mod:`.call_check`). Here the descriptions travel every time (debug mode's
+        way), as calls of their own; MPI groups compare hashes first, number the check as the
+        call it checks, and run an async call's check in its task (a mismatch fails the Work)."""
+        if self.size() == 1:
+            return None
+        calls = self._gather_objects((label, forensics.site_text(site)), None)
+        return None if len({call for call, _ in calls}) == 1 else calls
+
+    def check_due(self):
+        """Whether the sampled cross-rank check of the next call is due (:mod:`.call_check`);
+        never for a backend that does not number its calls."""
+        return False
 
     # ---- the primitives: flat contiguous buffers of one dtype, ranks within the group ---------
     # Reductions get SUM, PRODUCT, MIN or MAX (AVG only where _native_avg says so); the

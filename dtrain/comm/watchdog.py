@@ -37,11 +37,14 @@ such an error it first aborts the communicator, so that a host thread blocked on
 stream (``.item()``, ``synchronize()``) returns, then ends the job with the same report.
 """
 import itertools
+import os
 import sys
 import threading
 import time
 import traceback
 from typing import NamedTuple
+
+from . import forensics
 
 QUERY, REPLY, LEFT = 7001, 7002, 7003
 ASYNC_GRACE = 1.0  # seconds between Work.wait()'s DistTimeoutError and the end of the job
@@ -81,7 +84,7 @@ class Op:
         seq: its number among the group's collectives (None: a send/recv, not numbered).
         label: the description to use instead.
     """
-    __slots__ = ("group", "name", "spec", "seq", "label", "async_op", "start", "thread", "event", "backend")
+    __slots__ = ("group", "name", "spec", "seq", "label", "async_op", "start", "thread", "event", "backend", "site")
 
     def __init__(self, group, name, arrays, seq, async_op, label=None):
         self.group, self.name, self.seq, self.async_op, self.label = group, name, seq, async_op, label
@@ -89,6 +92,7 @@ class Op:
         self.start = self.thread = None
         self.backend = None  # a device operation: its communicator, with abort() and check_async_error()
         self.event = None  # then: the CUDA event that marks its end, once recorded (see watch_device)
+        self.site = None  # where the user called it (forensics.call_site), for the group's history
 
     def watch_device(self, backend):
         """Watch this operation, about to be launched on a CUDA stream with communicator
@@ -129,7 +133,7 @@ class Op:
         text = f"{self.where()} did not finish within {limit:g} s on rank {g.ranks[g.rank()]}"
         if g.watchdog is None:
             return f"{text}; which ranks have not called it is unknown (MPI lacks MPI_THREAD_MULTIPLE)"
-        text = f"{text}; {g.watchdog.arrivals(g, self.seq)}"
+        text = f"{text}; {g.watchdog.arrivals(g, self.seq, f'timed out in {self.where()}')}"
         g.watchdog.defer_to_lower(g, g.watchdog.waiting)  # one report per job (blocking and Work.wait() alike)
         return text
 
@@ -139,13 +143,16 @@ class Watchdog:
 
     Args:
         ctl: a private duplicate of COMM_WORLD for the queries.
-        groups: the live MPI groups by id (the world and its sub-groups).
         on_timeout: called with the report (first line + the stuck thread's stack); ends the job.
         tick: seconds between checks.
+        job: the job's name, the same on every rank: the folder of the hang files
+            (:func:`.forensics.run_dir`).
     """
 
-    def __init__(self, ctl, on_timeout, tick=0.1):
-        self.ctl, self.on_timeout, self.tick = ctl, on_timeout, tick
+    def __init__(self, ctl, on_timeout, tick=0.1, job=None):
+        self.ctl, self.on_timeout, self.tick, self.job = ctl, on_timeout, tick, job
+        self.dumped = None  # the phrase naming this rank's hang files, once written (see dump)
+        self.dump_lock = threading.Lock()
         self.groups = {}
         self.ops = set()
         self.fired = False
@@ -278,8 +285,10 @@ class Watchdog:
         return f"stack of {where}, {'now' if op.backend is not None else 'waiting'} in {op.name}:\n{stack}"
 
     def _serve(self):
-        """Answer every pending query: (calls so far, last call) of the asked group; record
-        every peer's notice that it left (see announce_exit).
+        """Answer every pending query: (calls so far, last call) of the asked group, plus its
+        history and where the main thread is when the query asks for forensics (then this rank
+        first writes its hang files: see dump); record every peer's notice that it left (see
+        announce_exit).
 
         Probed rather than posted as a receive: nothing is left to cancel when the watchdog
         stops, and a query from a rank that has died leaves no request behind. One thread
@@ -294,9 +303,13 @@ class Watchdog:
                 self.departed[source] = self.ctl.recv(source=source, tag=LEFT)
             while self.ctl.iprobe(source=MPI.ANY_SOURCE, tag=QUERY, status=status):
                 source = status.Get_source()
-                gid = self.ctl.recv(source=source, tag=QUERY)
+                gid, forensics_wanted = self.ctl.recv(source=source, tag=QUERY)
+                if forensics_wanted:  # written before the answer: the asking rank ends the job once it has them all
+                    self.dump(f"asked by rank {source}, where a collective timed out")
                 group = self.groups.get(gid)
                 answer = None if group is None else (group.seq, str(group.last_op))
+                if group is not None and forensics_wanted:
+                    answer += (self._history(group), forensics.where_now())
                 self._send(answer, source, REPLY)
         finally:
             self.serve_lock.release()
@@ -313,23 +326,28 @@ class Watchdog:
             self.sends.append(self.ctl.isend(obj, dest=dest, tag=tag))
 
     # ---- the asking side ------------------------------------------------------------------
-    def arrivals(self, group, seq):
-        """Which ranks of ``group`` have not called its collective #``seq``, as a phrase."""
+    def arrivals(self, group, seq, reason="a collective timed out"):
+        """Which ranks of ``group`` have not called its collective #``seq``, as a phrase,
+        then (on lines of their own) where each rank is and where the hang files are: this
+        rank writes its own (``reason`` heads them) and asks every peer to write theirs."""
         self.waiting = []
         try:
-            return self._arrivals(group, seq)
+            return self._arrivals(group, seq, reason)
         except Exception as e:  # e.g. MPI reports a dead peer: the timeout must still be reported
             return f"which ranks have not called it is unknown ({type(e).__name__}: {e})"
 
-    def _ask(self, group):
+    def _ask(self, group, forensics_wanted=False):
         """Ask every live peer of ``group`` (not those that left) for (calls so far, last
-        call) on it. Answers the peers' own queries meanwhile: with 3 or more ranks, the
-        others that wait in the same collective ask at the same moment, and a rank busy
-        asking must not look dead to them. Returns ``(answers by rank, ranks that did not answer)``."""
+        call) on it; with ``forensics_wanted``, also for its history and where it is, and
+        every live rank of the job (members or not) to write its hang files. Answers the
+        peers' own queries meanwhile: with 3 or more ranks, the others that wait in the same
+        collective ask at the same moment, and a rank busy asking must not look dead to them.
+        Returns ``(answers by rank, ranks of the group that did not answer)``."""
         me = group.ranks[group.rank()]
-        peers = [r for r in group.ranks if r != me and r not in self.departed]
+        everyone = range(self.ctl.Get_size()) if forensics_wanted else group.ranks
+        peers = [r for r in everyone if r != me and r not in self.departed]
         for r in peers:
-            self._send(group.gid, r, QUERY)
+            self._send((group.gid, forensics_wanted), r, QUERY)
         pending = {r: self.ctl.irecv(source=r, tag=REPLY) for r in peers}
         answers = {}
         deadline = time.monotonic() + QUERY_WAIT
@@ -343,10 +361,12 @@ class Watchdog:
             time.sleep(0.005)
         for request in pending.values():
             request.Cancel()
-        return answers, sorted(pending)
+        members = set(group.ranks)
+        return {r: a for r, a in answers.items() if r in members}, sorted(r for r in pending if r in members)
 
-    def _arrivals(self, group, seq):
-        answers, pending = self._ask(group)
+    def _arrivals(self, group, seq, reason):
+        self.dump(reason)
+        answers, pending = self._ask(group, forensics_wanted=True)
         self.waiting = _waiting(group, answers, seq)
         behind = {r: a for r, a in answers.items() if a is None or a[0] < seq}
         parts = []
@@ -358,10 +378,36 @@ class Watchdog:
         if pending:
             parts.append(f"no answer from ranks {sorted(pending)} within {QUERY_WAIT:g} s (dead, or stuck "
                          f"outside Python)")
-        if not parts:
+        me = group.ranks[group.rank()]
+        reports = {me: (self._history(group), forensics.where_now()),
+                   **{r: a[2:] for r, a in answers.items() if a is not None and len(a) == 4}}
+        differ = forensics.first_difference({r: history for r, (history, _) in reports.items()})
+        if differ is not None:
+            parts.append(f"the ranks' calls differ at {differ[1]}")
+        elif not parts:
             parts.append("every rank has called it (ranks may have called collectives in different orders; "
-                         "DTRAIN_DEBUG=1 checks that)")
-        return "; ".join(parts)
+                         "DTRAIN_DEBUG=1 checks every call)")
+        return (f"{'; '.join(parts)}\nwhere each rank is: {forensics.positions(reports)}\n"
+                f"{self.dumped}")
+
+    def _history(self, group):
+        """``group``'s last collectives as plain data (see forensics.entry)."""
+        return [forensics.entry(op, self.ops) for op in list(getattr(group, "history", ()))]
+
+    def dump(self, reason):
+        """Write this rank's stacks and collective histories into the job's run folder, once
+        (the first reason counts); ``self.dumped`` then names them, or why they are missing."""
+        with self.dump_lock:
+            if self.dumped is not None:
+                return
+            me = self.ctl.Get_rank()
+            folder = forensics.run_dir(self.job)
+            try:
+                forensics.dump(folder, me, reason, list(self.groups.values()), self.ops)
+                self.dumped = (f"stacks and the last {forensics.HISTORY} collectives of each rank: "
+                               f"{os.path.join(folder, 'rank<N>.stacks.txt')}, rank<N>.history.json")
+            except OSError as e:
+                self.dumped = f"this rank's stacks and history could not be written to {folder}: {e}"
 
     def _mpi(self):
         from .mpi import mpi

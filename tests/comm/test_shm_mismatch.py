@@ -1,7 +1,8 @@
 """All-reduces whose ranks disagree, on the shared-memory path (issue #15): every call
 carries its length, dtype and op in its window header, so a mismatch is a DistError naming
 each rank's call, never a segfault (a read past a shorter slot) or a silently wrong result.
-rank_shm_mismatch.py runs at 2 ranks with the default 256 KiB threshold."""
+rank_shm_mismatch.py runs at 2 ranks with the default 256 KiB threshold, without the sampled
+cross-rank check (DTRAIN_CHECK_EVERY=0), which would catch these calls first (test_sampled_check.py)."""
 import re
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def test_every_rank_raises_and_the_next_call_works():
     """Sizes, dtypes, ops and window sizes that differ: each a DistError on both ranks, after
     which a matching all_reduce sums correctly."""
     mpiexec = require_mpi()
-    result = run([mpiexec, "-n", "2", sys.executable, SCRIPT], timeout=60)
+    result = run([mpiexec, "-n", "2", sys.executable, SCRIPT], timeout=60, env=clean_env(DTRAIN_CHECK_EVERY="0"))
     assert_all_checks_passed(result, 2, CHECKS)
 
 
@@ -40,7 +41,7 @@ def test_uncaught_mismatch_ends_the_job(case):
     start = time.perf_counter()
     try:
         result = subprocess.run([sys.executable, "-m", "dtrain.launch", "--nproc", "2", SCRIPT, case], cwd=ROOT,
-                                env=clean_env(DTRAIN_TIMEOUT="20"), capture_output=True, text=True, timeout=60)
+                                env=clean_env(DTRAIN_TIMEOUT="20", DTRAIN_CHECK_EVERY="0"), capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{case}: the job hung\n{e.stdout}\n{e.stderr}")
     seconds, text = time.perf_counter() - start, result.stdout + result.stderr
