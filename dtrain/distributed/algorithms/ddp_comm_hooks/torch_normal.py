@@ -2,10 +2,12 @@
 
 PowerSGD starts its low-rank Q matrices from ``torch.manual_seed(s); torch.randn(shape)``,
 with ``s`` drawn from the state's NumPy RNG; drawing them the same way here lets a dtrain
-job and a PyTorch job with the same ``random_seed`` start from the same Q (equal to
-float32 rounding: the logarithm, sine and cosine are computed in float64 and rounded,
-where PyTorch uses the C library's float functions, or on an AVX2-only CPU its own
-vectorised approximations, which may differ in the last bit).
+job and a PyTorch job with the same ``random_seed`` start from the same Q: bit for bit
+against PyTorch's scalar kernel (``ATEN_CPU_CAPABILITY=default``; the C library's ``logf``,
+``cosf``, ``sinf`` are called here as there, through ctypes), within a few float32 ulps
+against its vectorised kernels (AVX2, AVX-512), whose log and sine differ in the last bits.
+Without a C math library found, float32 is computed in float64 and rounded (a last-bit
+difference now and then).
 
 The generator (ATen's CPUGeneratorImpl): MT19937 seeded as ``init_genrand(seed)`` (NumPy's
 ``RandomState(seed)`` for a seed below 2**32 gives the same 32-bit stream); a float32
@@ -21,11 +23,34 @@ uniform is ``(next32 & (2**24 - 1)) * 2**-24``, a float64 one is ``(((a << 32) |
   sqrt(-2 log1p(-u2)), for the next element (of this or a later small ``randn`` until the
   generator is seeded again).
 """
+import ctypes
+import ctypes.util
 import math
 
 import numpy
 
 _F32_MASK, _F64_MASK = (1 << 24) - 1, (1 << 53) - 1
+
+
+def _float_libm():
+    """The C library's (logf, cosf, sinf), as PyTorch's scalar kernel calls them; None if not found."""
+    name = ctypes.util.find_library("m")
+    try:
+        libm = ctypes.CDLL(name)
+    except OSError:
+        return None
+    functions = []
+    for fn in ("logf", "cosf", "sinf"):
+        f = getattr(libm, fn, None)
+        if f is None:
+            return None
+        f.restype, f.argtypes = ctypes.c_float, [ctypes.c_float]
+        functions.append(f)
+    return functions
+
+
+_LIBM = _float_libm()
+_DOUBLE = (math.log, math.cos, math.sin)  # CPython calls the C library's double functions
 
 
 class TorchNormal:
@@ -81,14 +106,16 @@ class TorchNormal:
 
     @staticmethod
     def _box_muller16(u, wide):
-        """Box-Muller on 16 uniforms: u[j] and u[j + 8] give elements j and j + 8."""
+        """Box-Muller on 16 uniforms: u[j] and u[j + 8] give elements j and j + 8, each
+        operation rounded to the kernel's type (float32, or float64 for float64)."""
         ftype = numpy.float64 if wide else numpy.float32
-        one_minus = (ftype(1) - u[:8]).astype(numpy.float64)  # [0, 1) -> (0, 1] for the log
-        radius = numpy.sqrt((-2.0 * numpy.log(one_minus)).astype(ftype)).astype(ftype)
+        log, cos, sin = _DOUBLE if wide or _LIBM is None else _LIBM
+
+        def each(fn, values):
+            return numpy.array([fn(float(v)) for v in values], dtype=numpy.float64).astype(ftype)
+        radius = numpy.sqrt(ftype(-2) * each(log, ftype(1) - u[:8]))  # [0, 1) -> (0, 1] for the log
         theta = (2.0 * math.pi * u[8:].astype(numpy.float64)).astype(ftype)  # 2 * pi in double, then stored
-        cos = numpy.cos(theta.astype(numpy.float64)).astype(ftype)
-        sin = numpy.sin(theta.astype(numpy.float64)).astype(ftype)
-        return numpy.concatenate([radius * cos, radius * sin])
+        return numpy.concatenate([radius * each(cos, theta), radius * each(sin, theta)])
 
     def _small(self):
         if self._cached is not None:
