@@ -11,7 +11,7 @@ import importlib
 import re
 import sys
 
-MODULES = ("test_comm_faults", "test_checkpoint_faults")
+MODULES = ("test_comm_faults", "test_checkpoint_faults", "test_nonfinite_faults")
 COLUMNS = (("scenario", "Scenario"), ("launcher", "Launcher"), ("exit_code", "Exit code"),
            ("max_seconds", "Exits within (s)"), ("message", "Message"))
 
