@@ -27,6 +27,12 @@
   a collective makes the same one; where ranks disagree (a bug), every call's header (and
   the announcement of a call below the threshold) makes it a DistError naming each
   rank's call, not a crash.
+* In a group that spans hosts (as MPI's ``COMM_TYPE_SHARED`` split tells), all-reduces are
+  hierarchical (:mod:`.hierarchical`: within each host, among one leader per host, back
+  within each host) when some host holds more than one of its ranks, or with
+  ``DTRAIN_HIERARCHICAL=1``; the shared-memory window then serves within a host only.
+  The world group learns each rank's host, and refuses a job whose hosts run different
+  dtrain versions (:mod:`.topology`).
 * Every collective is numbered per group (program order) and watched by the process's
   :class:`~.watchdog.Watchdog`, which ends the job when one outlives the group's timeout.
 """
@@ -44,7 +50,9 @@ from .errors import DistBackendError
 from . import chunking
 from .chunking import chunks, in_rounds
 from .process_group import ProcessGroup, ReduceOp
-from .shm import UFUNCS as SHM_OPS, SharedMemoryAllReduce
+from .hierarchical import HierarchicalAllReduce, decide as hierarchical_wanted
+from .shm import SharedMemoryAllReduce, takes
+from .topology import exchange as exchange_topology
 from .watchdog import Op, Watchdog, describe, next_group_id
 from .work import CommThread, CompletedWork, PollWork
 
@@ -216,14 +224,21 @@ class MPIProcessGroup(ProcessGroup):
         # the next call's number was already taken by that check (see debug_check)
         self.checked_call, self.next_call_counted = None, False
         self.shm, self.shm_min_bytes = {}, None  # shared-memory all-reduce per communicator
+        self.hierarchy = {}  # hierarchical all-reduce per communicator, for a group across hosts
+        self.topology = None  # the world's hosts (set by world(), passed to subgroups)
         shm_off = os.environ.get("DTRAIN_SHM_ALLREDUCE", "1").strip().lower() in ("0", "false", "no", "off")
-        if self.size() > 1 and not shm_off:
-            node = comm.Split_type(mpi().COMM_TYPE_SHARED)  # collective, as constructing a group is
-            if node.Get_size() == comm.Get_size():
-                self.shm_min_bytes = int(os.environ.get("DTRAIN_SHM_MIN_BYTES", SHM_MIN_BYTES))
-                # made now, with the group (collectives): made at a first call above the threshold,
-                # they would meet a peer's MPI all-reduce of a message below it (a crash)
+        if self.size() > 1:
+            node = comm.Split_type(mpi().COMM_TYPE_SHARED, key=comm.Get_rank())  # collective, as making a group is
+            one_host = node.Get_size() == comm.Get_size()
+            min_bytes = None if shm_off else int(os.environ.get("DTRAIN_SHM_MIN_BYTES", SHM_MIN_BYTES))
+            # made now, with the group (collectives): made at a first call above the threshold,
+            # they would meet a peer's MPI all-reduce of a message below it (a crash)
+            if one_host and not shm_off:
+                self.shm_min_bytes = min_bytes
                 self.shm = {id(c): SharedMemoryAllReduce(c, mpi()) for c in (comm, self.async_comm) if c is not None}
+            elif not one_host and hierarchical_wanted(comm, node, self.ranks):
+                self.hierarchy = {id(c): HierarchicalAllReduce(c, mpi(), min_bytes)
+                                  for c in (comm, self.async_comm) if c is not None}
             node.Free()
         if watchdog is not None:
             watchdog.groups[gid] = self
@@ -246,14 +261,16 @@ class MPIProcessGroup(ProcessGroup):
         world = MPI.COMM_WORLD
         node = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.Get_rank())
         local_rank, local_size = node.Get_rank(), node.Get_size()
-        node.Free()
         check_agrees(info, world.Get_rank(), world.Get_size(), local_rank, local_size)
+        topology = exchange_topology(world, node)  # raises on every rank if a host runs another dtrain
+        node.Free()
         multiple = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
         thread = CommThread() if multiple else None
         # the watchdog queries peers while the caller may be inside MPI: it needs THREAD_MULTIPLE too
         watchdog = Watchdog(world.Dup(), on_timeout) if multiple and on_timeout is not None else None
         group = cls(world.Dup(), range(world.Get_size()), next_group_id(), timeout, thread, watchdog,
                     owns_thread=True)
+        group.topology = topology
         return group, local_rank, local_size
 
     def new_subgroup(self, ranks, timeout):
@@ -261,14 +278,18 @@ class MPIProcessGroup(ProcessGroup):
         gid = next_group_id()  # on every rank, members or not, so ids agree
         member = self.ranks[self._rank] in ranks
         sub = self.comm.Split(0 if member else MPI.UNDEFINED, key=self._rank)
-        return MPIProcessGroup(sub, ranks, gid, timeout, self.thread, self.watchdog) if member else None
+        if not member:
+            return None
+        group = MPIProcessGroup(sub, ranks, gid, timeout, self.thread, self.watchdog)
+        group.topology = self.topology
+        return group
 
     def destroy(self):
         if self.thread is not None:
             self.thread.stop() if self.owns_thread else self.thread.close_lane(self.gid)
-        for shm in self.shm.values():
+        for shm in (*self.shm.values(), *self.hierarchy.values()):
             shm.free()
-        self.shm = {}
+        self.shm, self.hierarchy = {}, {}
         if self.watchdog is not None:
             self.watchdog.groups.pop(self.gid, None)
             if self.owns_thread:
@@ -356,11 +377,7 @@ class MPIProcessGroup(ProcessGroup):
         """The shared-memory all-reduce of the current thread's communicator for the NumPy
         ``arrays`` (one message) reduced with ``op``, or None where MPI's own is used."""
         shm = self.shm.get(id(self._comm()))  # None: not a group of one node
-        first = arrays[0]
-        if (shm is None or type(first) is not numpy.ndarray or first.dtype.kind not in "fiu"
-                or op.value not in SHM_OPS or sum(a.nbytes for a in arrays) < self.shm_min_bytes):
-            return None
-        return shm
+        return shm if shm is not None and takes(arrays, op.value, self.shm_min_bytes) else None
 
     def _coalesced(self, arrays, op, scale):
         if all(type(a) is numpy.ndarray and a.flags.c_contiguous for a in arrays):
@@ -402,6 +419,10 @@ class MPIProcessGroup(ProcessGroup):
         if shm is not None:  # a peer that takes the shared-memory path for this call raises the mismatch error
             shm.announce(buf.size, buf.dtype, op.value)
         mop = _mpi_op(op, buf)
+        hierarchy = self.hierarchy.get(id(self._comm()))
+        if hierarchy is not None:  # a group across hosts
+            with self._buffers(buf, out=(0,)) as (b,):
+                return hierarchy.all_reduce(buf, b, op, mop)
         if not is_cuda_array(buf):  # host data goes as it is (the hot path's case)
             return self._allreduce_mpi(_mpi_view(buf), mop)
         with self._buffers(buf, out=(0,)) as (b,):

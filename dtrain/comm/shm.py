@@ -57,6 +57,14 @@ FUTEX_WAIT, FUTEX_WAKE = 0, 1  # not FUTEX_PRIVATE_FLAG: the waiters are in othe
 SPIN_LOOKS = 200  # looks (~30 us) before sleeping: a peer that is about to arrive costs no sleep and wake-up
 
 
+def takes(arrays, op, min_bytes):
+    """Whether an all-reduce of the flat NumPy ``arrays`` with op ``op`` (a name of OPS) goes
+    through this module: integers and floats, an op it reduces, at least ``min_bytes``."""
+    first = arrays[0]
+    return (type(first) is numpy.ndarray and first.dtype.kind in "fiu" and op in UFUNCS
+            and sum(a.nbytes for a in arrays) >= min_bytes)
+
+
 def _pieces(arrays, lo, hi):
     """``(view, start)`` for every part of the flat concatenation of ``arrays`` in ``[lo, hi)``."""
     start = 0
