@@ -149,6 +149,33 @@ def check_inf_on_two_ranks(records):
                            f"ranks [{n - 1}]); all ranks skip this step")
 
 
+def check_join(records):
+    """Under join(), rank 0 runs out of batches before step 7: shadowing, it still takes part in
+    the search for the culprit (no hang) and logs the line; the ranks with data skip the step
+    alike (their parameters equal each other's)."""
+    dtrain.manual_seed(0)
+    model = DDP(Net())
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rank = dist.get_rank()
+    rng = np.random.default_rng(100 + rank)
+    mask = np.zeros((H, H), np.float32)
+    mask[0, 0] = np.nan
+    with model.join():
+        for step in range(PLANT_STEP - 2 if rank == 0 else STEPS):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(dtrain.from_numpy(rng.standard_normal((B, D)).astype(np.float32))),
+                                   dtrain.from_numpy(rng.integers(0, K, B)))
+            if step == PLANT_STEP and rank == PLANT_RANK:
+                loss = loss + (model.module.mid.weight * dtrain.from_numpy(mask)).sum()
+            loss.backward()
+            opt.step()
+    assert_logged(records, EXPECTED)
+    weights = [None] * dist.get_world_size()
+    dist.all_gather_object(weights, model.module.mid.weight.detach().numpy().tobytes())
+    assert all(w == weights[1] for w in weights[1:]), "the ranks with data differ"
+    assert np.isfinite(model.module.mid.weight.detach().numpy()).all()
+
+
 def check_ignore(records):
     """nonfinite="ignore": the old behaviour, the NaN reaches every rank's parameters; nothing logged."""
     model, _ = train(True, nonfinite="ignore")
@@ -166,6 +193,7 @@ def main():
     checks.run("skip: comm hook (fp16 compression)", check_skip_comm_hook, records)
     checks.run("skip: ZeRO-2 reduce-scatter", check_skip_zero2, records)
     checks.run("inf on two ranks", check_inf_on_two_ranks, records)
+    checks.run("join: a shadowing rank mirrors the search", check_join, records)
     checks.run("ignore", check_ignore, records)
     checks.finish()
 

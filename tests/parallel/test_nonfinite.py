@@ -20,7 +20,7 @@ from dtrain.parallel import DistributedDataParallel as DDP
 from rank_nonfinite import EXPECTED, PLANT_STEP, STEPS, Net, train
 from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
-CHECKS = 7  # the checks.run calls of rank_nonfinite.py
+CHECKS = 8  # the checks.run calls of rank_nonfinite.py
 
 
 @pytest.mark.parametrize("world_size", [2, 4])
@@ -29,8 +29,8 @@ def test_nan_on_rank_1_at_step_7_is_named_and_skipped_everywhere(world_size):
     fp16 comm hook, ZeRO-2): rank 0 alone logs "step 7: non-finite gradient (nan) on rank 1 in
     'mid.weight'; all ranks skip this step"; every rank's parameters (and Adam's step count and
     moments) equal, bitwise, a run that leaves step 7 out, and equal rank 0's; inf on the two
-    last ranks names the lower and lists the other; "ignore" lets the NaN into the weights and
-    logs nothing."""
+    last ranks names the lower and lists the other; under join() a rank without data, shadowing,
+    takes part in the search and logs; "ignore" lets the NaN into the weights and logs nothing."""
     result = run([require_mpi(), "-n", str(world_size), sys.executable, "tests/parallel/rank_nonfinite.py",
                   "checks"], timeout=120)
     assert_all_checks_passed(result, world_size, CHECKS)
