@@ -12,7 +12,7 @@ import time
 import pytest
 
 from comm_helpers import ROOT, assert_all_checks_passed, output, run
-from conftest import FAKE_SSH
+from fake_cluster import FAKE_SSH
 
 DDP_CHECKS = 16  # the check_* functions of tests/parallel/ddp_checks.py
 MULTIHOST_CHECKS = 5  # those of rank_multihost.py
