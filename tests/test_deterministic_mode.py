@@ -283,3 +283,39 @@ def test_outputs_are_put_back_together(world):
     assert out["loss"].item() == pytest.approx(np.mean(losses), rel=1e-6)
     with dtrain.no_grad():
         assert DDP(model, micro_shard_size=2)(x, y)["rows"] == 8
+
+
+def test_augmentation_drawn_per_sample():
+    """Inside sample_random(key, index), random transforms draw from a stream of (key, index)
+    alone: the same crop and flip whatever was drawn before, another for another index, the
+    default generator's state untouched, and another thread unaffected."""
+    import threading
+
+    from dtrain.tensor.random import sample_random
+    from dtrain.vision import transforms
+
+    aug = transforms.Compose([transforms.RandomCrop(4, padding=2), transforms.RandomHorizontalFlip()])
+    image = dtrain.arange(3 * 8 * 8, dtype=dtrain.float32).reshape(3, 8, 8)
+
+    def augmented(index):
+        with sample_random(key=11, index=index):
+            return aug(image).numpy()
+
+    dtrain.manual_seed(0)
+    first = augmented(5)
+    state = dtrain.get_rng_state()
+    dtrain.rand(100)  # the default stream moves on; the per-sample one does not care
+    np.testing.assert_array_equal(augmented(5), first)
+    assert any(not np.array_equal(augmented(i), first) for i in range(6, 12))
+    dtrain.manual_seed(0)
+    with sample_random(key=11, index=5):
+        aug(image)
+    assert dtrain.get_rng_state()["state"] == state["state"]
+    seen = []
+    with sample_random(key=11, index=5):
+        worker = threading.Thread(target=lambda: seen.append(dtrain.rand(4).numpy()))
+        dtrain.manual_seed(0)
+        worker.start()
+        worker.join()
+    dtrain.manual_seed(0)
+    np.testing.assert_array_equal(seen[0], dtrain.rand(4).numpy())

@@ -1,10 +1,13 @@
 """Random number generators: one per device, seeded together by manual_seed."""
+import threading
+
 import numpy
 
 from . import backend, dtypes
 
 _generators = {}
 _seed = [None]
+_local = threading.local()  # .cpu_rng: this thread's stand-in for the default CPU stream (see sample_random)
 
 
 class Generator:
@@ -79,6 +82,9 @@ def _rng(device, generator):
         if generator.device != device:
             raise RuntimeError(f"generator is on {generator.device} but the tensor is created on {device}")
         return generator.rng
+    stand_in = getattr(_local, "cpu_rng", None)
+    if stand_in is not None and device.type == "cpu":
+        return stand_in
     return default_generator(device).rng
 
 
@@ -126,3 +132,34 @@ def philox_generator(key):
     words): the same key gives the same stream on every process, whatever drew before it
     (deterministic mode's per-sample streams, :mod:`dtrain.tensor.deterministic`)."""
     return numpy.random.Generator(numpy.random.Philox(key=key))
+
+
+class sample_random:
+    """A block in which this thread's draws from the default CPU generator (``dtrain.rand``,
+    ``randint``, the random transforms of :mod:`dtrain.vision`) come from Philox keyed by
+    ``(key, index)`` instead: data augmentation drawn per sample, the same whichever rank or
+    worker thread loads the sample and whatever was drawn before. Other threads and explicit
+    generators are not affected; the default generator's state does not move.
+
+    Args:
+        key: a non-negative integer naming the pass over the data (e.g. the DataLoader's base
+            seed of the epoch, which is drawn from the seeded default generator).
+        index: the sample's index in the dataset.
+
+    Example:
+        >>> with sample_random(key=base_seed, index=i):   # in deterministic mode, per sample
+        ...     image = dataset[i]                         # RandomCrop etc. draw from (key, i)
+    """
+
+    def __init__(self, key, index):
+        if int(key) < 0 or int(index) < 0:
+            raise ValueError(f"sample_random: key and index must be >= 0, got key={key}, index={index}")
+        self.rng = philox_generator([int(key) & ((1 << 64) - 1), int(index) & ((1 << 64) - 1)])
+
+    def __enter__(self):
+        self.outer, _local.cpu_rng = getattr(_local, "cpu_rng", None), self.rng
+        return self
+
+    def __exit__(self, *exc):
+        _local.cpu_rng = self.outer
+        return False
