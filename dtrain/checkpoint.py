@@ -1,10 +1,18 @@
-"""Training checkpoints: model, optimizer and scheduler state, epoch/step and every RNG.
+"""Training checkpoints: everything a run needs to go on, on the same or another number of ranks.
 
 A checkpoint is one :func:`dtrain.serialization.save` file (safe, checksummed, written
 atomically) holding a dict::
 
-    {"dtrain_checkpoint": 1, "model": ..., "optimizer": ..., "scheduler": ...,
-     "epoch": ..., "step": ..., "extra": ..., "rng": {"dtrain": ..., "numpy": ..., "python": ...}}
+    {"dtrain_checkpoint": 2, "model": ..., "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "data": ..., "epoch": ..., "step": ..., "world_size": ..., "global_batch": ..., "extra": ...,
+     "rng": {"dtrain": ..., "numpy": ..., "python": ...}}
+
+``data`` is a DataLoader's (or a sampler's) ``state_dict()``: where the epoch is, counted in
+samples all ranks consumed, so a resume goes on mid-epoch with the next sample, on any world
+size. ``world_size`` and ``global_batch`` are the job's at save: :func:`split_global_batch`
+turns them into the per-rank batch and gradient accumulation that keep the global batch on
+another number of ranks. Version 1 files (without scaler, data, world_size, global_batch)
+still load; those parts are None.
 
 The RNG states are dtrain's CPU generator, NumPy's global RandomState and Python's
 ``random`` module, stored as numbers and arrays (no pickle), so that a resumed run draws
@@ -26,50 +34,74 @@ from .serialization import CheckpointError, file_name, load, save_state, stored_
 from .tensor import random as dtrain_random
 
 _MARKER = "dtrain_checkpoint"
-_VERSION = 1
+_VERSION = 2
+_STATES = ("model", "optimizer", "scheduler", "scaler", "data")  # objects with state_dict / load_state_dict
+_NEW_IN_2 = ("scaler", "data", "world_size", "global_batch")  # None when a version 1 file is read
+_INFO = ("epoch", "step", "world_size", "global_batch", "extra")  # what load returns as saved
 
 
-def save_checkpoint(path, model=None, optimizer=None, scheduler=None, epoch=None, step=None, extra=None):
+def _world_size():
+    from . import comm
+    return comm.get_world_size() if comm.is_initialized() else 1
+
+
+def _collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size, global_batch, extra):
+    """The checkpoint dict of the given objects (RNG states included)."""
+    ckpt = {_MARKER: _VERSION}
+    for key, obj in zip(_STATES, (model, optimizer, scheduler, scaler, data)):
+        ckpt[key] = None if obj is None else obj.state_dict()
+    if global_batch is not None and (not isinstance(global_batch, int) or isinstance(global_batch, bool)
+                                     or global_batch < 1):
+        raise ValueError(f"save_checkpoint: global_batch must be a positive int (samples per optimizer step "
+                         f"over all ranks) or None, got {global_batch!r}")
+    ckpt.update(epoch=epoch, step=step, world_size=_world_size() if world_size is None else int(world_size),
+                global_batch=global_batch, extra=extra,
+                rng={"dtrain": dtrain_random.get_rng_state(), "numpy": numpy.random.get_state(),
+                     "python": random.getstate()})
+    return ckpt
+
+
+def save_checkpoint(path, model=None, optimizer=None, scheduler=None, epoch=None, step=None, extra=None, *,
+                    scaler=None, data=None, world_size=None, global_batch=None):
     """Save a training checkpoint to ``path`` (atomically: a crash never leaves a half file).
 
     Args:
         path: file path (str or os.PathLike) or a binary file object.
-        model, optimizer, scheduler: objects with ``state_dict()`` (a Module, an Optimizer,
-            an LR scheduler, or anything alike), or None to leave that part out.
+        model, optimizer, scheduler, scaler: objects with ``state_dict()`` (a Module, an
+            Optimizer, an LR scheduler, a GradScaler, or anything alike), or None to leave
+            that part out.
         epoch, step: int or None.
         extra: any plain state :func:`dtrain.save` writes without pickling (numbers, strings,
             tensors, lists and dicts of them, e.g. a dict of metrics), or None.
+        data: a DataLoader or a sampler (its ``state_dict()``: where the epoch is), or None.
+        world_size: the job's number of ranks (default: the process group's, 1 without one).
+        global_batch: samples per optimizer step over all ranks (per-rank batch x gradient
+            accumulation x world size), or None; what an elastic resume keeps.
 
     Example:
-        >>> save_checkpoint("run/epoch3.ckpt", model, opt, sched, epoch=3, step=1200)
+        >>> save_checkpoint("run/epoch3.ckpt", model, opt, sched, epoch=3, step=1200, data=loader,
+        ...                 global_batch=256)
     """
-    save_state({
-        _MARKER: _VERSION,
-        "model": None if model is None else model.state_dict(),
-        "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "scheduler": None if scheduler is None else scheduler.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "extra": extra,
-        "rng": {"dtrain": dtrain_random.get_rng_state(),
-                "numpy": numpy.random.get_state(),
-                "python": random.getstate()},
-    }, path)
+    save_state(_collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size, global_batch, extra),
+               path)
 
 
-def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_location=None, restore_rng=True):
+def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_location=None, restore_rng=True, *,
+                    scaler=None, data=None):
     """Load a checkpoint written by :func:`save_checkpoint` into the given objects.
 
     Args:
         path: file path or binary file object.
-        model, optimizer, scheduler: objects with ``load_state_dict()``; each one given
-            must have its state in the checkpoint. Loaded in that order (the model first,
-            so an optimizer sees the restored parameters).
+        model, optimizer, scheduler, scaler, data: objects with ``load_state_dict()``; each
+            one given must have its state in the checkpoint. Loaded in that order (the model
+            first, so an optimizer sees the restored parameters). ``data`` (a DataLoader or a
+            sampler) may have another number of ranks than at save.
         map_location: where tensors go, as in :func:`dtrain.load` (default: the CPU).
         restore_rng: restore dtrain's CPU generator, NumPy's and Python's RNG states.
 
     Returns:
-        dict with ``"epoch"``, ``"step"`` and ``"extra"`` as saved.
+        dict with ``"epoch"``, ``"step"``, ``"world_size"``, ``"global_batch"`` and
+        ``"extra"`` as saved.
 
     Raises:
         CheckpointError: the file is unreadable (see :func:`dtrain.load`), is not a
@@ -79,12 +111,13 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_locati
         >>> info = load_checkpoint("run/epoch3.ckpt", model, opt, sched)
         >>> start_epoch = info["epoch"] + 1
     """
-    return _restore(_load(path, map_location), path, model, optimizer, scheduler, restore_rng)
+    return _restore(_load(path, map_location), path, (model, optimizer, scheduler, scaler, data), restore_rng)
 
 
-def _restore(ckpt, path, model, optimizer, scheduler, restore_rng):
-    """Put a loaded checkpoint dict into the objects; returns load_checkpoint's dict."""
-    for key, obj in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
+def _restore(ckpt, path, objects, restore_rng):
+    """Put a loaded checkpoint dict into the objects (in _STATES' order); returns
+    load_checkpoint's dict."""
+    for key, obj in zip(_STATES, objects):
         if obj is None:
             continue
         if ckpt[key] is None:
@@ -96,7 +129,51 @@ def _restore(ckpt, path, model, optimizer, scheduler, restore_rng):
         dtrain_random.set_rng_state(rng["dtrain"])
         numpy.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
-    return {"epoch": ckpt["epoch"], "step": ckpt["step"], "extra": ckpt["extra"]}
+    return {key: ckpt[key] for key in _INFO}
+
+
+def split_global_batch(global_batch, world_size, max_per_rank=None):
+    """The per-rank batch and gradient accumulation that keep ``global_batch`` on ``world_size``
+    ranks: ``per_rank * accumulation * world_size == global_batch`` exactly, with
+    ``per_rank <= max_per_rank`` (the rows one rank can hold in one forward) and as few
+    accumulation steps as that allows.
+
+    Args:
+        global_batch: samples per optimizer step over all ranks (a positive int).
+        world_size: the number of ranks now (a positive int).
+        max_per_rank: the most rows per rank and forward (None: no limit).
+
+    Returns:
+        ``(per_rank, accumulation_steps)``.
+
+    Raises:
+        ValueError: ``global_batch`` is not a multiple of ``world_size``: the message names
+            the world sizes that keep it and the global batches this world size can run
+            (a different global batch changes the run).
+
+    Example:
+        >>> split_global_batch(16, 2, max_per_rank=4)   # a run of 4 ranks x 4 rows, resumed on 2
+        (4, 2)
+    """
+    for name, value in (("global_batch", global_batch), ("world_size", world_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"split_global_batch: {name} must be a positive int, got {value!r}")
+    if max_per_rank is not None and (not isinstance(max_per_rank, int) or isinstance(max_per_rank, bool)
+                                     or max_per_rank < 1):
+        raise ValueError(f"split_global_batch: max_per_rank must be a positive int or None, got {max_per_rank!r}")
+    if global_batch % world_size:
+        worlds = [w for w in range(1, global_batch + 1) if global_batch % w == 0]
+        below, above = global_batch // world_size * world_size, -(-global_batch // world_size) * world_size
+        others = " or ".join(str(b) for b in dict.fromkeys(b for b in (below, above) if b > 0))
+        raise ValueError(f"the global batch {global_batch} cannot be kept on {world_size} ranks: it is not a "
+                         f"multiple of {world_size}. Keep it with a number of ranks that divides it "
+                         f"({', '.join(map(str, worlds))}), or start a new run with a global batch that "
+                         f"{world_size} ranks divide ({others}; a different global batch changes the run)")
+    rows = global_batch // world_size
+    limit = rows if max_per_rank is None else min(rows, max_per_rank)
+    # the fewest accumulation steps whose per-rank batch fits the limit (1 row always does)
+    accumulation = next(a for a in range(1, rows + 1) if rows % a == 0 and rows // a <= limit)
+    return rows // accumulation, accumulation
 
 
 def latest_checkpoint(directory, pattern="*.ckpt"):
@@ -137,9 +214,11 @@ def _load(path, map_location):
     if not isinstance(ckpt, dict) or _MARKER not in ckpt:
         raise CheckpointError(f"{file_name(path)}: not a checkpoint written by save_checkpoint "
                               "(a plain dtrain.save file? load it with dtrain.load)")
-    if type(ckpt[_MARKER]) is not int or ckpt[_MARKER] != _VERSION:  # not an array: != must give a bool
+    if type(ckpt[_MARKER]) is not int or ckpt[_MARKER] not in (1, _VERSION):  # not an array: `in` must give a bool
         raise CheckpointError(f"{file_name(path)}: unknown checkpoint version {reprlib.repr(ckpt[_MARKER])}: "
-                              f"this dtrain reads version {_VERSION} (was it written by a newer dtrain?)")
+                              f"this dtrain reads versions 1 to {_VERSION} (was it written by a newer dtrain?)")
+    if ckpt[_MARKER] == 1:
+        ckpt = {**dict.fromkeys(_NEW_IN_2), **ckpt}
     problem = _malformed(ckpt)
     if problem is not None:
         raise CheckpointError(f"{file_name(path)}: file is corrupted: {problem}")
@@ -154,12 +233,15 @@ _RNG_KINDS = {"dtrain": lambda state: dtrain_random.Generator("cpu").set_state(s
 
 def _malformed(ckpt):
     """What makes a loaded checkpoint dict other than save_checkpoint writes it, or None."""
-    missing = sorted({"model", "optimizer", "scheduler", "epoch", "step", "extra", "rng"} - set(ckpt))
+    missing = sorted({*_STATES, *_INFO, "rng"} - set(ckpt))
     if missing:
         return f"the checkpoint lacks {missing}"
-    for key in ("model", "optimizer", "scheduler"):
+    for key in _STATES:
         if ckpt[key] is not None and not isinstance(ckpt[key], dict):
             return f"the {key} state is {type(ckpt[key]).__name__} {reprlib.repr(ckpt[key])}, not a dict or None"
+    for key in ("world_size", "global_batch"):
+        if ckpt[key] is not None and (type(ckpt[key]) is not int or ckpt[key] < 1):
+            return f"the {key} is {reprlib.repr(ckpt[key])}, not a positive int or None"
     rng = ckpt["rng"]
     if not isinstance(rng, dict) or set(rng) != set(_RNG_KINDS):
         return f"the RNG states are {reprlib.repr(rng)}, not a dict with the keys {sorted(_RNG_KINDS)}"
@@ -183,7 +265,10 @@ class CheckpointManager:
       raises CheckpointError: truncated, corrupted, or crafted; with no checkpoint at all
       it returns None, so a fresh run and a restarted one share the same command.
     * Under a process group of more than one rank (``dtrain.comm``), every rank calls
-      :meth:`save` and :meth:`load` together: only rank 0 writes (the directory must be
+      :meth:`save` and :meth:`load` together. Every rank takes the objects' state (so a
+      ZeroRedundancyOptimizer's ``consolidate_state_dict``, a collective, is called on
+      every rank first, and a sharded state reshards at load on any world size); only
+      rank 0 writes (the directory must be
       shared by the ranks that load); it then broadcasts the path and checksum of what it
       wrote, so no rank goes on before the checkpoint is on disk, and all ranks learn the
       same result (an error on rank 0 is raised on every rank). On load, rank 0 picks the
@@ -234,12 +319,14 @@ class CheckpointManager:
                 found.append((int(m.group(1)), os.path.join(self.directory, name)))
         return sorted(found)
 
-    def save(self, step, model=None, optimizer=None, scheduler=None, epoch=None, extra=None):
+    def save(self, step, model=None, optimizer=None, scheduler=None, epoch=None, extra=None, *, scaler=None,
+             data=None, global_batch=None):
         """Write the checkpoint of ``step`` (every rank calls it; rank 0 writes), then prune.
 
         Args:
             step: int >= 0, the training step (or any increasing counter) the state is at.
-            model, optimizer, scheduler, epoch, extra: as :func:`save_checkpoint`.
+            model, optimizer, scheduler, epoch, extra, scaler, data, global_batch: as
+                :func:`save_checkpoint` (the world size is the process group's).
 
         Returns:
             the path written (the same string on every rank).
@@ -249,11 +336,18 @@ class CheckpointManager:
         """
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"CheckpointManager.save: step must be an int >= 0, got {step!r}")
+        consolidate = getattr(optimizer, "consolidate_state_dict", None)
+        if consolidate is not None:  # a ZeroRedundancyOptimizer: its full state, gathered on rank 0 (collective)
+            consolidate(to=0)
+        # taken on every rank: a state_dict may be a collective (fully_shard's model gathers
+        # its shards), and an error in it is then every rank's, not rank 0's alone
+        ckpt = _collect(model, optimizer if not _distributed() or _rank() == 0 or consolidate is None else None,
+                        scheduler, scaler, data, epoch, step, None, global_batch, extra)
 
         def write():
             os.makedirs(self.directory, exist_ok=True)
             path = self.path(step)
-            save_checkpoint(path, model, optimizer, scheduler, epoch=epoch, step=step, extra=extra)
+            save_state(ckpt, path)
             self._prune(step)
             return path, stored_checksum(path)
 
@@ -283,11 +377,15 @@ class CheckpointManager:
                 warnings.warn(f"skipping checkpoint {path}: {e}", RuntimeWarning, stacklevel=2)
         return None, None
 
-    def load(self, model=None, optimizer=None, scheduler=None, resume="auto", map_location=None, restore_rng=True):
-        """Restore the state from a checkpoint of this series (every rank calls it).
+    def load(self, model=None, optimizer=None, scheduler=None, resume="auto", map_location=None, restore_rng=True,
+             *, scaler=None, data=None):
+        """Restore the state from a checkpoint of this series (every rank calls it), saved at
+        this or another world size (compare the returned ``world_size`` with the job's, and see
+        :func:`split_global_batch`).
 
         Args:
-            model, optimizer, scheduler, map_location, restore_rng: as :func:`load_checkpoint`.
+            model, optimizer, scheduler, map_location, restore_rng, scaler, data: as
+                :func:`load_checkpoint`.
             resume: ``"auto"``: the newest intact checkpoint (None if there is none);
                 a path: that file (an error if it is broken); None: load nothing.
 
@@ -317,7 +415,7 @@ class CheckpointManager:
             ckpt = _agreed_load(path, digest, map_location)
         elif _distributed():
             _agreed_load(path, digest, map_location, ckpt)
-        info = _restore(ckpt, path, model, optimizer, scheduler, restore_rng)
+        info = _restore(ckpt, path, (model, optimizer, scheduler, scaler, data), restore_rng)
         info["path"] = path
         return info
 
@@ -325,6 +423,11 @@ class CheckpointManager:
 def _distributed():
     from . import comm
     return comm.is_initialized() and comm.get_world_size() > 1
+
+
+def _rank():
+    from . import comm
+    return comm.get_rank() if comm.is_initialized() else 0
 
 
 def _on_rank0(fn, what):

@@ -8,12 +8,16 @@ docstrings) of a fixed list of standard-library modules, read at run time: it is
 machine that has Python, with no download.
 
 Every step trains on one global batch of ``--batch-size`` sequences drawn from a generator
-seeded with (seed, step); rank r of N takes rows r*B/N .. (r+1)*B/N of it and DDP averages
-the gradients, so 1, 2 or 4 ranks train on the same batches and reach the same loss. Rank 0
+seeded with (seed, step); rank r of N takes rows r*B/N .. (r+1)*B/N of it (in pieces of at
+most ``--micro-batch`` rows, their gradients accumulated) and DDP averages the gradients, so
+1, 2 or 4 ranks train on the same batches and reach the same loss. Rank 0
 shows a progress bar (tqdm), then prints the loss, tokens/s, ranks, wall time and a sample of
 generated text. Checkpoints go to ``--checkpoint-dir`` every ``--save-every`` steps and at the
 end; ``--resume auto`` continues from the newest intact one (at the same step, with the same
-batches); SIGTERM saves at the next step and exits 75.
+batches), on any number of ranks that divides the global batch: the checkpoint's global batch
+is kept, each rank taking at most as many rows per forward as at save and accumulating the
+rest (said in the log); SIGTERM saves at the next step and exits 75. ``--deterministic``
+gives the same bits at 1, 2 or 4 ranks, straight or resumed (docs/reproducibility.md).
 
     python examples/gpt.py                                   # one process
     python -m dtrain.launch --nproc 2 examples/gpt.py        # DDP on 2 ranks
@@ -23,6 +27,7 @@ It is the launcher's built-in job: ``python -m dtrain.launch [--nproc N]`` with 
 runs this file as the module ``dtrain.examples.gpt``, installed with dtrain.
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -36,7 +41,7 @@ import dtrain.distributed as dist
 import dtrain.nn as nn
 import dtrain.nn.functional as F
 from dtrain import preemption
-from dtrain.checkpoint import CheckpointManager
+from dtrain.checkpoint import CheckpointManager, split_global_batch
 from dtrain.nn.parallel import DistributedDataParallel
 
 # The corpus: these standard-library modules' source, in this order (present in every CPython 3)
@@ -152,18 +157,15 @@ def cosine_with_warmup(warmup, total, min_ratio=0.1):
 
 
 class Batches:
-    """Global batch of step s: rows drawn with a generator seeded (seed, s); each rank its slice."""
+    """Global batch of step s: rows drawn with a generator seeded (seed, s), whatever the world
+    size; each rank reads its rows of it."""
 
-    def __init__(self, data, block_size, batch_size, seed, rank, world):
-        if batch_size % world:
-            raise ValueError(f"--batch-size {batch_size} (global) must be divisible by the {world} ranks")
+    def __init__(self, data, block_size, batch_size, seed):
         self.data, self.block, self.batch, self.seed = data, block_size, batch_size, seed
-        per_rank = batch_size // world
-        self.rows = slice(rank * per_rank, (rank + 1) * per_rank)
 
-    def get(self, step, rows=None):
+    def get(self, step, rows):
         starts = np.random.default_rng([self.seed, step]).integers(0, len(self.data) - self.block - 1, self.batch)
-        starts = starts[self.rows if rows is None else rows]
+        starts = starts[rows]
         window = np.stack([self.data[s:s + self.block + 1] for s in starts]).astype(np.int64)
         return dtrain.from_numpy(window[:, :-1].copy()), dtrain.from_numpy(window[:, 1:].copy())
 
@@ -171,7 +173,16 @@ class Batches:
 def parse_args(argv):
     ap = argparse.ArgumentParser(description="A character-level GPT on Python's standard library, under DDP.")
     ap.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
-    ap.add_argument("--batch-size", type=int, default=16, help="global batch size, split over the ranks")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="global batch size, split over the ranks (16; a resumed run keeps the checkpoint's)")
+    ap.add_argument("--micro-batch", type=int, default=None, metavar="ROWS",
+                    help="most rows per rank in one forward; the rest of the rank's share is gradient accumulation "
+                         "(default: the whole share; a run resumed on other ranks: at most the saved run's)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="the same bits at any world size: dtrain.use_deterministic_algorithms(True) and DDP "
+                         "micro-shards of --micro-shard-size rows (also DTRAIN_DETERMINISTIC=1)")
+    ap.add_argument("--micro-shard-size", type=int, default=1, metavar="ROWS",
+                    help="rows per micro-shard in deterministic mode (default 1; must divide --micro-batch)")
     ap.add_argument("--block-size", type=int, default=64)
     ap.add_argument("--n-layer", type=int, default=4)
     ap.add_argument("--n-head", type=int, default=4)
@@ -194,8 +205,9 @@ def parse_args(argv):
     ap.add_argument("--sample-chars", type=int, default=200, help="characters to generate at the end")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    for name in ("steps", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "corpus_chars"):
-        if getattr(args, name) < 1:
+    for name in ("steps", "batch_size", "micro_batch", "micro_shard_size", "block_size", "n_layer", "n_head",
+                 "n_embd", "corpus_chars"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.n_embd % args.n_head:
         ap.error(f"--n-embd {args.n_embd} must be divisible by --n-head {args.n_head}")
@@ -229,38 +241,76 @@ def train(args):
     stoi = {c: i for i, c in enumerate(chars)}
     data = np.array([stoi[c] for c in text], dtype=np.int32)
     split = int(0.9 * len(data))
-    train_batches = Batches(data[:split], args.block_size, args.batch_size, args.seed, rank, world)
-    val_batches = Batches(data[split:], args.block_size, args.batch_size, args.seed + 1, rank, world)
+    deterministic = args.deterministic or dtrain.are_deterministic_algorithms_enabled()
+    if deterministic:
+        dtrain.use_deterministic_algorithms(True)
 
     dtrain.manual_seed(args.seed)  # the same initial weights on every rank (DDP checks it)
     model = GPT(len(chars), args.block_size, args.n_layer, args.n_head, args.n_embd, args.dropout)
     opt = configure_optimizer(model, args.lr, args.weight_decay)
     sched = dtrain.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(args.warmup, args.steps))
     manager = CheckpointManager(args.checkpoint_dir, keep_last=2, prefix="gpt")
-    step = 0
-    if args.resume:
-        info = manager.load(model, opt, sched, resume="auto")
-        if info is not None:
-            step = info["extra"]["step"]
-            if rank == 0:
-                print(f"resumed from {info['path']} at step {step}", flush=True)
-    net = DistributedDataParallel(model) if world > 1 else model
+    step, global_batch, max_rows = 0, args.batch_size or 16, args.micro_batch
+    info = manager.load(model, opt, sched, resume="auto") if args.resume else None
+    if info is not None:
+        step = info["extra"]["step"]
+        saved_batch = info["global_batch"] or global_batch  # a version 1 checkpoint: the option's
+        if args.batch_size is not None and args.batch_size != saved_batch:
+            raise SystemExit(f"gpt: --batch-size {args.batch_size} differs from the global batch {saved_batch} of "
+                             f"{info['path']}: resuming would change the run; leave --batch-size out to keep it, "
+                             f"or start afresh in another --checkpoint-dir")
+        global_batch = saved_batch
+        if max_rows is None:  # a rank never holds more rows in one forward than at save
+            max_rows = info["extra"].get("micro_batch")
+        if rank == 0:
+            print(f"resumed from {info['path']} at step {step}", flush=True)
+    try:
+        rows, accumulation = split_global_batch(global_batch, world, max_rows)
+    except ValueError as e:
+        raise SystemExit(f"gpt: {e} (--nproc; --batch-size)") from None
+    if info is not None and info["world_size"] not in (None, world) and rank == 0:
+        print(f"elastic resume: saved at {info['world_size']} rank(s) x {info['extra'].get('micro_batch')} rows "
+              f"x {info['extra'].get('accumulation', 1)} accumulation step(s); now {world} rank(s) x {rows} rows x "
+              f"{accumulation} accumulation step(s): global batch {global_batch} kept", flush=True)
+    train_batches = Batches(data[:split], args.block_size, global_batch, args.seed)
+    val_batches = Batches(data[split:], args.block_size, global_batch, args.seed + 1)
+    share = global_batch // world  # this rank's rows of every global batch: [first, first + share)
+    first = rank * share
+    if deterministic:  # micro-shards at every world size, one rank included: the same shapes everywhere
+        net = DistributedDataParallel(model, micro_shard_size=args.micro_shard_size)
+    else:
+        net = DistributedDataParallel(model) if world > 1 else model
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         print(f"GPT: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, block {args.block_size}, "
               f"{n_params / 1e6:.2f}M parameters; corpus {len(text):,} characters, vocabulary {len(chars)}; "
-              f"{world} rank(s) x batch {args.batch_size // world}", flush=True)
+              f"{world} rank(s) x batch {share}" + (f" ({accumulation} x {rows} rows)" if accumulation > 1 else "")
+              + (f"; deterministic, micro-shards of {args.micro_shard_size}" if deterministic else ""), flush=True)
 
     def evaluate():
         model.eval()
         with dtrain.no_grad():
-            x, y = val_batches.get(0)
+            x, y = val_batches.get(0, slice(first, first + share))
             loss = mean_over_ranks(model(x, y)[1].item(), world)
         model.train()
         return loss
 
     def save():
-        manager.save(step, model=model, optimizer=opt, scheduler=sched, extra={"step": step})
+        manager.save(step, model=model, optimizer=opt, scheduler=sched, global_batch=global_batch,
+                     extra={"step": step, "micro_batch": rows, "accumulation": accumulation})
+
+    def forward_backward():
+        """This rank's share of the step's global batch, in `accumulation` pieces of `rows`
+        rows; DDP averages once, at the last piece. Returns the share's mean loss."""
+        total = 0.0
+        for j in range(accumulation):
+            x, y = train_batches.get(step, slice(first + j * rows, first + (j + 1) * rows))
+            last = j == accumulation - 1
+            with contextlib.nullcontext() if last or net is model else net.no_sync():
+                _, loss = net(x, y)
+                (loss / accumulation if accumulation > 1 else loss).backward()
+            total += loss.item()
+        return total / accumulation, x.numel() * accumulation
 
     from tqdm import tqdm
     losses, tokens, val_loss = [], 0, None
@@ -270,17 +320,15 @@ def train(args):
     with preemption.handler() as stop, \
             tqdm(total=args.steps, initial=step, disable=args.quiet or rank != 0 or None, desc="gpt") as bar:
         while step < last:
-            x, y = train_batches.get(step)
-            _, loss = net(x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, share_tokens = forward_backward()
             if args.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             opt.step()
             sched.step()
             step += 1
-            tokens += x.numel() * world
-            losses.append(loss.item())
+            tokens += share_tokens * world
+            losses.append(loss)
             if args.loss_log:  # a collective: every rank takes part, rank 0 writes
                 mean = mean_over_ranks(losses[-1], world)
                 if log:

@@ -59,7 +59,7 @@ def test_roundtrip_restores_all_objects(tmp_path):
     save_checkpoint(tmp_path / "c.ckpt", model, opt, sched, epoch=3, step=1200, extra=extra)
     model2, opt2, sched2 = FakeModel(), FakeOptimizer(), FakeScheduler()
     info = load_checkpoint(tmp_path / "c.ckpt", model2, opt2, sched2)
-    assert info == {"epoch": 3, "step": 1200, "extra": extra}
+    assert info == {"epoch": 3, "step": 1200, "world_size": 1, "global_batch": None, "extra": extra}
     np.testing.assert_array_equal(model2.weight.array, model.weight.array)
     np.testing.assert_array_equal(opt2.state[0]["momentum_buffer"].array, opt.state[0]["momentum_buffer"].array)
     assert opt2.param_groups == opt.param_groups and sched2.last_epoch == 7
