@@ -96,7 +96,7 @@ class StragglerWatch:
         self.group = group
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.every = straggler_interval()
-        self.steps = 0
+        self.steps, self.window = 0, 0  # synchronized passes: in all, and since the last gather
         self.base, self.start = totals_list(), time.perf_counter()
         self.pending = None  # (the matrix, its Work) between launch and finish
         self.last = None  # rank 0: the last gather's find_stragglers result
@@ -106,6 +106,7 @@ class StragglerWatch:
         start the all-reduce of this window's times (``like``: an array of the buckets'
         module and device)."""
         self.steps += 1
+        self.window += 1
         if self.world == 1 or not self.every or self.steps % self.every:
             return
         now, t = totals_list(), time.perf_counter()
@@ -114,23 +115,24 @@ class StragglerWatch:
         xp = get_array_module(like)
         table = xp.zeros((self.world, len(row)), dtype=xp.float64)
         table[self.rank] = xp.asarray(row, dtype=xp.float64)
-        self.pending = table, dist.all_reduce(table, group=self.group, async_op=True)
+        self.pending = table, dist.all_reduce(table, group=self.group, async_op=True), self.window
+        self.window = 0
 
     def finish(self):
         """Wait for the gather (if one was started) and, on rank 0, log the stragglers."""
         if self.pending is None:
             return
-        table, work = self.pending
+        table, work, steps = self.pending
         self.pending = None
         work.wait()
         if self.rank != 0:
             return
         table = asnumpy(table).tolist()
-        self.last = find_stragglers(table, self.every)
+        self.last = find_stragglers(table, steps)
         if logger.isEnabledFor(logging.INFO):
             header = " ".join(f"{p:>10}" for p in PHASES)
-            rows = "\n".join(f"rank {r:<4} " + " ".join(f"{v * 1e3 / self.every:10.2f}" for v in row[:-1])
+            rows = "\n".join(f"rank {r:<4} " + " ".join(f"{v * 1e3 / steps:10.2f}" for v in row[:-1])
                              for r, row in enumerate(table))
-            logger.info(f"ms per step over the last {self.every} steps:\n          {header}\n{rows}")
+            logger.info(f"ms per step over the last {steps} steps:\n          {header}\n{rows}")
         for found in self.last:
-            logger.warning(describe(*found, self.every))
+            logger.warning(describe(*found, steps))
