@@ -6,6 +6,8 @@ of one."""
 import json
 import sys
 
+import numpy as np
+
 import pytest
 
 import dtrain
@@ -16,7 +18,7 @@ from ddp_jobs import Job, passed
 from dtrain.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from dtrain.parallel import DistributedDataParallel as DDP
 
-CHECKS = 9  # the check_* functions of fsdp_checks.py (PROPERTIES below)
+CHECKS = 10  # the check_* functions of fsdp_checks.py (PROPERTIES below)
 WORLD_SIZES = (2, 4, 1)  # in this order: each job resumes from the checkpoint of the one before
 each_world_size = pytest.mark.parametrize("n", WORLD_SIZES)
 
@@ -70,6 +72,7 @@ PROPERTIES = {
     "check_checkpoint_resume": "get_state_dict(full_state_dict=True) saved at this world size; the previous job's "
                                "checkpoint (2->2, 2->4, 4->1) resumes here with the same parameters and Adam state, "
                                "and the next steps end where that run did (1e-10); a plain GPT + Adam loads it too",
+    "check_activation_checkpointing_equals_ddp": "fully_shard on checkpointed blocks == DDP + Adam (1e-10, float64)",
     "check_clip_grad_norm_equals_ddp": "clip_grad_norm_ over the shards is DDP's (the whole gradient's norm: 2, inf, "
                                        "1), and the clipped steps DDP's",
     "check_sharded_state_dict_round_trip": "the default (sharded) state dicts load back at the same world size",
@@ -214,20 +217,47 @@ def test_eval_forward_and_keep_vars_state_dict(world):
         assert (kept[k].detach().numpy() == v.numpy()).all(), k
 
 
-def test_activation_checkpointing_inside_is_refused(world):
-    """Parameters used only inside utils.checkpoint are unseen by the forward's graph: their
-    gradients arrive after the group reduced, a RuntimeError that names the cause."""
-    from dtrain.utils.checkpoint import checkpoint
+class Checkpointed(nn.Module):
+    """``inner`` run through utils.checkpoint; ``before`` (if given) before it, outside."""
 
-    class Checkpointed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = nn.Linear(3, 3)
+    def __init__(self, inner, before=None):
+        super().__init__()
+        self.inner, self.before = inner, before
 
-        def forward(self, x):
-            return checkpoint(self.inner, x, use_reentrant=False)
-    model = nn.Sequential(Checkpointed(), nn.Linear(3, 1))
+    def forward(self, x):
+        from dtrain.utils.checkpoint import checkpoint
+        return checkpoint(self.inner, self.before(x) if self.before is not None else x, use_reentrant=False)
+
+
+def test_activation_checkpointing_around_a_whole_module(world):
+    """fully_shard on a wrapper whose forward is all checkpointed: the recomputation brings
+    every parameter's gradient while the group is gathered for backward; the gradients and
+    three SGD steps equal the plain model's exactly."""
+    dtrain.manual_seed(3)
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    wrapped = nn.Sequential(Checkpointed(nn.Sequential(nn.Linear(3, 4), nn.Tanh())), nn.Linear(4, 1))
+    wrapped.load_state_dict(dict(zip(wrapped.state_dict(), plain.state_dict().values())))
+    fully_shard(wrapped[0])
+    fully_shard(wrapped)
+    x = dtrain.randn(5, 3)
+    for model in (plain, wrapped):
+        opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+    assert all(p.grad is not None for p in wrapped.parameters())
+    for (k, v), ours in zip(plain.state_dict().items(), wrapped.state_dict().values()):
+        np.testing.assert_array_equal(ours.numpy(), v.numpy(), err_msg=k)
+
+
+def test_activation_checkpointing_around_part_of_a_module_is_refused(world):
+    """A group whose forward reaches some of its parameters and uses others only inside
+    utils.checkpoint: those gradients arrive after the group reduced, a RuntimeError that
+    names the cause and the fix. (Had the checkpointed part run last in the group's
+    forward, its recomputation would come after the group resharded: a shape error.)"""
+    model = nn.Sequential(Checkpointed(nn.Linear(3, 3), before=nn.Linear(3, 3)), nn.Linear(3, 1))
     fully_shard(model[0])
     fully_shard(model)
-    with pytest.raises(RuntimeError, match="activation checkpointing inside a fully_shard module"):
+    with pytest.raises(RuntimeError, match="checkpointing around part of a fully_shard module's forward.*wrap the whole"):
         model(dtrain.randn(2, 3)).sum().backward()

@@ -146,8 +146,10 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, mp_policy=Mixe
     (collective); the optimizer's own state_dict is this rank's shards' (it loads back at the
     same world size only): for one that loads at any world size, use
     ``dtrain.distributed.checkpoint.state_dict.get_optimizer_state_dict`` with
-    ``StateDictOptions(full_state_dict=True)``. Activation checkpointing inside a fully_shard module is not
-    supported (its parameters' gradients come after the group was reduced: a RuntimeError).
+    ``StateDictOptions(full_state_dict=True)``. Activation checkpointing works around a whole fully_shard
+    module (apply fully_shard to a wrapper whose forward is ``checkpoint(block, x)``; the
+    recomputation runs while backward has the parameters gathered), not around part of one
+    (those parameters' gradients would come after the group was reduced: a RuntimeError).
 
     Example:
         >>> for block in model.blocks:
@@ -241,9 +243,11 @@ def _pre_forward(module, args):
             if isinstance(sub, FSDPModule):
                 sub._fsdp_state.root = state
                 sub._fsdp_state.group.drop_gathering()  # a prefetch nothing used holds values from before the step
+                sub._fsdp_state.group.forward_with_grad = False  # a recomputation in the last backward set it
     root = state.root
     state.group.unshard()
     if is_grad_enabled():
+        state.group.forward_with_grad = True
         if not root.order_done:
             root.order.append(state)
         else:

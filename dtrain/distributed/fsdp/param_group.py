@@ -62,6 +62,7 @@ class ParamGroup:
         self.hooks = [f.register_post_accumulate_grad_hook(self._grad_ready) for f in self.full if f.requires_grad]
         self.state = None
         self.pending = set()  # ids of the full parameters whose gradients this backward still brings
+        self.forward_with_grad = False  # this step's forward ran with grad enabled (set by fully_shard's hook)
         self._gathering = None  # (work, flat, dtype) of an all-gather in flight
         self._swap(self.shards)
         self.state = SHARDED
@@ -162,15 +163,23 @@ class ParamGroup:
 
     # ---- gradients -------------------------------------------------------------------------
     def expect(self, reachable_ids):
-        """The full parameters this backward brings a gradient to (those the output reaches)."""
+        """The full parameters this backward brings a gradient to: those the output reaches;
+        all of them if the group's forward ran with grad enabled yet the output reaches none
+        (the whole forward inside activation checkpointing: the recomputation in backward
+        brings their gradients; a group whose parameters went unused then keeps waiting, and
+        its .grad stay None, as when they are unreached)."""
         self.pending = {id(f) for f in self.full if f.requires_grad and id(f) in reachable_ids}
+        if not self.pending and self.forward_with_grad:
+            self.pending = {id(f) for f in self.full if f.requires_grad}
+        self.forward_with_grad = False
 
     def _grad_ready(self, full):
         if id(full) not in self.pending:
             raise RuntimeError("fully_shard: a parameter's gradient arrived after its group's gradients were "
                                "reduce-scattered (or the forward's outputs did not reach it, e.g. activation "
-                               "checkpointing inside a fully_shard module, or a second backward through one forward: "
-                               "neither is supported)")
+                               "checkpointing around part of a fully_shard module's forward, or a second backward "
+                               "through one forward: neither is supported). To checkpoint, wrap the whole module "
+                               "(a module whose forward is checkpoint(block, x)) and apply fully_shard to the wrapper")
         self.pending.discard(id(full))
         if not self.pending:
             self.reduce_scatter_grads()
