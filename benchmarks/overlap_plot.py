@@ -59,7 +59,8 @@ def draw(events, path, title):
         inside = [e for e in events if e["pid"] == rank and e["ts"] < window[1] and e["ts"] + e["dur"] > window[0]]
         for e in sorted(inside, key=lambda e: -e["dur"]):  # the longest first: nested spans drawn over it
             main = e["tid"] == 0
-            ax.broken_barh([((e["ts"] - window[0]) / 1e3, e["dur"] / 1e3)], (y_main if main else y_comm, 0.8),
+            start, end = max(e["ts"], window[0]), min(e["ts"] + e["dur"], window[1])  # clipped to the step
+            ax.broken_barh([((start - window[0]) / 1e3, (end - start) / 1e3)], (y_main if main else y_comm, 0.8),
                            color=COLOURS.get(e["name"], "black") if main else COMM_COLOUR, edgecolor="white",
                            linewidth=0.5)
         hidden[rank] = hidden_share(events, rank, window)
