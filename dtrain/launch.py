@@ -43,6 +43,11 @@ values already set are kept).
   data set, each rank on its share of every epoch in batches of ``--batch-size``; rank 0
   prints the loss and test accuracy of every epoch, then the ranks, samples/s and wall time.
 
+With ``--preflight`` the ranks run the pre-flight check instead of a job (:mod:`dtrain.preflight`:
+GEMM, DataLoader and all-reduce rates, a model's predicted step; exit 1 naming an outlier rank
+or pair). With ``DTRAIN_TRACE=dir`` set, ``--nproc`` merges the ranks' trace files into
+``dir/trace.json`` when the job ends (:mod:`dtrain.timing.trace`).
+
 Under an external ``mpiexec -n N python -m dtrain.launch script.py`` there is no supervisor:
 a rank that raises or exits non-zero reports itself (``rank N failed: ...``, ``rank N exited
 with code C``) and aborts the job; a rank killed by a signal is handled by the process
@@ -91,6 +96,7 @@ EPILOG = """examples:
   python -m dtrain.launch --nproc 4 train.py --lr 0.1  train.py on 4 local ranks
   python -m dtrain.launch --standalone --nproc_per_node=4 train.py   the same, as torchrun says it
   python -m dtrain.launch --nproc 2 -m mypackage.train                a module, as python -m runs it
+  python -m dtrain.launch --nproc 4 --preflight                       measure the ranks before a job
   mpirun -n 8 --hostfile hosts python -m dtrain.launch train.py
   srun -n 8 python -m dtrain.launch train.py"""
 
