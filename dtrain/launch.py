@@ -181,7 +181,7 @@ def make_parser():
     check.add_argument("--model-batch", type=_positive("--model-batch"), default=None,
                        help="samples per rank per step for the prediction (mlp: 256)")
     check.add_argument("--threshold", type=float, default=0.5,
-                       help="an outlier is below this fraction of the median (default 0.5)")
+                       help="an outlier is below this fraction of the other ranks' median (default 0.5)")
     p.add_argument("script", nargs="?", help="the Python script every rank runs")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     return p
