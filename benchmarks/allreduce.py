@@ -13,8 +13,14 @@ A second table measures overlap: a 16 MiB all-reduce started asynchronously, the
 NumPy work, then the time still spent in wait() (0 = fully hidden), for mpi4py's Iallreduce
 and dtrain's async_op=True (the comm thread, see dtrain/comm/work.py).
 
+With --hosts (a job across hosts, e.g. launch/fake_cluster.sh's namespaced ones), the
+dtrain variants are its hierarchical all-reduce and its flat one, each on a group of every
+rank made with DTRAIN_HIERARCHICAL=1 and =0 (dtrain/comm/hierarchical.py), next to mpi4py's
+(flat) Allreduce; no overlap table, no gloo (its rendezvous here is 127.0.0.1).
+
 Usage: mpiexec -n 2 python benchmarks/allreduce.py [--max-bytes 67108864] [--rounds 5] [--back-to-back]
                                                  [--json allreduce.json]
+       launch/mpirun_hostfile.sh HOSTFILE benchmarks/allreduce.py --hosts [...]   (see benchmarks/RESULTS.md)
 """
 import os
 
@@ -42,7 +48,22 @@ def parse_args():
     p.add_argument("--no-gloo", action="store_true", help="skip torch.distributed even if installed")
     p.add_argument("--back-to-back", action="store_true",
                    help="time calls in a tight loop instead of each from a barrier (see timed())")
+    p.add_argument("--hosts", action="store_true",
+                   help="a job across hosts: dtrain's hierarchical vs flat all-reduce, and mpi4py's")
     return p.parse_args()
+
+
+def group_with(hierarchical):
+    """A group of every rank made with DTRAIN_HIERARCHICAL set to ``hierarchical`` ("0"/"1")."""
+    before = os.environ.get("DTRAIN_HIERARCHICAL")
+    os.environ["DTRAIN_HIERARCHICAL"] = hierarchical
+    try:
+        return dist.new_group(list(range(dist.get_world_size())))
+    finally:
+        if before is None:
+            del os.environ["DTRAIN_HIERARCHICAL"]
+        else:
+            os.environ["DTRAIN_HIERARCHICAL"] = before
 
 
 def gloo_setup(comm, use):
@@ -153,8 +174,14 @@ def main():
     dist.init_process_group(backend="mpi")
     from mpi4py import MPI
     comm = MPI.COMM_WORLD.Dup()
-    variants = {"dtrain": dist.all_reduce, "mpi4py": lambda buf: comm.Allreduce(MPI.IN_PLACE, buf)}
-    gloo = gloo_setup(comm, not args.no_gloo)
+    if args.hosts:
+        hier, flat = group_with("1"), group_with("0")
+        variants = {"hierarchical": lambda buf: dist.all_reduce(buf, group=hier),
+                    "flat": lambda buf: dist.all_reduce(buf, group=flat)}
+    else:
+        variants = {"dtrain": dist.all_reduce}
+    variants["mpi4py"] = lambda buf: comm.Allreduce(MPI.IN_PLACE, buf)
+    gloo = gloo_setup(comm, not args.no_gloo and not args.hosts)
     if gloo is not None:
         variants["gloo"] = gloo
     sizes = []
@@ -163,23 +190,27 @@ def main():
         sizes.append(size)
         size *= 4
     rows = bandwidth(comm, variants, sizes, args.rounds, args.min_time, args.back_to_back)
-    waits = overlap(comm, args.rounds)
+    waits = {} if args.hosts else overlap(comm, args.rounds)
+    hosts = len(set(comm.allgather(socket.gethostname())))
+    first = next(iter(variants))  # dtrain's (hierarchical with --hosts), compared with mpi4py's
     if comm.rank == 0:
         timing = "back to back" if args.back_to_back else "each call from a barrier"
-        print(f"all_reduce, float32, {comm.size} ranks, {timing}, MPI: {MPI.Get_library_version().splitlines()[0]}")
+        print(f"all_reduce, float32, {comm.size} ranks on {hosts} host(s), {timing}, "
+              f"MPI: {MPI.Get_library_version().splitlines()[0]}")
         header = f"{'bytes':>10} " + " ".join(f"{name + ' us':>11} {'algbw GB/s':>10} {'busbw GB/s':>10}"
                                               for name in variants)
-        print(header + f" {'dtrain/mpi4py':>13}")
+        print(header + f" {first + '/mpi4py':>13}")
         for nbytes in sizes:
             row = {r["variant"]: r for r in rows if r["bytes"] == nbytes}
             cells = " ".join(f"{row[v]['time_us']:11.1f} {row[v]['algbw_GBps']:10.3f} {row[v]['busbw_GBps']:10.3f}"
                              for v in variants)
-            print(f"{nbytes:>10} {cells} {row['dtrain']['time_us'] / row['mpi4py']['time_us']:13.2f}")
-        print("\noverlap: 16 MiB all_reduce started, 100 ms of NumPy work, then wait():")
+            print(f"{nbytes:>10} {cells} {row[first]['time_us'] / row['mpi4py']['time_us']:13.2f}")
+        if waits:
+            print("\noverlap: 16 MiB all_reduce started, 100 ms of NumPy work, then wait():")
         for name, t in waits.items():
             print(f"  {name:<24} {t * 1e3:8.2f} ms {'(the all-reduce alone)' if 'blocking' in name else 'in wait()'}")
         with open(args.json, "w") as f:
-            json.dump(dict(ranks=comm.size, back_to_back=args.back_to_back, mpi=MPI.Get_library_version().splitlines()[0], bandwidth=rows,
+            json.dump(dict(ranks=comm.size, hosts=hosts, back_to_back=args.back_to_back, mpi=MPI.Get_library_version().splitlines()[0], bandwidth=rows,
                            overlap_wait_s=waits), f, indent=2)
         print(f"\nwrote {args.json}")
     dist.destroy_process_group()

@@ -4,6 +4,8 @@
 #   launch/fake_cluster.sh up NAME N [SUBNET]   make hosts NAME-h1 .. NAME-hN (needs root)
 #   launch/fake_cluster.sh down NAME            remove them (also after a half-made `up`)
 #   launch/fake_cluster.sh hostfile NAME SLOTS  print a hostfile of NAME's hosts, SLOTS ranks each
+#   launch/fake_cluster.sh rate NAME RATE       limit every host's link to RATE each way (tc's
+#                                               units: 1gbit, 500mbit; "off" removes the limit)
 #   launch/fake_ssh.sh NAME-h2 hostname         run a command on host NAME-h2, as ssh would
 #
 # Each host is a Linux network namespace with its own loopback and one interface (eth0, a
@@ -93,6 +95,27 @@ down() {
     ip link delete "$name-br" 2>/dev/null || true
 }
 
+limit_link() {  # DEV RATE [-n NETNS]
+    local dev=$1 limit=$2
+    shift 2
+    tc "$@" qdisc del dev "$dev" root 2>/dev/null || true
+    if [[ $limit != off ]]; then
+        tc "$@" qdisc add dev "$dev" root tbf rate "$limit" burst 1mb latency 50ms
+    fi
+}
+
+rate() {
+    # a token bucket (tbf) on both ends of each host's veth: what leaves the host, and what
+    # the bridge sends to it (netem does not exist in every kernel; tbf does here)
+    local name=$1 limit=$2 host i
+    check_name "$name"
+    for host in $(ls "$STATE" 2>/dev/null | grep -E "^$name-h[0-9]$" | sort); do
+        i=${host##*-h}
+        limit_link "$name-v$i" "$limit"
+        limit_link eth0 "$limit" -n "$host"
+    done
+}
+
 hostfile() {
     local name=$1 slots=$2 host
     check_name "$name"
@@ -104,7 +127,8 @@ hostfile() {
 case ${1:-} in
     up) [[ $# -ge 3 ]] || die "usage: $0 up NAME N [SUBNET]"; up "$2" "$3" "${4:-}" ;;
     down) [[ $# -eq 2 ]] || die "usage: $0 down NAME"; down "$2" ;;
+    rate) [[ $# -eq 3 ]] || die "usage: $0 rate NAME RATE|off"; rate "$2" "$3" ;;
     hostfile) [[ $# -eq 3 ]] || die "usage: $0 hostfile NAME SLOTS"; hostfile "$2" "$3" ;;
     check) can_make_namespaces ;;
-    *) die "usage: $0 up NAME N [SUBNET] | down NAME | hostfile NAME SLOTS | check" ;;
+    *) die "usage: $0 up NAME N [SUBNET] | down NAME | hostfile NAME SLOTS | rate NAME RATE|off | check" ;;
 esac
