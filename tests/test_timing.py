@@ -148,6 +148,24 @@ def test_traced_records_on_the_calling_threads_track(monkeypatch, tmp_path):
     assert names == {0: "main", 1: "dtrain-comm-test"}
 
 
+def test_merge_command_makes_one_track_per_rank(monkeypatch, tmp_path):
+    """``python -m dtrain.timing merge DIR`` (the merge under another process manager) joins
+    the ranks' files: a process per rank, times from 0, a Chrome trace."""
+    monkeypatch.setattr(phases, "events", [])
+    for rank in (0, 1):
+        with timing.phase("backward"):
+            time.sleep(0.001)
+        timing.write_rank(str(tmp_path), rank=rank)
+    result = python("-m", "dtrain.timing", "merge", str(tmp_path))
+    merged = os.path.join(str(tmp_path), "trace.json")
+    assert result.returncode == 0 and result.stdout.startswith(merged), output(result)
+    with open(merged) as f:
+        merged = json.load(f)
+    assert chrome_trace_problems(merged) == []
+    spans = [e for e in merged["traceEvents"] if e["ph"] == "X"]
+    assert sorted(e["pid"] for e in spans) == [0, 1, 1] and min(e["ts"] for e in spans) == 0
+
+
 def test_merge_without_files_says_how_to_make_them(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"no rank<R>.json trace files in '{tmp_path}': run the job with "
                                                 f"DTRAIN_TRACE={tmp_path}"):

@@ -27,6 +27,7 @@ from . import phases
 ANCHOR = (time.time(), time.perf_counter())  # one (wall, perf_counter) pair: perf_counter -> wall clock
 MERGED = "trace.json"
 _rank = [0]
+_pid = os.getpid()  # a forked child (os.fork) inherits the events but must not write over its parent's file
 
 
 def set_rank(rank):
@@ -100,8 +101,8 @@ def merge(directory, since=None):
 
 
 def _write_at_exit():
-    if not phases.events:  # the launcher and its supervisors time nothing: they must not overwrite rank 0's file
-        return
+    if not phases.events or os.getpid() != _pid:  # the launcher and its supervisors time nothing: they must
+        return                                       # not overwrite rank 0's file; nor may a forked child its parent's
     try:
         write_rank(os.environ[phases.TRACE_ENV])
     except OSError as e:  # the job's result matters more than its trace
