@@ -25,18 +25,6 @@ import time  # noqa: E402
 from scaling import batch, reference_model  # noqa: E402
 
 
-def span_cost(span, n=100_000):
-    """Seconds per ``with span: pass``, the best of 5 rounds."""
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(n):
-            with span:
-                pass
-        best = min(best, (time.perf_counter() - t) / n)
-    return best
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=60)
@@ -97,8 +85,8 @@ def main():
     dist.all_gather_object(everyone, times)
     if rank == 0:
         slowest = {v: [max(e[v][i] for e in everyone) for i in range(args.steps)] for v in variants}
-        span = span_cost(timing.phase("forward"))
-        null = span_cost(Null())
+        span = timing.span_seconds(n=100_000)
+        null = timing.span_seconds(Null(), n=100_000)
         print(f"command: mpiexec -n {n} python benchmarks/timing_overhead.py --steps {args.steps}")
         print(f"one span {span * 1e6:.2f} us (an empty context manager {null * 1e6:.2f} us); "
               f"{counts[0]} spans per DDP step")
