@@ -32,7 +32,7 @@ from ..tensor.backend import Device
 from ..tensor.deterministic import are_deterministic_algorithms_enabled, per_sample_random
 from ..tensor.random import integers_array
 from .comm_hooks import allreduce_hook
-from .exact_sum import exact_sum
+from .exact_sum import ExactSum
 
 _CPU = Device("cpu")
 
@@ -79,6 +79,7 @@ class MicroShards:
         # where each parameter sits: (a module's _parameters dict, key); a tied weight sits twice
         self.slots = [(m._parameters, k, index[id(p)]) for m in module.modules()
                       for k, p in m._parameters.items() if p is not None and id(p) in index]
+        self.sum_grads, self.sum_buffers = ExactSum(process_group), ExactSum(process_group)
         self.grads = []  # per micro-shard run since the last reduction: per parameter, its gradient array
         self.passes = 0  # forwards since the last reduction (no_sync accumulation passes)
         self.stream = 0  # the per-sample random stream of the current step
@@ -141,8 +142,8 @@ class MicroShards:
 
     def _combine_buffers(self, buffers, start, after, chunks):
         floating = [k for k, b in enumerate(buffers) if b.is_floating_point()]
-        means = exact_sum([[values[k] for values in after] for k in floating], [start[k] for k in floating],
-                          self.group, divisor=chunks * self.world_size)
+        means = self.sum_buffers([[values[k] for values in after] for k in floating], [start[k] for k in floating],
+                                 divisor=chunks * self.world_size)
         with no_grad():
             for k, b in enumerate(buffers):
                 b.array[...] = after[-1][k]
@@ -174,7 +175,7 @@ class MicroShards:
         """Sum every collected micro-shard gradient exactly over the ranks, average as DDP does
         (divide by the world size), and add the result to ``.grad``."""
         summands = [[g[i] for g in self.grads if g[i] is not None] for i in range(len(self.params))]
-        sums = exact_sum(summands, [p.array for p in self.params], self.group, divisor=self.world_size)
+        sums = self.sum_grads(summands, [p.array for p in self.params], divisor=self.world_size)
         with no_grad():
             for p, total in zip(self.params, sums):
                 if total is None:

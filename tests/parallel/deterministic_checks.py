@@ -50,7 +50,8 @@ def train_gpt(out, name, deterministic):
     text = gpt.read_corpus(20_000)
     chars = sorted(set(text))
     data = np.array([chars.index(c) for c in text], dtype=np.int32)
-    batches = gpt.Batches(data, GPT_SHAPE["block_size"], BATCH, seed=7, rank=rank, world=world)
+    batches = gpt.Batches(data, GPT_SHAPE["block_size"], BATCH, seed=7)
+    rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
     dtrain.manual_seed(1337)
     model = gpt.GPT(len(chars), **GPT_SHAPE, dropout=0.1 if deterministic else 0.0)
     opt = gpt.configure_optimizer(model, lr=3e-3, weight_decay=0.1)
@@ -58,7 +59,7 @@ def train_gpt(out, name, deterministic):
     net = wrap(model, deterministic)
     try:
         for step in range(STEPS):
-            x, y = batches.get(step)
+            x, y = batches.get(step, rows)
             _, loss = net(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
