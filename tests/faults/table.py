@@ -31,6 +31,14 @@ to stop (SIGTERM), saved a checkpoint at a step boundary and exited cleanly: res
 by signal N (137: SIGKILL, 143: an unhandled SIGTERM); the launcher passes on the exit code
 of the failing rank.
 
+On a collective timeout every rank writes its threads' stacks and its last 32 collectives
+(number, call, call site) to `$DTRAIN_RUN_DIR/dtrain-hang-<job>/rank<N>.stacks.txt` and
+`rank<N>.history.json` (`DTRAIN_RUN_DIR` defaults to the temporary folder; without a shared
+filesystem each node keeps its own ranks' files), and the report says where the ranks' calls
+first differ and where each rank is. Collectives that disagree (dtype, op, root, size) are
+caught by a sampled check on by default (calls 1, 2, 4, ... then every 64th of each group;
+`DTRAIN_CHECK_EVERY=N`, 0 turns it off; `DTRAIN_DEBUG=1` checks every call).
+
 """
 
 

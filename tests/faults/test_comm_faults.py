@@ -4,7 +4,9 @@ script's end, os._exit, libc's _exit) while its peers wait in a collective; exit
 preemption path; a collective one rank never calls (blocking) or calls late (async, DDP's
 Work.wait path), at 2 and 3 ranks (one report, from the lowest waiting rank, calling no
 healthy rank dead); a peer stuck before init_process_group; a recv never matched;
-mismatched collectives in debug mode. A rank's forked child that raises does not end the job.
+mismatched collectives in debug mode, and caught by the sampled check without it; with that
+check off, the hang they cause, reported with where the ranks' calls differ and each side's
+call site. A rank's forked child that raises does not end the job.
 Each scenario runs tests/faults/comm_scripts/rank_fault.py under ``python -m dtrain.launch
 --nproc N`` and, where the behaviour differs, under an external ``mpiexec -n N python -m
 dtrain.launch`` (MPICH's Hydra or Open MPI's mpirun) or a plain ``mpiexec -n N python``.
@@ -42,6 +44,17 @@ def _each(scenario, launchers, exit_code, message, max_seconds=15.0):
 LEFT_WHILE_WAITING = r"rank 1 exited \(code 0\) while ranks \[0\] were still in all_reduce \(#2 "
 NOT_PREEMPTED = (r"rank 1 exited with code 75 \(75 is the code of a preemption, but the rank did not leave through "
                  r"dtrain.preemption.exit_preempted")
+SAMPLED_CHECK = (r"failed: DistError: collective mismatch \(sampled check of call #2 on ranks \[0, 1\]; DTRAIN_CHECK_EVERY=N "
+                 r"checks every N-th call, DTRAIN_DEBUG=1 every call\): rank 0 called all_reduce\(float32\[4\]\); rank 1 "
+                 r"called barrier\(\) \(call sites: rank 0 rank_fault.py:[0-9]+; rank 1 rank_fault.py:[0-9]+\)")
+DIFFER = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1\]\) did not finish "
+          r"within 2 s on rank 0; the ranks' calls differ at #2: rank 0 called all_reduce\(float32\[4\]\) from "
+          r"rank_fault.py:[0-9]+; rank 1 called barrier\(\) from rank_fault.py:[0-9]+\nwhere each rank is: rank 0 is in "
+          r"all_reduce\(float32\[4\]\) #2 from rank_fault.py:[0-9]+; rank 1 is in barrier\(\) #2 from rank_fault.py:[0-9]+\n"
+          r"stacks and the last 32 collectives of each rank: ")
+DIFFER_OF_3 = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1, 2\]\) did not "
+               r"finish within 2 s on rank 0; the ranks' calls differ at #2: rank 1 called barrier\(\) from "
+               r"rank_fault.py:[0-9]+; ranks 0, 2 called all_reduce\(float32\[4\]\) from rank_fault.py:[0-9]+\n")
 MISSING_OF_3 = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1, 2\]\) "
                 r"did not finish within 2 s on rank 0; ranks that have not called it: \[1\]")
 
@@ -71,6 +84,11 @@ SCENARIOS = [
     {"scenario": "mismatched collectives (DTRAIN_DEBUG=1)", "launcher": NPROC, "exit_code": "1",
      "max_seconds": 15.0, "message": r"failed: DistError: collective mismatch \(debug mode\): rank 0 called "
                                      r"all_reduce\(float32\[4\]\); rank 1 called barrier\(\)"},
+    *_each("mismatched collectives, no debug mode: the sampled check", (NPROC,), "1", SAMPLED_CHECK),
+    *_each("rank calls barrier() where the others all_reduce (DTRAIN_TIMEOUT=2, DTRAIN_CHECK_EVERY=0)", (NPROC,),
+           "1", DIFFER),
+    *_each("rank calls barrier() where the others all_reduce (DTRAIN_TIMEOUT=2, DTRAIN_CHECK_EVERY=0)", (PLAIN3,),
+           "1", DIFFER_OF_3),
     {"scenario": "async collective times out in Work.wait (DTRAIN_TIMEOUT=2)", "launcher": NPROC,
      "exit_code": "1", "max_seconds": 15.0,
      "message": r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1\]\) "
@@ -103,6 +121,9 @@ MODES = {"rank raises": ("raise", {}), "rank calls sys.exit(3)": ("exit3", {}),
          "rank killed by SIGKILL": ("sigkill", {}),
          "collective missing on one rank (DTRAIN_TIMEOUT=2)": ("missing", {"DTRAIN_TIMEOUT": TIMEOUT}),
          "mismatched collectives (DTRAIN_DEBUG=1)": ("mismatch", {"DTRAIN_DEBUG": "1"}),
+         "mismatched collectives, no debug mode: the sampled check": ("mismatch", {}),
+         "rank calls barrier() where the others all_reduce (DTRAIN_TIMEOUT=2, DTRAIN_CHECK_EVERY=0)":
+             ("mismatch", {"DTRAIN_TIMEOUT": TIMEOUT, "DTRAIN_CHECK_EVERY": "0"}),
          "async collective times out in Work.wait (DTRAIN_TIMEOUT=2)": ("timeout", {"DTRAIN_TIMEOUT": TIMEOUT}),
          "blocking recv never matched (DTRAIN_TIMEOUT=2)": ("recv", {"DTRAIN_TIMEOUT": TIMEOUT}),
          "rank calls sys.exit(0) while others wait": ("exit0", {}),

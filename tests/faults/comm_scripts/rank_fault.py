@@ -11,7 +11,8 @@ the way argv[1] names while the other ranks wait in an all_reduce that cannot co
     osexit75  rank 1 calls os._exit(75), the preemption code, without dtrain.preemption.exit_preempted
     sigkill   rank 1 is killed by SIGKILL
     missing   rank 1 never calls the all_reduce (it sleeps): the others' blocking all_reduce times out
-    mismatch  rank 1 calls barrier() instead (run with DTRAIN_DEBUG=1)
+    mismatch  rank 1 calls barrier() instead (caught by debug mode or the sampled check; with
+              DTRAIN_CHECK_EVERY=0 the job hangs until the timeout)
     timeout   rank 1 is 60 s late: rank 0's async all_reduce times out in Work.wait() (DDP's path)
     recv      rank 1 never sends: rank 0's blocking recv times out
     fork      rank 1 forks a child that raises: the job goes on (rank 0 prints the child's exit code)
