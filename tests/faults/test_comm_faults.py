@@ -49,12 +49,12 @@ SAMPLED_CHECK = (r"failed: DistError: collective mismatch \(sampled check of cal
                  r"called barrier\(\) \(call sites: rank 0 rank_fault.py:[0-9]+; rank 1 rank_fault.py:[0-9]+\)")
 DIFFER = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1\]\) did not finish "
           r"within 2 s on rank 0; the ranks' calls differ at #2: rank 0 called all_reduce\(float32\[4\]\) from "
-          r"rank_fault.py:[0-9]+; rank 1 called barrier\(\) from rank_fault.py:[0-9]+\nwhere each rank is: rank 0 is in "
-          r"all_reduce\(float32\[4\]\) #2 from rank_fault.py:[0-9]+; rank 1 is in barrier\(\) #2 from rank_fault.py:[0-9]+\n"
-          r"stacks and the last 32 collectives of each rank: ")
+          r"rank_fault.py:[0-9]+; rank 1 called barrier\(\) from rank_fault.py:[0-9]+" "\n"  # a newline, shown as a space in the docs
+          r"where each rank is: rank 0 is in all_reduce\(float32\[4\]\) #2 from rank_fault.py:[0-9]+; rank 1 is in "
+          r"barrier\(\) #2 from rank_fault.py:[0-9]+" "\n" r"stacks and the last 32 collectives of each rank: ")
 DIFFER_OF_3 = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1, 2\]\) did not "
                r"finish within 2 s on rank 0; the ranks' calls differ at #2: rank 1 called barrier\(\) from "
-               r"rank_fault.py:[0-9]+; ranks 0, 2 called all_reduce\(float32\[4\]\) from rank_fault.py:[0-9]+\n")
+               r"rank_fault.py:[0-9]+; ranks 0, 2 called all_reduce\(float32\[4\]\) from rank_fault.py:[0-9]+" "\n")
 MISSING_OF_3 = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1, 2\]\) "
                 r"did not finish within 2 s on rank 0; ranks that have not called it: \[1\]")
 
