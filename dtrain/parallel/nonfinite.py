@@ -29,6 +29,11 @@
 * ``"ignore"``: no check at all (the optimizer then steps on the non-finite averages, as
   PyTorch's DDP does).
 
+On a GPU the norms, the flags and their reduction stay on the device; reading the reduced
+flags at the end of backward (a few bytes) is the one host synchronization per step the check
+costs, as GradScaler's ``found_inf`` read: an exact skip needs the host to know. "ignore"
+leaves the step without any.
+
 With a comm hook the flag cannot ride in the hook's message: the decision is taken on the
 hook's averages instead (one more pass over them; identical on every rank), so a hook whose
 own reduction overflows (e.g. float16 compression) is reported too.

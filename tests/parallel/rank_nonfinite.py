@@ -1,6 +1,7 @@
 """Rank script for test_nonfinite.py: a NaN (or inf) planted in one rank's gradient at one step.
 
     mpiexec -n N python tests/parallel/rank_nonfinite.py checks   # every check, rank_harness report
+    mpiexec -n 2 python tests/parallel/rank_nonfinite.py nccl     # the GPU checks, rank r on GPU r
     python -m dtrain.launch --nproc 2 tests/parallel/rank_nonfinite.py raise|skip   # one run in that mode
 
 The NaN is planted by adding ``(weight * mask).sum()`` to the loss of rank 1 at step 7, with
@@ -26,6 +27,13 @@ from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
 from dtrain.parallel.comm_hooks import fp16_compress_hook  # noqa: E402
 
 D, H, K, B, STEPS, PLANT_STEP, PLANT_RANK = 6, 16, 4, 4, 10, 7, 1
+DEVICE = "cpu"  # where models and batches live: "cuda:N" under nccl
+GPU_CHECKS = ("skip: in-place coalesced all-reduce, SGD momentum", "skip: Adam's state untouched",
+              "skip: bucket copy (gradient_as_bucket_view)", "skip: comm hook (fp16 compression)")
+
+
+def on_device(array):
+    return dtrain.from_numpy(array).to(DEVICE)
 
 
 class Net(nn.Module):
@@ -57,7 +65,7 @@ def train(plant, skip_step=None, optimizer="sgd", value=float("nan"), where="mid
     ``plant_ranks`` at PLANT_STEP; ``skip_step``: leave that step out. Returns (model, optimizer)."""
     dtrain.manual_seed(0)
     hook = ddp_options.pop("hook", None)
-    model = DDP(Net(), **ddp_options)
+    model = DDP(Net().to(DEVICE), **ddp_options)
     if hook is not None:
         model.register_comm_hook(None, hook)
     make = {"sgd": lambda ps: dtrain.optim.SGD(ps, lr=0.1, momentum=0.9),
@@ -72,11 +80,11 @@ def train(plant, skip_step=None, optimizer="sgd", value=float("nan"), where="mid
         if step == skip_step:
             continue
         opt.zero_grad()
-        loss = F.cross_entropy(model(dtrain.from_numpy(xs[step])), dtrain.from_numpy(ys[step]))
+        loss = F.cross_entropy(model(on_device(xs[step])), on_device(ys[step]))
         if plant and step == PLANT_STEP and rank in plant_ranks:
             mask = np.zeros(weight.shape, np.float32)
             mask.reshape(-1)[0] = value
-            loss = loss + (weight * dtrain.from_numpy(mask)).sum()
+            loss = loss + (weight * on_device(mask)).sum()
         loss.backward()
         opt.step()
     return model, opt
@@ -84,10 +92,10 @@ def train(plant, skip_step=None, optimizer="sgd", value=float("nan"), where="mid
 
 def assert_same_everywhere(model, reference):
     """model's parameters equal reference's bitwise on this rank, and equal rank 0's."""
-    mine = {n: p.detach().numpy().copy() for n, p in model.module.named_parameters()}
+    mine = {n: p.detach().cpu().numpy().copy() for n, p in model.module.named_parameters()}
     for n, p in reference.module.named_parameters():
         assert np.isfinite(mine[n]).all(), f"{n} is not finite"
-        assert mine[n].tobytes() == p.detach().numpy().tobytes(), f"{n} differs from the run without step {PLANT_STEP}"
+        assert mine[n].tobytes() == p.detach().cpu().numpy().tobytes(), f"{n} differs from the run without step {PLANT_STEP}"
     everyone = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, {n: a.tobytes() for n, a in mine.items()})
     for r, theirs in enumerate(everyone):
@@ -138,7 +146,7 @@ def check_skip_adam_state(records):
         state, ref = opt.state[p], ref_opt.state[q]
         assert float(state["step"]) == STEPS - 1, state["step"]
         for name in ("exp_avg", "exp_avg_sq"):
-            assert state[name].numpy().tobytes() == ref[name].numpy().tobytes(), name
+            assert state[name].cpu().numpy().tobytes() == ref[name].cpu().numpy().tobytes(), name
 
 
 def check_inf_on_two_ranks(records):
@@ -171,30 +179,38 @@ def check_join(records):
             opt.step()
     assert_logged(records, EXPECTED)
     weights = [None] * dist.get_world_size()
-    dist.all_gather_object(weights, model.module.mid.weight.detach().numpy().tobytes())
+    dist.all_gather_object(weights, model.module.mid.weight.detach().cpu().numpy().tobytes())
     assert all(w == weights[1] for w in weights[1:]), "the ranks with data differ"
-    assert np.isfinite(model.module.mid.weight.detach().numpy()).all()
+    assert np.isfinite(model.module.mid.weight.detach().cpu().numpy()).all()
 
 
 def check_ignore(records):
     """nonfinite="ignore": the old behaviour, the NaN reaches every rank's parameters; nothing logged."""
     model, _ = train(True, nonfinite="ignore")
     assert records.messages == [], records.messages
-    assert np.isnan(model.module.mid.weight.detach().numpy()).any()
+    assert np.isnan(model.module.mid.weight.detach().cpu().numpy()).any()
 
 
-def main():
+CHECKS = [("skip: in-place coalesced all-reduce, SGD momentum", check_skip_in_place),
+          ("skip: Adam's state untouched", check_skip_adam_state),
+          ("skip: bucket copy (gradient_as_bucket_view)", check_skip_bucket_view),
+          ("skip: comm hook (fp16 compression)", check_skip_comm_hook),
+          ("skip: ZeRO-2 reduce-scatter", check_skip_zero2),
+          ("inf on two ranks", check_inf_on_two_ranks),
+          ("join: a shadowing rank mirrors the search", check_join),
+          ("ignore", check_ignore)]
+
+
+def main(backend=None):
+    global DEVICE
     from rank_harness import RankChecks
-    checks = RankChecks()
+    checks = RankChecks(backend)
+    if backend == "nccl":
+        DEVICE = f"cuda:{dist.get_local_rank() % dtrain.cuda.device_count()}"
     records = Records()
-    checks.run("skip: in-place coalesced all-reduce, SGD momentum", check_skip_in_place, records)
-    checks.run("skip: Adam's state untouched", check_skip_adam_state, records)
-    checks.run("skip: bucket copy (gradient_as_bucket_view)", check_skip_bucket_view, records)
-    checks.run("skip: comm hook (fp16 compression)", check_skip_comm_hook, records)
-    checks.run("skip: ZeRO-2 reduce-scatter", check_skip_zero2, records)
-    checks.run("inf on two ranks", check_inf_on_two_ranks, records)
-    checks.run("join: a shadowing rank mirrors the search", check_join, records)
-    checks.run("ignore", check_ignore, records)
+    for name, check in CHECKS:
+        if backend is None or name in GPU_CHECKS:
+            checks.run(name, check, records)
     checks.finish()
 
 
@@ -209,4 +225,7 @@ def job(mode):
 
 
 if __name__ == "__main__":
-    main() if sys.argv[1] == "checks" else job(sys.argv[1])
+    if sys.argv[1] in ("checks", "nccl"):
+        main("nccl" if sys.argv[1] == "nccl" else None)
+    else:
+        job(sys.argv[1])

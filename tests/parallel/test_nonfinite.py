@@ -20,7 +20,8 @@ from dtrain.parallel import DistributedDataParallel as DDP
 from rank_nonfinite import EXPECTED, PLANT_STEP, STEPS, Net, train
 from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
-CHECKS = 8  # the checks.run calls of rank_nonfinite.py
+CHECKS = 8  # rank_nonfinite.CHECKS
+GPU_CHECKS = 4  # rank_nonfinite.GPU_CHECKS
 
 
 @pytest.mark.parametrize("world_size", [2, 4])
@@ -34,6 +35,17 @@ def test_nan_on_rank_1_at_step_7_is_named_and_skipped_everywhere(world_size):
     result = run([require_mpi(), "-n", str(world_size), sys.executable, "tests/parallel/rank_nonfinite.py",
                   "checks"], timeout=120)
     assert_all_checks_passed(result, world_size, CHECKS)
+
+
+@pytest.mark.gpu
+def test_nan_is_named_and_skipped_over_nccl():
+    """The same on GPUs over NCCL (rank r on GPU r; on a CPU, the tests' CuPy emulation): the
+    in-place all-reduce with SGD and Adam, the bucket copy and the fp16 hook skip step 7 alike
+    and name rank 1's 'mid.weight'."""
+    if dtrain.cuda.device_count() < 1:
+        pytest.skip("needs a GPU (or DTRAIN_CUPY_EMULATION=2)")
+    result = run([require_mpi(), "-n", "2", sys.executable, "tests/parallel/rank_nonfinite.py", "nccl"], timeout=180)
+    assert_all_checks_passed(result, 2, GPU_CHECKS)
 
 
 def test_one_rank_skips_the_step_and_logs(world, caplog):
