@@ -246,3 +246,4 @@ class _Lane:
             except BaseException as e:  # handed to the waiter: wait() re-raises it
                 work.error = e
             work.done.set()
+            item = fn = work = None  # else the last task's closure (its buffers) lives until the next task
