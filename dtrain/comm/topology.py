@@ -31,6 +31,17 @@ class Topology(NamedTuple):
                          for h, rs in by_host.items())
 
 
+def hosts_of(ranks):
+    """``" (rank 0 on host a, rank 3 on host b)"`` for global ``ranks`` when the job spans
+    hosts, else ``""``: for error messages about ranks that differ (a host set up otherwise
+    than the others is the usual cause)."""
+    from .lifecycle import _state  # lifecycle imports the backends, which import this module
+    topology = getattr(_state.world, "topology", None)
+    if topology is None or len(set(topology.node_ids)) < 2:
+        return ""
+    return f" ({', '.join(f'rank {r} on host {topology.hosts[r]}' for r in ranks)})"
+
+
 def dtrain_version():
     """This process's dtrain version. comm sits below the package's ``__init__`` (which defines
     it) in the layering, so it is read from the imported package, not imported: a process

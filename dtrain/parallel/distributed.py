@@ -4,6 +4,7 @@ import contextlib
 import numpy
 
 from .. import comm as dist
+from ..comm.topology import hosts_of
 from ..nn.module import Module
 from ..tensor import Tensor, backend, is_grad_enabled, no_grad, reachable_leaves
 from ..tensor.backend import get_array_module
@@ -151,7 +152,8 @@ class DistributedDataParallel(Module):
             raise RuntimeError(
                 f"DistributedDataParallel: every rank must have the same parameters in the same order, but "
                 f"parameter {k} differs: rank 0 has {_describe(ref, k)}, rank {rank} has {_describe(sig, k)} "
-                f"(rank 0 has {len(ref)} parameters, rank {rank} has {len(sig)})")
+                f"(rank 0 has {len(ref)} parameters, rank {rank} has {len(sig)})"
+                f"{hosts_of([self._global_rank(0), self._global_rank(rank)])}")
 
     # ---- forward ----------------------------------------------------------------------
     def forward(self, *inputs, **kwargs):

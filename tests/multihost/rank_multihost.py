@@ -13,7 +13,9 @@ Checks (reported through tests/rank_harness.py, ``rank R: all N checks passed``)
 * the hierarchical all-reduce (the world group, hierarchical by topology or by
   DTRAIN_HIERARCHICAL=1) and a flat group of the same ranks (made with DTRAIN_HIERARCHICAL=0)
   both equal NumPy's reduction: every op a dtype allows, every dtype, odd sizes, above and
-  below the shared-memory threshold, sync, async and coalesced (with DDP's scale).
+  below the shared-memory threshold, sync, async and coalesced (with DDP's scale);
+* DDP over ranks whose last host builds the model with one more layer: every rank raises,
+  naming the parameter count of both sides and the host of each.
 """
 import os
 import socket
@@ -151,6 +153,23 @@ def equivalence(flat):
                     close(t.numpy(), want, dtype, f"async {what}")
 
 
+def other_model_on_last_host():
+    from dtrain import nn
+    from dtrain.parallel import DistributedDataParallel as DDP
+    last = HOST_OF[RANK] == HOSTS - 1
+    model = nn.Sequential(nn.Linear(4, 4), *([nn.Linear(4, 4)] if last else []))
+    try:
+        DDP(model)
+    except RuntimeError as e:
+        message = str(e)
+    else:
+        raise AssertionError("DDP accepted a model with more parameters on the last host")
+    other = (HOSTS - 1) * PER_HOST  # the first rank of the last host: the first that differs from rank 0
+    for part in ("rank 0 has 2 parameters", f"rank {other} has 4", f"rank 0 on host {CLUSTER}-h1",
+                 f"rank {other} on host {CLUSTER}-h{HOSTS}"):
+        assert part in message, f"{part!r} not in: {message}"
+
+
 def coalesced(flat):
     """DDP's call: a bucket of several gradients, averaged (scale 1/N, then sum)."""
     for group in (None, flat):
@@ -168,5 +187,6 @@ checks.run("shared_memory_within_hosts", shared_memory_within_hosts)
 FLAT = flat_group()
 checks.run("equivalence", equivalence, FLAT)
 checks.run("coalesced", coalesced, FLAT)
+checks.run("other_model_on_last_host", other_model_on_last_host)
 dist.destroy_process_group(FLAT)
 checks.finish()

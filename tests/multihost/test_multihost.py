@@ -15,7 +15,7 @@ from comm_helpers import ROOT, assert_all_checks_passed, output, run
 from fake_cluster import FAKE_SSH
 
 DDP_CHECKS = 16  # the check_* functions of tests/parallel/ddp_checks.py
-MULTIHOST_CHECKS = 5  # those of rank_multihost.py
+MULTIHOST_CHECKS = 6  # those of rank_multihost.py
 
 
 def test_ddp_2_hosts_x_2_ranks_equals_single_process(cluster, tmp_path):
@@ -38,7 +38,8 @@ def test_ranks_hosts_and_hierarchical_all_reduce(cluster, tmp_path, hosts, per_h
     host; the shared-memory all-reduce is used within a host and never across; the
     hierarchical all-reduce (chosen by topology at 2x2, by DTRAIN_HIERARCHICAL=1 at 3x1)
     and a flat one equal NumPy's reduction for every op, dtype and odd size
-    (tests/multihost/rank_multihost.py)."""
+    (tests/multihost/rank_multihost.py). A model with one more layer on the last host's ranks
+    makes DDP raise on every rank, naming both parameter counts and both hosts."""
     hostfile = cluster.hostfile(tmp_path, cluster.hosts[:hosts], per_host)
     env = {"DTRAIN_HIERARCHICAL": hierarchical} if hierarchical else {}
     result = cluster.run_hostfile(hostfile, ["tests/multihost/rank_multihost.py", hosts, per_host], timeout=180, **env)
