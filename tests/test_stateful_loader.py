@@ -300,3 +300,54 @@ def test_batch_sampler_of_a_distributed_sampler_counts_samples():
     it = iter(a)
     next(it)
     assert a.state_dict()["sampler"]["samples_consumed"] == 6
+
+
+class Augmented:
+    """Sample i is (i, a number drawn from the default CPU stream): a random augmentation."""
+
+    def __len__(self):
+        return 30
+
+    def __getitem__(self, i):
+        return dtrain.tensor([float(i), float(dtrain.rand(1).item())])
+
+
+@pytest.fixture
+def deterministic():
+    dtrain.use_deterministic_algorithms(True)
+    yield
+    dtrain.use_deterministic_algorithms(False)
+
+
+def test_deterministic_mode_draws_augmentation_per_sample(deterministic):
+    """In deterministic mode each sample's random draws come from (seed + epoch, sample index):
+    the same at 1, 2 or 3 ranks, with or without workers, straight or resumed on other ranks;
+    another epoch draws others. (Outside it they come from each rank's own stream.)"""
+    def table(world, epoch, num_workers, stop=None, state=None):
+        loaders_ = []
+        for rank in range(world):
+            sampler = DistributedSampler(Augmented(), num_replicas=world, rank=rank, seed=5)
+            loader = DataLoader(Augmented(), batch_size=4, sampler=sampler, num_workers=num_workers)
+            if state is not None:
+                loader.load_state_dict(state)
+            loaders_.append(loader)
+        out, iters = {}, []
+        for rank, loader in enumerate(loaders_):
+            loader.sampler.set_epoch(epoch)
+            dtrain.manual_seed(rank)  # the ranks' default streams differ: the draws must not depend on them
+            iters.append(iter(loader))
+        for _ in range(len(loaders_[0]) if stop is None else stop):
+            for it in iters:
+                for i, value in next(it).tolist():
+                    out[int(i)] = value
+        return out, loaders_[0].state_dict()
+
+    one, _ = table(1, 0, 0)
+    assert sorted(one) == list(range(30))
+    for world, workers in ((2, 0), (3, 2)):
+        assert table(world, 0, workers)[0] == one
+    first, state = table(4, 0, 2, stop=2)
+    rest, _ = table(2, 0, 0, state=state)
+    assert {**first, **rest} == one
+    other = table(1, 1, 0)[0]
+    assert all(other[i] != one[i] for i in range(30))

@@ -20,11 +20,13 @@ import threading
 import weakref
 
 from ..tensor import backend
+from ..tensor.deterministic import are_deterministic_algorithms_enabled
+from ..tensor.random import sample_random
 from ..timing import phase
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
-from .sampler import (BatchSampler, RandomSampler, Sampler, SequentialSampler, _ResumableSampler, check_generator,
-                      draw_seed)
+from .sampler import (BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler, _ResumableSampler,
+                      check_generator, draw_seed)
 
 _local = threading.local()
 
@@ -71,11 +73,21 @@ class _MapFetcher:
     def __init__(self, dataset, auto_collation, collate_fn, drop_last):
         self.dataset, self.auto_collation, self.collate_fn = dataset, auto_collation, collate_fn
 
-    def fetch(self, index):
+    def _sample(self, i, key):
+        if key is None:
+            return self.dataset[i]
+        with sample_random(key, i):  # deterministic mode: the sample's random draws are its own
+            return self.dataset[i]
+
+    def fetch(self, index, key=None):
+        """The batch of ``index``; with a pass key (deterministic mode), every sample loaded
+        inside ``sample_random(key, i)`` (one by one: a batched ``__getitems__`` is not used)."""
         if not self.auto_collation:
-            return self.collate_fn(self.dataset[index])
+            return self.collate_fn(self._sample(index, key))
         getitems = getattr(self.dataset, "__getitems__", None)
-        return self.collate_fn(getitems(index) if getitems else [self.dataset[i] for i in index])
+        if getitems is not None and key is None:
+            return self.collate_fn(getitems(index))
+        return self.collate_fn([self._sample(i, key) for i in index])
 
 
 class _IterableFetcher:
@@ -85,7 +97,7 @@ class _IterableFetcher:
         self.iterator, self.auto_collation, self.collate_fn = iter(dataset), auto_collation, collate_fn
         self.drop_last, self.ended = drop_last, False
 
-    def fetch(self, index):
+    def fetch(self, index, key=None):
         if self.ended:
             raise StopIteration
         if not self.auto_collation:
@@ -141,7 +153,7 @@ def _worker_loop(info, make_fetcher, worker_init_fn, tasks, results, stop, cuda_
             try:
                 if epoch is not fetcher_epoch:  # a new epoch: a fresh iter() of an IterableDataset
                     fetcher, fetcher_epoch = make_fetcher(), epoch
-                data = fetcher.fetch(index)
+                data = fetcher.fetch(index, epoch.key)
             except StopIteration:
                 data = _EXHAUSTED
             except BaseException as e:
@@ -191,6 +203,24 @@ class _Progress:
         self.samples += len(index) if auto_collation and index is not None else 1
 
 
+class _Pass:
+    """A token of one iterator's pass, carrying its per-sample random key (or None)."""
+
+    def __init__(self, key):
+        self.key = key
+
+
+def _sample_key(source, base_seed):
+    """Deterministic mode's key of the pass's per-sample random streams, or None outside it:
+    (seed + epoch) of a DistributedSampler, the same on every rank at any world size (so a
+    sample's augmentation does not depend on which rank loads it); else the pass's base seed."""
+    if not are_deterministic_algorithms_enabled():
+        return None
+    if isinstance(source, DistributedSampler):
+        return (source.seed + source.epoch) % 2 ** 64
+    return base_seed
+
+
 class _BaseIter:
     def __init__(self, loader):
         self._loader = loader
@@ -207,6 +237,7 @@ class _BaseIter:
         for _ in itertools.islice(self._index_iter, skip):
             pass
         self._progress = loader._progress = _Progress(self._base_seed, skip)
+        self._sample_key = _sample_key(loader._resumable_source, self._base_seed)
 
     def _next_index(self):
         index = next(self._index_iter)
@@ -232,7 +263,7 @@ class _SingleThreadIter(_BaseIter):
         with phase("data-wait"):
             index = self._next_index()
             try:
-                return self._fetcher.fetch(index)
+                return self._fetcher.fetch(index, self._sample_key)
             finally:  # a batch that raised is passed too: the next call goes on with the next one
                 self._progress.add(index, self._loader._auto_collation)
 
@@ -240,7 +271,7 @@ class _SingleThreadIter(_BaseIter):
 class _ThreadIter(_BaseIter):
     def __init__(self, loader):
         super().__init__(loader)
-        self._epoch = object()
+        self._epoch = _Pass(self._sample_key)  # identifies this iterator's tasks and results
         pool = loader._pool
         if pool is None:
             pool = _WorkerPool(loader, self._base_seed)
