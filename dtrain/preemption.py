@@ -15,12 +15,16 @@ Under several ranks, ``should_stop`` is a collective (one all-reduce of one numb
 step): a signal that reached any rank stops every rank at the same step, so the ranks
 save and exit together and no rank is left waiting in a collective of the next step.
 
+The checkpoint may be resumed on another number of ranks: with the loader's state in it
+(``data=loader``) the epoch goes on with the next sample, and ``global_batch`` lets the
+resumed job keep the global batch (see docs/reproducibility.md).
+
 Example:
     >>> with dtrain.preemption.handler() as stop:
-    ...     for step in range(start, steps):
-    ...         train_step()
+    ...     for step, batch in enumerate(loader, start):
+    ...         train_step(batch)
     ...         if stop.should_stop():
-    ...             manager.save(step, model=model, optimizer=opt)
+    ...             manager.save(step, model=model, optimizer=opt, data=loader, global_batch=256)
     ...             dtrain.preemption.exit_preempted(f"preempted after step {step}")
 """
 import os
