@@ -3,8 +3,10 @@
 ``import dtrain.distributed as dist`` gives every public name of ``dtrain.comm`` (the same
 objects): ``dist.init_process_group("gloo")``, ``dist.all_reduce``, ``dist.ReduceOp``, ... so
 a PyTorch script ports by renaming ``torch`` to ``dtrain``. ``dtrain.distributed.optim`` has
-ZeroRedundancyOptimizer; ``python -m dtrain.distributed.run`` is torchrun (the
-launcher, :mod:`dtrain.launch`).
+ZeroRedundancyOptimizer, ``dtrain.distributed.fsdp`` fully_shard, and
+``dtrain.distributed.checkpoint.state_dict`` get_state_dict / set_state_dict (state that loads
+at any world size); ``python -m dtrain.distributed.run`` is torchrun (the launcher,
+:mod:`dtrain.launch`).
 
 Example:
     >>> import dtrain.distributed as dist
