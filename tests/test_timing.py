@@ -222,8 +222,8 @@ def test_a_rank_slowed_in_its_data_loader_is_named(slow_data_job):
 def test_the_merged_trace_is_a_chrome_trace_with_a_track_per_rank(slow_data_job):
     """DTRAIN_TRACE: each rank's file and the launcher's merge validate; the merge has one
     process (named "rank R") per rank, each with every phase on its main thread and each
-    bucket's all-reduce on its comm thread's own track, in order: backward starts before the
-    bucket's all-reduce, which ends before the step's optimizer."""
+    bucket's all-reduce (named with its bucket) on its comm thread's own track, in order:
+    backward starts before the bucket's all-reduce, which ends before the step's optimizer."""
     result, trace_dir = slow_data_job
     assert sorted(os.listdir(trace_dir)) == ["rank0.json", "rank1.json", "trace.json"], output(result)
     assert f"trace: {os.path.join(trace_dir, 'trace.json')}" in result.stderr
@@ -241,7 +241,7 @@ def test_the_merged_trace_is_a_chrome_trace_with_a_track_per_rank(slow_data_job)
         counts = {n: len(v) for n, v in main.items()}
         assert all(counts[n] == STEPS for n in ("forward", "backward", "optimizer")), counts
         assert len(main["data-wait"]) == STEPS + 1  # the last one ends the loop
-        buckets = sorted((e for e in spans if e["tid"] != 0 and e["name"] == "all_reduce_coalesced"),
+        buckets = sorted((e for e in spans if e["tid"] != 0 and e["name"] == "all_reduce_coalesced (bucket 0)"),
                          key=lambda e: e["ts"])
         assert len(buckets) == STEPS and {e["tid"] for e in buckets} == {1}
         for b, o, bucket in zip(main["backward"], main["optimizer"], buckets):

@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import timedelta
 
-from ..timing import phase, traced
+from ..timing import phase, trace_name, traced
 from .errors import DistError, DistTimeoutError
 
 
@@ -88,6 +88,7 @@ class FutureWork(Work):
 
     def __init__(self, name, timeout=None, explain=None, thread=None):
         super().__init__(name, timeout, explain)
+        self.trace_name = trace_name(name)  # e.g. "all_reduce_coalesced (bucket 2)": the trace's label (DTRAIN_TRACE)
         self.done = threading.Event()
         self.error = None
         self.thread = thread
@@ -241,7 +242,7 @@ class _Lane:
                 return
             fn, work = item
             try:
-                with traced(work.name):  # the trace's comm track (DTRAIN_TRACE)
+                with traced(work.trace_name):  # the trace's comm track (DTRAIN_TRACE)
                     fn()
             except BaseException as e:  # handed to the waiter: wait() re-raises it
                 work.error = e

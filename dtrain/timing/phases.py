@@ -146,6 +146,36 @@ def traced(name):
     return _UNTRACED if events is None else _Traced(name)
 
 
+_label = [None]  # what the main thread is submitting work for (see labelled)
+
+
+class _Labelled:
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+    def __enter__(self):
+        _label[0] = self.text
+        return self
+
+    def __exit__(self, *exc):
+        _label[0] = None
+        return False
+
+
+def labelled(text):
+    """A context manager naming, in the trace, the comm-thread work submitted inside it
+    (DDP: ``with labelled(f"bucket {i}")`` around a bucket's launch): see :func:`trace_name`.
+    Nothing is made when tracing is off."""
+    return _UNTRACED if events is None else _Labelled(text)
+
+
+def trace_name(name):
+    """The trace's name for work ``name`` submitted now: ``name`` and the current label."""
+    return name if _label[0] is None else f"{name} ({_label[0]})"
+
+
 def _keep(name, thread, start, end):
     if len(events) < MAX_EVENTS:
         events.append((name, thread, start, end))  # list.append is atomic under the GIL
