@@ -5,24 +5,15 @@ import numpy as np
 import pytest
 
 import dtrain
-import dtrain.comm as dist
 import dtrain.nn as nn
 from dtrain.distributed.checkpoint import (StateDictOptions, get_optimizer_state_dict, get_state_dict,
                                            set_optimizer_state_dict, set_state_dict)
 from dtrain.distributed.fsdp import fully_shard
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 from dtrain.parallel import DistributedDataParallel as DDP
+from test_fsdp import world  # noqa: F401 -- the fixture: a world of one process
 
 FULL = StateDictOptions(full_state_dict=True)
-
-
-@pytest.fixture(scope="module")
-def world():
-    """A world of one process for this file's tests; one that exists already is kept."""
-    started = not dist.is_initialized() and (dist.init_process_group() or True)
-    yield
-    if started:
-        dist.destroy_process_group()
 
 
 def stepped(model, groups=None):
