@@ -5,9 +5,11 @@ check does not catch the divergence first). The odd rank is rank 2 (rank 1 at 2 
     barrier   after two agreeing all_reduces, the odd rank calls barrier() while the others all_reduce
     skip      in a loop of all_reduce + barrier, the odd rank skips one all_reduce
 
-The test finds the call sites by the ``# site:`` comments.
+The test finds the call sites by the ``# site:`` comments, and times the report from the
+moment the ranks diverge (each prints it), not from the job's start.
 """
 import sys
+import time
 
 import numpy as np
 
@@ -19,6 +21,7 @@ odd = 2 if size > 2 else 1
 x = np.ones(4, np.float32)
 dist.all_reduce(x)  # site: warm-up
 dist.all_reduce(x)  # site: warm-up 2
+print(f"rank {rank} diverges at {time.time():.3f}", flush=True)
 if sys.argv[1] == "barrier":
     if rank == odd:
         dist.barrier()  # site: odd barrier
