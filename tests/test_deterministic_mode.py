@@ -168,18 +168,20 @@ def _batch(rows=8, seed=0):
     return dtrain.tensor(rng.standard_normal((rows, 6)).astype(np.float32)), dtrain.tensor(rng.integers(0, 3, rows))
 
 
-def test_micro_shard_gradient_is_the_mean_of_the_micro_shards(world):
-    """At one rank, micro_shard_size=2 on a batch of 8 gives the mean of the four micro-shards'
-    own gradients (each its own BatchNorm statistics), and the running statistics are the mean
-    of the four micro-shards' updates."""
-    x, y = _batch()
+@pytest.mark.parametrize("rows, tree", [(8, True), (6, False)], ids=["4 micro-shards", "3 micro-shards"])
+def test_micro_shard_gradient_is_the_mean_of_the_micro_shards(world, rows, tree):
+    """At one rank, micro_shard_size=2 gives the mean of the micro-shards' own gradients (each
+    with its own BatchNorm statistics), and the running statistics are the mean of the
+    micro-shards' updates; 4 micro-shards are summed in the fixed tree, 3 by the exact integer sum."""
+    x, y = _batch(rows)
     model = _net()
     ddp = DDP(model, micro_shard_size=2)
     F.cross_entropy(ddp(x), y).backward()
+    assert (ddp._micro.tree is not None) == tree
     grads = [p.grad.numpy() for p in model.parameters()]
     running = model[1].running_mean.numpy().copy()
     ref, ref_running = [], []
-    for c in range(4):
+    for c in range(rows // 2):
         alone = _net()
         F.cross_entropy(alone(x[2 * c:2 * c + 2]), y[2 * c:2 * c + 2]).backward()
         ref.append([p.grad.numpy() for p in alone.parameters()])
@@ -190,19 +192,21 @@ def test_micro_shard_gradient_is_the_mean_of_the_micro_shards(world):
     assert int(model[1].num_batches_tracked) == 1
 
 
-def test_accumulation_under_no_sync_equals_one_pass_bit_for_bit(world, deterministic):
-    """Two passes of 4 rows (the first under no_sync, each loss halved) give the same bits as
-    one pass of 8: the micro-shards, their dropout masks and the exact sum are the same (what
-    lets a resumed run trade ranks for accumulation passes)."""
-    x, y = _batch()
+@pytest.mark.parametrize("rows", [8, 12], ids=["tree", "integer-sum"])
+def test_accumulation_under_no_sync_equals_one_pass_bit_for_bit(world, deterministic, rows):
+    """Two passes of rows/2 (the first under no_sync, each loss halved) give the same bits as
+    one pass of all rows: the micro-shards, their dropout masks and the sum are the same (what
+    lets a resumed run trade ranks for accumulation passes); 4 micro-shards go through the fixed
+    tree, 6 through the exact integer sum."""
+    x, y = _batch(rows)
 
     def run(passes):
         dtrain.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
         ddp = DDP(model, micro_shard_size=2)
-        rows = 8 // passes
+        share = rows // passes
         for k in range(passes):
-            xs, ys = x[k * rows:(k + 1) * rows], y[k * rows:(k + 1) * rows]
+            xs, ys = x[k * share:(k + 1) * share], y[k * share:(k + 1) * share]
             if k < passes - 1:
                 with ddp.no_sync():
                     (F.cross_entropy(ddp(xs), ys) / passes).backward()
@@ -319,3 +323,4 @@ def test_augmentation_drawn_per_sample():
         worker.join()
     dtrain.manual_seed(0)
     np.testing.assert_array_equal(seen[0], dtrain.rand(4).numpy())
+

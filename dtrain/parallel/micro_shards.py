@@ -25,6 +25,8 @@ global batch's micro-shards; integer buffers (counters) take the last micro-shar
 """
 import warnings
 
+import numpy
+
 from .. import comm as dist
 from ..nn.parameter import Parameter
 from ..tensor import Tensor, cat, no_grad, reachable_leaves, stack
@@ -33,6 +35,7 @@ from ..tensor.deterministic import are_deterministic_algorithms_enabled, per_sam
 from ..tensor.random import integers_array
 from .comm_hooks import allreduce_hook
 from .exact_sum import ExactSum
+from .tree_sum import TreeSum, is_power_of_two
 
 _CPU = Device("cpu")
 
@@ -81,7 +84,8 @@ class MicroShards:
                       for k, p in m._parameters.items() if p is not None and id(p) in index]
         self.sum_grads, self.sum_buffers = ExactSum(process_group), ExactSum(process_group)
         self.grads = []  # per micro-shard run since the last reduction: per parameter, its gradient array
-        self.passes = 0  # forwards since the last reduction (no_sync accumulation passes)
+        self.passes = []  # per forward since the last reduction (no_sync accumulation passes): its micro-shards
+        self.tree = None  # the TreeSum, made at the first reduction that can use it
         self.stream = 0  # the per-sample random stream of the current step
         self.expected = None  # (run indices of the synchronized pass, aliases that must report) or None
         self.reported = 0
@@ -107,11 +111,11 @@ class MicroShards:
             raise ValueError(f"DistributedDataParallel(micro_shard_size={self.size}): this rank's batch has {rows} "
                              f"rows (dim 0 of the first tensor argument), not a multiple of {self.size}; give "
                              f"every rank a whole number of micro-shards")
-        if self.passes == 0 and are_deterministic_algorithms_enabled():
+        if not self.passes and are_deterministic_algorithms_enabled():
             # one draw of the seeded default generator per step, alike on every rank (a
             # checkpoint's RNG state restores it): the step's key for per-sample dropout
             self.stream = int(integers_array(0, 2 ** 62, (), "int64", _CPU))
-        first_row = (self.passes * self.world_size + self.rank) * rows  # this batch's place in the global batch
+        first_row = (len(self.passes) * self.world_size + self.rank) * rows  # this batch's place in the global batch
         buffers = [b for b in self.module.buffers()] if self.module.training else []
         start = [b.array.copy() for b in buffers]
         after, outputs, runs = [], [], []
@@ -132,7 +136,7 @@ class MicroShards:
                 outputs.append(self.module(*_rows(inputs, lo, self.size, rows),
                                            **_rows(kwargs, lo, self.size, rows)))
             after.append([b.array.copy() for b in buffers])
-        self.passes += 1
+        self.passes.append(rows // self.size)
         if buffers:
             self._combine_buffers(buffers, start, after, rows // self.size)
         output = _combine(outputs)
@@ -172,10 +176,19 @@ class MicroShards:
         return hook
 
     def _reduce(self):
-        """Sum every collected micro-shard gradient exactly over the ranks, average as DDP does
-        (divide by the world size), and add the result to ``.grad``."""
-        summands = [[g[i] for g in self.grads if g[i] is not None] for i in range(len(self.params))]
-        sums = self.sum_grads(summands, [p.array for p in self.params], divisor=self.world_size)
+        """Sum every collected micro-shard gradient over the ranks in a way that does not depend
+        on the world size (:mod:`.tree_sum` when the micro-shards per step are a power of two
+        spread evenly, else :mod:`.exact_sum`), average as DDP does (divide by the world
+        size), and add the result to ``.grad``."""
+        like = [p.array for p in self.params]
+        if self._tree_applies(like):
+            if self.tree is None:
+                self.tree = TreeSum(like, self.group)
+            runs = iter(self.grads)
+            sums = self.tree([[next(runs) for _ in range(chunks)] for chunks in self.passes], self.world_size)
+        else:
+            summands = [[g[i] for g in self.grads if g[i] is not None] for i in range(len(self.params))]
+            sums = self.sum_grads(summands, like, divisor=self.world_size)
         with no_grad():
             for p, total in zip(self.params, sums):
                 if total is None:
@@ -184,7 +197,20 @@ class MicroShards:
                     p.grad = Tensor._wrap(total)
                 else:
                     p.grad.array[...] += total
-        self.grads, self.passes, self.expected, self.reported = [], 0, None, 0
+        self.grads, self.passes, self.expected, self.reported = [], [], None, 0
+
+    def _tree_applies(self, like):
+        """Whether the fixed tree can sum this step's micro-shards: as many on every rank and
+        pass, a power of two in all, one dtype. Decided from the world size, the dtypes and one
+        small all-reduce, so every rank decides alike (the tree and the integer sum give
+        different last bits, so the choice must not depend on the world size either: a power
+        of two micro-shards per step split evenly is one at every world size)."""
+        if len({a.dtype for a in like}) != 1 or like[0].dtype.kind != "f":
+            return False
+        counts = numpy.array([max(self.passes), -min(self.passes), len(self.passes)], numpy.int64)
+        dist.all_reduce(counts, op=dist.ReduceOp.MAX, group=self.group)
+        most, fewest = int(counts[0]), -int(counts[1])
+        return most == fewest and is_power_of_two(most * int(counts[2]) * self.world_size)
 
     def _check_finished(self):
         """Refuse a forward while the last synchronized backward is half done (some parameter
@@ -195,11 +221,11 @@ class MicroShards:
         if self.reported == 0:  # no backward ran for it: forget its runs
             first = runs[0][0]
             del self.grads[first:]
-            self.passes -= 1
+            self.passes.pop()
             self.expected = None
             return
         missing = sorted({self.names[i] for run, _ in runs for i, g in enumerate(self.grads[run]) if g is None})
-        self.grads, self.passes, self.expected, self.reported = [], 0, None, 0
+        self.grads, self.passes, self.expected, self.reported = [], [], None, 0
         raise RuntimeError(
             f"DistributedDataParallel(micro_shard_size={self.size}): expected to have finished reduction in the "
             f"prior iteration before starting a new one: on rank {self.rank}, these parameters received no "

@@ -1,7 +1,7 @@
 """Deterministic-mode trainings run on every rank under ``mpiexec -n N python deterministic_checks.py OUT``.
 
-Four trainings of 30 steps on one global batch of 8 per step, each a check of
-tests/rank_harness.py (``rank R: all 4 checks passed``):
+Five trainings of 30 steps on one global batch of 8 per step (12 for the last), each a check
+of tests/rank_harness.py (``rank R: all 5 checks passed``):
 
 * ``gpt_deterministic``: examples/gpt.py's GPT (2 layers, 32 wide, dropout 0.1, AdamW, clipping,
   its cosine schedule) in deterministic mode, ``micro_shard_size=2``;
@@ -10,7 +10,10 @@ tests/rank_harness.py (``rank R: all 4 checks passed``):
   with BatchNorm after each convolution and dropout before the classifier, SGD momentum, in
   deterministic mode, ``micro_shard_size=2``;
 * ``cnn_default``: the same CNN with SyncBatchNorm and no dropout (what makes plain DDP equal
-  to one process on the global batch), plain DDP.
+  to one process on the global batch), plain DDP;
+* ``cnn_deterministic_12``: the deterministic CNN on a global batch of 12 in micro-shards of
+  one sample: 12 micro-shards, not a power of two, so summed by the exact integer sum instead
+  of the fixed tree (the tree's case is the other deterministic trainings).
 
 Every rank takes the rank-th contiguous block of each global batch (what deterministic mode
 asks of the data). Rank 0 writes each training's final parameters and buffers to
@@ -40,9 +43,9 @@ def save(out, name, model):
         np.savez(os.path.join(out, f"{name}.npz"), **{k: v.detach().numpy() for k, v in model.state_dict().items()})
 
 
-def wrap(model, deterministic):
+def wrap(model, deterministic, micro=MICRO):
     dtrain.use_deterministic_algorithms(deterministic)
-    return DDP(model, micro_shard_size=MICRO if deterministic else None)
+    return DDP(model, micro_shard_size=micro if deterministic else None)
 
 
 def train_gpt(out, name, deterministic):
@@ -78,16 +81,16 @@ def cnn(deterministic):
     return model if deterministic else SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def train_cnn(out, name, deterministic):
+def train_cnn(out, name, deterministic, batch=BATCH, micro=MICRO):
     rank, world = dist.get_rank(), dist.get_world_size()
     rng = np.random.default_rng(3)
-    xs = rng.standard_normal((STEPS, BATCH, 3, 16, 16)).astype(np.float32)
-    ys = rng.integers(0, 10, (STEPS, BATCH))
-    rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+    xs = rng.standard_normal((STEPS, batch, 3, 16, 16)).astype(np.float32)
+    ys = rng.integers(0, 10, (STEPS, batch))
+    rows = slice(rank * batch // world, (rank + 1) * batch // world)
     dtrain.manual_seed(0)
     model = cnn(deterministic)
     opt = dtrain.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    net = wrap(model, deterministic)
+    net = wrap(model, deterministic, micro)
     try:
         for step in range(STEPS):
             opt.zero_grad()
@@ -104,6 +107,7 @@ def main(out):
     checks.run("gpt_default", train_gpt, out, "gpt_default", False)
     checks.run("cnn_deterministic", train_cnn, out, "cnn_deterministic", True)
     checks.run("cnn_default", train_cnn, out, "cnn_default", False)
+    checks.run("cnn_deterministic_12", train_cnn, out, "cnn_deterministic_12", True, 12, 1)
     checks.finish()
 
 

@@ -1,0 +1,91 @@
+"""A sum over K micro-shards in one fixed binary tree, whatever ranks hold them.
+
+When K (micro-shards per step, over all ranks and accumulation passes) is a power of two, the
+sum of their gradients is taken in the balanced binary tree over micro-shards 0..K-1:
+((g0 + g1) + (g2 + g3)) + ... Each rank holds whole subtrees of it (a pass of a rank is c
+consecutive micro-shards, c = K / (ranks x passes), a power of two that divides the
+micro-shard's position), so it sums those itself, in the tree's order; the subtree sums are
+all-gathered (no arithmetic in the collective) and every rank adds them up the rest of the
+tree, in the same order. Every addition is the one one process would make: the same bits at
+any world size, with float arithmetic only (against :mod:`.exact_sum`, no conversions and
+the gradients' own bytes, not int64's).
+
+The price: each rank receives every other rank's subtree sums, (ranks - 1) x passes x the
+gradient bytes, so this suits few ranks (equal to a ring all-reduce's bytes at 2 ranks, 1.5x
+at 4); :mod:`.exact_sum` (int64, any K) keeps the bytes of one all-reduce.
+"""
+from .. import comm as dist
+from ..tensor.backend import get_array_module
+
+
+def is_power_of_two(n):
+    return n >= 1 and n & (n - 1) == 0
+
+
+class TreeSum:
+    """Sums micro-shard gradients in the fixed tree; keeps its buffers between calls.
+
+    Args:
+        like: per tensor, an array of its shape and dtype (the parameters'; one dtype).
+        group: the process group (None: the default group).
+    """
+
+    def __init__(self, like, group=None):
+        self.like, self.group = like, group
+        self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        self.sizes = [a.size for a in like]
+        self.offsets = [0]
+        for n in self.sizes:
+            self.offsets.append(self.offsets[-1] + n)
+        self.length = self.offsets[-1] + len(like)  # the gradients, then one "has a gradient" flag each
+        self.gathered = None
+
+    def __call__(self, passes, divisor):
+        """Per tensor, the tree sum of every rank's micro-shard gradients divided by ``divisor``
+        (None for a tensor no micro-shard had a gradient of).
+
+        Args:
+            passes: this rank's micro-shard gradients, per accumulation pass, in order: a list
+                (one per micro-shard) of per-tensor arrays or None (no gradient: zeros).
+            divisor: a power of two (the world size): the division is exact.
+        """
+        xp = get_array_module(self.like[0])
+        dtype = self.like[0].dtype
+        n_passes = len(passes)
+        size = self.world * n_passes * self.length
+        if self.gathered is None or self.gathered.size != size:
+            self.gathered = xp.empty(size, dtype)
+            self.mine = xp.empty(n_passes * self.length, dtype)
+        mine = self.mine.reshape(n_passes, self.length)
+        for p, shards in enumerate(passes):
+            for i in range(len(self.like)):
+                out = mine[p, self.offsets[i]:self.offsets[i + 1]]
+                _subtree(xp, [g[i] for g in shards], out)
+            mine[p, self.offsets[-1]:] = xp.asarray([any(g[i] is not None for g in shards)
+                                                     for i in range(len(self.like))], dtype)
+        dist.all_gather_into_tensor(self.gathered, self.mine, group=self.group)
+        # rank r's pass p is the tree's (p * world + r)-th subtree
+        parts = self.gathered.reshape(self.world, n_passes, self.length).swapaxes(0, 1).reshape(-1, self.length)
+        total = xp.empty(self.length, dtype)
+        _subtree(xp, list(parts), total)
+        total *= 1.0 / divisor
+        used = total[self.offsets[-1]:]
+        return [total[self.offsets[i]:self.offsets[i + 1]].reshape(self.like[i].shape) if used[i] else None
+                for i in range(len(self.like))]
+
+
+def _subtree(xp, leaves, out):
+    """``out`` = the balanced tree sum of ``leaves`` (a power of two of them; None is zeros)."""
+    if len(leaves) == 1:
+        if leaves[0] is None:
+            out[...] = 0
+        else:
+            out[...] = leaves[0].reshape(out.shape)
+    elif len(leaves) == 2 and leaves[0] is not None and leaves[1] is not None:
+        xp.add(leaves[0].reshape(out.shape), leaves[1].reshape(out.shape), out=out)
+    else:
+        half = len(leaves) // 2
+        _subtree(xp, leaves[:half], out)
+        right = xp.empty(out.shape, out.dtype)
+        _subtree(xp, leaves[half:], right)
+        out += right
