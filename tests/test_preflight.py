@@ -27,10 +27,10 @@ def test_one_rank_prints_the_table_and_passes():
 
 
 def test_two_ranks_print_the_table():
-    """At 2 ranks (threshold 0.2: the machine running the tests is busy, a healthy rank may
-    be measured at half its peer's rate)."""
+    """At 2 ranks (threshold 0.1: on a busy machine a healthy rank may be measured at a few
+    times below its peer; the planted slow rank below is 50x or more)."""
     require_mpi()
-    result = python(*LAUNCH, "--nproc", "2", "--threshold", "0.2", timeout=90, env=clean_env())
+    result = python(*LAUNCH, "--nproc", "2", "--threshold", "0.1", timeout=90, env=clean_env())
     assert result.returncode == 0, output(result)
     assert_table(result, 2)
 
