@@ -45,11 +45,32 @@ def _world_size():
     return comm.get_world_size() if comm.is_initialized() else 1
 
 
+def _fully_sharded(model):
+    """Whether ``model`` (or a module in it) is under fully_shard: its optimizer holds shards."""
+    from .distributed.fsdp.fully_shard import shard_placements
+    from .nn import Module
+    inner = getattr(model, "module", model)  # DistributedDataParallel's
+    return isinstance(inner, Module) and bool(shard_placements(inner))
+
+
+def _full_options(**kw):
+    from .distributed.checkpoint import StateDictOptions
+    return StateDictOptions(full_state_dict=True, **kw)
+
+
 def _collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size, global_batch, extra):
-    """The checkpoint dict of the given objects (RNG states included)."""
+    """The checkpoint dict of the given objects (RNG states included). A fully_shard model's
+    optimizer state is saved whole, keyed by parameter name (gathered to rank 0: collective),
+    so that it reshards at load on any world size."""
     ckpt = {_MARKER: _VERSION}
     for key, obj in zip(_STATES, (model, optimizer, scheduler, scaler, data)):
-        ckpt[key] = None if obj is None else obj.state_dict()
+        if obj is None:
+            ckpt[key] = None
+        elif key == "optimizer" and model is not None and _fully_sharded(model):
+            from .distributed.checkpoint import get_optimizer_state_dict
+            ckpt[key] = get_optimizer_state_dict(model, obj, options=_full_options(cpu_offload=True))
+        else:
+            ckpt[key] = obj.state_dict()
     if global_batch is not None and (not isinstance(global_batch, int) or isinstance(global_batch, bool)
                                      or global_batch < 1):
         raise ValueError(f"save_checkpoint: global_batch must be a positive int (samples per optimizer step "
@@ -123,6 +144,8 @@ def _restore(ckpt, path, objects, restore_rng):
         if ckpt[key] is None:
             raise CheckpointError(f"{file_name(path)}: the checkpoint has no {key} state "
                                   f"(it was saved with {key}=None); do not pass {key}= to load_checkpoint")
+        if key == "optimizer" and _load_by_name(objects[0], obj, ckpt[key], path):
+            continue
         obj.load_state_dict(ckpt[key])
     if restore_rng:
         rng = ckpt["rng"]
@@ -174,6 +197,32 @@ def split_global_batch(global_batch, world_size, max_per_rank=None):
     # the fewest accumulation steps whose per-rank batch fits the limit (1 row always does)
     accumulation = next(a for a in range(1, rows + 1) if rows % a == 0 and rows // a <= limit)
     return rows // accumulation, accumulation
+
+
+def _load_by_name(model, optimizer, state, path):
+    """Load an optimizer state by parameter name when the model is under fully_shard or the
+    state is keyed by name (a fully_shard run's): each rank takes its shards' slices of the
+    whole tensors, at any world size. A state keyed by index (a plain or DDP run's) names its
+    parameters by the optimizer's order. Returns False when the optimizer's own
+    load_state_dict is the one to use."""
+    named = any(isinstance(k, str) for group in state.get("param_groups", ()) for k in group.get("params", ()))
+    if model is None or not (named or _fully_sharded(model)):
+        if named:
+            raise CheckpointError(f"{file_name(path)}: the optimizer state is keyed by parameter name (saved from "
+                                  f"a fully_shard model): pass model= too, so that its parameters can be named")
+        return False
+    from .distributed.checkpoint import get_optimizer_state_dict, set_optimizer_state_dict
+    if not named:  # by index: the k-th parameter over the groups is the k-th of this optimizer's
+        order = [n for group in get_optimizer_state_dict(model, optimizer)["param_groups"] for n in group["params"]]
+        if len(order) != sum(len(group["params"]) for group in state["param_groups"]):
+            raise CheckpointError(f"{file_name(path)}: the optimizer state has "
+                                  f"{sum(len(g['params']) for g in state['param_groups'])} parameters, the "
+                                  f"optimizer {len(order)}")
+        state = {"state": {order[k]: v for k, v in state["state"].items()},
+                 "param_groups": [{**group, "params": [order[k] for k in group["params"]]}
+                                  for group in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, state, options=_full_options())
+    return True
 
 
 def latest_checkpoint(directory, pattern="*.ckpt"):

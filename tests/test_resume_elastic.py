@@ -104,25 +104,28 @@ def test_a_global_batch_the_ranks_do_not_divide_is_an_error_naming_what_would(tm
     assert "gpt: --batch-size 16 differs from the global batch 8 of" in proc.stderr, output(proc)
 
 
-def test_data_and_zero_state_resume_from_4_ranks_on_3(tmp_path):
+@pytest.mark.parametrize("kind,before,after", [("zero", 4, 3), ("fsdp", 2, 3)])
+def test_data_and_sharded_state_resume_on_another_world_size(tmp_path, kind, before, after):
     """Real ranks: a DataLoader (2 prefetching workers) over a shuffled DistributedSampler,
-    DDP and ZeroRedundancyOptimizer, checkpointed by CheckpointManager(data=loader) after 3
-    batches on 4 ranks and resumed on 3: the epoch's order is trained on once (the resumed
-    pass's padding, 2 samples, aside), and the optimizer state resharded over 3 ranks
-    consolidates back to the saved one."""
+    with DDP + ZeroRedundancyOptimizer or fully_shard + Adam, checkpointed by
+    CheckpointManager(data=loader) after 3 batches on `before` ranks and resumed on `after`:
+    the epoch's order is trained on once (the resumed pass's padding aside), and the model
+    and the optimizer state resharded over the new ranks gather back to the saved ones."""
     mpiexec = require_mpi()
-    for n, args in ((4, ["stop", "3"]), (3, ["resume"])):
-        result = run([mpiexec, "-n", str(n), sys.executable, "tests/rank_resume_data.py", str(tmp_path), *args],
-                     timeout=120)
+    for n, args in ((before, ["stop", "3"]), (after, ["resume"])):
+        result = run([mpiexec, "-n", str(n), sys.executable, "tests/rank_resume_data.py", str(tmp_path), *args,
+                      kind], timeout=120)
         assert result.returncode == 0, output(result)
     reports = {(phase, r): json.loads((tmp_path / f"{phase}-{r}.json").read_text())
-               for phase, ranks in (("stop", 4), ("resume", 3)) for r in range(ranks)}
-    # batches of 4: rank r's list, per batch, is its share of those positions of the order
-    stopped = interleave([reports["stop", r]["seen"] for r in range(4)])
-    resumed = interleave([reports["resume", r]["seen"] for r in range(3)])
-    assert len(stopped) == 3 * 4 * 4 and len(resumed) == 3 * -(-(103 - 48) // 3)
+               for phase, ranks in (("stop", before), ("resume", after)) for r in range(ranks)}
+    # rank r's list is its share of the order: positions r, r + ranks, ...
+    stopped = interleave([reports["stop", r]["seen"] for r in range(before)])
+    resumed = interleave([reports["resume", r]["seen"] for r in range(after)])
+    rest = 103 - 3 * 4 * before
+    assert len(stopped) == 3 * 4 * before and len(resumed) == after * -(-rest // after)
     assert (stopped + resumed)[:103] == global_order(103, True, 7, 2)
-    assert reports["resume", 0]["saved_world_size"] == 4 and reports["resume", 0]["optimizer_state_equal"]
+    report = reports["resume", 0]
+    assert report["saved_world_size"] == before and report["optimizer_state_equal"] and report["model_equal"]
 
 
 # ---- the checkpoint's parts -------------------------------------------------------------------
@@ -205,3 +208,53 @@ def test_split_global_batch_keeps_the_global_batch_with_the_fewest_accumulation_
 def test_split_global_batch_errors_say_what_would_work(args, match):
     with pytest.raises(ValueError, match=match):
         split_global_batch(*args)
+
+
+@pytest.fixture
+def world():
+    """A world of one process (fully_shard needs a process group); one that exists is kept."""
+    import dtrain.distributed as dist
+    started = not dist.is_initialized() and (dist.init_process_group() or True)
+    yield
+    if started:
+        dist.destroy_process_group()
+
+
+def adam_steps(model, steps=2):
+    opt = dtrain.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(dtrain.ones(2, 3)).square().sum().backward()
+        opt.step()
+    return opt
+
+
+def test_a_plain_runs_optimizer_state_loads_into_fully_shard_and_back(tmp_path, world):
+    """A checkpoint of a plain model's optimizer (keyed by index) loads into a fully_shard
+    model's optimizer (named by the optimizer's order, sliced to the shards); a fully_shard
+    run's (keyed by name) loads into a plain one; its state without model= is a clear error."""
+    from dtrain.distributed.fsdp import fully_shard
+    make = lambda: dtrain.nn.Sequential(dtrain.nn.Linear(3, 4), dtrain.nn.Linear(4, 2))  # noqa: E731
+    dtrain.manual_seed(0)
+    plain = make()
+    opt = adam_steps(plain)
+    save_checkpoint(tmp_path / "plain.ckpt", plain, opt)
+    sharded = fully_shard(make())
+    sharded_opt = dtrain.optim.Adam(sharded.parameters(), lr=0.5)
+    load_checkpoint(tmp_path / "plain.ckpt", sharded, sharded_opt)
+    save_checkpoint(tmp_path / "sharded.ckpt", sharded, sharded_opt)
+    saved = load(tmp_path / "sharded.ckpt")["optimizer"]
+    assert saved["param_groups"][0]["params"] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert saved["param_groups"][0]["lr"] == 0.1
+    back = make()
+    back_opt = dtrain.optim.Adam(back.parameters(), lr=0.5)
+    load_checkpoint(tmp_path / "sharded.ckpt", back, back_opt)
+    for p, q in zip(plain.parameters(), back.parameters()):
+        for name in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(opt.state[p][name].numpy(), back_opt.state[q][name].numpy())
+    with pytest.raises(CheckpointError, match="sharded.ckpt: the optimizer state is keyed by parameter name .* pass "
+                                              "model= too"):
+        load_checkpoint(tmp_path / "sharded.ckpt", optimizer=dtrain.optim.Adam(make().parameters()))
+    with pytest.raises(CheckpointError, match="plain.ckpt: the optimizer state has 4 parameters, the optimizer 2"):
+        other = fully_shard(make())
+        load_checkpoint(tmp_path / "plain.ckpt", other, dtrain.optim.Adam(list(other.parameters())[:2]))
