@@ -325,3 +325,22 @@ def test_augmentation_drawn_per_sample():
     dtrain.manual_seed(0)
     np.testing.assert_array_equal(seen[0], dtrain.rand(4).numpy())
 
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows", [8, 6], ids=["tree", "integer-sum"])
+def test_micro_shards_on_the_gpu_give_the_cpu_bits(world, deterministic, rows):
+    """On 'cuda', micro-shards, per-sample dropout (drawn on the host) and both sums give the
+    CPU's gradient bits, and the gradients stay on the device."""
+    x, y = _batch(rows)
+
+    def grads(device):
+        model = _net(0.3).to(device)
+        ddp = DDP(model, micro_shard_size=2)
+        dtrain.manual_seed(5)
+        F.cross_entropy(ddp(x.to(device)), y.to(device)).backward()
+        assert all(p.grad.device == model[0].weight.device for p in model.parameters())
+        return [p.grad.cpu().numpy() for p in model.parameters()]
+
+    for a, b in zip(grads("cpu"), grads("cuda")):
+        np.testing.assert_array_equal(a, b)
