@@ -92,3 +92,14 @@ def test_outliers_name_the_rank_and_the_pair():
         "rank 2: GEMM 30.0 GFLOP/s is 0.30x the other ranks' median 100.0 (threshold 0.5)",
         "ranks 1 and 3: all-reduce busbw 0.50 GB/s is 0.25x the other pairs' median 2.00 (threshold 0.5)"]
     assert preflight.outliers([result(0)], 0.5) == []  # one rank: nobody to compare with
+
+
+@pytest.mark.gpu
+def test_two_ranks_on_gpus_measure_their_devices_over_nccl():
+    """With GPUs (real, or the tests' CuPy emulation) each rank's GEMM and all-reduce run on
+    its own device, over NCCL."""
+    require_mpi()
+    result = python(*LAUNCH, "--nproc", "2", "--threshold", "0.1", timeout=120, env=clean_env())
+    assert result.returncode == 0, output(result)
+    assert result.stdout.startswith("dtrain pre-flight: 2 ranks, nccl backend"), output(result)
+    assert_table(result, 2)
