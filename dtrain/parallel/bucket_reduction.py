@@ -23,7 +23,8 @@ The strategies:
   bucket is reduce-scattered, so a rank receives the averages of its own parameters only.
 
 Each strategy also carries the non-finite check of :mod:`.nonfinite` (``check``; None with
-``nonfinite="ignore"``): this rank's flag is computed when a bucket is launched and travels
+``nonfinite="ignore"``): each gradient's squared norm is taken when it is staged (just
+written, so still in cache), this rank's flag when its bucket is launched; the flag travels
 in the bucket's message (the trailing element of ``Bucket.message``; the last element of
 every rank's piece of a reduce-scatter); with a comm hook, the hook's averages are checked.
 """
@@ -127,20 +128,18 @@ class SingleRank:
 
     def __init__(self, check=None):
         self.check = check
-        self.grads = {}  # with a check: bucket index -> per slot, the .grad array (None: no gradient)
 
     def stage(self, bucket, slot, grad):
-        """Nothing to stage: ``.grad`` already holds the average (a check notes where it is)."""
-        if self.check is not None:
-            self.grads.setdefault(bucket.index, [None] * len(bucket.indices))[slot] = \
-                None if grad is None else grad.array
+        """Nothing to stage: ``.grad`` already holds the average (a check takes its norm)."""
+        if self.check is not None and grad is not None:
+            self.check.stage(bucket, slot, grad.array)
 
     def launch(self, bucket):
         """Nothing to send (this rank's check is the verdict)."""
         if self.check is not None:
-            grads = self.grads.pop(bucket.index)
-            if any(g is not None for g in grads):
-                self.check.reduced(bucket, self.check.local(bucket, grads, bucket.flag))
+            flag = self.check.local(bucket, bucket.flag)
+            if flag is not None:
+                self.check.reduced(bucket, flag)
 
     def finish(self, bucket):
         """Nothing to wait for; the averages are in ``.grad``."""
@@ -178,11 +177,13 @@ class InPlaceCoalesced:
         else:
             view[...] = 0 if grad is None else grad.array  # the unused contribute zeros
             arrays[slot] = view
+        if self.check is not None and grad is not None:
+            self.check.stage(bucket, slot, arrays[slot])
 
     def launch(self, bucket):
         arrays = self.to_reduce[bucket.index]
         if self.check is not None:
-            arrays = arrays + [self.check.local(bucket, arrays, bucket.flag)]
+            arrays = arrays + [self.check.local(bucket, bucket.flag)]
         self.works[bucket.index] = dist.all_reduce_coalesced(arrays, group=self.group, async_op=True,
                                                              scale=self.scale)
 
@@ -230,10 +231,12 @@ class BucketCopy:
             get_array_module(view).multiply(grad.array, self.scale, out=view)
         elif grad.array is not view:
             view[...] = grad.array
+        if self.check is not None and grad is not None:  # with a comm hook: for the report only
+            self.check.stage(bucket, slot, view)
 
     def launch(self, bucket):
-        if self.check is not None:  # with a comm hook: this rank's norms only, for the report
-            self.check.local(bucket, bucket.views, bucket.flag if self.scale is not None else None)
+        if self.check is not None and self.scale is not None:
+            self.check.local(bucket, bucket.flag)
         if self.scale is not None:  # divided on the way in: a plain all-reduce of the buffer (and flag)
             future = Future(dist.all_reduce(bucket.message, group=self.group, async_op=True), bucket.buffer)
         else:
@@ -332,14 +335,15 @@ class ShardedReduceScatter:
         view = send[offsets[slot]:offsets[slot] + p.numel()].reshape(p.shape)
         if grad is not None:
             get_array_module(view).multiply(grad.array, self.scale, out=view)
+            if self.check is not None:
+                self.check.stage(bucket, slot, view)
         p.grad = None  # the full gradient is in the send buffer now
 
     def launch(self, bucket):
         send = self.sends[bucket.index]
         if self.check is not None:
-            offsets, size = self.layout(bucket)
-            slots = [send[o:o + math.prod(shape)] for o, shape in zip(offsets, bucket.shapes)]
-            self.check.local(bucket, slots, send[size - 1::size])  # the flag slot of every rank's piece
+            size = self.layout(bucket)[1]
+            self.check.local(bucket, send[size - 1::size])  # the flag slot of every rank's piece
         piece = self.pieces[bucket.index] = get_array_module(send).empty(send.size // self.world_size, send.dtype)
         self.works[bucket.index] = dist.reduce_scatter_tensor(piece, send, group=self.group, async_op=True)
 

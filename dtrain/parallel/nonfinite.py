@@ -2,9 +2,10 @@
 
 ``DistributedDataParallel(nonfinite="skip" | "raise" | "ignore")``:
 
-* Each rank computes, when a bucket is launched, the squared L2 norm of every gradient in it
-  (one BLAS dot per gradient: the cheapest full read of the values; NaN and inf propagate
-  into it) and writes ``1`` into the bucket's flag slot if any is not finite, else ``0``.
+* Each rank computes the squared L2 norm of every gradient as it is staged into its bucket
+  (one BLAS dot per gradient, just after backward wrote it, while it is in cache: the
+  cheapest full read of the values; NaN and inf propagate into it) and, when the bucket is
+  launched, writes ``1`` into its flag slot if any norm is not finite, else ``0``.
   The flag travels in the bucket's own message (one element appended to the all-reduce; one
   per rank's piece of a reduce-scatter), so the reduced flag, the same on every rank, says
   whether any rank had a non-finite gradient: no extra collective on the common path. A
@@ -80,8 +81,8 @@ def _norm_dtype(xp, dtype):
 class NonFiniteCheck:
     """The non-finite check of one :class:`~.reducer.Reducer` (mode "skip" or "raise").
 
-    The strategies of :mod:`.bucket_reduction` call :meth:`local` when a bucket is launched
-    and :meth:`reduced` (or :meth:`reduced_averages` for a comm hook) when its reduction is
+    The strategies of :mod:`.bucket_reduction` call :meth:`stage` for each gradient staged,
+    :meth:`local` when a bucket is launched and :meth:`reduced` (or :meth:`reduced_averages` for a comm hook) when its reduction is
     in; the reducer calls :meth:`begin` at the start of each synchronized backward and
     :meth:`verdict` / :meth:`act` after the last bucket.
     """
@@ -101,19 +102,28 @@ class NonFiniteCheck:
         self.averaged.clear()
         _pending.discard(self.reducer)
 
-    def local(self, bucket, arrays, flag=None):
-        """This rank's check of ``bucket`` (``arrays``: its values per slot, None for a slot
-        without any) into ``flag`` (an array of one element, or a strided view of one per
-        piece); returns the flag, a new one-element array where ``flag`` is None."""
-        first = next(a for a in arrays if a is not None)
-        xp = get_array_module(first)
-        norms = self.norms[bucket.index] = xp.zeros(len(arrays), _norm_dtype(xp, first.dtype))
-        for k, a in enumerate(arrays):
-            if a is not None:
-                norms[k] = _squared_norm(xp, a)  # on a GPU: device work only, no synchronization
-        if flag is None:
-            flag = xp.zeros(1, first.dtype)
-        flag[...] = ~xp.isfinite(norms.sum())
+    def stage(self, bucket, slot, array):
+        """This rank's squared norm of the gradient ``array`` in ``slot`` of ``bucket`` (the
+        values the reduction will read, just written)."""
+        xp = get_array_module(array)
+        norms = self.norms.get(bucket.index)
+        if norms is None:
+            norms = self.norms[bucket.index] = xp.zeros(len(bucket.indices), _norm_dtype(xp, array.dtype))
+        norms[slot] = _squared_norm(xp, array)  # on a GPU: device work only, no synchronization
+
+    def local(self, bucket, flag=None):
+        """This rank's flag for ``bucket`` (from the norms of :meth:`stage`) written into
+        ``flag`` (an array of one element, or a strided view of one per piece); returns it,
+        a new one-element array where ``flag`` is None (None if nothing was staged)."""
+        norms = self.norms.get(bucket.index)
+        if norms is None and flag is None:
+            return None
+        if norms is not None:
+            if flag is None:
+                flag = get_array_module(norms).zeros(1, norms.dtype)
+            flag[...] = ~get_array_module(norms).isfinite(norms.sum())
+        else:
+            flag[...] = 0  # no gradient staged (unused everywhere here): nothing non-finite
         return flag
 
     def reduced(self, bucket, flag):
