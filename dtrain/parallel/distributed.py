@@ -75,8 +75,11 @@ class DistributedDataParallel(Module):
             ``optimizer.step()`` update nothing (every ``.grad`` of an optimizer holding these
             parameters is set to None first: parameters, momentum and Adam's step count stay as
             they were), so the replicas never diverge; ``"raise"`` raises
-            ``NonFiniteGradientError`` with that message from ``backward()`` on every rank;
-            ``"ignore"``: no check (the step applies the non-finite averages, as PyTorch's DDP).
+            ``dtrain.parallel.nonfinite.NonFiniteGradientError`` with that message from
+            ``backward()`` on every rank; ``"ignore"``: no check (the step applies the
+            non-finite averages, as PyTorch's DDP). Costs one read of the gradients per step
+            (and, on a GPU, one read of the flags to the host). Not applied with
+            ``micro_shard_size`` (its exact sums turn a non-finite gradient into NaN).
 
     PyTorch's DDP has no gradient-sharding option; its nearest spellings are FSDP's
     ``ShardingStrategy.SHARD_GRAD_OP``, which also shards parameters between steps (another
