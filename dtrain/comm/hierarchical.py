@@ -79,7 +79,7 @@ class HierarchicalAllReduce:
         self.shm = SharedMemoryAllReduce(self.node, MPI) if local and shm_min_bytes is not None else None
         self.shm_min_bytes = shm_min_bytes
 
-    def all_reduce(self, buf, b, op, mop):
+    def all_reduce(self, buf, b, op, mop, complete=None):
         """Reduce ``buf`` in place on every rank.
 
         Args:
@@ -87,8 +87,19 @@ class HierarchicalAllReduce:
             b: what MPI reads and writes for it (``buf``, a uint16 view of float16, or a host copy).
             op: the :class:`~.process_group.ReduceOp` (SUM, PRODUCT, MIN or MAX).
             mop: its MPI op for ``b``.
+            complete: on the comm thread, :meth:`.work.CommThread.complete`: the MPI steps are
+                then nonblocking requests it finishes without spinning (a blocking MPI call spins
+                for as long as it waits, taking the CPU from the backward pass it overlaps);
+                None: blocking calls.
         """
         MPI, node = self.MPI, self.node
+
+        def call(blocking, nonblocking, *args, **kwargs):
+            if complete is None:
+                blocking(*args, **kwargs)
+            else:
+                complete(nonblocking(*args, **kwargs))
+
         if node.Get_size() > 1:
             if self.shm is not None and takes((buf,), op.value, self.shm_min_bytes):
                 self.shm.all_reduce([buf], op.value)  # every rank gets the host's sum: step 3 only overwrites it
@@ -96,16 +107,14 @@ class HierarchicalAllReduce:
                 if self.shm is not None:  # a peer on the shared-memory path for this call reports the mismatch
                     self.shm.announce(buf.size, buf.dtype, op.value)
                 for s in chunks(b.size):
-                    if self.is_leader:
-                        node.Reduce(MPI.IN_PLACE, b[s], op=mop, root=0)
-                    else:
-                        node.Reduce(b[s], None, op=mop, root=0)
+                    send, recv = (MPI.IN_PLACE, b[s]) if self.is_leader else (b[s], None)
+                    call(node.Reduce, node.Ireduce, send, recv, op=mop, root=0)
         if self.is_leader and self.leaders.Get_size() > 1:
             for s in chunks(b.size):
-                self.leaders.Allreduce(MPI.IN_PLACE, b[s], op=mop)
+                call(self.leaders.Allreduce, self.leaders.Iallreduce, MPI.IN_PLACE, b[s], op=mop)
         if node.Get_size() > 1:
             for s in chunks(b.size):
-                node.Bcast(b[s], root=0)
+                call(node.Bcast, node.Ibcast, b[s], root=0)
 
     def free(self):
         """Release the communicators and windows (a collective over the group)."""
