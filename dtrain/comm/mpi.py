@@ -34,7 +34,10 @@
   The world group learns each rank's host, and refuses a job whose hosts run different
   dtrain versions (:mod:`.topology`).
 * Every collective is numbered per group (program order) and watched by the process's
-  :class:`~.watchdog.Watchdog`, which ends the job when one outlives the group's timeout.
+  :class:`~.watchdog.Watchdog`, which ends the job when one outlives the group's timeout;
+  the group keeps its last 32 with their call sites for the timeout's report
+  (:mod:`.forensics`), and says when the sampled cross-rank check of a call is due
+  (:mod:`.call_check`).
 """
 import contextlib
 import ctypes
@@ -46,9 +49,11 @@ import numpy
 from ..tensor.backend import cupy, is_cuda_array
 from ..timing import phase
 from .env import check_agrees
-from .errors import DistBackendError
+from .errors import DistBackendError, DistError
 from . import chunking
+from .call_check import check_interval, hash_pair, mismatch, next_check
 from .chunking import chunks, in_rounds
+from .forensics import call_site, job_id, new_history, site_text
 from .process_group import ProcessGroup, ReduceOp
 from .hierarchical import HierarchicalAllReduce, decide as hierarchical_wanted
 from .shm import SharedMemoryAllReduce, takes
@@ -211,18 +216,23 @@ class MPIProcessGroup(ProcessGroup):
         thread: the process's :class:`CommThread` for async collectives (None: run inline).
         watchdog: the process's :class:`~.watchdog.Watchdog`.
         owns_thread: this group (the world) stops the thread and the watchdog when destroyed.
+        check_every: ``N`` of the sampled cross-rank check (:mod:`.call_check`; 0: off).
     """
 
-    def __init__(self, comm, ranks, gid, timeout=None, thread=None, watchdog=None, owns_thread=False):
+    def __init__(self, comm, ranks, gid, timeout=None, thread=None, watchdog=None, owns_thread=False,
+                 check_every=0):
         super().__init__("mpi", comm.Get_rank(), ranks, timeout)
         self.comm, self.gid = comm, gid
         self.thread, self.watchdog, self.owns_thread = thread, watchdog, owns_thread
         self.async_comm = comm.Dup() if thread is not None else None
         self.cuda_aware = None  # asked on the first CuPy buffer
         self.seq, self.last_op = 0, "nothing"  # collectives called so far, and the last one
-        # debug mode: (number, label) of the call whose cross-rank check is running, and whether
-        # the next call's number was already taken by that check (see debug_check)
-        self.checked_call, self.next_call_counted = None, False
+        self.history = new_history()  # the last ones' Ops, with their call sites (forensics)
+        # the sampled check: off in a group of one; else call #1 is the first checked (see call_check)
+        self.check_every = check_every if self.size() > 1 else 0
+        self.next_check = 1
+        self.pending_check = None  # an async call's check, for its task: (label, site, every_call)
+        self.next_call_counted = False  # the next call's number was taken by its cross-rank check
         self.shm, self.shm_min_bytes = {}, None  # shared-memory all-reduce per communicator
         self.hierarchy = {}  # hierarchical all-reduce per communicator, for a group across hosts
         self.topology = None  # the world's hosts (set by world(), passed to subgroups)
@@ -259,6 +269,9 @@ class MPIProcessGroup(ProcessGroup):
         MPI = mpi()
         _fill_ops(MPI)
         world = MPI.COMM_WORLD
+        # rank 0's settings for every rank: the hang files' folder, and the sampled check's N (a rank
+        # that checked other calls than its peers would meet their real collectives with its checks)
+        job, check_every = world.bcast((job_id(), check_interval()) if world.Get_rank() == 0 else None)
         node = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.Get_rank())
         local_rank, local_size = node.Get_rank(), node.Get_size()
         check_agrees(info, world.Get_rank(), world.Get_size(), local_rank, local_size)
@@ -267,9 +280,9 @@ class MPIProcessGroup(ProcessGroup):
         multiple = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
         thread = CommThread() if multiple else None
         # the watchdog queries peers while the caller may be inside MPI: it needs THREAD_MULTIPLE too
-        watchdog = Watchdog(world.Dup(), on_timeout) if multiple and on_timeout is not None else None
+        watchdog = Watchdog(world.Dup(), on_timeout, job=job) if multiple and on_timeout is not None else None
         group = cls(world.Dup(), range(world.Get_size()), next_group_id(), timeout, thread, watchdog,
-                    owns_thread=True)
+                    owns_thread=True, check_every=check_every)
         group.topology = topology
         return group, local_rank, local_size
 
@@ -280,7 +293,7 @@ class MPIProcessGroup(ProcessGroup):
         sub = self.comm.Split(0 if member else MPI.UNDEFINED, key=self._rank)
         if not member:
             return None
-        group = MPIProcessGroup(sub, ranks, gid, timeout, self.thread, self.watchdog)
+        group = MPIProcessGroup(sub, ranks, gid, timeout, self.thread, self.watchdog, check_every=self.check_every)
         group.topology = self.topology
         return group
 
@@ -322,11 +335,16 @@ class MPIProcessGroup(ProcessGroup):
         on_thread = async_op and self.thread is not None
         op = self._numbered_op(name, arrays, on_thread)
         device = next((_device(a) for a in arrays if is_cuda_array(a)), None)
+        check, self.pending_check = self.pending_check, None  # left by cross_check for this call
 
         def task():
             if ready is not None:
                 ready.synchronize()
             with op, _on_device(device):
+                if check is not None:
+                    calls = self._exchange_calls(*check)
+                    if calls is not None:
+                        raise DistError(mismatch(self, calls, check[2], op.seq))
                 try:
                     fn()
                 except mpi().Exception as e:
@@ -346,28 +364,54 @@ class MPIProcessGroup(ProcessGroup):
 
     def _numbered_op(self, name, arrays, async_op):
         """The :class:`~.watchdog.Op` of a collective called now, numbered in program order."""
-        if self.checked_call is not None:  # an exchange of the debug check, named after the call it checks
-            seq, label = self.checked_call
-            return Op(self, name, arrays, seq, async_op, f"{label} (its debug-mode check)")
-        if self.next_call_counted:  # its number was taken by its debug check
+        if self.next_call_counted:  # its number was taken by its cross-rank check, whose entry it replaces
             self.next_call_counted = False
+            self.history.pop()
         else:
             self.seq += 1
-        op = self.last_op = Op(self, name, arrays, self.seq, async_op)
+        return self._record(Op(self, name, arrays, self.seq, async_op), call_site(3))
+
+    def _record(self, op, site):
+        """Make ``op``, called from ``site`` (forensics.call_site), the group's last call."""
+        op.site = site
+        self.last_op = op
+        self.history.append(op)
         return op
 
     def _p2p(self, name, buf, **peer):
         """The watched (not numbered) Op of a blocking send or recv."""
         return Op(self, name, [buf], None, False, describe(name, buf, **peer))
 
-    @contextlib.contextmanager
-    def debug_check(self, label):
+    def check_due(self):
+        # the call about to be made gets number seq + 1; >=: a call of several exchanges
+        # (broadcast_object_list) may step over the number due
+        return self.check_every and self.seq + 1 >= self.next_check
+
+    def cross_check(self, label, site, every_call, async_op=False):
+        if self.check_every:
+            self.next_check = next_check(self.seq + 1, self.check_every)
+        if async_op and self.thread is not None:  # run first in the call's task, on its lane (see _run)
+            self.pending_check = (label, site_text(site), every_call)
+            return None
+        # numbered, recorded and watched as the call it checks (which then takes the same number)
         self.seq += 1
-        self.last_op, self.checked_call = label, (self.seq, label)
-        try:
-            yield
-        finally:
-            self.checked_call, self.next_call_counted = None, True
+        op = self._record(Op(self, label.split("(", 1)[0], (), self.seq, False, label), site)
+        self.next_call_counted = True
+        with op:
+            return self._exchange_calls(label, site_text(site), every_call)
+
+    def _exchange_calls(self, label, site, every_call):
+        """cross_check's exchanges, on the current thread's communicator: a hash all-reduce
+        (unless ``every_call``), then, only if it shows a difference, every rank's description."""
+        comm = self._comm()
+        if not every_call:
+            pair = hash_pair(label)
+            mine = pair.copy()
+            comm.Allreduce(_MPI.IN_PLACE, pair, op=_MPI.MAX)
+            if (pair == mine).all():
+                return None
+        calls = comm.allgather((label, site))
+        return None if len({call for call, _ in calls}) == 1 else calls
 
     def _comm(self):
         """The async communicator on the comm thread, the group's own elsewhere."""
