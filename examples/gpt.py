@@ -8,8 +8,9 @@ docstrings) of a fixed list of standard-library modules, read at run time: it is
 machine that has Python, with no download.
 
 Every step trains on one global batch of ``--batch-size`` sequences drawn from a generator
-seeded with (seed, step); rank r of N takes rows r*B/N .. (r+1)*B/N of it (in pieces of at
-most ``--micro-batch`` rows, their gradients accumulated) and DDP averages the gradients, so
+seeded with (seed, step); each rank takes B/N rows of it, in pieces of at most ``--micro-batch``
+rows dealt in rounds (piece j of rank r is rows (j*N + r)*b .. (j*N + r + 1)*b: the layout
+deterministic mode's micro-shards assume), their gradients accumulated, and DDP averages them, so
 1, 2 or 4 ranks train on the same batches and reach the same loss. Rank 0
 shows a progress bar (tqdm), then prints the loss, tokens/s, ranks, wall time and a sample of
 generated text. Checkpoints go to ``--checkpoint-dir`` every ``--save-every`` steps and at the
@@ -274,7 +275,7 @@ def train(args):
               f"{accumulation} accumulation step(s): global batch {global_batch} kept", flush=True)
     train_batches = Batches(data[:split], args.block_size, global_batch, args.seed)
     val_batches = Batches(data[split:], args.block_size, global_batch, args.seed + 1)
-    share = global_batch // world  # this rank's rows of every global batch: [first, first + share)
+    share = global_batch // world  # this rank's rows of every global batch (evaluation reads [first, first + share))
     first = rank * share
     if deterministic:  # micro-shards at every world size, one rank included: the same shapes everywhere
         net = DistributedDataParallel(model, micro_shard_size=args.micro_shard_size)
@@ -304,7 +305,8 @@ def train(args):
         rows; DDP averages once, at the last piece. Returns the share's mean loss."""
         total = 0.0
         for j in range(accumulation):
-            x, y = train_batches.get(step, slice(first + j * rows, first + (j + 1) * rows))
+            start = (j * world + rank) * rows  # round j of the pieces (see the module docstring)
+            x, y = train_batches.get(step, slice(start, start + rows))
             last = j == accumulation - 1
             with contextlib.nullcontext() if last or net is model else net.no_sync():
                 _, loss = net(x, y)
