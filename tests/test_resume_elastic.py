@@ -64,6 +64,7 @@ def stopped_at_17_on_4_resumed_on_2(folder, name, *args):
     return final_parameters(folder, name)
 
 
+@pytest.mark.slow
 def test_gpt_stopped_on_4_ranks_resumed_on_2_agrees_with_one_rank(tmp_path):
     """Default mode: the final parameters differ from the uninterrupted 1-rank run's only by
     float32 rounding: the whole parameter vector within 1e-5 relative (norm of the difference
@@ -81,6 +82,7 @@ def test_gpt_stopped_on_4_ranks_resumed_on_2_agrees_with_one_rank(tmp_path):
     np.testing.assert_allclose(elastic[:, 1], one[:, 1], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gpt_deterministic_stopped_on_4_ranks_resumed_on_2_is_bit_identical_to_one_rank(tmp_path):
     """Deterministic mode (micro-shards of 2 rows, exact gradient sums): the 4 -> 2 run ends
     with the same bits as the uninterrupted 1-rank run."""
@@ -91,6 +93,7 @@ def test_gpt_deterministic_stopped_on_4_ranks_resumed_on_2_is_bit_identical_to_o
     assert not unequal, f"not bit-identical: {unequal}"
 
 
+@pytest.mark.slow
 def test_a_global_batch_the_ranks_do_not_divide_is_an_error_naming_what_would(tmp_path):
     """Resuming the global batch 8 on 3 ranks stops with the world sizes that keep it and
     the global batches 3 ranks could run; --batch-size other than the checkpoint's is refused."""
@@ -104,6 +107,7 @@ def test_a_global_batch_the_ranks_do_not_divide_is_an_error_naming_what_would(tm
     assert "gpt: --batch-size 16 differs from the global batch 8 of" in proc.stderr, output(proc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,before,after", [("zero", 4, 3), ("fsdp", 2, 3)])
 def test_data_and_sharded_state_resume_on_another_world_size(tmp_path, kind, before, after):
     """Real ranks: a DataLoader (2 prefetching workers) over a shuffled DistributedSampler,
