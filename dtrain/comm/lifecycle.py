@@ -85,8 +85,11 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
             environment variable ``DTRAIN_TIMEOUT``, in seconds, overrides it and this
             argument, so an operator can change it without editing the script). A
             collective that takes longer (blocking, or async through ``Work.wait()``)
-            raises or reports ``DistTimeoutError`` naming it, its number on the group and
-            the ranks that have not called it, and ends the job (see :mod:`.watchdog`).
+            raises or reports ``DistTimeoutError`` naming it, its number on the group, the
+            ranks that have not called it, where the ranks' calls first differ and where each
+            rank is (call sites included), and ends the job; every rank writes its stacks and
+            last 32 collectives to ``$DTRAIN_RUN_DIR/dtrain-hang-<job>/`` (see :mod:`.watchdog`,
+            :mod:`.forensics`).
         world_size, rank: if given (not -1), must agree with the launcher's.
         store: must be None (there is no key-value store: MPI connects the ranks).
         group_name, pg_options: accepted and ignored, as PyTorch's default backends ignore them.
@@ -95,8 +98,10 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
         debug: check before every collective that all ranks call the same one on the same
             shape and dtype, and raise ``DistError`` naming the ranks and both calls
             ("rank 0 called all_reduce(float32[4]); rank 1 called barrier()") if not; costs
-            two small all-gathers per call. Default: on if ``DTRAIN_DEBUG=1`` (or PyTorch's
-            spelling ``DTRAIN_DISTRIBUTED_DEBUG=DETAIL``).
+            an all-gather per call. Default: on if ``DTRAIN_DEBUG=1`` (or PyTorch's spelling
+            ``DTRAIN_DISTRIBUTED_DEBUG=DETAIL``). Off, MPI groups check a sample of their
+            calls (1, 2, 4, ..., then every 64th: ``DTRAIN_CHECK_EVERY``, 0 turns it off; see
+            :mod:`.call_check`).
 
     A second call while the group exists does nothing if it asks for the same settings
     (backend, timeout, debug, rank, world size) and raises ``DistError`` naming what differs
