@@ -35,6 +35,7 @@ CONFIGS = {  # name: (PowerSGDState's keywords, Reference's)
                                   {"error_feedback": False, "rank": 2}),
 }
 START, STEPS = 2, 5
+TORCH_STORE = None  # the file PyTorch's gloo group meets through (--pytorch)
 
 
 def rel(a, b):
@@ -208,12 +209,12 @@ def check_changed_bucket_is_an_error():
 
 # ---- against PyTorch (2 ranks, --pytorch) ----------------------------------------------
 def torch_group():
+    """PyTorch's gloo group over the same ranks, met through a file beside the results (no
+    TCP port to choose: a free port found by one process can be taken by another meanwhile)."""
     import torch.distributed as tdist
-    from zero_checks import free_port
-    port = [free_port() if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(port, src=0)
-    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port[0]}", rank=dist.get_rank(),
-                             world_size=dist.get_world_size())
+    if not tdist.is_initialized():
+        tdist.init_process_group("gloo", init_method=f"file://{TORCH_STORE}", rank=dist.get_rank(),
+                                 world_size=dist.get_world_size())
 
 
 def pytorch_hook_equals_dtrain():
@@ -261,6 +262,7 @@ def pytorch_ddp_equals_dtrain():
     batches, compression from step 3, SGD momentum, 10 steps): parameters within 1e-10."""
     import torch
     from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as theirs_module
+    torch_group()
     rank, n = dist.get_rank(), dist.get_world_size()
     dtrain.manual_seed(3)
     ours = nn.Sequential(nn.Linear(12, 40), nn.Tanh(), nn.Linear(40, 24), nn.Tanh(), nn.Linear(24, 3)).double()
@@ -286,6 +288,8 @@ def pytorch_ddp_equals_dtrain():
 
 
 def main(path, pytorch):
+    global TORCH_STORE
+    TORCH_STORE = os.path.join(os.path.dirname(os.path.abspath(path)), "torch_store")
     checks = RankChecks()
     if pytorch:
         selected = [("pytorch_hook_equals_dtrain", pytorch_hook_equals_dtrain),
