@@ -23,6 +23,14 @@ out and ask at the same moment). Of the ranks waiting in it, the lowest reports:
 leave the report to it (one per job) and report themselves only if the job has not ended
 ``DEFER_WAIT`` seconds later.
 
+The report also says where the ranks' calls first differ ("the ranks' calls differ at #3:
+rank 2 called barrier() from train.py:95; ranks 0, 1, 3 called all_reduce(float32[4]) from
+train.py:88") and where each rank is: the query asks each peer for its group's history (its
+last 32 collectives with their call sites, :mod:`.forensics`) and where its main thread is,
+and every rank of the job, asked or timed out itself, first writes its stacks and history to
+the run folder (once). The history travels in the answer, so the report needs no shared
+filesystem.
+
 A rank that leaves the job (exits with code 0, or destroys its group) tells every peer's
 watchdog how many collectives it called on each group (:meth:`Watchdog.announce_exit`): a
 peer waiting in a later collective of such a group, or calling one, ends the job at once
@@ -387,8 +395,8 @@ class Watchdog:
         elif not parts:
             parts.append("every rank has called it (ranks may have called collectives in different orders; "
                          "DTRAIN_DEBUG=1 checks every call)")
-        return (f"{'; '.join(parts)}\nwhere each rank is: {forensics.positions(reports)}\n"
-                f"{self.dumped}")
+        where = f"where each rank is: {forensics.positions(reports)}\n" if hasattr(group, "history") else ""
+        return f"{'; '.join(parts)}\n{where}{self.dumped}"
 
     def _history(self, group):
         """``group``'s last collectives as plain data (see forensics.entry)."""
