@@ -169,6 +169,23 @@ def test_a_finished_epoch_resumes_empty_then_the_next_is_whole():
     assert len(list(t)) == 3
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_pass_the_loader_finished_is_done_even_what_drop_last_left_out(num_workers):
+    """With the loader's drop_last, the last short batch of each rank is never yielded; a state
+    taken after the pass ended still says the whole epoch is consumed, so resuming that epoch on
+    fewer ranks does not train on the left-out samples."""
+    data = TensorDataset(dtrain.arange(30))
+    ranks = [DataLoader(data, batch_size=4, drop_last=True, num_workers=num_workers,
+                        sampler=DistributedSampler(data, 3, r, seed=1)) for r in range(3)]
+    for loader in ranks:
+        assert len([b for b in loader]) == 2  # 10 samples per rank: 2 batches, 2 samples left out
+    state = ranks[0].state_dict()
+    assert state["sampler"]["samples_consumed"] == 30 and state["samples_yielded"] == 8
+    resumed = DataLoader(data, batch_size=4, drop_last=True, sampler=DistributedSampler(data, 1, 0, seed=1))
+    resumed.load_state_dict(state)
+    assert list(resumed) == []
+
+
 def pass_then_resume(make_loader, stop, epochs=2):
     """The batches of `epochs` passes straight, and split at batch `stop` of the first pass by
     a state_dict, a fresh loader and restored RNG (as a checkpoint restores them). As torchdata's

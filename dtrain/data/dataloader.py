@@ -197,6 +197,7 @@ class _Progress:
 
     def __init__(self, base_seed, batches=0):
         self.base_seed, self.batches, self.samples, self.token = base_seed, batches, 0, None
+        self.exhausted = False  # the pass ended: what the loader dropped (drop_last) counts as consumed
 
     def add(self, index, auto_collation):
         self.batches += 1
@@ -261,7 +262,11 @@ class _SingleThreadIter(_BaseIter):
 
     def __next__(self):
         with phase("data-wait"):
-            index = self._next_index()
+            try:
+                index = self._next_index()
+            except StopIteration:
+                self._progress.exhausted = True
+                raise
             try:
                 return self._fetcher.fetch(index, self._sample_key)
             finally:  # a batch that raised is passed too: the next call goes on with the next one
@@ -342,6 +347,7 @@ class _ThreadIter(_BaseIter):
                 data.reraise(idx)  # the next call goes on with the next batch, as in PyTorch
             if data is not _EXHAUSTED:
                 return data
+        self._progress.exhausted = True
         self._close()
         raise StopIteration
 
@@ -474,8 +480,9 @@ class DataLoader:
         if source is not None:
             # the count is of the sampler's current pass only: after set_epoch or another
             # iter(sampler) the sampler's own count is the one that holds
-            sampler_state = (source._state_after(progress.samples) if progress.token is source._pass_token
-                             else source.state_dict())
+            # (at the end of a pass, the sampler's count: a last batch drop_last left out is done too)
+            own = progress.token is not source._pass_token or progress.exhausted
+            sampler_state = source.state_dict() if own else source._state_after(progress.samples)
         return {"batches_yielded": progress.batches, "samples_yielded": progress.samples,
                 "base_seed": progress.base_seed, "sampler": sampler_state}
 
