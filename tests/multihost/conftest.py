@@ -21,6 +21,16 @@ def _remove_stale():
             subprocess.run(["bash", FAKE_CLUSTER, "down", name], capture_output=True, timeout=30)
 
 
+def _free_subnet(pid):
+    """A 10.213.x /24 that no interface of this machine uses (another session's cluster)."""
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    for k in range(250):
+        x = (pid + k) % 250 + 1
+        if f" 10.213.{x}." not in used:
+            return f"10.213.{x}"
+    pytest.skip("no free 10.213.x.0/24 for the fake cluster (250 in use)")
+
+
 @pytest.fixture(scope="session")
 def cluster():
     mpiexec = require_mpi()
@@ -29,7 +39,7 @@ def cluster():
         pytest.skip(f"no fake cluster on this machine: {check.stderr.strip()}")
     _remove_stale()
     pid = os.getpid()
-    name, subnet = f"dt{pid % 1_000_000}", f"10.213.{pid % 250 + 1}"
+    name, subnet = f"dt{pid % 1_000_000}", _free_subnet(pid)
     try:
         up = subprocess.run(["bash", FAKE_CLUSTER, "up", name, str(HOSTS), subnet], capture_output=True, text=True,
                             timeout=60)
