@@ -389,18 +389,26 @@ class CheckpointManager:
         if consolidate is not None:  # a ZeroRedundancyOptimizer: its full state, gathered on rank 0 (collective)
             consolidate(to=0)
         # taken on every rank: a state_dict may be a collective (fully_shard's model gathers
-        # its shards), and an error in it is then every rank's, not rank 0's alone
-        ckpt = _collect(model, optimizer if not _distributed() or _rank() == 0 or consolidate is None else None,
-                        scheduler, scaler, data, epoch, step, None, global_batch, extra)
+        # its shards); rank 0's error goes to every rank through _on_rank0, as a write error does
+        try:
+            ckpt, failure = _collect(model, optimizer if _rank() == 0 or consolidate is None else None, scheduler,
+                                     scaler, data, epoch, step, None, global_batch, extra), None
+        except Exception as e:
+            ckpt, failure = None, e
 
         def write():
+            if failure is not None:
+                raise failure
             os.makedirs(self.directory, exist_ok=True)
             path = self.path(step)
             save_state(ckpt, path)
             self._prune(step)
             return path, stored_checksum(path)
 
-        return _on_rank0(write, f"save checkpoint {self.path(step)}")[0]
+        path = _on_rank0(write, f"save checkpoint {self.path(step)}")[0]
+        if failure is not None:  # another rank's state failed: rank 0 wrote its own, this rank says so
+            raise failure
+        return path
 
     def _prune(self, step):
         older = [p for s, p in self.checkpoints() if s < step]
