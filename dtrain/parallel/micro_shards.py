@@ -33,6 +33,7 @@ from ..tensor import Tensor, cat, no_grad, reachable_leaves, stack
 from ..tensor.backend import Device
 from ..tensor.deterministic import are_deterministic_algorithms_enabled, per_sample_random
 from ..tensor.random import integers_array
+from ..tensor.replay import replayable
 from .comm_hooks import allreduce_hook
 from .exact_sum import ExactSum
 from .tree_sum import TreeSum, is_power_of_two
@@ -242,8 +243,12 @@ class _swapped:
     def __enter__(self):
         for registry, key, i in self.slots:
             registry[key] = self.aliases[i]
+        # an activation checkpoint inside recomputes during backward: with these aliases again
+        self.registered = replayable(lambda: _swapped(self.slots, self.aliases, self.params))
+        self.registered.__enter__()
 
     def __exit__(self, *exc):
+        self.registered.__exit__(None, None, None)
         for registry, key, i in self.slots:
             registry[key] = self.params[i]
         return False

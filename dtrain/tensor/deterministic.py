@@ -24,6 +24,7 @@ import numpy
 
 from . import backend
 from .random import philox_generator
+from .replay import replayable
 
 _mode = {"enabled": os.environ.get("DTRAIN_DETERMINISTIC", "0") not in ("", "0"), "warn_only": False}
 _local = threading.local()  # .scope: the innermost per-sample scope of this thread, or None
@@ -95,7 +96,21 @@ def per_sample_random(sample_ids, stream):
     if int(stream) < 0:
         raise ValueError(f"per_sample_random: stream must be >= 0, got {stream}")
     outer = getattr(_local, "scope", None)
-    _local.scope = _Scope(ids, int(stream))
+    scope = _local.scope = _Scope(ids, int(stream))
+    try:
+        with replayable(lambda: _reopened(scope.sample_ids, scope.stream, scope.calls)):
+            yield
+    finally:
+        _local.scope = outer
+
+
+@contextlib.contextmanager
+def _reopened(ids, stream, calls):
+    """The scope (ids, stream) again, at draw ``calls``: what a checkpointed block's
+    recomputation runs in, so it redraws the masks of the forward (see :mod:`.replay`)."""
+    outer = getattr(_local, "scope", None)
+    _local.scope = _Scope(ids, stream)
+    _local.scope.calls = calls
     try:
         yield
     finally:

@@ -38,6 +38,7 @@ from ..tensor import Tensor, enable_grad, get_rng_state, is_grad_enabled, no_gra
 from ..tensor.backend import make_rng
 from ..tensor.function import Function
 from ..tensor.random import default_generator
+from ..tensor.replay import capture, reenter
 
 __all__ = ["checkpoint", "checkpoint_sequential"]
 
@@ -139,6 +140,7 @@ class _Segment:
         self.function, self.args, self.kwargs = function, args, kwargs
         self.rng = _RandomState(tensors) if preserve_rng_state else None
         self.autocast = _AutocastState()
+        self.contexts = capture()  # what the recomputation re-enters: e.g. DDP micro-shards' aliases
         self.tensors = tensors  # the recorded node's inputs
         self.outputs = None
         self.recomputed = None  # (outputs, detached inputs) until every output's node has run
@@ -187,7 +189,7 @@ class _Segment:
         detached = {id(t): _detached(t) for t in self.tensors}
         args = tuple(detached[id(a)] if isinstance(a, Tensor) else a for a in self.args)
         kwargs = {k: detached[id(v)] if isinstance(v, Tensor) else v for k, v in self.kwargs.items()}
-        with enable_grad(), self.autocast.reopened():
+        with enable_grad(), self.autocast.reopened(), reenter(self.contexts):
             outputs = self._call(args, kwargs) if self.rng is None else self.rng.replay(lambda: self._call(args, kwargs))
         if isinstance(outputs, Tensor):
             outputs = (outputs,)
