@@ -57,10 +57,14 @@ def _is_dtrain(code):
 def call_site(depth=2):
     """``(code, instruction offset)`` of the innermost frame outside dtrain, looking from the
     frame ``depth`` levels above this function outward (1: its caller); None if there is none."""
-    frame = sys._getframe(depth)
+    frame, known = sys._getframe(depth), _inside
     while frame is not None:
-        if not _is_dtrain(frame.f_code):
-            return frame.f_code, frame.f_lasti
+        code = frame.f_code
+        inside = known.get(code)  # the cache inline: this runs on every collective
+        if inside is None:
+            inside = _is_dtrain(code)
+        if not inside:
+            return code, frame.f_lasti
         frame = frame.f_back
     return None
 

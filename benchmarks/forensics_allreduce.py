@@ -1,0 +1,94 @@
+"""What hang forensics and the sampled cross-rank check cost a small blocking all_reduce
+(dtrain.comm.all_reduce of a NumPy float32 array on the world group, the hot path).
+
+Variants, interleaved round after round in an order that alternates (a loaded machine slows
+them alike), each call started from a barrier (benchmarks/allreduce.py's ``timed``):
+
+  bare            no call-site walk, no check (the group's check_due replaced by a builtin that
+                  returns False): close to the hot path before issue 15 (the history's append stays)
+  history         each call recorded with its call site (forensics), the check off
+  defaults        history + the sampled check (calls 1, 2, 4, ... then every 64th): what users get
+  check each      history + the sampled check on every call (DTRAIN_CHECK_EVERY=1): the check's
+                  own cost, one hash all-reduce of two int64 per call
+  debug mode      DTRAIN_DEBUG=1: every call's description gathered from every rank
+
+Printed per size: each variant's median time (us) and its ratio to "bare" (median of the
+per-round ratios). Usage:
+
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/forensics_allreduce.py [--rounds 11] [--calls 400]
+        [--json forensics_allreduce.json]
+"""
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # before NumPy loads its BLAS: one thread per rank
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import dtrain.comm as dist  # noqa: E402
+from allreduce import timed  # noqa: E402  (benchmarks/ is the script's folder: sys.path[0])
+from dtrain.comm import call_check, mpi  # noqa: E402
+from dtrain.comm.lifecycle import _state  # noqa: E402  (the switches live on the world group and the state)
+
+SIZES = (4, 4 << 10, 64 << 10)  # bytes: below the shared-memory threshold, where a call's fixed cost shows
+VARIANTS = ("bare", "history", "defaults", "check each", "debug mode")
+
+
+def configure(world, variant, real_call_site):
+    """Switch the world group (every rank alike, between measurements) to ``variant``."""
+    world.__dict__.pop("check_due", None)  # the method again
+    mpi.call_site = real_call_site
+    _state.debug = variant == "debug mode"
+    every = {"defaults": call_check.DEFAULT_EVERY, "check each": 1}.get(variant, 0)
+    world.check_every = every
+    if every:  # the next call due, from the group's call number (the same on every rank)
+        world.next_check = call_check.next_check(world.seq + 1, every)
+    if variant == "bare":
+        world.check_due = bool  # bool() is False, at a builtin's cost
+        mpi.call_site = lambda depth: None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=11)
+    p.add_argument("--calls", type=int, default=400)
+    p.add_argument("--json", default="forensics_allreduce.json", help="where rank 0 writes the results")
+    args = p.parse_args()
+    dist.init_process_group(backend="mpi")
+    from mpi4py import MPI
+    comm, world = MPI.COMM_WORLD.Dup(), dist.group.WORLD
+    real_call_site = mpi.call_site
+    rows = []
+    for nbytes in SIZES:
+        buf = np.ones(max(1, nbytes // 4), np.float32)
+        times = {v: [] for v in VARIANTS}
+        for v in VARIANTS:  # warm-up
+            configure(world, v, real_call_site)
+            timed(comm, lambda: dist.all_reduce(buf), 20)
+        for r in range(args.rounds):
+            for v in (VARIANTS if r % 2 == 0 else reversed(VARIANTS)):
+                configure(world, v, real_call_site)
+                times[v].append(timed(comm, lambda: dist.all_reduce(buf), args.calls))
+        ratios = {v: statistics.median(t / b for t, b in zip(times[v], times["bare"])) for v in VARIANTS}
+        rows.append(dict(bytes=nbytes, calls=args.calls, rounds=args.rounds,
+                         time_us={v: statistics.median(ts) * 1e6 for v, ts in times.items()}, ratio_to_bare=ratios))
+    configure(world, "defaults", real_call_site)
+    if comm.rank == 0:
+        print(f"blocking all_reduce, float32, {comm.size} ranks, each call from a barrier, {args.rounds} rounds of "
+              f"{args.calls} calls, MPI: {MPI.Get_library_version().splitlines()[0]}")
+        print(f"{'bytes':>7} " + " ".join(f"{v:>17}" for v in VARIANTS) + "   (median us; x bare)")
+        for row in rows:
+            print(f"{row['bytes']:>7} " + " ".join(f"{row['time_us'][v]:8.2f} ({row['ratio_to_bare'][v]:5.3f})"
+                                                   for v in VARIANTS))
+        with open(args.json, "w") as f:
+            json.dump(dict(ranks=comm.size, mpi=MPI.Get_library_version().splitlines()[0], rows=rows), f, indent=2)
+        print(f"\nwrote {args.json}")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
