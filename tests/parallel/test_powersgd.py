@@ -81,12 +81,14 @@ def test_changed_bucket_is_an_error(job):
 def test_equals_pytorch(tmp_path):
     """At 2 ranks, against PyTorch's powerSGD_hook and DDP on gloo (where torch is installed):
     the same state and per-rank gradients give the same outputs, error feedback and Qs
-    (1e-12 float64, 1e-5 float32; the same random_seed, no Q copied over), and DDP + PowerSGD
-    trains an MLP to the same parameters (1e-10)."""
+    (1e-12 float64, 1e-5 float32; the same random_seed, no Q copied over), so do
+    fp16_compress_wrapper(powerSGD_hook)'s (to float16's precision), and DDP + PowerSGD trains
+    an MLP to the same parameters (1e-10)."""
     pytest.importorskip("torch")
     job = checks_job(2, tmp_path, "--pytorch")
-    assert_all_checks_passed(job.process, 2, 2)
+    assert_all_checks_passed(job.process, 2, 3)
     passed(job.results, "pytorch_hook_equals_dtrain")
+    passed(job.results, "pytorch_fp16_wrapper_equals_dtrain")
     passed(job.results, "pytorch_ddp_equals_dtrain")
 
 
@@ -171,6 +173,15 @@ def test_module_paths():
     for name in ("allreduce_hook", "fp16_compress_hook", "bf16_compress_hook"):
         assert getattr(default_hooks, name) is getattr(comm_hooks, name)
     assert powerSGD.__all__ == ["PowerSGDState", "powerSGD_hook", "batched_powerSGD_hook"]
+
+
+def test_fp16_wrapper_of_allreduce_is_fp16_compress_hook(world):
+    """fp16_compress_wrapper(allreduce_hook) trains as fp16_compress_hook does (exactly, at
+    world size 1 through DDP: the same float16 rounding), and differs from float32."""
+    from dtrain.distributed.algorithms.ddp_comm_hooks import default_hooks
+    wrapped = train_one_rank(default_hooks.fp16_compress_wrapper(default_hooks.allreduce_hook), None)
+    np.testing.assert_array_equal(wrapped, train_one_rank(default_hooks.fp16_compress_hook, None))
+    assert not np.array_equal(wrapped, train_one_rank(None, None))
 
 
 def hook_steps(state, buckets, steps, hook=powerSGD.powerSGD_hook, seed=0):
@@ -265,21 +276,26 @@ def test_one_rank_reference_with_scalar_parameter(world):
         np.testing.assert_allclose(got, reference.step(0, [flat], shapes, True), rtol=1e-12, atol=1e-12)
 
 
+def train_one_rank(hook, state, dtype="float64"):
+    """6 SGD steps of a small MLP, through DDP with ``hook`` (None: the plain module)."""
+    dtrain.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(getattr(dtrain, dtype))
+    net = model
+    if hook:
+        net = DDP(model)
+        net.register_comm_hook(state, hook)
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        opt.zero_grad()
+        x = dtrain.tensor(rng.standard_normal((8, 5))).to(getattr(dtrain, dtype))
+        F.cross_entropy(net(x), dtrain.tensor(rng.integers(0, 3, 8))).backward()
+        opt.step()
+    return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
+
+
 def test_one_rank_ddp_full_rank_equals_plain_module(world):
     """At world size 1, DDP + full-rank PowerSGD trains an MLP as the plain module (1e-10)."""
-    def train(hook):
-        dtrain.manual_seed(0)
-        model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
-        net = model
-        if hook:
-            net = DDP(model)
-            net.register_comm_hook(powerSGD.PowerSGDState(None, matrix_approximation_rank=8, min_compression_rate=0,
-                                                          start_powerSGD_iter=2), powerSGD.powerSGD_hook)
-        opt = dtrain.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        rng = np.random.default_rng(0)
-        for _ in range(6):
-            opt.zero_grad()
-            F.cross_entropy(net(dtrain.tensor(rng.standard_normal((8, 5)))), dtrain.tensor(rng.integers(0, 3, 8))).backward()
-            opt.step()
-        return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
-    np.testing.assert_allclose(train(True), train(False), rtol=1e-10, atol=1e-12)
+    state = powerSGD.PowerSGDState(None, matrix_approximation_rank=8, min_compression_rate=0, start_powerSGD_iter=2)
+    np.testing.assert_allclose(train_one_rank(powerSGD.powerSGD_hook, state), train_one_rank(None, None),
+                               rtol=1e-10, atol=1e-12)

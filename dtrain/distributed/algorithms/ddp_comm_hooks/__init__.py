@@ -1,7 +1,8 @@
 """DDP communication hooks at ``torch.distributed.algorithms.ddp_comm_hooks``' path.
 
 * :mod:`.default_hooks` (also as ``default``): ``allreduce_hook``, ``fp16_compress_hook``,
-  ``bf16_compress_hook`` (the objects of :mod:`dtrain.parallel.comm_hooks`);
+  ``bf16_compress_hook`` (the objects of :mod:`dtrain.parallel.comm_hooks`) and
+  ``fp16_compress_wrapper(hook)``;
 * :mod:`.powerSGD_hook` (also as ``powerSGD``): ``PowerSGDState``, ``powerSGD_hook``,
   ``batched_powerSGD_hook``.
 
