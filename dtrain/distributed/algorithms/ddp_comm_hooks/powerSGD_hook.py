@@ -20,6 +20,7 @@ Example:
 """
 import logging
 import math
+import numbers
 import warnings
 
 import numpy
@@ -80,10 +81,10 @@ class PowerSGDState:
     def __init__(self, process_group, matrix_approximation_rank=1, start_powerSGD_iter=1_000, min_compression_rate=2,
                  use_error_feedback=True, warm_start=True, orthogonalization_epsilon=0, random_seed=0,
                  compression_stats_logging_frequency=10_000, batch_tensors_with_same_shape=False):
-        if not isinstance(matrix_approximation_rank, int) or matrix_approximation_rank < 1:
+        if not isinstance(matrix_approximation_rank, numbers.Integral) or matrix_approximation_rank < 1:
             raise ValueError(f"PowerSGDState: matrix_approximation_rank must be an integer >= 1, got "
                              f"{matrix_approximation_rank!r}")
-        if not isinstance(start_powerSGD_iter, int) or start_powerSGD_iter < 0:
+        if not isinstance(start_powerSGD_iter, numbers.Integral) or start_powerSGD_iter < 0:
             raise ValueError(f"PowerSGDState: start_powerSGD_iter must be an integer >= 0, got {start_powerSGD_iter!r}")
         if (use_error_feedback or warm_start) and start_powerSGD_iter <= 1:
             raise ValueError(f"PowerSGDState: start_powerSGD_iter must be > 1 when use_error_feedback or warm_start "
@@ -94,7 +95,7 @@ class PowerSGDState:
         if not orthogonalization_epsilon >= 0:
             raise ValueError(f"PowerSGDState: orthogonalization_epsilon must be >= 0, got "
                              f"{orthogonalization_epsilon!r}")
-        if not isinstance(random_seed, int) or not 0 <= random_seed < 2 ** 32:
+        if not isinstance(random_seed, numbers.Integral) or not 0 <= random_seed < 2 ** 32:
             raise ValueError(f"PowerSGDState: random_seed must be an integer in [0, 2**32), got {random_seed!r}")
         logger.info("PowerSGD config: matrix_approximation_rank = %s; start_powerSGD_iter = %s; min_compression_rate "
                     "= %s; orthogonalization_epsilon = %s; use_error_feedback = %s; warm_start = %s; random_seed = %s; "
@@ -175,13 +176,15 @@ def powerSGD_hook(state, bucket):
     to_compress, uncompressed = _split(state, [g.array for g in bucket.gradients()])
     _report_compression_stats(bucket, state)
     flat = xp.concatenate([t.ravel() for t in uncompressed]) if uncompressed else None
-    work_flat = flat is not None and dist.all_reduce(flat, group=group, async_op=True)
+    # started before the Ps are computed (PyTorch: after), so it overlaps them; the order of
+    # the collectives is the same on every rank either way
+    work_flat = None if flat is None else dist.all_reduce(flat, group=group, async_op=True)
     batches, restore = _batches(state, to_compress, xp)
     low_rank = _LowRank(state, index, batches, buf.dtype, xp)
     work_p = low_rank.all_reduce_p(group)
 
     def unpack_then_reduce_q(_):
-        if work_flat:
+        if work_flat is not None:
             work_flat.wait()
             xp.divide(flat, world_size, out=flat)
             start = 0
