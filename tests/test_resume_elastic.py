@@ -3,7 +3,8 @@
 * The GPT example (examples/gpt.py, the launcher's job), preempted by SIGTERM at step 17 of 30
   on 4 ranks and resumed with ``--resume auto`` on 2: the global batch is kept (2 rows x 2
   accumulation steps per rank, said in the log); in the default mode it agrees with the
-  uninterrupted 1-rank run within float32 rounding, in deterministic mode it ends bit-identical.
+  uninterrupted 1-rank run within float32 rounding, in deterministic mode (with dropout) it
+  ends bit-identical.
 * A DataLoader + DistributedSampler + ZeroRedundancyOptimizer job under real ranks, stopped
   mid-epoch at 4 ranks and resumed at 3: every sample of the epoch once, the optimizer state
   resharded.
@@ -31,7 +32,7 @@ GPT = str(ROOT / "examples" / "gpt.py")
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
         "--corpus-chars", "50000", "--eval-every", "0", "--sample-chars", "20", "--quiet", "--warmup", "4",
         "--steps", "30"]
-DETERMINISTIC = ["--deterministic", "--micro-shard-size", "2"]
+DETERMINISTIC = ["--deterministic", "--micro-shard-size", "2", "--dropout", "0.1"]  # dropout: per-sample masks
 
 
 def gpt(folder, name, *args, nproc=None, sigterm_at=None, expect=0):
@@ -84,8 +85,8 @@ def test_gpt_stopped_on_4_ranks_resumed_on_2_agrees_with_one_rank(tmp_path):
 
 @pytest.mark.slow
 def test_gpt_deterministic_stopped_on_4_ranks_resumed_on_2_is_bit_identical_to_one_rank(tmp_path):
-    """Deterministic mode (micro-shards of 2 rows, exact gradient sums): the 4 -> 2 run ends
-    with the same bits as the uninterrupted 1-rank run."""
+    """Deterministic mode (micro-shards of 2 rows, exact gradient sums, dropout masks drawn per
+    sample): the 4 -> 2 run ends with the same bits as the uninterrupted 1-rank run."""
     gpt(tmp_path, "one", *DETERMINISTIC)
     resumed = stopped_at_17_on_4_resumed_on_2(tmp_path, "elastic", *DETERMINISTIC)
     straight = final_parameters(tmp_path, "one")
