@@ -104,7 +104,7 @@ class FakeBucket:
     def gradients(self):
         import dtrain
         offsets = np.cumsum([0] + [math.prod(s) for s in self.shapes])
-        return [dtrain.from_numpy(self.flat[a:b].reshape(s)) for a, b, s in zip(offsets, offsets[1:], self.shapes)]
+        return [dtrain.as_tensor(self.flat[a:b].reshape(s)) for a, b, s in zip(offsets, offsets[1:], self.shapes)]
 
     def index(self):
         return self._index

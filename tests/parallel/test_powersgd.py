@@ -276,10 +276,11 @@ def test_one_rank_reference_with_scalar_parameter(world):
         np.testing.assert_allclose(got, reference.step(0, [flat], shapes, True), rtol=1e-12, atol=1e-12)
 
 
-def train_one_rank(hook, state, dtype="float64"):
-    """6 SGD steps of a small MLP, through DDP with ``hook`` (None: the plain module)."""
+def train_one_rank(hook, state, device="cpu"):
+    """6 SGD steps of a small MLP in float64 on ``device``, through DDP with ``hook`` (None:
+    the plain module); the parameters, flat, on the host."""
     dtrain.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(getattr(dtrain, dtype))
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double().to(device)
     net = model
     if hook:
         net = DDP(model)
@@ -288,10 +289,10 @@ def train_one_rank(hook, state, dtype="float64"):
     rng = np.random.default_rng(0)
     for _ in range(6):
         opt.zero_grad()
-        x = dtrain.tensor(rng.standard_normal((8, 5))).to(getattr(dtrain, dtype))
-        F.cross_entropy(net(x), dtrain.tensor(rng.integers(0, 3, 8))).backward()
+        x, y = dtrain.tensor(rng.standard_normal((8, 5))).to(device), dtrain.tensor(rng.integers(0, 3, 8)).to(device)
+        F.cross_entropy(net(x), y).backward()
         opt.step()
-    return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
+    return np.concatenate([p.detach().cpu().numpy().ravel() for p in model.parameters()])
 
 
 def test_one_rank_ddp_full_rank_equals_plain_module(world):
@@ -299,3 +300,16 @@ def test_one_rank_ddp_full_rank_equals_plain_module(world):
     state = powerSGD.PowerSGDState(None, matrix_approximation_rank=8, min_compression_rate=0, start_powerSGD_iter=2)
     np.testing.assert_allclose(train_one_rank(powerSGD.powerSGD_hook, state), train_one_rank(None, None),
                                rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_one_rank_ddp_on_gpu_equals_cpu(world):
+    """On a GPU (on a CPU: the tests' CuPy emulation), DDP + rank-1 PowerSGD trains as on the
+    CPU (1e-12, float64): the hook's arrays, its random start and its state follow the
+    bucket's device."""
+    state = powerSGD.PowerSGDState(None, start_powerSGD_iter=2)
+    got = train_one_rank(powerSGD.powerSGD_hook, state, "cuda")
+    want = train_one_rank(powerSGD.powerSGD_hook, powerSGD.PowerSGDState(None, start_powerSGD_iter=2))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    kept = [*state.error_dict.values(), *state.p_memory_dict.values(), *state.q_memory_dict.values()]
+    assert len(kept) == 3 and not any(isinstance(a, np.ndarray) for a in kept), [type(a) for a in kept]
