@@ -134,6 +134,19 @@ def philox_generator(key):
     return numpy.random.Generator(numpy.random.Philox(key=key))
 
 
+class _LazyGenerator:
+    """philox_generator(key), built at its first use: a DataLoader in deterministic mode opens
+    a sample_random per sample, and most samples draw nothing (building one costs ~40 us)."""
+
+    def __init__(self, key):
+        self._key, self._generator = key, None
+
+    def __getattr__(self, name):  # only for what this class lacks: the Generator's methods
+        if self._generator is None:
+            self._generator = philox_generator(self._key)
+        return getattr(self._generator, name)
+
+
 class sample_random:
     """A block in which this thread's draws from the default CPU generator (``dtrain.rand``,
     ``randint``, the random transforms of :mod:`dtrain.vision`) come from Philox keyed by
@@ -154,7 +167,7 @@ class sample_random:
     def __init__(self, key, index):
         if int(key) < 0 or int(index) < 0:
             raise ValueError(f"sample_random: key and index must be >= 0, got key={key}, index={index}")
-        self.rng = philox_generator([int(key) & ((1 << 64) - 1), int(index) & ((1 << 64) - 1)])
+        self.rng = _LazyGenerator([int(key) & ((1 << 64) - 1), int(index) & ((1 << 64) - 1)])
 
     def __enter__(self):
         self.outer, _local.cpu_rng = getattr(_local, "cpu_rng", None), self.rng
