@@ -16,10 +16,10 @@ Each deterministic variant cuts the global batch into ``--micro-shards`` K micro
 (K = 4 by default: the same bits at 1, 2 and 4 ranks), so each rank runs K / ranks forwards
 of global_batch / K rows. A round times ``--steps`` steps of every variant in turn (a noisy
 machine slows all alike); the table gives the median step time over rounds (the slowest
-rank's), the median of per-round ratios to the same workload's default mode, and the bytes
-each rank sends in one step were its collectives rings (counted by wrapping them; see
-counting_bytes).
-Writes benchmarks/results/deterministic.json.
+rank's), the median of per-round ratios to the same workload's default mode, the same for the
+process's CPU time (all its threads: less sensitive to a loaded machine, but blind to waiting
+for peers), and the bytes each rank sends in one step were its collectives rings (counted by
+wrapping them; see counting_bytes). Writes benchmarks/results/deterministic.json.
 """
 import os
 
@@ -137,27 +137,32 @@ def main():
         with counting_bytes([0]) as counter:
             step(*run)
         sent[key] = counter[0]
-    times = {key: [] for key in runs}
+    times, cpu = {key: [] for key in runs}, {key: [] for key in runs}
     for _ in range(args.rounds):
         for key, run in runs.items():
             dist.barrier()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 step(*run)
-            elapsed = np.array([(time.perf_counter() - start) / args.steps])
+            elapsed = np.array([(time.perf_counter() - start) / args.steps,
+                                (time.process_time() - start_cpu) / args.steps])
             dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # the slowest rank's
             times[key].append(float(elapsed[0]))
+            cpu[key].append(float(elapsed[1]))
     if rank == 0:
         print(f"{world} ranks, {args.micro_shards} micro-shards per global batch, {args.rounds} rounds of "
               f"{args.steps} steps, interleaved")
-        print(f"{'workload':12s} {'mode':14s} {'ms/step':>8s} {'/ default':>9s} {'sent/step':>11s}")
+        print(f"{'workload':12s} {'mode':14s} {'ms/step':>8s} {'/ default':>9s} {'CPU ms':>8s} {'/ default':>9s} "
+              f"{'sent/step':>11s}")
         rows = []
         for (name, mode), ts in times.items():
-            base = times[name, "default"]
-            ratio = statistics.median(t / b for t, b in zip(ts, base))
+            ratio = statistics.median(t / b for t, b in zip(ts, times[name, "default"]))
+            cpu_ratio = statistics.median(t / b for t, b in zip(cpu[name, mode], cpu[name, "default"]))
             rows.append({"workload": name, "mode": mode, "ms_per_step": statistics.median(ts) * 1e3,
-                         "ratio_to_default": ratio, "sent_bytes_per_step": sent[name, mode]})
-            print(f"{name:12s} {mode:14s} {rows[-1]['ms_per_step']:8.2f} {ratio:9.3f} {sent[name, mode]:11,d}")
+                         "ratio_to_default": ratio, "cpu_ms_per_step": statistics.median(cpu[name, mode]) * 1e3,
+                         "cpu_ratio_to_default": cpu_ratio, "sent_bytes_per_step": sent[name, mode]})
+            print(f"{name:12s} {mode:14s} {rows[-1]['ms_per_step']:8.2f} {ratio:9.3f} "
+                  f"{rows[-1]['cpu_ms_per_step']:8.2f} {cpu_ratio:9.3f} {sent[name, mode]:11,d}")
         os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
         with open(RESULTS, "w") as f:
             json.dump({"ranks": world, "micro_shards": args.micro_shards, "steps": args.steps,

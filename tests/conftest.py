@@ -27,6 +27,18 @@ if os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0"):
             dtrain.cuda.set_device(0)
 
 
+@pytest.fixture
+def world():
+    """A world of one process (no MPI) for the test; the previous state is restored after."""
+    import dtrain.comm as dist
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group()
+    yield
+    if started:
+        dist.destroy_process_group()
+
+
 def pytest_collection_modifyitems(config, items):
     import dtrain
     if dtrain.cuda.is_available():

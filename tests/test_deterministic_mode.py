@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import dtrain
-import dtrain.comm as dist
 import dtrain.nn as nn
 import dtrain.nn.functional as F
 from dtrain.parallel import DistributedDataParallel as DDP
@@ -25,17 +24,6 @@ def deterministic():
     dtrain.use_deterministic_algorithms(True)
     yield
     dtrain.use_deterministic_algorithms(False)
-
-
-@pytest.fixture
-def world():
-    """A world of one process for the test (the previous state is restored)."""
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group()
-    yield
-    if started:
-        dist.destroy_process_group()
 
 
 # ---- the switch ---------------------------------------------------------------------------

@@ -254,6 +254,12 @@ class _swapped:
         return False
 
 
+def _tensors(obj):
+    # DDP's walk over an output's nested tensors (imported here: distributed.py imports this module)
+    from .distributed import _tensors as tensors_of
+    return tensors_of(obj)
+
+
 def _batch_rows(inputs, kwargs):
     for t in _tensors((inputs, kwargs)):
         if t.dim() >= 1:
@@ -293,14 +299,3 @@ def _combine(outputs):
     if isinstance(first, dict):
         return {k: _combine([o[k] for o in outputs]) for k in first}
     return first
-
-
-def _tensors(obj):
-    if isinstance(obj, Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)

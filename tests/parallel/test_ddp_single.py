@@ -13,17 +13,6 @@ from dtrain.parallel.comm_hooks import fp16_compress_hook, to_bfloat16_precision
 from dtrain.parallel.reducer import assign_buckets
 
 
-@pytest.fixture
-def world():
-    """A world of one process for the test (the previous state is restored)."""
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group()
-    yield
-    if started:
-        dist.destroy_process_group()
-
-
 def mlp():
     dtrain.manual_seed(0)
     return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).double()
