@@ -10,6 +10,8 @@ import pytest
 
 from comm_helpers import assert_all_checks_passed, require_mpi, run
 
+pytestmark = pytest.mark.slow  # three MPI jobs of five 30-step trainings
+
 WORLD_SIZES = (1, 2, 4)
 CHECKS = 5  # the trainings of deterministic_checks.py
 
