@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import dtrain
-import dtrain.comm as dist
 import dtrain.nn as nn
 from comm_helpers import assert_all_checks_passed, output, require_mpi, run
 from ddp_jobs import Job, passed
@@ -94,16 +93,7 @@ def test_checkpoint_saved_at_4_ranks_resumes_at_2(jobs, folder):
     passed(job.results, "check_checkpoint_resume")
 
 
-# ---- argument errors, in this process -------------------------------------------------
-@pytest.fixture(scope="module")
-def world():
-    """A world of one process for this file's in-process tests; one that exists already is kept."""
-    started = not dist.is_initialized() and (dist.init_process_group() or True)
-    yield
-    if started:
-        dist.destroy_process_group()
-
-
+# ---- argument errors, in this process (conftest's world fixture: a world of one) ----------
 def mlp():
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
 

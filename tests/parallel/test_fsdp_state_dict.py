@@ -1,4 +1,5 @@
-"""dtrain.distributed.checkpoint.state_dict in one process (a world of one): the layout by
+"""dtrain.distributed.checkpoint.state_dict in one process (a world of one, conftest's
+``world`` fixture): the layout by
 parameter name, DDP's prefix left out, and each misuse a clear error. The resharding across
 world sizes is checked under mpiexec by fsdp_checks.py (test_fsdp.py)."""
 import numpy as np
@@ -11,7 +12,6 @@ from dtrain.distributed.checkpoint import (StateDictOptions, get_optimizer_state
 from dtrain.distributed.fsdp import fully_shard
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 from dtrain.parallel import DistributedDataParallel as DDP
-from test_fsdp import world  # noqa: F401 -- the fixture: a world of one process
 
 FULL = StateDictOptions(full_state_dict=True)
 

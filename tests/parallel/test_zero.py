@@ -8,7 +8,6 @@ import sys
 import pytest
 
 import dtrain
-import dtrain.comm as dist
 import dtrain.nn as nn
 from comm_helpers import assert_all_checks_passed, output, require_mpi, run
 from ddp_jobs import Job, passed
@@ -97,17 +96,6 @@ def test_one_broadcast_per_rank_per_dtype(jobs):
 
 
 # ---- argument errors, in this process -------------------------------------------------
-@pytest.fixture(scope="module")
-def world():
-    """A world of one process for this file's in-process tests; one that exists already is kept."""
-    if dist.is_initialized():
-        yield
-        return
-    dist.init_process_group()
-    yield
-    dist.destroy_process_group()
-
-
 @pytest.mark.parametrize("params", [[], iter([]), [{"params": []}, {"params": iter([])}]],
                          ids=["list", "iterator", "groups"])
 def test_empty_params(world, params):

@@ -16,7 +16,6 @@ from ddp_jobs import Job, passed
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 from dtrain.parallel import DistributedDataParallel as DDP
 from dtrain.parallel.bucket_reduction import Bucket, shard_layout
-from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
 CHECKS = 8  # the check_* functions of zero2_checks.py
 NCCL_CHECKS = 3  # zero2_checks.NCCL_CHECKS
