@@ -13,7 +13,10 @@ them alike), each call started from a barrier (benchmarks/allreduce.py's ``timed
   debug mode      DTRAIN_DEBUG=1: every call's description gathered from every rank
 
 Printed per size: each variant's median time (us) and its ratio to "bare" (median of the
-per-round ratios). Usage:
+per-round ratios). Under ``mpiexec -n 1`` (MPI's own work nil; the checks are forced on, and
+exchange with the rank itself) the time is the calling thread's CPU time over back-to-back
+calls (``time.thread_time``): each variant's Python cost, which a loaded machine barely
+changes, where the wall time of a 2-rank all-reduce then varies tenfold. Usage:
 
     .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/forensics_allreduce.py [--rounds 11] [--calls 400]
         [--json forensics_allreduce.json]
@@ -26,6 +29,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -52,6 +56,14 @@ def configure(world, variant, real_call_site):
         mpi.call_site = lambda depth: None
 
 
+def cpu_timed(fn, calls):
+    """Seconds of this thread's CPU time per call over ``calls`` back-to-back calls."""
+    start = time.thread_time()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - start) / calls
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=11)
@@ -62,24 +74,26 @@ def main():
     from mpi4py import MPI
     comm, world = MPI.COMM_WORLD.Dup(), dist.group.WORLD
     real_call_site = mpi.call_site
+    clock = cpu_timed if comm.size == 1 else lambda fn, calls: timed(comm, fn, calls)
     rows = []
     for nbytes in SIZES:
         buf = np.ones(max(1, nbytes // 4), np.float32)
         times = {v: [] for v in VARIANTS}
         for v in VARIANTS:  # warm-up
             configure(world, v, real_call_site)
-            timed(comm, lambda: dist.all_reduce(buf), 20)
+            clock(lambda: dist.all_reduce(buf), 20)
         for r in range(args.rounds):
             for v in (VARIANTS if r % 2 == 0 else reversed(VARIANTS)):
                 configure(world, v, real_call_site)
-                times[v].append(timed(comm, lambda: dist.all_reduce(buf), args.calls))
+                times[v].append(clock(lambda: dist.all_reduce(buf), args.calls))
         ratios = {v: statistics.median(t / b for t, b in zip(times[v], times["bare"])) for v in VARIANTS}
         rows.append(dict(bytes=nbytes, calls=args.calls, rounds=args.rounds,
                          time_us={v: statistics.median(ts) * 1e6 for v, ts in times.items()}, ratio_to_bare=ratios))
     configure(world, "defaults", real_call_site)
     if comm.rank == 0:
-        print(f"blocking all_reduce, float32, {comm.size} ranks, each call from a barrier, {args.rounds} rounds of "
-              f"{args.calls} calls, MPI: {MPI.Get_library_version().splitlines()[0]}")
+        how = "CPU time of back-to-back calls" if comm.size == 1 else "each call from a barrier"
+        print(f"blocking all_reduce, float32, {comm.size} ranks, {how}, {args.rounds} rounds of {args.calls} calls, "
+              f"MPI: {MPI.Get_library_version().splitlines()[0]}")
         print(f"{'bytes':>7} " + " ".join(f"{v:>17}" for v in VARIANTS) + "   (median us; x bare)")
         for row in rows:
             print(f"{row['bytes']:>7} " + " ".join(f"{row['time_us'][v]:8.2f} ({row['ratio_to_bare'][v]:5.3f})"

@@ -406,9 +406,9 @@ class MPIProcessGroup(ProcessGroup):
         comm = self._comm()
         if not every_call:
             pair = hash_pair(label)
-            h = int(pair[0])
+            mine = pair.tolist()
             comm.Allreduce(_MPI.IN_PLACE, pair, op=_MPI.MAX)
-            if pair[0] == h and pair[1] == -h:
+            if pair.tolist() == mine:
                 return None
         calls = comm.allgather((label, site))
         return None if len({call for call, _ in calls}) == 1 else calls
