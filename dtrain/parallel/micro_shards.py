@@ -1,20 +1,21 @@
-"""Micro-shards: DDP's forward and backward in fixed-size pieces, summed exactly across ranks.
+"""Micro-shards: DDP's forward and backward in fixed-size pieces, summed the same way at any world size.
 
 ``DistributedDataParallel(module, micro_shard_size=m)`` cuts every rank's batch into
 micro-shards of m rows and runs the module once per micro-shard. The global batch of G rows
 is then always the same G/m micro-shards, computed with the same shapes (m rows) whatever
 the world size: micro-shard j gives the same gradient bits on 1, 2 or 4 ranks. The micro-shard
-gradients are then summed with :func:`~.exact_sum.exact_sum`, whose result does not depend on
-which rank holds which micro-shard, so the averaged gradient is the same bits at every world
-size (see docs/reproducibility.md for the conditions).
+gradients are then summed in one fixed binary tree (:mod:`.tree_sum`; a power of two of them
+spread evenly) or exactly in fixed point (:mod:`.exact_sum`; any other count), either way with
+a result that does not depend on which rank holds which micro-shard, so the averaged gradient
+is the same bits at every world size (see docs/reproducibility.md for the conditions).
 
 How the user's ordinary ``loss.backward()`` gives one gradient per micro-shard: the forward
 of micro-shard c runs with *alias leaves* in place of the parameters (new leaf Parameters
 sharing the parameters' arrays, swapped into the modules for that call only), so backward
 accumulates micro-shard c's gradient on its own aliases. A post-accumulate-grad hook on each
 alias collects its gradient; at the last one of a synchronized backward the collected
-gradients (with those of the ``no_sync`` passes before it) are summed exactly, divided by the
-world size as DDP averages, and written to the parameters' ``.grad``.
+gradients (with those of the ``no_sync`` passes before it) are summed, divided by the world
+size as DDP averages, and written to the parameters' ``.grad``.
 
 The outputs of the micro-shards are put back together as the module's output for the
 rank's batch: tensors with a batch dimension are concatenated along dim 0, 0-dim tensors

@@ -60,28 +60,37 @@ class TreeSum:
         for p, shards in enumerate(passes):
             for i in range(len(self.like)):
                 out = mine[p, self.offsets[i]:self.offsets[i + 1]]
-                _subtree(xp, [g[i] for g in shards], out)
+                # divided here, not at the root: the subtree sums at N ranks are N times those at one
+                # rank exactly (see docs/reproducibility.md), so dividing them gives one rank's bits
+                # and saves a pass over the result
+                _subtree(xp, [g[i] for g in shards], out, scale=1.0 / divisor)
             mine[p, self.offsets[-1]:] = xp.asarray([any(g[i] is not None for g in shards)
                                                      for i in range(len(self.like))], dtype)
-        dist.all_gather_into_tensor(self.gathered, self.mine, group=self.group)
+        gathered = self.mine
+        if self.world > 1:
+            dist.all_gather_into_tensor(self.gathered, self.mine, group=self.group)
+            gathered = self.gathered
         # rank r's pass p is the tree's (p * world + r)-th subtree
-        parts = self.gathered.reshape(self.world, n_passes, self.length).swapaxes(0, 1).reshape(-1, self.length)
-        total = xp.empty(self.length, dtype)
+        parts = gathered.reshape(self.world, n_passes, self.length).swapaxes(0, 1).reshape(-1, self.length)
+        total = xp.empty(self.length, dtype)  # new each call: the gradients are views of it
         _subtree(xp, list(parts), total)
-        total *= 1.0 / divisor
         used = total[self.offsets[-1]:]
         return [total[self.offsets[i]:self.offsets[i + 1]].reshape(self.like[i].shape) if used[i] else None
                 for i in range(len(self.like))]
 
 
-def _subtree(xp, leaves, out):
-    """``out`` = the balanced tree sum of ``leaves`` (a power of two of them; None is zeros)."""
+def _subtree(xp, leaves, out, scale=1.0):
+    """``out`` = the balanced tree sum of ``leaves`` (a power of two of them; None is zeros),
+    times ``scale`` (a power of two)."""
     if len(leaves) == 1:
         if leaves[0] is None:
             out[...] = 0
+        elif scale != 1.0:
+            xp.multiply(leaves[0].reshape(out.shape), scale, out=out)
         else:
             out[...] = leaves[0].reshape(out.shape)
-    elif len(leaves) == 2 and leaves[0] is not None and leaves[1] is not None:
+        return
+    if len(leaves) == 2 and leaves[0] is not None and leaves[1] is not None:
         xp.add(leaves[0].reshape(out.shape), leaves[1].reshape(out.shape), out=out)
     else:
         half = len(leaves) // 2
@@ -89,3 +98,5 @@ def _subtree(xp, leaves, out):
         right = xp.empty(out.shape, out.dtype)
         _subtree(xp, leaves[half:], right)
         out += right
+    if scale != 1.0:
+        out *= scale
