@@ -6,9 +6,11 @@ each rank's p-th-power sum over its parts, summed over the ranks that hold the o
 largest magnitude, for the inf-norm), once per distinct set of ranks. nn sits below comm,
 so the collective travels with the mark: ``param._partial_grad``, a :class:`PartialGrad`.
 """
-import numpy
+import contextlib
 
 from .. import comm as dist
+from ..tensor import backend
+from ..tensor.backend import get_array_module
 
 
 class PartialGrad:
@@ -20,14 +22,17 @@ class PartialGrad:
         size = dist.get_world_size(group)
         self.ranks = tuple(dist.get_global_rank(group, r) if group is not None else r for r in range(size))
 
-    def all_reduce(self, value, op):
+    def all_reduce(self, value, op, like):
         """``value`` (a float: this rank's partial sum, or its largest magnitude) combined over
-        the ranks: ``op`` "sum" or "max". Collective over ``ranks``."""
+        the ranks: ``op`` "sum" or "max". ``like``: an array on the parameters' device (NCCL
+        reduces device arrays only). Collective over ``ranks``."""
         if len(self.ranks) == 1:
             return value
-        buf = numpy.array([value], numpy.float64)  # float64 on the host: the same dtype on every rank
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=self.group)
-        return float(buf[0])
+        with backend.switch_to((like,)) or contextlib.nullcontext():
+            # float64 whatever the gradients' dtype: the same dtype on every rank
+            buf = get_array_module(like).asarray([value], dtype="float64")
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=self.group)
+            return float(buf[0])
 
 
 def mark_partial(params, group):

@@ -18,7 +18,7 @@ from dtrain.parallel import DistributedDataParallel as DDP
 from dtrain.parallel.bucket_reduction import Bucket, shard_layout
 
 CHECKS = 8  # the check_* functions of zero2_checks.py
-NCCL_CHECKS = 3  # zero2_checks.NCCL_CHECKS
+NCCL_CHECKS = 4  # zero2_checks.NCCL_CHECKS
 EMULATED = os.environ.get("DTRAIN_CUPY_EMULATION", "").strip() not in ("", "0")
 WORLD_SIZES = (1, 2, 4)
 
@@ -100,7 +100,8 @@ def test_accumulating_onto_averages_is_refused(jobs):
 def test_over_nccl(world_size, tmp_path):
     """Over the NCCL backend, each rank on its GPU (on a CPU: the tests' CuPy emulation, one
     emulated GPU per rank): the owned gradients are DDP's, 20 steps of Adam end within
-    1e-10 of DDP + Adam in float64, and the gradient bytes are sharded."""
+    1e-10 of DDP + Adam in float64, the gradient bytes are sharded, and clip_grad_norm_ is
+    DDP's (its all-reduce on the device)."""
     require_mpi()
     if not EMULATED and dtrain.cuda.device_count() < world_size:
         pytest.skip(f"NCCL needs one GPU per rank: {world_size} ranks, {dtrain.cuda.device_count()} GPU(s)")
@@ -108,7 +109,8 @@ def test_over_nccl(world_size, tmp_path):
     job = rank_job(world_size, tmp_path / "results.json", "--backend", "nccl", env=env)
     assert_all_checks_passed(job.process, world_size, NCCL_CHECKS)
     assert sorted(job.results) == sorted(["check_gradients_equal_ddp_on_owned_parameters",
-                                          "check_adam_float64_equals_ddp_adam", "check_gradient_bytes_are_sharded"])
+                                          "check_adam_float64_equals_ddp_adam", "check_gradient_bytes_are_sharded",
+                                          "check_clip_grad_norm_equals_ddp"])
 
 
 # ---- the layout and argument errors, in this process -----------------------------------

@@ -24,7 +24,7 @@ from zero_checks import adam, batches, gathered, gpt, rel, train, zero_adam
 
 DEVICE = "cpu"  # where models and batches live: "cuda:N" under --backend nccl
 NCCL_CHECKS = ("check_gradients_equal_ddp_on_owned_parameters", "check_adam_float64_equals_ddp_adam",
-               "check_gradient_bytes_are_sharded")
+               "check_gradient_bytes_are_sharded", "check_clip_grad_norm_equals_ddp")
 
 
 def model_of(dtype, **size):

@@ -16,8 +16,9 @@ def _split(parameters):
     """The gradients whole on this rank, and those that are one rank's part of a gradient
     spread over several ranks (fully_shard's shards, ZeRO-2's owned gradients: their
     parameters carry ``_partial_grad``, see dtrain/distributed/sharded_grad.py), by the set of
-    ranks: ``{ranks: (the mark, [arrays])}`` in the parameters' order. Every parameter counts,
-    with a gradient or not: a rank that holds no part of a set still joins its all-reduce."""
+    ranks: ``{ranks: (the mark, [arrays], a parameter's array)}`` in the parameters' order.
+    Every parameter counts, with a gradient or not: a rank that holds no part of a set still
+    joins its all-reduce (on the parameters' device)."""
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     whole, spread = [], {}
@@ -27,7 +28,7 @@ def _split(parameters):
             if p.grad is not None:
                 whole.append(p.grad.array)
             continue
-        parts = spread.setdefault(mark.ranks, (mark, []))[1]
+        parts = spread.setdefault(mark.ranks, (mark, [], p.array))[1]
         if p.grad is not None:
             parts.append(p.grad.array)
     return whole, spread
@@ -59,10 +60,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """
     whole, spread = _split(parameters)
     norm_type = float(norm_type)
-    grads = whole + [g for _, parts in spread.values() for g in parts]
+    grads = whole + [g for _, parts, _ in spread.values() for g in parts]
     if not grads and not spread:
         return Tensor._wrap(get_array_module().zeros(()))
-    with switch_to(grads[:1]) or contextlib.nullcontext():  # the gradients' GPU, whichever is current
+    first = grads[:1] or [next(iter(spread.values()))[2]]
+    with switch_to(first) or contextlib.nullcontext():  # the gradients' GPU, whichever is current
         return _clip_norm(whole, spread, float(max_norm), norm_type, error_if_nonfinite)
 
 
@@ -75,22 +77,23 @@ def _norm(grads, norm_type, xp):
     return xp.linalg.norm(xp.stack(norms), ord=norm_type)
 
 
-def _spread_norm(mark, parts, norm_type, xp):
+def _spread_norm(mark, parts, like, norm_type, xp):
     """The norm of a gradient spread over ``mark.ranks``, from this rank's ``parts``: the
     p-th powers summed over the ranks (the largest magnitude for the inf-norm). Collective."""
     local = float(_norm(parts, norm_type, xp)) if parts else 0.0
     if norm_type == math.inf:
-        return mark.all_reduce(local, "max")
-    return mark.all_reduce(local ** norm_type, "sum") ** (1.0 / norm_type)
+        return mark.all_reduce(local, "max", like)
+    return mark.all_reduce(local ** norm_type, "sum", like) ** (1.0 / norm_type)
 
 
 def _clip_norm(whole, spread, max_norm, norm_type, error_if_nonfinite):
-    grads = whole + [g for _, parts in spread.values() for g in parts]
-    xp = get_array_module(*grads)
+    grads = whole + [g for _, parts, _ in spread.values() for g in parts]
+    xp = get_array_module(*(grads or [like for _, _, like in spread.values()]))
     total = _norm(whole, norm_type, xp) if whole else None
     if spread:  # the same value on every rank, so every rank scales by the same coefficient
         dtype = grads[0].dtype if grads else "float32"
-        norms = [xp.asarray(_spread_norm(mark, parts, norm_type, xp), dtype) for mark, parts in spread.values()]
+        norms = [xp.asarray(_spread_norm(mark, parts, like, norm_type, xp), dtype)
+                 for mark, parts, like in spread.values()]
         total = _norm([n.reshape(1) for n in norms + ([total] if total is not None else [])], norm_type, xp)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
