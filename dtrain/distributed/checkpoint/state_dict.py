@@ -297,12 +297,16 @@ def _whole_state(state, placements, to_rank0):
                 out[k][start:start + v.size] = v
     result = {}
     for fqn, entries in state.items():
-        if fqn in placements:
-            g, i = placements[fqn]
-            result[fqn] = {k: from_numpy(v.reshape(g.shapes[i])) if isinstance(v, numpy.ndarray) else v
-                           for k, v in whole[fqn].items()}
-        else:
-            result[fqn] = {k: _host(v) for k, v in entries.items()}
+        if fqn not in placements:  # whole already: a host copy (cpu_offload) or the live tensors, as PyTorch's
+            result[fqn] = {k: _host(v) for k, v in entries.items()} if to_rank0 else dict(entries)
+            continue
+        g, i = placements[fqn]
+        device = None if to_rank0 else g.shards[i].device  # without cpu_offload: on the parameters' device
+
+        def whole_tensor(v):
+            t = from_numpy(v.reshape(g.shapes[i]))
+            return t if device is None else t.to(device)
+        result[fqn] = {k: whole_tensor(v) if isinstance(v, numpy.ndarray) else v for k, v in whole[fqn].items()}
     return result
 
 
