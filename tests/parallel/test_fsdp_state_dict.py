@@ -102,3 +102,20 @@ def test_groups_or_shapes_that_differ(world):
     with pytest.raises(ValueError, match=r"'exp_avg' of parameter '0.weight' has shape \(4, 3\), but the parameter "
                                          r"has shape \(5, 3\)"):
         set_optimizer_state_dict(wider, dtrain.optim.Adam(wider.parameters()), optim_sd, options=FULL)
+
+
+def test_ignore_frozen_params_and_cpu_offload(world):
+    """ignore_frozen_params leaves the parameters with requires_grad=False out of both state
+    dicts; cpu_offload gives copies (a later step does not change them)."""
+    model = mlp()
+    model[0].weight.requires_grad_(False)
+    opt = stepped(model)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    model_sd, optim_sd = get_state_dict(model, opt, options=options)
+    assert list(model_sd) == ["0.bias", "2.weight", "2.bias"]
+    assert optim_sd["param_groups"][0]["params"] == ["0.bias", "2.weight", "2.bias"]
+    before = model_sd["2.weight"].numpy().copy(), optim_sd["state"]["2.weight"]["exp_avg"].numpy().copy()
+    model(dtrain.randn(4, 3)).sum().backward()
+    opt.step()
+    np.testing.assert_array_equal(model_sd["2.weight"].numpy(), before[0])
+    np.testing.assert_array_equal(optim_sd["state"]["2.weight"]["exp_avg"].numpy(), before[1])
