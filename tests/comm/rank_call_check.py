@@ -2,9 +2,10 @@
 debug mode) catches each steady mismatch kind, on every rank, with a DistError naming both
 sides' calls; agreeing programs run unchanged. The odd rank is rank 2 (rank 1 at 2 ranks).
 
-Usage: rank_call_check.py [case ...] (default: every case of CASES). Each case runs in a group of its own (every rank), so its calls are numbered from 1: the
-mismatches that start at call #1 are caught there (calls 1, 2, 4, ... 32 are checked), those
-that start at #101 at the next multiple of 64, #128.
+Usage: rank_call_check.py [case ...] (default: every case of CASES). Each case runs in a
+group of its own (every rank), so its calls are numbered from 1: the mismatches that start at
+call #1 are caught there (calls 1, 2, 4, ... 32 are checked), those that start at #101 at the
+next multiple of 64, #128.
 """
 import sys
 

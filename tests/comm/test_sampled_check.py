@@ -40,7 +40,7 @@ def test_interval_setting(monkeypatch):
     assert check_interval() == 8
     for bad in ("-1", "often", "1.5"):
         monkeypatch.setenv(CHECK_ENV, bad)
-        with pytest.raises(ValueError, match=rf"DTRAIN_CHECK_EVERY='{bad}' must be a whole number >= 0.*0 turns it off"):
+        with pytest.raises(ValueError, match=rf"{CHECK_ENV}='{bad}' must be a whole number >= 0.*0 turns it off"):
             check_interval()
 
 

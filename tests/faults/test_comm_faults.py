@@ -44,17 +44,20 @@ def _each(scenario, launchers, exit_code, message, max_seconds=15.0):
 LEFT_WHILE_WAITING = r"rank 1 exited \(code 0\) while ranks \[0\] were still in all_reduce \(#2 "
 NOT_PREEMPTED = (r"rank 1 exited with code 75 \(75 is the code of a preemption, but the rank did not leave through "
                  r"dtrain.preemption.exit_preempted")
-SAMPLED_CHECK = (r"failed: DistError: collective mismatch \(sampled check of call #2 on ranks \[0, 1\]; DTRAIN_CHECK_EVERY=N "
-                 r"checks every N-th call, DTRAIN_DEBUG=1 every call\): rank 0 called all_reduce\(float32\[4\]\); rank 1 "
-                 r"called barrier\(\) \(call sites: rank 0 rank_fault.py:[0-9]+; rank 1 rank_fault.py:[0-9]+\)")
-DIFFER = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1\]\) did not finish "
-          r"within 2 s on rank 0; the ranks' calls differ at #2: rank 0 called all_reduce\(float32\[4\]\) from "
-          r"rank_fault.py:[0-9]+; rank 1 called barrier\(\) from rank_fault.py:[0-9]+" "\n"  # a newline, shown as a space in the docs
-          r"where each rank is: rank 0 is in all_reduce\(float32\[4\]\) #2 from rank_fault.py:[0-9]+; rank 1 is in "
-          r"barrier\(\) #2 from rank_fault.py:[0-9]+" "\n" r"stacks and the last 32 collectives of each rank: ")
-DIFFER_OF_3 = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1, 2\]\) did not "
-               r"finish within 2 s on rank 0; the ranks' calls differ at #2: rank 1 called barrier\(\) from "
-               r"rank_fault.py:[0-9]+; ranks 0, 2 called all_reduce\(float32\[4\]\) from rank_fault.py:[0-9]+" "\n")
+SAMPLED_CHECK = (r"failed: DistError: collective mismatch \(sampled check of call #2 on ranks \[0, 1\]; "
+                 r"DTRAIN_CHECK_EVERY=N checks every N-th call, DTRAIN_DEBUG=1 every call\): rank 0 called "
+                 r"all_reduce\(float32\[4\]\); rank 1 called barrier\(\) \(call sites: rank 0 rank_fault.py:[0-9]+; "
+                 r"rank 1 rank_fault.py:[0-9]+\)")
+LINE = r"rank_fault.py:[0-9]+"
+NEWLINE = "\n"  # a newline in the regular expression, shown as a space in the docs (r"\n" would show an n)
+DIFFER = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1\]\) did not "
+          rf"finish within 2 s on rank 0; the ranks' calls differ at #2: rank 0 called all_reduce\(float32\[4\]\) from "
+          rf"{LINE}; rank 1 called barrier\(\) from {LINE}{NEWLINE}where each rank is: rank 0 is in "
+          rf"all_reduce\(float32\[4\]\) #2 from {LINE}; rank 1 is in barrier\(\) #2 from {LINE}{NEWLINE}"
+          r"stacks and the last 32 collectives of each rank: ")
+DIFFER_OF_3 = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1, 2\]\) "
+               rf"did not finish within 2 s on rank 0; the ranks' calls differ at #2: rank 1 called barrier\(\) from "
+               rf"{LINE}; ranks 0, 2 called all_reduce\(float32\[4\]\) from {LINE}{NEWLINE}")
 MISSING_OF_3 = (r"rank 0 failed: DistTimeoutError: all_reduce\(float32\[4\]\) \(collective #2 on ranks \[0, 1, 2\]\) "
                 r"did not finish within 2 s on rank 0; ranks that have not called it: \[1\]")
 
