@@ -8,12 +8,16 @@ import json
 import os
 import re
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from comm_helpers import ROOT, clean_env, output, require_mpi, run
 from dtrain.comm import forensics
+from dtrain.comm.watchdog import Op, Watchdog
 
 SCRIPT = os.path.join("tests", "comm", "rank_divergent.py")
 TIMEOUT = 3
@@ -131,3 +135,47 @@ def test_call_site_is_the_callers_line():
     assert forensics.site_text(site) == f"test_hang_forensics.py:{line}"
     assert forensics.site_text(site, full=True) == f"{os.path.abspath(__file__)}:{line}"
     assert forensics.site_text(None) == "?"
+
+
+def _group_with_history(calls):
+    """A stand-in group whose history holds ``calls`` all_reduces, called from this file."""
+    group = SimpleNamespace(gid=0, ranks=[0, 1], seq=calls, history=forensics.new_history(), watchdog=None)
+    site, line = _site_and_line()
+    for seq in range(1, calls + 1):
+        op = Op(group, "all_reduce", [np.zeros(4, np.float32)], seq, False)
+        op.site = site
+        group.history.append(op)
+    return group, line
+
+
+def test_dump_writes_whole_parseable_files(tmp_path):
+    """A rank's dump: its threads' stacks as text, its groups' last 32 collectives (the ring
+    drops older ones) and the stacks again as JSON; no draft left behind."""
+    group, line = _group_with_history(40)
+    running = {group.history[-1]}
+    stacks, history = forensics.dump(str(tmp_path / "hang"), 3, "a test", [group], running)
+    assert sorted(os.listdir(tmp_path / "hang")) == ["rank3.history.json", "rank3.stacks.txt"]
+    with open(stacks) as f:
+        text = f.read()
+    assert text.startswith(f"rank 3 (pid {os.getpid()} on ") and "a test" in text and "Thread MainThread" in text
+    with open(history) as f:
+        record = json.load(f)
+    (entry,) = record["groups"]
+    assert entry["calls"] == 40 and [e["seq"] for e in entry["history"]] == list(range(9, 41)), entry
+    assert entry["history"][-1] == {"seq": 40, "call": "all_reduce(float32[4])",
+                                    "site": f"test_hang_forensics.py:{line}", "state": "in progress"}
+    assert {e["state"] for e in entry["history"][:-1]} == {"done"}
+    assert any(frame["function"] == "test_dump_writes_whole_parseable_files" for t in record["threads"]
+               for frame in t["stack"])
+
+
+def test_unwritable_run_dir_is_named_in_the_report(tmp_path, monkeypatch):
+    """When the hang files cannot be written, the report says so, naming the folder and the error."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(forensics.RUN_DIR_ENV, str(blocker))
+    dog = Watchdog.__new__(Watchdog)  # no thread, no communicator: only what dump needs
+    dog.ctl, dog.job, dog.dumped, dog.dump_lock = SimpleNamespace(Get_rank=lambda: 1), "job", None, threading.Lock()
+    dog.groups, dog.ops = {}, set()
+    dog.dump("a test")
+    assert dog.dumped.startswith(f"this rank's stacks and history could not be written to {blocker}/dtrain-hang-job: ")
