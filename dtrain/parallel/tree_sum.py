@@ -15,7 +15,7 @@ gradient bytes, so this suits few ranks (equal to a ring all-reduce's bytes at 2
 at 4); :mod:`.exact_sum` (int64, any K) keeps the bytes of one all-reduce.
 """
 from .. import comm as dist
-from ..tensor.backend import get_array_module
+from ..tensor.backend import asnumpy, get_array_module
 
 
 def is_power_of_two(n):
@@ -74,7 +74,7 @@ class TreeSum:
         parts = gathered.reshape(self.world, n_passes, self.length).swapaxes(0, 1).reshape(-1, self.length)
         total = xp.empty(self.length, dtype)  # new each call: the gradients are views of it
         _subtree(xp, list(parts), total)
-        used = total[self.offsets[-1]:]
+        used = asnumpy(total[self.offsets[-1]:])  # one transfer from a GPU, not one per tensor
         return [total[self.offsets[i]:self.offsets[i + 1]].reshape(self.like[i].shape) if used[i] else None
                 for i in range(len(self.like))]
 
