@@ -96,6 +96,25 @@ def reset_peak_memory_stats(device="cpu"):
             stats[1] = stats[0]
 
 
+def storage_resized(array, nbytes):
+    """Count ``nbytes`` for the storage (base array) of ``array`` from now on, as PyTorch's
+    ``untyped_storage().resize_()`` changes what the allocator holds: fully_shard releases the
+    pages of a gathered parameter buffer that the autograd graph still views, and fills them
+    again before backward reads them. Nothing happens if that storage is not tracked."""
+    types = _array_types()
+    base = array
+    while isinstance(base.base, types):
+        base = base.base
+    with _lock:
+        entry = _live.get(id(base))
+        if entry is None:
+            return
+        stats = _stats[entry[1]]
+        stats[0] += nbytes - entry[0]
+        stats[1] = max(stats[1], stats[0])
+        _live[id(base)] = (nbytes, entry[1], entry[2])
+
+
 def _key(device):
     return str(backend.resolve(backend.Device(device)))
 

@@ -50,15 +50,16 @@ class FSDPModule(Module):
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """The full (gathered) parameters and the buffers, in the module's own names, on every
         rank: what the module without fully_shard returns, so a checkpoint loads at any world
-        size. With ``keep_vars=True`` the values are Parameters of their own over the
-        gathered values (the module's full parameters are emptied when it returns)."""
-        with gathered(self) as groups:
+        size: copies of the gathered values (with ``keep_vars=True``, Parameters of their own
+        over them; the module's full parameters are emptied when it returns)."""
+        with gathered(self):
             result = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
-            if keep_vars:
-                full = {id(f) for g in groups for f in g.full}
-                for k, v in result.items():
-                    if id(v) in full:
-                        result[k] = Parameter(Tensor._wrap(v.array), v.requires_grad)
+            # copies: the gathered buffers' pages are given back at reshard (views would read zeros)
+            flats = {id(g.installed) for g in _groups(self) if g.installed is not None}
+            for k, v in result.items():
+                if isinstance(v, Tensor) and id(_storage(v.array)) in flats:
+                    copy = Tensor._wrap(v.array.copy())
+                    result[k] = Parameter(copy, v.requires_grad) if keep_vars else copy
             return result
 
     def load_state_dict(self, state_dict, strict=True):
@@ -228,6 +229,13 @@ def _check_one_dtype(module, registrations):
         raise ValueError(f"fully_shard({type(module).__name__}): one call's parameters are one flat buffer and "
                          f"must share a dtype, got {found}: convert the module to one dtype (e.g. .float()), "
                          f"or apply fully_shard separately to the submodules of each dtype")
+
+
+def _storage(array):
+    """The array ``array`` views (itself if it owns its memory)."""
+    while isinstance(getattr(array, "base", None), type(array)):
+        array = array.base
+    return array
 
 
 def _groups(module):

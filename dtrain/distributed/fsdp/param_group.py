@@ -15,19 +15,29 @@ For compute, every original parameter has one persistent *full parameter* (a lea
 autograd graph and the post-accumulate-grad hooks see one object per parameter across
 steps); ``unshard`` fills them with views of a freshly all-gathered flat buffer and
 registers them on the modules, ``reshard`` puts the shard parameters back and points the
-full ones at an empty array. Trap: NumPy has no storage resize, so the arrays an op saved
-for its backward stay alive in the graph until that backward runs; reshard after forward
-frees the module's own copy, and backward all-gathers again into new arrays.
+full ones at an empty array. Trap: NumPy has no storage resize, and the arrays an op saved
+for its backward (linear's weight) are views of the gathered buffer, alive in the graph
+until that backward runs. So on the host each group gathers, per dtype, into one buffer
+over anonymous memory kept for the group's life: ``reshard`` releases its pages
+(``madvise(MADV_DONTNEED)``: the graph's views then hold no memory and read zeros) and the
+all-gather before backward fills the same buffer again, so the saved views read the gathered
+values when backward runs, as PyTorch's FSDP2 frees and refills the storage
+(``untyped_storage().resize_``). Whatever must outlive a reshard (``state_dict()``'s values)
+is copied. On CuPy each gather makes a new array (the graph keeps the forward's).
 """
 import contextlib
+import mmap
+
+import numpy
 
 from ... import comm as dist
 from ...nn import Parameter
-from ...tensor import Tensor, backend
+from ...tensor import Tensor, backend, memory
 from ...tensor.backend import get_array_module
 from ..sharded_grad import mark_partial
 
 SHARDED, UNSHARDED = "sharded", "unsharded"
+_RELEASABLE = hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap, "MAP_PRIVATE")  # Linux, macOS
 
 
 class ParamGroup:
@@ -63,7 +73,9 @@ class ParamGroup:
         self.state = None
         self.pending = set()  # ids of the full parameters whose gradients this backward still brings
         self.forward_with_grad = False  # this step's forward ran with grad enabled (set by fully_shard's hook)
-        self._gathering = None  # (work, flat, dtype) of an all-gather in flight
+        self._gathering = None  # (work, flat) of an all-gather in flight
+        self._buffers = {}  # dtype -> (its anonymous memory, the flat array over it): the host's gather buffers
+        self.installed = None  # the flat array the installed full parameters view
         self._swap(self.shards)
         self.state = SHARDED
 
@@ -113,12 +125,33 @@ class ParamGroup:
             return
         dtype = dtype or self.mp_policy.param_dtype or self.dtype
         source = self.shard_flat if dtype == self.dtype else self.shard_flat.astype(dtype)
-        flat = self._empty(self.padded_size, dtype)
+        flat = self._gather_buffer(dtype)
         work = dist.all_gather_into_tensor(flat, source, group=self.group, async_op=True) \
             if self.world_size > 1 else None
         if work is None:
             flat[:] = source
         self._gathering = (work, flat)
+
+    def _gather_buffer(self, dtype):
+        """The array the full parameters are gathered into: on the host, the group's buffer of
+        ``dtype`` (its pages counted again from now on), else a new one."""
+        if not (_RELEASABLE and isinstance(self._template, numpy.ndarray) and self.padded_size):
+            return self._empty(self.padded_size, dtype)
+        dtype = numpy.dtype(dtype)
+        if dtype not in self._buffers:
+            region = mmap.mmap(-1, self.padded_size * dtype.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            self._buffers[dtype] = (region, numpy.frombuffer(region, dtype))
+        flat = self._buffers[dtype][1]
+        memory.storage_resized(flat, flat.nbytes)
+        return flat
+
+    def _release(self, flat):
+        """Give back the pages of one of the group's host buffers (views of it read zeros
+        until the next gather into it fills them)."""
+        for region, buffer in self._buffers.values():
+            if buffer is flat:
+                region.madvise(mmap.MADV_DONTNEED)
+                memory.storage_resized(flat, 0)
 
     def finish_unshard(self):
         if self._gathering is None:
@@ -127,6 +160,7 @@ class ParamGroup:
         self._gathering = None
         if work is not None:
             work.wait()
+        self.installed = flat
         for f, shape, offset, size in zip(self.full, self.shapes, self.offsets, self.sizes):
             f.array = flat[offset:offset + size].reshape(shape)
         self._swap(self.full)
@@ -135,10 +169,11 @@ class ParamGroup:
     def drop_gathering(self):
         """Wait for an all-gather in flight (every rank launched it) and forget its result."""
         if self._gathering is not None:
-            work, _ = self._gathering
+            work, flat = self._gathering
             self._gathering = None
             if work is not None:
                 work.wait()
+            self._release(flat)
 
     def unshard(self, dtype=None):
         self.start_unshard(dtype)
@@ -151,6 +186,9 @@ class ParamGroup:
         self._swap(self.shards)
         for f in self.full:
             f.array = self._empty(0, f.dtype)
+        if self.installed is not None:
+            self._release(self.installed)
+            self.installed = None
         self.state = SHARDED
 
     def write_back(self):
