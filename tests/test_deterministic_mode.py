@@ -363,3 +363,29 @@ def test_activation_checkpointing_inside_micro_shards(world, deterministic, use_
 
     for a, b in zip(grads(False), grads(True)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_second_backward_through_one_forward_is_refused(world):
+    """A second backward through a synchronized forward's graph (retain_graph) raises naming a
+    parameter, as DDP; under no_sync two backwards of one forward add up, as without DDP."""
+    x, y = _batch()
+    model = _net()
+    ddp = DDP(model, micro_shard_size=2)
+    loss = F.cross_entropy(ddp(x), y)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="whose reduction is over: two backward passes ran for one forward"):
+        loss.backward()
+    twice = _net()
+    ddp = DDP(twice, micro_shard_size=2)
+    with ddp.no_sync():
+        loss = F.cross_entropy(ddp(x), y)
+        loss.backward(retain_graph=True)
+        loss.backward()
+    F.cross_entropy(ddp(x[:0 + 2]), y[:2]).backward()  # the synchronized pass
+    once = _net()
+    ddp = DDP(once, micro_shard_size=2)
+    with ddp.no_sync():
+        (2 * F.cross_entropy(ddp(x), y)).backward()
+    F.cross_entropy(ddp(x[:2]), y[:2]).backward()
+    for a, b in zip(twice.parameters(), once.parameters()):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-6, atol=1e-7)

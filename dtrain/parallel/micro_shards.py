@@ -91,6 +91,7 @@ class MicroShards:
         self.stream = 0  # the per-sample random stream of the current step
         self.expected = None  # (run indices of the synchronized pass, aliases that must report) or None
         self.reported = 0
+        self.reductions = 0  # how many reductions ran: a hook of an earlier one's aliases is a second backward
 
     # ---- forward ------------------------------------------------------------------------
     def run(self, ddp, inputs, kwargs, sync):
@@ -168,8 +169,17 @@ class MicroShards:
             self._reduce()
 
     def _make_hook(self, run, i):
+        made_at = self.reductions
+
         def hook(alias):
-            self.grads[run][i] = alias.grad.array
+            if made_at != self.reductions:
+                raise RuntimeError(
+                    f"DistributedDataParallel(micro_shard_size={self.size}): parameter {self.names[i]} got a "
+                    f"gradient for a forward whose reduction is over: two backward passes ran for one forward, or "
+                    f"a backward ran after the next forward. Sum the losses and call backward once, or run "
+                    f"forward again before each backward")
+            earlier = self.grads[run][i]  # a second backward through a no_sync forward adds to the first
+            self.grads[run][i] = alias.grad.array if earlier is None else earlier + alias.grad.array
             alias.grad = None  # the array is kept above; the alias itself dies with the graph
             if self.expected is not None:
                 self.reported += 1
@@ -200,6 +210,7 @@ class MicroShards:
                 else:
                     p.grad.array[...] += total
         self.grads, self.passes, self.expected, self.reported = [], [], None, 0
+        self.reductions += 1
 
     def _tree_applies(self, like):
         """Whether the fixed tree can sum this step's micro-shards: as many on every rank and
@@ -225,6 +236,7 @@ class MicroShards:
             del self.grads[first:]
             self.passes.pop()
             self.expected = None
+            self.reductions += 1  # its aliases' hooks must not write into the runs that come next
             return
         missing = sorted({self.names[i] for run, _ in runs for i, g in enumerate(self.grads[run]) if g is None})
         self.grads, self.passes, self.expected, self.reported = [], [], None, 0
