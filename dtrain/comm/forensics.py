@@ -104,14 +104,20 @@ def entry(op, running):
     return op.seq, str(op), site_text(op.site), state
 
 
-def where_now():
-    """``train.py:55 in main``: where the main thread is, its innermost frame outside dtrain."""
-    frame = sys._current_frames().get(threading.main_thread().ident)
+def where_now(running=()):
+    """Where the main thread is: in a collective among ``running`` (the ops in flight, any
+    group: ``in barrier() (collective #5 on ranks [0, 1, 2]) from train.py:40``), else at its
+    innermost frame outside dtrain (``at train.py:55 in main``)."""
+    main = threading.main_thread().ident
+    for op in list(running):
+        if op.thread == main and op.seq is not None:
+            return f"in {op.where()} from {site_text(op.site)}"
+    frame = sys._current_frames().get(main)
     while frame is not None and _is_dtrain(frame.f_code):
         frame = frame.f_back
     if frame is None:
-        return "?"
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+        return "at ?"
+    return f"at {os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
 def dump(folder, rank, reason, groups, running):
@@ -173,12 +179,12 @@ def positions(reports):
         seq, call, site, state, now = key
         verb = "is" if one else "are"
         if state == "none":
-            return f"{verb} at no collective of this group yet (now at {now})"
+            return f"{verb} at no collective of this group yet (now {now})"
         if state == "in progress":
             return f"{verb} in {call} #{seq} from {site}"
         if state == "queued":
-            return f"{verb} waiting to start {call} #{seq} from {site} (async; now at {now})"
-        return f"{verb} past {call} #{seq} from {site}, in no collective of this group (now at {now})"
+            return f"{verb} waiting to start {call} #{seq} from {site} (async; now {now})"
+        return f"{verb} past {call} #{seq} from {site}, in no collective of this group (now {now})"
     return _sides(by_key, phrase)
 
 

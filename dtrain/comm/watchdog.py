@@ -317,7 +317,7 @@ class Watchdog:
                 group = self.groups.get(gid)
                 answer = None if group is None else (group.seq, str(group.last_op))
                 if group is not None and forensics_wanted:
-                    answer += (self._history(group), forensics.where_now())
+                    answer += (self._history(group), forensics.where_now(self.ops))
                 self._send(answer, source, REPLY)
         finally:
             self.serve_lock.release()
@@ -387,7 +387,7 @@ class Watchdog:
             parts.append(f"no answer from ranks {sorted(pending)} within {QUERY_WAIT:g} s (dead, or stuck "
                          f"outside Python)")
         me = group.ranks[group.rank()]
-        reports = {me: (self._history(group), forensics.where_now()),
+        reports = {me: (self._history(group), forensics.where_now(self.ops)),
                    **{r: a[2:] for r, a in answers.items() if a is not None and len(a) == 4}}
         differ = forensics.first_difference({r: history for r, (history, _) in reports.items()})
         if differ is not None:

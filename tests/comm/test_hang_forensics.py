@@ -97,7 +97,7 @@ def test_the_odd_rank_leads():
     """The rank whose call differs comes first, then the ranks that agree."""
     histories = {r: entries(AR, AR, state="in progress") for r in (0, 1, 3)}
     histories[2] = entries(AR, BAR, state="in progress")
-    reports = {r: (h, "train.py:1 in main") for r, h in histories.items()}
+    reports = {r: (h, "at train.py:1 in main") for r, h in histories.items()}
     assert forensics.positions(reports) == ("rank 2 is in barrier() #2 from train.py:95; ranks 0, 1, 3 are in "
                                             "all_reduce(float32[4]) #2 from train.py:88")
     assert forensics.first_difference(histories) == (2, "#2: rank 2 called barrier() from train.py:95; ranks 0, 1, 3 "
@@ -107,8 +107,8 @@ def test_the_odd_rank_leads():
 def test_a_rank_outside_collectives_and_one_behind():
     """A rank past its last collective is shown with where its main thread is; histories
     that agree where they overlap have no first difference."""
-    reports = {0: (entries(AR, AR, state="in progress"), "train.py:1 in main"),
-               1: (entries(AR), "train.py:70 in load_batch"), 2: ([], "train.py:5 in <module>")}
+    reports = {0: (entries(AR, AR, state="in progress"), "at train.py:1 in main"),
+               1: (entries(AR), "at train.py:70 in load_batch"), 2: ([], "at train.py:5 in <module>")}
     assert forensics.positions(reports) == (
         "rank 0 is in all_reduce(float32[4]) #2 from train.py:88; rank 1 is past all_reduce(float32[4]) #1 from "
         "train.py:88, in no collective of this group (now at train.py:70 in load_batch); rank 2 is at no "
@@ -179,3 +179,16 @@ def test_unwritable_run_dir_is_named_in_the_report(tmp_path, monkeypatch):
     dog.groups, dog.ops = {}, set()
     dog.dump("a test")
     assert dog.dumped.startswith(f"this rank's stacks and history could not be written to {blocker}/dtrain-hang-job: ")
+
+
+def test_where_now_names_a_collective_of_another_group():
+    """A rank's main thread in a collective of any group is shown as that collective (the rank
+    waits there, not in the stuck group's); otherwise as its innermost frame outside dtrain."""
+    group, line = _group_with_history(3)
+    op = group.history[-1]
+    op.thread = threading.get_ident()  # the tests run on the main thread
+    assert forensics.where_now({op}) == (f"in all_reduce(float32[4]) (collective #3 on ranks [0, 1]) from "
+                                         f"test_hang_forensics.py:{line}")
+    name = sys._getframe().f_code.co_name
+    here = sys._getframe().f_lineno + 1
+    assert forensics.where_now(set()) == f"at test_hang_forensics.py:{here} in {name}"
