@@ -27,6 +27,7 @@ from ..tensor.backend import cuda_device_count, cupy, device_of, is_cuda_array
 from .errors import DistBackendError
 from .chunking import chunks, in_rounds
 from .process_group import ProcessGroup, ReduceOp
+from .forensics import call_site, new_history
 from .watchdog import Op
 from .work import Work
 
@@ -157,6 +158,7 @@ class NCCLProcessGroup(ProcessGroup):
         # numbered and watched as the MPI groups are; the key differs from the host group's
         self.watchdog, self.gid = host.watchdog, ("nccl", host.gid)
         self.seq, self.last_op = 0, "nothing"
+        self.history = new_history()  # the last collectives with their call sites, for a timeout's report
         if self.watchdog is not None:
             self.watchdog.groups[self.gid] = self
         cupy.cuda.Device(self.device).use()  # before the communicator: NCCL binds it to the current device
@@ -195,8 +197,9 @@ class NCCLProcessGroup(ProcessGroup):
                 raise ValueError(f"{name}: a tensor on {device_of(a)} given to the NCCL group of cuda:{self.device} "
                                  f"(rank {self.ranks[self._rank]}); move it with .to('cuda:{self.device}')")
         op = Op(self, name, arrays, self.seq + 1 if seq else None, async_op)
-        if seq:  # numbered as the MPI groups number theirs; point-to-point calls are not
-            self.seq, self.last_op = self.seq + 1, op
+        if seq:  # numbered and recorded as the MPI groups do theirs; point-to-point calls are not
+            self.seq, self.last_op, op.site = self.seq + 1, op, call_site(2)
+            self.history.append(op)
         with cupy.cuda.Device(self.device):  # events and the caller's stream: this group's device
             caller = cupy.cuda.get_current_stream()
             ready = cupy.cuda.Event(disable_timing=True)
