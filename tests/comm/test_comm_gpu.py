@@ -67,4 +67,6 @@ def test_stuck_nccl_op_ends_the_job_naming_it():
     assert result.returncode != 0 and time.monotonic() - start < 40, output(result)
     assert "rank 0 failed: DistTimeoutError: all_reduce(float32[4]) (collective #2 on ranks [0, 1]) did not " \
            "finish within 2 s on rank 0; ranks that have not called it: [1]" in result.stderr, output(result)
+    assert ("where each rank is: rank 0 is in all_reduce(float32[4]) #2 from rank_nccl_device.py:" in result.stderr
+            and "; rank 1 is past all_reduce(float32[4]) #1 from rank_nccl_device.py:" in result.stderr), output(result)
     assert "the stuck all_reduce finished" not in result.stdout, output(result)
