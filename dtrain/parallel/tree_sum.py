@@ -38,7 +38,7 @@ class TreeSum:
         for n in self.sizes:
             self.offsets.append(self.offsets[-1] + n)
         self.length = self.offsets[-1] + len(like)  # the gradients, then one "has a gradient" flag each
-        self.gathered = None
+        self.gathered = self.mine = None
 
     def __call__(self, passes, divisor):
         """Per tensor, the tree sum of every rank's micro-shard gradients divided by ``divisor``
@@ -52,9 +52,8 @@ class TreeSum:
         xp = get_array_module(self.like[0])
         dtype = self.like[0].dtype
         n_passes = len(passes)
-        size = self.world * n_passes * self.length
-        if self.gathered is None or self.gathered.size != size:
-            self.gathered = xp.empty(size, dtype)
+        # at 2 ranks, new each call: the all-reduce leaves the sums in it and the gradients are views
+        if self.world == 2 or self.mine is None or self.mine.size != n_passes * self.length:
             self.mine = xp.empty(n_passes * self.length, dtype)
         mine = self.mine.reshape(n_passes, self.length)
         for p, shards in enumerate(passes):
@@ -66,14 +65,27 @@ class TreeSum:
                 _subtree(xp, [g[i] for g in shards], out, scale=1.0 / divisor)
             mine[p, self.offsets[-1]:] = xp.asarray([any(g[i] is not None for g in shards)
                                                      for i in range(len(self.like))], dtype)
-        gathered = self.mine
-        if self.world > 1:
-            dist.all_gather_into_tensor(self.gathered, self.mine, group=self.group)
-            gathered = self.gathered
-        # rank r's pass p is the tree's (p * world + r)-th subtree
-        parts = gathered.reshape(self.world, n_passes, self.length).swapaxes(0, 1).reshape(-1, self.length)
-        total = xp.empty(self.length, dtype)  # new each call: the gradients are views of it
-        _subtree(xp, list(parts), total)
+        if self.world == 2:
+            # the tree's level above the ranks' subtrees is pass p of rank 0 + pass p of rank 1: a
+            # sum of two operands, which any all-reduce computes as that one addition (IEEE addition
+            # commutes), with the all-reduce's bytes and none of the all-gather's copies
+            dist.all_reduce(self.mine, group=self.group)
+            parts = list(mine)
+        else:
+            gathered = self.mine
+            if self.world > 1:
+                size = self.world * n_passes * self.length
+                if self.gathered is None or self.gathered.size != size:
+                    self.gathered = xp.empty(size, dtype)
+                dist.all_gather_into_tensor(self.gathered, self.mine, group=self.group)
+                gathered = self.gathered
+            # rank r's pass p is the tree's (p * world + r)-th subtree
+            parts = list(gathered.reshape(self.world, n_passes, self.length).swapaxes(0, 1).reshape(-1, self.length))
+        if len(parts) == 1 and self.world == 2:
+            total = parts[0]
+        else:
+            total = xp.empty(self.length, dtype)  # new each call: the gradients are views of it
+            _subtree(xp, parts, total)
         used = asnumpy(total[self.offsets[-1]:])  # one transfer from a GPU, not one per tensor
         return [total[self.offsets[i]:self.offsets[i + 1]].reshape(self.like[i].shape) if used[i] else None
                 for i in range(len(self.like))]
