@@ -8,11 +8,13 @@ micro-shard's position), so it sums those itself, in the tree's order; the subtr
 all-gathered (no arithmetic in the collective) and every rank adds them up the rest of the
 tree, in the same order. Every addition is the one one process would make: the same bits at
 any world size, with float arithmetic only (against :mod:`.exact_sum`, no conversions and
-the gradients' own bytes, not int64's).
+the gradients' own bytes, not int64's). At 2 ranks the level above the ranks' subtrees adds
+two operands, which any all-reduce does with that one addition: an all-reduce replaces the
+all-gather there.
 
-The price: each rank receives every other rank's subtree sums, (ranks - 1) x passes x the
-gradient bytes, so this suits few ranks (equal to a ring all-reduce's bytes at 2 ranks, 1.5x
-at 4); :mod:`.exact_sum` (int64, any K) keeps the bytes of one all-reduce.
+The price above 2 ranks: each rank receives every other rank's subtree sums, (ranks - 1) x
+passes x the gradient bytes, N/2 times a ring all-reduce's (2x at 4 ranks), so this suits few
+ranks; :mod:`.exact_sum` (int64, any K) keeps the bytes of one all-reduce.
 """
 from .. import comm as dist
 from ..tensor.backend import asnumpy, get_array_module
@@ -33,10 +35,9 @@ class TreeSum:
     def __init__(self, like, group=None):
         self.like, self.group = like, group
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
-        self.sizes = [a.size for a in like]
         self.offsets = [0]
-        for n in self.sizes:
-            self.offsets.append(self.offsets[-1] + n)
+        for a in like:
+            self.offsets.append(self.offsets[-1] + a.size)
         self.length = self.offsets[-1] + len(like)  # the gradients, then one "has a gradient" flag each
         self.gathered = self.mine = None
 
