@@ -35,10 +35,12 @@ class AbortOnError:
     Args:
         rank: this process's global rank, named in the message.
         abort: called with the exit code after the report.
+        host: this rank's host, named too (``rank 3 on host b failed: ...``) when given: in a
+            job across hosts, where the MPI launchers' own reports name a pid and a host only.
     """
 
-    def __init__(self, rank, abort):
-        self.rank, self.abort = rank, abort
+    def __init__(self, rank, abort, host=None):
+        self.rank, self.abort, self.host = rank, abort, host
         self.previous = None
         self.pid = os.getpid()  # the rank's own process (see in_rank)
         self.fired = False
@@ -57,7 +59,8 @@ class AbortOnError:
 
     def report(self, message, detail="", code=1):
         """End the job with ``rank N failed: message`` (then ``detail``, e.g. a traceback)."""
-        self.end(f"rank {self.rank} failed: {message}", detail, code)
+        where = f" on host {self.host}" if self.host else ""
+        self.end(f"rank {self.rank}{where} failed: {message}", detail, code)
 
     def end(self, line, detail="", code=1):
         """Report ``line`` and ``detail`` (the first call only), then abort the job with ``code``.

@@ -169,7 +169,9 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
         from . import mpi
         world, _state.local_rank, _state.local_world_size = mpi.MPIProcessGroup.world(
             info, timeout, on_timeout=lambda line, detail: _state.hook.report(line, detail))
-        _state.hook = AbortOnError(world.rank(), mpi.abort)
+        topology = world.topology  # a job across hosts names the failing rank's host too
+        host = topology.hosts[world.rank()] if len(set(topology.node_ids)) > 1 else None
+        _state.hook = AbortOnError(world.rank(), mpi.abort, host=host)
         _state.hook.install()
         _install_exit_hook()
         if backend == "nccl":
