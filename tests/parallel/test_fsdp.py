@@ -137,6 +137,15 @@ def test_bad_arguments(world):
         MixedPrecisionPolicy(param_dtype=dtrain.int64)
 
 
+def sgd_steps(model, x, steps=3):
+    """``steps`` SGD steps (lr 0.1) on the loss ``model(x).pow(2).sum()``."""
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        opt.step()
+
+
 def test_world_of_one_is_the_plain_module(world):
     """On one rank the module keeps its class (isinstance), its shards are its parameters
     flattened, and SGD steps give the plain module's parameters exactly."""
@@ -149,11 +158,7 @@ def test_world_of_one_is_the_plain_module(world):
     assert [tuple(p.shape) for p in a.parameters()] == [(12,), (4,), (8,), (2,)]
     x = dtrain.randn(5, 3, dtype=dtrain.float64)
     for model in (a, b):
-        opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
-        for _ in range(3):
-            opt.zero_grad()
-            model(x).pow(2).sum().backward()
-            opt.step()
+        sgd_steps(model, x)
     for k, v in b.state_dict().items():
         assert (a.state_dict()[k].numpy() == v.numpy()).all(), k
 
@@ -231,11 +236,7 @@ def test_activation_checkpointing_around_a_whole_module(world):
     fully_shard(wrapped)
     x = dtrain.randn(5, 3)
     for model in (plain, wrapped):
-        opt = dtrain.optim.SGD(model.parameters(), lr=0.1)
-        for _ in range(3):
-            opt.zero_grad()
-            model(x).pow(2).sum().backward()
-            opt.step()
+        sgd_steps(model, x)
     assert all(p.grad is not None for p in wrapped.parameters())
     for (k, v), ours in zip(plain.state_dict().items(), wrapped.state_dict().values()):
         np.testing.assert_array_equal(ours.numpy(), v.numpy(), err_msg=k)
