@@ -2,8 +2,9 @@
 
 ``use_deterministic_algorithms(True)`` (PyTorch's name; also ``DTRAIN_DETERMINISTIC=1`` in
 the environment at import) asks for results that do not depend on the world size: with it,
-``DistributedDataParallel(..., micro_shard_size=m)`` sums gradients exactly (see
-:mod:`dtrain.parallel.deterministic`), SyncBatchNorm normalizes each micro-shard alone, and
+``DistributedDataParallel(..., micro_shard_size=m)`` computes fixed micro-shards and sums them
+in a fixed order (see :mod:`dtrain.parallel.micro_shards`), SyncBatchNorm normalizes each
+micro-shard alone, and
 dropout draws each sample's mask from a stream of its own (below) instead of one stream per
 rank. See docs/reproducibility.md.
 
