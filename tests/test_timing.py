@@ -193,7 +193,8 @@ def test_interval_from_the_environment(monkeypatch):
     monkeypatch.setenv("DTRAIN_STRAGGLER_STEPS", "0")
     assert stragglers.straggler_interval() == 0
     monkeypatch.setenv("DTRAIN_STRAGGLER_STEPS", "ten")
-    with pytest.raises(ValueError, match=r"DTRAIN_STRAGGLER_STEPS must be an integer >= 0 .* got 'ten'"):
+    with pytest.raises(ValueError,
+                       match=r"DTRAIN_STRAGGLER_STEPS='ten' must be a whole number >= 0: steps between straggler checks"):
         stragglers.straggler_interval()
 
 

@@ -24,12 +24,12 @@ On a mismatch every rank raises the same :class:`DistError`: ``collective mismat
 check of call #64 on ranks [0, 1]; ...): rank 0 called all_reduce(float32[4]); rank 1
 called all_reduce(int32[4]) (call sites: rank 0 train.py:12; rank 1 train.py:12)``.
 """
-import os
 import zlib
 
 import numpy
 
 from . import forensics
+from .env import count_from_env
 from .errors import DistError
 
 CHECK_ENV = "DTRAIN_CHECK_EVERY"
@@ -38,18 +38,9 @@ DEFAULT_EVERY = 64
 
 def check_interval():
     """``N`` of the sampled check, from ``DTRAIN_CHECK_EVERY`` (default 64; 0: off)."""
-    text = os.environ.get(CHECK_ENV)
-    if text is None:
-        return DEFAULT_EVERY
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{CHECK_ENV}={text!r} must be a whole number >= 0: the cross-rank check of collective "
-                         f"calls runs on every N-th call of each group (default {DEFAULT_EVERY}); 0 turns it off "
-                         f"(DTRAIN_DEBUG=1 checks every call)")
-    return value
+    return count_from_env(CHECK_ENV, DEFAULT_EVERY,
+                          f"the cross-rank check of collective calls runs on every N-th call of each group "
+                          f"(default {DEFAULT_EVERY}); 0 turns it off (DTRAIN_DEBUG=1 checks every call)")
 
 
 def next_check(seq, every):

@@ -82,6 +82,25 @@ def discover(environ=None):
     return None
 
 
+def count_from_env(variable, default, meaning):
+    """A whole number >= 0 from environment ``variable`` (``default`` when unset).
+
+    Raises:
+        ValueError: any other value, quoting the variable, its value and ``meaning`` (what
+            the number sets, so the message says what to write).
+    """
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{variable}={text!r} must be a whole number >= 0: {meaning}")
+    return value
+
+
 def _int(env, var, source):
     try:
         return int(env[var])

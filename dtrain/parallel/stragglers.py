@@ -15,12 +15,12 @@ comm-wait is shown (logger INFO, the whole table) but never blamed: the ranks th
 for communication are the ones waiting for the straggler.
 """
 import logging
-import os
 import statistics
 import time
 
 from .. import comm as dist
 from ..tensor.backend import asnumpy, get_array_module
+from ..comm.env import count_from_env
 from ..timing import PHASES, totals_list
 
 EVERY_ENV = "DTRAIN_STRAGGLER_STEPS"
@@ -37,15 +37,8 @@ def straggler_interval():
     Raises:
         ValueError: not an integer >= 0 (the variable and its value quoted).
     """
-    text = os.environ.get(EVERY_ENV, str(DEFAULT_EVERY))
-    try:
-        every = int(text)
-    except ValueError:
-        every = -1
-    if every < 0:
-        raise ValueError(f"{EVERY_ENV} must be an integer >= 0 (steps between straggler checks; 0: off), "
-                         f"got {text!r}")
-    return every
+    return count_from_env(EVERY_ENV, DEFAULT_EVERY,
+                          f"steps between straggler checks (default {DEFAULT_EVERY}); 0 turns them off")
 
 
 def find_stragglers(table, steps, slower=SLOWER, share=SHARE):
