@@ -20,7 +20,10 @@ machine slows all of them alike; ratios are the median over rounds of per-round 
   torch       PyTorch, where installed
 
 Usage: python benchmarks/step.py [--workload mlp cnn gpt lstm] [--rounds 7] [--steps 5] [--json out.json]
-(default: all four workloads)
+                                [--clock wall|cpu]
+(default: all four workloads, wall-clock time). ``--clock cpu`` times with time.thread_time: the
+CPU time of this thread, which other processes on a loaded machine barely change (every variant
+runs on this one thread: one BLAS thread, torch.set_num_threads(1)).
 """
 import os
 
@@ -345,22 +348,23 @@ def workloads():
     }
 
 
-def run(workload, makers, rounds, steps):
+def run(workload, makers, rounds, steps, clock=time.perf_counter):
     steps_fns = {name: make() for name, make in makers.items() if _available(name)}
     for fn in steps_fns.values():  # warm-up: first-touch allocations, BLAS init
         fn()
     times = {name: [] for name in steps_fns}
     for _ in range(rounds):
         for name, fn in steps_fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(steps):
                 fn()
-            times[name].append((time.perf_counter() - t0) / steps)
+            times[name].append((clock() - t0) / steps)
     return times
 
 
-def report(workload, times, baselines):
-    print(f"\n{workload}: seconds per training step (median of rounds), one BLAS thread")
+def report(workload, times, baselines, clock="wall"):
+    print(f"\n{workload}: {'CPU' if clock == 'cpu' else 'wall-clock'} time per training step (median of rounds), "
+          "one BLAS thread")
     print(f"{'variant':<12} {'ms/step':>9}" + "".join(f" {'/ ' + b:>10}" for b in baselines))
     rows = {}
     for name, ts in times.items():
@@ -378,18 +382,22 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: time.perf_counter; cpu: time.thread_time, robust to other processes on the machine")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.steps < 1:
         ap.error(f"--rounds and --steps must be >= 1, got {args.rounds} and {args.steps}")
     results = {}
     all_workloads = workloads()
     for w in args.workload:
-        times = run(w, all_workloads[w], args.rounds, args.steps)
+        times = run(w, all_workloads[w], args.rounds, args.steps,
+                    clock=time.thread_time if args.clock == "cpu" else time.perf_counter)
         baselines = [b for b in ("numpy", "torch") if b in times]
-        results[w] = report(w, times, baselines)
+        results[w] = report(w, times, baselines, args.clock)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": args.rounds, "steps": args.steps, "results": results}, f, indent=2)
+            json.dump({"rounds": args.rounds, "steps": args.steps, "clock": args.clock, "results": results}, f,
+                      indent=2)
     return results
 
 
