@@ -16,6 +16,7 @@ import numbers
 import warnings
 
 from ..tensor import backend, dtypes, random
+from ..tensor.deterministic import are_deterministic_algorithms_enabled
 
 
 def check_generator(generator):
@@ -258,6 +259,11 @@ class BatchSampler(Sampler):
         _check_positive_int("batch_size", batch_size)
         if not isinstance(drop_last, bool):
             raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last}")
+        if isinstance(sampler, DistributedSampler) and sampler.batch_size not in (None, batch_size):
+            raise ValueError(f"BatchSampler: batch_size={batch_size} but its DistributedSampler deals blocks of "
+                             f"batch_size={sampler.batch_size}: a batch would not be one contiguous block of the "
+                             f"global order (the rows DistributedDataParallel's micro-shards expect); give the "
+                             f"DataLoader and the DistributedSampler the same batch_size")
         self.sampler = sampler
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
@@ -265,6 +271,8 @@ class BatchSampler(Sampler):
     def __iter__(self):
         # the sampler's pass begins at iter(), not at the first batch: a DataLoader's state
         # taken before its first batch is then of this pass
+        if isinstance(self.sampler, DistributedSampler):  # it deals blocks of our batch size when asked
+            return self._batches(self.sampler._iter_for_batches(self.batch_size))
         return self._batches(iter(self.sampler))
 
     def _batches(self, indices):
@@ -317,6 +325,18 @@ class DistributedSampler(_ResumableSampler):
     every epoch repeats the same order (a warning says so once, at the end of a second full
     pass at one epoch without set_epoch between).
 
+    The layout for deterministic training (``batch_size``): DistributedDataParallel's
+    micro-shards (``micro_shard_size``) need rank ``r``'s ``f``-th batch of ``b`` rows to be
+    the order's block ``f * num_replicas + r`` of ``b`` contiguous positions, so that the
+    rows of every global batch (and of each forward under gradient accumulation) lie in
+    the same order across the ranks at any world size. With ``batch_size=b`` the sampler
+    deals the order in such blocks instead of strided; a DataLoader (its BatchSampler)
+    asks for that layout by itself in deterministic mode
+    (``dtrain.use_deterministic_algorithms(True)``), with its own ``batch_size``. Each rank
+    still gets ``len(sampler)`` indices (the same padding or cut as the strided layout); the
+    last round, shorter than ``num_replicas`` blocks, is split evenly into contiguous pieces.
+    At one rank both layouts are the plain order.
+
     Mid-epoch resume, on any number of ranks: ``state_dict()`` records the epoch, the seed
     and how many samples of the epoch's order all ranks together consumed (the ranks move
     in step, as under DDP: after each rank took k indices, positions 0 .. k*num_replicas - 1
@@ -335,6 +355,10 @@ class DistributedSampler(_ResumableSampler):
         seed: the shuffling seed; must be the same on every rank.
         drop_last: drop the tail so each rank gets ``len(dataset) // num_replicas`` indices,
             instead of padding so each gets ``ceil(len(dataset) / num_replicas)``.
+        batch_size: (dtrain) deal contiguous blocks of this many indices (the DataLoader's
+            ``batch_size``: rows per rank per forward) round-robin over the ranks, the layout
+            deterministic training needs; None (default): PyTorch's strided layout, or in
+            deterministic mode under a DataLoader, blocks of the loader's ``batch_size``.
 
     Example:
         >>> list(DistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False))
@@ -346,7 +370,8 @@ class DistributedSampler(_ResumableSampler):
         >>> DistributedSampler(dataset, num_replicas=2, rank=r).load_state_dict(state)  # goes on at 2
     """
 
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False,
+                 batch_size=None):
         if num_replicas is None:
             num_replicas = _process_group_default("num_replicas", "get_world_size")
         if rank is None:
@@ -355,7 +380,10 @@ class DistributedSampler(_ResumableSampler):
             raise ValueError(f"Invalid num_replicas {num_replicas!r}, num_replicas should be an integer >= 1")
         if not isinstance(rank, numbers.Integral) or isinstance(rank, bool) or not 0 <= rank < num_replicas:
             raise ValueError(f"Invalid rank {rank!r}, rank should be in the interval [0, {num_replicas - 1}]")
+        if batch_size is not None:
+            _check_positive_int("batch_size", batch_size)
         self.dataset = dataset
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.epoch = 0
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
@@ -369,6 +397,7 @@ class DistributedSampler(_ResumableSampler):
         self._warned = False
         self._resume_at = None  # (epoch, global position) of a loaded state, for the next pass at that epoch
         self._pass_start = 0  # the global position the current pass began at
+        self._pass_block = None  # the block size of the current pass's layout (None: strided)
 
     def _start(self):
         """The global position the next pass at ``self.epoch`` begins at."""
@@ -380,6 +409,17 @@ class DistributedSampler(_ResumableSampler):
         return rest // self.num_replicas if self.drop_last else -(-rest // self.num_replicas)
 
     def __iter__(self):
+        return self._iter_blocks(self.batch_size)
+
+    def _iter_for_batches(self, batch_size):
+        """The pass a BatchSampler of ``batch_size`` groups: in blocks of the sampler's own
+        ``batch_size``, else (deterministic mode) of ``batch_size``, else strided."""
+        block = self.batch_size
+        if block is None and are_deterministic_algorithms_enabled():
+            block = batch_size
+        return self._iter_blocks(block)
+
+    def _iter_blocks(self, block):
         n = len(self.dataset)
         start = self._start()
         self._resume_at = None
@@ -398,9 +438,22 @@ class DistributedSampler(_ResumableSampler):
             padding = total - len(indices)
             indices += (indices * -(-padding // len(indices)))[:padding]  # repeats the start, several times if short
         assert len(indices) == total, f"{len(indices)} indices, expected {total} ({self.num_replicas} x pass size)"
-        self._pass_start = start
+        self._pass_start, self._pass_block = start, block
         token = self._begin_pass()
-        return self._pass(self._counted(indices[self.rank:total:self.num_replicas], token), self.epoch)
+        return self._pass(self._counted(self._share(indices, block), token), self.epoch)
+
+    def _share(self, indices, block):
+        """This rank's indices of the pass's ``indices`` (a multiple of num_replicas of them)."""
+        ranks, rank = self.num_replicas, self.rank
+        if block is None:
+            return indices[rank::ranks]
+        per_rank = len(indices) // ranks
+        rounds = per_rank // block
+        mine = [i for f in range(rounds) for i in indices[(f * ranks + rank) * block:(f * ranks + rank + 1) * block]]
+        # the last round (fewer than num_replicas blocks) split evenly: rank r's rows are then
+        # rows r*t .. (r+1)*t of that round, the place DDP's micro-shards give a batch of t rows
+        tail, base = per_rank - rounds * block, rounds * block * ranks
+        return mine + indices[base + rank * tail:base + (rank + 1) * tail]
 
     def _pass(self, indices, epoch):
         yield from indices
@@ -436,8 +489,13 @@ class DistributedSampler(_ResumableSampler):
 
     def _state_after(self, yielded):
         # the ranks move in step: after each took `yielded`, the pass's first yielded x num_replicas
-        # positions are done (at the end, padding takes the count past the dataset: clamp)
-        consumed = min(len(self.dataset), self._pass_start + int(yielded) * self.num_replicas)
+        # positions are done (at the end, padding takes the count past the dataset: clamp).
+        # In blocks, that holds at a block's end (where a DataLoader asks) or the pass's end; in
+        # the middle of a block only the whole rounds before it count (its indices come again).
+        yielded, block = int(yielded), self._pass_block
+        if block is not None and yielded < self._pass_size(self._pass_start):
+            yielded -= yielded % block
+        consumed = min(len(self.dataset), self._pass_start + yielded * self.num_replicas)
         return {"epoch": self.epoch, "seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last,
                 "dataset_len": len(self.dataset), "num_replicas": self.num_replicas, "samples_consumed": consumed}
 
