@@ -119,7 +119,7 @@ def all_reduce_bfloat16(bits, group=None, async_op=False):
     return impl.all_reduce_bfloat16(bits, async_op)
 
 
-def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, scale=None):
+def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, scale=None, finite_check=None):
     """``all_reduce`` of a list of tensors of one dtype and device, in place, as one message.
 
     Args:
@@ -128,6 +128,8 @@ def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, s
         group: the process group (default: the world).
         async_op: return a :class:`Work` at once instead of blocking.
         scale: (dtrain) with SUM, this rank's values are multiplied by ``scale`` first.
+        finite_check: (dtrain) a ``dtrain.comm.finite_flags.FiniteCheck``: this rank's squared
+            norm of each tensor, and whether any rank's were non-finite (DDP's non-finite check).
 
     Returns:
         a Work if ``async_op`` else None.
@@ -140,7 +142,7 @@ def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, s
             return " ".join(describe("", _array(t))[1:-1] for t in tensors)
         return None
     g = _collective(group, "all_reduce_coalesced", None, op=_op_name(op), tensors=shapes, async_op=async_op)
-    return g and g.all_reduce_coalesced(tensors, op, async_op, scale)
+    return g and g.all_reduce_coalesced(tensors, op, async_op, scale, finite_check)
 
 
 def broadcast(tensor, src=0, group=None, async_op=False):

@@ -423,17 +423,21 @@ class MPIProcessGroup(ProcessGroup):
         shm = self.shm.get(id(self._comm()))  # None: not a group of one node
         return shm if shm is not None and takes(arrays, op.value, self.shm_min_bytes) else None
 
-    def _coalesced(self, arrays, op, scale):
+    def _coalesced(self, arrays, op, scale, finite_check=None):
         if all(type(a) is numpy.ndarray and a.flags.c_contiguous for a in arrays):
-            flats = [a.reshape(-1) for a in arrays]
+            # with finite_check the last array is its flag: the shared-memory path exchanges
+            # the flags itself, fused with its copies (see finite_flags)
+            flats = [a.reshape(-1) for a in (arrays if finite_check is None else arrays[:-1])]
 
             def run():  # on the thread that runs it: that thread's communicator
                 shm = self._shm(flats, op)
                 if shm is None:
-                    return super(MPIProcessGroup, self)._coalesced(arrays, op, scale)()
-                shm.all_reduce(flats, op.value, scale)
+                    return super(MPIProcessGroup, self)._coalesced(arrays, op, scale, finite_check)()
+                anywhere = shm.all_reduce(flats, op.value, scale, None if finite_check is None else finite_check.norms)
+                if finite_check is not None:
+                    finite_check.flag[0] = anywhere
             return run
-        return super()._coalesced(arrays, op, scale)
+        return super()._coalesced(arrays, op, scale, finite_check)
 
     def _is_cuda_aware(self):
         if self.cuda_aware is None:

@@ -214,10 +214,12 @@ class ProcessGroup:
         return impl._run("all_reduce", _in_sequence(before, lambda: impl._allreduce(rbuf, rop), after, writeback),
                          [array], async_op)
 
-    def all_reduce_coalesced(self, tensors, op=ReduceOp.SUM, async_op=False, scale=None):
+    def all_reduce_coalesced(self, tensors, op=ReduceOp.SUM, async_op=False, scale=None, finite_check=None):
         """``all_reduce`` of several tensors of one dtype, in place, as one message (their flat
         concatenation). ``scale``: with SUM, this rank's values are multiplied by it first
-        (AVG is SUM with ``scale`` = 1 / group size: divide, then sum, as DDP does)."""
+        (AVG is SUM with ``scale`` = 1 / group size: divide, then sum, as DDP does).
+        ``finite_check``: a :class:`.finite_flags.FiniteCheck` (SUM of floats) that receives
+        this rank's squared norms and whether any rank's were non-finite."""
         name = "all_reduce_coalesced"
         if not isinstance(tensors, (list, tuple)) or not tensors:
             raise ValueError(f"{name}: tensors must be a non-empty list of tensors, got {tensors!r}")
@@ -233,11 +235,19 @@ class ProcessGroup:
         if scale is not None and arrays[0].dtype.kind not in "fc":
             raise TypeError(f"{name}: scale needs floating-point tensors, got dtype {arrays[0].dtype}")
         impl = self._group_for(arrays[0])
-        return impl._run(name, impl._coalesced(arrays, op, scale), arrays, async_op)
+        if finite_check is not None:
+            if op is not ReduceOp.SUM or arrays[0].dtype.kind not in "fc":
+                raise ValueError(f"{name}: finite_check goes with ReduceOp.SUM or AVG of floating-point tensors")
+            arrays.append(finite_check.flag)  # the caller's finite_check.flag is not its to touch until done
+        return impl._run(name, impl._coalesced(arrays, op, scale, finite_check), arrays, async_op)
 
-    def _coalesced(self, arrays, op, scale):
-        """The function that all-reduces ``arrays`` as one flat message (copied here, on the caller's thread)."""
+    def _coalesced(self, arrays, op, scale, finite_check=None):
+        """The function that all-reduces ``arrays`` as one flat message (copied here, on the
+        caller's thread). With ``finite_check``, the last array is its flag: the norms of the
+        others are taken first and the flag travels in the message (see :mod:`.finite_flags`)."""
         xp = get_array_module(arrays[0])
+        if finite_check is not None:
+            finite_check.take(arrays[:-1], scale)  # scaled with the message: 1 -> 1/N, still non-zero
         flat = xp.concatenate([a.reshape(-1) for a in arrays])
         if scale is not None:
             flat *= scale

@@ -43,10 +43,12 @@ import sys
 import numpy
 
 from .errors import DistError
+from .finite_flags import squared_norm
 
 CHUNK_BYTES = 256 * 1024  # step 2 works in pieces that stay in the core's cache
 CONTROL_BYTES = 128  # a rank's control slot: its barrier counter (first cache line), its call's header (second)
 HEADER = slice(64, 104)  # the header: 5 int64, indexed as below
+FLAG = slice(104, 112)  # with ``norms``: whether this rank's norms of the call were non-finite (int64)
 CALL, LENGTH, DTYPE, OP, PATH = range(5)  # DTYPE: the dtype's char code; OP: its index in OPS
 OPS = ("sum", "product", "min", "max", "avg")
 SHM_PATH, MPI_PATH = 0, 1  # PATH: this class's all-reduce, or MPI's (announce)
@@ -67,11 +69,17 @@ def takes(arrays, op, min_bytes):
 
 def _pieces(arrays, lo, hi):
     """``(view, start)`` for every part of the flat concatenation of ``arrays`` in ``[lo, hi)``."""
+    for _, view, s0 in _indexed_pieces(arrays, lo, hi):
+        yield view, s0
+
+
+def _indexed_pieces(arrays, lo, hi):
+    """``(k, view, start)``: as :func:`_pieces`, with the index of the array the part is of."""
     start = 0
-    for a in arrays:
+    for k, a in enumerate(arrays):
         s0, s1 = max(lo, start), min(hi, start + a.size)
         if s0 < s1:
-            yield a[s0 - start:s1 - start], s0
+            yield k, a[s0 - start:s1 - start], s0
         start += a.size
 
 
@@ -113,12 +121,19 @@ class SharedMemoryAllReduce:
         self.window = None  # the _Window, grown when a message needs more
         self.barrier = _CountingBarrier(comm, MPI)
         self.headers = [slot[HEADER].view(numpy.int64) for slot in self.barrier.window.slots]
+        self.flags = [slot[FLAG].view(numpy.int64) for slot in self.barrier.window.slots]
         self.calls = 0  # all-reduces on this communicator: the shared-memory ones and the announced ones
 
-    def all_reduce(self, arrays, op="sum", scale=None):
+    def all_reduce(self, arrays, op="sum", scale=None, norms=None):
         """Reduce the concatenation of ``arrays`` (1-D, contiguous, one dtype) across the ranks,
         in place. ``scale``: with op "sum", this rank's values are multiplied by it first (how
         DDP averages: divide, then sum).
+
+        ``norms`` (floating-point values only): an array of ``len(arrays)`` that receives this
+        rank's squared norm of each array as sent (after ``scale``), taken chunk by chunk
+        while steps 1 and 2 hold the chunk in cache; the call then returns whether any rank's
+        norms were non-finite (the same on every rank: each rank's flag goes through its
+        control slot, read after the last barrier). See :mod:`.finite_flags`.
 
         Raises:
             DistError: the ranks' calls differ in length, dtype or op (on every rank), or a
@@ -129,31 +144,38 @@ class SharedMemoryAllReduce:
         self._publish(n, dtype, op, SHM_PATH)
         self.barrier.wait(self._peer_took_mpi)  # also: every rank has done the previous call's reads
         self._check_headers()
+        if norms is not None:
+            norms[...] = 0
         if n == 0:
-            return
+            return False if norms is not None else None
         ufunc, me = UFUNCS[op], self.rank
         window = self._window(n * dtype.itemsize)
         slots = window.slots
         mine = slots[me].view(dtype)
         bounds = [n * j // self.size for j in range(self.size + 1)]
-        for j in range(self.size):
-            if j != me:
-                for a, s in _pieces(arrays, bounds[j], bounds[j + 1]):
-                    if scale is None:
-                        numpy.copyto(mine[s:s + a.size], a)
-                    else:
-                        numpy.multiply(a, scale, out=mine[s:s + a.size])
-        self._barrier()
-        others = [slots[j].view(dtype) for j in range(self.size) if j != me]
         step = max(1, CHUNK_BYTES // dtype.itemsize)
         with numpy.errstate(all="ignore"):  # overflow gives inf silently, as in MPI's own all-reduce
-            self._reduce_shard(arrays, bounds, mine, others, ufunc, scale, step)
+            for j in range(self.size):
+                if j != me:
+                    self._copy_in(arrays, bounds[j], bounds[j + 1], mine, scale, norms, step)
         self._barrier()
+        others = [slots[j].view(dtype) for j in range(self.size) if j != me]
+        with numpy.errstate(all="ignore"):
+            self._reduce_shard(arrays, bounds, mine, others, ufunc, scale, step, norms)
+        flags = None
+        if norms is not None:  # this rank's flag, seen by the others after the barrier
+            self.flags[me][0] = 0 if numpy.isfinite(norms.sum()) else 1
+        self._barrier()
+        if norms is not None:
+            # read now: a peer writes its next flag only after the next call's header barrier,
+            # which it passes only once this rank has returned from this call
+            flags = any(f[0] for f in self.flags)
         for j in range(self.size):
             if j != me:
                 theirs = slots[j].view(dtype)
                 for a, s in _pieces(arrays, bounds[j], bounds[j + 1]):
                     numpy.copyto(a, theirs[s:s + a.size])
+        return flags
 
     def announce(self, n, dtype, op):
         """Record that this rank's next all-reduce on the communicator, of ``n`` elements of
@@ -211,10 +233,27 @@ class SharedMemoryAllReduce:
         return (f"all_reduce #{self.calls} on ranks {self.ranks}: the ranks called it with different messages "
                 f"(every rank must pass the same number of elements, dtype and op): " + "; ".join(lines))
 
-    def _reduce_shard(self, arrays, bounds, mine, others, ufunc, scale, step):
-        """Step 2: this rank's shard, combined in pieces of ``step`` elements."""
+    def _copy_in(self, arrays, lo, hi, mine, scale, norms, step):
+        """Step 1 for one peer's shard ``[lo, hi)``: this rank's values (times ``scale``) into its
+        slot; with ``norms``, in pieces of ``step`` elements, each one's squared norm taken
+        just after its copy (still in cache)."""
+        for k, a, s in _indexed_pieces(arrays, lo, hi):
+            chunk = a.size if norms is None else step
+            for c in range(0, a.size, chunk):
+                src = a[c:c + chunk]
+                out = mine[s + c:s + c + src.size]
+                if scale is None:
+                    numpy.copyto(out, src)
+                else:
+                    numpy.multiply(src, scale, out=out)
+                if norms is not None:
+                    norms[k] += squared_norm(numpy, out)
+
+    def _reduce_shard(self, arrays, bounds, mine, others, ufunc, scale, step, norms=None):
+        """Step 2: this rank's shard, combined in pieces of ``step`` elements (with ``norms``:
+        this rank's squared norm of each piece added to its array's, as in :meth:`_copy_in`)."""
         me = self.rank
-        for a, s in _pieces(arrays, bounds[me], bounds[me + 1]):
+        for k_array, a, s in _indexed_pieces(arrays, bounds[me], bounds[me + 1]):
             for k in range(0, a.size, step):
                 src, lo = a[k:k + step], s + k
                 out = mine[lo:lo + src.size]
@@ -222,6 +261,8 @@ class SharedMemoryAllReduce:
                 if scale is not None:
                     numpy.multiply(src, scale, out=out)
                     first = out
+                if norms is not None:
+                    norms[k_array] += squared_norm(numpy, first)
                 for i, other in enumerate(others):
                     ufunc(first if i == 0 else out, other[lo:lo + src.size], out=out)
                 numpy.copyto(src, out)

@@ -23,10 +23,13 @@ The strategies:
   bucket is reduce-scattered, so a rank receives the averages of its own parameters only.
 
 Each strategy also carries the non-finite check of :mod:`.nonfinite` (``check``; None with
-``nonfinite="ignore"``): each gradient's squared norm is taken when it is staged (just
-written, so still in cache), this rank's flag when its bucket is launched; the flag travels
-in the bucket's message (the trailing element of ``Bucket.message``; the last element of
-every rank's piece of a reduce-scatter); with a comm hook, the hook's averages are checked.
+``nonfinite="ignore"``). :class:`InPlaceCoalesced` (the default on several ranks) hands it to
+its all-reduce (``all_reduce_coalesced(finite_check=...)``, :mod:`dtrain.comm.finite_flags`):
+the norms are taken on the comm thread, fused with the shared-memory copy-in. The others take
+each gradient's squared norm when it is staged (just written, so still in cache), this rank's
+flag when its bucket is launched; the flag travels in the bucket's message (the trailing
+element of ``Bucket.message``; the last element of every rank's piece of a reduce-scatter);
+with a comm hook, the hook's averages are checked.
 """
 import math
 import weakref
@@ -177,20 +180,19 @@ class InPlaceCoalesced:
         else:
             view[...] = 0 if grad is None else grad.array  # the unused contribute zeros
             arrays[slot] = view
-        if self.check is not None and grad is not None:
-            self.check.stage(bucket, slot, arrays[slot])
 
     def launch(self, bucket):
         arrays = self.to_reduce[bucket.index]
-        if self.check is not None:
-            arrays = arrays + [self.check.local(bucket, bucket.flag)]
+        # the norms and the flag are taken by the all-reduce itself, on the comm thread (fused
+        # with the shared-memory copy-in where it takes the message): nothing here on the main thread
+        probe = None if self.check is None else self.check.probe(bucket, arrays[0])
         self.works[bucket.index] = dist.all_reduce_coalesced(arrays, group=self.group, async_op=True,
-                                                             scale=self.scale)
+                                                             scale=self.scale, finite_check=probe)
 
     def finish(self, bucket):
         self.works[bucket.index].wait()
         if self.check is not None:
-            self.check.reduced(bucket, bucket.flag)
+            self.check.probed(bucket)
         return bucket.buffer  # the averages of the gradients that went through their slots
 
     def write_back(self, bucket, averages, used):

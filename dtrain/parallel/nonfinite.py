@@ -46,6 +46,7 @@ import numpy
 
 from .. import comm as dist
 from ..optim.step_hooks import register_optimizer_step_pre_hook
+from ..comm.finite_flags import FiniteCheck, norm_dtype, squared_norm
 from ..tensor.backend import asnumpy, get_array_module
 
 MODES = ("skip", "raise", "ignore")
@@ -67,15 +68,7 @@ def check_mode(nonfinite):
                          f"got {nonfinite!r}")
 
 
-def _squared_norm(xp, a):
-    flat = a.reshape(-1)
-    if flat.dtype.itemsize < 4:  # float16's range (65504) is passed by the squares of ordinary gradients
-        flat = flat.astype(xp.float32)
-    return xp.vdot(flat, flat).real
-
-
-def _norm_dtype(xp, dtype):
-    return xp.float64 if dtype.itemsize >= 8 else xp.float32
+_squared_norm, _norm_dtype = squared_norm, norm_dtype
 
 
 class NonFiniteCheck:
@@ -93,6 +86,7 @@ class NonFiniteCheck:
         self.norms = {}  # bucket index -> per slot, this rank's squared gradient norm (before the reduction)
         self.flags = {}  # bucket index -> the reduced flag (> 0: some rank's gradient there was not finite)
         self.averaged = {}  # bucket index -> per slot, the squared norm of the averages (comm hooks only)
+        self.probes = {}  # bucket index -> its FiniteCheck (reused every pass), for all_reduce_coalesced
         if _hook_handle is None:
             _hook_handle = register_optimizer_step_pre_hook(_skip_marked_step)
 
@@ -125,6 +119,22 @@ class NonFiniteCheck:
         else:
             flag[...] = 0  # no gradient staged (unused everywhere here): nothing non-finite
         return flag
+
+    def probe(self, bucket, like):
+        """The :class:`~dtrain.comm.finite_flags.FiniteCheck` to hand to ``bucket``'s
+        ``all_reduce_coalesced`` (arrays like ``like``): the all-reduce takes this rank's
+        norms and the flag itself (on the comm thread); :meth:`probed` collects them."""
+        probe = self.probes.get(bucket.index)
+        if (probe is None or probe.flag.dtype != like.dtype or type(probe.flag) is not type(like)
+                or probe.norms.size != len(bucket.indices)):  # the buckets were rebuilt
+            probe = self.probes[bucket.index] = FiniteCheck(like, len(bucket.indices))
+        return probe
+
+    def probed(self, bucket):
+        """``bucket``'s all-reduce (handed :meth:`probe`) is done: its norms and reduced flag."""
+        probe = self.probes[bucket.index]
+        self.norms[bucket.index] = probe.norms
+        self.flags[bucket.index] = probe.flag
 
     def reduced(self, bucket, flag):
         """``flag`` (the array :meth:`local` filled) now holds the reduction over the ranks."""

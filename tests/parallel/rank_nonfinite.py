@@ -37,11 +37,11 @@ def on_device(array):
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, hidden=H):
         super().__init__()
-        self.inp = nn.Linear(D, H)
-        self.mid = nn.Linear(H, H)
-        self.out = nn.Linear(H, K)
+        self.inp = nn.Linear(D, hidden)
+        self.mid = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, K)
 
     def forward(self, x):
         return self.out(F.tanh(self.mid(F.relu(self.inp(x)))))
@@ -60,12 +60,12 @@ class Records(logging.Handler):
 
 
 def train(plant, skip_step=None, optimizer="sgd", value=float("nan"), where="mid.weight", plant_ranks=(PLANT_RANK,),
-          **ddp_options):
+          hidden=H, **ddp_options):
     """STEPS steps of a DDP model; ``plant``: add the non-finite ``value`` to ``where``'s gradient on
     ``plant_ranks`` at PLANT_STEP; ``skip_step``: leave that step out. Returns (model, optimizer)."""
     dtrain.manual_seed(0)
     hook = ddp_options.pop("hook", None)
-    model = DDP(Net().to(DEVICE), **ddp_options)
+    model = DDP(Net(hidden).to(DEVICE), **ddp_options)
     if hook is not None:
         model.register_comm_hook(None, hook)
     make = {"sgd": lambda ps: dtrain.optim.SGD(ps, lr=0.1, momentum=0.9),
@@ -122,6 +122,25 @@ def check_skip(records, optimizer="sgd", **options):
 
 def check_skip_in_place(records):
     check_skip(records)
+
+
+def check_skip_shared_memory(records):
+    """A bucket above the shared-memory threshold (590 KB): the all-reduce takes the norms and
+    exchanges the flags itself, fused with its copy-in (dtrain/comm/finite_flags.py); the
+    culprit is named from those norms as on MPI's path."""
+    from dtrain.comm import shm
+    fused = []
+    plain = shm.SharedMemoryAllReduce.all_reduce
+
+    def counting(self, arrays, op="sum", scale=None, norms=None):
+        fused.append(norms is not None)
+        return plain(self, arrays, op, scale, norms)
+    shm.SharedMemoryAllReduce.all_reduce = counting
+    try:
+        check_skip(records, hidden=384)
+    finally:
+        shm.SharedMemoryAllReduce.all_reduce = plain
+    assert fused.count(True) >= 2 * STEPS - 2, f"the shared-memory all-reduce took the norms {fused.count(True)} times"
 
 
 def check_skip_bucket_view(records):
@@ -192,6 +211,7 @@ def check_ignore(records):
 
 
 CHECKS = [("skip: in-place coalesced all-reduce, SGD momentum", check_skip_in_place),
+          ("skip: in-place through the shared-memory all-reduce", check_skip_shared_memory),
           ("skip: Adam's state untouched", check_skip_adam_state),
           ("skip: bucket copy (gradient_as_bucket_view)", check_skip_bucket_view),
           ("skip: comm hook (fp16 compression)", check_skip_comm_hook),

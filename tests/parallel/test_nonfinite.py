@@ -18,9 +18,8 @@ from comm_helpers import assert_all_checks_passed, require_mpi, run
 from dtrain.optim.optimizer import register_optimizer_step_pre_hook
 from dtrain.parallel import DistributedDataParallel as DDP
 from rank_nonfinite import EXPECTED, PLANT_STEP, STEPS, Net, train
-from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
-CHECKS = 8  # rank_nonfinite.CHECKS
+CHECKS = 9  # rank_nonfinite.CHECKS
 GPU_CHECKS = 4  # rank_nonfinite.GPU_CHECKS
 
 
