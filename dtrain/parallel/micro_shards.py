@@ -113,7 +113,8 @@ class MicroShards:
         if rows % self.size:
             raise ValueError(f"DistributedDataParallel(micro_shard_size={self.size}): this rank's batch has {rows} "
                              f"rows (dim 0 of the first tensor argument), not a multiple of {self.size}; give "
-                             f"every rank a whole number of micro-shards")
+                             f"every rank a whole number of micro-shards (an epoch's last, partial batch: "
+                             f"DataLoader(..., drop_last=True) leaves it out)")
         if not self.passes and are_deterministic_algorithms_enabled():
             # one draw of the seeded default generator per step, alike on every rank (a
             # checkpoint's RNG state restores it): the step's key for per-sample dropout
