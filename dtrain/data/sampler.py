@@ -9,7 +9,8 @@ StatefulDataLoader protocol): ``state_dict()`` records where the current pass is
 ``load_state_dict(state)`` the next ``iter()`` continues with the next index. A DataLoader
 asks them for the state after the batches it *yielded* (not the ones its workers prefetched).
 DistributedSampler's state is global (samples consumed by all ranks together), so it resumes
-on any number of ranks.
+on any number of ranks. Its ``batch_size`` layout (contiguous blocks round-robin, asked for by
+a BatchSampler in deterministic mode) is the one DistributedDataParallel's micro-shards need.
 """
 import itertools
 import numbers
@@ -363,6 +364,8 @@ class DistributedSampler(_ResumableSampler):
     Example:
         >>> list(DistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False))
         [1, 3, 0]
+        >>> list(DistributedSampler(range(8), num_replicas=2, rank=1, shuffle=False, batch_size=2))
+        [2, 3, 6, 7]
         >>> for epoch in range(epochs):
         ...     sampler.set_epoch(epoch)
         ...     for x, y in DataLoader(dataset, batch_size=32, sampler=sampler): ...
