@@ -22,9 +22,10 @@ reads per span, a few spans per step). The mismatch check's interval is shared b
 world group, so it is switched on and off (on every rank at the same call number) around
 each variant's steps.
 
-Per round and variant: the step time of the slowest rank, as wall time (perf_counter) and as
+Per round and variant: the step time of the slowest rank, as wall time (perf_counter), as
 the main thread's CPU time (time.thread_time: what the rank itself spent, less sensitive to
-other processes; the comm thread's work is not in it). The table gives medians over rounds
+other processes; the comm thread's work is not in it) and as the whole process's CPU time
+(time.process_time: the comm thread's work too, where the non-finite norms are now taken). The table gives medians over rounds
 and each variant's overhead against "off": the median of per-round ratios, minus 1. Also the
 non-finite check's own work, timed alone: the squared norms of the MLP's gradients (one BLAS
 dot per gradient) per step.
@@ -135,7 +136,7 @@ def variants(switch):
 def check_alone(model, calls=50):
     """Seconds per step of the non-finite check's own work on ``model``'s gradients (the squared
     norms, as the reducer computes them when a bucket is launched)."""
-    from dtrain.parallel.nonfinite import _squared_norm
+    from dtrain.comm.finite_flags import squared_norm as _squared_norm
     grads = [p.grad.array for p in model.parameters()]
     start = time.thread_time()
     for _ in range(calls):
@@ -168,10 +169,10 @@ def main():
         if switch is not None:
             switch(check)
         dist.barrier()
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall, cpu, proc = time.perf_counter(), time.thread_time(), time.process_time()
         for _ in range(args.steps):
             step(model, opt)
-        spent = np.array([time.perf_counter() - wall, time.thread_time() - cpu]) / args.steps
+        spent = np.array([time.perf_counter() - wall, time.thread_time() - cpu, time.process_time() - proc]) / args.steps
         if switch is not None:
             switch(False)  # the all_reduce below is the same for every variant
         dist.all_reduce(spent, op=dist.ReduceOp.MAX)  # the slowest rank's
@@ -197,14 +198,15 @@ def report(times, alone, missing, args, world):
     rows = {}
     print(f"MLP 784-1024-1024-10, batch 256/rank, {world} ranks, {args.rounds} rounds of {args.steps} steps "
           f"(slowest rank; medians)")
-    print(f"{'variant':18s} {'wall ms':>8s} {'cpu ms':>8s} {'wall +%':>8s} {'cpu +%':>8s}")
+    print(f"{'variant':18s} {'wall ms':>8s} {'cpu ms':>8s} {'proc ms':>8s} {'wall +%':>8s} {'cpu +%':>8s} "
+          f"{'proc +%':>8s}")
     for name, ts in times.items():
-        wall = statistics.median(t[0] for t in ts) * 1e3
-        cpu = statistics.median(t[1] for t in ts) * 1e3
-        over_wall = (statistics.median(t[0] / b[0] for t, b in zip(ts, base)) - 1) * 100
-        over_cpu = (statistics.median(t[1] / b[1] for t, b in zip(ts, base)) - 1) * 100
-        rows[name] = {"wall_ms": wall, "cpu_ms": cpu, "wall_overhead_pct": over_wall, "cpu_overhead_pct": over_cpu}
-        print(f"{name:18s} {wall:8.2f} {cpu:8.2f} {over_wall:+8.2f} {over_cpu:+8.2f}")
+        wall, cpu, proc = (statistics.median(t[k] for t in ts) * 1e3 for k in range(3))
+        over_wall, over_cpu, over_proc = ((statistics.median(t[k] / b[k] for t, b in zip(ts, base)) - 1) * 100
+                                          for k in range(3))
+        rows[name] = {"wall_ms": wall, "cpu_ms": cpu, "proc_ms": proc, "wall_overhead_pct": over_wall,
+                      "cpu_overhead_pct": over_cpu, "proc_overhead_pct": over_proc}
+        print(f"{name:18s} {wall:8.2f} {cpu:8.2f} {proc:8.2f} {over_wall:+8.2f} {over_cpu:+8.2f} {over_proc:+8.2f}")
     if alone is not None:
         step = rows["off"]["cpu_ms"]
         print(f"non-finite check alone (squared norms of the gradients): {alone * 1e3:.3f} ms/step CPU, "

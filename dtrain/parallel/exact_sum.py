@@ -51,6 +51,7 @@ class ExactSum:
     def __init__(self, group=None):
         self.group = group
         self.fixed = self.scratch = None
+        self.nonfinite = []  # after a call: the tensors some rank's summands of held an inf or NaN (results all NaN)
 
     def __call__(self, summands, like, divisor=1):
         """Per tensor, the sum over every rank's summands divided by ``divisor``.
@@ -76,6 +77,8 @@ class ExactSum:
         dist.all_reduce(peaks, op=dist.ReduceOp.MAX, group=self.group)
         _check_headroom(int(peaks[-1]) * world)  # another rank may hold more
         scales = [_scale(peak) for peak in peaks[:-1]]
+        # the MAX above already said it, on every rank alike: free for DDP's non-finite check
+        self.nonfinite = [i for i, peak in enumerate(peaks[:-1]) if peak == NON_FINITE]
         live = [i for i, scale in enumerate(scales) if scale is not None]
         offsets, total = {}, 0
         for i in live:

@@ -23,6 +23,14 @@ rank's batch: tensors with a batch dimension are concatenated along dim 0, 0-dim
 Buffers a training forward updates (BatchNorm's running statistics) are updated from the
 same starting values by every micro-shard and then set to the exact mean over all the
 global batch's micro-shards; integer buffers (counters) take the last micro-shard's value.
+
+DDP's ``nonfinite`` ("skip" by default, "raise", "ignore"; :mod:`.nonfinite`) applies here
+too, decided alike on every rank: the exact sum's MAX all-reduce of magnitudes already says
+which tensors held an inf or NaN on some rank (free); the tree sum checks its result with one
+dot (read with its "has a gradient" flags: no extra synchronization). Only then (the rare
+path) each rank looks at its own micro-shard gradients, still held, and the ranks all-gather
+what they found, so the message names the first such parameter (registration order) of the
+lowest such rank.
 """
 import warnings
 
@@ -31,12 +39,13 @@ import numpy
 from .. import comm as dist
 from ..nn.parameter import Parameter
 from ..tensor import Tensor, cat, no_grad, reachable_leaves, stack
-from ..tensor.backend import Device
+from ..tensor.backend import Device, get_array_module
 from ..tensor.deterministic import are_deterministic_algorithms_enabled, per_sample_random
 from ..tensor.random import integers_array
 from ..tensor.replay import replayable
 from .comm_hooks import allreduce_hook
 from .exact_sum import ExactSum
+from .nonfinite import act, clear_mark, culprit_message, ensure_step_hook
 from .tree_sum import TreeSum, is_power_of_two
 
 _CPU = Device("cpu")
@@ -57,7 +66,9 @@ def micro_shards_for(ddp, size, params, names):
         raise ValueError("DistributedDataParallel: micro_shard_size cannot be combined with gradient_sharding=True "
                          "(micro-shard gradients are summed exactly with an all-reduce, not reduce-scattered); "
                          "drop one of the two")
-    return MicroShards(ddp.module, params, names, size, ddp.process_group, ddp.find_unused_parameters)
+    check = ddp.reducer.nonfinite  # the mode DDP was given (None: "ignore")
+    return MicroShards(ddp.module, params, names, size, ddp.process_group, ddp.find_unused_parameters,
+                       nonfinite="ignore" if check is None else check.mode)
 
 
 class MicroShards:
@@ -71,9 +82,11 @@ class MicroShards:
         process_group: the group (None: the default group).
         find_unused_parameters: expect gradients only for the aliases forward's output
             reaches (else every parameter must get one, as DDP).
+        nonfinite: "skip", "raise" or "ignore", as DDP's (see the module docstring).
     """
 
-    def __init__(self, module, params, names, size, process_group=None, find_unused_parameters=False):
+    def __init__(self, module, params, names, size, process_group=None, find_unused_parameters=False,
+                 nonfinite="skip"):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"DistributedDataParallel: micro_shard_size must be a positive int (rows per "
                              f"micro-shard), got {size!r}")
@@ -92,6 +105,10 @@ class MicroShards:
         self.expected = None  # (run indices of the synchronized pass, aliases that must report) or None
         self.reported = 0
         self.reductions = 0  # how many reductions ran: a hook of an earlier one's aliases is a second backward
+        self.nonfinite = nonfinite
+        self.synchronized = 0  # synchronized backward passes reduced: the step a non-finite one is named by
+        if nonfinite != "ignore":
+            ensure_step_hook()
 
     # ---- forward ------------------------------------------------------------------------
     def run(self, ddp, inputs, kwargs, sync):
@@ -194,14 +211,21 @@ class MicroShards:
         spread evenly, else :mod:`.exact_sum`), average as DDP does (divide by the world
         size), and add the result to ``.grad``."""
         like = [p.array for p in self.params]
+        check = self.nonfinite != "ignore"
+        if check:
+            clear_mark(self)
         if self._tree_applies(like):
             if self.tree is None:
-                self.tree = TreeSum(like, self.group)
+                self.tree = TreeSum(like, self.group, check=check)
             runs = iter(self.grads)
             sums = self.tree([[next(runs) for _ in range(chunks)] for chunks in self.passes], self.world_size)
+            suspect = check and not self.tree.finite
         else:
             summands = [[g[i] for g in self.grads if g[i] is not None] for i in range(len(self.params))]
             sums = self.sum_grads(summands, like, divisor=self.world_size)
+            suspect = check and bool(self.sum_grads.nonfinite)
+        # the rare path (a collective, entered alike by every rank: the sums are the same bits)
+        verdict = self._verdict(sums) if suspect else None
         with no_grad():
             for p, total in zip(self.params, sums):
                 if total is None:
@@ -212,6 +236,29 @@ class MicroShards:
                     p.grad.array[...] += total
         self.grads, self.passes, self.expected, self.reported = [], [], None, 0
         self.reductions += 1
+        self.synchronized += 1
+        if verdict is not None:
+            act(self.nonfinite, verdict, self, self.group)
+
+    def _verdict(self, sums):
+        """The message naming the step, the rank and the parameter of a non-finite sum, or None
+        when every sum is finite after all (the tree's dot alone passed the dtype's range)."""
+        bad = [i for i, total in enumerate(sums) if total is not None and not _all_finite(total)]
+        if not bad:
+            return None
+        found, count, kind = -1, 0, 0
+        for i in range(len(self.params)):
+            grads = [g[i] for g in self.grads if g[i] is not None]
+            if any(not _all_finite(g) for g in grads):
+                if found < 0:
+                    found = i
+                    kind = 1 if any(bool(get_array_module(g).isnan(g).any()) for g in grads) else 2
+                count += 1
+
+        def overflowed():
+            return (f"step {self.synchronized}: non-finite averaged gradient in '{self.names[bad[0]]}' though "
+                    f"every rank's own gradients were finite: their sum overflowed")
+        return culprit_message(self.synchronized, (found, count, kind), self.group, self.names, overflowed)
 
     def _tree_applies(self, like):
         """Whether the fixed tree can sum this step's micro-shards: as many on every rank and
@@ -266,6 +313,10 @@ class _swapped:
         for registry, key, i in self.slots:
             registry[key] = self.params[i]
         return False
+
+
+def _all_finite(array):
+    return bool(get_array_module(array).isfinite(array).all())
 
 
 def _tensors(obj):

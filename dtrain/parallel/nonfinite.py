@@ -81,14 +81,12 @@ class NonFiniteCheck:
     """
 
     def __init__(self, reducer, mode):
-        global _hook_handle
         self.reducer, self.mode = reducer, mode
         self.norms = {}  # bucket index -> per slot, this rank's squared gradient norm (before the reduction)
         self.flags = {}  # bucket index -> the reduced flag (> 0: some rank's gradient there was not finite)
         self.averaged = {}  # bucket index -> per slot, the squared norm of the averages (comm hooks only)
         self.probes = {}  # bucket index -> its FiniteCheck (reused every pass), for all_reduce_coalesced
-        if _hook_handle is None:
-            _hook_handle = register_optimizer_step_pre_hook(_skip_marked_step)
+        ensure_step_hook()
 
     def begin(self):
         self.norms.clear()
@@ -159,33 +157,16 @@ class NonFiniteCheck:
         if not bool((xp.concatenate([f.reshape(-1) for f in flags]) != 0).any()):  # one host read per step
             return None
         reducer = self.reducer
-        n = reducer.world_size
-        found = numpy.array(self._first_nonfinite(self.norms), numpy.int64)
-        everyone = numpy.empty(3 * n, numpy.int64)
-        if n > 1:
-            dist.all_gather_into_tensor(everyone, found, group=reducer.group)
-        else:
-            everyone[:] = found
-        ranks = [r for r in range(n) if everyone[3 * r] >= 0]
-        if not ranks:  # only a comm hook's averages were non-finite
+
+        def averaged():  # only a comm hook's averages were non-finite
             index, count, kind = self._first_nonfinite(self.averaged)
             return (f"step {step}: non-finite averaged gradient ({_KINDS[kind]}) in '{reducer.names[index]}' "
                     f"though every rank's own gradients were finite: the comm hook's reduction overflowed")
-        rank = ranks[0]
-        index, count, kind = (int(v) for v in everyone[3 * rank:3 * rank + 3])
-        more = f" and {count - 1} more of its parameters" if count > 1 else ""
-        others = [self._global(r) for r in ranks[1:]]
-        also = f" (also on ranks {others})" if others else ""
-        return (f"step {step}: non-finite gradient ({_KINDS[kind]}) on rank {self._global(rank)} in "
-                f"'{reducer.names[index]}'{more}{also}")
+        return culprit_message(step, self._first_nonfinite(self.norms), reducer.group, reducer.names, averaged)
 
     def act(self, message):
         """Skip (mark, log once from group rank 0) or raise, per the mode."""
-        if self.mode == "raise":
-            raise NonFiniteGradientError(f"{message}; DistributedDataParallel(nonfinite='raise') ends the job")
-        _pending.add(self.reducer)
-        if dist.get_rank(self.reducer.group) == 0:
-            log.warning(f"{message}; all ranks skip this step")
+        act(self.mode, message, self.reducer, self.reducer.group)
 
     def _first_nonfinite(self, norms_by_bucket):
         """``(parameter index, how many, kind)`` of the non-finite entries of ``norms_by_bucket``
@@ -205,9 +186,60 @@ class NonFiniteCheck:
         first = min(bad, key=lambda i: (position.get(i, len(position)), i))
         return first, len(bad), bad[first]
 
-    def _global(self, group_rank):
-        group = self.reducer.group
-        return group_rank if group is None else dist.get_global_rank(group, group_rank)
+
+
+def culprit_message(step, found, group, names, none_found):
+    """The message naming the lowest rank of ``group`` with a non-finite gradient at ``step``,
+    built alike on every rank (a collective: the ranks all-gather what each found).
+
+    Args:
+        found: this rank's ``(parameter index, how many, kind)``; index -1 if none (kind: 1 NaN, 2 inf).
+        names: the parameters' names, by index.
+        none_found: ``() -> message`` for when no rank found any (the reduction itself made them).
+    """
+    n = dist.get_world_size(group)
+    found = numpy.array(found, numpy.int64)
+    everyone = numpy.empty(3 * n, numpy.int64)
+    if n > 1:
+        dist.all_gather_into_tensor(everyone, found, group=group)
+    else:
+        everyone[:] = found
+    ranks = [r for r in range(n) if everyone[3 * r] >= 0]
+    if not ranks:
+        return none_found()
+
+    def global_rank(r):
+        return r if group is None else dist.get_global_rank(group, r)
+    rank = ranks[0]
+    index, count, kind = (int(v) for v in everyone[3 * rank:3 * rank + 3])
+    more = f" and {count - 1} more of its parameters" if count > 1 else ""
+    others = [global_rank(r) for r in ranks[1:]]
+    also = f" (also on ranks {others})" if others else ""
+    return (f"step {step}: non-finite gradient ({_KINDS[kind]}) on rank {global_rank(rank)} in "
+            f"'{names[index]}'{more}{also}")
+
+
+def act(mode, message, owner, group):
+    """Skip or raise, per ``mode``, the same on every rank: "raise" raises
+    :class:`NonFiniteGradientError`; "skip" marks ``owner`` (anything with ``.params``: the next
+    step of every optimizer holding any of them updates nothing) and logs from group rank 0."""
+    if mode == "raise":
+        raise NonFiniteGradientError(f"{message}; DistributedDataParallel(nonfinite='raise') ends the job")
+    _pending.add(owner)
+    if dist.get_rank(group) == 0:
+        log.warning(f"{message}; all ranks skip this step")
+
+
+def clear_mark(owner):
+    """A new synchronized backward of ``owner`` begins: its last skip mark no longer applies."""
+    _pending.discard(owner)
+
+
+def ensure_step_hook():
+    """The global optimizer step pre-hook that skips marked steps, registered once."""
+    global _hook_handle
+    if _hook_handle is None:
+        _hook_handle = register_optimizer_step_pre_hook(_skip_marked_step)
 
 
 def _skip_marked_step(optimizer, args, kwargs):

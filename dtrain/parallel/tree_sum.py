@@ -16,7 +16,10 @@ The price above 2 ranks: each rank receives every other rank's subtree sums, (ra
 passes x the gradient bytes, N/2 times a ring all-reduce's (2x at 4 ranks), so this suits few
 ranks; :mod:`.exact_sum` (int64, any K) keeps the bytes of one all-reduce.
 """
+import numpy
+
 from .. import comm as dist
+from ..comm.finite_flags import squared_norm
 from ..tensor.backend import asnumpy, get_array_module
 
 
@@ -30,10 +33,15 @@ class TreeSum:
     Args:
         like: per tensor, an array of its shape and dtype (the parameters'; one dtype).
         group: the process group (None: the default group).
+        check: after each call, ``finite`` tells whether the result may be all finite (False:
+            some sum holds a NaN or inf, or the squared norm of the result passed the dtype's
+            range: look closer). One dot over the result, read with the "has a gradient"
+            flags (no extra host synchronization); the same on every rank (the same bits).
     """
 
-    def __init__(self, like, group=None):
-        self.like, self.group = like, group
+    def __init__(self, like, group=None, check=False):
+        self.like, self.group, self.check = like, group, check
+        self.finite = True
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.offsets = [0]
         for a in like:
@@ -87,7 +95,13 @@ class TreeSum:
         else:
             total = xp.empty(self.length, dtype)  # new each call: the gradients are views of it
             _subtree(xp, parts, total)
-        used = asnumpy(total[self.offsets[-1]:])  # one transfer from a GPU, not one per tensor
+        flags = total[self.offsets[-1]:]
+        if self.check:  # NaN and inf propagate through the tree's additions into the dot
+            norm = squared_norm(xp, total)
+            flags = xp.concatenate([flags.astype(norm.dtype), norm.reshape(1)])
+        used = asnumpy(flags)  # one transfer from a GPU, not one per tensor
+        if self.check:
+            self.finite, used = bool(numpy.isfinite(used[-1])), used[:-1]
         return [total[self.offsets[i]:self.offsets[i + 1]].reshape(self.like[i].shape) if used[i] else None
                 for i in range(len(self.like))]
 

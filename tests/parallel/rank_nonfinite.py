@@ -203,6 +203,82 @@ def check_join(records):
     assert np.isfinite(model.module.mid.weight.detach().cpu().numpy()).all()
 
 
+PLANTED = {"mask": None}  # PlantedNet's mask for the current forward
+
+
+class PlantedNet(Net):
+    """Net whose forward also returns ``(mid.weight * mask).sum()`` (None without a mask): under
+    micro-shards the NaN must reach mid.weight's gradient through the module's own forward
+    (the micro-shards' alias parameters), not through the wrapped parameter."""
+
+    def forward(self, x):
+        mask = PLANTED["mask"]
+        return super().forward(x), None if mask is None else (self.mid.weight * mask).sum()
+
+
+def train_micro(plant, skip_step=None, rows=B, micro_shard_size=2, nonfinite="skip"):
+    """As train(), with micro_shard_size: ``rows`` rows per rank in micro-shards of the given size."""
+    dtrain.manual_seed(0)
+    model = DDP(PlantedNet(), micro_shard_size=micro_shard_size, nonfinite=nonfinite)
+    opt = dtrain.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rank = dist.get_rank()
+    rng = np.random.default_rng(100 + rank)
+    xs, ys = rng.standard_normal((STEPS, rows, D)).astype(np.float32), rng.integers(0, K, (STEPS, rows))
+    mask = np.zeros((H, H), np.float32)
+    mask[0, 0] = np.nan
+    try:
+        for step in range(STEPS):
+            if step == skip_step:
+                continue
+            PLANTED["mask"] = dtrain.from_numpy(mask) if plant and step == PLANT_STEP and rank == PLANT_RANK else None
+            opt.zero_grad()
+            out, extra = model(dtrain.from_numpy(xs[step]))
+            loss = F.cross_entropy(out, dtrain.from_numpy(ys[step]))
+            (loss if extra is None else loss + extra).backward()
+            opt.step()
+    finally:
+        PLANTED["mask"] = None
+    return model
+
+
+def check_micro_shards(records, rows, tree):
+    model = train_micro(True, rows=rows)
+    assert (model._micro.tree is not None) == tree, "the other sum ran"
+    assert_logged(records, EXPECTED)
+    assert_same_everywhere(model, train_micro(False, skip_step=PLANT_STEP, rows=rows))
+
+
+def check_micro_shards_tree(records):
+    """micro_shard_size=2, 2 per rank: a power of two in all, the tree sum (its one dot finds it)."""
+    check_micro_shards(records, rows=4, tree=True)
+
+
+def check_micro_shards_exact(records):
+    """3 micro-shards per rank: not a power of two, the exact sum (its MAX of magnitudes finds it)."""
+    check_micro_shards(records, rows=6, tree=False)
+
+
+def check_micro_shards_ignore(records):
+    """nonfinite="ignore" under micro-shards: the NaN reaches the weights (what the checks above prevent)."""
+    model = train_micro(True, rows=6, nonfinite="ignore")
+    assert records.messages == [], records.messages
+    assert np.isnan(model.module.mid.weight.detach().cpu().numpy()).any()
+
+
+def check_micro_shards_raise(records):
+    """nonfinite="raise" under micro-shards: every rank's backward raises the message at step 7."""
+    from dtrain.parallel.nonfinite import NonFiniteGradientError
+    try:
+        train_micro(True, nonfinite="raise")
+    except NonFiniteGradientError as e:
+        message = str(e)
+    else:
+        raise AssertionError("no NonFiniteGradientError")
+    want = EXPECTED.replace("; all ranks skip this step", "; DistributedDataParallel(nonfinite='raise') ends the job")
+    assert message == want, message
+    assert records.messages == [], records.messages
+
+
 def check_ignore(records):
     """nonfinite="ignore": the old behaviour, the NaN reaches every rank's parameters; nothing logged."""
     model, _ = train(True, nonfinite="ignore")
@@ -218,6 +294,10 @@ CHECKS = [("skip: in-place coalesced all-reduce, SGD momentum", check_skip_in_pl
           ("skip: ZeRO-2 reduce-scatter", check_skip_zero2),
           ("inf on two ranks", check_inf_on_two_ranks),
           ("join: a shadowing rank mirrors the search", check_join),
+          ("micro-shards: tree sum", check_micro_shards_tree),
+          ("micro-shards: exact sum", check_micro_shards_exact),
+          ("micro-shards: raise", check_micro_shards_raise),
+          ("micro-shards: ignore", check_micro_shards_ignore),
           ("ignore", check_ignore)]
 
 
