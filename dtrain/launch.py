@@ -475,7 +475,8 @@ def run_rank(args):
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code and dist.is_initialized():  # peers may be waiting in a collective: end them too
-            dist.abort_job(*exit_report(dist.get_rank(), code))
+            message = None if isinstance(e.code, int) else str(e.code)  # Python prints it only after the abort
+            dist.abort_job(*exit_report(dist.get_rank(), code, message))
         raise
     if dist.is_initialized():
         finish()  # the peers learn this rank exited: one still in a collective reports it

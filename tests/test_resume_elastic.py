@@ -215,16 +215,6 @@ def test_split_global_batch_errors_say_what_would_work(args, match):
         split_global_batch(*args)
 
 
-@pytest.fixture
-def world():
-    """A world of one process (fully_shard needs a process group); one that exists is kept."""
-    import dtrain.distributed as dist
-    started = not dist.is_initialized() and (dist.init_process_group() or True)
-    yield
-    if started:
-        dist.destroy_process_group()
-
-
 def adam_steps(model, steps=2):
     opt = dtrain.optim.Adam(model.parameters(), lr=0.1)
     for _ in range(steps):

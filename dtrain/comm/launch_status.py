@@ -112,12 +112,15 @@ def supervisor_pids(folder):
     return [int(name[len(SUPERVISOR_PREFIX):]) for name in os.listdir(folder) if name.startswith(SUPERVISOR_PREFIX)]
 
 
-def exit_report(rank, code):
+def exit_report(rank, code, message=None):
     """``(line, the job's exit code)`` for rank ``rank`` exiting with non-zero ``code`` while
     its group is still initialized. 75 there is no preemption (``exit_preempted`` leaves the
     group first and marks its exit, see mark_preempted): a restart script must not take the
-    job for one and resume from a checkpoint nobody saved, so the job exits 1."""
-    line = f"rank {rank} exited with code {code}"
+    job for one and resume from a checkpoint nobody saved, so the job exits 1.
+
+    ``message``: the text of ``sys.exit("...")`` / ``raise SystemExit("...")``, which Python
+    would print at exit: the job is aborted before that, so the report carries it."""
+    line = f"rank {rank} exited with code {code}" + ("" if message is None else f": {message}")
     if code != EXIT_PREEMPTED:
         return line, code
     return (f"{line} ({EXIT_PREEMPTED} is the code of a preemption, but the rank did not leave through "

@@ -356,10 +356,10 @@ def _at_exit():
     world, hook = _state.world, _state.hook
     if world is None or hook is None or not hook.in_rank():  # a child the rank forked: its exit is its own
         return
-    code = _state.exit_code
-    code = code if isinstance(code, int) or code is None else 1
+    message = _state.exit_code
+    code = message if isinstance(message, int) or message is None else 1
     if code:
-        abort_job(*exit_report(world.ranks[world.rank()], code))
+        abort_job(*exit_report(world.ranks[world.rank()], code, None if message is code else str(message)))
     host = world._group_for_host()
     if host.thread is not None:
         host.thread.submit("drain", lambda: None).wait()

@@ -76,8 +76,11 @@ def test_nproc_runs_a_script_on_every_rank():
         assert r["local_rank"] == r["rank"] and r["gathered"] == [0, 1]
 
 
-@pytest.mark.parametrize("how, code, message", [("raise", 1, "rank 1 failed: RuntimeError: boom on purpose"),
-                                                ("--exit", 3, "rank 1 exited with code 3")])
+@pytest.mark.parametrize("how, code, message", [
+    ("raise", 1, "rank 1 failed: RuntimeError: boom on purpose"),
+    ("--exit", 3, "rank 1 exited with code 3"),
+    ("--exit-text", 1, "rank 1 exited with code 1: bad setting on purpose"),
+    ("--raise-exit-text", 1, "rank 1 exited with code 1: bad setting on purpose")])
 def test_a_failing_rank_ends_the_job(how, code, message):
     """Rank 1 raising (or exiting 3) while rank 0 waits in all_reduce ends the job within 15 s
     with the reason, once, and rank 1's exit code."""
@@ -87,6 +90,15 @@ def test_a_failing_rank_ends_the_job(how, code, message):
     assert time.perf_counter() - start < 15
     assert result.returncode == code, output(result)
     assert result.stderr.count(message) == 1 and "unreachable" not in result.stdout, output(result)
+
+
+def test_an_exit_message_survives_the_abort_under_mpiexec():
+    """sys.exit("text") on rank 1 under a plain mpiexec: the job ends with the text in its
+    report (Python prints it only at exit, after the abort that ends the peers)."""
+    mpiexec = require_mpi()
+    result = run([mpiexec, "-n", "2", sys.executable, "tests/comm/rank_fails.py", "--exit-text"], timeout=30)
+    assert result.returncode != 0, output(result)
+    assert "rank 1 exited with code 1: bad setting on purpose" in result.stderr, output(result)
 
 
 def test_sigterm_reaches_every_rank():

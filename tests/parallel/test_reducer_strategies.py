@@ -13,7 +13,6 @@ from comm_helpers import clean_env, output, require_mpi, run
 from dtrain.parallel import DistributedDataParallel as DDP
 from dtrain.parallel.bucket_reduction import Bucket, BucketCopy, InPlaceCoalesced, SingleRank, choose_strategy
 from dtrain.parallel.comm_hooks import Future, allreduce_hook, fp16_compress_hook
-from test_ddp_single import world  # noqa: F401  (the fixture: a world of one process)
 
 
 def reducer_like(world_size, hook=allreduce_hook, as_view=False):
