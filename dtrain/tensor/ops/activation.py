@@ -15,19 +15,26 @@ from ..function import Function, unbroadcast
 from ..tensor import Tensor, _check_dim
 from .autocast import autocast_call, open_regions, thread_state
 from ._checks import check_float
+from .conv import _output
 from .elementwise import Scale
 
 
 # ---- relu, leaky_relu, gelu, silu, softplus ---------------------------------------------
 
 class ReLU(Function):
+    """Output and gradient in pooled buffers when large (conv._output: no fresh pages)."""
+
     def forward(self, a):
-        self.out = get_array_module(a).maximum(a, 0)
+        xp = get_array_module(a)
+        # (an integer or bool input keeps NumPy's own result type)
+        self.out = xp.maximum(a, 0, out=_output(xp, a.shape, a.dtype) if a.dtype.kind == "f" else None)
         return self.out
 
     def backward(self, g):
+        xp = get_array_module(g)
+        out = self.out
         # the mask is out > 0, not a >= 0: the gradient at 0 is 0, as in PyTorch
-        return g * (self.out > 0)
+        return xp.multiply(g, out > 0, out=_output(xp, g.shape, g.dtype))
 
 
 def _cache_blocks(a, elements, axis=None):

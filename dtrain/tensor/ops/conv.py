@@ -7,11 +7,12 @@ over kh * kw offsets, never over pixels). conv_transpose2d is the same two halve
 its forward is conv2d's input gradient, its backward an im2col and two matmuls. conv1d is
 conv2d over a height of 1.
 """
+import math
 import numbers
 import sys
 import threading
 
-from ..backend import get_array_module, is_cuda_array, sliding_window_view
+from ..backend import CPU, get_array_module, is_cuda_array, module_for, sliding_window_view
 from ..function import Function
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
@@ -97,7 +98,10 @@ def _padded_grad(shape, pads, offsets, disjoint, xp, dtype):
     hp, wp = h + top + bottom, w + left + right
     rows, cols = offsets[0]
     tiled = disjoint and len(offsets) * len(range(hp)[rows]) * len(range(wp)[cols]) == hp * wp
-    return (xp.empty if tiled else xp.zeros)((n, c, hp, wp), dtype=dtype)
+    gx = _output(xp, (n, c, hp, wp), dtype)
+    if not tiled:
+        gx.fill(0)
+    return gx
 
 
 def _add_windows(gx, g_of, offsets, disjoint):
@@ -135,28 +139,52 @@ def _refcount(pool, i):
     return sys.getrefcount(pool[i])
 
 
-_POOL, _POOL_LOCK, _POOL_SIZE = [], threading.Lock(), 8
+# 16 buffers: the reference CNN's step holds up to ~12 large arrays of its convolutions, ReLUs
+# and pools at once (outputs kept for backward, gradients in flight); each is freed by the
+# next step's reuse or evicted when the pool is full and it is free
+_POOL, _POOL_LOCK, _POOL_SIZE = [], threading.Lock(), 16
 _UNHELD_REFCOUNT = _refcount([object()], 0)  # what a buffer held by the pool alone shows (interpreters differ)
+_NUMPY = module_for(CPU)
+# below this size malloc serves an array from its free lists (no fresh pages): pooling
+# would only cost the search
+_OUTPUT_BYTES = 1 << 20
 
 
-def _workspace(like, shape):
-    """An uninitialized array of ``shape`` with like's dtype and device. On the CPU it reuses
-    a buffer of an earlier call that nothing holds any more (no array, view or tensor): a
-    fresh multi-MB array costs a page fault per 4 KiB on first touch, ~8% of the reference
-    CNN step for its im2col buffers alone. (CuPy's memory pool already reuses device memory.)"""
+def _workspace(like, shape, dtype=None):
+    """An uninitialized array of ``shape`` with like's dtype (or ``dtype``) and device. On the
+    CPU it reuses a buffer of an earlier call that nothing holds any more (no array, view or
+    tensor): a fresh multi-MB array costs a page fault per 4 KiB on first touch, ~8% of the
+    reference CNN step for its im2col buffers alone. (CuPy's memory pool already reuses device
+    memory.)"""
     xp = get_array_module(like)
+    dtype = like.dtype if dtype is None else xp.dtype(dtype)
     if is_cuda_array(like):
-        return xp.empty(shape, dtype=like.dtype)
+        return xp.empty(shape, dtype=dtype)
     with _POOL_LOCK:
         for i in range(len(_POOL)):
-            if _POOL[i].shape == shape and _POOL[i].dtype == like.dtype and _refcount(_POOL, i) == _UNHELD_REFCOUNT:
+            if _POOL[i].shape == shape and _POOL[i].dtype == dtype and _refcount(_POOL, i) == _UNHELD_REFCOUNT:
                 return _POOL[i]
-        _POOL.append(xp.empty(shape, dtype=like.dtype))
+        _POOL.append(xp.empty(shape, dtype=dtype))
         if len(_POOL) > _POOL_SIZE:
             free = [i for i in range(len(_POOL) - 1) if _refcount(_POOL, i) == _UNHELD_REFCOUNT]
             if free:
                 del _POOL[free[0]]
         return _POOL[-1]
+
+
+def _output(xp, shape, dtype):
+    """An uninitialized array for an op's result on ``xp``'s device: on the CPU, when it is
+    at least _OUTPUT_BYTES, a pooled buffer nothing holds (_workspace). The reference CNN's
+    step page-faulted ~6,000 times (25 MB of fresh pages, ~7% of its time) before its
+    convolution outputs, ReLUs and pool gradients came from the pool (benchmarks/RESULTS.md,
+    Session 6)."""
+    dtype = xp.dtype(dtype)
+    if xp is not _NUMPY or math.prod(shape) * dtype.itemsize < _OUTPUT_BYTES:
+        return xp.empty(shape, dtype=dtype)
+    return _workspace(_POOL_LIKE, tuple(shape), dtype)
+
+
+_POOL_LIKE = _NUMPY.empty(0)  # the device and module _output's pooled buffers are for
 
 
 def _im2col(x, kernel, stride, dilation, pads, out, groups, ones=False):
@@ -220,7 +248,8 @@ class Conv2d(Function):
         wm = w.reshape(groups, o // groups, -1)
         if b is not None:
             wm = xp.concatenate([wm, b.reshape(groups, o // groups, 1)], axis=2)
-        y = (wm @ cols).reshape(n, o, *out)
+        y = xp.matmul(wm, cols, out=_output(xp, (n, groups, o // groups, cols.shape[-1]), cols.dtype))
+        y = y.reshape(n, o, *out)
         nx, nw = self.needs_input_grad[:2]
         nb = b is not None and self.needs_input_grad[2]
         self.cols, self.w = cols if nw or nb else None, w if nx else None

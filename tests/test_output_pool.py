@@ -1,0 +1,94 @@
+"""Large CPU results of conv2d, relu and max_pool2d (and the pool's input gradient) come from
+conv._output's buffer pool (no fresh pages per step): a buffer is handed out again only once
+nothing holds it, so results kept by the caller, saved for backward or still in flight never
+change; a training loop reuses its buffers instead of allocating. Small results are plain
+arrays."""
+import importlib
+
+import numpy as np
+import pytest
+
+import dtrain
+import dtrain.nn as nn
+import dtrain.nn.functional as F
+from test_nn_layers import matches_torch
+
+conv_ops = importlib.import_module("dtrain.tensor.ops.conv")
+rng = np.random.default_rng(0)
+
+BIG = (8, 16, 48, 48)  # 1.2 MB of float32: above _OUTPUT_BYTES
+
+
+def _pooled(array):
+    """True when ``array`` is (a view of) one of the pool's buffers."""
+    base = array if array.base is None else array.base
+    return any(base is b for b in conv_ops._POOL)
+
+
+def test_large_results_are_pooled_small_ones_are_not():
+    x = dtrain.tensor(rng.standard_normal(BIG).astype(np.float32))
+    assert np.prod(BIG) * 4 >= conv_ops._OUTPUT_BYTES
+    assert _pooled(F.relu(x).numpy())
+    assert _pooled(F.max_pool2d(x, 1).numpy())  # a 1x1 window: the output is input-sized
+    assert _pooled(F.conv2d(x, dtrain.ones(16, 16, 1, 1)).numpy())
+    small = dtrain.tensor(rng.standard_normal((4, 8)).astype(np.float32))
+    assert not _pooled(F.relu(small).numpy())
+    ints = dtrain.tensor(rng.integers(-3, 3, BIG))  # integer relu keeps NumPy's own result
+    assert np.array_equal(F.relu(ints).numpy(), np.maximum(ints.numpy(), 0))
+
+
+def test_held_results_are_never_handed_out_again():
+    """Results the caller holds (and their views) keep their values while later calls of
+    the same shape run; once dropped, their buffer serves the next call."""
+    xs = [rng.standard_normal(BIG).astype(np.float32) for _ in range(3)]
+    ys = [F.relu(dtrain.tensor(a)) for a in xs]
+    view = F.relu(dtrain.tensor(xs[0]))[1:3]
+    for _ in range(3):
+        F.relu(dtrain.tensor(xs[2]))
+    for a, y in zip(xs, ys):
+        np.testing.assert_array_equal(y.numpy(), np.maximum(a, 0))
+    np.testing.assert_array_equal(view.numpy(), np.maximum(xs[0][1:3], 0))
+    buffer = ys[1].numpy()
+    buffer = buffer if buffer.base is None else buffer.base
+    held = id(buffer)
+    del ys[1], buffer
+    again = F.relu(dtrain.tensor(xs[1])).numpy()
+    assert id(again if again.base is None else again.base) == held
+
+
+def test_gradients_kept_across_steps_and_pool_stays_bounded():
+    """A conv -> relu -> pool net, float32 and large enough to pool: each step's input
+    gradient (kept by the caller) is unchanged by later steps, equals PyTorch's, and after
+    the first step no new buffer enters the pool."""
+    torch = pytest.importorskip("torch")
+
+    def build(m):
+        return m.Sequential(m.Conv2d(4, 16, 3, padding=1), m.ReLU(), m.MaxPool2d(2), m.Conv2d(16, 8, 3, padding=1),
+                            m.ReLU())
+    ours, theirs = build(nn), build(torch.nn)
+    ours.load_state_dict({k: dtrain.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    batches = [rng.standard_normal((8, 4, 48, 48)).astype(np.float32) for _ in range(3)]
+    kept, sizes = [], []
+    for a in batches:
+        x = dtrain.tensor(a, requires_grad=True)
+        ours(x).sum().backward()
+        kept.append(x.grad)
+        sizes.append(len(conv_ops._POOL))
+        xt = torch.tensor(a, requires_grad=True)
+        theirs(xt).sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    snapshot = [g.numpy().copy() for g in kept]
+    for a in batches:
+        ours(dtrain.tensor(a, requires_grad=True)).sum().backward()
+    for g, s in zip(kept, snapshot):
+        np.testing.assert_array_equal(g.numpy(), s)
+    assert sizes[1] == sizes[2] <= conv_ops._POOL_SIZE + len(kept), sizes
+
+
+def test_float64_modules_still_match_torch():
+    """The pooled paths at float64 (check_op's dtype elsewhere is small and unpooled)."""
+    torch = pytest.importorskip("torch")
+
+    def build(m):
+        return m.Sequential(m.Conv2d(3, 8, 3, padding=1), m.ReLU(), m.MaxPool2d(2))
+    matches_torch(build(nn), build(torch.nn), rng.standard_normal((4, 3, 64, 64)), steps=2)
