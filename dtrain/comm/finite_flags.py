@@ -5,19 +5,26 @@ norm of every gradient (to name the culprit on the rare path) and one flag, the 
 every rank, saying whether any rank's were non-finite. ``all_reduce_coalesced(...,
 finite_check=FiniteCheck(...))`` computes both where the data is already being read:
 
-* through the shared-memory all-reduce (:mod:`.shm`, one node, NumPy): on the comm thread,
-  fused with its copy-in, chunk by chunk while each chunk is in cache (a BLAS dot of values
-  just copied costs about half of a dot reading them from memory, and the main thread pays
-  nothing); the flags travel through the window's control slots, not in the message;
+* through the shared-memory all-reduce (:mod:`.shm`, one node, NumPy): the result, not the
+  inputs, on the comm thread: each rank takes one dot of each piece of the result it has
+  just summed (in cache; 1/N of the message per rank) and the ranks' verdicts travel through
+  the window's control slots. NaN and inf pass through a sum, so the result is non-finite iff
+  some rank's values were (or the sum overflowed). Only then (the rare path) are the ranks'
+  own values in that piece looked at, while still there (this rank's arrays before the result
+  overwrites them, the others' slots): ``seen``. The main thread pays nothing; the comm
+  thread ~1/N of a dot over the message, from cache;
 * any other path (MPI's own all-reduce below the shared-memory threshold, across hosts, NCCL,
-  one process): the norms are taken just before the reduction, on the thread that runs it,
-  and the flag rides in the message as one trailing element (no extra collective).
+  one process): this rank's squared norm of each array is taken just before the reduction,
+  on the thread that runs it, and the flag rides in the message as one trailing element (no
+  extra collective).
 
 A squared norm that is not finite (NaN or inf in the values, or a norm past the dtype's
 range: float32 above ~1.8e19) sets the flag, as ``clip_grad_norm_(error_if_nonfinite=True)``
 would refuse such a gradient.
 """
-from ..tensor.backend import get_array_module
+import numpy
+
+from ..tensor.backend import asnumpy, get_array_module
 
 
 def squared_norm(xp, a):
@@ -34,26 +41,42 @@ def norm_dtype(xp, dtype):
 
 
 class FiniteCheck:
-    """What one coalesced all-reduce of ``count`` arrays like ``like`` reports.
+    """What one coalesced all-reduce of ``count`` arrays like ``like`` reports (reusable: call
+    :meth:`reset` before each).
 
     Attributes:
-        norms: per array, this rank's squared norm of the values it sent (after ``scale``).
-        flag: one element of the message's dtype: before the reduction this rank's flag (1 if
-            any of its norms is not finite, else 0); after it, non-zero iff some rank's was.
-            On a GPU both stay on the device (reading ``flag`` is the caller's one sync).
+        flag: one element of the message's dtype: after the call, non-zero iff some rank's
+            values (or the sum) were non-finite; the same on every rank. On a GPU it stays on
+            the device (reading it is the caller's one synchronization).
+        seen: (shared-memory path, rare) ``(group rank, array index) -> 1 (NaN) or 2 (inf)``
+            for the ranks' values this rank saw non-finite.
+        norms: (other paths) per array, this rank's squared norm of what it sent, or None.
     """
 
     def __init__(self, like, count):
-        xp = get_array_module(like)
-        self.norms = xp.zeros(count, norm_dtype(xp, like.dtype))
-        self.flag = xp.zeros(1, like.dtype)
+        self.count = count
+        self.flag = get_array_module(like).zeros(1, like.dtype)
+        self.seen, self.norms = {}, None
+
+    def reset(self):
+        self.seen.clear()
+        self.norms = None
 
     def take(self, arrays, scale=None):
         """This rank's norms of ``arrays`` (as multiplied by ``scale``, if given) and its own
-        flag, here and now (not fused)."""
-        xp = get_array_module(self.norms)
+        flag, here and now (before the flag is reduced in the message)."""
+        xp = get_array_module(self.flag)
+        self.norms = xp.zeros(len(arrays), norm_dtype(xp, self.flag.dtype))
         for k, a in enumerate(arrays):
             self.norms[k] = squared_norm(xp, a)
         if scale is not None:
             self.norms *= scale * scale
         self.flag[...] = ~xp.isfinite(self.norms.sum())
+
+    def found(self, rank):
+        """The rare path: ``(group rank, array index) -> kind`` of what this rank (group rank
+        ``rank``) knows to be non-finite: its own arrays from its norms, or what it saw."""
+        if self.norms is None:
+            return dict(self.seen)
+        norms = asnumpy(self.norms)
+        return {(rank, int(k)): 1 if numpy.isnan(norms[k]) else 2 for k in numpy.flatnonzero(~numpy.isfinite(norms))}

@@ -433,9 +433,7 @@ class MPIProcessGroup(ProcessGroup):
                 shm = self._shm(flats, op)
                 if shm is None:
                     return super(MPIProcessGroup, self)._coalesced(arrays, op, scale, finite_check)()
-                anywhere = shm.all_reduce(flats, op.value, scale, None if finite_check is None else finite_check.norms)
-                if finite_check is not None:
-                    finite_check.flag[0] = anywhere
+                shm.all_reduce(flats, op.value, scale, finite_check)
             return run
         return super()._coalesced(arrays, op, scale, finite_check)
 

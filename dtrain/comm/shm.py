@@ -36,6 +36,7 @@ The window and the counters belong to one communicator, used by one thread: the 
 keeps one instance for the caller's communicator and one for the comm thread's.
 """
 import ctypes
+import math
 import os
 import platform
 import sys
@@ -48,7 +49,7 @@ from .finite_flags import squared_norm
 CHUNK_BYTES = 256 * 1024  # step 2 works in pieces that stay in the core's cache
 CONTROL_BYTES = 128  # a rank's control slot: its barrier counter (first cache line), its call's header (second)
 HEADER = slice(64, 104)  # the header: 5 int64, indexed as below
-FLAG = slice(104, 112)  # with ``norms``: whether this rank's norms of the call were non-finite (int64)
+FLAG = slice(104, 112)  # with ``check``: whether this rank's shard of the call's result is non-finite (int64)
 CALL, LENGTH, DTYPE, OP, PATH = range(5)  # DTYPE: the dtype's char code; OP: its index in OPS
 OPS = ("sum", "product", "min", "max", "avg")
 SHM_PATH, MPI_PATH = 0, 1  # PATH: this class's all-reduce, or MPI's (announce)
@@ -81,6 +82,15 @@ def _indexed_pieces(arrays, lo, hi):
         if s0 < s1:
             yield k, a[s0 - start:s1 - start], s0
         start += a.size
+
+
+def _piece_norm(dtype):
+    """``piece -> its squared norm, a Python float`` for 1-D contiguous pieces of ``dtype`` (one
+    BLAS dot: NaN and inf propagate; a float is a few us per piece cheaper than NumPy scalars)."""
+    if dtype.itemsize < 4:  # float16's squares pass its range: in float32
+        return lambda piece: float(squared_norm(numpy, piece))
+    dot = numpy.dot
+    return lambda piece: float(dot(piece, piece))
 
 
 class _Window:
@@ -124,16 +134,21 @@ class SharedMemoryAllReduce:
         self.flags = [slot[FLAG].view(numpy.int64) for slot in self.barrier.window.slots]
         self.calls = 0  # all-reduces on this communicator: the shared-memory ones and the announced ones
 
-    def all_reduce(self, arrays, op="sum", scale=None, norms=None):
+    def all_reduce(self, arrays, op="sum", scale=None, check=None):
         """Reduce the concatenation of ``arrays`` (1-D, contiguous, one dtype) across the ranks,
         in place. ``scale``: with op "sum", this rank's values are multiplied by it first (how
         DDP averages: divide, then sum).
 
-        ``norms`` (floating-point values only): an array of ``len(arrays)`` that receives this
-        rank's squared norm of each array as sent (after ``scale``), taken chunk by chunk
-        while steps 1 and 2 hold the chunk in cache; the call then returns whether any rank's
-        norms were non-finite (the same on every rank: each rank's flag goes through its
-        control slot, read after the last barrier). See :mod:`.finite_flags`.
+        ``check`` (op "sum" of floats; a :class:`.finite_flags.FiniteCheck`): whether the result
+        holds a NaN or inf, decided where it is made: in step 2 each rank takes the dot of
+        every piece it has just summed (in cache; 1/N of the message per rank), writes
+        whether any was non-finite to its control slot, and after the last barrier every rank
+        reads them all into ``check.flag`` (the same on every rank). NaN and inf pass through
+        a sum, so the result is non-finite iff some rank's values were (or the sum, or the
+        dot, overflowed). Only for a non-finite piece (the rare path) are the ranks' own
+        contributions to it looked at, still in place then (this rank's arrays before the
+        result overwrites them, the others' slots): ``check.seen`` gets ``(group rank, array
+        index) -> 1 (NaN) or 2 (inf)`` for each.
 
         Raises:
             DistError: the ranks' calls differ in length, dtype or op (on every rank), or a
@@ -144,38 +159,39 @@ class SharedMemoryAllReduce:
         self._publish(n, dtype, op, SHM_PATH)
         self.barrier.wait(self._peer_took_mpi)  # also: every rank has done the previous call's reads
         self._check_headers()
-        if norms is not None:
-            norms[...] = 0
         if n == 0:
-            return False if norms is not None else None
+            if check is not None:
+                check.flag[0] = 0
+            return
         ufunc, me = UFUNCS[op], self.rank
         window = self._window(n * dtype.itemsize)
         slots = window.slots
         mine = slots[me].view(dtype)
         bounds = [n * j // self.size for j in range(self.size + 1)]
-        step = max(1, CHUNK_BYTES // dtype.itemsize)
-        with numpy.errstate(all="ignore"):  # overflow gives inf silently, as in MPI's own all-reduce
-            for j in range(self.size):
-                if j != me:
-                    self._copy_in(arrays, bounds[j], bounds[j + 1], mine, scale, norms, step)
+        for j in range(self.size):
+            if j != me:
+                for a, s in _pieces(arrays, bounds[j], bounds[j + 1]):
+                    if scale is None:
+                        numpy.copyto(mine[s:s + a.size], a)
+                    else:
+                        numpy.multiply(a, scale, out=mine[s:s + a.size])
         self._barrier()
         others = [slots[j].view(dtype) for j in range(self.size) if j != me]
-        with numpy.errstate(all="ignore"):
-            self._reduce_shard(arrays, bounds, mine, others, ufunc, scale, step, norms)
-        flags = None
-        if norms is not None:  # this rank's flag, seen by the others after the barrier
-            self.flags[me][0] = 0 if numpy.isfinite(norms.sum()) else 1
+        step = max(1, CHUNK_BYTES // dtype.itemsize)
+        with numpy.errstate(all="ignore"):  # overflow gives inf silently, as in MPI's own all-reduce
+            bad = self._reduce_shard(arrays, bounds, mine, others, ufunc, scale, step, check)
+        if check is not None:  # this rank's shard's verdict, read by the others after the barrier
+            self.flags[me][0] = bad
         self._barrier()
-        if norms is not None:
+        if check is not None:
             # read now: a peer writes its next flag only after the next call's header barrier,
             # which it passes only once this rank has returned from this call
-            flags = any(f[0] for f in self.flags)
+            check.flag[0] = any(f[0] for f in self.flags)
         for j in range(self.size):
             if j != me:
                 theirs = slots[j].view(dtype)
                 for a, s in _pieces(arrays, bounds[j], bounds[j + 1]):
                     numpy.copyto(a, theirs[s:s + a.size])
-        return flags
 
     def announce(self, n, dtype, op):
         """Record that this rank's next all-reduce on the communicator, of ``n`` elements of
@@ -233,26 +249,12 @@ class SharedMemoryAllReduce:
         return (f"all_reduce #{self.calls} on ranks {self.ranks}: the ranks called it with different messages "
                 f"(every rank must pass the same number of elements, dtype and op): " + "; ".join(lines))
 
-    def _copy_in(self, arrays, lo, hi, mine, scale, norms, step):
-        """Step 1 for one peer's shard ``[lo, hi)``: this rank's values (times ``scale``) into its
-        slot; with ``norms``, in pieces of ``step`` elements, each one's squared norm taken
-        just after its copy (still in cache)."""
-        for k, a, s in _indexed_pieces(arrays, lo, hi):
-            chunk = a.size if norms is None else step
-            for c in range(0, a.size, chunk):
-                src = a[c:c + chunk]
-                out = mine[s + c:s + c + src.size]
-                if scale is None:
-                    numpy.copyto(out, src)
-                else:
-                    numpy.multiply(src, scale, out=out)
-                if norms is not None:
-                    norms[k] += squared_norm(numpy, out)
-
-    def _reduce_shard(self, arrays, bounds, mine, others, ufunc, scale, step, norms=None):
-        """Step 2: this rank's shard, combined in pieces of ``step`` elements (with ``norms``:
-        this rank's squared norm of each piece added to its array's, as in :meth:`_copy_in`)."""
-        me = self.rank
+    def _reduce_shard(self, arrays, bounds, mine, others, ufunc, scale, step, check=None):
+        """Step 2: this rank's shard, combined in pieces of ``step`` elements. With ``check``,
+        each piece's result is checked while in cache (see :meth:`all_reduce`); returns
+        whether any was non-finite."""
+        me, bad = self.rank, False
+        norm = None if check is None else _piece_norm(mine.dtype)
         for k_array, a, s in _indexed_pieces(arrays, bounds[me], bounds[me + 1]):
             for k in range(0, a.size, step):
                 src, lo = a[k:k + step], s + k
@@ -261,11 +263,24 @@ class SharedMemoryAllReduce:
                 if scale is not None:
                     numpy.multiply(src, scale, out=out)
                     first = out
-                if norms is not None:
-                    norms[k_array] += squared_norm(numpy, first)
                 for i, other in enumerate(others):
                     ufunc(first if i == 0 else out, other[lo:lo + src.size], out=out)
+                if norm is not None and not math.isfinite(norm(out)):
+                    bad = True
+                    self._contributors(check, k_array, src, [other[lo:lo + src.size] for other in others], norm)
                 numpy.copyto(src, out)
+        return bad
+
+    def _contributors(self, check, k_array, own, theirs, norm):
+        """The rare path: the ranks whose values in a non-finite piece of array ``k_array``
+        were non-finite, or their squared norm (``norm``) was (``own``: this rank's, still
+        unscaled; ``theirs``: the others', in their slots, in rank order without this rank),
+        go into ``check.seen``."""
+        peers = [j for j in range(self.size) if j != self.rank]
+        for j, values in [(self.rank, own)] + list(zip(peers, theirs)):
+            if not math.isfinite(norm(values)):
+                kind = 1 if numpy.isnan(values).any() else 2
+                check.seen[(j, k_array)] = min(kind, check.seen.get((j, k_array), kind))
 
     def _window(self, nbytes):
         """The window, with slots of at least ``nbytes`` (a collective when it must grow: every

@@ -246,19 +246,16 @@ class MicroShards:
         bad = [i for i, total in enumerate(sums) if total is not None and not _all_finite(total)]
         if not bad:
             return None
-        found, count, kind = -1, 0, 0
+        found = {}
         for i in range(len(self.params)):
             grads = [g[i] for g in self.grads if g[i] is not None]
             if any(not _all_finite(g) for g in grads):
-                if found < 0:
-                    found = i
-                    kind = 1 if any(bool(get_array_module(g).isnan(g).any()) for g in grads) else 2
-                count += 1
+                found[(self.rank, i)] = 1 if any(bool(get_array_module(g).isnan(g).any()) for g in grads) else 2
 
         def overflowed():
             return (f"step {self.synchronized}: non-finite averaged gradient in '{self.names[bad[0]]}' though "
                     f"every rank's own gradients were finite: their sum overflowed")
-        return culprit_message(self.synchronized, (found, count, kind), self.group, self.names, overflowed)
+        return culprit_message(self.synchronized, found, self.group, self.names, range(len(self.params)), overflowed)
 
     def _tree_applies(self, like):
         """Whether the fixed tree can sum this step's micro-shards: as many on every rank and

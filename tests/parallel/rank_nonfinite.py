@@ -125,22 +125,28 @@ def check_skip_in_place(records):
 
 
 def check_skip_shared_memory(records):
-    """A bucket above the shared-memory threshold (590 KB): the all-reduce takes the norms and
-    exchanges the flags itself, fused with its copy-in (dtrain/comm/finite_flags.py); the
-    culprit is named from those norms as on MPI's path."""
+    """A bucket above the shared-memory threshold (590 KB): the all-reduce checks its result
+    where it sums it and, only for a non-finite piece, which ranks' values were
+    (dtrain/comm/finite_flags.py): the culprit is named as on MPI's path. The NaN of rank 1
+    sits in the shard rank 0 reduces (seen in rank 1's slot); inf on the two last ranks in
+    out.bias too (at 2 ranks rank 0's own values, looked at before the result overwrites them)."""
     from dtrain.comm import shm
-    fused = []
+    checked = []
     plain = shm.SharedMemoryAllReduce.all_reduce
 
-    def counting(self, arrays, op="sum", scale=None, norms=None):
-        fused.append(norms is not None)
-        return plain(self, arrays, op, scale, norms)
+    def counting(self, arrays, op="sum", scale=None, check=None):
+        checked.append(check is not None)
+        return plain(self, arrays, op, scale, check)
     shm.SharedMemoryAllReduce.all_reduce = counting
     try:
         check_skip(records, hidden=384)
+        n = dist.get_world_size()
+        train(True, value=float("inf"), where="out.bias", plant_ranks=(n - 2, n - 1), hidden=384)
+        assert_logged(records, f"step {PLANT_STEP}: non-finite gradient (inf) on rank {n - 2} in 'out.bias' (also "
+                               f"on ranks [{n - 1}]); all ranks skip this step")
     finally:
         shm.SharedMemoryAllReduce.all_reduce = plain
-    assert fused.count(True) >= 2 * STEPS - 2, f"the shared-memory all-reduce took the norms {fused.count(True)} times"
+    assert checked.count(True) >= 3 * STEPS - 2, f"the shared-memory all-reduce checked {checked.count(True)} times"
 
 
 def check_skip_bucket_view(records):
