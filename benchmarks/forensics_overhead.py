@@ -25,10 +25,12 @@ each variant's steps.
 Per round and variant: the step time of the slowest rank, as wall time (perf_counter), as
 the main thread's CPU time (time.thread_time: what the rank itself spent, less sensitive to
 other processes; the comm thread's work is not in it) and as the whole process's CPU time
-(time.process_time: the comm thread's work too, where the non-finite norms are now taken). The table gives medians over rounds
-and each variant's overhead against "off": the median of per-round ratios, minus 1. Also the
-non-finite check's own work, timed alone: the squared norms of the MLP's gradients (one BLAS
-dot per gradient) per step.
+(time.process_time: the comm thread's work too, where the non-finite check now runs).
+The table gives medians over rounds and each variant's overhead against "off": the median of
+per-round ratios, minus 1. Also the non-finite check's own work, timed alone: the squared norms
+of the MLP's gradients (one BLAS dot per gradient) per step, and (where
+dtrain.comm.finite_flags exists) its cost as the default path takes it, inside the
+shared-memory all-reduce.
 """
 import os
 
@@ -60,6 +62,14 @@ def mlp():
 def has_nonfinite():
     try:
         from dtrain.parallel import nonfinite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def has_fused():
+    try:
+        from dtrain.comm import finite_flags  # noqa: F401
     except ImportError:
         return False
     return True
@@ -145,6 +155,32 @@ def check_alone(model, calls=50):
     return (time.thread_time() - start) / calls
 
 
+def fused_alone(model, calls=20, rounds=15):
+    """Seconds per step of the non-finite check as the default path takes it: the difference
+    between the MLP's gradients all-reduced as DDP's in-place buckets are
+    (``all_reduce_coalesced`` with ``scale``) with and without ``finite_check`` (the result
+    checked where the shared-memory all-reduce sums it), synchronous so that this thread's CPU time holds the
+    work; interleaved, the median of per-round differences (the slowest rank's)."""
+    from dtrain.comm.finite_flags import FiniteCheck
+    grads = [p.grad.array.reshape(-1) for p in model.parameters()]
+    probe = FiniteCheck(grads[0], len(grads))
+    diffs = []
+    for _ in range(rounds):
+        spent = []
+        for check in (None, probe, None, probe):
+            dist.barrier()
+            start = time.thread_time()
+            for _ in range(calls):
+                if check is not None:
+                    check.reset()
+                dist.all_reduce_coalesced(grads, scale=0.5, finite_check=check)
+            spent.append((time.thread_time() - start) / calls)
+        diff = np.array([(spent[1] + spent[3] - spent[0] - spent[2]) / 2])
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        diffs.append(float(diff[0]))
+    return statistics.median(diffs)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -186,14 +222,15 @@ def main():
         for name in runs:
             times[name].append(timed(name))
     alone = check_alone(runs["off"][0]) if has_nonfinite() else None
+    fused = fused_alone(runs["off"][0]) if has_fused() else None
     if switch is not None:
         switch(True)
     if rank == 0:
-        report(times, alone, missing, args, world)
+        report(times, alone, fused, missing, args, world)
     dist.destroy_process_group()
 
 
-def report(times, alone, missing, args, world):
+def report(times, alone, fused, missing, args, world):
     base = times["off"]
     rows = {}
     print(f"MLP 784-1024-1024-10, batch 256/rank, {world} ranks, {args.rounds} rounds of {args.steps} steps "
@@ -211,11 +248,16 @@ def report(times, alone, missing, args, world):
         step = rows["off"]["cpu_ms"]
         print(f"non-finite check alone (squared norms of the gradients): {alone * 1e3:.3f} ms/step CPU, "
               f"{alone * 1e3 / step * 100:.2f}% of the off step's CPU time")
+    if fused is not None:
+        print(f"non-finite check as the default path takes it (the result checked inside the shared-memory all-reduce, comm "
+              f"thread): {fused * 1e3:.3f} ms/step CPU, {fused * 1e3 / rows['off']['cpu_ms'] * 100:.2f}% of the off "
+              f"step's CPU time")
     if missing:
         print(f"not in this tree, not measured: {', '.join(missing)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "check_alone_ms": None if alone is None else alone * 1e3,
+                       "fused_ms": None if fused is None else fused * 1e3,
                        "not_measured": missing, "steps": args.steps, "rounds": args.rounds, "world": world}, f,
                       indent=1)
 
