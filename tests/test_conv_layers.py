@@ -536,10 +536,10 @@ def test_im2col_workspace_reused_only_when_free():
     matches_torch(Twice(ours), TwiceT(theirs), rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((2, 2, 6, 6)))
     x = dtrain.randn(2, 2, 6, 6, dtype=dtrain.float64)
     ours(x).sum().backward()
-    held = [id(b) for b in conv_ops._POOL]
+    held = [id(b) for b in conv_ops._pooled()]
     for _ in range(3):
         ours(x).sum().backward()
-    assert [id(b) for b in conv_ops._POOL] == held
+    assert [id(b) for b in conv_ops._pooled()] == held
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 9 * 15 * 8])

@@ -16,13 +16,13 @@ from test_nn_layers import matches_torch
 conv_ops = importlib.import_module("dtrain.tensor.ops.conv")
 rng = np.random.default_rng(0)
 
-BIG = (8, 16, 48, 48)  # 1.2 MB of float32: above _OUTPUT_BYTES
+BIG = (8, 16, 48, 48)  # 1.2 MB of float32: above _OUTPUT_BYTES (256 KiB)
 
 
 def _pooled(array):
     """True when ``array`` is (a view of) one of the pool's buffers."""
     base = array if array.base is None else array.base
-    return any(base is b for b in conv_ops._POOL)
+    return any(base is b for b in conv_ops._pooled())
 
 
 def test_large_results_are_pooled_small_ones_are_not():
@@ -73,7 +73,7 @@ def test_gradients_kept_across_steps_and_pool_stays_bounded():
         x = dtrain.tensor(a, requires_grad=True)
         ours(x).sum().backward()
         kept.append(x.grad)
-        sizes.append(len(conv_ops._POOL))
+        sizes.append(len(conv_ops._pooled()))
         xt = torch.tensor(a, requires_grad=True)
         theirs(xt).sum().backward()
         np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
@@ -92,3 +92,31 @@ def test_float64_modules_still_match_torch():
     def build(m):
         return m.Sequential(m.Conv2d(3, 8, 3, padding=1), m.ReLU(), m.MaxPool2d(2))
     matches_torch(build(nn), build(torch.nn), rng.standard_normal((4, 3, 64, 64)), steps=2)
+
+
+@pytest.mark.parametrize("op", ["gelu", "layer_norm"])
+def test_gelu_and_layer_norm_results_kept_while_later_calls_run(op):
+    """float32 gelu (its output, derivative and gradient) and layer_norm (xhat, output and
+    gradients) pool their large arrays: results and gradients of earlier calls, kept by the
+    caller, are unchanged by later calls and equal PyTorch's."""
+    torch = pytest.importorskip("torch")
+    shape = (4, 128, 256)  # 512 KiB of float32
+
+    def run(lib, a, w):
+        x = lib.tensor(a, requires_grad=True)
+        if op == "gelu":
+            y = lib.nn.functional.gelu(x)
+        else:
+            y = lib.nn.functional.layer_norm(x, (shape[-1],), lib.tensor(w), None)
+        y.backward(lib.ones(*shape))
+        return y, x.grad
+
+    w = rng.standard_normal(shape[-1]).astype(np.float32)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+    ours = [run(dtrain, a, w) for a in arrays]
+    for y, g in ours:
+        assert _pooled(y.detach().numpy())
+    for a, (y, g) in zip(arrays, ours):
+        ty, tg = run(torch, a, w)
+        np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(g.numpy(), tg.numpy(), rtol=1e-4, atol=2e-5)

@@ -54,13 +54,14 @@ def _gelu_float32(a, grad):
     alone, whose float32 loop calls the double-precision function per element."""
     xp = get_array_module(a)
     flat = a.reshape(-1)
-    out = xp.empty_like(flat)
-    deriv = xp.empty_like(flat) if grad else None
+    out = _output(xp, flat.shape, flat.dtype)  # pooled when large: no fresh pages
+    deriv = _output(xp, flat.shape, flat.dtype) if grad else None
     # three temporaries of 65536 float32 (768 KiB) stay in L2; measured 7% faster than 32768
     # (benchmarks/kernel_floor.py gelu row)
     blocks = _cache_blocks(flat, 65536)
-    t, q, gauss = (xp.empty_like(flat[blocks[0]]) for _ in range(3))
-    sign = xp.empty(t.shape, dtype=xp.uint32)
+    n = flat[blocks[0]].size
+    t, q, gauss = (_output(xp, (n,), flat.dtype) for _ in range(3))
+    sign = _output(xp, (n,), xp.uint32)
     bits = flat.view(xp.uint32)
     with backend.quiet_float_errors():  # x * x overflows to inf for huge x: exp(-inf) = 0 is meant
         for s in blocks:
@@ -120,7 +121,8 @@ class GELU(Function):
         return a * cdf
 
     def backward(self, g):
-        return g * self.deriv
+        xp = get_array_module(g)
+        return xp.multiply(g, self.deriv, out=_output(xp, g.shape, xp.result_type(g, self.deriv)))
 
 
 class SiLU(Function):

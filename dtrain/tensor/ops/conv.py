@@ -139,15 +139,32 @@ def _refcount(pool, i):
     return sys.getrefcount(pool[i])
 
 
-# 16 buffers: the reference CNN's step holds up to ~12 large arrays of its convolutions, ReLUs
-# and pools at once (outputs kept for backward, gradients in flight); each is freed by the
-# next step's reuse or evicted when the pool is full and it is free
-_POOL, _POOL_LOCK, _POOL_SIZE = [], threading.Lock(), 16
+# The pool: (shape, dtype) -> buffers. At most _POOL_SIZE buffers in all once they are free
+# (held ones stay listed: a GPT step holds ~40 of its activations at once until backward
+# frees them; the next step then reuses every one of them)
+_POOL, _POOL_LOCK, _POOL_SIZE = {}, threading.Lock(), 64
 _UNHELD_REFCOUNT = _refcount([object()], 0)  # what a buffer held by the pool alone shows (interpreters differ)
 _NUMPY = module_for(CPU)
 # below this size malloc serves an array from its free lists (no fresh pages): pooling
 # would only cost the search
-_OUTPUT_BYTES = 1 << 20
+_OUTPUT_BYTES = 1 << 18
+
+
+def _pooled():
+    """Every buffer in the pool (held or free), for tests."""
+    with _POOL_LOCK:
+        return [b for bufs in _POOL.values() for b in bufs]
+
+
+def _evict_one_free(keep):
+    """Drops one free buffer other than ``keep`` from the pool (with _POOL_LOCK held)."""
+    for key, bufs in _POOL.items():
+        for i in range(len(bufs)):
+            if bufs[i] is not keep and _refcount(bufs, i) == _UNHELD_REFCOUNT:
+                del bufs[i]
+                if not bufs:
+                    del _POOL[key]
+                return
 
 
 def _workspace(like, shape, dtype=None):
@@ -160,16 +177,19 @@ def _workspace(like, shape, dtype=None):
     dtype = like.dtype if dtype is None else xp.dtype(dtype)
     if is_cuda_array(like):
         return xp.empty(shape, dtype=dtype)
+    key = (tuple(shape), dtype)
     with _POOL_LOCK:
-        for i in range(len(_POOL)):
-            if _POOL[i].shape == shape and _POOL[i].dtype == dtype and _refcount(_POOL, i) == _UNHELD_REFCOUNT:
-                return _POOL[i]
-        _POOL.append(xp.empty(shape, dtype=dtype))
-        if len(_POOL) > _POOL_SIZE:
-            free = [i for i in range(len(_POOL) - 1) if _refcount(_POOL, i) == _UNHELD_REFCOUNT]
-            if free:
-                del _POOL[free[0]]
-        return _POOL[-1]
+        bufs = _POOL.get(key)
+        if bufs is None:
+            bufs = _POOL[key] = []
+        for i in range(len(bufs)):
+            if _refcount(bufs, i) == _UNHELD_REFCOUNT:
+                return bufs[i]
+        fresh = xp.empty(shape, dtype=dtype)
+        bufs.append(fresh)
+        if sum(map(len, _POOL.values())) > _POOL_SIZE:
+            _evict_one_free(fresh)
+        return fresh
 
 
 def _output(xp, shape, dtype):

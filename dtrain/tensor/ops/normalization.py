@@ -11,6 +11,7 @@ from ..grad_mode import no_grad
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
 from ._checks import check_float
+from .conv import _output
 
 
 class Normalize(Function):
@@ -172,6 +173,11 @@ def trailing_axes(input, normalized_shape, op):
     return shape, tuple(range(input.ndim - k, input.ndim))
 
 
+def _product_type(xp, a, b):
+    """The dtype of ``a * b``: ``b`` an array or a Python number (weight 1, bias 0)."""
+    return xp.result_type(a, b) if hasattr(b, "dtype") else a.dtype
+
+
 class RowNormalize(Function):
     """layer_norm and rms_norm: each row of x, an (M, K) view of the input whose K covers
     the normalized trailing dims, becomes (x - mean) / sqrt(var + eps) * weight + bias
@@ -186,7 +192,13 @@ class RowNormalize(Function):
         xp = get_array_module(x)
         self.inv_k = 1 / max(x.shape[-1], 1)
         self.mean_vec = xp.full(x.shape[-1], self.inv_k, dtype=x.dtype)  # x @ mean_vec: the row means
-        xhat = x - (x @ self.mean_vec)[:, None] if center else x.copy()
+        # xhat, out and the gradients in pooled buffers when large (no fresh pages: the GPT
+        # step page-faulted ~1,800 times in its layer norms before)
+        xhat = _output(xp, x.shape, x.dtype)
+        if center:
+            xp.subtract(x, (x @ self.mean_vec)[:, None], out=xhat)
+        else:
+            xp.copyto(xhat, x)
         invstd = xp.einsum("ij,ij->i", xhat, xhat)
         invstd *= self.inv_k
         invstd += eps
@@ -194,7 +206,7 @@ class RowNormalize(Function):
         xp.reciprocal(invstd, out=invstd)
         xhat *= invstd[:, None]
         self.xhat, self.invstd, self.w, self.center = xhat, invstd, weight, center
-        out = xhat * weight
+        out = xp.multiply(xhat, weight, out=_output(xp, x.shape, _product_type(xp, xhat, weight)))
         if hasattr(bias, "shape"):
             out += bias
         return out
@@ -205,11 +217,12 @@ class RowNormalize(Function):
         xhat = self.xhat
         gx = gw = gb = None
         if nx:
-            gxhat = g * self.w if hasattr(self.w, "shape") else g
+            gxhat = xp.multiply(g, self.w, out=_output(xp, g.shape, xp.result_type(g, self.w))) \
+                if hasattr(self.w, "shape") else g
             # d/dx = invstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)), per row
             proj = xp.einsum("ij,ij->i", gxhat, xhat)
             proj *= -self.inv_k
-            gx = xhat * proj[:, None]
+            gx = xp.multiply(xhat, proj[:, None], out=_output(xp, xhat.shape, xp.result_type(xhat, proj)))
             gx += gxhat
             if self.center:
                 gx -= (gxhat @ self.mean_vec)[:, None]
