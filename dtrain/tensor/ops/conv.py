@@ -145,9 +145,9 @@ def _refcount(pool, i):
 _POOL, _POOL_LOCK, _POOL_SIZE = {}, threading.Lock(), 64
 _UNHELD_REFCOUNT = _refcount([object()], 0)  # what a buffer held by the pool alone shows (interpreters differ)
 _NUMPY = module_for(CPU)
-# below this size malloc serves an array from its free lists (no fresh pages): pooling
-# would only cost the search
-_OUTPUT_BYTES = 1 << 18
+# _output pools arrays larger than this. Smaller ones malloc mostly serves from memory it
+# kept (the MLP step's 1 MiB ReLU arrays fault no pages): pooling them measured no gain
+_OUTPUT_BYTES = 1 << 20
 
 
 def _pooled():
@@ -194,12 +194,12 @@ def _workspace(like, shape, dtype=None):
 
 def _output(xp, shape, dtype):
     """An uninitialized array for an op's result on ``xp``'s device: on the CPU, when it is
-    at least _OUTPUT_BYTES, a pooled buffer nothing holds (_workspace). The reference CNN's
+    larger than _OUTPUT_BYTES, a pooled buffer nothing holds (_workspace). The reference CNN's
     step page-faulted ~6,000 times (25 MB of fresh pages, ~7% of its time) before its
     convolution outputs, ReLUs and pool gradients came from the pool (benchmarks/RESULTS.md,
     Session 6)."""
     dtype = xp.dtype(dtype)
-    if xp is not _NUMPY or math.prod(shape) * dtype.itemsize < _OUTPUT_BYTES:
+    if xp is not _NUMPY or math.prod(shape) * dtype.itemsize <= _OUTPUT_BYTES:
         return xp.empty(shape, dtype=dtype)
     return _workspace(_POOL_LIKE, tuple(shape), dtype)
 

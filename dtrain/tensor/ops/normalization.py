@@ -192,8 +192,8 @@ class RowNormalize(Function):
         xp = get_array_module(x)
         self.inv_k = 1 / max(x.shape[-1], 1)
         self.mean_vec = xp.full(x.shape[-1], self.inv_k, dtype=x.dtype)  # x @ mean_vec: the row means
-        # xhat, out and the gradients in pooled buffers when large (no fresh pages: the GPT
-        # step page-faulted ~1,800 times in its layer norms before)
+        # xhat, out and the gradients in pooled buffers when over 1 MiB (conv._output: no
+        # fresh pages per call; the GPT's 512 KiB rows stay with malloc)
         xhat = _output(xp, x.shape, x.dtype)
         if center:
             xp.subtract(x, (x @ self.mean_vec)[:, None], out=xhat)
