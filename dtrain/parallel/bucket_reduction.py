@@ -25,7 +25,7 @@ The strategies:
 Each strategy also carries the non-finite check of :mod:`.nonfinite` (``check``; None with
 ``nonfinite="ignore"``). :class:`InPlaceCoalesced` (the default on several ranks) hands it to
 its all-reduce (``all_reduce_coalesced(finite_check=...)``, :mod:`dtrain.comm.finite_flags`):
-the norms are taken on the comm thread, fused with the shared-memory copy-in. The others take
+on the comm thread, where the shared-memory all-reduce sums the result. The others take
 each gradient's squared norm when it is staged (just written, so still in cache), this rank's
 flag when its bucket is launched; the flag travels in the bucket's message (the trailing
 element of ``Bucket.message``; the last element of every rank's piece of a reduce-scatter);
@@ -183,8 +183,8 @@ class InPlaceCoalesced:
 
     def launch(self, bucket):
         arrays = self.to_reduce[bucket.index]
-        # the norms and the flag are taken by the all-reduce itself, on the comm thread (fused
-        # with the shared-memory copy-in where it takes the message): nothing here on the main thread
+        # the all-reduce checks itself, on the comm thread (the result, where the shared-memory
+        # all-reduce sums it): nothing here on the main thread
         probe = None if self.check is None else self.check.probe(bucket, arrays[0])
         self.works[bucket.index] = dist.all_reduce_coalesced(arrays, group=self.group, async_op=True,
                                                              scale=self.scale, finite_check=probe)

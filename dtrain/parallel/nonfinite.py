@@ -2,19 +2,26 @@
 
 ``DistributedDataParallel(nonfinite="skip" | "raise" | "ignore")``:
 
-* Each rank computes the squared L2 norm of every gradient as it is staged into its bucket
-  (one BLAS dot per gradient, just after backward wrote it, while it is in cache: the
-  cheapest full read of the values; NaN and inf propagate into it) and, when the bucket is
-  launched, writes ``1`` into its flag slot if any norm is not finite, else ``0``.
-  The flag travels in the bucket's own message (one element appended to the all-reduce; one
-  per rank's piece of a reduce-scatter), so the reduced flag, the same on every rank, says
-  whether any rank had a non-finite gradient: no extra collective on the common path. A
-  gradient whose squared norm passes its dtype's range (float32: a norm above 1.8e19) counts
-  as non-finite too, as for ``clip_grad_norm_(error_if_nonfinite=True)``: such a step would
+* Through the default path (several ranks, the in-place coalesced all-reduce) the check is
+  the all-reduce's own (``all_reduce_coalesced(finite_check=...)``,
+  :mod:`dtrain.comm.finite_flags`), on the comm thread, nothing on the main thread: through
+  the shared-memory all-reduce (one node) each rank takes one BLAS dot of every piece of the
+  result it has just summed (in cache; NaN and inf pass through the sum, so the result is
+  non-finite iff some rank's values were, or the sum overflowed) and the verdicts travel
+  through the window's control slots; only for a non-finite piece (rare) does it look at the
+  ranks' own values in it, still in place then, and note which ranks' were non-finite. On
+  any other path each rank's squared norm of every gradient is taken just before the
+  reduction and a one-element flag rides in the bucket's message. The other strategies (a
+  bucket copy, ZeRO-2's reduce-scatter, one rank) take each gradient's squared norm as it is
+  staged into its bucket (one BLAS dot, while in cache) and append the flag to the message
+  (one per rank's piece of a reduce-scatter). Either way the reduced flag, the same on every
+  rank, says whether any rank had a non-finite gradient: no extra collective on the common
+  path. A squared norm past its dtype's range (float32: values of ~1.8e19) counts as
+  non-finite too, as for ``clip_grad_norm_(error_if_nonfinite=True)``: such a step would
   overflow the optimizer's statistics anyway.
-* Only when some flag is set (the rare path) the ranks all-gather three integers each (the
-  first non-finite parameter in the order its gradient became ready, how many, NaN or inf),
-  so every rank builds the same message naming the lowest such rank, e.g.
+* Only when some flag is set (the rare path) the ranks all-gather what each found (per rank
+  and parameter, NaN or inf), so every rank builds the same message naming the lowest such
+  rank and its first such parameter in the order the gradients became ready, e.g.
   ``step 7: non-finite gradient (nan) on rank 1 in 'layers.0.weight'; all ranks skip this step``.
   ``step`` counts the synchronized backward passes before this one (0 for the first, as a
   loop's counter).
@@ -29,6 +36,9 @@
   ``backward()`` (uncaught, it ends the job, non-zero exit).
 * ``"ignore"``: no check at all (the optimizer then steps on the non-finite averages, as
   PyTorch's DDP does).
+
+``DistributedDataParallel(micro_shard_size=...)`` feeds the same decision and message from its
+exact or tree sum (:mod:`.micro_shards`).
 
 On a GPU the norms, the flags and their reduction stay on the device; reading the reduced
 flags at the end of backward (a few bytes) is the one host synchronization per step the check
@@ -45,8 +55,8 @@ import weakref
 import numpy
 
 from .. import comm as dist
-from ..optim.step_hooks import register_optimizer_step_pre_hook
 from ..comm.finite_flags import FiniteCheck, norm_dtype, squared_norm
+from ..optim.step_hooks import register_optimizer_step_pre_hook
 from ..tensor.backend import asnumpy, get_array_module
 
 MODES = ("skip", "raise", "ignore")
@@ -75,9 +85,11 @@ class NonFiniteCheck:
     """The non-finite check of one :class:`~.reducer.Reducer` (mode "skip" or "raise").
 
     The strategies of :mod:`.bucket_reduction` call :meth:`stage` for each gradient staged,
-    :meth:`local` when a bucket is launched and :meth:`reduced` (or :meth:`reduced_averages` for a comm hook) when its reduction is
-    in; the reducer calls :meth:`begin` at the start of each synchronized backward and
-    :meth:`verdict` / :meth:`act` after the last bucket.
+    :meth:`local` when a bucket is launched and :meth:`reduced` (or :meth:`reduced_averages`
+    for a comm hook) when its reduction is in; the in-place strategy instead hands
+    :meth:`probe` to its all-reduce and calls :meth:`probed` when it is done. The reducer
+    calls :meth:`begin` at the start of each synchronized backward and :meth:`verdict` /
+    :meth:`act` after the last bucket.
     """
 
     def __init__(self, reducer, mode):
