@@ -344,8 +344,16 @@ class Reducer:
         if self.nonfinite is not None:
             self.nonfinite.begin()
         futures = []
+        in_place = self.hook is allreduce_hook and not self.as_view  # the active ranks' InPlaceCoalesced
         for b in self.buckets:
             b.message[...] = 0
+            if in_place and self.nonfinite is not None:
+                # the same call as theirs (the check's flag is not in Bucket.message's layout
+                # there): the slots as the arrays, so what the check sees maps to the same parameters
+                work = dist.all_reduce_coalesced([v.reshape(-1) for v in b.views], group=self.group, async_op=True,
+                                                 finite_check=self.nonfinite.probe(b, b.buffer))
+                futures.append(Future(work, b.buffer))
+                continue
             if self.hook is allreduce_hook:  # the whole message: the active ranks' flag slot too
                 futures.append(Future(dist.all_reduce(b.message, group=self.group, async_op=True), b.buffer))
                 continue
@@ -357,7 +365,9 @@ class Reducer:
         for b, future in zip(self.buckets, futures):
             averages = future.wait()
             if self.nonfinite is not None:  # as the active ranks see it: they may all-gather the culprit
-                if self.hook is allreduce_hook:
+                if in_place:
+                    self.nonfinite.probed(b)
+                elif self.hook is allreduce_hook:
                     self.nonfinite.reduced(b, b.flag)
                 else:
                     self.nonfinite.reduced_averages(b, b.split(averages))

@@ -182,16 +182,16 @@ def check_inf_on_two_ranks(records):
                            f"ranks [{n - 1}]); all ranks skip this step")
 
 
-def check_join(records):
+def check_join(records, hidden=H):
     """Under join(), rank 0 runs out of batches before step 7: shadowing, it still takes part in
     the search for the culprit (no hang) and logs the line; the ranks with data skip the step
     alike (their parameters equal each other's)."""
     dtrain.manual_seed(0)
-    model = DDP(Net())
+    model = DDP(Net(hidden))
     opt = dtrain.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     rank = dist.get_rank()
     rng = np.random.default_rng(100 + rank)
-    mask = np.zeros((H, H), np.float32)
+    mask = np.zeros((hidden, hidden), np.float32)
     mask[0, 0] = np.nan
     with model.join():
         for step in range(PLANT_STEP - 2 if rank == 0 else STEPS):
@@ -285,6 +285,12 @@ def check_micro_shards_raise(records):
     assert records.messages == [], records.messages
 
 
+def check_join_shared_memory(records):
+    """join() through the shared-memory all-reduce (hidden 384): the shadowing rank makes the
+    same checked call as the others (and, reducing rank 1's NaN at 2 ranks, names it)."""
+    check_join(records, hidden=384)
+
+
 def check_ignore(records):
     """nonfinite="ignore": the old behaviour, the NaN reaches every rank's parameters; nothing logged."""
     model, _ = train(True, nonfinite="ignore")
@@ -300,6 +306,7 @@ CHECKS = [("skip: in-place coalesced all-reduce, SGD momentum", check_skip_in_pl
           ("skip: ZeRO-2 reduce-scatter", check_skip_zero2),
           ("inf on two ranks", check_inf_on_two_ranks),
           ("join: a shadowing rank mirrors the search", check_join),
+          ("join through shared memory", check_join_shared_memory),
           ("micro-shards: tree sum", check_micro_shards_tree),
           ("micro-shards: exact sum", check_micro_shards_exact),
           ("micro-shards: raise", check_micro_shards_raise),

@@ -19,7 +19,7 @@ from dtrain.optim.optimizer import register_optimizer_step_pre_hook
 from dtrain.parallel import DistributedDataParallel as DDP
 from rank_nonfinite import EXPECTED, PLANT_STEP, STEPS, Net, train
 
-CHECKS = 13  # rank_nonfinite.CHECKS
+CHECKS = 14  # rank_nonfinite.CHECKS
 GPU_CHECKS = 4  # rank_nonfinite.GPU_CHECKS
 
 
