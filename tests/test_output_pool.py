@@ -120,3 +120,15 @@ def test_gelu_and_layer_norm_results_kept_while_later_calls_run(op):
         ty, tg = run(torch, a, w)
         np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=2e-6)
         np.testing.assert_allclose(g.numpy(), tg.numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_relu_of_a_transposed_input_keeps_its_layout():
+    """A non-contiguous input is not pooled: the result keeps the input's strides (as
+    PyTorch's), so ``.t()`` of it is contiguous again and ``view`` works as there."""
+    torch = pytest.importorskip("torch")
+    a = rng.standard_normal((1024, 512)).astype(np.float32)  # 2 MiB
+    y = F.relu(dtrain.tensor(a).t())
+    ty = torch.relu(torch.from_numpy(a).t())
+    assert y.is_contiguous() == ty.is_contiguous() is False
+    np.testing.assert_array_equal(y.t().contiguous().view(-1).numpy(), ty.t().contiguous().view(-1).numpy())
+    assert y.t().is_contiguous() and not _pooled(y.numpy())

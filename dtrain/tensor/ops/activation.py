@@ -22,19 +22,22 @@ from .elementwise import Scale
 # ---- relu, leaky_relu, gelu, silu, softplus ---------------------------------------------
 
 class ReLU(Function):
-    """Output and gradient in pooled buffers when large (conv._output: no fresh pages)."""
+    """Output and gradient in pooled buffers when large (conv._output: no fresh pages). Only
+    for C-contiguous operands: otherwise NumPy's result keeps the input's layout (strides), as
+    PyTorch's does, and an integer or bool input keeps NumPy's own result type."""
 
     def forward(self, a):
         xp = get_array_module(a)
-        # (an integer or bool input keeps NumPy's own result type)
-        self.out = xp.maximum(a, 0, out=_output(xp, a.shape, a.dtype) if a.dtype.kind == "f" else None)
+        pooled = a.dtype.kind == "f" and a.flags.c_contiguous
+        self.out = xp.maximum(a, 0, out=_output(xp, a.shape, a.dtype) if pooled else None)
         return self.out
 
     def backward(self, g):
         xp = get_array_module(g)
         out = self.out
+        pooled = g.flags.c_contiguous and out.flags.c_contiguous and g.shape == out.shape
         # the mask is out > 0, not a >= 0: the gradient at 0 is 0, as in PyTorch
-        return xp.multiply(g, out > 0, out=_output(xp, g.shape, g.dtype))
+        return xp.multiply(g, out > 0, out=_output(xp, g.shape, g.dtype) if pooled else None)
 
 
 def _cache_blocks(a, elements, axis=None):
