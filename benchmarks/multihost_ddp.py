@@ -387,8 +387,9 @@ def report(files, stem):
     rates = sorted({j["label"] for j in jobs}, key=lambda r: -rate_bits(r))
     lines = [f"{jobs[0]['hosts']} hosts x {jobs[0]['per_host']} rank(s); step = median over the timed steps, then "
              f"the median over {max(sum(j['label'] == r for j in jobs) for r in rates)} jobs per rate (slowest rank, ms)",
-             "", "| model | rate | variant | step ms | x no comm | pred ms | pred/meas | preflight ms | comm pred ms | "
-             "busbw GB/s | bytes/step | collectives |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "", "| model | rate | variant | step ms | x no comm | pred ms (overlap-none) | pred/meas | preflight ms | "
+             "comm pred ms | busbw GB/s | bytes/step | collectives |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     table = {}
     for model in [m["model"] for m in jobs[0]["models"]]:
         for rate in rates:
@@ -408,7 +409,9 @@ def report(files, stem):
                 ref = base.get("torch no comm" if variant.startswith("torch") else "no comm")
                 pred = med("pred_ms")
                 f = lambda v, fmt: format(v, fmt) if v is not None else ""  # noqa: E731
-                lines.append(f"| {model} | {shown(rate)} | {variant} | {step:.1f} | {step / ref:.2f} | {f(pred, '.1f')} | "
+                low = med("pred_low_ms")
+                span = f"{low:.0f}-{pred:.0f}" if pred is not None else ""
+                lines.append(f"| {model} | {shown(rate)} | {variant} | {step:.1f} | {step / ref:.2f} | {span} | "
                              f"{f(pred / step if pred else None, '.2f')} | {f(med('preflight_ms'), '.1f')} | "
                              f"{f(med('comm_pred_ms'), '.1f')} | {f(med('busbw_GBps'), '.3f')} | "
                              f"{int(med('bytes')):,} | {int(med('collectives'))} |")
@@ -427,16 +430,20 @@ def plot(table, rates, path, job0):
     models = sorted({k[0] for k in table}, key=lambda m: m != "mlp")
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.3), squeeze=False)
     for ax, model in zip(axes[0], models):
-        variants = [v for (m, _, v) in table if m == model]
-        variants = list(dict.fromkeys(variants))
+        # each step over its framework's no-comm step in the same jobs: the machine's load (other
+        # sessions' jobs on 2 cores) moves the absolute times between jobs, the ratios much less
+        variants = [v for v in dict.fromkeys(v for (m, _, v) in table if m == model) if "no comm" not in v]
         width = 0.8 / len(variants)
         for i, v in enumerate(variants):
-            ys = [table.get((model, r, v), np.nan) for r in rates]
-            ax.bar(np.arange(len(rates)) + (i - (len(variants) - 1) / 2) * width, ys, width, label=v)
+            base = "torch no comm" if v.startswith("torch") else "no comm"
+            ys = [table.get((model, r, v), np.nan) / table.get((model, r, base), np.nan) for r in rates]
+            bars = ax.bar(np.arange(len(rates)) + (i - (len(variants) - 1) / 2) * width, ys, width, label=v)
+            ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=6)
+        ax.axhline(1, color="gray", linewidth=0.8, linestyle=":")
         ax.set_xticks(range(len(rates)))
         ax.set_xticklabels([shown(r) for r in rates])
         ax.set_yscale("log")
-        ax.set_ylabel("step time, ms (log)")
+        ax.set_ylabel("step time / the no-comm step (log)")
         ax.set_title(f"{model}: {job0['hosts']} hosts x {job0['per_host']}, weak scaling")
         ax.legend(fontsize=7)
     fig.tight_layout()
