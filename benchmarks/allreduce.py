@@ -16,7 +16,8 @@ and dtrain's async_op=True (the comm thread, see dtrain/comm/work.py).
 With --hosts (a job across hosts, e.g. launch/fake_cluster.sh's namespaced ones), the
 dtrain variants are its hierarchical all-reduce and its flat one, each on a group of every
 rank made with DTRAIN_HIERARCHICAL=1 and =0 (dtrain/comm/hierarchical.py), next to mpi4py's
-(flat) Allreduce; no overlap table, no gloo (its rendezvous here is 127.0.0.1).
+(flat) Allreduce, and gloo's, its rendezvous at rank 0's address on GLOO_SOCKET_IFNAME (default
+eth0, the fake cluster's interface; --no-gloo skips it); no overlap table.
 
 Usage: mpiexec -n 2 python benchmarks/allreduce.py [--max-bytes 67108864] [--rounds 5] [--back-to-back]
                                                  [--json allreduce.json]
@@ -66,8 +67,23 @@ def group_with(hierarchical):
             os.environ["DTRAIN_HIERARCHICAL"] = before
 
 
-def gloo_setup(comm, use):
-    """torch.distributed with gloo over a TCP rendezvous whose port rank 0 picks; None without torch."""
+def interface_address(name):
+    """The IPv4 address of interface ``name`` (SIOCGIFADDR): gloo's rendezvous across hosts."""
+    import fcntl
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+        except OSError as e:
+            raise SystemExit(f"no IPv4 address on interface {name!r} ({e}): set GLOO_SOCKET_IFNAME to the "
+                             f"interface the hosts reach each other by, or pass --no-gloo / --no-torch") from e
+    return socket.inet_ntoa(packed[20:24])
+
+
+def gloo_setup(comm, use, across_hosts=False):
+    """torch.distributed with gloo over a TCP rendezvous whose port rank 0 picks; None without torch.
+    ``across_hosts``: the rendezvous is rank 0's address on GLOO_SOCKET_IFNAME (set to eth0 if
+    unset; gloo's own connections use that interface too), else 127.0.0.1."""
     try:
         import torch
         import torch.distributed as tdist
@@ -75,13 +91,16 @@ def gloo_setup(comm, use):
         use = False
     if not comm.allreduce(int(use), op=mpi_min()):
         return None
-    port = None
+    if across_hosts:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "eth0")
+    where = None
     if comm.rank == 0:
+        addr = interface_address(os.environ["GLOO_SOCKET_IFNAME"]) if across_hosts else "127.0.0.1"
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    port = comm.bcast(port, root=0)
-    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank,
+            s.bind((addr, 0))
+            where = (addr, s.getsockname()[1])
+    addr, port = comm.bcast(where, root=0)
+    tdist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=comm.rank,
                              world_size=comm.size)
     return lambda buf: tdist.all_reduce(torch.from_numpy(buf))
 
@@ -181,7 +200,7 @@ def main():
     else:
         variants = {"dtrain": dist.all_reduce}
     variants["mpi4py"] = lambda buf: comm.Allreduce(MPI.IN_PLACE, buf)
-    gloo = gloo_setup(comm, not args.no_gloo and not args.hosts)
+    gloo = gloo_setup(comm, not args.no_gloo, across_hosts=args.hosts)
     if gloo is not None:
         variants["gloo"] = gloo
     sizes = []

@@ -70,33 +70,14 @@ LATENCY_BYTES = 4096
 
 # ---- one job (under MPI) -------------------------------------------------------------------
 
-def interface_address(name):
-    """The IPv4 address of interface ``name`` (SIOCGIFADDR): gloo's rendezvous on rank 0."""
-    import fcntl
-    import struct
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
-        except OSError as e:
-            raise SystemExit(f"multihost_ddp.py: no IPv4 address on interface {name!r} ({e}); set GLOO_SOCKET_IFNAME "
-                             f"to the interface the hosts reach each other by, or pass --no-torch") from e
-    return socket.inet_ntoa(packed[20:24])
-
-
 def torch_setup(comm, iface):
-    """torch.distributed over gloo, rendezvous at rank 0's address on ``iface``."""
+    """torch.distributed over gloo across the hosts: rendezvous at rank 0's address on
+    GLOO_SOCKET_IFNAME (``iface`` when unset; benchmarks/allreduce.py's gloo_setup)."""
+    from allreduce import gloo_setup  # benchmarks/ is the script's folder
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
+    gloo_setup(comm, True, across_hosts=True)
     import torch
-    import torch.distributed as tdist
     torch.set_num_threads(1)
-    os.environ["GLOO_SOCKET_IFNAME"] = iface
-    where = None
-    if comm.rank == 0:
-        addr = interface_address(iface)
-        with socket.socket() as s:
-            s.bind((addr, 0))
-            where = (addr, s.getsockname()[1])
-    addr, port = comm.bcast(where, root=0)
-    tdist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=comm.rank, world_size=comm.size)
     return torch
 
 
@@ -295,7 +276,7 @@ def job(args):
     if per_host > 1:
         groups["hierarchical"] = group_with("1")
     groups["by topology"] = dist.new_group(list(range(comm.size)))
-    torch = None if args.no_torch else torch_setup(comm, os.environ.get("GLOO_SOCKET_IFNAME", args.iface))
+    torch = None if args.no_torch else torch_setup(comm, args.iface)
     gemm = min(comm.allgather(preflight.gemm_gflops(comm.rank)))
     links = link(comm, groups, torch)
     report = dict(label=args.label, ranks=comm.size, hosts=len(set(hosts)), per_host=per_host, steps=args.steps,
