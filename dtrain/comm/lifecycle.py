@@ -111,7 +111,8 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     another one.
 
     Also installs an excepthook that reports an uncaught exception as
-    ``rank N failed: ...`` and aborts every rank, so no rank waits forever on a dead peer,
+    ``rank N failed: ...`` (``rank N on host H failed: ...`` in a job across hosts) and
+    aborts every rank, so no rank waits forever on a dead peer,
     and an exit hook that does the same for ``sys.exit(code)`` with a non-zero code
     (``rank N exited with code C``).
 
