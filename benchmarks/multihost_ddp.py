@@ -22,6 +22,9 @@ Variants, in the same processes, interleaved step by step so that a noisy machin
   torch no comm   the plain torch module
 
 A step is timed from a barrier to the end of ``optimizer.step()``, the slowest rank's; medians.
+Bytes and collectives per step are counted where dtrain's DDP (and torch's PowerSGD hook) hand
+them to the all-reduces; torch's plain DDP all-reduces in C++, so its row shows the parameters'
+bytes and 1 collective (2 where its first 1 MB bucket fills: the latency term is small).
 
 The model ("pred" columns): a step = compute + gradient communication, none of it hidden under
 backward (an upper bound; the lower bound is the larger of the two). Communication = the bytes
@@ -38,8 +41,10 @@ Usage:
     launch/mpirun_hostfile.sh HOSTFILE benchmarks/multihost_ddp.py [--models mlp gpt] [--steps 10]
         [--powersgd-rank 4] [--label RATE] [--json out.json]
   the sweep (as root; makes a fake cluster, sets each rate with launch/fake_cluster.sh rate, runs
-  the jobs round-robin over the rates --repeats times, removes the cluster, writes the table and plot):
+  the jobs round-robin over the rates --repeats times, removes the cluster, writes the table
+  results/multihost_ddp_HxR.md and the plot results/multihost_ddp_HxR.png):
     .venv/bin/python benchmarks/multihost_ddp.py --sweep [--rates off 10gbit 1gbit 100mbit] [--per-host 1]
+    .venv/bin/python benchmarks/multihost_ddp.py --sweep --per-host 2 --steps 8 --rates off 1gbit 100mbit
   the table and plot again from a sweep's JSON files:
     .venv/bin/python benchmarks/multihost_ddp.py --report benchmarks/results/multihost_ddp_2x1_*.json
 (see benchmarks/RESULTS.md, "DDP across hosts at chosen link rates")
