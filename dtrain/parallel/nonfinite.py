@@ -71,10 +71,10 @@ class NonFiniteGradientError(RuntimeError):
     """A gradient averaged by DistributedDataParallel(nonfinite="raise") held a NaN or an inf."""
 
 
-def check_mode(nonfinite):
-    """ValueError unless ``nonfinite`` is one of MODES."""
+def check_mode(nonfinite, who="DistributedDataParallel"):
+    """ValueError unless ``nonfinite`` is one of MODES (``who``: the API named in the message)."""
     if not isinstance(nonfinite, str) or nonfinite not in MODES:
-        raise ValueError(f"DistributedDataParallel: nonfinite must be one of 'skip', 'raise' or 'ignore', "
+        raise ValueError(f"{who}: nonfinite must be one of 'skip', 'raise' or 'ignore', "
                          f"got {nonfinite!r}")
 
 
@@ -263,12 +263,13 @@ def culprit_message(step, found, group, names, order, none_found):
             f"'{names[index]}'{more}{also}")
 
 
-def act(mode, message, owner, group):
+def act(mode, message, owner, group, who="DistributedDataParallel"):
     """Skip or raise, per ``mode``, the same on every rank: "raise" raises
     :class:`NonFiniteGradientError`; "skip" marks ``owner`` (anything with ``.params``: the next
-    step of every optimizer holding any of them updates nothing) and logs from group rank 0."""
+    step of every optimizer holding any of them updates nothing) and logs from group rank 0.
+    ``who``: the API named in the error (fully_shard reuses this)."""
     if mode == "raise":
-        raise NonFiniteGradientError(f"{message}; DistributedDataParallel(nonfinite='raise') ends the job")
+        raise NonFiniteGradientError(f"{message}; {who}(nonfinite='raise') ends the job")
     _pending.add(owner)
     if dist.get_rank(group) == 0:
         log.warning(f"{message}; all ranks skip this step")
