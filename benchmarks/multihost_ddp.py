@@ -23,8 +23,8 @@ Variants, in the same processes, interleaved step by step so that a noisy machin
 
 A step is timed from a barrier to the end of ``optimizer.step()``, the slowest rank's; medians.
 Bytes and collectives per step are counted where dtrain's DDP (and torch's PowerSGD hook) hand
-them to the all-reduces; torch's plain DDP all-reduces in C++, so its row shows the parameters'
-bytes and 1 collective (2 where its first 1 MB bucket fills: the latency term is small).
+them to the all-reduces; torch's plain DDP all-reduces in C++, out of sight, so its row shows
+the parameters' bytes and 1 collective (its reducer may use 2 buckets; the latency term is small).
 
 The model ("pred" columns): a step = compute + gradient communication, none of it hidden under
 backward (an upper bound; the lower bound is the larger of the two). Communication = the bytes
