@@ -119,7 +119,7 @@ def build(lib, model, seed):
     return module, step
 
 
-def variants_of(model, rank, groups, powersgd_rank, torch):
+def variants_of(model, groups, powersgd_rank, torch):
     """{name: (callable module, step)}: each variant's own model and optimizer."""
     import dtrain
     from dtrain.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as powerSGD
@@ -220,7 +220,7 @@ def link(comm, groups, torch):
 def run_model(comm, model, groups, links, gemm, args, torch):
     from mpi4py import MPI
     from dtrain import preflight
-    variants = variants_of(model, comm.rank, groups, args.powersgd_rank, torch)
+    variants = variants_of(model, groups, args.powersgd_rank, torch)
     payload = Payload(torch)
     times = {name: [] for name in variants}
     sent = {}
