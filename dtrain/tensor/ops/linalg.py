@@ -1,10 +1,13 @@
 """Matrix products: matmul (1-D, 2-D, batched, broadcast batch dims), the fused linear,
 addmm / baddbmm, outer and kron."""
 from .. import dtypes
-from ..backend import broadcast_shapes
+from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
+from .conv import _output
+
+_POOLED_TYPES = ("float32", "float64")  # BLAS types: matmul writes them straight into ``out``
 
 
 class MatMul(Function):
@@ -70,7 +73,13 @@ class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w, self.has_b = x, w, b is not None
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
-        y = x2 @ w.T
+        if x2.ndim == 2 and x2.dtype == w.dtype and x2.dtype.name in _POOLED_TYPES:
+            # a pooled buffer when over 256 KiB (conv._output): the GPT's projections are held
+            # until backward, and malloc hands their pages back between steps (page faults)
+            xp = get_array_module(x2)
+            y = xp.matmul(x2, w.T, out=_output(xp, (x2.shape[0], w.shape[0]), x2.dtype, shift=2))
+        else:
+            y = x2 @ w.T
         if b is not None:
             y += b
         return y.reshape(*x.shape[:-1], w.shape[0]) if x.ndim > 2 else y
@@ -79,7 +88,12 @@ class Linear(Function):
         x, w = self.x, self.w
         nx, nw = self.needs_input_grad[:2]
         g2 = g.reshape(-1, g.shape[-1])
-        gx = (g2 @ w).reshape(x.shape) if nx else None
+        gx = None
+        if nx and g2.dtype == w.dtype and w.dtype.name in _POOLED_TYPES:
+            xp = get_array_module(g2)
+            gx = xp.matmul(g2, w, out=_output(xp, (g2.shape[0], w.shape[1]), w.dtype, shift=2)).reshape(x.shape)
+        elif nx:
+            gx = (g2 @ w).reshape(x.shape)
         gw = g2.T @ x.reshape(-1, x.shape[-1]) if nw else None
         if not self.has_b:
             return gx, gw
