@@ -21,6 +21,7 @@ from ...nn import Module, Parameter
 from ...parallel import DistributedDataParallel
 from ...tensor import Tensor, is_grad_enabled, reachable_leaves
 from ... import comm as dist
+from . import nonfinite as nonfinite_check
 from .mixed_precision import MixedPrecisionPolicy
 from .param_group import SHARDED, ParamGroup
 
@@ -111,8 +112,11 @@ def shard_placements(module):
 class _State:
     """One fully_shard call's settings, its group and, on a root, the forward order."""
 
-    def __init__(self, group, reshard_after_forward):
-        self.group, self.reshard_after_forward = group, reshard_after_forward
+    def __init__(self, module, group, reshard_after_forward, nonfinite):
+        self.module, self.group, self.reshard_after_forward = module, group, reshard_after_forward
+        self.nonfinite = nonfinite  # None: the tree's other calls', else "skip"
+        self.check = None  # on a root: its TreeCheck (None under "ignore"); built at its first forward
+        self.checked = None  # on a root: the ids of the groups self.check covers
         self.is_root = True  # until a fully_shard call on an ancestor takes it in
         self.root = self
         self.order, self.order_done = [], False  # the groups' states in forward order (kept on the root)
@@ -122,7 +126,7 @@ _CLASSES = {}  # the original class -> its FSDP subclass
 
 
 def fully_shard(module, *, mesh=None, reshard_after_forward=True, mp_policy=MixedPrecisionPolicy(),
-                offload_policy=None):
+                offload_policy=None, nonfinite=None):
     """Shard ``module``'s parameters over the ranks (FSDP2 / ZeRO-3): apply it to each block,
     then to the root. Returns ``module``, now also an :class:`FSDPModule`.
 
@@ -136,6 +140,11 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, mp_policy=Mixe
             memory).
         mp_policy: a :class:`MixedPrecisionPolicy` (param_dtype, reduce_dtype, ...).
         offload_policy: only None (no CPU offload).
+        nonfinite: "skip", "raise" or "ignore", as DistributedDataParallel's (a dtrain
+            keyword; see :mod:`.nonfinite` for why a keyword): a NaN or inf in any rank's
+            gradient makes every rank skip the next optimizer step (logging the rank, the
+            parameter and the step) or raise NonFiniteGradientError. None (default): the
+            value of the tree's other calls (pass it to the root's), else "skip".
 
     After it, ``module.parameters()`` are this rank's shards (1-D, 1/N of the flat group
     padded to a multiple of N): build the optimizer after fully_shard. The shards are 1-D (no
@@ -159,9 +168,10 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, mp_policy=Mixe
         >>> opt = dtrain.optim.Adam(model.parameters(), lr=1e-3)
     """
     _check_arguments(module, mesh, mp_policy, offload_policy)
+    nonfinite_check.validate(nonfinite)
     registrations = _owned_registrations(module)
     _check_one_dtype(module, registrations)
-    state = _State(ParamGroup(registrations, mesh, mp_policy), bool(reshard_after_forward))
+    state = _State(module, ParamGroup(registrations, mesh, mp_policy), bool(reshard_after_forward), nonfinite)
     for sub in module.modules():
         if sub is not module and isinstance(sub, FSDPModule):
             sub._fsdp_state.is_root = False
@@ -277,6 +287,8 @@ def _post_forward(module, args, output):
         def pre_backward(grad):
             if not fired:  # once per backward, at the first output gradient
                 fired.append(True)
+                if state.is_root and state.check is not None:
+                    state.check.begin()  # before any group of the tree reduces
                 state.group.unshard()
                 _prefetch_backward(state)
             return None
@@ -288,10 +300,24 @@ def _post_forward(module, args, output):
             for m in module.modules():
                 if isinstance(m, FSDPModule):
                     m._fsdp_state.group.expect(reached)
+            _ensure_check(module, state)
     dtype = state.group.mp_policy.output_dtype
     if dtype is not None:
         return _map(output, lambda t: _cast(t, dtype))
     return None
+
+
+def _ensure_check(module, state):
+    """The root's non-finite check over its tree's groups (built at its first forward with
+    grad, again if the tree changed), installed on each group."""
+    states = [m._fsdp_state for m in module.modules() if isinstance(m, FSDPModule)]
+    ids = [id(s.group) for s in states]
+    if state.checked == ids:
+        return
+    state.check = nonfinite_check.build(module, states)
+    state.checked = ids
+    for s in states:
+        s.group.check = state.check
 
 
 def _prefetch(order, state, step):

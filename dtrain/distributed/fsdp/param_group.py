@@ -35,6 +35,7 @@ from ...nn import Parameter
 from ...tensor import Tensor, backend, memory
 from ...tensor.backend import get_array_module
 from ..sharded_grad import mark_partial
+from .nonfinite import squared_norms
 
 SHARDED, UNSHARDED = "sharded", "unsharded"
 _RELEASABLE = hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap, "MAP_PRIVATE")  # Linux, macOS
@@ -73,6 +74,7 @@ class ParamGroup:
         self.state = None
         self.pending = set()  # ids of the full parameters whose gradients this backward still brings
         self.forward_with_grad = False  # this step's forward ran with grad enabled (set by fully_shard's hook)
+        self.check = None  # fully_shard's TreeCheck (its reduced() is called after each reduce-scatter), or None
         self._gathering = None  # (work, flat) of an all-gather in flight
         self._buffers = {}  # dtype -> (its anonymous memory, the flat array over it): the host's gather buffers
         self.installed = None  # the flat array the installed full parameters view
@@ -234,6 +236,9 @@ class ParamGroup:
             if f.grad is not None:
                 flat[offset:offset + size] = f.grad.array.reshape(-1)
             f.grad = None
+        check = self.check
+        if check is not None:  # this rank's own gradients, just copied (in cache)
+            local = squared_norms([flat[o:o + n] if g else None for o, n, g in zip(self.offsets, self.sizes, got)])
         if self.world_size > 1:
             out = self._empty(self.shard_size, dtype)
             dist.reduce_scatter_tensor(out, flat, op=dist.ReduceOp.AVG, group=self.group)
@@ -249,3 +254,7 @@ class ParamGroup:
             else:
                 shard.grad.array += piece
         self.reshard()
+        if check is not None:  # the reduced (and accumulated) values this rank's optimizer will step on
+            after = squared_norms([s.grad.array if got[i] and s.grad is not None else None
+                                   for i, s in enumerate(self.shards)])
+            check.reduced(self, local, after)
