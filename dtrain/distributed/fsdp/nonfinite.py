@@ -117,10 +117,12 @@ class TreeCheck:
     def finish(self):
         """The end of backward: one tiny all-reduce decides, the same on every rank."""
         step, self.step = self.step, self.step + 1
-        flag = Tensor._wrap(numpy.array([len(self.local), len(self.after)], numpy.float64))
+        # on the groups' device (NCCL reduces device arrays only); its read is a few bytes
+        flag = next(g for g in self.groups if g.shapes)._empty(2, numpy.float64)
+        flag[0], flag[1] = len(self.local), len(self.after)
         if dist.get_world_size(self.mesh) > 1:
-            dist.all_reduce(flag, group=self.mesh)
-        if not flag.array.any():
+            dist.all_reduce(Tensor._wrap(flag), group=self.mesh)
+        if not asnumpy(flag).any():
             return
         rank = dist.get_rank(self.mesh)
         found = {(rank, i): kind for i, kind in self.local.items()}
@@ -141,7 +143,7 @@ def build(root_module, states):
     """The TreeCheck of the fully_shard tree rooted at ``root_module`` (``states``: its calls'
     ``_State``s, in module order, the root's first), or None under "ignore"."""
     prefix = {id(m): name for name, m in root_module.named_modules(remove_duplicate=False)}
-    mode = resolve((s.nonfinite, repr(prefix.get(id(s.module)) or "the root")) for s in states)
+    mode = resolve((s.nonfinite, repr(prefix[id(s.module)]) if prefix.get(id(s.module)) else "the root") for s in states)
     if mode == "ignore":
         return None
     assert mode in MODES
