@@ -40,7 +40,6 @@ from ...parallel.nonfinite import MODES, act, check_mode, clear_mark, culprit_me
 from ...tensor import Tensor
 from ...tensor.backend import asnumpy, get_array_module
 
-_KINDS = ("", "nan", "inf")
 
 
 def validate(nonfinite):
@@ -87,50 +86,64 @@ class TreeCheck:
         self.params = [s for g in groups for s in g.shards]  # what the skip mark covers (act's owner.params)
         self.step = 0
         self.awaiting = set()
-        self.local, self.after, self.order = {}, {}, []
+        self.norms = []  # (base, local, after) per group reduced in this backward (see reduced)
+        self.order = []  # parameter indices, in the order their groups reduced
         ensure_step_hook()
 
     def begin(self):
         """A backward of the tree begins: the groups expecting gradients are awaited."""
         clear_mark(self)
         self.awaiting = {id(g) for g in self.groups if g.pending}
-        self.local.clear()
-        self.after.clear()
+        self.norms.clear()
         self.order.clear()
 
     def reduced(self, group, local, after):
         """``group`` reduce-scattered: ``local`` and ``after`` are this rank's squared norms of
-        its full gradients (before) and of its shards' .grad (after), per parameter (or None)."""
+        its full gradients (before) and of its shards' .grad (after), per parameter (or None).
+        Kept where they are (on a GPU: no host read until the end of backward)."""
         if id(group) not in self.awaiting:  # a backward this tree's root did not begin (no output of it)
             return
         base = self.base[id(group)]
         self.order.extend(range(base, base + len(group.shapes)))
-        for norms, into in ((local, self.local), (after, self.after)):
-            if norms is not None:
-                norms = asnumpy(norms)  # a few floats; on a GPU the one host read of the check
-                for k in numpy.flatnonzero(~numpy.isfinite(norms)):
-                    into[base + k] = 1 if numpy.isnan(norms[k]) else 2
+        self.norms.append((base, local, after))
         self.awaiting.discard(id(group))
         if not self.awaiting:
             self.finish()
 
+    def _bad(self, which):
+        """``parameter index -> kind`` (1 NaN, 2 inf) where this rank's ``which`` norms (1:
+        its own gradients, 2: its reduced shards) are non-finite (the rare path: host reads)."""
+        bad = {}
+        for entry in self.norms:
+            norms = entry[which]
+            if norms is not None:
+                norms = asnumpy(norms)
+                for k in numpy.flatnonzero(~numpy.isfinite(norms)):
+                    bad[entry[0] + k] = 1 if numpy.isnan(norms[k]) else 2
+        return bad
+
     def finish(self):
         """The end of backward: one tiny all-reduce decides, the same on every rank."""
         step, self.step = self.step, self.step + 1
-        # on the groups' device (NCCL reduces device arrays only); its read is a few bytes
+        # on the groups' device (NCCL reduces device arrays only); reading it (a few bytes)
+        # is the one host synchronization of the check, as GradScaler's found_inf
         flag = next(g for g in self.groups if g.shapes)._empty(2, numpy.float64)
-        flag[0], flag[1] = len(self.local), len(self.after)
+        xp = get_array_module(flag)
+        for k in (0, 1):
+            norms = [entry[k + 1].sum() for entry in self.norms if entry[k + 1] is not None]
+            flag[k] = ~xp.isfinite(sum(norms)) if norms else 0  # NaN and inf propagate through the sums
         if dist.get_world_size(self.mesh) > 1:
             dist.all_reduce(Tensor._wrap(flag), group=self.mesh)
         if not asnumpy(flag).any():
             return
+        local, after = self._bad(1), self._bad(2)
         rank = dist.get_rank(self.mesh)
-        found = {(rank, i): kind for i, kind in self.local.items()}
+        found = {(rank, i): kind for i, kind in local.items()}
 
         def after_reduction():  # no rank's own gradients of this backward were non-finite
-            everyone = [self.after] * dist.get_world_size(self.mesh)
+            everyone = [after] * dist.get_world_size(self.mesh)
             if len(everyone) > 1:
-                dist.all_gather_object(everyone, self.after)
+                dist.all_gather_object(everyone, after)
             bad = sorted({i for seen in everyone for i in seen}, key=self.order.index)
             return (f"step {step}: non-finite gradient in '{self.names[bad[0]]}' after the reduce-scatter though "
                     f"every rank's own gradients of this backward were finite: their sum overflowed, or a "
@@ -143,7 +156,8 @@ def build(root_module, states):
     """The TreeCheck of the fully_shard tree rooted at ``root_module`` (``states``: its calls'
     ``_State``s, in module order, the root's first), or None under "ignore"."""
     prefix = {id(m): name for name, m in root_module.named_modules(remove_duplicate=False)}
-    mode = resolve((s.nonfinite, repr(prefix[id(s.module)]) if prefix.get(id(s.module)) else "the root") for s in states)
+    where = [repr(prefix[id(s.module)]) if prefix.get(id(s.module)) else "the root" for s in states]
+    mode = resolve(zip((s.nonfinite for s in states), where))
     if mode == "ignore":
         return None
     assert mode in MODES
