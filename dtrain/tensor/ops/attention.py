@@ -75,9 +75,10 @@ class ScaledDotProductAttention(Function):
         # the scores and the output in pooled buffers when over 256 KiB (conv._output): held until
         # backward, their pages went back to the OS between steps (page faults)
         pool = xp.result_type(k, q).name in _POOLED_TYPES
-        qt = xp.ascontiguousarray(q.swapaxes(-1, -2))  # a transposed-B GEMM is slower than the copy
+        # q^T scaled in its contiguous copy (a transposed-B GEMM is slower than the copy): one
+        # pass over q instead of one over the scores, 2 * S / E times q's size
+        qt = xp.multiply(q.swapaxes(-1, -2), scale, out=xp.empty(q.shape[:-2] + q.shape[:-3:-1], dtype=q.dtype))
         st = xp.matmul(k, qt, out=_output(xp, _product_shape(k, qt), k.dtype, shift=2) if pool else None)
-        st *= scale
         masked = causal or mask is not None
         if mask is not None:
             if mask.dtype == dtypes.bool_:
