@@ -15,7 +15,7 @@ from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
-from .conv import _output
+from .conv import _POOLED_TYPES, _output
 from .linalg import linear, matmul
 from .activation import softmax
 from .dropout import dropout, keep_mask
@@ -23,7 +23,6 @@ from .padding import pad
 from .shape import cat
 
 _causal_blocks = {}
-_POOLED_TYPES = ("float32", "float64")  # BLAS types: matmul writes them straight into ``out``
 
 
 def _product_shape(a, b):

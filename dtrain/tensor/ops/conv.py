@@ -148,6 +148,9 @@ _NUMPY = module_for(CPU)
 # _output pools arrays larger than this. Smaller ones malloc mostly serves from memory it
 # kept (the MLP step's 1 MiB ReLU arrays fault no pages): pooling them measured no gain
 _OUTPUT_BYTES = 1 << 20
+# the dtypes whose products and sums (matmul, add) NumPy writes straight into a pooled ``out``
+# through BLAS or its SIMD loops (bfloat16's matmul has no BLAS and returns float32)
+_POOLED_TYPES = ("float32", "float64")
 
 
 def _pooled():

@@ -8,9 +8,7 @@ from ..backend import broadcast_shapes, erf as erf_array, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
-from .conv import _output
-
-_POOLED_TYPES = ("float32", "float64")  # Add's results from conv._output's pool (same shapes only)
+from .conv import _POOLED_TYPES, _output
 
 
 def _shape(a):

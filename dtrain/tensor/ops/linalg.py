@@ -5,9 +5,7 @@ from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
-from .conv import _output
-
-_POOLED_TYPES = ("float32", "float64")  # BLAS types: matmul writes them straight into ``out``
+from .conv import _POOLED_TYPES, _output
 
 
 class MatMul(Function):
