@@ -41,7 +41,6 @@ from ...tensor import Tensor
 from ...tensor.backend import asnumpy, get_array_module
 
 
-
 def validate(nonfinite):
     """ValueError unless ``nonfinite`` is None or one of the modes."""
     if nonfinite is not None:
