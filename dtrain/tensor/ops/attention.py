@@ -15,7 +15,6 @@ from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
-from .conv import _POOLED_TYPES, _output
 from .linalg import linear, matmul
 from .activation import softmax
 from .dropout import dropout, keep_mask
@@ -23,11 +22,6 @@ from .padding import pad
 from .shape import cat
 
 _causal_blocks = {}
-
-
-def _product_shape(a, b):
-    """The shape of ``a @ b`` (both at least 2-D, batch dims broadcast)."""
-    return broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
 
 
 def _causal_block(rows, cols, groups, device, xp):
@@ -71,13 +65,10 @@ class ScaledDotProductAttention(Function):
             if mask is not None:
                 full = broadcast_shapes(mask.shape, self.qshape[:-2] + (rows, cols))
                 mask = xp.broadcast_to(mask, full).reshape(full[:-3] + q.shape[-3:-1] + (cols,))
-        # the scores and the output in pooled buffers when over 256 KiB (conv._output): held until
-        # backward, their pages went back to the OS between steps (page faults)
-        pool = xp.result_type(k, q).name in _POOLED_TYPES
         # q^T scaled in its contiguous copy (a transposed-B GEMM is slower than the copy): one
         # pass over q instead of one over the scores, 2 * S / E times q's size
         qt = xp.multiply(q.swapaxes(-1, -2), scale, out=xp.empty(q.shape[:-2] + q.shape[:-3:-1], dtype=q.dtype))
-        st = xp.matmul(k, qt, out=_output(xp, _product_shape(k, qt), k.dtype, shift=2) if pool else None)
+        st = xp.matmul(k, qt)
         masked = causal or mask is not None
         if mask is not None:
             if mask.dtype == dtypes.bool_:
@@ -101,9 +92,7 @@ class ScaledDotProductAttention(Function):
             self.factor = keep.astype(st.dtype)
             self.factor *= 1 / (1 - dropout_p) if dropout_p < 1 else 0
         pt = st if self.factor is None else st * self.factor
-        pv = pt.swapaxes(-1, -2)
-        out = xp.matmul(pv, v, out=_output(xp, _product_shape(pv, v), v.dtype, shift=2)
-                        if pool and pv.dtype == v.dtype else None)
+        out = xp.matmul(pt.swapaxes(-1, -2), v)
         self.q, self.k, self.v, self.pt, self.scale = q, k, v, st, scale
         return out.reshape(self.qshape[:-1] + (v.shape[-1],)) if groups > 1 else out
 
@@ -116,9 +105,7 @@ class ScaledDotProductAttention(Function):
         gv = None
         if nv:
             gv = unbroadcast(xp.matmul(pt if factor is None else pt * factor, g), v.shape)
-        gt = xp.ascontiguousarray(g.swapaxes(-1, -2))
-        pool = v.dtype == gt.dtype and v.dtype.name in _POOLED_TYPES
-        gst = xp.matmul(v, gt, out=_output(xp, _product_shape(v, gt), v.dtype, shift=2) if pool else None)  # d out / d (dropped) probabilities, transposed
+        gst = xp.matmul(v, xp.ascontiguousarray(g.swapaxes(-1, -2)))  # d out / d (dropped) probabilities, transposed
         if factor is not None:
             gst *= factor
         # softmax backward, in place: gs <- p * (gs - sum over keys of gs * p)

@@ -148,9 +148,6 @@ _NUMPY = module_for(CPU)
 # _output pools arrays larger than this. Smaller ones malloc mostly serves from memory it
 # kept (the MLP step's 1 MiB ReLU arrays fault no pages): pooling them measured no gain
 _OUTPUT_BYTES = 1 << 20
-# the dtypes whose products and sums (matmul, add) NumPy writes straight into a pooled ``out``
-# through BLAS or its SIMD loops (bfloat16's matmul has no BLAS and returns float32)
-_POOLED_TYPES = ("float32", "float64")
 
 
 def _pooled():
@@ -195,17 +192,14 @@ def _workspace(like, shape, dtype=None):
         return fresh
 
 
-def _output(xp, shape, dtype, shift=0):
+def _output(xp, shape, dtype):
     """An uninitialized array for an op's result on ``xp``'s device: on the CPU, when it is
-    larger than _OUTPUT_BYTES >> ``shift``, a pooled buffer nothing holds (_workspace). The
-    reference CNN's step page-faulted ~6,000 times (25 MB of fresh pages, ~7% of its time)
-    before its convolution outputs, ReLUs and pool gradients came from the pool
-    (benchmarks/RESULTS.md, Session 6). ``shift`` = 2 (over 256 KiB) is for results a
-    training step holds until backward (linear, attention, residual adds, layer_norm): malloc
-    returns their memory between steps, so they fault again each step; ops whose results die
-    young (relu) keep the 1 MiB threshold (lower measured no gain there)."""
+    larger than _OUTPUT_BYTES, a pooled buffer nothing holds (_workspace). The reference CNN's
+    step page-faulted ~6,000 times (25 MB of fresh pages, ~7% of its time) before its
+    convolution outputs, ReLUs and pool gradients came from the pool (benchmarks/RESULTS.md,
+    Session 6)."""
     dtype = xp.dtype(dtype)
-    if xp is not _NUMPY or math.prod(shape) * dtype.itemsize <= _OUTPUT_BYTES >> shift:
+    if xp is not _NUMPY or math.prod(shape) * dtype.itemsize <= _OUTPUT_BYTES:
         return xp.empty(shape, dtype=dtype)
     return _workspace(_POOL_LIKE, tuple(shape), dtype)
 

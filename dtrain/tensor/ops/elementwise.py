@@ -8,7 +8,6 @@ from ..backend import broadcast_shapes, erf as erf_array, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
-from .conv import _POOLED_TYPES, _output
 
 
 def _shape(a):
@@ -79,11 +78,6 @@ def binary(cls, a, b, op):
 class Add(Function):
     def forward(self, a, b):
         self.sa, self.sb = _shape(a), _shape(b)
-        if self.sa == self.sb and len(self.sa) and a.dtype == b.dtype and a.dtype.name in _POOLED_TYPES:
-            # a pooled buffer when over 256 KiB (conv._output): a residual stream's sums are held
-            # until backward, and malloc hands their pages back between steps (page faults)
-            xp = get_array_module(a, b)
-            return xp.add(a, b, out=_output(xp, self.sa, a.dtype, shift=2))
         return a + b
 
     def backward(self, g):

@@ -5,7 +5,8 @@ from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
-from .conv import _POOLED_TYPES, _output
+
+_BLAS_TYPES = ("float32", "float64")  # the dtypes NumPy's matmul hands to BLAS
 
 
 class MatMul(Function):
@@ -71,13 +72,7 @@ class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w, self.has_b = x, w, b is not None
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
-        if x2.ndim == 2 and x2.dtype == w.dtype and x2.dtype.name in _POOLED_TYPES:
-            # a pooled buffer when over 256 KiB (conv._output): the GPT's projections are held
-            # until backward, and malloc hands their pages back between steps (page faults)
-            xp = get_array_module(x2)
-            y = xp.matmul(x2, w.T, out=_output(xp, (x2.shape[0], w.shape[0]), x2.dtype, shift=2))
-        else:
-            y = x2 @ w.T
+        y = x2 @ w.T
         if b is not None:
             y += b
         return y.reshape(*x.shape[:-1], w.shape[0]) if x.ndim > 2 else y
@@ -86,12 +81,7 @@ class Linear(Function):
         x, w = self.x, self.w
         nx, nw = self.needs_input_grad[:2]
         g2 = g.reshape(-1, g.shape[-1])
-        gx = None
-        if nx and g2.dtype == w.dtype and w.dtype.name in _POOLED_TYPES:
-            xp = get_array_module(g2)
-            gx = xp.matmul(g2, w, out=_output(xp, (g2.shape[0], w.shape[1]), w.dtype, shift=2)).reshape(x.shape)
-        elif nx:
-            gx = (g2 @ w).reshape(x.shape)
+        gx = (g2 @ w).reshape(x.shape) if nx else None
         gw = g2.T @ x.reshape(-1, x.shape[-1]) if nw else None
         if not self.has_b:
             return gx, gw
@@ -101,7 +91,7 @@ class Linear(Function):
 
 
 def _column_sums(g2):
-    if g2.dtype.name not in _POOLED_TYPES:  # no BLAS (integer, float16, bfloat16): NumPy's sum
+    if g2.dtype.name not in _BLAS_TYPES:  # no BLAS (integer, float16, bfloat16): NumPy's sum
         return g2.sum(axis=0)
     xp = get_array_module(g2)
     return xp.ones(g2.shape[0], dtype=g2.dtype) @ g2
