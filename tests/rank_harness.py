@@ -13,9 +13,23 @@ each failure, and then exits 1. The tests assert N on every rank
 import sys
 import traceback
 
+import numpy as np
+
 import dtrain.comm as dist
 
 OK = "ok"
+
+
+def rel(a, b):
+    """The relative difference ||a - b|| / ||b|| (b all zeros: ||a - b|| / 1e-30)."""
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def gathered(obj):
+    """``obj`` of every rank, in rank order (all_gather_object)."""
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class RankChecks:

@@ -25,7 +25,7 @@ import dtrain.nn.functional as F  # noqa: E402
 from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
 from dtrain.parallel import SyncBatchNorm  # noqa: E402
 from dtrain.parallel.comm_hooks import bf16_compress_hook, fp16_compress_hook  # noqa: E402
-from rank_harness import RankChecks  # noqa: E402
+from rank_harness import RankChecks, gathered, rel  # noqa: E402
 
 D, H, K, B = 6, 16, 4, 4  # input, hidden and class sizes; per-rank batch
 DEVICE = "cpu"  # where models and batches live: "cuda:N" under --backend nccl
@@ -71,20 +71,10 @@ def flat(model):
     return np.concatenate([p.detach().cpu().numpy().ravel() for p in model.parameters()])
 
 
-def rel(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
 def copy_params(dst, src):
     with dtrain.no_grad():
         for a, b in zip(dst.state_dict(keep_vars=True).values(), src.state_dict(keep_vars=True).values()):
             a.copy_(b)
-
-
-def gathered(obj):
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def step(model, opt, x, y, **kw):

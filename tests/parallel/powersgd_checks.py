@@ -21,7 +21,7 @@ from dtrain.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as powerS
 from dtrain.examples.gpt import GPT  # noqa: E402
 from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
 from powersgd_reference import FakeBucket, Reference  # noqa: E402
-from rank_harness import RankChecks  # noqa: E402
+from rank_harness import RankChecks, gathered, rel  # noqa: E402
 
 # two buckets: matrices compressed at rank 1 (two of one shape), vectors, a 3-D weight, one
 # below the compression threshold at rank 3 (6 x 7), a scalar, and matrices of < 16 columns
@@ -36,16 +36,6 @@ CONFIGS = {  # name: (PowerSGDState's keywords, Reference's)
 }
 START, STEPS = 2, 5
 TORCH_STORE = None  # the file PyTorch's gloo group meets through (--pytorch)
-
-
-def rel(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
-def gathered(obj):
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def grads(step, index, dtype, scale=1.0):

@@ -14,15 +14,11 @@ import dtrain
 import dtrain.comm as dist
 import dtrain.nn as nn
 from dtrain.parallel import SyncBatchNorm
-from rank_harness import RankChecks
+from rank_harness import RankChecks, rel
 
 checks = RankChecks(backend="mpi")
 RANK = checks.rank
 C, STEPS = 3, 3
-
-
-def rel(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def close(name, got, want):

@@ -27,7 +27,7 @@ import dtrain.nn.functional as F  # noqa: E402
 from dtrain.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402
 from dtrain.examples.gpt import GPT  # noqa: E402
 from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
-from rank_harness import RankChecks  # noqa: E402
+from rank_harness import RankChecks, gathered, rel  # noqa: E402
 
 V, T, G = 24, 8, 4  # vocabulary, sequence length, global batch (sequences)
 SAVE_AT, STEPS = 5, 10  # the checkpoint's step, and the steps of a whole run
@@ -56,16 +56,6 @@ def train(model, opt, data):
 
 def flat(model):
     return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
-
-
-def rel(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
-def gathered(obj):
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def adam(params):
