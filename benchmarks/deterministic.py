@@ -108,11 +108,18 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--micro-shards", type=int, default=4, metavar="K", help="micro-shards per global batch")
+    parser.add_argument("--workloads", default="MLP,GPT,GPT+dropout",
+                        help="comma-separated, of MLP, GPT, GPT+dropout (default: all three)")
     args = parser.parse_args()
     dist.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
-    workloads = {"MLP": mlp_workload(rank, world), "GPT": gpt_workload(rank, world, 0.0),
-                 "GPT+dropout": gpt_workload(rank, world, 0.1)}
+    makers = {"MLP": lambda: mlp_workload(rank, world), "GPT": lambda: gpt_workload(rank, world, 0.0),
+              "GPT+dropout": lambda: gpt_workload(rank, world, 0.1)}
+    chosen = args.workloads.split(",")
+    unknown = [w for w in chosen if w not in makers]
+    if unknown:
+        parser.error(f"--workloads: unknown {', '.join(unknown)} (choose from {', '.join(makers)})")
+    workloads = {name: makers[name]() for name in chosen}
     runs = {}  # (workload, mode) -> (wrapped model, optimizer, loss of the step, deterministic?)
     for name, (batch, build, loss_of) in workloads.items():
         if batch % args.micro_shards or (batch // world) % (batch // args.micro_shards):

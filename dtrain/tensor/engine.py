@@ -112,7 +112,11 @@ def _walk(root_fn, grad, external, retain_graph):
     # Phase 2: run nodes newest-first once all their consumers are done (as PyTorch does),
     # so the last layer's gradients are final, and its hooks fire, before earlier layers run.
     buffers = {root_fn: grad}
-    routed = {id(grad): 2 if external else 1}  # an array routed twice must be copied before it is kept
+    # per array routed along an edge (by id), how many edges it went along: one routed twice must
+    # be copied before a leaf keeps it as .grad. An array's record is dropped once its only edge
+    # has used it: ids are reused after an array dies, and a stale record made a fresh gradient
+    # look routed twice (a 3.2 MB copy of the MLP's first weight gradient every step)
+    routed = {id(grad): 2 if external else 1}
     leaf_bufs = {}
     # ids of the sums this walk allocated and holds in buffers/leaf_bufs: only these are added
     # into in place (an array a backward returned may be held elsewhere: its input, a saved value)
@@ -124,6 +128,7 @@ def _walk(root_fn, grad, external, retain_graph):
         g = buffers.pop(fn, None)
         if g is not None:
             sums.discard(id(g))
+            _used(routed, g)
             if type(g) is SliceGrad:
                 g = _dense(g)
             # each node runs on its gradient's device (DataParallel's replicas live on other devices)
@@ -158,8 +163,7 @@ def _walk(root_fn, grad, external, retain_graph):
             child = t.grad_fn
             if child is None:
                 if gi is not None:
-                    prev = leaf_bufs.get(id(t))
-                    leaf_bufs[id(t)] = gi if prev is None else _sum(prev, gi, sums)
+                    leaf_bufs[id(t)] = _merged(leaf_bufs.get(id(t)), gi, sums, routed)
                 leaf_deps[id(t)] -= 1
                 if leaf_deps[id(t)] == 0:
                     b = leaf_bufs.pop(id(t), None)
@@ -168,10 +172,10 @@ def _walk(root_fn, grad, external, retain_graph):
                         if type(b) is SliceGrad:
                             b = _dense(b)
                         _accumulate(t, b, owned=routed.get(id(b), 0) <= 1 and b.base is None)
+                        _used(routed, b)
             else:
                 if gi is not None:
-                    prev = buffers.get(child)
-                    buffers[child] = gi if prev is None else _sum(prev, gi, sums)
+                    buffers[child] = _merged(buffers.get(child), gi, sums, routed)
                 deps[child] -= 1
                 if deps[child] == 0:
                     heapq.heappush(heap, (-child.seq, child))
@@ -208,6 +212,25 @@ def _broadcasts_to(shape, target):
         return len(shape) <= len(target) and numpy.broadcast_shapes(shape, target) == tuple(target)
     except ValueError:
         return False
+
+
+def _used(routed, array):
+    """Drop ``array``'s routing record if it went along one edge only and that edge has used it
+    (it may die now, and its id then belong to another array)."""
+    if routed.get(id(array)) == 1:
+        del routed[id(array)]
+
+
+def _merged(prev, grad, sums, routed):
+    """``grad``, or ``prev`` (the gradient held for the same tensor) + ``grad``; the operands a
+    new sum replaces are used up."""
+    if prev is None:
+        return grad
+    out = _sum(prev, grad, sums)
+    _used(routed, grad)
+    if out is not prev:
+        _used(routed, prev)
+    return out
 
 
 def _sum(prev, grad, sums):
