@@ -5,7 +5,7 @@ atomically) holding a dict::
 
     {"dtrain_checkpoint": 2, "model": ..., "optimizer": ..., "scheduler": ..., "scaler": ...,
      "data": ..., "epoch": ..., "step": ..., "world_size": ..., "global_batch": ..., "extra": ...,
-     "rng": {"dtrain": ..., "numpy": ..., "python": ...}}
+     "rng": {"dtrain": ..., "numpy": ..., "python": ..., "cuda": [...]}}
 
 ``data`` is a DataLoader's (or a sampler's) ``state_dict()``: where the epoch is, counted in
 samples all ranks consumed, so a resume goes on mid-epoch with the next sample, on any world
@@ -14,9 +14,14 @@ turns them into the per-rank batch and gradient accumulation that keep the globa
 another number of ranks. Version 1 files (without scaler, data, world_size, global_batch)
 still load; those parts are None.
 
-The RNG states are dtrain's CPU generator, NumPy's global RandomState and Python's
-``random`` module, stored as numbers and arrays (no pickle), so that a resumed run draws
-the same random numbers as an uninterrupted one. CUDA generators are not saved.
+The RNG states are dtrain's CPU generator, NumPy's global RandomState, Python's ``random``
+module and the CUDA generators of every visible device (``dtrain.cuda.get_rng_state_all()``,
+[] without a GPU), stored as numbers and arrays (no pickle), so that a resumed run draws the
+same random numbers as an uninterrupted one. A file without "cuda" (written before it was
+saved) loads and leaves the CUDA generators alone; so does a load without a GPU (no draw
+there can use them: ignored, as ``torch.cuda.set_rng_state_all`` is on a CPU-only build); a
+load that sees another number of GPUs than the save restores the devices both have and
+warns, naming both counts.
 
 :class:`CheckpointManager` keeps a series of them in a directory (the last K, resume from
 the newest intact one), and under several ranks has rank 0 write and every rank agree.
@@ -31,7 +36,9 @@ import warnings
 import numpy
 
 from .serialization import CheckpointError, file_name, load, save_state, stored_checksum
+from . import cuda as dtrain_cuda
 from .tensor import random as dtrain_random
+from .tensor.device_rng import check_generator_state
 
 _MARKER = "dtrain_checkpoint"
 _VERSION = 2
@@ -78,7 +85,7 @@ def _collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size,
     ckpt.update(epoch=epoch, step=step, world_size=_world_size() if world_size is None else int(world_size),
                 global_batch=global_batch, extra=extra,
                 rng={"dtrain": dtrain_random.get_rng_state(), "numpy": numpy.random.get_state(),
-                     "python": random.getstate()})
+                     "python": random.getstate(), "cuda": dtrain_cuda.get_rng_state_all()})
     return ckpt
 
 
@@ -118,7 +125,8 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_locati
             first, so an optimizer sees the restored parameters). ``data`` (a DataLoader or a
             sampler) may have another number of ranks than at save.
         map_location: where tensors go, as in :func:`dtrain.load` (default: the CPU).
-        restore_rng: restore dtrain's CPU generator, NumPy's and Python's RNG states.
+        restore_rng: restore dtrain's CPU generator, NumPy's and Python's RNG states, and the
+            CUDA generators' where a GPU is visible (see the module).
 
     Returns:
         dict with ``"epoch"``, ``"step"``, ``"world_size"``, ``"global_batch"`` and
@@ -152,7 +160,28 @@ def _restore(ckpt, path, objects, restore_rng):
         dtrain_random.set_rng_state(rng["dtrain"])
         numpy.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
+        _restore_cuda_rng(rng.get("cuda", []), path)
     return {key: ckpt[key] for key in _INFO}
+
+
+def _restore_cuda_rng(states, path):
+    """The saved CUDA generator states into this process's devices (see the module for
+    what a file without them, a CPU-only load and another number of GPUs do)."""
+    count = dtrain_cuda.device_count()
+    if count == 0 or not states:
+        return
+    if len(states) != count:
+        kept = min(len(states), count)
+        rest = f" ({_devices(kept, count)} keep their state)" if count > kept else ""
+        warnings.warn(f"{file_name(path)}: the checkpoint holds the CUDA RNG states of {len(states)} device(s), "
+                      f"this process sees {count}: restored {_devices(0, kept)}{rest}; random draws on a "
+                      f"device without its saved state differ from an uninterrupted run", RuntimeWarning,
+                      stacklevel=4)  # the caller of load_checkpoint or CheckpointManager.load
+    dtrain_cuda.set_rng_state_all(states[:count])
+
+
+def _devices(first, end):
+    return f"cuda:{first}" if end - first == 1 else f"cuda:{first} to cuda:{end - 1}"
 
 
 def split_global_batch(global_batch, world_size, max_per_rank=None):
@@ -277,7 +306,17 @@ def _load(path, map_location):
 # each RNG state is tried on a scratch generator of its kind: what that one takes, restoring takes
 _RNG_KINDS = {"dtrain": lambda state: dtrain_random.Generator("cpu").set_state(state),
               "numpy": lambda state: numpy.random.RandomState().set_state(state),
-              "python": lambda state: random.Random().setstate(state)}
+              "python": lambda state: random.Random().setstate(state),
+              # checked without a device (the file may come from a machine with GPUs): what
+              # dtrain.cuda.set_rng_state takes
+              "cuda": lambda states: [check_generator_state(s) for s in _as_list(states)]}
+_RNG_OPTIONAL = ("cuda",)  # absent from files written before it was saved
+
+
+def _as_list(states):
+    if not isinstance(states, (list, tuple)):
+        raise TypeError(f"the CUDA RNG states are {type(states).__name__}, not a list (one per device)")
+    return states
 
 
 def _malformed(ckpt):
@@ -292,9 +331,13 @@ def _malformed(ckpt):
         if ckpt[key] is not None and (type(ckpt[key]) is not int or ckpt[key] < 1):
             return f"the {key} is {reprlib.repr(ckpt[key])}, not a positive int or None"
     rng = ckpt["rng"]
-    if not isinstance(rng, dict) or set(rng) != set(_RNG_KINDS):
-        return f"the RNG states are {reprlib.repr(rng)}, not a dict with the keys {sorted(_RNG_KINDS)}"
+    required = set(_RNG_KINDS) - set(_RNG_OPTIONAL)
+    if not isinstance(rng, dict) or not required <= set(rng) <= set(_RNG_KINDS):
+        return (f"the RNG states are {reprlib.repr(rng)}, not a dict with the keys {sorted(required)} "
+                f"(and optionally {list(_RNG_OPTIONAL)})")
     for kind, restore in _RNG_KINDS.items():
+        if kind not in rng:
+            continue
         try:
             restore(rng[kind])
         except Exception as e:  # a generator refuses a bad state in many ways (TypeError, ValueError, KeyError, ...)

@@ -1,7 +1,8 @@
 """``dtrain.cuda``: torch.cuda's helpers, answered by CuPy; they work (answering no) without CuPy.
 
 Without a GPU (or without CuPy), ``is_available()`` is False and ``device_count()`` 0, the
-memory queries answer 0 and ``empty_cache``/``manual_seed`` do nothing, as in PyTorch; the
+memory queries answer 0, ``empty_cache``/``manual_seed`` do nothing and ``set_rng_state``
+only checks its state, as in PyTorch; ``get_rng_state_all`` is []; the
 functions that need a device (``set_device``, ``current_device``, ``synchronize``,
 ``get_device_name``, ...) raise "no CUDA device is available".
 
@@ -111,8 +112,59 @@ def manual_seed_all(seed):
 
 
 def _seed_device(index, seed):
+    _generator(index).manual_seed(int(seed) + 1 + index)  # dtrain.manual_seed's offset
+
+
+def _generator(index):
     from .tensor.random import default_generator
-    default_generator(Device("cuda", index)).manual_seed(int(seed) + 1 + index)  # dtrain.manual_seed's offset
+    return default_generator(Device("cuda", index))
+
+
+def get_rng_state(device="cuda"):
+    """The state of ``device``'s default generator (an index, "cuda:N" or a Device; "cuda": the
+    current one), to give back to :func:`set_rng_state`.
+
+    As ``dtrain.get_rng_state`` (the CPU's), it is plain data, not PyTorch's uint8 tensor:
+    ``{"seed": initial seed, "state": position}``, the position being the draws made since
+    the stream's last re-seed (cuRAND exposes no state to copy: see
+    ``dtrain.tensor.device_rng``). Reading it touches no device. Raises without a GPU, as
+    PyTorch does.
+
+    Example:
+        >>> state = dtrain.cuda.get_rng_state()
+        >>> a = dtrain.rand(3, device="cuda")
+        >>> dtrain.cuda.set_rng_state(state)
+        >>> bool((dtrain.rand(3, device="cuda") == a).all())
+        True
+    """
+    return _generator(_index(device, "get_rng_state")).get_state()
+
+
+def set_rng_state(new_state, device="cuda"):
+    """Put ``device``'s default generator (default: the current device) at ``new_state``, a
+    :func:`get_rng_state` of any device; ValueError naming what is wrong if it is not one.
+    Without a GPU the state is checked and nothing else happens (PyTorch defers it to a CUDA
+    initialisation that never comes); the draws it stands for are replayed at the next draw."""
+    from .tensor.device_rng import check_generator_state
+    check_generator_state(new_state)
+    if is_available():
+        _generator(_index(device, "set_rng_state")).set_state(new_state)
+
+
+def get_rng_state_all():
+    """The :func:`get_rng_state` of every visible CUDA device, in index order ([] without a GPU)."""
+    return [get_rng_state(index) for index in range(device_count())]
+
+
+def set_rng_state_all(new_states):
+    """:func:`set_rng_state` of device i to ``new_states[i]``, as PyTorch: fewer states than
+    devices leave the rest alone; more are an error naming the device count (checked first)."""
+    new_states = list(new_states)
+    if is_available() and len(new_states) > device_count():
+        raise ValueError(f"set_rng_state_all: {len(new_states)} states for {device_count()} visible CUDA "
+                         f"device(s)")
+    for index, state in enumerate(new_states):
+        set_rng_state(state, index)
 
 
 def _on_pool(device, what, use):

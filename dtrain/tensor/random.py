@@ -4,6 +4,7 @@ import threading
 import numpy
 
 from . import backend, dtypes
+from .device_rng import DeviceStream, check_generator_state
 
 _generators = {}
 _seed = [None]
@@ -24,17 +25,27 @@ class Generator:
 
     def manual_seed(self, seed):
         self._seed = int(seed)
-        self.rng = backend.make_rng(self.device, self._seed)
+        # a GPU stream keeps its position itself (cuRAND exposes none): device_rng
+        self.rng = (backend.make_rng(self.device, self._seed) if self.device.type == "cpu"
+                    else DeviceStream(self.device, self._seed))
         return self
 
     def initial_seed(self):
         return self._seed
 
     def get_state(self):
-        return {"seed": self._seed, "state": self.rng.bit_generator.state if self.device.type == "cpu" else None}
+        """``{"seed": initial seed, "state": position}``: NumPy's bit generator state on the
+        CPU, :meth:`DeviceStream.get_state` on a GPU; plain data, which a checkpoint stores."""
+        return {"seed": self._seed, "state": self.rng.bit_generator.state if self.device.type == "cpu"
+                else self.rng.get_state()}
 
     def set_state(self, state):
-        if self.device.type == "cpu" and state.get("state") is not None:
+        if self.device.type != "cpu":
+            check_generator_state(state)  # before anything changes
+            self.manual_seed(state["seed"])
+            if state["state"] is not None:
+                self.rng.set_state(state["state"])
+        elif state.get("state") is not None:
             self.rng.bit_generator.state = state["state"]
         else:
             self.manual_seed(state["seed"])
