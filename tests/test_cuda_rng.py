@@ -199,6 +199,7 @@ def test_state_moves_between_devices_and_across_a_real_block():
         dtrain.randn(1, device="cuda:0")
     state = cuda.get_rng_state("cuda:0")
     assert state["state"]["block"] == 1 and state["state"]["order"] == [0, 0]
+    assert cuda.get_rng_state() == state == cuda.get_rng_state(dtrain.device("cuda:0"))  # current: cuda:0
     cuda.set_rng_state(state, device=1)
     assert_same(draws("cuda:1"), draws("cuda:0"))
 

@@ -11,9 +11,9 @@ same calls give the same numbers", so it is exact on any GPU and CuPy version.
 
 Traps and costs:
 
-* A cuRAND XORWOW re-seed costs milliseconds on a GPU (its per-thread skip-ahead): one per
-  :data:`BLOCK` draws, a few microseconds per draw; a restore replays at most BLOCK - 1
-  draws (dropout masks: milliseconds to tens of milliseconds).
+* A cuRAND XORWOW re-seed is slow (its per-thread skip-ahead; about 6 ms reported in
+  JuliaGPU/CUDA.jl#685, not measured here): one per :data:`BLOCK` draws spreads it to a few
+  microseconds per draw. A restore replays at most BLOCK - 1 draws, once.
 * Nothing touches the device until the first draw: a stream that is created, queried or
   restored and never drawn from builds no generator, so ``get_rng_state_all`` on a job that
   sees eight GPUs but uses one creates no CUDA context on the other seven. The replay runs
@@ -69,9 +69,10 @@ class DeviceStream:
 
     def _live(self):
         if self._rng is None:
-            rng = backend.make_rng(self.device, block_seed(self.seed, self.block))
-            for i in self.order:
-                _call(rng, self.calls[i])
+            with backend.device_guard(self.device):  # a cuRAND generator draws only on its own device
+                rng = backend.make_rng(self.device, block_seed(self.seed, self.block))
+                for i in self.order:
+                    _call(rng, self.calls[i])
             self._rng = rng
         return self._rng
 
