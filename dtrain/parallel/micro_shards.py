@@ -220,12 +220,14 @@ class MicroShards:
             runs = iter(self.grads)
             sums = self.tree([[next(runs) for _ in range(chunks)] for chunks in self.passes], self.world_size)
             suspect = check and not self.tree.finite
+            found = self.tree.found  # None: the micro-shard gradients are still intact, look at them
         else:
             summands = [[g[i] for g in self.grads if g[i] is not None] for i in range(len(self.params))]
             sums = self.sum_grads(summands, like, divisor=self.world_size)
             suspect = check and bool(self.sum_grads.nonfinite)
+            found = None
         # the rare path (a collective, entered alike by every rank: the sums are the same bits)
-        verdict = self._verdict(sums) if suspect else None
+        verdict = self._verdict(sums, found) if suspect else None
         with no_grad():
             for p, total in zip(self.params, sums):
                 if total is None:
@@ -240,22 +242,25 @@ class MicroShards:
         if verdict is not None:
             act(self.nonfinite, verdict, self, self.group)
 
-    def _verdict(self, sums):
+    def _verdict(self, sums, found=None):
         """The message naming the step, the rank and the parameter of a non-finite sum, or None
-        when every sum is finite after all (the tree's dot alone passed the dtype's range)."""
+        when every sum is finite after all (the tree's dot alone passed the dtype's range).
+        ``found``: what this rank knows to be non-finite (None: look at its micro-shard gradients)."""
         bad = [i for i, total in enumerate(sums) if total is not None and not _all_finite(total)]
         if not bad:
             return None
-        found = {}
-        for i in range(len(self.params)):
-            grads = [g[i] for g in self.grads if g[i] is not None]
-            if any(not _all_finite(g) for g in grads):
-                found[(self.rank, i)] = 1 if any(bool(get_array_module(g).isnan(g).any()) for g in grads) else 2
+        if found is None:
+            found = {}
+            for i in range(len(self.params)):
+                grads = [g[i] for g in self.grads if g[i] is not None]
+                if any(not _all_finite(g) for g in grads):
+                    found[(self.rank, i)] = 1 if any(bool(get_array_module(g).isnan(g).any()) for g in grads) else 2
+        return culprit_message(self.synchronized, found, self.group, self.names, range(len(self.params)),
+                               lambda: self._overflowed(bad))
 
-        def overflowed():
-            return (f"step {self.synchronized}: non-finite averaged gradient in '{self.names[bad[0]]}' though "
-                    f"every rank's own gradients were finite: their sum overflowed")
-        return culprit_message(self.synchronized, found, self.group, self.names, range(len(self.params)), overflowed)
+    def _overflowed(self, bad):
+        return (f"step {self.synchronized}: non-finite averaged gradient in '{self.names[bad[0]]}' though "
+                f"every rank's own gradients were finite: their sum overflowed")
 
     def _tree_applies(self, like):
         """Whether the fixed tree can sum this step's micro-shards: as many on every rank and
