@@ -88,12 +88,31 @@ def test_every_sample_once_across_a_stop_and_a_resume_on_another_world_size(befo
     """For datasets of 0..25 samples, batch sizes 1 and 3 and every stopping batch of the
     pass: the samples seen before the stop on `before` ranks and after the resume on `after`
     ranks are the epoch's order, each sample exactly once (without drop_last, the resumed
-    pass's padding, < `after` samples, repeats the rest's start; with drop_last, fewer than
+    pass's padding, < `after` samples, repeats the order's start; with drop_last, fewer than
     `after` of the order's tail are left out)."""
     for n, batch_size in itertools.product(range(26), (1, 3)):
         per_rank = len(loaders(n, before, batch_size, shuffle, drop_last, 3, 0)[0])
         for stop in range(per_rank + 1):
             check_resume(n, before, after, batch_size, shuffle, drop_last, stop)
+
+
+@pytest.mark.parametrize("world,batch_size,deterministic", [(2, 3, False), (4, 2, False), (3, 2, True)])
+def test_a_resume_on_as_many_ranks_deals_the_rest_of_the_uninterrupted_pass(world, batch_size, deterministic):
+    """On the same number of ranks, every rank's resumed pass is exactly the rest of its
+    uninterrupted pass, padding included (it repeats the order's start, as PyTorch's): a run
+    stopped and resumed trains on what it would have (23 samples: 1, 1 and 1 padding)."""
+    dtrain.use_deterministic_algorithms(deterministic)  # the block layout of the loader's batches
+    try:
+        for stop in range(len(loaders(23, world, batch_size, True, False, 3, 0)[0]) + 1):
+            whole, _ = run_ranks(loaders(23, world, batch_size, True, False, 3, 0), 1)
+            first, states = run_ranks(loaders(23, world, batch_size, True, False, 3, 0), 1, stop)
+            resumed = loaders(23, world, batch_size, True, False, 3, 0)
+            for loader in resumed:
+                loader.load_state_dict(states[0])
+            rest, _ = run_ranks(resumed, 1)
+            assert [a + b for a, b in zip(first, rest)] == whole, f"stopped after batch {stop}"
+    finally:
+        dtrain.use_deterministic_algorithms(False)
 
 
 @pytest.mark.parametrize("before,after", WORLDS)

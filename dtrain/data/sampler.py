@@ -432,14 +432,16 @@ class DistributedSampler(_ResumableSampler):
         else:
             indices = list(range(n))
         # from a resumed position the rest of the order is dealt out as a pass of its own (at
-        # start 0, PyTorch's pass exactly): positions consumed before the stop never come back
-        indices = indices[start:]
+        # start 0, PyTorch's pass exactly): positions consumed before the stop are not dealt again
+        # but as padding, which repeats the order's start as PyTorch's does, so that a resume on
+        # as many ranks (its position a multiple of them) deals the uninterrupted pass's rest exactly
+        order, indices = indices, indices[start:]
         total = self._pass_size(start) * self.num_replicas
         if self.drop_last:
             indices = indices[:total]
         elif indices:
             padding = total - len(indices)
-            indices += (indices * -(-padding // len(indices)))[:padding]  # repeats the start, several times if short
+            indices += (order * -(-padding // n))[:padding]  # repeats the start, several times if short
         assert len(indices) == total, f"{len(indices)} indices, expected {total} ({self.num_replicas} x pass size)"
         self._pass_start, self._pass_block = start, block
         token = self._begin_pass()
