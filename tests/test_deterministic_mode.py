@@ -156,6 +156,36 @@ def _batch(rows=8, seed=0):
     return dtrain.tensor(rng.standard_normal((rows, 6)).astype(np.float32)), dtrain.tensor(rng.integers(0, 3, rows))
 
 
+@pytest.mark.parametrize("rows, passes", [(8, 2), (8, 4), (6, 3)], ids=["4 in 2 passes", "4 in 4", "3 in 3"])
+def test_accumulation_passes_give_the_bits_of_one_pass(world, deterministic, rows, passes):
+    """The same micro-shards in one forward or in ``passes`` no_sync accumulation passes give
+    the same gradient and the same BatchNorm running statistics, bit for bit: the buffers move
+    once per step, from all its micro-shards (a no_sync pass leaves them as they were)."""
+    x, y = _batch(rows)
+
+    def step(split):
+        model = _net()
+        ddp = DDP(model, micro_shard_size=2)
+        dtrain.manual_seed(3)
+        per = rows // split
+        for k in range(split):
+            part = slice(k * per, (k + 1) * per)
+            if k < split - 1:
+                with ddp.no_sync():
+                    F.cross_entropy(ddp(x[part]), y[part]).div(split).backward()
+                    # between passes the buffers are the step's starting values
+                    np.testing.assert_array_equal(model[1].running_mean.numpy(), np.zeros(16, np.float32))
+            else:
+                F.cross_entropy(ddp(x[part]), y[part]).div(split).backward()
+        return [t.numpy().copy() for t in (*(p.grad for p in model.parameters()), *model.buffers())]
+
+    one, split = step(1), step(passes)
+    assert len(one) == 9  # 6 parameters, running mean and variance, batches tracked
+    for a, b in zip(one, split):
+        np.testing.assert_array_equal(a, b)
+    assert int(split[-1]) == 1 and not np.array_equal(split[6], np.zeros(16, np.float32))
+
+
 @pytest.mark.parametrize("rows, tree", [(8, True), (6, False)], ids=["4 micro-shards", "3 micro-shards"])
 def test_micro_shard_gradient_is_the_mean_of_the_micro_shards(world, rows, tree):
     """At one rank, micro_shard_size=2 gives the mean of the micro-shards' own gradients (each

@@ -23,6 +23,10 @@ rank's batch: tensors with a batch dimension are concatenated along dim 0, 0-dim
 Buffers a training forward updates (BatchNorm's running statistics) are updated from the
 same starting values by every micro-shard and then set to the exact mean over all the
 global batch's micro-shards; integer buffers (counters) take the last micro-shard's value.
+That happens once per step, in the synchronized forward, over the micro-shards of every pass
+since the last one: a ``no_sync`` accumulation pass leaves the buffers as they were, so how
+the global batch is split into ranks and passes does not change them (one update of the
+running statistics per optimizer step, where plain DDP makes one per forward).
 
 DDP's ``nonfinite`` ("skip" by default, "raise", "ignore"; :mod:`.nonfinite`) applies here
 too, decided alike on every rank: the exact sum's MAX all-reduce of magnitudes already says
@@ -100,6 +104,9 @@ class MicroShards:
         self.sum_grads, self.sum_buffers = ExactSum(process_group), ExactSum(process_group)
         self.grads = []  # per micro-shard run since the last reduction: per parameter, its gradient array
         self.passes = []  # per forward since the last reduction (no_sync accumulation passes): its micro-shards
+        # the buffers' values before the step's first training forward, and per micro-shard run since
+        # then, its buffers' values after it: combined by the synchronized forward
+        self.buffers_before, self.buffers_after = None, []
         self.tree = None  # the TreeSum, made at the first reduction that can use it
         self.stream = 0  # the per-sample random stream of the current step
         self.expected = None  # (run indices of the synchronized pass, aliases that must report) or None
@@ -138,14 +145,14 @@ class MicroShards:
             self.stream = int(integers_array(0, 2 ** 62, (), "int64", _CPU))
         first_row = (len(self.passes) * self.world_size + self.rank) * rows  # this batch's place in the global batch
         buffers = [b for b in self.module.buffers()] if self.module.training else []
-        start = [b.array.copy() for b in buffers]
-        after, outputs, runs = [], [], []
+        if buffers and (self.buffers_before is None or len(self.buffers_before) != len(buffers)):
+            self.buffers_before, self.buffers_after = [b.array.copy() for b in buffers], []
+        start = self.buffers_before if buffers else []  # the buffers hold these now: a no_sync pass put them back
+        outputs, runs = [], []
         for c in range(rows // self.size):
             lo = c * self.size
             if c:
-                with no_grad():
-                    for b, a in zip(buffers, start):
-                        b.array[...] = a
+                _put_back(buffers, start)
             aliases = [Parameter(p.detach()) for p in self.params]
             run = len(self.grads)
             self.grads.append([None] * len(self.params))
@@ -156,19 +163,25 @@ class MicroShards:
                     _swapped(self.slots, aliases, self.params):
                 outputs.append(self.module(*_rows(inputs, lo, self.size, rows),
                                            **_rows(kwargs, lo, self.size, rows)))
-            after.append([b.array.copy() for b in buffers])
+            if buffers:
+                self.buffers_after.append([b.array.copy() for b in buffers])
         self.passes.append(rows // self.size)
-        if buffers:
-            self._combine_buffers(buffers, start, after, rows // self.size)
+        if buffers and sync:
+            self._combine_buffers(buffers, start, self.buffers_after)
+            self.buffers_before, self.buffers_after = None, []
+        elif buffers:
+            _put_back(buffers, start)
         output = _combine(outputs)
         if sync:
             self._expect(runs, output)
         return output
 
-    def _combine_buffers(self, buffers, start, after, chunks):
+    def _combine_buffers(self, buffers, start, after):
+        """Set ``buffers`` to the mean over every rank's micro-shard runs of the step (``after``:
+        this rank's, each its buffers' values after it; as many on every rank)."""
         floating = [k for k, b in enumerate(buffers) if b.is_floating_point()]
         means = self.sum_buffers([[values[k] for values in after] for k in floating], [start[k] for k in floating],
-                                 divisor=chunks * self.world_size)
+                                 divisor=len(after) * self.world_size)
         with no_grad():
             for k, b in enumerate(buffers):
                 b.array[...] = after[-1][k]
@@ -295,6 +308,12 @@ class MicroShards:
             f"prior iteration before starting a new one: on rank {self.rank}, these parameters received no "
             f"gradient in some micro-shard: {', '.join(missing)}. Make sure all forward outputs take part in the "
             f"loss, or pass find_unused_parameters=True to DistributedDataParallel.")
+
+
+def _put_back(buffers, values):
+    with no_grad():
+        for b, a in zip(buffers, values):
+            b.array[...] = a
 
 
 class _swapped:
