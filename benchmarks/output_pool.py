@@ -1,4 +1,4 @@
-"""A/B of the CPU output pool (dtrain/tensor/ops/conv.py ``_output``): the same dtrain step with
+"""A/B of the CPU output pool (dtrain/tensor/ops/workspace.py ``output``): the same dtrain step with
 its large results (conv2d, relu, max_pool2d, gelu, layer_norm, over 1 MiB) taken from the pool
 and with every result a fresh array (the pool's threshold raised out of reach), interleaved
 round by round in one process beside PyTorch's step, timed by this thread's CPU time
@@ -20,13 +20,13 @@ import time  # noqa: E402
 
 import step  # noqa: E402  (benchmarks/step.py: the workloads)
 
-conv = importlib.import_module("dtrain.tensor.ops.conv")
-POOLED = conv._OUTPUT_BYTES
+workspace = importlib.import_module("dtrain.tensor.ops.workspace")
+POOLED = workspace.OUTPUT_BYTES
 
 
 def _variant(fn, threshold):
     def run():
-        conv._OUTPUT_BYTES = threshold
+        workspace.OUTPUT_BYTES = threshold
         fn()
     return run
 
@@ -57,7 +57,7 @@ def main(argv=None):
                     fn()
                 times[k].append((time.thread_time() - t0) / args.steps)
                 faults[k].append((_faults() - f0) / args.steps)
-        conv._OUTPUT_BYTES = POOLED
+        workspace.OUTPUT_BYTES = POOLED
         print(f"\n{w}: CPU ms per step (median of {args.rounds} rounds), ratios = medians of per-round ratios")
         for k, ts in times.items():
             ratios = "".join(f"  / {b} {statistics.median(a / c for a, c in zip(ts, times[b])):.3f}"

@@ -518,7 +518,7 @@ def test_im2col_workspace_reused_only_when_free():
     them instead of allocating."""
     torch = _torch()
     import importlib
-    conv_ops = importlib.import_module("dtrain.tensor.ops.conv")
+    workspace = importlib.import_module("dtrain.tensor.ops.workspace")
     ours, theirs = nn.Conv2d(2, 3, 3), torch.nn.Conv2d(2, 3, 3)
 
     class Twice(nn.Module):
@@ -536,10 +536,10 @@ def test_im2col_workspace_reused_only_when_free():
     matches_torch(Twice(ours), TwiceT(theirs), rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((2, 2, 6, 6)))
     x = dtrain.randn(2, 2, 6, 6, dtype=dtrain.float64)
     ours(x).sum().backward()
-    held = [id(b) for b in conv_ops._pooled()]
+    held = [id(b) for b in workspace.pooled()]
     for _ in range(3):
         ours(x).sum().backward()
-    assert [id(b) for b in conv_ops._pooled()] == held
+    assert [id(b) for b in workspace.pooled()] == held
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 9 * 15 * 8])

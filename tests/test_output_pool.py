@@ -1,5 +1,5 @@
 """Large CPU results (over 1 MiB) of conv2d, relu, max_pool2d, gelu and layer_norm, and their
-gradients, come from conv._output's buffer pool (no fresh pages per step): a buffer is handed
+gradients, come from the buffer pool of dtrain/tensor/ops/workspace.py (no fresh pages per step): a buffer is handed
 out again only once nothing holds it, so results kept by the caller, saved for backward or
 still in flight never change; a training loop reuses its buffers instead of allocating. Small
 results are plain arrays."""
@@ -13,21 +13,21 @@ import dtrain.nn as nn
 import dtrain.nn.functional as F
 from test_nn_layers import matches_torch
 
-conv_ops = importlib.import_module("dtrain.tensor.ops.conv")
+workspace = importlib.import_module("dtrain.tensor.ops.workspace")
 rng = np.random.default_rng(0)
 
-BIG = (8, 16, 48, 48)  # 1.2 MB of float32: above _OUTPUT_BYTES (1 MiB)
+BIG = (8, 16, 48, 48)  # 1.2 MB of float32: above OUTPUT_BYTES (1 MiB)
 
 
 def _pooled(array):
     """True when ``array`` is (a view of) one of the pool's buffers."""
     base = array if array.base is None else array.base
-    return any(base is b for b in conv_ops._pooled())
+    return any(base is b for b in workspace.pooled())
 
 
 def test_large_results_are_pooled_small_ones_are_not():
     x = dtrain.tensor(rng.standard_normal(BIG).astype(np.float32))
-    assert np.prod(BIG) * 4 > conv_ops._OUTPUT_BYTES
+    assert np.prod(BIG) * 4 > workspace.OUTPUT_BYTES
     assert _pooled(F.relu(x).numpy())
     assert _pooled(F.max_pool2d(x, 1).numpy())  # a 1x1 window: the output is input-sized
     assert _pooled(F.conv2d(x, dtrain.ones(16, 16, 1, 1)).numpy())
@@ -73,7 +73,7 @@ def test_gradients_kept_across_steps_and_pool_stays_bounded():
         x = dtrain.tensor(a, requires_grad=True)
         ours(x).sum().backward()
         kept.append(x.grad)
-        sizes.append(len(conv_ops._pooled()))
+        sizes.append(len(workspace.pooled()))
         xt = torch.tensor(a, requires_grad=True)
         theirs(xt).sum().backward()
         np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
@@ -82,7 +82,7 @@ def test_gradients_kept_across_steps_and_pool_stays_bounded():
         ours(dtrain.tensor(a, requires_grad=True)).sum().backward()
     for g, s in zip(kept, snapshot):
         np.testing.assert_array_equal(g.numpy(), s)
-    assert sizes[1] == sizes[2] <= conv_ops._POOL_SIZE + len(kept), sizes
+    assert sizes[1] == sizes[2] <= workspace.POOL_SIZE + len(kept), sizes
 
 
 def test_float64_modules_still_match_torch():
@@ -132,3 +132,33 @@ def test_relu_of_a_transposed_input_keeps_its_layout():
     assert y.is_contiguous() == ty.is_contiguous() is False
     np.testing.assert_array_equal(y.t().contiguous().view(-1).numpy(), ty.t().contiguous().view(-1).numpy())
     assert y.t().is_contiguous() and not _pooled(y.numpy())
+
+
+def test_linear_weight_gradient_reuses_its_buffer_unless_held():
+    """Linear's weight gradient (1024 x 784 float32, 3.1 MiB) comes from the pool: after
+    zero_grad(set_to_none=True) the next backward's .grad is the same buffer; a .grad still
+    held is never handed out again (the next one is another buffer, the held values stay).
+    Each equals g2.T @ x."""
+    layer = nn.Linear(784, 1024)
+
+    def backward(seed):
+        r = np.random.default_rng(seed)
+        x, g2 = r.standard_normal((32, 784)).astype(np.float32), r.standard_normal((32, 1024)).astype(np.float32)
+        layer(dtrain.tensor(x)).backward(dtrain.tensor(g2))
+        np.testing.assert_allclose(layer.weight.grad.numpy(), g2.T @ x, rtol=1e-5, atol=1e-5)
+        return g2.T @ x
+
+    assert 1024 * 784 * 4 > workspace.OUTPUT_BYTES
+    backward(1)
+    assert _pooled(layer.weight.grad.numpy())
+    first = layer.weight.grad.numpy().ctypes.data
+    layer.zero_grad(set_to_none=True)
+    expected = backward(2)
+    assert layer.weight.grad.numpy().ctypes.data == first
+    g = layer.weight.grad
+    kept = g.numpy().copy()
+    layer.zero_grad(set_to_none=True)
+    backward(3)
+    assert layer.weight.grad.numpy().ctypes.data != first
+    np.testing.assert_array_equal(g.numpy(), kept)
+    np.testing.assert_allclose(kept, expected, rtol=1e-5, atol=1e-5)

@@ -15,21 +15,21 @@ from ..function import Function, unbroadcast
 from ..tensor import Tensor, _check_dim
 from .autocast import autocast_call, open_regions, thread_state
 from ._checks import check_float
-from .conv import _output
 from .elementwise import Scale
+from .workspace import output
 
 
 # ---- relu, leaky_relu, gelu, silu, softplus ---------------------------------------------
 
 class ReLU(Function):
-    """Output and gradient in pooled buffers when large (conv._output: no fresh pages). Only
+    """Output and gradient in pooled buffers when large (workspace.output: no fresh pages). Only
     for C-contiguous operands: otherwise NumPy's result keeps the input's layout (strides), as
     PyTorch's does, and an integer or bool input keeps NumPy's own result type."""
 
     def forward(self, a):
         xp = get_array_module(a)
         pooled = a.dtype.kind == "f" and a.flags.c_contiguous
-        self.out = xp.maximum(a, 0, out=_output(xp, a.shape, a.dtype) if pooled else None)
+        self.out = xp.maximum(a, 0, out=output(xp, a.shape, a.dtype) if pooled else None)
         return self.out
 
     def backward(self, g):
@@ -37,7 +37,7 @@ class ReLU(Function):
         out = self.out
         pooled = g.flags.c_contiguous and out.flags.c_contiguous and g.shape == out.shape
         # the mask is out > 0, not a >= 0: the gradient at 0 is 0, as in PyTorch
-        return xp.multiply(g, out > 0, out=_output(xp, g.shape, g.dtype) if pooled else None)
+        return xp.multiply(g, out > 0, out=output(xp, g.shape, g.dtype) if pooled else None)
 
 
 def _cache_blocks(a, elements, axis=None):
@@ -57,14 +57,14 @@ def _gelu_float32(a, grad):
     alone, whose float32 loop calls the double-precision function per element."""
     xp = get_array_module(a)
     flat = a.reshape(-1)
-    out = _output(xp, flat.shape, flat.dtype)  # pooled when large: no fresh pages
-    deriv = _output(xp, flat.shape, flat.dtype) if grad else None
+    out = output(xp, flat.shape, flat.dtype)  # pooled when large: no fresh pages
+    deriv = output(xp, flat.shape, flat.dtype) if grad else None
     # three temporaries of 65536 float32 (768 KiB) stay in L2; measured 7% faster than 32768
     # (benchmarks/kernel_floor.py gelu row)
     blocks = _cache_blocks(flat, 65536)
     n = flat[blocks[0]].size
-    t, q, gauss = (_output(xp, (n,), flat.dtype) for _ in range(3))
-    sign = _output(xp, (n,), xp.uint32)
+    t, q, gauss = (output(xp, (n,), flat.dtype) for _ in range(3))
+    sign = output(xp, (n,), xp.uint32)
     bits = flat.view(xp.uint32)
     with backend.quiet_float_errors():  # x * x overflows to inf for huge x: exp(-inf) = 0 is meant
         for s in blocks:
@@ -125,7 +125,7 @@ class GELU(Function):
 
     def backward(self, g):
         xp = get_array_module(g)
-        return xp.multiply(g, self.deriv, out=_output(xp, g.shape, xp.result_type(g, self.deriv)))
+        return xp.multiply(g, self.deriv, out=output(xp, g.shape, xp.result_type(g, self.deriv)))
 
 
 class SiLU(Function):

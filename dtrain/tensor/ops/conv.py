@@ -7,16 +7,14 @@ over kh * kw offsets, never over pixels). conv_transpose2d is the same two halve
 its forward is conv2d's input gradient, its backward an im2col and two matmuls. conv1d is
 conv2d over a height of 1.
 """
-import math
 import numbers
-import sys
-import threading
 
-from ..backend import CPU, get_array_module, is_cuda_array, module_for, sliding_window_view
+from ..backend import get_array_module, is_cuda_array, sliding_window_view
 from ..function import Function
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
 from .shape import unsqueeze
+from .workspace import output, workspace
 
 _LAYOUT = {1: ("2-D (C, L)", "3-D (N, C, L)"), 2: ("3-D (C, H, W)", "4-D (N, C, H, W)")}
 
@@ -98,7 +96,7 @@ def _padded_grad(shape, pads, offsets, disjoint, xp, dtype):
     hp, wp = h + top + bottom, w + left + right
     rows, cols = offsets[0]
     tiled = disjoint and len(offsets) * len(range(hp)[rows]) * len(range(wp)[cols]) == hp * wp
-    gx = _output(xp, (n, c, hp, wp), dtype)
+    gx = output(xp, (n, c, hp, wp), dtype)
     if not tiled:
         gx.fill(0)
     return gx
@@ -135,78 +133,6 @@ def _put(xp, a, out):
     return out
 
 
-def _refcount(pool, i):
-    return sys.getrefcount(pool[i])
-
-
-# The pool: (shape, dtype) -> buffers. At most _POOL_SIZE buffers in all once they are free
-# (held ones stay listed: a GPT step holds ~40 of its activations at once until backward
-# frees them; the next step then reuses every one of them)
-_POOL, _POOL_LOCK, _POOL_SIZE = {}, threading.Lock(), 64
-_UNHELD_REFCOUNT = _refcount([object()], 0)  # what a buffer held by the pool alone shows (interpreters differ)
-_NUMPY = module_for(CPU)
-# _output pools arrays larger than this. Smaller ones malloc mostly serves from memory it
-# kept (the MLP step's 1 MiB ReLU arrays fault no pages): pooling them measured no gain
-_OUTPUT_BYTES = 1 << 20
-
-
-def _pooled():
-    """Every buffer in the pool (held or free), for tests."""
-    with _POOL_LOCK:
-        return [b for bufs in _POOL.values() for b in bufs]
-
-
-def _evict_one_free(keep):
-    """Drops one free buffer other than ``keep`` from the pool (with _POOL_LOCK held)."""
-    for key, bufs in _POOL.items():
-        for i in range(len(bufs)):
-            if bufs[i] is not keep and _refcount(bufs, i) == _UNHELD_REFCOUNT:
-                del bufs[i]
-                if not bufs:
-                    del _POOL[key]
-                return
-
-
-def _workspace(like, shape, dtype=None):
-    """An uninitialized array of ``shape`` with like's dtype (or ``dtype``) and device. On the
-    CPU it reuses a buffer of an earlier call that nothing holds any more (no array, view or
-    tensor): a fresh multi-MB array costs a page fault per 4 KiB on first touch, ~8% of the
-    reference CNN step for its im2col buffers alone. (CuPy's memory pool already reuses device
-    memory.)"""
-    xp = get_array_module(like)
-    dtype = like.dtype if dtype is None else xp.dtype(dtype)
-    if is_cuda_array(like):
-        return xp.empty(shape, dtype=dtype)
-    key = (tuple(shape), dtype)
-    with _POOL_LOCK:
-        bufs = _POOL.get(key)
-        if bufs is None:
-            bufs = _POOL[key] = []
-        for i in range(len(bufs)):
-            if _refcount(bufs, i) == _UNHELD_REFCOUNT:
-                return bufs[i]
-        fresh = xp.empty(shape, dtype=dtype)
-        bufs.append(fresh)
-        if sum(map(len, _POOL.values())) > _POOL_SIZE:
-            _evict_one_free(fresh)
-        return fresh
-
-
-def _output(xp, shape, dtype):
-    """An uninitialized array for an op's result on ``xp``'s device: on the CPU, when it is
-    larger than _OUTPUT_BYTES, a pooled buffer nothing holds (_workspace). The reference CNN's
-    step page-faulted ~6,000 times (25 MB of fresh pages, ~7% of its time) before its
-    convolution outputs, ReLUs and pool gradients came from the pool (benchmarks/RESULTS.md,
-    Session 6)."""
-    dtype = xp.dtype(dtype)
-    if xp is not _NUMPY or math.prod(shape) * dtype.itemsize <= _OUTPUT_BYTES:
-        return xp.empty(shape, dtype=dtype)
-    return _workspace(_POOL_LIKE, tuple(shape), dtype)
-
-
-_POOL_LIKE = _NUMPY.empty(0)  # the device and module _output's pooled buffers are for
-
-
 def _im2col(x, kernel, stride, dilation, pads, out, groups, ones=False):
     """(N, C, H, W) -> (N, G, Cg * kh * kw, Ho * Wo), rows ordered (c, p, q) as PyTorch's
     unfold: the one copy of a convolution's forward. ``ones``: a last row of ones per group
@@ -216,7 +142,7 @@ def _im2col(x, kernel, stride, dilation, pads, out, groups, ones=False):
     win = sliding_window_view(_pad(x, pads, 0), (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
     win = win[:, :, :sh * (ho - 1) + 1:sh, :sw * (wo - 1) + 1:sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw)
     k = c // groups * kh * kw
-    cols = _workspace(x, (n, groups, k + ones, ho * wo))
+    cols = workspace(x, (n, groups, k + ones, ho * wo))
     # (c, p, q) rows and (h, w) columns: the product with the weights lands in NCHW order
     # (split axes only, so the target is a view of cols even when a ones row follows)
     cols[:, :, :k].reshape(n, groups, c // groups, kh, kw, ho, wo)[...] = \
@@ -277,7 +203,7 @@ def _input_grad_flat(xp, wk, gm, x_shape, pads, kernel, out, groups):
     span = ho * wp
     og, cg = gm.shape[2], c // groups
     # (the last offset's slice ends kw - 1 past the grid: the flat rows get that much slack)
-    gx = _output(xp, (n, c, hp * wp + kw - 1), gm.dtype)
+    gx = output(xp, (n, c, hp * wp + kw - 1), gm.dtype)
     gx[:, :, span:] = 0
     step = max(1, _CHUNK_BYTES // (c * kh * kw * span * gm.itemsize))
     wide = xp.zeros((min(step, n), groups, og, ho, wp), dtype=gm.dtype)
@@ -308,7 +234,7 @@ class Conv2d(Function):
         wm = w.reshape(groups, o // groups, -1)
         if b is not None:
             wm = xp.concatenate([wm, b.reshape(groups, o // groups, 1)], axis=2)
-        y = xp.matmul(wm, cols, out=_output(xp, (n, groups, o // groups, cols.shape[-1]), cols.dtype))
+        y = xp.matmul(wm, cols, out=output(xp, (n, groups, o // groups, cols.shape[-1]), cols.dtype))
         y = y.reshape(n, o, *out)
         nx, nw = self.needs_input_grad[:2]
         nb = b is not None and self.needs_input_grad[2]

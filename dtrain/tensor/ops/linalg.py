@@ -5,7 +5,7 @@ from ..backend import broadcast_shapes, get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
-from .conv import _output
+from .workspace import output
 
 _BLAS_TYPES = ("float32", "float64")  # the dtypes NumPy's matmul hands to BLAS
 
@@ -83,13 +83,13 @@ class Linear(Function):
         nx, nw = self.needs_input_grad[:2]
         g2 = g.reshape(-1, g.shape[-1])
         gx = (g2 @ w).reshape(x.shape) if nx else None
-        # the weight gradient in a pooled buffer when over 1 MiB (conv._output): no fresh pages per
+        # the weight gradient in a pooled buffer when over 1 MiB (workspace.output): no fresh pages per
         # step where .grad arrays die between steps (deterministic mode's micro-shard sums are
         # made in them: ~1,800 page faults per MLP step before)
         gw = None
         if nw:
             xp, x2 = get_array_module(g2), x.reshape(-1, x.shape[-1])
-            gw = xp.matmul(g2.T, x2, out=_output(xp, w.shape, xp.result_type(g2, x2)))
+            gw = xp.matmul(g2.T, x2, out=output(xp, w.shape, xp.result_type(g2, x2)))
         if not self.has_b:
             return gx, gw
         # the bias gradient as ones @ g2, a GEMV: 2.5-4x faster than NumPy's sum over axis 0

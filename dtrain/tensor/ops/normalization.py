@@ -11,7 +11,7 @@ from ..grad_mode import no_grad
 from ..tensor import Tensor
 from .autocast import autocast_call, open_regions, thread_state
 from ._checks import check_float
-from .conv import _output
+from .workspace import output
 
 
 class Normalize(Function):
@@ -192,9 +192,9 @@ class RowNormalize(Function):
         xp = get_array_module(x)
         self.inv_k = 1 / max(x.shape[-1], 1)
         self.mean_vec = xp.full(x.shape[-1], self.inv_k, dtype=x.dtype)  # x @ mean_vec: the row means
-        # xhat, out and the gradients in pooled buffers when over 1 MiB (conv._output: no
+        # xhat, out and the gradients in pooled buffers when over 1 MiB (workspace.output: no
         # fresh pages per call; the GPT's 512 KiB rows stay with malloc)
-        xhat = _output(xp, x.shape, x.dtype)
+        xhat = output(xp, x.shape, x.dtype)
         if center:
             xp.subtract(x, (x @ self.mean_vec)[:, None], out=xhat)
         else:
@@ -206,7 +206,7 @@ class RowNormalize(Function):
         xp.reciprocal(invstd, out=invstd)
         xhat *= invstd[:, None]
         self.xhat, self.invstd, self.w, self.center = xhat, invstd, weight, center
-        out = xp.multiply(xhat, weight, out=_output(xp, x.shape, _product_type(xp, xhat, weight)))
+        out = xp.multiply(xhat, weight, out=output(xp, x.shape, _product_type(xp, xhat, weight)))
         if hasattr(bias, "shape"):
             out += bias
         return out
@@ -217,12 +217,12 @@ class RowNormalize(Function):
         xhat = self.xhat
         gx = gw = gb = None
         if nx:
-            gxhat = xp.multiply(g, self.w, out=_output(xp, g.shape, xp.result_type(g, self.w))) \
+            gxhat = xp.multiply(g, self.w, out=output(xp, g.shape, xp.result_type(g, self.w))) \
                 if hasattr(self.w, "shape") else g
             # d/dx = invstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)), per row
             proj = xp.einsum("ij,ij->i", gxhat, xhat)
             proj *= -self.inv_k
-            gx = xp.multiply(xhat, proj[:, None], out=_output(xp, xhat.shape, xp.result_type(xhat, proj)))
+            gx = xp.multiply(xhat, proj[:, None], out=output(xp, xhat.shape, xp.result_type(xhat, proj)))
             gx += gxhat
             if self.center:
                 gx -= (gxhat @ self.mean_vec)[:, None]

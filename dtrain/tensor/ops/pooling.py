@@ -8,8 +8,9 @@ Adaptive max pooling gathers its (possibly overlapping) bins first. The 1-D pool
 from ..backend import get_array_module, is_cuda_array, scatter_add
 from ..function import Function, on_input_device
 from ..tensor import Tensor
-from .conv import _batched, _disjoint, _geometry, _offsets, _output, _pad, _pair, _put, _scatter, _tuple
+from .conv import _batched, _disjoint, _geometry, _offsets, _pad, _pair, _put, _scatter, _tuple
 from .linalg import matmul
+from .workspace import output
 
 
 def _as_given(v, dims):
@@ -73,7 +74,7 @@ def _running_max(views):
     # the result; on a GPU that look would be a host synchronisation: always NaN-aware there
     rules = (False,) if views[0].dtype.kind != "f" else (True,) if is_cuda_array(views[0]) else (False, True)
     for nan_rule in rules:
-        out = _output(xp, views[0].shape, views[0].dtype)  # a pooled buffer when large: no fresh pages
+        out = output(xp, views[0].shape, views[0].dtype)  # a pooled buffer when large: no fresh pages
         xp.copyto(out, views[0])
         for i, s in enumerate(views[1:], 1):
             xp.greater(s, out, out=wins)
