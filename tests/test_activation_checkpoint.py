@@ -246,6 +246,27 @@ def test_recomputed_dropout_mask_is_the_forward_one(device):
     assert 0 < (want == 0).sum() < want.size  # the mask drops some elements, not all
 
 
+@pytest.mark.gpu
+def test_the_rng_state_can_be_read_and_set_inside_a_checkpointed_cuda_forward():
+    """Inside the checkpointed forward the device's generator is the forked one: its state reads
+    and restores (a draw after set_rng_state repeats), in the forward and in the recomputation."""
+    x = dtrain.ones(64, device="cuda", requires_grad=True)
+    seen = []
+
+    def body(t):
+        state = dtrain.cuda.get_rng_state()
+        first = dtrain.rand(8, device="cuda").cpu().numpy()
+        dtrain.cuda.set_rng_state(state)
+        seen.append((first, dtrain.rand(8, device="cuda").cpu().numpy()))
+        return t * 2
+
+    checkpoint(body, x, use_reentrant=False).sum().backward()
+    assert len(seen) == 2  # the forward and the recomputation
+    for first, again in seen:
+        np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(seen[0][0], seen[1][0])  # the recomputation draws the forward's numbers
+
+
 DDP_SCRIPT = """
 import numpy, dtrain, dtrain.nn as nn
 from dtrain.nn.parallel import DistributedDataParallel

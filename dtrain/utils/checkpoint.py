@@ -35,7 +35,6 @@ import warnings
 from ..amp import autocast, get_autocast_dtype, is_autocast_cache_enabled, is_autocast_enabled
 from ..nn import Sequential
 from ..tensor import Tensor, enable_grad, get_rng_state, is_grad_enabled, no_grad, set_rng_state, tensor
-from ..tensor.backend import make_rng
 from ..tensor.function import Function
 from ..tensor.random import default_generator
 from ..tensor.replay import capture, reenter
@@ -240,14 +239,17 @@ class _RandomState:
 
     def _on_forked_cuda(self, run):
         generators = {device: default_generator(device) for device in self.cuda}
-        kept = {device: g.rng for device, g in generators.items()}
+        kept = {device: (g.rng, g.initial_seed()) for device, g in generators.items()}
         for device, g in generators.items():
-            g.rng = make_rng(device, self.cuda[device])
+            # seeded as a whole (stream and seed): get/set_rng_state inside see the forked stream
+            g.manual_seed(self.cuda[device])
         try:
             return run()
         finally:
             for device, g in generators.items():
-                g.rng = kept[device]
+                rng, seed = kept[device]
+                g.manual_seed(seed)  # the seed back (its new stream touches no device: replaced at once)
+                g.rng = rng  # the stream itself, where it was: nothing replayed
 
 
 class _AutocastState:
