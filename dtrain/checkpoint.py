@@ -5,7 +5,8 @@ atomically) holding a dict::
 
     {"dtrain_checkpoint": 2, "model": ..., "optimizer": ..., "scheduler": ..., "scaler": ...,
      "data": ..., "epoch": ..., "step": ..., "world_size": ..., "global_batch": ..., "extra": ...,
-     "rng": {"dtrain": ..., "numpy": ..., "python": ..., "cuda": [...]}}
+     "rng": {"dtrain": ..., "numpy": ..., "python": ..., "cuda": [...]},
+     "rng_ranks": [{"dtrain": ..., ...}, ...]}   # only from a save of several ranks
 
 ``data`` is a DataLoader's (or a sampler's) ``state_dict()``: where the epoch is, counted in
 samples all ranks consumed, so a resume goes on mid-epoch with the next sample, on any world
@@ -22,6 +23,17 @@ saved) loads and leaves the CUDA generators alone; so does a load without a GPU 
 there can use them: ignored, as ``torch.cuda.set_rng_state_all`` is on a CPU-only build); a
 load that sees another number of GPUs than the save restores the devices both have and
 warns, naming both counts.
+
+Under several ranks each rank has its own streams (seeded per rank, nanoGPT's
+``manual_seed(1337 + rank)``; default-mode dropout; its own GPU). A collective save
+(:meth:`CheckpointManager.save`, or ``save_checkpoint(..., gather_rng=True)`` on every rank)
+gathers them into ``rng_ranks``, one "rng" dict per rank in rank order ("rng" is then rank
+0's); a single-process save writes no ``rng_ranks`` (its "rng" is the one rank's). On a load
+at the same world size rank r restores ``rng_ranks[r]``; on another world size (or from a
+file without ``rng_ranks``) every rank restores "rng", rank 0's, and, when the file says how
+many ranks saved it, rank 0 warns once that the per-rank streams are not continued.
+Deterministic mode does not need them: its per-sample randomness comes from the shared
+default generator, drawn alike on every rank (``dtrain/parallel/micro_shards.py``).
 
 :class:`CheckpointManager` keeps a series of them in a directory (the last K, resume from
 the newest intact one), and under several ranks has rank 0 write and every rank agree.
@@ -65,10 +77,29 @@ def _full_options(**kw):
     return StateDictOptions(full_state_dict=True, **kw)
 
 
-def _collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size, global_batch, extra):
-    """The checkpoint dict of the given objects (RNG states included). A fully_shard model's
-    optimizer state is saved whole, keyed by parameter name (gathered to rank 0: collective),
-    so that it reshards at load on any world size."""
+def _rng_state():
+    """This process's RNG states: what a checkpoint's "rng" entry holds."""
+    return {"dtrain": dtrain_random.get_rng_state(), "numpy": numpy.random.get_state(),
+            "python": random.getstate(), "cuda": dtrain_cuda.get_rng_state_all()}
+
+
+def _gathered_rng():
+    """Every rank's RNG states in rank order under several ranks (a collective: every rank
+    calls it), else None: a single-process checkpoint stores no per-rank list."""
+    if not _distributed():
+        return None
+    from . import comm
+    states = [None] * comm.get_world_size()
+    comm.all_gather_object(states, _rng_state())  # all ranks get the list: files written by any rank agree
+    return states
+
+
+def _collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size, global_batch, extra,
+             rng_ranks=None):
+    """The checkpoint dict of the given objects (RNG states included: this process's, or with
+    ``rng_ranks`` (from _gathered_rng) every rank's, "rng" being rank 0's). A fully_shard
+    model's optimizer state is saved whole, keyed by parameter name (gathered to rank 0:
+    collective), so that it reshards at load on any world size."""
     ckpt = {_MARKER: _VERSION}
     for key, obj in zip(_STATES, (model, optimizer, scheduler, scaler, data)):
         if obj is None:
@@ -83,14 +114,14 @@ def _collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size,
         raise ValueError(f"save_checkpoint: global_batch must be a positive int (samples per optimizer step "
                          f"over all ranks) or None, got {global_batch!r}")
     ckpt.update(epoch=epoch, step=step, world_size=_world_size() if world_size is None else int(world_size),
-                global_batch=global_batch, extra=extra,
-                rng={"dtrain": dtrain_random.get_rng_state(), "numpy": numpy.random.get_state(),
-                     "python": random.getstate(), "cuda": dtrain_cuda.get_rng_state_all()})
+                global_batch=global_batch, extra=extra, rng=_rng_state() if rng_ranks is None else rng_ranks[0])
+    if rng_ranks is not None:
+        ckpt["rng_ranks"] = rng_ranks
     return ckpt
 
 
 def save_checkpoint(path, model=None, optimizer=None, scheduler=None, epoch=None, step=None, extra=None, *,
-                    scaler=None, data=None, world_size=None, global_batch=None):
+                    scaler=None, data=None, world_size=None, global_batch=None, gather_rng=False):
     """Save a training checkpoint to ``path`` (atomically: a crash never leaves a half file).
 
     Args:
@@ -105,13 +136,20 @@ def save_checkpoint(path, model=None, optimizer=None, scheduler=None, epoch=None
         world_size: the job's number of ranks (default: the process group's, 1 without one).
         global_batch: samples per optimizer step over all ranks (per-rank batch x gradient
             accumulation x world size), or None; what an elastic resume keeps.
+        gather_rng: under several ranks, every rank calls save_checkpoint together (a
+            collective) and the file holds each rank's RNG states (``rng_ranks``), so that a
+            resume on as many ranks continues each rank's streams. False (default): this
+            process's states only, and no rank waits for another (a save on rank 0 alone
+            works). :class:`CheckpointManager` always gathers. No effect in one process.
 
     Example:
         >>> save_checkpoint("run/epoch3.ckpt", model, opt, sched, epoch=3, step=1200, data=loader,
         ...                 global_batch=256)
     """
-    save_state(_collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size, global_batch, extra),
-               path)
+    if not isinstance(gather_rng, bool):
+        raise TypeError(f"save_checkpoint: gather_rng must be a bool, got {gather_rng!r}")
+    save_state(_collect(model, optimizer, scheduler, scaler, data, epoch, step, world_size, global_batch, extra,
+                        _gathered_rng() if gather_rng else None), path)
 
 
 def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_location=None, restore_rng=True, *,
@@ -126,7 +164,8 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_locati
             sampler) may have another number of ranks than at save.
         map_location: where tensors go, as in :func:`dtrain.load` (default: the CPU).
         restore_rng: restore dtrain's CPU generator, NumPy's and Python's RNG states, and the
-            CUDA generators' where a GPU is visible (see the module).
+            CUDA generators' where a GPU is visible: this rank's own when the file holds every
+            rank's and the world size is the one at save, else rank 0's (see the module).
 
     Returns:
         dict with ``"epoch"``, ``"step"``, ``"world_size"``, ``"global_batch"`` and
@@ -156,12 +195,32 @@ def _restore(ckpt, path, objects, restore_rng):
             continue
         obj.load_state_dict(ckpt[key])
     if restore_rng:
-        rng = ckpt["rng"]
+        rng = _rng_to_restore(ckpt, path)
         dtrain_random.set_rng_state(rng["dtrain"])
         numpy.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         _restore_cuda_rng(rng.get("cuda", []), path)
     return {key: ckpt[key] for key in _INFO}
+
+
+def _rng_to_restore(ckpt, path):
+    """This rank's RNG states in the checkpoint: its own entry of ``rng_ranks`` when the file
+    holds every rank's and the world size is the one at save; else rank 0's ("rng"), with a
+    warning on rank 0 when the file says its ranks' streams and the world size differs."""
+    world, rank = _world_size(), _rank()
+    per_rank = ckpt.get("rng_ranks")
+    if per_rank is None and ckpt["world_size"] == 1:
+        per_rank = [ckpt["rng"]]  # a single-process save: its one stream is the whole set
+    if per_rank is not None and len(per_rank) == world:
+        return per_rank[rank]
+    if per_rank is not None and rank == 0:
+        warnings.warn(f"{file_name(path)}: the checkpoint holds the RNG states of {len(per_rank)} rank(s), this job "
+                      f"has {world}: every rank restored rank 0's, so per-rank random streams (seeded per rank, "
+                      f"default-mode dropout) are not continued and their draws differ from an uninterrupted run; "
+                      f"deterministic mode does not depend on them (its per-sample randomness comes from the shared "
+                      f"default generator, drawn alike on every rank)", RuntimeWarning,
+                      stacklevel=4)  # the caller of load_checkpoint or CheckpointManager.load
+    return ckpt["rng"]
 
 
 def _restore_cuda_rng(states, path):
@@ -176,7 +235,7 @@ def _restore_cuda_rng(states, path):
         warnings.warn(f"{file_name(path)}: the checkpoint holds the CUDA RNG states of {len(states)} device(s), "
                       f"this process sees {count}: restored {_devices(0, kept)}{rest}; random draws on a "
                       f"device without its saved state differ from an uninterrupted run", RuntimeWarning,
-                      stacklevel=4)  # the caller of load_checkpoint or CheckpointManager.load
+                      stacklevel=5)  # the caller of load_checkpoint or CheckpointManager.load
     dtrain_cuda.set_rng_state_all(states[:count])
 
 
@@ -330,10 +389,25 @@ def _malformed(ckpt):
     for key in ("world_size", "global_batch"):
         if ckpt[key] is not None and (type(ckpt[key]) is not int or ckpt[key] < 1):
             return f"the {key} is {reprlib.repr(ckpt[key])}, not a positive int or None"
-    rng = ckpt["rng"]
+    problem = _malformed_rng(ckpt["rng"], "")
+    if problem is not None or "rng_ranks" not in ckpt:  # absent from single-process saves and older files
+        return problem
+    per_rank = ckpt["rng_ranks"]
+    if not isinstance(per_rank, list) or not per_rank:
+        return f"the per-rank RNG states (rng_ranks) are {reprlib.repr(per_rank)}, not a list of one dict per rank"
+    for rank, rng in enumerate(per_rank):
+        problem = _malformed_rng(rng, f" of rank {rank} (rng_ranks[{rank}])")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _malformed_rng(rng, whose):
+    """What makes one "rng" dict (``whose``: which one, for the message) other than _rng_state
+    gives, or None."""
     required = set(_RNG_KINDS) - set(_RNG_OPTIONAL)
     if not isinstance(rng, dict) or not required <= set(rng) <= set(_RNG_KINDS):
-        return (f"the RNG states are {reprlib.repr(rng)}, not a dict with the keys {sorted(required)} "
+        return (f"the RNG states{whose} are {reprlib.repr(rng)}, not a dict with the keys {sorted(required)} "
                 f"(and optionally {list(_RNG_OPTIONAL)})")
     for kind, restore in _RNG_KINDS.items():
         if kind not in rng:
@@ -341,7 +415,7 @@ def _malformed(ckpt):
         try:
             restore(rng[kind])
         except Exception as e:  # a generator refuses a bad state in many ways (TypeError, ValueError, KeyError, ...)
-            return f"the {kind} RNG state {reprlib.repr(rng[kind])} does not restore ({type(e).__name__}: {e})"
+            return f"the {kind} RNG state{whose} {reprlib.repr(rng[kind])} does not restore ({type(e).__name__}: {e})"
     return None
 
 
@@ -366,7 +440,8 @@ class CheckpointManager:
       same result (an error on rank 0 is raised on every rank). On load, rank 0 picks the
       checkpoint and broadcasts its choice; every rank loads that file and the ranks check
       they read the same content (same stored SHA-256) before any state is restored.
-      RNG states are rank 0's (see :func:`save_checkpoint`).
+      Every rank's RNG states are saved and, on as many ranks, each rank gets its own back
+      (on another world size, rank 0's: see the module).
 
     Args:
         directory: where the checkpoints go (created if missing).
@@ -431,11 +506,13 @@ class CheckpointManager:
         consolidate = getattr(optimizer, "consolidate_state_dict", None)
         if consolidate is not None:  # a ZeroRedundancyOptimizer: its full state, gathered on rank 0 (collective)
             consolidate(to=0)
+        # before the try: a collective every rank must reach, whatever its state_dict does
+        rng_ranks = _gathered_rng()
         # taken on every rank: a state_dict may be a collective (fully_shard's model gathers
         # its shards); rank 0's error goes to every rank through _on_rank0, as a write error does
         try:
             ckpt, failure = _collect(model, optimizer if _rank() == 0 or consolidate is None else None, scheduler,
-                                     scaler, data, epoch, step, None, global_batch, extra), None
+                                     scaler, data, epoch, step, None, global_batch, extra, rng_ranks), None
         except Exception as e:
             ckpt, failure = None, e
 
