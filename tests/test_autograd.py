@@ -237,6 +237,27 @@ def test_one_array_on_two_edges_is_copied_before_it_is_kept():
     compare(a.grad, [12.0, 12.0])
 
 
+# A pass-through backward (Add: (g, g)) routes one array to two leaves: neither may adopt it
+# (the walk counts a node's edges before routing any of them)
+
+def test_two_leaves_never_adopt_one_array():
+    a = dtrain.ones(3, requires_grad=True)
+    b = dtrain.ones(3, requires_grad=True)
+    ((a + b) * 2).sum().backward()  # Mul's backward makes a fresh array; Add passes it to both leaves
+    assert a.grad.array is not b.grad.array
+    (a * 3 + b * 5).sum().backward()  # accumulates in place into each .grad
+    np.testing.assert_array_equal(a.grad.numpy(), [5.0, 5.0, 5.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [7.0, 7.0, 7.0])
+
+
+def test_scalar_leaves_added_at_the_root():
+    a = dtrain.tensor(1.0, requires_grad=True)
+    b = dtrain.tensor(2.0, requires_grad=True)
+    (a + b).backward()  # the seed itself is passed to both leaves
+    (a * 3 + b * 5).backward()
+    assert (float(a.grad), float(b.grad)) == (4.0, 6.0)
+
+
 # ---- grad modes ------------------------------------------------------------------------
 
 def test_no_grad_enable_grad_set_grad_enabled():

@@ -419,3 +419,24 @@ def test_second_backward_through_one_forward_is_refused(world):
     F.cross_entropy(ddp(x[:2]), y[:2]).backward()
     for a, b in zip(twice.parameters(), once.parameters()):
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+class _Sum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(dtrain.ones(4))
+        self.q = nn.Parameter(dtrain.ones(4))
+
+    def forward(self, x):
+        return (self.p + self.q) * x.sum(0)
+
+
+def test_micro_shard_sums_of_parameters_added_together(world):
+    """At one rank the fixed tree sums the micro-shard gradients in their own arrays: two
+    aliases holding one array get it added into twice (44 instead of 24 for p[0])."""
+    x = dtrain.tensor(np.arange(16, dtype=np.float32).reshape(4, 4))
+    model = _Sum()
+    DDP(model, micro_shard_size=2)(x).sum().backward()
+    expected = x.numpy().sum(0)  # the mean over ranks (1) of the sum over micro-shards
+    np.testing.assert_array_equal(model.p.grad.numpy(), expected)
+    np.testing.assert_array_equal(model.q.grad.numpy(), expected)

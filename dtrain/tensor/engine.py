@@ -153,13 +153,18 @@ def _walk(root_fn, grad, external, retain_graph):
                     switch.__exit__(None, None, None)
         else:
             grads = (None,) * len(fn.inputs)
+        grads = list(grads)
+        # every edge of this node counted before any is routed: a pass-through backward (Add's
+        # (g, g)) hands one array to two leaves, and the first must not adopt it as its .grad
+        # while the second's edge is still uncounted
+        for i, (t, need, gi) in enumerate(zip(fn.inputs, fn.needs_input_grad, grads)):
+            if need and gi is not None:
+                if gi.shape != t.array.shape or gi.dtype != t.array.dtype:  # the per-edge cost: two compares
+                    gi = grads[i] = _conform(fn, i, _dense(gi) if type(gi) is SliceGrad else gi, t.array)
+                routed[id(gi)] = routed.get(id(gi), 0) + 1
         for i, (t, need, gi) in enumerate(zip(fn.inputs, fn.needs_input_grad, grads)):
             if not need:
                 continue
-            if gi is not None:
-                if gi.shape != t.array.shape or gi.dtype != t.array.dtype:  # the per-edge cost: two compares
-                    gi = _conform(fn, i, _dense(gi) if type(gi) is SliceGrad else gi, t.array)
-                routed[id(gi)] = routed.get(id(gi), 0) + 1
             child = t.grad_fn
             if child is None:
                 if gi is not None:
