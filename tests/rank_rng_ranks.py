@@ -19,29 +19,39 @@ import dtrain.nn.functional as F
 
 
 def seed(rank):
-    """Streams of their own on each rank: dtrain's default generator, NumPy's and Python's."""
+    """Streams of their own on each rank: dtrain's default generators (the CPU's and every
+    GPU's), NumPy's and Python's."""
     dtrain.manual_seed(1337 + rank)
     np.random.seed(rank)
     random.seed(rank)
 
 
-def draw():
+GPU_DRAWS = 12  # how many numbers draw() adds where a GPU is visible
+
+
+def draw(gpu=None):
     """One vector of numbers from every stream a checkpoint restores: dtrain.randn, a
-    default-mode dropout mask, NumPy's and Python's global RNGs."""
-    return np.concatenate([dtrain.randn(4).array, F.dropout(dtrain.ones(8), 0.5, training=True).array,
-                           np.random.rand(3), [random.random()]])
+    default-mode dropout mask, NumPy's and Python's global RNGs, and where a GPU is visible
+    (the CuPy emulation too) the same two on GPU ``gpu`` (default: the current device)."""
+    out = [dtrain.randn(4).array, F.dropout(dtrain.ones(8), 0.5, training=True).array, np.random.rand(3),
+           [random.random()]]
+    if dtrain.cuda.is_available():
+        device = f"cuda:{dtrain.cuda.current_device() if gpu is None else gpu}"
+        out += [dtrain.randn(4, device=device).cpu().numpy(),
+                F.dropout(dtrain.ones(8, device=device), 0.5, training=True).cpu().numpy()]
+    return np.concatenate(out)
 
 
-def recorded_after(save, load):
-    """Draw, ``save()``, draw (recorded), ``load()``, draw again: (the recorded draws, the draws
-    after the load, the warnings the load gave)."""
-    draw()
+def recorded_after(save, load, gpu=None):
+    """Draw, ``save()``, draw (recorded), ``load()``, draw again (on GPU ``gpu``, see draw):
+    (the recorded draws, the draws after the load, the warnings the load gave)."""
+    draw(gpu)
     save()
-    after = draw()
+    after = draw(gpu)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         load()
-    return after, draw(), [str(w.message) for w in caught]
+    return after, draw(gpu), [str(w.message) for w in caught]
 
 
 def main(folder, other=None):
@@ -51,6 +61,8 @@ def main(folder, other=None):
 
     harness = RankChecks()
     rank, world = harness.rank, harness.world_size
+    if dtrain.cuda.is_available():  # each rank its own GPU, as under DDP (the emulation has 2 per process)
+        dtrain.cuda.set_device(rank % dtrain.cuda.device_count())
 
     def own_streams_back(save, load):
         seed(rank)
@@ -78,23 +90,25 @@ def main(folder, other=None):
 
     def rank0_save():
         """Without gather_rng (a save on rank 0 alone): no per-rank list, rank 0's streams on
-        every rank after the load, as before per-rank states existed, and no warning."""
+        every rank after the load, as before per-rank states existed, and no warning (on the
+        GPU every rank draws on rank 0's device, cuda:0)."""
         path = os.path.join(folder, f"rank0-{world}.ckpt")
         seed(rank)
         after, again, caught = recorded_after(lambda: (rank == 0 and save_checkpoint(path, step=1), dist.barrier()),
-                                              lambda: load_checkpoint(path))
+                                              lambda: load_checkpoint(path), gpu=0)
         rank0 = gathered(after)[0]  # before any assert, as above
         assert "rng_ranks" not in dtrain.load(path) and caught == [], caught
         np.testing.assert_array_equal(again, rank0)
 
     def elastic():
-        """A checkpoint of another world size: every rank gets rank 0's streams, rank 0 warns once."""
+        """A checkpoint of another world size: every rank gets rank 0's streams, rank 0 warns once
+        (on the GPU: rank 0's device's, cuda:0)."""
         saved_world = len(dtrain.load(other)["rng_ranks"])
         seed(rank)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             load_checkpoint(other)
-        np.testing.assert_array_equal(draw(), np.load(os.path.join(folder, f"after-{saved_world}.npy")))
+        np.testing.assert_array_equal(draw(gpu=0), np.load(os.path.join(folder, f"after-{saved_world}.npy")))
         messages = [str(w.message) for w in caught]
         if rank == 0:
             assert len(messages) == 1 and (f"holds the RNG states of {saved_world} rank(s), this job has {world}: "

@@ -13,7 +13,7 @@ from dtrain.checkpoint import CheckpointManager, load_checkpoint, save_checkpoin
 from dtrain.serialization import CheckpointError, save_state
 
 from comm_helpers import assert_all_checks_passed, require_mpi, run
-from rank_rng_ranks import draw, recorded_after, seed
+from rank_rng_ranks import GPU_DRAWS, draw, recorded_after, seed
 
 V2_KEYS = {"dtrain_checkpoint", "model", "optimizer", "scheduler", "scaler", "data", "epoch", "step", "world_size",
            "global_batch", "extra", "rng"}
@@ -54,11 +54,19 @@ def test_a_2_rank_checkpoint_in_one_process_restores_rank_0s_and_warns_once(two_
     seed(5)
     with pytest.warns(RuntimeWarning) as caught:
         load_checkpoint(two_ranks / "gathered-2.ckpt")
-    np.testing.assert_array_equal(draw(), np.load(two_ranks / "after-2.npy"))
+    np.testing.assert_array_equal(draw(gpu=0), np.load(two_ranks / "after-2.npy"))
     assert len(caught) == 1, [str(w.message) for w in caught]
     message = str(caught[0].message)
     assert ("gathered-2.ckpt: the checkpoint holds the RNG states of 2 rank(s), this job has 1: every rank restored "
             "rank 0's") in message and "deterministic mode does not depend on them" in message, message
+
+
+@pytest.mark.gpu
+def test_each_rank_gets_its_own_gpu_streams_back(tmp_path):
+    """On GPUs (the CuPy emulation in CI: 2 per process), each rank on its own device: the
+    checks of the 2-rank job pass with GPU draws in every comparison (rng["cuda"] per rank)."""
+    assert_all_checks_passed(ranks_job(tmp_path, 2), 2, 3)
+    assert np.load(tmp_path / "after-2.npy").shape == (16 + GPU_DRAWS,)
 
 
 def test_a_single_process_save_is_unchanged(tmp_path):
