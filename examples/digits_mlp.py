@@ -34,6 +34,7 @@ import dtrain.nn as nn
 import dtrain.optim as optim
 from dtrain import preemption
 from dtrain.checkpoint import CheckpointManager, split_global_batch
+from dtrain.serialization import CheckpointError
 from dtrain.data import DataLoader, DistributedSampler
 from dtrain.data.datasets import digits
 from dtrain.parallel import DistributedDataParallel
@@ -149,8 +150,15 @@ def train(ap, args):
     saved_data = DataLoader(train_set, sampler=sampler)
     info = None
     if args.resume is not None:
-        info = manager.load(model, opt, sched, resume="auto" if args.resume == LATEST else args.resume,
-                            data=saved_data)
+        try:
+            info = manager.load(model, opt, sched, resume="auto" if args.resume == LATEST else args.resume,
+                                data=saved_data)
+        except CheckpointError as e:
+            if "no data state" not in str(e):
+                raise
+            raise SystemExit(f"digits_mlp: cannot resume: {e}. It was written by an older digits_mlp, which kept no "
+                             f"loader position; start a new run (without --resume) or finish it with that "
+                             f"version") from None
         if info is None and args.resume == LATEST:
             ap.error(f"--resume: no checkpoint {manager.path('<step>')} (use --resume auto to start fresh)")
     if info is not None:

@@ -202,3 +202,21 @@ def test_a_world_size_that_does_not_divide_the_global_batch_is_an_error_naming_w
             "global batch is --batch-size x ranks)") in proc.stderr, output(proc)
     assert sorted(p.name for p in (folder / "on3").iterdir()) == ["ckpt-10.ckpt", "ckpt-9.ckpt"]
     assert "epoch   0" not in proc.stdout
+
+
+def test_a_checkpoint_without_the_loader_position_is_named_not_a_traceback(tmp_path):
+    """A checkpoint of an older digits_mlp (no loader state: data=None at save) cannot give the
+    epoch's position: the resume stops with a message saying so, not a KeyError traceback."""
+    from dtrain.serialization import save_state
+    folder = tmp_path / "old"
+    run = [sys.executable, DIGITS, "--quiet", "--epochs", "1", "--checkpoint-dir", str(folder)]
+    subprocess.run(run, env=clean_env(), check=True, capture_output=True, timeout=120)
+    (path,) = folder.glob("*.ckpt")
+    ckpt = load(path)
+    ckpt["data"] = None  # as the older example saved it
+    save_state(ckpt, path)
+    result = subprocess.run(run + ["--resume", "auto"], env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "digits_mlp: cannot resume" in result.stderr and "older digits_mlp" in result.stderr
+    assert "no data state" in result.stderr
