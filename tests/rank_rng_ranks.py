@@ -5,7 +5,7 @@ its own recorded numbers back. Rank 0 writes ``after-<world>.npy``, its draws ri
 save of ``gathered-<world>.ckpt``, for the jobs of another world size that load that file.
 
     mpiexec -n 2 python tests/rank_rng_ranks.py DIR
-    mpiexec -n 4 python tests/rank_rng_ranks.py DIR DIR/gathered-2.ckpt   # + an elastic load
+    mpiexec -n 4 python tests/rank_rng_ranks.py DIR DIR/gathered-2.ckpt DIR/gathered-1.ckpt  # + elastic loads
 """
 import os
 import random
@@ -54,7 +54,7 @@ def recorded_after(save, load, gpu=None):
     return after, draw(gpu), [str(w.message) for w in caught]
 
 
-def main(folder, other=None):
+def main(folder, *others):
     from rank_harness import RankChecks, gathered
     from dtrain.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
     import dtrain.comm as dist
@@ -100,10 +100,11 @@ def main(folder, other=None):
         assert "rng_ranks" not in dtrain.load(path) and caught == [], caught
         np.testing.assert_array_equal(again, rank0)
 
-    def elastic():
-        """A checkpoint of another world size: every rank gets rank 0's streams, rank 0 warns once
-        (on the GPU: rank 0's device's, cuda:0)."""
-        saved_world = len(dtrain.load(other)["rng_ranks"])
+    def elastic(other):
+        """A checkpoint of another world size (``other``, with ``after-<its world>.npy`` beside
+        it): every rank gets rank 0's streams, rank 0 warns once (on the GPU: rank 0's device's,
+        cuda:0). A single-process file has no rng_ranks: its one "rng" is the whole set."""
+        saved_world = len(dtrain.load(other).get("rng_ranks", [None]))
         seed(rank)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -119,8 +120,8 @@ def main(folder, other=None):
     harness.run("manager: each rank's own streams back", manager)
     harness.run("save_checkpoint(gather_rng=True): each rank's own streams back", gathered_save)
     harness.run("a save on rank 0 alone: rank 0's streams, as before", rank0_save)
-    if other is not None:
-        harness.run("another world size: rank 0's streams, one warning", elastic)
+    for other in others:
+        harness.run(f"another world size ({os.path.basename(other)}): rank 0's streams, one warning", elastic, other)
     harness.finish()
 
 

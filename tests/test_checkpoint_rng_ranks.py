@@ -42,10 +42,16 @@ def test_each_of_2_ranks_gets_its_own_streams_back(two_ranks):
     assert set(saved) == V2_KEYS | {"rng_ranks"} and len(saved["rng_ranks"]) == 2
 
 
-def test_4_ranks_and_a_2_rank_checkpoint_resumed_on_4(two_ranks):
-    """The same checks on 4 ranks, and the 2-rank file loaded on 4 ranks: every rank draws
-    what rank 0 drew after that save, and rank 0 alone warns, once."""
-    assert_all_checks_passed(ranks_job(two_ranks, 4, str(two_ranks / "gathered-2.ckpt")), 4, 4)
+def test_4_ranks_and_checkpoints_of_2_ranks_and_of_1_process_resumed_on_4(two_ranks):
+    """The same checks on 4 ranks, and the 2-rank file and a single-process file loaded on 4
+    ranks: every rank draws what rank 0 (the process) drew after that save, and rank 0 alone
+    warns, once per load."""
+    seed(9)
+    draw(gpu=0)
+    save_checkpoint(two_ranks / "gathered-1.ckpt", step=1)
+    np.save(two_ranks / "after-1.npy", draw(gpu=0))
+    job = ranks_job(two_ranks, 4, str(two_ranks / "gathered-2.ckpt"), str(two_ranks / "gathered-1.ckpt"))
+    assert_all_checks_passed(job, 4, 5)
 
 
 def test_a_2_rank_checkpoint_in_one_process_restores_rank_0s_and_warns_once(two_ranks):
