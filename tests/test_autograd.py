@@ -258,6 +258,28 @@ def test_scalar_leaves_added_at_the_root():
     assert (float(a.grad), float(b.grad)) == (4.0, 6.0)
 
 
+def test_a_gradient_a_retained_node_keeps_is_copied_not_adopted():
+    """Under retain_graph a node lives on with what it holds: a backward that returns an array it
+    kept must not have that array adopted as .grad (the next backward's accumulation into .grad
+    would change what the node returns)."""
+    from dtrain.autograd import Function
+
+    class Loss(Function):
+        def forward(self, w, target):
+            diff = w - target
+            self.grad = diff * 2  # kept, and returned as the gradient
+            return (diff * diff).sum()
+
+        def backward(self, g):
+            return self.grad, None
+
+    w = dtrain.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    loss = Loss.apply(w, np.zeros(2))
+    for k in range(1, 4):
+        loss.backward(retain_graph=True)
+        compare(w.grad, [2.0 * k, 4.0 * k])
+
+
 # ---- grad modes ------------------------------------------------------------------------
 
 def test_no_grad_enable_grad_set_grad_enabled():

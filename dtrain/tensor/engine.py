@@ -176,7 +176,10 @@ def _walk(root_fn, grad, external, retain_graph):
                         sums.discard(id(b))
                         if type(b) is SliceGrad:
                             b = _dense(b)
-                        _accumulate(t, b, owned=routed.get(id(b), 0) <= 1 and b.base is None)
+                        # under retain_graph the graph's nodes live on, and one may hold b (a backward
+                        # returning an array it kept): .grad then gets a copy, never b itself
+                        owned = not retain_graph and routed.get(id(b), 0) <= 1 and b.base is None
+                        _accumulate(t, b, owned=owned)
                         _used(routed, b)
             else:
                 if gi is not None:
