@@ -9,7 +9,7 @@ import numbers
 from collections import OrderedDict, namedtuple
 
 from ..tensor import Tensor, no_grad
-from ..tensor import backend
+from ..tensor import backend, dtypes
 from ..tensor.function import input_switch
 from ..tensor.tensor import DeviceDtypeShortcuts, RemovableHandle, Size, parse_to_args, zero_grads
 from .parameter import Parameter
@@ -379,12 +379,12 @@ class Module(DeviceDtypeShortcuts):  # cpu(), cuda(), float(), double(), half():
         if "device" in kwargs:
             kwargs = {**kwargs, "device": _cuda_index(kwargs["device"])}
         device, dtype = parse_to_args(args, kwargs)
-        if dtype is not None and dtype.kind not in "fc":
+        if dtype is not None and not dtypes.is_differentiable(dtype):  # bfloat16 included
             raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got "
                             f"desired dtype={dtype}")
 
         def convert(t):
-            return t.to(device=device, dtype=dtype if t.dtype.kind in "fc" else None)
+            return t.to(device=device, dtype=dtype if dtypes.is_differentiable(t.dtype) else None)
         return self._apply(convert)
 
     def type(self, dst_type):

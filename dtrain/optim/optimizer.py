@@ -214,7 +214,7 @@ def _cast_state(name, value, param):
     if not isinstance(value, Tensor):
         return copy.deepcopy(value)
     array = backend.to_device(value.array, param.device)
-    dtype = param.dtype if value.dtype.kind == "f" and param.dtype.kind == "f" else value.dtype
+    dtype = param.dtype if dtypes.is_floating(value.dtype) and dtypes.is_floating(param.dtype) else value.dtype
     return Tensor._wrap(array.astype(dtype, copy=True))
 
 

@@ -5,7 +5,7 @@ import heapq
 import numpy
 
 from ..timing import phase
-from . import anomaly, backend
+from . import anomaly, backend, dtypes
 from .function import SliceGrad, unbroadcast
 from .grad_mode import no_grad
 from .tensor import Tensor, _raw
@@ -208,7 +208,7 @@ def _conform(fn, i, grad, input):  # noqa: A002
                                f"input's shape (or in a shape it broadcasts to)")
         grad = unbroadcast(grad, input.shape)
     if grad.dtype != input.dtype:
-        if grad.dtype.kind != "f" and (grad.dtype.kind == "c") != (input.dtype.kind == "c"):
+        if not dtypes.is_floating(grad.dtype) and (grad.dtype.kind == "c") != (input.dtype.kind == "c"):
             raise RuntimeError(f"{fn.name}Backward returned a gradient of dtype {grad.dtype} for input {i} "
                                f"of dtype {input.dtype}")
         grad = grad.astype(input.dtype)
