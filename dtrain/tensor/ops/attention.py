@@ -94,6 +94,8 @@ class ScaledDotProductAttention(Function):
         pt = st if self.factor is None else st * self.factor
         out = xp.matmul(pt.swapaxes(-1, -2), v)
         self.q, self.k, self.v, self.pt, self.scale = q, k, v, st, scale
+        if out.dtype != v.dtype:  # bfloat16: ml_dtypes' @ gives float32 (the softmax ran in it); rounded once, as torch
+            out = out.astype(v.dtype)
         return out.reshape(self.qshape[:-1] + (v.shape[-1],)) if groups > 1 else out
 
     def backward(self, g):
@@ -168,7 +170,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if min(query.ndim, key.ndim, value.ndim) < 2:
         raise RuntimeError(f"scaled_dot_product_attention: expected query, key and value to be at least 2-D, got "
                            f"query.dim {query.ndim}, key.dim {key.ndim} and value.dim {value.ndim}")
-    if not query.dtype == key.dtype == value.dtype or query.dtype.kind != "f":
+    if not query.dtype == key.dtype == value.dtype or not dtypes.is_floating(query.dtype):
         raise RuntimeError(f"scaled_dot_product_attention: expected query, key and value of one floating dtype, got "
                            f"query.dtype {query.dtype}, key.dtype {key.dtype} and value.dtype {value.dtype}")
     if not 0.0 <= dropout_p <= 1.0:
@@ -229,13 +231,13 @@ def canonical_mask(mask, name, dtype, op, other=None, other_name=""):
     ``_canonical_mask``; a float mask is returned as it is."""
     if mask is None:
         return None
-    if not isinstance(mask, Tensor) or (mask.dtype != dtypes.bool_ and mask.dtype.kind != "f"):
+    if not isinstance(mask, Tensor) or (mask.dtype != dtypes.bool_ and not dtypes.is_floating(mask.dtype)):
         got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
         raise AssertionError(f"{op}: only bool and floating types of {name} are supported, got {got}")
     if other is not None and other.dtype != mask.dtype:
         warnings.warn(f"Support for mismatched {name} and {other_name} is deprecated. Use same type for both "
                       f"instead.", stacklevel=3)
-    if mask.dtype.kind == "f":
+    if dtypes.is_floating(mask.dtype):
         return mask
     xp = get_array_module(mask.array)
     return Tensor._wrap(xp.where(mask.array, xp.asarray(-math.inf, dtype=dtype), xp.asarray(0, dtype=dtype)))

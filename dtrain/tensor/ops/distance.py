@@ -16,7 +16,7 @@ def _norm_along(x, p, dim, keepdim, op):
     """The p-norm of ``x`` along the one dim ``dim``, with errors that name ``op``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{op}: expected a Tensor input, got {type(x).__name__}")
-    if x.dtype.kind != "f":
+    if not dtypes.is_floating(x.dtype):
         x = x.to(dtypes.get_default_dtype())  # integer inputs give the default float dtype, as PyTorch
     if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p):
         raise ValueError(f"{op}: p must be a number (or inf), got {p!r}")
@@ -102,7 +102,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     shape = _broadcast_shape(x1, x2, op)
-    x1, x2 = (t if t.dtype.kind == "f" else t.to(dtypes.get_default_dtype()) for t in (x1, x2))
+    x1, x2 = (t if dtypes.is_floating(t.dtype) else t.to(dtypes.get_default_dtype()) for t in (x1, x2))
     if tuple(x1.shape) != shape:
         x1 = broadcast_to(x1, shape)
     if tuple(x2.shape) != shape:

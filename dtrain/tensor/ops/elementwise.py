@@ -31,9 +31,9 @@ def operands(a, b, op):
         if da == db:
             return a, b
         # a 0-d tensor does not promote a tensor of the same category (as in PyTorch)
-        if a.ndim == 0 and b.ndim > 0 and (da.kind == "f") == (db.kind == "f"):
+        if a.ndim == 0 and b.ndim > 0 and dtypes.is_floating(da) == dtypes.is_floating(db):
             d = db
-        elif b.ndim == 0 and a.ndim > 0 and (da.kind == "f") == (db.kind == "f"):
+        elif b.ndim == 0 and a.ndim > 0 and dtypes.is_floating(da) == dtypes.is_floating(db):
             d = da
         else:
             d = dtypes.promote(da, db)
@@ -184,7 +184,7 @@ def pow(a, b):
 
 
 def _is_float(x):
-    return isinstance(x, float) or (isinstance(x, Tensor) and x.dtype.kind == "f")
+    return isinstance(x, float) or (isinstance(x, Tensor) and dtypes.is_floating(x.dtype))
 
 
 # ---- unary math ----------------------------------------------------------------------
@@ -463,7 +463,7 @@ def lerp(input, end, weight):  # noqa: A002
         tensor([0.2500, 0.2500])
     """
     for name, t in (("input", input), ("end", end)):
-        if not isinstance(t, Tensor) or t.dtype.kind != "f":
+        if not isinstance(t, Tensor) or not dtypes.is_floating(t.dtype):
             raise RuntimeError(f"lerp: expected {name} to be a floating-point Tensor, got "
                                f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}")
     if input.dtype != end.dtype:
@@ -477,7 +477,7 @@ def _as_float(x):
     """Unary float math on an integer tensor gives the default float dtype (as PyTorch)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"expected a Tensor, got {type(x).__name__}")
-    return x if x.dtype.kind == "f" else x.to(dtypes.get_default_dtype())
+    return x if dtypes.is_floating(x.dtype) else x.to(dtypes.get_default_dtype())
 
 
 def clamp(x, min=None, max=None):  # noqa: A002

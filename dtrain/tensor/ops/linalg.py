@@ -76,6 +76,8 @@ class Linear(Function):
         y = x2 @ w.T
         if b is not None:
             y += b
+        if y.dtype != x.dtype:  # bfloat16: ml_dtypes' @ gives float32 (bias added in it); rounded once, as torch
+            y = y.astype(x.dtype)
         return y.reshape(*x.shape[:-1], w.shape[0]) if x.ndim > 2 else y
 
     def backward(self, g):
@@ -99,6 +101,8 @@ class Linear(Function):
 
 def _column_sums(g2):
     if g2.dtype.name not in _BLAS_TYPES:  # no BLAS (integer, float16, bfloat16): NumPy's sum
+        if dtypes.is_floating(g2.dtype):  # accumulated in float32 and rounded once, as torch (not in 8 bits)
+            return g2.sum(axis=0, dtype=dtypes.float32).astype(g2.dtype)
         return g2.sum(axis=0)
     xp = get_array_module(g2)
     return xp.ones(g2.shape[0], dtype=g2.dtype) @ g2

@@ -4,7 +4,7 @@ kl_div (one Function each), and the margin losses cosine_embedding, margin_ranki
 triplet_margin (composites)."""
 import warnings
 
-from .. import backend, device_checks
+from .. import backend, device_checks, dtypes
 from ..backend import get_array_module
 from ..function import Function, on_input_device, unbroadcast
 from ..tensor import Tensor
@@ -182,7 +182,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     check_float(input, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    if isinstance(target, Tensor) and target.dtype.kind == "f" and target.shape == input.shape:
+    if isinstance(target, Tensor) and dtypes.is_floating(target.dtype) and target.shape == input.shape:
         return _soft_cross_entropy(input, target, weight, reduction, label_smoothing)
     return _class_nll(input, target, weight, ignore_index, reduction, label_smoothing, True, "cross_entropy")
 

@@ -5,6 +5,7 @@ kh * kw offsets, never over pixels); their input gradient scatters back the same
 Adaptive max pooling gathers its (possibly overlapping) bins first. The 1-D pools are the
 2-D ones over a height of 1.
 """
+from .. import dtypes
 from ..backend import get_array_module, is_cuda_array, scatter_add
 from ..function import Function, on_input_device
 from ..tensor import Tensor
@@ -72,7 +73,7 @@ def _running_max(views):
     wins = xp.empty(views[0].shape, dtype=bool)
     # NaN needs a test per view. On the CPU it runs only when the cheap pass found a NaN in
     # the result; on a GPU that look would be a host synchronisation: always NaN-aware there
-    rules = (False,) if views[0].dtype.kind != "f" else (True,) if is_cuda_array(views[0]) else (False, True)
+    rules = (False,) if not dtypes.is_floating(views[0].dtype) else (True,) if is_cuda_array(views[0]) else (False, True)
     for nan_rule in rules:
         out = output(xp, views[0].shape, views[0].dtype)  # a pooled buffer when large: no fresh pages
         xp.copyto(out, views[0])
@@ -93,7 +94,7 @@ def _running_max(views):
 def _max_pool(op, input, x, unbatched, kernel, stride, padding, dilation, ceil_mode, return_indices, dims):
     out, pads = _pool_args(op, input, x, kernel, stride, padding, dilation, ceil_mode, dims)
     xp = get_array_module(x.array)
-    low = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min
+    low = -xp.inf if dtypes.is_floating(x.dtype) else xp.iinfo(x.dtype).min
     offsets = _offsets(kernel, stride, dilation, out)
     xpad = _pad(x.array, pads, low)
     values, argmax = _running_max([xpad[(Ellipsis,) + sl] for sl in offsets])
@@ -274,7 +275,7 @@ def _window_counts(xp, n, k, s, pad, o, include_pad):
 def _avg_pool(op, input, x, unbatched, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override,
               dims):
     out, pads = _pool_args(op, input, x, kernel, stride, padding, (1, 1), ceil_mode, dims)
-    if x.dtype.kind != "f":
+    if not dtypes.is_floating(x.dtype):
         raise RuntimeError(f"{op}: expected a floating-point input, got dtype {x.dtype}")
     if divisor_override is not None:
         if divisor_override == 0:
@@ -342,7 +343,7 @@ def _adaptive_matrix(xp, n, o, dtype):
 
 
 def _adaptive_avg(op, x, unbatched, size, dims):
-    if x.dtype.kind != "f":
+    if not dtypes.is_floating(x.dtype):
         raise RuntimeError(f"{op}: expected a floating-point input, got dtype {x.dtype}")
     (ho, wo), (n, c, h, w) = size, x.shape
     if h % ho == 0 and w % wo == 0:  # equal bins: a reshape view and a mean

@@ -45,10 +45,18 @@ def _expand(g, in_shape, axes, keepdim):
     return xp.broadcast_to(g, in_shape)
 
 
+def _total(a, axis, keepdims):
+    """``a.sum``; bfloat16 is accumulated in float32 and rounded once, as torch: ml_dtypes'
+    bfloat16 sums in its 8 bits (10000 ones sum to 256)."""
+    if a.dtype.name == "bfloat16":
+        return a.sum(axis=axis, keepdims=keepdims, dtype=dtypes.float32).astype(a.dtype)
+    return a.sum(axis=axis, keepdims=keepdims)
+
+
 class Sum(Function):
     def forward(self, a, axes=(), keepdim=False):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
-        return a.sum(axis=axes, keepdims=keepdim)
+        return _total(a, axes, keepdim)
 
     def backward(self, g):
         return _expand(g, self.shape, self.axes, self.keepdim)
@@ -106,7 +114,7 @@ class LogSumExp(Function):
         m = a.max(axis=axes, keepdims=True) if a.size else xp.zeros([1] * a.ndim, a.dtype)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or inf) slices: avoid inf - inf
         self.a, self.axes, self.keepdim = a, axes, keepdim
-        self.out = xp.log(xp.exp(a - m).sum(axis=axes, keepdims=True)) + m
+        self.out = xp.log(_total(xp.exp(a - m), axes, True)) + m
         return self.out if keepdim else self.out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
 
     def backward(self, g):
@@ -135,7 +143,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
         return autocast_call(mean, "mean", **locals())
     if dtype is not None:
         x = x.to(dtype)
-    if x.dtype.kind != "f":
+    if not dtypes.is_floating(x.dtype):
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be floating point, "
                            f"but got {x.dtype}; use x.float().mean()")
     axes = normalize_dims(dim, x.ndim, "mean")
@@ -185,7 +193,7 @@ def amin(x, dim=None, keepdim=False):
 def logsumexp(x, dim=None, keepdim=False):
     if open_regions[0] and not thread_state.running:
         return autocast_call(logsumexp, "logsumexp", **locals())
-    if x.dtype.kind != "f":
+    if not dtypes.is_floating(x.dtype):
         x = x.to(dtypes.get_default_dtype())
     return _reduce(LogSumExp, x, dim, keepdim, "logsumexp")
 
@@ -338,9 +346,9 @@ class VectorNorm(Function):
         xp = get_array_module(a)
         self.a, self.ord, self.axes, self.keepdim = a, ord, axes, keepdim
         if ord == 2:
-            out = xp.sqrt((a * a).sum(axis=axes, keepdims=True))
+            out = xp.sqrt(_total(a * a, axes, True))
         elif ord == 1:
-            out = xp.abs(a).sum(axis=axes, keepdims=True)
+            out = _total(xp.abs(a), axes, True)
         elif ord == 0:
             out = (a != 0).sum(axis=axes, keepdims=True).astype(a.dtype)
         elif ord == math.inf or ord == -math.inf:
@@ -350,7 +358,7 @@ class VectorNorm(Function):
             out = getattr(xp.abs(a), "max" if ord > 0 else "min")(axis=axes, keepdims=True)
         else:
             with quiet_float_errors():  # a negative ord meets |a| == 0: inf, then a norm of 0
-                out = (xp.abs(a) ** ord).sum(axis=axes, keepdims=True) ** (1.0 / ord)
+                out = _total(xp.abs(a) ** ord, axes, True) ** (1.0 / ord)
         self.out = out
         return out if keepdim else out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
 
@@ -394,7 +402,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):  # noqa: A002
     """
     if dtype is not None:
         x = x.to(dtype)
-    if x.dtype.kind != "f":
+    if not dtypes.is_floating(x.dtype):
         raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. Got {x.dtype}")
     if isinstance(ord, str) or not isinstance(ord, numbers.Real):
         raise RuntimeError(f"linalg.vector_norm: ord must be a real number, got {ord!r}")

@@ -28,7 +28,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):  # no
         raise TypeError(f"multinomial: expected a Tensor, got {type(input).__name__}")
     if input.ndim not in (1, 2):
         raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got shape {list(input.shape)}")
-    if input.dtype.kind != "f":
+    if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got {input.dtype}")
     if not isinstance(num_samples, numbers.Integral) or num_samples <= 0:
         raise RuntimeError(f"multinomial: cannot sample n_sample <= 0 samples, got {num_samples}")

@@ -8,6 +8,7 @@ The positions and weights follow PyTorch's CPU kernels, computed in the input's 
 import math
 import numbers
 
+from .. import dtypes
 from ..backend import get_array_module
 from ..function import on_input_device
 from ..tensor import Tensor
@@ -111,13 +112,13 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                          f"bilinear, got mode={mode!r}")
     if antialias:
         raise NotImplementedError(f"{op}: antialias=True is not supported")
-    if input.dtype.kind != "f" and not mode.startswith("nearest"):
+    if not dtypes.is_floating(input.dtype) and not mode.startswith("nearest"):
         raise RuntimeError(f"{op}: {mode} mode needs a floating-point input, got dtype {input.dtype}")
     out, scales = _sizes(op, input, size, scale_factor, dims)
     if recompute_scale_factor:
         scales = [None] * dims
     xp = get_array_module(input.array)
-    dtype = input.dtype if input.dtype.kind == "f" else xp.dtype("float32")
+    dtype = input.dtype if dtypes.is_floating(input.dtype) else xp.dtype("float32")
     y = input
     for axis, n, o, s in zip(range(2, input.ndim), input.shape[2:], out, scales):
         if n != o or s is not None:
