@@ -2,6 +2,7 @@
 import math
 import numbers
 
+from .tensor import dtypes
 from .tensor.ops.reduce import amax, amin, normalize_dims, sum as _sum, vector_norm
 
 __all__ = ["matrix_norm", "norm", "vector_norm"]
@@ -35,7 +36,7 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
                            f"use 'fro', 1, -1, inf or -inf")
     if isinstance(ord, str) or not isinstance(ord, numbers.Real) or abs(ord) not in (1, math.inf):
         raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
-    if A.dtype.kind != "f":
+    if not dtypes.is_floating(A.dtype):
         raise RuntimeError(f"linalg.matrix_norm: Expected a floating point tensor as input. Got {A.dtype}")
     # ord +-1 sums over rows (d0) then reduces over columns (d1); ord +-inf the other way round
     inner, outer = (d0, d1) if abs(ord) == 1 else (d1, d0)

@@ -1,6 +1,7 @@
 """Anomaly detection: name the op whose forward or backward first produced NaN/inf."""
 import traceback
 
+from . import dtypes
 from .backend import get_array_module
 
 _enabled = [False]
@@ -53,7 +54,7 @@ class set_detect_anomaly(detect_anomaly):
 
 
 def _bad(array):
-    return array is not None and array.dtype.kind in "fc" and not bool(get_array_module(array).isfinite(array).all())
+    return array is not None and dtypes.is_differentiable(array.dtype) and not bool(get_array_module(array).isfinite(array).all())
 
 
 def check_forward(fn, inputs, out):

@@ -20,6 +20,8 @@ import threading
 
 import numpy
 
+from . import dtypes
+
 _lock = threading.Lock()
 _pending = {}  # (key, device id) -> (xp, state, make_error)
 
@@ -44,7 +46,7 @@ def defer(xp, bad, values, key, make_error):
         >>> defer(cupy, (idx.min() < 0) | (idx.max() >= n), [idx.min(), idx.max()], ("embedding", n),
         ...       lambda lo, hi: IndexError(f"embedding: values in [{lo}, {hi}]"))
     """
-    dtype = xp.float64 if any(v.dtype.kind == "f" for v in values) else xp.int64
+    dtype = xp.float64 if any(dtypes.is_floating(v.dtype) for v in values) else xp.int64
     state = xp.stack([bad.astype(dtype)] + [v.astype(dtype, copy=False) for v in values])
     if xp is numpy or _blocking():  # a NumPy state costs nothing to read
         _raise_failed([(xp, state, make_error)], at_op=True)

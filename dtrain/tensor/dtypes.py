@@ -22,7 +22,7 @@ def get_default_dtype():
 
 def set_default_dtype(d):
     d = numpy.dtype(d)
-    if d.kind != "f":
+    if not is_floating(d):
         raise TypeError(f"only floating-point types are supported as the default type, got {d}")
     _default[0] = d
 

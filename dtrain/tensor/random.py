@@ -101,18 +101,18 @@ def _rng(device, generator):
 
 def _float(dtype):
     dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
-    if dtype.kind != "f":
+    if not dtypes.is_floating(dtype):
         raise TypeError(f"random floating-point values need a floating dtype, got {dtype}")
     return dtype
 
 
 def _scaled_floats(draw, shape, scale, shift, dtype, device, generator):
-    """``rng.<draw>(shape) * scale + shift`` as floating ``dtype`` on ``device`` (float16 is
-    drawn as float32 and cast: the generators draw no float16)."""
+    """``rng.<draw>(shape) * scale + shift`` as floating ``dtype`` on ``device`` (float16 and
+    bfloat16 are drawn as float32 and cast: the generators draw only float32 and float64)."""
     dtype = _float(dtype)
     rng = _rng(device, generator)
     with backend.device_guard(device):
-        a = getattr(rng, draw)(tuple(shape), dtype=dtype if dtype != dtypes.float16 else dtypes.float32)
+        a = getattr(rng, draw)(tuple(shape), dtype=dtype if dtype.itemsize > 2 else dtypes.float32)
         if scale != 1.0 or shift != 0.0:
             a = a * scale + shift
         return a.astype(dtype, copy=False)

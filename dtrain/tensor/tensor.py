@@ -479,6 +479,8 @@ class Tensor(DeviceDtypeShortcuts):
     # ---- printing --------------------------------------------------------------------
     def __repr__(self):
         a = backend.asnumpy(self.array)
+        if a.dtype.name == "bfloat16":  # ml_dtypes' kind "V" takes no floatmode: printed as the float32 it widens to
+            a = a.astype(numpy.float32)
         # as PyTorch: whole numbers print as "1.", otherwise every element with 4 decimals
         finite = a[numpy.isfinite(a)] if a.dtype.kind == "f" else a
         mode = "fixed" if a.dtype.kind == "f" and (finite != numpy.round(finite)).any() else "maxprec"

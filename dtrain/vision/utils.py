@@ -3,7 +3,7 @@ import math
 
 import numpy
 
-from ..tensor import Tensor, backend, get_array_module, stack
+from ..tensor import Tensor, backend, dtypes, get_array_module, stack
 from . import _pil
 
 
@@ -48,7 +48,7 @@ def make_grid(tensor, nrow=8, padding=2, normalize=False, value_range=None, scal
     if normalize:
         if value_range is not None and not (isinstance(value_range, tuple) and len(value_range) == 2):
             raise ValueError(f"value_range has to be a tuple (min, max) if specified, got {value_range!r}")
-        a = a.astype(a.dtype if a.dtype.kind == "f" else numpy.float32)
+        a = a.astype(a.dtype if dtypes.is_floating(a.dtype) else numpy.float32)
         parts = list(a) if scale_each else [a]
         for part in parts:
             low, high = value_range if value_range is not None else (float(part.min()), float(part.max()))

@@ -19,7 +19,7 @@ import contextlib
 
 from ...nn import Module, Parameter
 from ...parallel import DistributedDataParallel
-from ...tensor import Tensor, is_grad_enabled, reachable_leaves
+from ...tensor import Tensor, dtypes, is_grad_enabled, reachable_leaves
 from ... import comm as dist
 from . import nonfinite as nonfinite_check
 from .mixed_precision import MixedPrecisionPolicy
@@ -341,7 +341,7 @@ def _prefetch_backward(state):
 
 
 def _cast(value, dtype):
-    if isinstance(value, Tensor) and value.dtype.kind == "f" and value.dtype != dtype:
+    if isinstance(value, Tensor) and dtypes.is_floating(value.dtype) and value.dtype != dtype:
         return value.to(dtype)
     return value
 

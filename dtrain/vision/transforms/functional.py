@@ -123,7 +123,7 @@ def to_pil_image(pic, mode=None):
         array = array[None] if array.ndim == 2 else array
         if array.shape[0] > 4:
             raise ValueError(f"pic should not have > 4 channels. Got {array.shape[0]} channels.")
-        if array.dtype.kind == "f" and mode != "F":
+        if dtypes.is_floating(array.dtype) and mode != "F":
             array = _to_uint8(array)
         array = array.transpose(1, 2, 0)
     elif isinstance(pic, numpy.ndarray):
@@ -152,7 +152,7 @@ def normalize(tensor, mean, std, inplace=False):
     """
     if not isinstance(tensor, Tensor):
         raise TypeError(f"img should be Tensor Image. Got {type(tensor)}")
-    if tensor.dtype.kind != "f":
+    if not dtypes.is_floating(tensor.dtype):
         raise TypeError(f"Input tensor should be a float tensor. Got {tensor.dtype}.")
     if tensor.ndim < 3:
         raise ValueError(f"Expected tensor to be a tensor image of size (..., C, H, W). Got tensor.size() = "
@@ -346,12 +346,13 @@ def resize(img, size, interpolation=InterpolationMode.BILINEAR, max_size=None, a
     if mode not in (InterpolationMode.NEAREST, InterpolationMode.NEAREST_EXACT, InterpolationMode.BILINEAR):
         raise NotImplementedError(f"resize: interpolation {mode.name} is not supported on tensors in dtrain "
                                   f"(NEAREST, NEAREST_EXACT and BILINEAR are); resize the PIL image instead")
+    # bfloat16 too is resized in float32 (one rounding at the end, as torch's float accumulation)
     x = img if img.dtype.kind == "f" else img.to(dtypes.float32)
     rows = as_tensor(_resize_weights(h, out_h, mode, antialias), dtype=x.dtype, device=x.device)
     cols = as_tensor(_resize_weights(w, out_w, mode, antialias).T, dtype=x.dtype, device=x.device)
     out = rows @ x @ cols
-    if img.dtype.kind == "f":
-        return out
+    if dtypes.is_floating(img.dtype):
+        return out.to(img.dtype)
     info = numpy.iinfo(img.dtype) if img.dtype.kind in "iu" else None
     out = out.round()
     if info is not None:
