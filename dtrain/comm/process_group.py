@@ -72,6 +72,9 @@ def as_array(x, name, arg):
     else:
         raise TypeError(f"{name}: {arg} must be a dtrain Tensor, a NumPy array or a CuPy array, "
                         f"got {type(x).__name__}")
+    if array.dtype.name == "bfloat16":  # ml_dtypes' kind "V": MPI has no bfloat16 type to reduce it as
+        raise TypeError(f"{name}: {arg} has dtype bfloat16, which dtrain's collectives do not take (MPI has no "
+                        f"bfloat16 type): cast to float32 and back, e.g. t.float() then .to(dtrain.bfloat16)")
     if array.dtype.kind not in NUMERIC_KINDS:
         raise TypeError(f"{name}: {arg} has dtype {array.dtype}, which collectives cannot move: they take "
                         f"bool, integer, floating-point or complex tensors; send Python objects with "
