@@ -21,7 +21,8 @@ What is saved:
   - dtrain Tensors of any dtype and shape (0-d and empty included): the values and dtype
     only. ``requires_grad`` and ``grad`` are not saved (state_dicts hold detached tensors),
     a Parameter loads as a plain Tensor, and tensors that share storage (tied weights,
-    views) are saved as separate copies and load as independent tensors;
+    views) are saved as separate copies and load as independent tensors; bfloat16 (which .npy
+    cannot name) is stored as its uint16 bits with a tag, so ``numpy.load`` shows those bits;
   - NumPy arrays and NumPy scalars (loaded back as such, always on the CPU).
 
 Anything else (a whole Module, an optimizer object, any picklable object) is saved as
@@ -229,11 +230,27 @@ def _path_str(path):
 
 
 def _array_node(kind, array, path, arrays):
+    bf16 = array.dtype.name == "bfloat16"  # ml_dtypes' kind "V": .npy has no such type; its uint16 bits, tagged
+    if bf16:
+        array = array.view(numpy.uint16)
     if array.dtype.kind not in _DTYPE_KINDS:
         raise TypeError(f"cannot save array of dtype {array.dtype} at {_path_str(path)}: "
                         "only bool, integer, floating-point and complex dtypes are supported")
     arrays.append(numpy.asarray(array, order="C"))  # not ascontiguousarray: it makes 0-d arrays 1-d
-    return {kind: len(arrays) - 1}
+    return {kind: len(arrays) - 1, "dtype": "bfloat16"} if bf16 else {kind: len(arrays) - 1}
+
+
+def _array_of(node, kind, arrays):
+    """The array of an array entry; a bfloat16-tagged one viewed back from its uint16 bits."""
+    array = arrays[node[kind]]
+    if "dtype" not in node:
+        return array
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ImportError("loading a bfloat16 array needs the ml_dtypes package: pip install dtrain[bf16] "
+                          "(or pip install ml_dtypes)") from None
+    return array.view(ml_dtypes.bfloat16)
 
 
 def _encode(obj, path, arrays):
@@ -269,11 +286,11 @@ def _decode(node, arrays, place):
     if not isinstance(node, dict):
         return node
     if "tensor" in node:
-        return place(Tensor._wrap(arrays[node["tensor"]]), node["device"])
+        return place(Tensor._wrap(_array_of(node, "tensor", arrays)), node["device"])
     if "ndarray" in node:
-        return arrays[node["ndarray"]]
+        return _array_of(node, "ndarray", arrays)
     if "numpy_scalar" in node:
-        return arrays[node["numpy_scalar"]][()]
+        return _array_of(node, "numpy_scalar", arrays)[()]
     for kind, make in (("dict", dict), ("OrderedDict", collections.OrderedDict)):
         if kind in node:
             return make([(k, _decode(v, arrays, place)) for k, v in node[kind]])
@@ -294,7 +311,7 @@ def _check_node(node, path, arrays, used):
     if len(kinds) != 1:
         raise ValueError(f"at {_path_str(path)}: {type(node).__name__} {reprlib.repr(node)} is no entry dtrain writes")
     kind = kinds[0]
-    if set(node) != _ARRAY_NODES.get(kind, {kind}):
+    if set(node) - ({"dtype"} if kind in _ARRAY_NODES else set()) != _ARRAY_NODES.get(kind, {kind}):
         raise ValueError(f"at {_path_str(path)}: the {kind} entry has the keys {reprlib.repr(sorted(node))}, "
                          f"expected {sorted(_ARRAY_NODES.get(kind, {kind}))}")
     if kind in _ARRAY_NODES:
@@ -303,6 +320,9 @@ def _check_node(node, path, arrays, used):
             raise ValueError(f"at {_path_str(path)}: {kind} index {reprlib.repr(index)} is not an unused array "
                              f"index in [0, {len(arrays) - 1}]")
         used.add(index)
+        if "dtype" in node and (node["dtype"] != "bfloat16" or arrays[index].dtype != numpy.uint16):
+            raise ValueError(f"at {_path_str(path)}: the dtype tag {reprlib.repr(node['dtype'])} over an array of "
+                             f"dtype {arrays[index].dtype}: dtrain tags only bfloat16, stored as uint16")
         if kind == "tensor" and not isinstance(node["device"], str):
             raise ValueError(f"at {_path_str(path)}: the device {reprlib.repr(node['device'])} is not a string")
         if kind == "numpy_scalar" and arrays[index].ndim != 0:

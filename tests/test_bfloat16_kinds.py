@@ -224,3 +224,32 @@ def test_bfloat16_repr_and_random_dtype_as_torch():
         assert dtrain.get_default_dtype() == bf16 and dtrain.tensor([1.5]).dtype == bf16
     finally:
         dtrain.set_default_dtype(dtrain.float32)
+
+
+def test_a_bfloat16_state_dict_saves_and_loads_weights_only():
+    """save wrote bfloat16 (kind "V") as a pickled whole object, which a weights-only load
+    refuses; it is stored as its uint16 bits, tagged, and loads back bit for bit, as torch."""
+    import io
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).to(bf16)
+    state = {**model.state_dict(), "array": np.arange(3, dtype=np.float32).astype(bf16)}
+    buf = io.BytesIO()
+    dtrain.save(state, buf)
+    buf.seek(0)
+    loaded = dtrain.load(buf)
+    assert list(loaded) == list(state)
+    for name, t in state.items():
+        assert loaded[name].dtype == t.dtype, name
+        bits = (lambda a: np.asarray(a if isinstance(a, np.ndarray) else a.numpy()).reshape(-1).view(np.uint8))
+        np.testing.assert_array_equal(bits(loaded[name]), bits(t), err_msg=name)
+
+
+def test_a_bfloat16_tag_over_another_dtype_is_refused():
+    """The tag is trusted only over uint16 bits: a crafted one over float32 (checksum
+    recomputed) is a CheckpointError naming both."""
+    from test_checkpoint_untrusted import assert_refused, repack, saved_bytes, unpack
+    meta, arrays = unpack(saved_bytes({"x": ours_bf16(np.ones(2, np.float32))}))
+    (pair,) = meta["structure"]["dict"]
+    assert pair[1]["dtype"] == "bfloat16" and arrays[f"a{pair[1]['tensor']}"].dtype == np.uint16
+    arrays[f"a{pair[1]['tensor']}"] = np.ones(2, np.float32)
+    assert_refused(repack(meta, arrays), r"the dtype tag 'bfloat16' over an array of dtype float32: dtrain tags "
+                                         r"only bfloat16, stored as uint16")
