@@ -140,6 +140,19 @@ def test_floating_only_pooling_and_upsampling_take_bfloat16(name, call):
     assert_as_torch(call(nn.functional, ours_bf16(x)), call(torch.nn.functional, torch_bf16(x)), ulps=1)
 
 
+def test_long_bfloat16_windows_sum_in_float32():
+    """avg_pool over 1000-wide windows and a bilinear resize: float32 sums and weights,
+    rounded once, as torch (ml_dtypes' 8-bit running sum was off by a third)."""
+    torch = pytest.importorskip("torch")
+    x = RNG.standard_normal((1, 2, 3000), np.float32) + 2
+    assert_as_torch(nn.functional.avg_pool1d(ours_bf16(x), 1000), torch.nn.functional.avg_pool1d(torch_bf16(x), 1000),
+                    ulps=1)
+    x = RNG.standard_normal((1, 2, 17, 13), np.float32)
+    assert_as_torch(nn.functional.interpolate(ours_bf16(x), size=(40, 29), mode="bilinear", align_corners=True),
+                    torch.nn.functional.interpolate(torch_bf16(x), size=(40, 29), mode="bilinear", align_corners=True),
+                    ulps=1)
+
+
 def test_attention_with_a_bfloat16_float_mask_as_torch():
     """scaled_dot_product_attention takes bfloat16 q/k/v and a bfloat16 additive mask (it
     refused both), returns bfloat16, values and gradient within a bfloat16 step or two of

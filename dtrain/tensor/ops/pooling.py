@@ -277,6 +277,10 @@ def _avg_pool(op, input, x, unbatched, kernel, stride, padding, ceil_mode, count
     out, pads = _pool_args(op, input, x, kernel, stride, padding, (1, 1), ceil_mode, dims)
     if not dtypes.is_floating(x.dtype):
         raise RuntimeError(f"{op}: expected a floating-point input, got dtype {x.dtype}")
+    if x.dtype.name == "bfloat16":  # window sums and divisor in float32, rounded once, as torch (ml_dtypes sums in 8 bits)
+        y = _avg_pool(op, input, x.float(), False, kernel, stride, padding, ceil_mode, count_include_pad,
+                      divisor_override, dims)
+        return (y.squeeze(0) if unbatched else y).to(x.dtype)
     if divisor_override is not None:
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero")

@@ -118,11 +118,15 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if recompute_scale_factor:
         scales = [None] * dims
     xp = get_array_module(input.array)
-    dtype = input.dtype if dtypes.is_floating(input.dtype) else xp.dtype("float32")
-    y = input
+    # bfloat16 in float32 (weights, and one rounding, not one per axis, as torch): ml_dtypes rounds each op
+    widened = input.dtype.name == "bfloat16"
+    dtype = input.dtype if dtypes.is_floating(input.dtype) and not widened else xp.dtype("float32")
+    y = input.float() if widened else input
     for axis, n, o, s in zip(range(2, input.ndim), input.shape[2:], out, scales):
         if n != o or s is not None:
             y = _along(y, axis, *_source(xp, n, o, s, mode, bool(align_corners), dtype))
+    if widened:
+        return y.to(input.dtype)
     return y if y is not input else input.clone()
 
 
