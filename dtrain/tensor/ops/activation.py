@@ -9,7 +9,7 @@ is 0 at both bounds, hardswish's is 0 at -3 and 1 at 3, hardsigmoid's is 0 at -3
 import math
 import warnings
 
-from .. import backend
+from .. import backend, dtypes
 from ..backend import get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor, _check_dim
@@ -28,7 +28,7 @@ class ReLU(Function):
 
     def forward(self, a):
         xp = get_array_module(a)
-        pooled = a.dtype.kind == "f" and a.flags.c_contiguous
+        pooled = dtypes.is_floating(a.dtype) and a.flags.c_contiguous
         self.out = xp.maximum(a, 0, out=output(xp, a.shape, a.dtype) if pooled else None)
         return self.out
 
