@@ -239,6 +239,15 @@ def test_bfloat16_repr_and_random_dtype_as_torch():
         dtrain.set_default_dtype(dtrain.float32)
 
 
+def test_a_list_of_bfloat16_scalars_makes_a_tensor():
+    """dtrain.tensor of bfloat16 0-d tensors infers a floating dtype (it said it could not infer
+    one): the default dtype, dtrain's rule for float16 and float64 elements too (torch keeps the
+    elements' dtype)."""
+    t = dtrain.tensor([ours_bf16(np.float32(1.5)), ours_bf16(np.float32(-2.0))])
+    assert t.dtype == dtrain.get_default_dtype()
+    np.testing.assert_array_equal(t.numpy(), [1.5, -2.0])
+
+
 def test_a_bfloat16_state_dict_saves_and_loads_weights_only():
     """save wrote bfloat16 (kind "V") as a pickled whole object, which a weights-only load
     refuses; it is stored as its uint16 bits, tagged, and loads back bit for bit, as torch."""

@@ -30,7 +30,7 @@ def _to_array(data, dtype=None, device=None, copy=True):
         if arr is None or arr.dtype == object:
             raise TypeError(f"could not convert {type(data).__name__} of mixed or ragged contents to a tensor")
         if dtype is None:
-            if arr.dtype.kind == "f":
+            if dtypes.is_floating(arr.dtype):  # bfloat16 elements (kind "V") too, as float16's: the default dtype
                 arr = arr.astype(dtypes.get_default_dtype())
             elif arr.dtype.kind in "iu":
                 arr = arr.astype(dtypes.int64)
