@@ -153,6 +153,39 @@ def test_long_bfloat16_windows_sum_in_float32():
                     ulps=1)
 
 
+ROWS = RNG.standard_normal((4, 4096), np.float32)
+CLASSES = np.arange(4) * 1000
+
+
+@pytest.mark.parametrize("name, f", [
+    ("softmax", lambda m, F, t: F.softmax(t(ROWS), -1)),
+    ("log_softmax", lambda m, F, t: F.log_softmax(t(ROWS), -1)),
+    ("cross_entropy", lambda m, F, t: F.cross_entropy(t(ROWS), m.tensor(CLASSES))),
+    ("nll_loss", lambda m, F, t: F.nll_loss(t(ROWS.T), m.tensor(np.arange(4096) % 4))),
+    ("layer_norm", lambda m, F, t: F.layer_norm(t(ROWS + 3), (4096,))),
+    ("rms_norm, float32's eps", lambda m, F, t: F.rms_norm(t(ROWS * 1e-3), (4096,))),
+    ("group_norm", lambda m, F, t: F.group_norm(t(ROWS.reshape(1, 8, 2048) + 3), 2)),
+    ("cumsum", lambda m, F, t: m.cumsum(t(np.abs(ROWS)), 1)),
+])
+def test_long_rows_accumulate_in_float32_as_torch(name, f):
+    """Ops whose sums ran in ml_dtypes' 8 bits (softmax was off by 137%, layer_norm failed in
+    einsum) take float32 math and round once, as torch's CPU kernels (fp32_math)."""
+    torch = pytest.importorskip("torch")
+    assert_as_torch(f(dtrain, nn.functional, ours_bf16), f(torch, torch.nn.functional, torch_bf16), ulps=2)
+
+
+def test_batch_norm_in_bfloat16_updates_its_bfloat16_running_stats():
+    """batch_norm takes float32 math and still updates the module's bfloat16 running stats in
+    place (float32 copies would have dropped the update), all as torch's."""
+    torch = pytest.importorskip("torch")
+    x = RNG.standard_normal((4096, 8), np.float32) + 3
+    ours, theirs = nn.BatchNorm1d(8).to(bf16), torch.nn.BatchNorm1d(8).to(torch.bfloat16)
+    assert_as_torch(ours(ours_bf16(x)), theirs(torch_bf16(x)), ulps=2)
+    assert_as_torch(ours.running_mean, theirs.running_mean, ulps=1)
+    assert_as_torch(ours.running_var, theirs.running_var, ulps=1)
+    assert abs(float(values(ours.running_mean).mean()) - 0.3) < 0.01  # 0.1 * the batch mean of about 3
+
+
 def test_attention_with_a_bfloat16_float_mask_as_torch():
     """scaled_dot_product_attention takes bfloat16 q/k/v and a bfloat16 additive mask (it
     refused both), returns bfloat16, values and gradient within a bfloat16 step or two of

@@ -13,7 +13,7 @@ from .. import backend, dtypes
 from ..backend import get_array_module
 from ..function import Function, unbroadcast
 from ..tensor import Tensor, _check_dim
-from .autocast import autocast_call, open_regions, thread_state
+from .autocast import autocast_call, bfloat16_input, fp32_math, open_regions, thread_state
 from ._checks import check_float
 from .elementwise import Scale
 from .workspace import output
@@ -529,6 +529,8 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
     """
     if open_regions[0] and not thread_state.running:
         return autocast_call(softmax, "softmax", **locals())
+    if bfloat16_input(input):  # float32 math, the result rounded once (as torch's CPU kernel)
+        return fp32_math(softmax, **locals())
     input, axis = _softmax_args(input, dim, dtype, "softmax")
     if input.ndim == 0:  # the ops work in place on arrays; NumPy gives a 0-d input's results as scalars
         return Softmax.apply(input.reshape(1), axis=0).reshape(())
@@ -544,6 +546,8 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """
     if open_regions[0] and not thread_state.running:
         return autocast_call(log_softmax, "log_softmax", **locals())
+    if bfloat16_input(input):  # float32 math, the result rounded once (as torch's CPU kernel)
+        return fp32_math(log_softmax, **locals())
     input, axis = _softmax_args(input, dim, dtype, "log_softmax")
     if input.ndim == 0:  # as softmax
         return LogSoftmax.apply(input.reshape(1), axis=0).reshape(())

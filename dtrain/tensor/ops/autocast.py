@@ -219,16 +219,33 @@ def autocast_call(op, name, /, *args, **kwargs):  # positional-only: an op may t
     if policy == BANNED:
         raise RuntimeError(f"{name}: {BANNED_MESSAGE}")
     if policy == KEEP_DTYPE_FP32_MATH:
-        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
-        if first is None or not _is_low(first.dtype) or kwargs.get("dtype") is not None:
-            return _plain(op, args, kwargs)
-        out = _plain(op, *_map(_to_float32, args, kwargs))
-        return Cast.apply(out, dtype=first.dtype) if isinstance(out, Tensor) and out.dtype.kind == "f" else out
+        return fp32_math(op, *args, **kwargs)
     if policy == LOWER:
         low, native = s.dtype[device_type], device_type == "cuda"
         out = _plain(op, *_map(lambda t: _to_low(t, low, native), args, kwargs))
         return out if native or not _eligible(out) else Cast.apply(out, dtype=low)
     return _plain(op, *_map(_to_float32, args, kwargs))  # FP32, FP32_UNLESS_DTYPE
+
+
+def fp32_math(op, /, *args, **kwargs):
+    """``op`` (a hooked public function) on float32 copies of its float16/bfloat16 inputs, its
+    floating output cast back to the first tensor's dtype; as called when that is not low or a
+    ``dtype`` is given. PyTorch's CPU kernels of these ops take a low-precision input, accumulate
+    in float32 and round the result once; NumPy would sum bfloat16 in its 8 bits (10000 ones
+    give 256). Used by autocast's KEEP_DTYPE_FP32_MATH ops, and by such ops for a bfloat16
+    input outside autocast too."""
+    first = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
+    if first is None or not _is_low(first.dtype) or kwargs.get("dtype") is not None:
+        return _plain(op, args, kwargs)
+    out = _plain(op, *_map(_to_float32, args, kwargs))
+    # the output of float32 math: kind "f" (a float32 one) is cast back, an integer one is not
+    return Cast.apply(out, dtype=first.dtype) if isinstance(out, Tensor) and out.dtype.kind == "f" else out
+
+
+def bfloat16_input(t):
+    """Whether an op that accumulates runs through :func:`fp32_math` for ``t``: a bfloat16
+    Tensor, met outside fp32_math and autocast (whose inputs are float32 by then)."""
+    return not thread_state.running and isinstance(t, Tensor) and t.dtype.name == "bfloat16"
 
 
 def _plain(op, args, kwargs):

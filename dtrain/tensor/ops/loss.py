@@ -8,7 +8,7 @@ from .. import backend, device_checks, dtypes
 from ..backend import get_array_module
 from ..function import Function, on_input_device, unbroadcast
 from ..tensor import Tensor
-from .autocast import autocast_call, open_regions, thread_state
+from .autocast import autocast_call, bfloat16_input, fp32_math, open_regions, thread_state
 from ._checks import check_float
 from .activation import _log_softmax, log_softmax
 from .distance import pairwise_distance
@@ -178,6 +178,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     """
     if open_regions[0] and not thread_state.running:
         return autocast_call(cross_entropy, "cross_entropy", **locals())
+    if bfloat16_input(input):  # float32 math, the result rounded once (as torch's CPU kernel)
+        return fp32_math(cross_entropy, **locals())
     reduction = _resolve_reduction(reduction, size_average, reduce, "cross_entropy")
     check_float(input, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -213,6 +215,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     """
     if open_regions[0] and not thread_state.running:
         return autocast_call(nll_loss, "nll_loss", **locals())
+    if bfloat16_input(input):  # float32 math, the result rounded once (as torch's CPU kernel)
+        return fp32_math(nll_loss, **locals())
     reduction = _resolve_reduction(reduction, size_average, reduce, "nll_loss")
     check_float(input, "nll_loss")
     return _class_nll(input, target, weight, ignore_index, reduction, 0.0, False, "nll_loss")

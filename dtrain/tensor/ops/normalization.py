@@ -9,7 +9,7 @@ from ..backend import get_array_module
 from ..function import Function, on_input_device, unbroadcast
 from ..grad_mode import no_grad
 from ..tensor import Tensor
-from .autocast import autocast_call, open_regions, thread_state
+from .autocast import autocast_call, bfloat16_input, fp32_math, open_regions, thread_state
 from ._checks import check_float
 from .workspace import output
 
@@ -93,6 +93,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     if open_regions[0] and not thread_state.running:
         return autocast_call(batch_norm, "batch_norm", **locals())
+    if bfloat16_input(input):  # float32 math, rounded once (as torch's CPU kernel); running stats kept in their dtype
+        stats = (running_mean, running_var)
+        wide = [s.float() if isinstance(s, Tensor) else s for s in stats]
+        out = fp32_math(batch_norm, input, *wide, weight, bias, training, momentum, eps)
+        with no_grad():
+            for s, w in zip(stats, wide):
+                if training and w is not s and isinstance(s, Tensor):
+                    s.copy_(w)
+        return out
     op = "batch_norm"
     check_float(input, op)
     if input.ndim < 2:
@@ -139,6 +148,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """
     if open_regions[0] and not thread_state.running:
         return autocast_call(group_norm, "group_norm", **locals())
+    if bfloat16_input(input):  # float32 math, the result rounded once (as torch's CPU kernel)
+        return fp32_math(group_norm, **locals())
     op = "group_norm"
     check_float(input, op)
     if input.ndim < 2:
@@ -261,6 +272,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """
     if open_regions[0] and not thread_state.running:
         return autocast_call(layer_norm, "layer_norm", **locals())
+    if bfloat16_input(input):  # float32 math, the result rounded once (as torch's CPU kernel)
+        return fp32_math(layer_norm, **locals())
     op = "layer_norm"
     shape, _ = trailing_axes(input, normalized_shape, op)
     weight, bias = _param(weight, shape, "weight", op, input), _param(bias, shape, "bias", op, input)
@@ -280,6 +293,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
         >>> F.rms_norm(dtrain.tensor([[3.0, 4.0]]), (2,))
         tensor([[0.8485, 1.1314]])
     """
+    if bfloat16_input(input):  # float32 math (eps None: float32's, torch's opmath type), rounded once
+        return fp32_math(rms_norm, **locals())
     op = "rms_norm"
     shape, _ = trailing_axes(input, normalized_shape, op)
     weight = _param(weight, shape, "weight", op, input)

@@ -8,7 +8,7 @@ from .. import dtypes
 from ..backend import get_array_module, quiet_float_errors
 from ..function import Function
 from ..tensor import Tensor
-from .autocast import autocast_call, open_regions, thread_state
+from .autocast import autocast_call, bfloat16_input, fp32_math, open_regions, thread_state
 from .elementwise import maximum, minimum, sqrt
 from .index import take_along_dim
 from .shape import clone
@@ -268,6 +268,8 @@ def _cumulative(fn, cls, x, dim, dtype):
     op = fn.__name__
     if open_regions[0] and not thread_state.running:
         return autocast_call(fn, op, x, dim, dtype=dtype)
+    if bfloat16_input(x):  # float32 running sums / products, each rounded once (as torch's CPU kernel)
+        return fp32_math(fn, x, dim, dtype=dtype)
     if dtype is not None:
         x = x.to(dtype)
     elif x.dtype.kind in "bi" and x.dtype != dtypes.int64:  # as PyTorch: integers accumulate in int64
