@@ -9,6 +9,9 @@ tensor is whole: a fully_shard model's parameters and its optimizer's per-elemen
 (Adam's moments) are gathered from the ranks' 1-D shards, so what one world size saves loads
 at any other (or into the model without fully_shard). ``full_state_dict=False`` (PyTorch's
 default) gives each rank's own shards, which load back at the same world size only.
+``flatten_optimizer_state_dict=True`` gives the optimizer state as one flat dict,
+``{"state.<name>.exp_avg": ..., "param_groups.<name>.lr": ...}``, which each optimizer loads
+by its own parameters' names (a pipeline stage takes its part of a whole model's).
 
 Example (save at 4 ranks, resume at 2):
     >>> opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -21,6 +24,7 @@ Example (save at 4 ranks, resume at 2):
     ...                options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 """
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -44,12 +48,18 @@ class StateDictOptions:
             than this rank's shards.
         cpu_offload: host copies; with ``full_state_dict``, only rank 0 gets the state (the
             other ranks get ``{}``), so only rank 0 holds a whole copy.
-        ignore_frozen_params: leave out the parameters with ``requires_grad=False``.
-        keep_submodule_prefixes: accepted for PyTorch's signature (``submodules`` is refused).
+        ignore_frozen_params: leave the parameters with ``requires_grad=False`` out of the
+            model's state dict (the optimizer's is left as it is, as PyTorch's: its groups
+            still name them, so it loads back into the same optimizer).
+        keep_submodule_prefixes: with the deprecated ``submodules`` argument, keep the
+            submodule's name in the keys (``2.weight``) or not (``weight``).
         strict: ``set_model_state_dict`` requires exactly the model's keys.
         broadcast_from_rank0: the set functions take the state given on rank 0 (the other
             ranks may pass ``{}``) and send it to every rank; needs ``full_state_dict``.
-        flatten_optimizer_state_dict: only False.
+        flatten_optimizer_state_dict: the optimizer state as one flat dict,
+            ``"state.<name>.<key>"`` (nested state: more dotted keys) and
+            ``"param_groups.<name>.<hyperparameter>"`` (each group's settings under each of
+            its parameters); the set functions take either layout.
     """
     full_state_dict: bool = False
     cpu_offload: bool = False
@@ -63,25 +73,32 @@ class StateDictOptions:
         if self.broadcast_from_rank0 and not self.full_state_dict:
             raise ValueError("StateDictOptions: full_state_dict must be True when broadcast_from_rank0 is True "
                              "(rank 0 holds whole tensors; every rank takes its shard of them)")
-        if self.flatten_optimizer_state_dict:
-            raise NotImplementedError("StateDictOptions(flatten_optimizer_state_dict=True) is not supported: "
-                                      "the optimizer state is nested, {'state': {name: {...}}, 'param_groups': [...]}")
 
 
 # ---- the model ------------------------------------------------------------------------
 def get_model_state_dict(model, *, submodules=None, options=None):
     """The model's parameters and buffers by name (see the module docstring for the options).
     Collective with ``full_state_dict`` on a fully_shard model: call it on every rank.
+    ``submodules`` (deprecated, as PyTorch's: a FutureWarning): only the entries of these
+    submodules of ``model`` (their names kept as prefixes, or not: ``keep_submodule_prefixes``).
 
     Example:
         >>> sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
     """
-    options, module = _options(options, submodules), _unwrap(model)
+    _warn_if_submodules(submodules)
+    return _get_model_state_dict(_unwrap(model), submodules, _options(options))
+
+
+def _get_model_state_dict(module, submodules, options):
+    prefixes = _submodule_prefixes(module, submodules)
     if options.full_state_dict:
         with gathered(module):
             state = module.state_dict()
     else:
         state = _local_state_dict(module, OrderedDict(), "")
+    if prefixes is not None:
+        state = {(key if options.keep_submodule_prefixes else key[len(prefix):]): v
+                 for key, v in state.items() for prefix in prefixes if key.startswith(prefix)}
     if options.ignore_frozen_params:
         frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
         state = {k: v for k, v in state.items() if k not in frozen}
@@ -95,8 +112,10 @@ def get_model_state_dict(model, *, submodules=None, options=None):
 def set_model_state_dict(model, model_state_dict, *, options=None):
     """Load ``model_state_dict`` (whole tensors with ``full_state_dict``: each rank keeps its
     shard; else this rank's shards). Returns ``(missing_keys, unexpected_keys)``.
-    Collective on a fully_shard model."""
+    Collective on a fully_shard model. A dict keyed by submodules of ``model``, each with its
+    own state dict (deprecated, as PyTorch's: a FutureWarning), loads under their names."""
     options, module = _options(options), _unwrap(model)
+    model_state_dict = _by_submodule(module, model_state_dict)
     if options.broadcast_from_rank0:
         model_state_dict = _from_rank0(model_state_dict)
 
@@ -111,12 +130,19 @@ def get_optimizer_state_dict(model, optimizers, *, submodules=None, options=None
     keyed by parameter name; several are merged (their groups in order). With
     ``full_state_dict``, the per-element state of fully_shard's shards (each a slice of its
     parameter) is gathered into tensors of the parameter's shape. Collective then.
+    ``submodules`` (deprecated) only warns: the state is every parameter's, as PyTorch's.
 
     Example:
         >>> osd = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
         >>> osd["state"]["lm_head.weight"]["exp_avg"].shape   # the parameter's, not the shard's
+        >>> flat = get_optimizer_state_dict(model, opt, options=StateDictOptions(flatten_optimizer_state_dict=True))
+        >>> flat["state.lm_head.weight.exp_avg"], flat["param_groups.lm_head.weight.lr"]
     """
-    options, module = _options(options, submodules), _unwrap(model)
+    _warn_if_submodules(submodules)
+    return _get_optimizer_state_dict(_unwrap(model), optimizers, _options(options))
+
+
+def _get_optimizer_state_dict(module, optimizers, options):
     names = _names(module)
     state, groups = {}, []
     for opt in _optimizers(optimizers):
@@ -124,16 +150,16 @@ def get_optimizer_state_dict(model, optimizers, *, submodules=None, options=None
             fqns = [_name(names, p, g) for p in group["params"]]
             groups.append({**_hyperparameters(group), "params": fqns})
             state.update((fqn, dict(opt.state[p])) for fqn, p in zip(fqns, group["params"]) if p in opt.state)
-    if options.ignore_frozen_params:
-        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
-        state = {k: v for k, v in state.items() if k not in frozen}
-        groups = [{**g, "params": [n for n in g["params"] if n not in frozen]} for g in groups]
+    # ignore_frozen_params leaves the optimizer's state as it is, as PyTorch's: leaving the
+    # frozen names out of the groups would make them load into no group of the same optimizer
     if options.full_state_dict:
         state = _whole_state(state, _placements_by_name(module, names), to_rank0=options.cpu_offload)
         if state is None:
             return {}
     elif options.cpu_offload:
         state = {k: {name: _host(v) for name, v in entries.items()} for k, entries in state.items()}
+    if options.flatten_optimizer_state_dict:
+        return _flatten(state, groups)
     return {"state": state, "param_groups": groups}
 
 
@@ -141,11 +167,17 @@ def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=Non
     """Load a state of :func:`get_optimizer_state_dict`'s layout into ``optimizers``: each
     optimizer group takes the hyperparameters of the saved group holding its parameters (by
     name) and each parameter its state; with ``full_state_dict``, a fully_shard shard takes
-    its slice of each whole per-element tensor. Collective with ``broadcast_from_rank0``."""
+    its slice of each whole per-element tensor. Collective with ``broadcast_from_rank0``.
+    A flat state dict (``flatten_optimizer_state_dict``'s, whatever the options given here) is
+    read by the names of the optimizers' own parameters: entries of other parameters are left
+    unread, so each pipeline stage can load its part of a whole model's."""
     options, module = _options(options), _unwrap(model)
     if options.broadcast_from_rank0:
         optim_state_dict = _from_rank0(optim_state_dict)
     names = _names(module)
+    optimizers = _optimizers(optimizers)
+    if "state" not in optim_state_dict:  # PyTorch's test for the flat layout
+        optim_state_dict = _unflatten(optim_state_dict, optimizers, names)
     placements = _placements_by_name(module, names) if options.full_state_dict else {}
     saved_state, saved_groups = optim_state_dict["state"], optim_state_dict["param_groups"]
     group_of = {fqn: k for k, saved in enumerate(saved_groups) for fqn in saved["params"]}
@@ -166,8 +198,10 @@ def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=Non
 # ---- both ------------------------------------------------------------------------------
 def get_state_dict(model, optimizers, *, submodules=None, options=None):
     """``(get_model_state_dict(model), get_optimizer_state_dict(model, optimizers))``."""
-    return (get_model_state_dict(model, submodules=submodules, options=options),
-            get_optimizer_state_dict(model, optimizers, submodules=submodules, options=options))
+    _warn_if_submodules(submodules)
+    module, options = _unwrap(model), _options(options)
+    return (_get_model_state_dict(module, submodules, options),
+            _get_optimizer_state_dict(module, optimizers, options))
 
 
 def set_state_dict(model, optimizers, *, model_state_dict, optim_state_dict, options=None):
@@ -179,15 +213,49 @@ def set_state_dict(model, optimizers, *, model_state_dict, optim_state_dict, opt
 
 
 # ---- helpers -----------------------------------------------------------------------------
-def _options(options, submodules=None):
-    if submodules is not None:
-        raise NotImplementedError("the submodules argument (deprecated in PyTorch) is not supported: take the "
-                                  "entries under the submodule's prefix from the whole state dict")
+def _options(options):
     if options is None:
         return StateDictOptions()
     if not isinstance(options, StateDictOptions):
         raise TypeError(f"options must be a StateDictOptions, got {type(options).__name__}")
     return options
+
+
+def _warn_if_submodules(submodules):
+    if submodules:  # PyTorch's warning, word for word (stacklevel: the caller of the public function)
+        warnings.warn("Getting submodules only model/optim state_dict is deprecated and will be removed in 2.5. "
+                      "This feature can be achieved by manually filtering out the state_dict returned from "
+                      "get_state_dict.", FutureWarning, stacklevel=3)
+
+
+def _submodule_prefixes(module, submodules):
+    """``"<name>."`` of each of ``submodules`` in ``module``; None when there are none."""
+    if not submodules:
+        return None
+    wanted = {id(m) for m in submodules}
+    prefixes = [f"{name}." for name, m in module.named_modules() if id(m) in wanted]
+    if len(prefixes) != len(wanted):
+        raise ValueError(f"submodules: {len(wanted) - len(prefixes)} of the {len(wanted)} modules given are not "
+                         f"submodules of the model ({type(module).__name__})")
+    return prefixes
+
+
+def _by_submodule(module, state_dict):
+    """A state dict keyed by submodules (PyTorch's deprecated form of set_model_state_dict's
+    argument) as one keyed by the model's names; any other as it is."""
+    if not state_dict or not isinstance(next(iter(state_dict)), Module):
+        return state_dict
+    warnings.warn("Passing model_state_dict as a ``Dict[nn.Module, Dict[str, Any]]`` is deprecated and will be "
+                  "removed in 2.5. If you need this feature, please preprocess the model_state_dict to achieve the "
+                  "same functionality.", FutureWarning, stacklevel=3)
+    prefix = {id(m): f"{name}." for name, m in module.named_modules()}
+    out = {}
+    for sub, entries in state_dict.items():
+        if id(sub) not in prefix:
+            raise ValueError(f"set_model_state_dict: the state dict is keyed by modules, and a "
+                             f"{type(sub).__name__} among its keys is not a submodule of the model")
+        out.update((prefix[id(sub)] + k, v) for k, v in entries.items())
+    return out
 
 
 def _unwrap(model):
@@ -255,6 +323,71 @@ def _saved_group(saved_groups, group_of, fqns, g, group):
         raise ValueError(f"set_optimizer_state_dict: the optimizer's parameter group {g} ({len(fqns)} parameters, "
                          f"first {fqns[0]!r}) is not one group of the loaded state dict: {why}")
     return saved_groups[found.pop()]
+
+
+# ---- the flat layout (flatten_optimizer_state_dict) ----------------------------------------
+def _flatten(state, groups):
+    """``{"state.<name>.<key>": value, "param_groups.<name>.<hyperparameter>": value}``, as
+    PyTorch's _flatten_optim_state_dict (nested state: one dotted key per leaf)."""
+    flat = {}
+
+    def leaves(prefix, entries):
+        for key, value in entries.items():
+            if isinstance(value, dict):
+                leaves(f"{prefix}.{key}", value)
+            elif isinstance(value, (Tensor, int, float)):
+                flat[f"{prefix}.{key}"] = value
+            else:  # a list would flatten into keys no loader could tell from a nested dict's
+                raise NotImplementedError(f"flatten_optimizer_state_dict: the state {prefix[len('state.'):]!r} "
+                                          f"holds {key!r} of type {type(value).__name__}; only tensors, ints, "
+                                          f"floats and dicts of them can be flattened (as PyTorch's)")
+    for fqn, entries in state.items():
+        leaves(f"state.{fqn}", entries)
+    for group in groups:
+        for fqn in group["params"]:
+            flat.update((f"param_groups.{fqn}.{k}", v) for k, v in group.items() if k != "params")
+    return flat
+
+
+def _unflatten(flat, optimizers, names):
+    """The nested layout of ``flat``'s entries for the optimizers' parameters (by name): each
+    optimizer group takes the hyperparameters saved under its parameters, which must agree."""
+    wanted = {_name(names, p, g) for opt in optimizers for g, group in enumerate(opt.param_groups)
+              for p in group["params"]}
+    state, hyper = {}, {}
+    for key, value in flat.items():
+        section, _, rest = key.partition(".")
+        # the parameter's name is the shortest dotted head of ``rest`` among the wanted names:
+        # no name is another's head, as a parameter is no module
+        cut = next((i for i, c in enumerate(rest) if c == "." and rest[:i] in wanted), None)
+        if section not in ("state", "param_groups") or cut is None:
+            continue  # another parameter's (another pipeline stage's), left unread as PyTorch's
+        fqn, path = rest[:cut], rest[cut + 1:].split(".")
+        if section == "param_groups":
+            hyper.setdefault(fqn, {})[rest[cut + 1:]] = value
+            continue
+        entries = state.setdefault(fqn, {})
+        for part in path[:-1]:
+            entries = entries.setdefault(part, {})
+        entries[path[-1]] = value
+    groups = []
+    for opt in optimizers:
+        for g, group in enumerate(opt.param_groups):
+            fqns = [_name(names, p, g) for p in group["params"]]
+            missing = [fqn for fqn in fqns if fqn not in hyper]
+            if missing:
+                raise ValueError(f"set_optimizer_state_dict: the flat state dict has no 'param_groups.<name>.*' "
+                                 f"entries for {missing[:3]} ({len(missing)} of the {len(fqns)} parameters of the "
+                                 f"optimizer's parameter group {g})")
+            settings = hyper[fqns[0]] if fqns else _hyperparameters(group)
+            for fqn in fqns[1:]:
+                if hyper[fqn] != settings:
+                    differ = sorted(k for k in {*settings, *hyper[fqn]} if settings.get(k) != hyper[fqn].get(k))
+                    raise ValueError(f"set_optimizer_state_dict: parameters {fqns[0]!r} and {fqn!r} of the "
+                                     f"optimizer's parameter group {g} were saved with different {differ} (in "
+                                     f"different groups): build the optimizer with the saved groups")
+            groups.append({**settings, "params": fqns})
+    return {"state": state, "param_groups": groups}
 
 
 def _per_element(value):
