@@ -6,6 +6,8 @@
 * float16 goes to MPI as 2-byte integers, reduced by user-defined ops that add (etc.) them
   as float16 with NumPy, when the library has no float16 datatype (Open MPI 4 has none;
   MPICH has MPIX_C_FLOAT16): the same bytes on the wire either way.
+* bfloat16 (ml_dtypes'; MPI has no such type) moves as uint16 bits; reductions never see it:
+  the process group reduces a float32 copy and rounds back once (:mod:`.bfloat16`).
 * Messages longer than ``MAX_COUNT`` (2^31 - 1) elements are split (MPI counts are C ints
   unless the library has MPI-4 large counts).
 * Async collectives (``async_op=True``) run on the group's own communication thread (one
@@ -144,8 +146,12 @@ def _fill_ops(MPI):
 
 
 def _mpi_view(a):
-    """``a`` as MPI can take it: float16 as uint16 where the library has no float16 type."""
-    return a.view(numpy.uint16) if a is not None and _as_uint16(a.dtype) else a
+    """``a`` as MPI can take it: float16 as uint16 where the library has no float16 type,
+    bfloat16 as uint16 always (only data-moving collectives get it: see :mod:`.bfloat16`)."""
+    if a is None:
+        return a
+    dtype = a.dtype
+    return a.view(numpy.uint16) if dtype.kind == "V" or _as_uint16(dtype) else a
 
 
 def _cuda_aware():

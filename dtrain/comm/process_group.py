@@ -20,6 +20,7 @@ import numpy
 from ..tensor.backend import device_of, get_array_module, is_cuda_array
 from ..tensor.tensor import Tensor
 from . import forensics
+from .bfloat16 import float32_concatenation, is_bfloat16, widened
 
 
 NUMERIC_KINDS = "biufc"  # the dtype kinds collectives move: bool, int, uint, float, complex
@@ -51,7 +52,7 @@ def reduce_view(name, buf, op):
     if not isinstance(op, ReduceOp):
         raise TypeError(f"{name}: op must be a ReduceOp ({', '.join(f'ReduceOp.{o.name}' for o in ReduceOp)}), "
                         f"got {op!r}")
-    kind = buf.dtype.kind
+    kind = kind_of(buf.dtype)
     if op is ReduceOp.AVG and kind not in "fc":
         raise TypeError(f"{name}: ReduceOp.AVG is only defined for floating-point tensors (as in PyTorch), "
                         f"got dtype {buf.dtype}: reduce with ReduceOp.SUM and divide instead")
@@ -60,6 +61,11 @@ def reduce_view(name, buf, op):
     if kind == "b":
         return buf.view(numpy.uint8), {ReduceOp.SUM: ReduceOp.MAX, ReduceOp.PRODUCT: ReduceOp.MIN}.get(op, op)
     return buf, ReduceOp.SUM if op is ReduceOp.AVG else op
+
+
+def kind_of(dtype):
+    """NumPy's kind of ``dtype``, "f" for bfloat16 (ml_dtypes' kind "V"): what a reduction checks."""
+    return "f" if is_bfloat16(dtype) else dtype.kind
 
 
 def as_array(x, name, arg):
@@ -72,10 +78,9 @@ def as_array(x, name, arg):
     else:
         raise TypeError(f"{name}: {arg} must be a dtrain Tensor, a NumPy array or a CuPy array, "
                         f"got {type(x).__name__}")
-    if array.dtype.name == "bfloat16":  # ml_dtypes' kind "V": MPI has no bfloat16 type to reduce it as
-        raise TypeError(f"{name}: {arg} has dtype bfloat16, which dtrain's collectives do not take (MPI has no "
-                        f"bfloat16 type): cast to float32 and back, e.g. t.float() then .to(dtrain.bfloat16)")
-    if array.dtype.kind not in NUMERIC_KINDS:
+    # bfloat16 (ml_dtypes' kind "V") moves as its bits and is reduced in float32 (see .bfloat16);
+    # ml_dtypes' other kind-"V" types (float8s, int4) would move as bits but not reduce: refused
+    if array.dtype.kind not in NUMERIC_KINDS and array.dtype.name != "bfloat16":
         raise TypeError(f"{name}: {arg} has dtype {array.dtype}, which collectives cannot move: they take "
                         f"bool, integer, floating-point or complex tensors; send Python objects with "
                         f"broadcast_object_list / all_gather_object")
@@ -210,7 +215,7 @@ class ProcessGroup:
     # ---- the collectives -----------------------------------------------------------
     def all_reduce(self, tensor, op=ReduceOp.SUM, async_op=False):
         array = as_output(tensor, "all_reduce", "tensor")
-        buf, writeback = flat_out(array)
+        buf, writeback = widened(*flat_out(array))  # bfloat16: reduced as a float32 copy, rounded back once
         rbuf, rop = reduce_view("all_reduce", buf, op)
         impl = self._group_for(array)
         before, after, rop = impl._averaging(buf, op, rop, before_ok=True)
@@ -235,11 +240,11 @@ class ProcessGroup:
             op, scale = ReduceOp.SUM, (1.0 if scale is None else scale) / self.size()
         if scale is not None and op is not ReduceOp.SUM:
             raise ValueError(f"{name}: scale goes with ReduceOp.SUM or AVG, got {op!r}")
-        if scale is not None and arrays[0].dtype.kind not in "fc":
+        if scale is not None and kind_of(arrays[0].dtype) not in "fc":
             raise TypeError(f"{name}: scale needs floating-point tensors, got dtype {arrays[0].dtype}")
         impl = self._group_for(arrays[0])
         if finite_check is not None:
-            if op is not ReduceOp.SUM or arrays[0].dtype.kind not in "fc":
+            if op is not ReduceOp.SUM or kind_of(arrays[0].dtype) not in "fc":
                 raise ValueError(f"{name}: finite_check goes with ReduceOp.SUM or AVG of floating-point tensors")
             arrays.append(finite_check.flag)  # the caller's finite_check.flag is not its to touch until done
         return impl._run(name, impl._coalesced(arrays, op, scale, finite_check), arrays, async_op)
@@ -251,7 +256,10 @@ class ProcessGroup:
         xp = get_array_module(arrays[0])
         if finite_check is not None:
             finite_check.take(arrays[:-1], scale)  # scaled with the message: 1 -> 1/N, still non-zero
-        flat = xp.concatenate([a.reshape(-1) for a in arrays])
+        if is_bfloat16(arrays[0].dtype):  # the message in float32; _split_into rounds each piece back once
+            flat = float32_concatenation(arrays)
+        else:
+            flat = xp.concatenate([a.reshape(-1) for a in arrays])
         if scale is not None:
             flat *= scale
 
@@ -267,7 +275,7 @@ class ProcessGroup:
     def reduce(self, tensor, dst=0, op=ReduceOp.SUM, async_op=False):
         self._check_rank("reduce", "dst", dst)
         array = as_output(tensor, "reduce", "tensor")
-        buf, writeback = flat_out(array)
+        buf, writeback = widened(*flat_out(array), narrow=self._rank == dst)
         rbuf, rop = reduce_view("reduce", buf, op)
         impl = self._group_for(array)
         _, average, rop = impl._averaging(buf, op, rop)
@@ -458,7 +466,8 @@ class ProcessGroup:
         return [pickle.loads(row[:s].tobytes()) for row, s in zip(data, sizes)]
 
     def _reduce_scatter_flat(self, name, out, send, op, async_op):
-        recv, writeback = flat_out(out)
+        recv, writeback = widened(*flat_out(out))  # bfloat16: reduced in float32, rounded back once
+        send, _ = widened(send)
         rsend, rop = reduce_view(name, send, op)
         rrecv, _ = reduce_view(name, recv, op)
         impl = self._group_for(out)

@@ -64,7 +64,7 @@ def takes(arrays, op, min_bytes):
     """Whether an all-reduce of the flat NumPy ``arrays`` with op ``op`` (a name of OPS) goes
     through this module: integers and floats, an op it reduces, at least ``min_bytes``."""
     first = arrays[0]
-    # bfloat16 (kind "V") never gets here: process_group.as_array refuses it (MPI has no bfloat16 type)
+    # bfloat16 (kind "V") is refused here: the process group reduces it as a float32 copy (see .bfloat16)
     return (type(first) is numpy.ndarray and first.dtype.kind in "fiu" and op in UFUNCS
             and sum(a.nbytes for a in arrays) >= min_bytes)
 
