@@ -57,6 +57,17 @@ class RankChecks:
         except Exception as e:  # reported by finish, with the traceback
             self.results[name] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
 
+    def report(self, path):
+        """Write every rank's results, ``{check: {rank: "ok" | error}}`` in the order the checks
+        ran, to the JSON file ``path`` (rank 0 writes it), then :meth:`finish`."""
+        import json
+        everyone = gathered(self.results)
+        if self.rank == 0:
+            with open(path, "w") as f:
+                json.dump({name: {r: res[name] for r, res in enumerate(everyone)} for name in self.results}, f,
+                          indent=1)
+        self.finish()
+
     def finish(self):
         """Leave the process group once every rank is done with it, print this rank's report
         and exit: 0 if every check passed, else 1."""

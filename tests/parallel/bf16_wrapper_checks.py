@@ -6,7 +6,6 @@ Each check runs on all ranks through tests/rank_harness.py; rank 0 writes
 ``{check: {rank: "ok" | error}}`` to RESULTS.json for test_bf16_compress_wrapper.py. The
 gradients and the torch helpers are powersgd_checks.py's.
 """
-import json
 import os
 import sys
 
@@ -76,7 +75,8 @@ def train_mlp(hook):
     for _ in range(8):
         x, y = rng.standard_normal((8, 6)).astype(np.float32), rng.integers(0, 3, 8)
         opt.zero_grad()
-        F.cross_entropy(ddp(dtrain.tensor(x[rank * 4:rank * 4 + 4])), dtrain.tensor(y[rank * 4:rank * 4 + 4])).backward()
+        rows = slice(rank * 4, rank * 4 + 4)
+        F.cross_entropy(ddp(dtrain.tensor(x[rows])), dtrain.tensor(y[rows])).backward()
         opt.step()
     return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
 
@@ -204,11 +204,7 @@ def main(path, pytorch):
         import torch.distributed as tdist
         if tdist.is_initialized():
             tdist.destroy_process_group()
-    everyone = gathered(checks.results)
-    if checks.rank == 0:
-        with open(path, "w") as f:
-            json.dump({name: {r: res[name] for r, res in enumerate(everyone)} for name, _ in selected}, f, indent=1)
-    checks.finish()
+    checks.report(path)
 
 
 if __name__ == "__main__":
