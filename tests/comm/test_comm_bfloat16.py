@@ -16,3 +16,12 @@ def test_bfloat16_collectives_and_training(n):
     pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes (pip install dtrain[bf16])")
     result = run([require_mpi(), "-n", str(n), sys.executable, "tests/comm/rank_bfloat16.py"], timeout=120)
     assert_all_checks_passed(result, n, CHECKS)
+
+
+def test_bfloat16_all_reduce_equals_pytorch_gloo(tmp_path):
+    """At 2 ranks, all_reduce of bfloat16 gives PyTorch's gloo's bits for SUM, PRODUCT, MIN and MAX."""
+    pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes (pip install dtrain[bf16])")
+    pytest.importorskip("torch")
+    result = run([require_mpi(), "-n", "2", sys.executable, "tests/comm/rank_bfloat16.py", "--pytorch",
+                  str(tmp_path / "gloo_store")], timeout=120)
+    assert_all_checks_passed(result, 2, 1)
