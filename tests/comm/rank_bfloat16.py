@@ -1,6 +1,8 @@
 """Rank script: bfloat16 (ml_dtypes') through the collectives, run by test_comm_bfloat16.py as
 ``mpiexec -n N python tests/comm/rank_bfloat16.py`` for N = 2 and 4; with ``--pytorch STORE``
-(2 ranks), only the comparison with PyTorch's gloo, which meets through the file STORE.
+(2 ranks), only the comparison with PyTorch's gloo, which meets through the file STORE; with
+``--backend nccl`` (on GPUs or the tests' CuPy emulation), on the NCCL world, whose host
+(NumPy) arrays go through the MPI group underneath: CuPy has no bfloat16 arrays.
 
 * Collectives that move data deliver every bit: the inputs are random 16-bit words (NaNs
   with every payload, infinities, -0, subnormals) plus those patterns spelled out.
@@ -27,7 +29,8 @@ from dtrain.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from dtrain.parallel import DistributedDataParallel as DDP
 from rank_harness import RankChecks, rel
 
-checks = RankChecks(backend="mpi")
+BACKEND = sys.argv[sys.argv.index("--backend") + 1] if "--backend" in sys.argv else "mpi"
+checks = RankChecks(backend=BACKEND)
 RANK, N = checks.rank, checks.world_size
 BF16 = dtrain.bfloat16
 SIZES = (1, 7, 70_001)  # 70_001 float32s (the widened buffer) pass 256 KiB: the shared-memory all-reduce
@@ -225,8 +228,10 @@ def rounded_once_not_per_addition():
 def descriptions_name_bfloat16():
     """The group's history (the hang report's) and the cross-rank check describe bfloat16."""
     g = group_or_default(None, "broadcast")
-    dist.broadcast(np.zeros((2, 3), BF16), src=0)
-    assert str(g.history[-1]) == "broadcast(bfloat16[2, 3])", str(g.history[-1])
+    host = np.zeros((2, 3), BF16)
+    dist.broadcast(host, src=0)
+    history = g._group_for(host).history  # under NCCL, host arrays run on the MPI group underneath
+    assert str(history[-1]) == "broadcast(bfloat16[2, 3])", str(history[-1])
     mine = np.zeros(3, BF16 if RANK == 0 else np.float32)
     try:
         check_call(g, describe("broadcast", mine, src=0), every_call=True)
@@ -345,6 +350,16 @@ def all_reduce_equals_gloo():
         tdist.destroy_process_group()
 
 
+def no_bfloat16_on_a_gpu():
+    """CuPy has no bfloat16 dtype, so neither has dtrain on a GPU: moving a bfloat16 tensor there
+    fails naming bfloat16 (GPU bfloat16 reductions take uint16 bits: dist.all_reduce_bfloat16)."""
+    try:
+        dtrain.zeros(2, dtype=BF16).to("cuda")
+        raise AssertionError("a bfloat16 tensor went to the GPU")
+    except (TypeError, ValueError) as e:
+        assert "bfloat16" in str(e), str(e)
+
+
 PYTORCH = [("all_reduce equals PyTorch's gloo", all_reduce_equals_gloo)]
 ALL = [("broadcast moves every bit", broadcast_bits),
        ("all_gather and all_gather_into_tensor move every bit", all_gather_bits),
@@ -360,6 +375,8 @@ ALL = [("broadcast moves every bit", broadcast_bits),
        ("other ml_dtypes types are refused", other_ml_dtypes_refused),
        ("DDP of a bfloat16 model equals one process", ddp_bfloat16_equals_one_process),
        ("fully_shard with bfloat16 param_dtype equals DDP", fully_shard_bfloat16_equals_ddp)]
+if BACKEND == "nccl":
+    ALL.append(("no bfloat16 tensor on a GPU", no_bfloat16_on_a_gpu))
 for name, fn in PYTORCH if sys.argv[1:2] == ["--pytorch"] else ALL:
     checks.run(name, fn)
 checks.finish()
