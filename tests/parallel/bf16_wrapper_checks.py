@@ -115,51 +115,33 @@ def pytorch_allreduce_wrapper_equals_dtrain():
                     f"scale {scale}, step {step}, bucket {index}: {rel(got, want):.3g} from PyTorch's"
 
 
-PSGD_TOL = 3e-2  # outputs and error feedback: see pytorch_powersgd_wrapper_close_to_dtrain
-
-
-def torch_start(torch, hook, state, bucket):
-    """``hook(state, bucket)``'s result and the random Qs PyTorch's powerSGD_hook drew in it
-    (float32 copies of its bfloat16 draws, in order; none when it drew nothing)."""
-    drawn, randn = [], torch.randn
-
-    def recording(*args, **kw):
-        q = randn(*args, **kw)
-        drawn.append(q.float().numpy().ravel().copy())
-        return q
-    torch.randn = recording
-    try:
-        return hook(state, bucket).wait(), drawn
-    finally:
-        torch.randn = randn
+PSGD_TOL = 4e-2  # outputs and error feedback: see pytorch_powersgd_wrapper_close_to_dtrain
 
 
 def pytorch_powersgd_wrapper_close_to_dtrain():
     """bf16_compress_wrapper(powerSGD_hook), PyTorch's (on gloo) and dtrain's, on the same
-    float32 per-rank gradients (2 buckets x 5 steps, rank 1 and 3, warm start from the same
-    random Qs: PyTorch's bfloat16 draws handed to dtrain's state, see below): the outputs
-    are float32 holding bfloat16 values, within 3e-2 of PyTorch's, and so is the error
-    feedback (float32 here, bfloat16 in PyTorch); the compression statistics are the same.
+    float32 per-rank gradients (2 buckets x 5 steps, rank 1 and 3, the same random_seed, no
+    Q copied over): the outputs are float32 holding bfloat16 values, P, Q and the error
+    feedback are kept in bfloat16, as PyTorch's; outputs and error feedback are within 4e-2
+    of PyTorch's; the compression statistics are the same.
 
-    Why the same start is handed over: dtrain's hook draws its Qs as float32's torch.randn
-    (its bucket is a float32 copy), and torch.randn in bfloat16 draws another sequence for
-    16 or more elements not a multiple of 16 (the Qs of (33, 17) and (64, 3) here): another,
-    equally random, projection, off by O(1) (measured 1.39 relative). Why 3e-2: a bfloat16
-    rounding is off by up to 2**-9 (2e-3) relative; PyTorch rounds every product, sum and
-    Gram-Schmidt step in bfloat16, dtrain only the bucket going in and coming out, so the
-    two differ by bfloat16's error over a chain of roundings, growing over the steps through
-    the warm start and the error feedback: measured worst 1.43e-2 (outputs) and 1.41e-2
-    (error feedback), about 7 roundings' worth; the bound is twice that (PyTorch's vectorised
-    kernels differ from CPU to CPU). Float32 PowerSGD outputs are 1e-5 from PyTorch's: this
-    test sees bfloat16's error, and an output off the bfloat16 grid, a different start or a
-    float16 computation fails it."""
+    Why 4e-2: a bfloat16 rounding is off by up to 2**-9 (2e-3) relative. Both round every
+    operation to bfloat16, but NumPy's bfloat16 sums and norms (Gram-Schmidt's) add up in
+    bfloat16 where PyTorch's kernels add up in float32, so single values differ by a
+    bfloat16 step here and there, and the differences grow over the steps through the warm
+    start and the error feedback: measured 4.5e-3 at the first compressed step, worst 1.83e-2
+    (outputs) and 1.47e-2 (error feedback) at the last, about 9 roundings' worth; the bound
+    is about twice that (PyTorch's vectorised kernels differ from CPU to CPU). A different
+    random start is off by O(1) (1.39 measured with float32's draw), float32 PowerSGD is
+    1e-5 from PyTorch's own float32: this test sees bfloat16's error, and an output off the
+    bfloat16 grid or a float32/float16 computation fails it."""
     import torch
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks as theirs_default
     from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as theirs_module
     torch_group()
     ours_hook = ours_default.bf16_compress_wrapper(powerSGD.powerSGD_hook)
     theirs_hook = theirs_default.bf16_compress_wrapper(theirs_module.powerSGD_hook)
-    worst, handed = {"output": 0.0, "error": 0.0}, 0
+    worst = {"output": 0.0, "error": 0.0}
     for kw in ({}, {"matrix_approximation_rank": 3}):
         ours = powerSGD.PowerSGDState(None, start_powerSGD_iter=START, random_seed=2, **kw)
         theirs = theirs_module.PowerSGDState(None, start_powerSGD_iter=START, random_seed=2, **kw)
@@ -168,25 +150,19 @@ def pytorch_powersgd_wrapper_close_to_dtrain():
                 shapes = [s or (1,) for s in shapes]
                 g = grads(step, index, np.float32)[dist.get_rank()]
                 last = index == len(BUCKETS) - 1
-                want, drawn = torch_start(torch, theirs_hook, theirs,
-                                          TorchBucket(torch.from_numpy(g.copy()), shapes, index, last))
-                if drawn:  # PyTorch's start, as warm-start state: dtrain's hook then draws nothing
-                    assert index not in ours.q_memory_dict, f"step {step}: PyTorch drew Qs for bucket {index} again"
-                    ours.p_memory_dict[index] = np.empty(theirs.p_memory_dict[index].numel(), np.float32)
-                    ours.q_memory_dict[index] = np.concatenate(drawn)
-                    handed += 1
                 got = ours_hook(ours, FakeBucket(g.copy(), shapes, index, last)).wait()
+                want = theirs_hook(theirs, TorchBucket(torch.from_numpy(g.copy()), shapes, index, last)).wait()
                 want = want.float().numpy()
                 where = f"{kw}, step {step}, bucket {index}"
                 assert got.dtype == np.float32 and is_bfloat16(got), f"{where}: {got.dtype}, not bfloat16 values"
                 worst["output"] = max(worst["output"], rel(got, want))
                 if index in theirs.error_dict:
-                    a, b = ours.error_dict[index], theirs.error_dict[index].float().numpy()
-                    assert a.dtype == np.float32, f"{where}: error feedback kept as {a.dtype}"
+                    kept = [ours.error_dict[index], ours.p_memory_dict[index], ours.q_memory_dict[index]]
+                    assert all(a.dtype == dtrain.bfloat16 for a in kept), f"{where}: {[a.dtype for a in kept]}"
+                    a, b = ours.error_dict[index].astype(np.float32), theirs.error_dict[index].float().numpy()
                     worst["error"] = max(worst["error"], rel(a, b))
         assert ours.iter == theirs.iter == STEPS and ours.compression_stats() == theirs.compression_stats(), \
             (ours.iter, theirs.iter, ours.compression_stats(), theirs.compression_stats())
-    assert handed == 2 * len(BUCKETS), f"PyTorch drew random Qs {handed} times, expected once per bucket and config"
     print(f"rank {dist.get_rank()}: bf16 PowerSGD worst rel from PyTorch {worst}", flush=True)
     assert worst["output"] <= PSGD_TOL and worst["error"] <= PSGD_TOL, worst
 
@@ -203,6 +179,9 @@ def main(path, pytorch):
     if pytorch:
         import torch.distributed as tdist
         if tdist.is_initialized():
+            # both ranks past their last gloo work first: a group destroyed while gloo still sent to
+            # the peer aborted the rank ('Resource deadlock avoided', a gloo thread joining itself)
+            tdist.barrier()
             tdist.destroy_process_group()
     checks.report(path)
 

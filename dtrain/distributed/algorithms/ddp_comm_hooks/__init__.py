@@ -2,8 +2,8 @@
 
 * :mod:`.default_hooks` (also as ``default``): ``allreduce_hook``, ``fp16_compress_hook``,
   ``bf16_compress_hook`` (the objects of :mod:`dtrain.parallel.comm_hooks`),
-  ``fp16_compress_wrapper(hook)`` and ``bf16_compress_wrapper(hook)`` (bfloat16's precision
-  on a float32 copy: see its docstring for what is emulated);
+  ``fp16_compress_wrapper(hook)`` and ``bf16_compress_wrapper(hook)`` (see its docstring for
+  what is emulated);
 * :mod:`.powerSGD_hook` (also as ``powerSGD``): ``PowerSGDState``, ``powerSGD_hook``,
   ``batched_powerSGD_hook``.
 

@@ -1,14 +1,17 @@
 """``torch.distributed.algorithms.ddp_comm_hooks.default_hooks``: the built-in hooks of
 :mod:`dtrain.parallel.comm_hooks` (the same objects), called as ``hook(process_group, bucket)``,
 and the wrappers that run any hook on a low-precision copy of the bucket:
-:func:`fp16_compress_wrapper` (float16) and :func:`bf16_compress_wrapper` (bfloat16's
-precision, see its docstring for what is emulated).
+:func:`fp16_compress_wrapper` (float16) and :func:`bf16_compress_wrapper` (bfloat16; see its
+docstring for what is emulated).
 
 Example:
     >>> from dtrain.distributed.algorithms.ddp_comm_hooks import default_hooks as default
     >>> ddp.register_comm_hook(None, default.fp16_compress_hook)
     >>> ddp.register_comm_hook(state, default.bf16_compress_wrapper(powerSGD_hook))
 """
+import numpy
+
+from ....amp.bfloat16 import bfloat16_dtype
 from ....parallel.comm_hooks import allreduce_hook, bf16_compress_hook, fp16_compress_hook  # noqa: F401
 from ....parallel.comm_hooks import to_bfloat16_precision
 from ....tensor.backend import get_array_module
@@ -43,28 +46,30 @@ def fp16_compress_wrapper(hook):
 
 
 def bf16_compress_wrapper(hook):
-    """Wrap a comm hook so that it reduces a copy of each bucket at bfloat16's precision
-    (8 exponent bits, 8 significant bits); the result, rounded to bfloat16, is cast back
-    into the bucket's dtype, as PyTorch's ``bf16_compress_wrapper``.
+    """Wrap a comm hook so that it reduces a bfloat16 copy of each bucket (8 exponent bits,
+    8 significant bits); the result is cast back into the bucket's dtype, as PyTorch's
+    ``bf16_compress_wrapper``.
 
-    What is emulated. PyTorch hands the hook a ``torch.bfloat16`` bucket, so all the hook
-    computes and keeps is bfloat16. dtrain's collectives take no bfloat16 array (MPI has no
-    bfloat16 type, CuPy no bfloat16 dtype), so the hook gets a *float32* copy of the bucket
-    rounded to the nearest bfloat16 values (ties to even), and its result is rounded to
-    bfloat16 again before the cast back: the values going in and coming out are bfloat16
-    values, as in PyTorch. In between the hook computes in float32, more precisely than
-    PyTorch: its divisions, its sums across ranks (rounded once, at the end; gloo and NCCL
-    round every partial sum in bfloat16) and, with PowerSGD, P, Q and the error feedback
-    (kept as float32: twice PyTorch's memory). PowerSGD's random start is float32's
-    ``torch.randn`` draw, which for a Q of 16 or more elements, not a multiple of 16, is not
-    PyTorch's bfloat16 draw: another, equally random, projection for the same
-    ``random_seed``. The bytes sent are the wrapped hook's float32 ones on every backend,
-    NCCL included: the wrapper saves no bandwidth by itself (PowerSGD's saving is its own).
+    On the CPU (NumPy buckets, with ml_dtypes installed) the hook gets a copy in
+    ``dtrain.bfloat16`` and computes and keeps bfloat16, as in PyTorch: with PowerSGD, P, Q
+    and the error feedback are bfloat16 and the random start is ``torch.randn``'s bfloat16
+    draw for the same ``random_seed``. What is emulated there: MPI has no bfloat16 type, so
+    the collectives reduce bfloat16 as a float32 copy rounded back once (float32's bytes on
+    the wire, twice PyTorch's; gloo and NCCL round after every pairwise addition: the same
+    bits at 2 ranks, within about n - 1 bfloat16 steps at n ranks); and NumPy's bfloat16
+    arithmetic (ml_dtypes) rounds every operation as PyTorch's does, but its sums and norms
+    add up in bfloat16 where PyTorch's kernels add up in float32 (PowerSGD, 5 steps at 2
+    ranks: 1.8e-2 relative from PyTorch's; in float32 the two hooks agree to 1e-5).
 
-    For the plain average use :func:`bf16_compress_hook` (16-bit words under NCCL). On the
-    MPI backend ``bf16_compress_wrapper(allreduce_hook)`` gives its numbers exactly when the
-    world size is a power of two; at other sizes it rounds before dividing, as PyTorch,
-    where the hook divides before rounding.
+    On a GPU (CuPy has no bfloat16 dtype) or without ml_dtypes the hook gets a *float32*
+    copy of the bucket rounded to bfloat16 values (ties to even), and its result is rounded
+    to bfloat16 again before the cast back: the values going in and coming out are
+    bfloat16's, but in between the hook computes and keeps float32 (more precise than
+    PyTorch; PowerSGD's error feedback takes twice the memory, and its random start is
+    float32's draw: another, equally random, projection for the same ``random_seed``), and
+    its collectives send float32, NCCL's included: this wrapper saves no bandwidth there by
+    itself. For the plain average on a GPU use :func:`bf16_compress_hook`, which sends
+    NCCL 16-bit words.
 
     Args:
         hook: a comm hook ``hook(state, bucket) -> Future``.
@@ -76,18 +81,35 @@ def bf16_compress_wrapper(hook):
         >>> state = PowerSGDState(None, matrix_approximation_rank=1, start_powerSGD_iter=10)
         >>> ddp.register_comm_hook(state, bf16_compress_wrapper(powerSGD_hook))
     """
-    def to_bfloat16(buf):
-        # astype copies: the hook works on the copy, the bucket is written only at the end
-        return to_bfloat16_precision(buf.astype(get_array_module(buf).float32))
+    def to_bfloat16(buf):  # a copy either way: the bucket itself is written only at the end
+        xp, bfloat16 = get_array_module(buf), _host_bfloat16(buf)
+        if bfloat16 is not None:
+            # through float32, as torch's .to(torch.bfloat16) rounds a float64: ml_dtypes' direct
+            # cast rounds once and differs from it in the last bit of ~1 value in 200,000
+            return buf.astype(xp.float32, copy=False).astype(bfloat16)
+        return to_bfloat16_precision(buf.astype(xp.float32))
 
     def write_back(buf, value):
         xp = get_array_module(buf)
-        if buf.dtype == xp.float32:  # round in the bucket itself: no temporary (PyTorch decompresses in place)
+        if value.dtype.name == "bfloat16":  # widening is exact
+            buf[...] = value
+        elif buf.dtype == xp.float32:  # round in the bucket itself: no temporary (PyTorch decompresses in place)
             buf[...] = value
             to_bfloat16_precision(buf)
         else:  # float64 (or float16) buckets: round a float32 copy (never the hook's own array), then cast
             buf[...] = to_bfloat16_precision(xp.array(value, dtype=xp.float32))
     return _compress_wrapper(hook, "bf16_compress_wrapper", to_bfloat16, write_back)
+
+
+def _host_bfloat16(buf):
+    """ml_dtypes' bfloat16 for a NumPy buffer; None for a CuPy one (CuPy has no bfloat16) or
+    when ml_dtypes, an optional extra, is not installed: then bfloat16 is emulated in float32."""
+    if not isinstance(buf, numpy.ndarray):
+        return None
+    try:
+        return bfloat16_dtype()
+    except ImportError:
+        return None
 
 
 def _compress_wrapper(hook, name, compress, write_back):
