@@ -208,12 +208,14 @@ def test_flat_state_loads_by_name(world):
     stage = dtrain.optim.Adam(model[2].parameters(), lr=0.01)
     set_optimizer_state_dict(model, stage, flat)
     assert stage.param_groups[0]["lr"] == 0.1 and len(stage.state) == 2
-    np.testing.assert_array_equal(stage.state[model[2].weight]["exp_avg"].numpy(), flat["state.2.weight.exp_avg"].numpy())
+    np.testing.assert_array_equal(stage.state[model[2].weight]["exp_avg"].numpy(),
+                                  flat["state.2.weight.exp_avg"].numpy())
     with pytest.raises(ValueError, match=r"parameters '0.weight' and '0.bias' of the optimizer's parameter group 0 "
                                          r"were saved with different \['lr'\]"):
         set_optimizer_state_dict(model, dtrain.optim.Adam(model.parameters()), flat)
     with pytest.raises(ValueError, match=r"no 'param_groups.<name>.\*' entries for \['2.bias'\] \(1 of the 2 "):
-        set_optimizer_state_dict(model, stage, {k: v for k, v in flat.items() if not k.startswith("param_groups.2.bias.")})
+        set_optimizer_state_dict(model, stage, {k: v for k, v in flat.items()
+                                                if not k.startswith("param_groups.2.bias.")})
     opt.state[model[2].bias]["extra"] = {"k": dtrain.ones(2)}
     nested = get_optimizer_state_dict(model, opt, options=FLAT)
     assert "state.2.bias.extra.k" in nested
@@ -251,3 +253,29 @@ def test_submodules_are_deprecated_as_torchs(world):
                                                    options=StateDictOptions(strict=False))
     assert (missing, unexpected) == (["0.weight", "0.bias"], [])
     assert not model[2].weight.detach().numpy().any()
+
+
+# ---- the flat layout under fully_shard: state_dict_checks.py under mpiexec -n 2 ----------------
+RANK_CHECKS = ("check_full_flat_state_is_the_plain_models", "check_flat_round_trip_from_rank0",
+               "check_sharded_flat_round_trip")
+
+
+@pytest.fixture(scope="module")
+def flat_job(tmp_path_factory):
+    """state_dict_checks.py on 2 ranks: the finished process and rank 0's results."""
+    path = tmp_path_factory.mktemp("state_dict") / "results.json"
+    result = run([require_mpi(), "-n", "2", sys.executable, "tests/parallel/state_dict_checks.py", str(path)],
+                 timeout=120)
+    assert path.exists(), output(result)  # a check that failed is reported by its own test
+    return result, json.loads(path.read_text())
+
+
+def test_every_rank_ran_every_flat_check(flat_job):
+    """Both ranks ran the 3 checks of state_dict_checks.py, and all passed."""
+    assert_all_checks_passed(flat_job[0], 2, len(RANK_CHECKS))
+
+
+@pytest.mark.parametrize("check", RANK_CHECKS)
+def test_flat_check(flat_job, check):
+    """The check passed on both ranks (its docstring in state_dict_checks.py says what it shows)."""
+    passed(flat_job[1], check)
