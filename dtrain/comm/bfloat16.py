@@ -13,11 +13,13 @@
 What that matches: PyTorch's gloo and NCCL reduce bfloat16 pairwise, each addition done in
 float32 and rounded to bfloat16 (gloo's ``sum`` on c10::BFloat16, whose ``operator+`` adds
 as floats; NCCL's bf16 kernels). At 2 ranks that is one float32 addition rounded once to
-bfloat16: the same operations, so the same bits, as here. At more ranks
-PyTorch rounds after each of the n - 1 additions, in its ring's order; here the float32
-sum is rounded once, so the results agree up to that summation order and those
-intermediate roundings (within about (n - 1) bfloat16 ulps of the sum), and are the closer
-to the exact sum. MIN and MAX are exact either way; PRODUCT rounds like SUM.
+bfloat16: the same operations, so the same bits, as here (tests/comm/test_comm_bfloat16.py
+compares them with torch's gloo: SUM, PRODUCT, MIN, MAX). At more ranks PyTorch rounds after
+each of the n - 1 additions, in its ring's order; here the float32 sum is rounded once, so the
+results agree up to that summation order and those intermediate roundings, and are the closer
+to the exact sum (at 4 ranks most random sums have gloo's bits; where its intermediate
+roundings moved a sum, they differ). MIN and MAX are exact either way; AVG is the float32 sum divided
+by the group size in float32, then rounded once (gloo has no AVG).
 
 The price is a float32 copy of a reduced buffer (twice the bytes on the wire of a bfloat16
 reduction): NCCL's own bfloat16 reduction stays in :mod:`.nccl` (``all_reduce_bfloat16``).
@@ -25,25 +27,24 @@ reduction): NCCL's own bfloat16 reduction stays in :mod:`.nccl` (``all_reduce_bf
 from ..tensor.backend import get_array_module
 
 
-def is_bfloat16(dtype):
-    """Whether ``dtype`` is bfloat16: after :func:`.process_group.as_array`, the only dtype of
-    NumPy's kind "V" (void) that reaches a collective (ml_dtypes' other types are refused)."""
-    return dtype.kind == "V"
+def kind_of(dtype):
+    """NumPy's kind of ``dtype``, with bfloat16 a float ("f"): after
+    :func:`.process_group.as_array` it is the only dtype of kind "V" (void) that reaches a
+    collective (ml_dtypes' other types are refused)."""
+    return "f" if dtype.kind == "V" else dtype.kind
 
 
 def widened(buf, writeback=None, narrow=True):
-    """The buffer a reduction of ``buf`` works on, and what runs after it: ``(buf, writeback)``
-    unchanged for any dtype but bfloat16; for bfloat16, a float32 copy of ``buf`` and the
-    function that rounds the reduced copy back into ``buf`` once (when ``narrow``: False
-    where this rank gets no result, e.g. reduce's non-destination ranks) and then runs
-    ``writeback``.
+    """The buffer a reduction of the bfloat16 buffer ``buf`` works on, and what runs after it:
+    a float32 copy of ``buf``, and the function that rounds the reduced copy back into ``buf``
+    once (when ``narrow``: False where this rank gets no result, e.g. reduce's non-destination
+    ranks) and then runs ``writeback``. Callers check the dtype first (``dtype.kind == "V"``, inline
+    on their float32 paths: a function call would cost more than the check).
 
     Example:
         >>> wide, done = widened(grads_bf16)   # float32 copy
         >>> group._allreduce(wide, ReduceOp.SUM); done()   # grads_bf16 holds the rounded sum
     """
-    if buf.dtype.kind != "V":
-        return buf, writeback
     wide = buf.astype(get_array_module(buf).float32)
 
     def narrow_back():

@@ -20,7 +20,7 @@ import numpy
 from ..tensor.backend import device_of, get_array_module, is_cuda_array
 from ..tensor.tensor import Tensor
 from . import forensics
-from .bfloat16 import float32_concatenation, is_bfloat16, widened
+from .bfloat16 import float32_concatenation, kind_of, widened
 
 
 NUMERIC_KINDS = "biufc"  # the dtype kinds collectives move: bool, int, uint, float, complex
@@ -52,7 +52,9 @@ def reduce_view(name, buf, op):
     if not isinstance(op, ReduceOp):
         raise TypeError(f"{name}: op must be a ReduceOp ({', '.join(f'ReduceOp.{o.name}' for o in ReduceOp)}), "
                         f"got {op!r}")
-    kind = kind_of(buf.dtype)
+    kind = buf.dtype.kind
+    if kind == "V":  # bfloat16 (all_reduce_coalesced checks op before it widens): a float
+        kind = "f"
     if op is ReduceOp.AVG and kind not in "fc":
         raise TypeError(f"{name}: ReduceOp.AVG is only defined for floating-point tensors (as in PyTorch), "
                         f"got dtype {buf.dtype}: reduce with ReduceOp.SUM and divide instead")
@@ -61,11 +63,6 @@ def reduce_view(name, buf, op):
     if kind == "b":
         return buf.view(numpy.uint8), {ReduceOp.SUM: ReduceOp.MAX, ReduceOp.PRODUCT: ReduceOp.MIN}.get(op, op)
     return buf, ReduceOp.SUM if op is ReduceOp.AVG else op
-
-
-def kind_of(dtype):
-    """NumPy's kind of ``dtype``, "f" for bfloat16 (ml_dtypes' kind "V"): what a reduction checks."""
-    return "f" if is_bfloat16(dtype) else dtype.kind
 
 
 def as_array(x, name, arg):
@@ -215,7 +212,9 @@ class ProcessGroup:
     # ---- the collectives -----------------------------------------------------------
     def all_reduce(self, tensor, op=ReduceOp.SUM, async_op=False):
         array = as_output(tensor, "all_reduce", "tensor")
-        buf, writeback = widened(*flat_out(array))  # bfloat16: reduced as a float32 copy, rounded back once
+        buf, writeback = flat_out(array)
+        if buf.dtype.kind == "V":  # bfloat16: reduced as a float32 copy, rounded back once (see .bfloat16)
+            buf, writeback = widened(buf, writeback)
         rbuf, rop = reduce_view("all_reduce", buf, op)
         impl = self._group_for(array)
         before, after, rop = impl._averaging(buf, op, rop, before_ok=True)
@@ -256,7 +255,7 @@ class ProcessGroup:
         xp = get_array_module(arrays[0])
         if finite_check is not None:
             finite_check.take(arrays[:-1], scale)  # scaled with the message: 1 -> 1/N, still non-zero
-        if is_bfloat16(arrays[0].dtype):  # the message in float32; _split_into rounds each piece back once
+        if arrays[0].dtype.kind == "V":  # bfloat16: the message in float32; _split_into rounds each piece back once
             flat = float32_concatenation(arrays)
         else:
             flat = xp.concatenate([a.reshape(-1) for a in arrays])
@@ -275,7 +274,9 @@ class ProcessGroup:
     def reduce(self, tensor, dst=0, op=ReduceOp.SUM, async_op=False):
         self._check_rank("reduce", "dst", dst)
         array = as_output(tensor, "reduce", "tensor")
-        buf, writeback = widened(*flat_out(array), narrow=self._rank == dst)
+        buf, writeback = flat_out(array)
+        if buf.dtype.kind == "V":  # bfloat16 (see .bfloat16): only dst gets the rounded result
+            buf, writeback = widened(buf, writeback, narrow=self._rank == dst)
         rbuf, rop = reduce_view("reduce", buf, op)
         impl = self._group_for(array)
         _, average, rop = impl._averaging(buf, op, rop)
@@ -466,8 +467,10 @@ class ProcessGroup:
         return [pickle.loads(row[:s].tobytes()) for row, s in zip(data, sizes)]
 
     def _reduce_scatter_flat(self, name, out, send, op, async_op):
-        recv, writeback = widened(*flat_out(out))  # bfloat16: reduced in float32, rounded back once
-        send, _ = widened(send)
+        recv, writeback = flat_out(out)
+        if recv.dtype.kind == "V":  # bfloat16: reduced in float32, rounded back once (see .bfloat16)
+            recv, writeback = widened(recv, writeback)
+            send, _ = widened(send)
         rsend, rop = reduce_view(name, send, op)
         rrecv, _ = reduce_view(name, recv, op)
         impl = self._group_for(out)

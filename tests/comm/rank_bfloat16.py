@@ -332,7 +332,7 @@ def all_reduce_equals_gloo():
     """all_reduce of bfloat16 equals PyTorch's on gloo bit for bit at 2 ranks, for every op gloo
     has (SUM, PRODUCT, MIN, MAX), on 100,000 random values over 2**-20 .. 2**20: gloo adds two
     values as floats and rounds once, as here. At 4 ranks gloo rounds after each addition of its
-    ring and the sums differ in about 1 in 5 values (measured): not compared."""
+    ring, and the sums differ where those roundings moved them: not compared."""
     import torch
     import torch.distributed as tdist
     tdist.init_process_group("gloo", init_method=f"file://{sys.argv[2]}", rank=RANK, world_size=N)
