@@ -279,3 +279,28 @@ def test_every_rank_ran_every_flat_check(flat_job):
 def test_flat_check(flat_job, check):
     """The check passed on both ranks (its docstring in state_dict_checks.py says what it shows)."""
     passed(flat_job[1], check)
+
+
+def test_state_of_an_optimizer_not_stepped_yet_and_strict(world):
+    """As torch's, an optimizer with no state yet takes one step at learning rate 0 with zero
+    gradients before its state is read or loaded: the same state as torch's (step 1, zero
+    moments), the parameters unchanged. A nested state dict lacking a trainable parameter's
+    state is torch's RuntimeError, loaded with strict=False."""
+    model = mlp().double()
+    before = [p.detach().numpy().copy() for p in model.parameters()]
+    opt = dtrain.optim.Adam(two_groups(model), lr=0.1)
+    twin, twin_opt = torch_twin(model, two_groups(model))
+    ours, theirs = get_optimizer_state_dict(model, opt, options=FLAT), torch_sd.get_optimizer_state_dict(
+        twin, twin_opt, options=torch_sd.StateDictOptions(flatten_optimizer_state_dict=True))
+    same(ours, theirs)
+    assert float(ours["state.0.weight.step"]) == 1 and not ours["state.0.weight.exp_avg"].numpy().any()
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.detach().numpy(), b)
+        assert p.grad is None
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 0.1]
+    optim_sd = get_optimizer_state_dict(model, opt)
+    del optim_sd["state"]["2.bias"]
+    with pytest.raises(RuntimeError, match=r"Missing optimizer state for parameter '2.bias' in checkpoint"):
+        set_optimizer_state_dict(model, dtrain.optim.Adam(two_groups(model)), optim_sd)
+    set_optimizer_state_dict(model, opt, optim_sd, options=StateDictOptions(strict=False))
+    assert model[2].bias not in opt.state and len(opt.state) == 3

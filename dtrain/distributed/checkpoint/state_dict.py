@@ -34,7 +34,7 @@ from ... import comm as dist
 from ...nn import Module
 from ...optim import Optimizer
 from ...parallel import DistributedDataParallel
-from ...tensor import Tensor, backend, from_numpy
+from ...tensor import Tensor, backend, from_numpy, zeros_like
 from ..fsdp.fully_shard import gathered, load_full, shard_placements
 from ..optim import ZeroRedundancyOptimizer
 
@@ -53,7 +53,9 @@ class StateDictOptions:
             still name them, so it loads back into the same optimizer).
         keep_submodule_prefixes: with the deprecated ``submodules`` argument, keep the
             submodule's name in the keys (``2.weight``) or not (``weight``).
-        strict: ``set_model_state_dict`` requires exactly the model's keys.
+        strict: ``set_model_state_dict`` requires exactly the model's keys, and
+            ``set_optimizer_state_dict`` a saved state for each parameter with
+            ``requires_grad`` (when the saved state is not empty: SGD without momentum has none).
         broadcast_from_rank0: the set functions take the state given on rank 0 (the other
             ranks may pass ``{}``) and send it to every rank; needs ``full_state_dict``.
         flatten_optimizer_state_dict: the optimizer state as one flat dict,
@@ -146,6 +148,7 @@ def _get_optimizer_state_dict(module, optimizers, options):
     names = _names(module)
     state, groups = {}, []
     for opt in _optimizers(optimizers):
+        _init_state(opt)
         for g, group in enumerate(opt.param_groups):
             fqns = [_name(names, p, g) for p in group["params"]]
             groups.append({**_hyperparameters(group), "params": fqns})
@@ -176,16 +179,25 @@ def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=Non
         optim_state_dict = _from_rank0(optim_state_dict)
     names = _names(module)
     optimizers = _optimizers(optimizers)
-    if "state" not in optim_state_dict:  # PyTorch's test for the flat layout
+    flat = "state" not in optim_state_dict  # PyTorch's test for the flat layout
+    if flat:
         optim_state_dict = _unflatten(optim_state_dict, optimizers, names)
     placements = _placements_by_name(module, names) if options.full_state_dict else {}
     saved_state, saved_groups = optim_state_dict["state"], optim_state_dict["param_groups"]
     group_of = {fqn: k for k, saved in enumerate(saved_groups) for fqn in saved["params"]}
-    for opt in _optimizers(optimizers):
+    # PyTorch's strict check: a nested state dict with state for some parameters must have it
+    # for each that requires grad (torch skips it for an empty one, and for the flat layout)
+    strict = options.strict and not flat and saved_state
+    for opt in optimizers:
+        _init_state(opt)
         local_state, local_groups, first = {}, [], 0  # indices over all groups, as Optimizer.state_dict's
         for g, group in enumerate(opt.param_groups):
             fqns = [_name(names, p, g) for p in group["params"]]
-            for k, fqn in enumerate(fqns, start=first):
+            for k, (fqn, p) in enumerate(zip(fqns, group["params"]), start=first):
+                if strict and p.requires_grad and fqn not in saved_state:
+                    raise RuntimeError(f"Missing optimizer state for parameter '{fqn}' in checkpoint. The parameter "
+                                       f"requires gradients but has no saved optimizer state. To load anyway, use "
+                                       f"StateDictOptions(strict=False).")
                 if fqn in saved_state:
                     local_state[k] = {name: _local(fqn, name, v, placements.get(fqn))
                                       for name, v in saved_state[fqn].items()}
@@ -256,6 +268,28 @@ def _by_submodule(module, state_dict):
                              f"{type(sub).__name__} among its keys is not a submodule of the model")
         out.update((prefix[id(sub)] + k, v) for k, v in entries.items())
     return out
+
+
+def _init_state(opt):
+    """PyTorch's _init_optim_state: an optimizer without state and without gradients takes one
+    step with zero gradients at learning rate 0, so that its state exists (Adam's step 1, zero
+    moments) and the parameters stay as they are. Either side of a save/load then has each
+    trainable parameter's state, which the strict check asks for."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if opt.state or any(p.grad is not None for p in params):
+        return
+    for p in params:
+        if p.requires_grad:
+            p.grad = zeros_like(p)
+    lrs = [group["lr"] for group in opt.param_groups if "lr" in group]
+    for group in opt.param_groups:
+        if "lr" in group:
+            group["lr"] = zeros_like(group["lr"]) if isinstance(group["lr"], Tensor) else 0.0
+    opt.step()
+    for group in opt.param_groups:
+        if "lr" in group:
+            group["lr"] = lrs.pop(0)
+    opt.zero_grad(set_to_none=True)
 
 
 def _unwrap(model):
