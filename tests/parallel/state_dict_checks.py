@@ -9,10 +9,8 @@ the plain one (the averaged gradient is each rank's), which every rank also runs
 A check asserts only after its last collective: a rank that failed early would leave the
 other waiting in an all-gather.
 """
-import json
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
@@ -132,13 +130,7 @@ def main(path):
     checks = RankChecks()
     for name in [name for name in globals() if name.startswith("check_")]:
         checks.run(name, globals()[name])
-    report = {name: {} for name in checks.results}
-    for rank, results in enumerate(gathered(checks.results)):
-        for name, result in results.items():
-            report[name][rank] = result
-    if checks.rank == 0:
-        Path(path).write_text(json.dumps(report, indent=1))
-    checks.finish()
+    checks.report(path)
 
 
 if __name__ == "__main__":
