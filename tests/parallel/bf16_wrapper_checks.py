@@ -20,7 +20,8 @@ import powersgd_checks  # noqa: E402
 from dtrain.distributed.algorithms.ddp_comm_hooks import default_hooks as ours_default  # noqa: E402
 from dtrain.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as powerSGD  # noqa: E402
 from dtrain.parallel import DistributedDataParallel as DDP  # noqa: E402
-from powersgd_checks import BUCKETS, START, STEPS, TorchBucket, grads, torch_group  # noqa: E402
+from powersgd_checks import (BUCKETS, STEPS, TorchBucket, grads, torch_group,  # noqa: E402
+                             wrapped_powersgd_steps)
 from powersgd_reference import FakeBucket  # noqa: E402
 from rank_harness import RankChecks, gathered, rel  # noqa: E402
 
@@ -135,32 +136,18 @@ def pytorch_powersgd_wrapper_close_to_dtrain():
     random start is off by O(1) (1.39 measured with float32's draw), float32 PowerSGD is
     1e-5 from PyTorch's own float32: this test sees bfloat16's error, and an output off the
     bfloat16 grid or a float32/float16 computation fails it."""
-    import torch
-    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks as theirs_default
-    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as theirs_module
-    torch_group()
-    ours_hook = ours_default.bf16_compress_wrapper(powerSGD.powerSGD_hook)
-    theirs_hook = theirs_default.bf16_compress_wrapper(theirs_module.powerSGD_hook)
-    worst = {"output": 0.0, "error": 0.0}
-    for kw in ({}, {"matrix_approximation_rank": 3}):
-        ours = powerSGD.PowerSGDState(None, start_powerSGD_iter=START, random_seed=2, **kw)
-        theirs = theirs_module.PowerSGDState(None, start_powerSGD_iter=START, random_seed=2, **kw)
-        for step in range(STEPS):
-            for index, shapes in enumerate(BUCKETS):
-                shapes = [s or (1,) for s in shapes]
-                g = grads(step, index, np.float32)[dist.get_rank()]
-                last = index == len(BUCKETS) - 1
-                got = ours_hook(ours, FakeBucket(g.copy(), shapes, index, last)).wait()
-                want = theirs_hook(theirs, TorchBucket(torch.from_numpy(g.copy()), shapes, index, last)).wait()
-                want = want.float().numpy()
-                where = f"{kw}, step {step}, bucket {index}"
-                assert got.dtype == np.float32 and is_bfloat16(got), f"{where}: {got.dtype}, not bfloat16 values"
-                worst["output"] = max(worst["output"], rel(got, want))
-                if index in theirs.error_dict:
-                    kept = [ours.error_dict[index], ours.p_memory_dict[index], ours.q_memory_dict[index]]
-                    assert all(a.dtype == dtrain.bfloat16 for a in kept), f"{where}: {[a.dtype for a in kept]}"
-                    a, b = ours.error_dict[index].astype(np.float32), theirs.error_dict[index].float().numpy()
-                    worst["error"] = max(worst["error"], rel(a, b))
+    worst, states = {"output": 0.0, "error": 0.0}, {}
+    for where, got, want, ours, theirs, index in wrapped_powersgd_steps("bf16_compress_wrapper"):
+        states[id(ours)] = ours, theirs
+        assert got.dtype == np.float32 and is_bfloat16(got), f"{where}: {got.dtype}, not bfloat16 values"
+        worst["output"] = max(worst["output"], rel(got, want))
+        if index in theirs.error_dict:
+            kept = [ours.error_dict[index], ours.p_memory_dict[index], ours.q_memory_dict[index]]
+            assert all(a.dtype == dtrain.bfloat16 for a in kept), f"{where}: {[a.dtype for a in kept]}"
+            a, b = ours.error_dict[index].astype(np.float32), theirs.error_dict[index].float().numpy()
+            worst["error"] = max(worst["error"], rel(a, b))
+    assert len(states) == 2, f"{len(states)} configurations ran, expected 2"
+    for ours, theirs in states.values():
         assert ours.iter == theirs.iter == STEPS and ours.compression_stats() == theirs.compression_stats(), \
             (ours.iter, theirs.iter, ours.compression_stats(), theirs.compression_stats())
     print(f"rank {dist.get_rank()}: bf16 PowerSGD worst rel from PyTorch {worst}", flush=True)

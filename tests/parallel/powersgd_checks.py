@@ -250,38 +250,44 @@ class TorchBucket(FakeBucket):
         self.flat = tensor
 
 
-def pytorch_fp16_wrapper_equals_dtrain():
-    """fp16_compress_wrapper(powerSGD_hook), PyTorch's and dtrain's, on the same float32
-    per-rank gradients (2 buckets x 5 steps, rank 1 and 3; float16 orthogonalizes by
-    Gram-Schmidt at any rank): float32 outputs within 5e-3 and float16 error feedback within
-    2e-2 of PyTorch's (float16 rounds at 5e-4 and the matrix products sum in other orders;
-    the differences grow over the steps through the error feedback)."""
+def wrapped_powersgd_steps(wrapper):
+    """PyTorch's ``wrapper(powerSGD_hook)`` (on gloo) and dtrain's (``wrapper``: the name of a
+    default_hooks wrapper), rank 1 and 3 (same random_seed), 2 buckets x 5 steps of the same
+    float32 per-rank gradients; yields ``(where, got, want, ours, theirs, index)`` per call:
+    dtrain's output, PyTorch's as float32 NumPy, the two states, the bucket index."""
     import torch
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks as theirs_default
     from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as theirs_module
     from dtrain.distributed.algorithms.ddp_comm_hooks import default_hooks as ours_default
     torch_group()
-    rank = dist.get_rank()
-    ours_hook = ours_default.fp16_compress_wrapper(powerSGD.powerSGD_hook)
-    theirs_hook = theirs_default.fp16_compress_wrapper(theirs_module.powerSGD_hook)
+    ours_hook = getattr(ours_default, wrapper)(powerSGD.powerSGD_hook)
+    theirs_hook = getattr(theirs_default, wrapper)(theirs_module.powerSGD_hook)
     for kw in ({}, {"matrix_approximation_rank": 3}):
         ours = powerSGD.PowerSGDState(None, start_powerSGD_iter=START, random_seed=2, **kw)
         theirs = theirs_module.PowerSGDState(None, start_powerSGD_iter=START, random_seed=2, **kw)
         for step in range(STEPS):
             for index, shapes in enumerate(BUCKETS):
                 shapes = [s or (1,) for s in shapes]
-                g = grads(step, index, np.float32)[rank]
+                g = grads(step, index, np.float32)[dist.get_rank()]
                 last = index == len(BUCKETS) - 1
                 got = ours_hook(ours, FakeBucket(g.copy(), shapes, index, last)).wait()
                 want = theirs_hook(theirs, TorchBucket(torch.from_numpy(g.copy()), shapes, index, last)).wait()
-                want = want.float().numpy()
-                where = f"{kw}, step {step}, bucket {index}"
-                assert got.dtype == np.float32, f"{where}: the wrapper returned {got.dtype}"
-                assert rel(got, want) <= 5e-3, f"{where}: output {rel(got, want):.3g} from PyTorch's"
-                if index in theirs.error_dict:
-                    a, b = ours.error_dict[index], theirs.error_dict[index].float().numpy()
-                    assert a.dtype == np.float16, f"{where}: error feedback kept as {a.dtype}"
-                    assert rel(a, b) <= 2e-2, f"{where}: error feedback {rel(a, b):.3g} from PyTorch's"
+                yield f"{kw}, step {step}, bucket {index}", got, want.float().numpy(), ours, theirs, index
+
+
+def pytorch_fp16_wrapper_equals_dtrain():
+    """fp16_compress_wrapper(powerSGD_hook), PyTorch's and dtrain's, on the same float32
+    per-rank gradients (2 buckets x 5 steps, rank 1 and 3; float16 orthogonalizes by
+    Gram-Schmidt at any rank): float32 outputs within 5e-3 and float16 error feedback within
+    2e-2 of PyTorch's (float16 rounds at 5e-4 and the matrix products sum in other orders;
+    the differences grow over the steps through the error feedback)."""
+    for where, got, want, ours, theirs, index in wrapped_powersgd_steps("fp16_compress_wrapper"):
+        assert got.dtype == np.float32, f"{where}: the wrapper returned {got.dtype}"
+        assert rel(got, want) <= 5e-3, f"{where}: output {rel(got, want):.3g} from PyTorch's"
+        if index in theirs.error_dict:
+            a, b = ours.error_dict[index], theirs.error_dict[index].float().numpy()
+            assert a.dtype == np.float16, f"{where}: error feedback kept as {a.dtype}"
+            assert rel(a, b) <= 2e-2, f"{where}: error feedback {rel(a, b):.3g} from PyTorch's"
 
 
 def pytorch_ddp_equals_dtrain():

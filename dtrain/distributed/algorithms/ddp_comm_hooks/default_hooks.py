@@ -78,8 +78,8 @@ def bf16_compress_wrapper(hook):
         the wrapped hook, with the same ``state``.
 
     Example:
-        >>> state = PowerSGDState(None, matrix_approximation_rank=1, start_powerSGD_iter=10)
-        >>> ddp.register_comm_hook(state, bf16_compress_wrapper(powerSGD_hook))
+        >>> ddp.register_comm_hook(PowerSGDState(None, start_powerSGD_iter=10),
+        ...                        bf16_compress_wrapper(powerSGD_hook))  # P, Q, error feedback in bfloat16
     """
     def to_bfloat16(buf):  # a copy either way: the bucket itself is written only at the end
         xp, bfloat16 = get_array_module(buf), _host_bfloat16(buf)
