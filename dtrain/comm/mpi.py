@@ -149,7 +149,7 @@ def _mpi_view(a):
     """``a`` as MPI can take it: float16 as uint16 where the library has no float16 type,
     bfloat16 as uint16 always (only data-moving collectives get it: see :mod:`.bfloat16`)."""
     if a is not None:
-        dtype = a.dtype  # _as_uint16 inlined: this runs on every hot-path all-reduce (benchmarks/bfloat16_collectives.py)
+        dtype = a.dtype  # _as_uint16 inlined: on every hot-path all-reduce (benchmarks/bfloat16_collectives.py)
         if dtype.kind == "V" or (_FLOAT16_OPS and dtype == FLOAT16):
             return a.view(numpy.uint16)
     return a
