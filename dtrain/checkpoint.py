@@ -309,7 +309,8 @@ def _load_by_name(model, optimizer, state, path):
         state = {"state": {order[k]: v for k, v in state["state"].items()},
                  "param_groups": [{**group, "params": [order[k] for k in group["params"]]}
                                   for group in state["param_groups"]]}
-    set_optimizer_state_dict(model, optimizer, state, options=_full_options())
+    # strict=False: a parameter without saved state starts fresh, as Optimizer.load_state_dict's
+    set_optimizer_state_dict(model, optimizer, state, options=_full_options(strict=False))
     return True
 
 
