@@ -255,6 +255,30 @@ def test_submodules_are_deprecated_as_torchs(world):
     assert not model[2].weight.detach().numpy().any()
 
 
+def test_strict_asks_for_each_trainable_parameters_state(world):
+    """strict (the default): a nested optimizer state that lacks a trainable parameter's entry
+    is torch's RuntimeError (torch raises it for the same dict), loaded with strict=False; an
+    empty one (an optimizer saved before its first step) loads. Unlike torch, reading a fresh
+    optimizer's state does not step it (its state stays {}: see state_dict.py)."""
+    model = mlp().double()
+    opt = dtrain.optim.Adam(two_groups(model), lr=0.1)
+    assert get_optimizer_state_dict(model, opt)["state"] == {} and len(opt.state) == 0
+    set_optimizer_state_dict(model, dtrain.optim.Adam(two_groups(model)), get_optimizer_state_dict(model, opt))
+    twin, twin_opt = torch_twin(model, two_groups(model))
+    step(model, opt)
+    step(twin, twin_opt)
+    ours, theirs = get_optimizer_state_dict(model, opt), torch_sd.get_optimizer_state_dict(twin, twin_opt)
+    del ours["state"]["2.bias"], theirs["state"]["2.bias"]
+    message = r"Missing optimizer state for parameter '2.bias' in checkpoint"
+    with pytest.raises(RuntimeError, match=message):
+        torch_sd.set_optimizer_state_dict(twin, torch.optim.Adam(twin.parameters()), theirs)
+    with pytest.raises(RuntimeError, match=message):
+        set_optimizer_state_dict(model, dtrain.optim.Adam(two_groups(model)), ours)
+    fresh = dtrain.optim.Adam(two_groups(model))
+    set_optimizer_state_dict(model, fresh, ours, options=StateDictOptions(strict=False))
+    assert model[2].bias not in fresh.state and len(fresh.state) == 3
+
+
 # ---- the flat layout under fully_shard: state_dict_checks.py under mpiexec -n 2 ----------------
 RANK_CHECKS = ("check_full_flat_state_is_the_plain_models", "check_flat_round_trip_from_rank0",
                "check_sharded_flat_round_trip")
@@ -279,28 +303,3 @@ def test_every_rank_ran_every_flat_check(flat_job):
 def test_flat_check(flat_job, check):
     """The check passed on both ranks (its docstring in state_dict_checks.py says what it shows)."""
     passed(flat_job[1], check)
-
-
-def test_state_of_an_optimizer_not_stepped_yet_and_strict(world):
-    """As torch's, an optimizer with no state yet takes one step at learning rate 0 with zero
-    gradients before its state is read or loaded: the same state as torch's (step 1, zero
-    moments), the parameters unchanged. A nested state dict lacking a trainable parameter's
-    state is torch's RuntimeError, loaded with strict=False."""
-    model = mlp().double()
-    before = [p.detach().numpy().copy() for p in model.parameters()]
-    opt = dtrain.optim.Adam(two_groups(model), lr=0.1)
-    twin, twin_opt = torch_twin(model, two_groups(model))
-    ours, theirs = get_optimizer_state_dict(model, opt, options=FLAT), torch_sd.get_optimizer_state_dict(
-        twin, twin_opt, options=torch_sd.StateDictOptions(flatten_optimizer_state_dict=True))
-    same(ours, theirs)
-    assert float(ours["state.0.weight.step"]) == 1 and not ours["state.0.weight.exp_avg"].numpy().any()
-    for p, b in zip(model.parameters(), before):
-        np.testing.assert_array_equal(p.detach().numpy(), b)
-        assert p.grad is None
-    assert [g["lr"] for g in opt.param_groups] == [0.5, 0.1]
-    optim_sd = get_optimizer_state_dict(model, opt)
-    del optim_sd["state"]["2.bias"]
-    with pytest.raises(RuntimeError, match=r"Missing optimizer state for parameter '2.bias' in checkpoint"):
-        set_optimizer_state_dict(model, dtrain.optim.Adam(two_groups(model)), optim_sd)
-    set_optimizer_state_dict(model, opt, optim_sd, options=StateDictOptions(strict=False))
-    assert model[2].bias not in opt.state and len(opt.state) == 3

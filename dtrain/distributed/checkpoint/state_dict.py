@@ -34,7 +34,7 @@ from ... import comm as dist
 from ...nn import Module
 from ...optim import Optimizer
 from ...parallel import DistributedDataParallel
-from ...tensor import Tensor, backend, from_numpy, zeros_like
+from ...tensor import Tensor, backend, from_numpy
 from ..fsdp.fully_shard import gathered, load_full, shard_placements
 from ..optim import ZeroRedundancyOptimizer
 
@@ -55,7 +55,8 @@ class StateDictOptions:
             submodule's name in the keys (``2.weight``) or not (``weight``).
         strict: ``set_model_state_dict`` requires exactly the model's keys, and
             ``set_optimizer_state_dict`` a saved state for each parameter with
-            ``requires_grad`` (when the saved state is not empty: SGD without momentum has none).
+            ``requires_grad`` (when the saved state is not empty: SGD without momentum, or an
+            optimizer saved before its first step, has none).
         broadcast_from_rank0: the set functions take the state given on rank 0 (the other
             ranks may pass ``{}``) and send it to every rank; needs ``full_state_dict``.
         flatten_optimizer_state_dict: the optimizer state as one flat dict,
@@ -147,8 +148,12 @@ def get_optimizer_state_dict(model, optimizers, *, submodules=None, options=None
 def _get_optimizer_state_dict(module, optimizers, options):
     names = _names(module)
     state, groups = {}, []
+    # PyTorch steps an optimizer that has no state yet once (zero gradients, lr 0) before
+    # reading it (its _init_optim_state, so that DCP finds state tensors to load into in
+    # place). Not here: Optimizer.load_state_dict makes the state, and that step would set
+    # Adam's step count to 1, so a run resumed from a checkpoint taken before the first step
+    # would no longer equal the uninterrupted one. A fresh optimizer's state is {}.
     for opt in _optimizers(optimizers):
-        _init_state(opt)
         for g, group in enumerate(opt.param_groups):
             fqns = [_name(names, p, g) for p in group["params"]]
             groups.append({**_hyperparameters(group), "params": fqns})
@@ -189,7 +194,6 @@ def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=Non
     # for each that requires grad (torch skips it for an empty one, and for the flat layout)
     strict = options.strict and not flat and saved_state
     for opt in optimizers:
-        _init_state(opt)
         local_state, local_groups, first = {}, [], 0  # indices over all groups, as Optimizer.state_dict's
         for g, group in enumerate(opt.param_groups):
             fqns = [_name(names, p, g) for p in group["params"]]
@@ -268,28 +272,6 @@ def _by_submodule(module, state_dict):
                              f"{type(sub).__name__} among its keys is not a submodule of the model")
         out.update((prefix[id(sub)] + k, v) for k, v in entries.items())
     return out
-
-
-def _init_state(opt):
-    """PyTorch's _init_optim_state: an optimizer without state and without gradients takes one
-    step with zero gradients at learning rate 0, so that its state exists (Adam's step 1, zero
-    moments) and the parameters stay as they are. Either side of a save/load then has each
-    trainable parameter's state, which the strict check asks for."""
-    params = [p for group in opt.param_groups for p in group["params"]]
-    if opt.state or any(p.grad is not None for p in params):
-        return
-    for p in params:
-        if p.requires_grad:
-            p.grad = zeros_like(p)
-    lrs = [group["lr"] for group in opt.param_groups if "lr" in group]
-    for group in opt.param_groups:
-        if "lr" in group:
-            group["lr"] = zeros_like(group["lr"]) if isinstance(group["lr"], Tensor) else 0.0
-    opt.step()
-    for group in opt.param_groups:
-        if "lr" in group:
-            group["lr"] = lrs.pop(0)
-    opt.zero_grad(set_to_none=True)
 
 
 def _unwrap(model):
