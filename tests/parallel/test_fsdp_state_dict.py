@@ -141,8 +141,8 @@ X = np.random.RandomState(0).randn(4, 3)
 
 
 def torch_twin(model, groups):
-    """torch's mlp() with ``model``'s weights and an Adam over the same ``groups`` (dicts of
-    ``model``'s parameters and their settings), stepped as ``step`` steps ``model``."""
+    """torch's mlp() in float64 with ``model``'s weights, and a torch Adam over the same
+    ``groups`` (dicts of ``model``'s parameters and their settings)."""
     twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
     twin.load_state_dict({k: torch.tensor(v.detach().numpy()) for k, v in model.state_dict().items()})
     by_id = {id(p): q for p, q in zip(model.parameters(), twin.parameters())}
@@ -230,7 +230,7 @@ def test_submodules_are_deprecated_as_torchs(world):
     """submodules: torch's FutureWarning, once per call; the model's entries of those
     submodules, with or without their prefix, as torch's keys; the optimizer's state whole (as
     torch's); a module outside the model a ValueError. A state dict keyed by submodules loads
-    under their names, with torch's FutureWarning."""
+    under their names, with torch's FutureWarning (one keyed by another module: a ValueError)."""
     model = mlp()
     opt = stepped(model)
     twin, twin_opt = torch_twin(model, [{"params": list(model.parameters())}])
@@ -253,6 +253,9 @@ def test_submodules_are_deprecated_as_torchs(world):
                                                    options=StateDictOptions(strict=False))
     assert (missing, unexpected) == (["0.weight", "0.bias"], [])
     assert not model[2].weight.detach().numpy().any()
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match=r"keyed by modules, and a Linear among its "
+                                                                      r"keys is not a submodule of the model"):
+        set_model_state_dict(model, {nn.Linear(4, 2): model_sd})
 
 
 def test_strict_asks_for_each_trainable_parameters_state(world):

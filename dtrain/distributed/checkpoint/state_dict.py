@@ -200,8 +200,8 @@ def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=Non
             for k, (fqn, p) in enumerate(zip(fqns, group["params"]), start=first):
                 if strict and p.requires_grad and fqn not in saved_state:
                     raise RuntimeError(f"Missing optimizer state for parameter '{fqn}' in checkpoint. The parameter "
-                                       f"requires gradients but has no saved optimizer state. To load anyway, use "
-                                       f"StateDictOptions(strict=False).")
+                                       "requires gradients but has no saved optimizer state. To load anyway, use "
+                                       "StateDictOptions(strict=False).")
                 if fqn in saved_state:
                     local_state[k] = {name: _local(fqn, name, v, placements.get(fqn))
                                       for name, v in saved_state[fqn].items()}
