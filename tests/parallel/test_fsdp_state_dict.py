@@ -77,6 +77,8 @@ def test_options_refused(world):
     opt = stepped(model)
     with pytest.raises(TypeError, match="options must be a StateDictOptions, got dict"):
         get_state_dict(model, opt, options={"full_state_dict": True})
+    with pytest.raises(ValueError, match=r"the optimizer state dict is empty \(.*broadcast_from_rank0=True"):
+        set_optimizer_state_dict(model, opt, {})
 
 
 def test_zero_redundancy_optimizer_is_refused(world):

@@ -184,6 +184,10 @@ def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=Non
         optim_state_dict = _from_rank0(optim_state_dict)
     names = _names(module)
     optimizers = _optimizers(optimizers)
+    if not optim_state_dict:
+        raise ValueError("set_optimizer_state_dict: the optimizer state dict is empty (the other ranks' share of "
+                         "one saved with full_state_dict and cpu_offload, rank 0's only? load it with "
+                         "broadcast_from_rank0=True)")
     flat = "state" not in optim_state_dict  # PyTorch's test for the flat layout
     if flat:
         optim_state_dict = _unflatten(optim_state_dict, optimizers, names)
