@@ -71,6 +71,10 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     do (max(NaN, 1) = 1), unlike ``torch.maximum``. To detect a NaN on any rank,
     all_reduce a flag (``isnan(x).any()``) with MAX, or the values with SUM.
 
+    bfloat16 (host tensors) is reduced in float32 and rounded back once, to nearest even:
+    PyTorch's gloo bits at 2 ranks, closer to the exact sum than its per-addition rounding at
+    more (:mod:`dtrain.comm.bfloat16`).
+
     Example:
         >>> t = dtrain.ones(3) * (dist.get_rank() + 1)
         >>> dist.all_reduce(t)   # with 2 ranks: t == [3., 3., 3.]
