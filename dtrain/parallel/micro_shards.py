@@ -281,8 +281,8 @@ class MicroShards:
         small all-reduce, so every rank decides alike (the tree and the integer sum give
         different last bits, so the choice must not depend on the world size either: a power
         of two micro-shards per step split evenly is one at every world size)."""
-        # kind "f" leaves bfloat16 (kind "V") to the exact sum, on purpose: the tree gathers arrays in
-        # the parameters' dtype, which MPI has no type for; the exact sum sends int64 fixed point
+        # kind "f" leaves bfloat16 (kind "V") to the exact sum, on purpose: the tree would round every
+        # one of its additions to bfloat16's 8 bits, the exact sum rounds the mean once
         if len({a.dtype for a in like}) != 1 or like[0].dtype.kind != "f":
             return False
         counts = numpy.array([max(self.passes), -min(self.passes), len(self.passes)], numpy.int64)
